@@ -1,0 +1,21 @@
+// Builds dist/airroot: one self-contained executable (Bun runtime + all of airroot), no native addon.
+// The baseline target runs on any x86-64 server (the default Bun build needs AVX2).
+import { $ } from "bun";
+import pkg from "./package.json";
+
+const target = process.env.AIRROOT_TARGET ?? "bun-linux-x64-baseline";
+const outfile = "dist/airroot";
+await $`mkdir -p dist`;
+const result = await Bun.build({
+  entrypoints: ["src/cli/main.ts"],
+  compile: { target: target as any, outfile },
+  minify: true,
+  sourcemap: "none",
+  define: { AIRROOT_VERSION: JSON.stringify(pkg.version) },
+});
+if (!result.success) {
+  for (const log of result.logs) console.error(log);
+  process.exit(1);
+}
+const size = Bun.file(outfile).size;
+console.log(`built ${outfile} (${(size / 1048576).toFixed(1)} MiB, target ${target})`);

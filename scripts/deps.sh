@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs everything airroot's build, demo and tests need on Debian 12, idempotently:
+# Debian packages (real servers and tools the tests use), then Bun and node_modules from the npm registry.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  ca-certificates curl openssl            # TLS tooling; curl is also the benchmark's speed limit
+  nginx-light apache2                     # real image servers / mirrors
+  squashfs-tools util-linux kmod fio      # mksquashfs, losetup/mount, modules, random-read benchmark
+  swtpm swtpm-tools tpm2-tools            # software TPM and the reference TPM tools
+  openssh-server openssh-client           # sshd/ssh-keygen/ssh for host keys and certificates
+  qemu-system-x86 mmdebstrap zstd cpio    # whole-boot tests: root image, initramfs, VM
+  iproute2 netcat-openbsd busybox-static  # network namespaces, guestfwd relays, initramfs shell
+)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "deps: installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Bun (pinned in package.json) and the JS dependencies, exactly as locked.
+if [ ! -x node_modules/.bin/bun ] || ! node_modules/.bin/bun --version >/dev/null 2>&1 \
+   || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "deps: installing node_modules (npm ci)"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+echo "deps: ok (bun $(node_modules/.bin/bun --version))"
