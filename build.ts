@@ -4,8 +4,8 @@ import { $ } from "bun";
 import pkg from "./package.json";
 
 const target = process.env.AIRROOT_TARGET ?? "bun-linux-x64-baseline";
-const outfile = "dist/airroot";
-await $`mkdir -p dist`;
+const outfile = process.env.AIRROOT_OUT ?? "dist/airroot";
+await $`mkdir -p ${require("node:path").dirname(outfile)}`;
 const result = await Bun.build({
   entrypoints: ["src/cli/main.ts"],
   compile: { target: target as any, outfile },
