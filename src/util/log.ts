@@ -1,0 +1,57 @@
+// Line logger for daemons: one line per state change, to stderr and (optionally) the kernel log via /dev/kmsg.
+import { openSync, writeSync, closeSync } from "node:fs";
+
+export interface Logger {
+  info(msg: string): void;
+  warn(msg: string): void;
+  error(msg: string): void;
+  debug(msg: string): void;
+}
+
+export interface LoggerOptions {
+  prefix?: string;   // printed before every line as "prefix: "; default "airroot"
+  kmsg?: boolean;    // also write to /dev/kmsg when it exists and is writable; default true
+  verbose?: boolean; // emit debug lines; default false
+}
+
+// syslog priorities used by /dev/kmsg ("<N>" prefix).
+const PRIO = { error: 3, warn: 4, info: 6, debug: 7 } as const;
+// The kernel rejects kmsg records above ~1 KiB; keep well below so a long URL never loses the whole line.
+const KMSG_MAX = 900;
+
+export function createLogger(opts: LoggerOptions = {}): Logger {
+  const prefix = opts.prefix ?? "airroot";
+  const verbose = opts.verbose ?? false;
+  let kmsgFd: number | null = null;
+  if (opts.kmsg ?? true) {
+    try { kmsgFd = openSync("/dev/kmsg", "w"); } catch { kmsgFd = null; } // absent or read-only: stderr only
+  }
+  const emit = (level: keyof typeof PRIO, msg: string) => {
+    // Control characters from remote input must not forge extra log lines.
+    const clean = msg.replace(/[\x00-\x08\x0a-\x1f\x7f]/g, " ");
+    const line = prefix ? `${prefix}: ${clean}` : clean;
+    try { process.stderr.write(line + "\n"); } catch { /* stderr closed: nothing better to do */ }
+    if (kmsgFd !== null) {
+      try { writeSync(kmsgFd, `<${PRIO[level]}>${line.slice(0, KMSG_MAX)}\n`); }
+      catch { try { closeSync(kmsgFd); } catch { /* ignore */ } kmsgFd = null; } // stop trying after a failure
+    }
+  };
+  return {
+    info: (m) => emit("info", m),
+    warn: (m) => emit("warn", m),
+    error: (m) => emit("error", m),
+    debug: (m) => { if (verbose) emit("debug", m); },
+  };
+}
+
+/** A logger that records lines in memory (for tests and for callers that want to inspect what was said). */
+export function memoryLogger(): Logger & { lines: string[] } {
+  const lines: string[] = [];
+  return {
+    lines,
+    info: (m) => { lines.push(m); },
+    warn: (m) => { lines.push(m); },
+    error: (m) => { lines.push(m); },
+    debug: () => {},
+  };
+}
