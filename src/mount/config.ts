@@ -1,0 +1,77 @@
+// `airroot mount` settings: validated once, up front, with errors that say what to fix.
+import { existsSync, readFileSync, statSync } from "node:fs";
+import { resolve } from "node:path";
+import { parseDuration } from "../util/duration";
+
+export type SourceOrder = "listed" | "latency" | "spread";
+const ORDERS: SourceOrder[] = ["listed", "latency", "spread"];
+
+export interface MountConfig {
+  urls: string[];
+  mountpoint: string;          // absolute
+  caFile?: string;             // PEM bundle; undefined = system store
+  order: SourceOrder;
+  nodeId?: string;
+  cacheMb: number;
+  ioTimeoutMs?: number;        // undefined = retry forever (right for a root filesystem)
+  stallTimeoutMs: number;
+  foreground: boolean;
+  argv0?: string;
+  manifestUrl?: string;
+  imageKeyFile?: string;
+  verbose: boolean;
+}
+
+export const MOUNT_DEFAULTS = { order: "listed" as SourceOrder, cacheMb: 32, stallTimeoutMs: 10_000 };
+
+export class MountConfigError extends Error {
+  override name = "MountConfigError";
+}
+
+export interface RawMountArgs {
+  positional: string[];
+  ca?: string; order?: string; nodeId?: string; cacheMb?: string; ioTimeout?: string; stallTimeout?: string;
+  foreground?: boolean; argv0?: string; manifest?: string; imageKey?: string; verbose?: boolean;
+}
+
+export function parseMountConfig(raw: RawMountArgs): MountConfig {
+  const fail = (msg: string): never => { throw new MountConfigError(`airroot mount: ${msg}`); };
+  if (raw.positional.length < 2) fail("need at least one image URL and a mount point (airroot mount URL... MOUNTPOINT)");
+  const urls = raw.positional.slice(0, -1);
+  const mountpoint = resolve(raw.positional[raw.positional.length - 1]);
+  for (const u of urls) {
+    if (!/^https:\/\/[^/]+\/.+/i.test(u)) fail(`"${u}" is not an https:// URL of a file (plain HTTP is never trusted for a root image)`);
+  }
+  if (new Set(urls).size !== urls.length) fail("the same URL is listed twice");
+  if (!existsSync(mountpoint) || !statSync(mountpoint).isDirectory()) fail(`mount point ${mountpoint} is not an existing directory (create it first)`);
+
+  const order = (raw.order ?? MOUNT_DEFAULTS.order) as SourceOrder;
+  if (!ORDERS.includes(order)) fail(`--order must be one of ${ORDERS.join(", ")} (got "${raw.order}")`);
+  const cacheMb = raw.cacheMb === undefined ? MOUNT_DEFAULTS.cacheMb : Number(raw.cacheMb);
+  if (!Number.isInteger(cacheMb) || cacheMb < 0 || cacheMb > 65536) fail(`--cache-mb must be a whole number of MiB from 0 to 65536 (got "${raw.cacheMb}")`);
+  const ioTimeoutMs = raw.ioTimeout === undefined ? undefined : durationOrFail(raw.ioTimeout, "--io-timeout", fail);
+  const stallTimeoutMs = raw.stallTimeout === undefined ? MOUNT_DEFAULTS.stallTimeoutMs : durationOrFail(raw.stallTimeout, "--stall-timeout", fail);
+  if (stallTimeoutMs < 100) fail("--stall-timeout must be at least 100ms");
+
+  const caFile = raw.ca ? resolve(raw.ca) : undefined;
+  if (caFile) readableOrFail(caFile, "--ca", fail);
+  const imageKeyFile = raw.imageKey ? resolve(raw.imageKey) : undefined;
+  if (imageKeyFile) readableOrFail(imageKeyFile, "--image-key", fail);
+  if (raw.manifest && !imageKeyFile) fail("--manifest needs --image-key (the image-signing public key that vouches for it)");
+  if (imageKeyFile && !raw.manifest) fail("--image-key needs --manifest URL");
+  if (raw.manifest && !/^https:\/\//i.test(raw.manifest)) fail(`--manifest "${raw.manifest}" is not an https:// URL`);
+  if (raw.argv0 !== undefined && (raw.argv0 === "" || raw.argv0.includes("\0"))) fail("--argv0 must be a non-empty name");
+
+  return {
+    urls, mountpoint, caFile, order, nodeId: raw.nodeId, cacheMb, ioTimeoutMs: ioTimeoutMs || undefined, stallTimeoutMs,
+    foreground: !!raw.foreground, argv0: raw.argv0, manifestUrl: raw.manifest, imageKeyFile, verbose: !!raw.verbose,
+  };
+}
+
+function durationOrFail(text: string, flag: string, fail: (m: string) => never): number {
+  try { return parseDuration(text, flag); } catch (e) { return fail((e as Error).message); }
+}
+
+function readableOrFail(path: string, flag: string, fail: (m: string) => never): void {
+  try { readFileSync(path); } catch (e) { fail(`${flag} ${path}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`); }
+}

@@ -1,0 +1,76 @@
+// The `airroot mount` daemon: one remote image (range engine) exposed through the FUSE server, plus the
+// status socket, until unmounted or signalled. The read path is fuse → RemoteImage.read → undici.
+import { readFileSync } from "node:fs";
+import { basename } from "node:path";
+import { RemoteImage } from "../source/image";
+import { mountFuse, type FuseMount } from "../fuse/mount";
+import { createLogger, type Logger } from "../util/log";
+import type { MountConfig } from "./config";
+import { serveStatus, type DaemonStatus } from "./status";
+import { loadImageVerifier, type LoadedVerifier } from "./verify";
+
+export interface DaemonHandle {
+  image: RemoteImage;
+  fuse: FuseMount;
+  /** Resolves when the daemon has fully stopped (unmounted, sockets closed). */
+  stopped: Promise<void>;
+  stop(reason: string): Promise<void>;
+}
+
+export async function startMountDaemon(cfg: MountConfig, log: Logger = createLogger({ prefix: "airroot mount", kmsg: true, verbose: cfg.verbose })): Promise<DaemonHandle> {
+  const ca = cfg.caFile ? readFileSync(cfg.caFile) : undefined;
+  let verified: LoadedVerifier | undefined;
+  if (cfg.manifestUrl && cfg.imageKeyFile) {
+    verified = await loadImageVerifier(cfg.manifestUrl, readFileSync(cfg.imageKeyFile, "utf8"), ca, log);
+  }
+  const image = await RemoteImage.open(cfg.urls, {
+    ca, order: cfg.order, nodeId: cfg.nodeId, cacheMb: cfg.cacheMb, ioTimeoutMs: cfg.ioTimeoutMs,
+    stallTimeoutMs: cfg.stallTimeoutMs, verifier: verified?.verifier, log,
+  });
+  if (verified && verified.size !== image.size) {
+    await image.close();
+    throw new Error(`the signed manifest describes ${verified.size} bytes but the servers offer ${image.size} bytes of ${image.name}: refusing to mount`);
+  }
+  let fuse: FuseMount;
+  try {
+    fuse = await mountFuse({
+      mountpoint: cfg.mountpoint,
+      fsname: `airroot:${image.name}`,
+      subtype: "airroot",
+      files: [{ name: image.name, size: image.size, mtimeMs: image.mtimeMs, read: (off, len) => image.read(off, len) }],
+      log: (line) => log.info(line),
+    });
+  } catch (e) {
+    await image.close();
+    throw e;
+  }
+  const startedAt = new Date().toISOString();
+  const argv0 = cfg.argv0 ?? basename(process.argv0 || "airroot");
+  const snapshot = (): DaemonStatus => ({
+    mountpoint: cfg.mountpoint, pid: process.pid, argv0, startedAt,
+    image: image.status(), fuse: fuse.stats(),
+    verified: verified && { manifest: verified.manifestUrl, chunkSize: verified.verifier.chunkSize, badChunks: verified.badChunks() },
+  });
+  let resolveStopped!: () => void;
+  const stopped = new Promise<void>((r) => (resolveStopped = r));
+  let stopping: Promise<void> | undefined;
+  const stop = (reason: string) => (stopping ??= (async () => {
+    log.info(`stopping (${reason}): unmounting ${cfg.mountpoint}`);
+    try { await fuse.unmount(); } catch (e) { log.warn(`unmount of ${cfg.mountpoint} failed: ${(e as Error).message}`); }
+    status.close();
+    await image.close();
+    resolveStopped();
+  })());
+  const status = serveStatus(cfg.mountpoint, snapshot, () => void stop("unmount requested"));
+  fuse.closed.then(() => stop("the kernel ended the FUSE session (unmounted)"));
+  log.info(`serving ${image.name} (${image.size} bytes) at ${cfg.mountpoint}/${image.name}`);
+  return { image, fuse, stopped, stop };
+}
+
+/** Foreground mode: run until unmounted or SIGTERM/SIGINT, then exit cleanly. */
+export async function runMountDaemon(cfg: MountConfig, onReady?: () => void): Promise<void> {
+  const daemon = await startMountDaemon(cfg);
+  for (const sig of ["SIGTERM", "SIGINT", "SIGHUP"] as const) process.on(sig, () => void daemon.stop(`received ${sig}`));
+  onReady?.();
+  await daemon.stopped;
+}

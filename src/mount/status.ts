@@ -1,0 +1,87 @@
+// The mount daemon's status channel: an HTTP server on a unix socket named after the mount point, so
+// `airroot status MOUNTPOINT` can find any running daemon without a PID file.
+import { createHash } from "node:crypto";
+import { mkdirSync, rmSync, existsSync } from "node:fs";
+import { join } from "node:path";
+import { tmpdir } from "node:os";
+
+export interface DaemonStatus {
+  mountpoint: string;
+  pid: number;
+  argv0: string;
+  startedAt: string;
+  image: {
+    name: string; size: number; validator: string; order: string; uptimeSec: number;
+    bytesFetched: number; cacheHits: number; cacheMisses: number; readsInFlight: number; readsTotal: number;
+    sources: { url: string; state: string; reason?: string; rttMs?: number; bytes: number; requests: number;
+      errors: number; lastError?: string; preferredRank: number }[];
+  };
+  fuse: Record<string, number | string>;
+  verified?: { manifest: string; chunkSize: number; badChunks: number };
+}
+
+/** /run/airroot/mounts when /run is writable (initramfs and booted systems), else the temp dir. */
+export function statusDir(): string {
+  for (const dir of ["/run/airroot/mounts", join(tmpdir(), "airroot-mounts")]) {
+    try { mkdirSync(dir, { recursive: true, mode: 0o700 }); return dir; } catch { /* try the next */ }
+  }
+  throw new Error("cannot create a directory for the status socket in /run or the temp dir");
+}
+
+export function statusSocketPath(mountpoint: string): string {
+  const id = createHash("sha256").update(mountpoint).digest("hex").slice(0, 16);
+  return join(statusDir(), `${id}.sock`);
+}
+
+export function serveStatus(mountpoint: string, snapshot: () => DaemonStatus, onShutdown: () => void): { close(): void } {
+  const path = statusSocketPath(mountpoint);
+  if (existsSync(path)) rmSync(path, { force: true }); // a stale socket from a daemon that died
+  const server = Bun.serve({
+    unix: path,
+    fetch(req) {
+      const url = new URL(req.url);
+      if (req.method === "GET" && url.pathname === "/status") return Response.json(snapshot());
+      if (req.method === "POST" && url.pathname === "/unmount") { setTimeout(onShutdown, 10); return new Response("ok\n"); }
+      return new Response("not found\n", { status: 404 });
+    },
+  });
+  return { close() { server.stop(true); rmSync(path, { force: true }); } };
+}
+
+export async function fetchStatus(mountpoint: string): Promise<DaemonStatus> {
+  const path = statusSocketPath(mountpoint);
+  if (!existsSync(path)) throw new Error(`no airroot mount daemon serves ${mountpoint} (no status socket ${path})`);
+  try {
+    const res = await fetch("http://airroot/status", { unix: path, signal: AbortSignal.timeout(5000) } as RequestInit);
+    if (!res.ok) throw new Error(`HTTP ${res.status}`);
+    return (await res.json()) as DaemonStatus;
+  } catch (e) {
+    throw new Error(`the mount daemon for ${mountpoint} did not answer on ${path}: ${(e as Error).message}`);
+  }
+}
+
+export async function requestUnmount(mountpoint: string): Promise<void> {
+  const path = statusSocketPath(mountpoint);
+  const res = await fetch("http://airroot/unmount", { method: "POST", unix: path, signal: AbortSignal.timeout(5000) } as RequestInit);
+  if (!res.ok) throw new Error(`the mount daemon for ${mountpoint} refused to unmount: HTTP ${res.status}`);
+}
+
+const MiB = 1048576;
+export function formatStatus(s: DaemonStatus): string {
+  const img = s.image;
+  const lines = [
+    `${s.mountpoint}/${img.name}: ${(img.size / MiB).toFixed(1)} MiB, validator ${img.validator}, order ${img.order}`,
+    `daemon pid ${s.pid} (${s.argv0}), up ${img.uptimeSec.toFixed(0)} s`,
+    `fetched ${(img.bytesFetched / MiB).toFixed(1)} MiB, cache hits ${img.cacheHits} / misses ${img.cacheMisses}, ` +
+      `reads in flight ${img.readsInFlight}, reads total ${img.readsTotal}`,
+  ];
+  if (s.verified) lines.push(`verified against ${s.verified.manifest} (chunk ${s.verified.chunkSize / 1024} KiB), bad chunks seen ${s.verified.badChunks}`);
+  lines.push("", "  RANK STATE     RTT      MiB       REQS  ERRS  URL");
+  for (const src of [...img.sources].sort((a, b) => a.preferredRank - b.preferredRank)) {
+    const rtt = src.rttMs === undefined ? "-" : `${src.rttMs.toFixed(1)}ms`;
+    lines.push(`  ${String(src.preferredRank).padStart(4)} ${src.state.padEnd(9)} ${rtt.padStart(8)} ${(src.bytes / MiB).toFixed(1).padStart(8)} ` +
+      `${String(src.requests).padStart(6)} ${String(src.errors).padStart(5)}  ${src.url}`);
+    if (src.lastError) lines.push(`${" ".repeat(12)}last error: ${src.lastError}`);
+  }
+  return lines.join("\n");
+}

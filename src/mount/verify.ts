@@ -1,0 +1,48 @@
+// Fetches and checks the signed image manifest before the mount starts, and wraps its chunk verifier so
+// the status channel can count the bad chunks servers have sent.
+import type { ChunkVerifier } from "../source/image";
+import type { Logger } from "../util/log";
+import { loadManifest, manifestVerifier } from "../image/manifest";
+
+export interface LoadedVerifier {
+  manifestUrl: string;
+  size: number;
+  verifier: ChunkVerifier;
+  badChunks(): number;
+}
+
+const MAX_MANIFEST_BYTES = 64 * 1048576;
+
+export async function loadImageVerifier(manifestUrl: string, publicKeyPem: string, ca: Buffer | undefined, log: Logger): Promise<LoadedVerifier> {
+  let bytes: Uint8Array;
+  try {
+    const res = await fetch(manifestUrl, { tls: ca ? { ca: ca.toString() } : undefined, signal: AbortSignal.timeout(60_000) } as RequestInit);
+    if (res.status !== 200) throw new Error(`HTTP ${res.status}`);
+    const declared = Number(res.headers.get("content-length") ?? "0");
+    if (declared > MAX_MANIFEST_BYTES) throw new Error(`manifest too large (${declared} bytes)`);
+    bytes = new Uint8Array(await res.arrayBuffer());
+    if (bytes.length > MAX_MANIFEST_BYTES) throw new Error(`manifest too large (${bytes.length} bytes)`);
+  } catch (e) {
+    throw new Error(`cannot fetch the image manifest ${manifestUrl}: ${(e as Error).message}`);
+  }
+  let manifest;
+  try {
+    manifest = loadManifest(bytes, publicKeyPem);
+  } catch (e) {
+    throw new Error(`refusing to mount: manifest ${manifestUrl} is not valid: ${(e as Error).message}`);
+  }
+  const inner = manifestVerifier(manifest);
+  let bad = 0;
+  log.info(`verified manifest ${manifestUrl}: ${manifest.size} bytes in ${inner.chunkSize}-byte chunks`);
+  return {
+    manifestUrl, size: manifest.size, badChunks: () => bad,
+    verifier: {
+      chunkSize: inner.chunkSize,
+      verify(index, data) {
+        const ok = inner.verify(index, data);
+        if (!ok) bad++;
+        return ok;
+      },
+    },
+  };
+}
