@@ -20,7 +20,7 @@ test: deps build
 	$(BUN) test --timeout 300000
 
 demo: deps build
-	bash scripts/demo.sh
+	$(BUN) run scripts/demo.ts
 
 bench: deps build
 	$(BUN) run bench/run.ts
