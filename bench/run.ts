@@ -1,0 +1,111 @@
+// `make bench`: airroot's read path against the limit measured in the same run on the same machine
+// (curl downloading the same file over the same HTTPS). Loopback only; every phase is bounded in size and time.
+// Prints a table and writes bench/results/latest.json.
+import { join } from "node:path";
+import { mkdirSync, writeFileSync, readFileSync, existsSync } from "node:fs";
+import { scratchDir, removeScratchDirs } from "../test/helpers/tmp";
+import { makeTestPki } from "../test/helpers/pki";
+import { startNginx, type Nginx } from "../test/helpers/nginx";
+import { freePort } from "../test/helpers/ports";
+import { startDelayRelay, type DelayRelay } from "../test/helpers/relay";
+
+const MiB = 1048576;
+const IMAGE_MIB = Number(process.env.BENCH_IMAGE_MIB ?? 1024);
+const RTTS_MS = [0, 2, 20];
+const airroot = join(import.meta.dir, "..", "dist", "airroot");
+
+interface Row { rttMs: number; curlMBs: number; seqMBs: number; seqRatio: number; seqBytes: number;
+  randIops: number; randP50us: number; randP99us: number; daemonRssMiB: number; daemonPeakRssMiB: number }
+
+function run(cmd: string[], timeoutMs = 300_000): { out: string; err: string; code: number; ms: number } {
+  const t0 = performance.now();
+  const r = Bun.spawnSync(cmd, { stdout: "pipe", stderr: "pipe", timeout: timeoutMs });
+  return { out: r.stdout.toString(), err: r.stderr.toString(), code: r.exitCode ?? -1, ms: performance.now() - t0 };
+}
+function must(r: ReturnType<typeof run>, what: string) {
+  if (r.code !== 0) throw new Error(`${what} failed (exit ${r.code}): ${r.err.trim().slice(0, 500)}`);
+  return r;
+}
+
+/** How much to read sequentially at a given RTT, so the whole benchmark stays within a few minutes. */
+const seqBytesFor = (rtt: number) => Math.min(IMAGE_MIB, rtt >= 20 ? 256 : IMAGE_MIB) * MiB;
+
+function daemonPid(mnt: string): number {
+  const r = must(run([airroot, "status", "--json", mnt]), "airroot status");
+  return JSON.parse(r.out).pid;
+}
+function rssMiB(pid: number, field: "VmRSS" | "VmHWM"): number {
+  const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+
+async function main() {
+  if (!existsSync(airroot)) throw new Error("dist/airroot missing: run make first");
+  const dir = scratchDir("airroot-bench-");
+  const servers: Nginx[] = [];
+  const relays: DelayRelay[] = [];
+  const rows: Row[] = [];
+  try {
+    console.log(`bench: making a ${IMAGE_MIB} MiB random image`);
+    mkdirSync(join(dir, "www"));
+    must(run(["dd", "if=/dev/urandom", `of=${join(dir, "www", "image.bin")}`, "bs=1M", `count=${IMAGE_MIB}`, "status=none"]), "dd");
+    const pki = makeTestPki(join(dir, "pki"));
+    for (const host of ["127.0.0.2", "127.0.0.3"]) {
+      const port = await freePort(host);
+      servers.push(await startNginx({ root: join(dir, "www"), listen: [{ host, port }], cert: pki.serverCert, key: pki.serverKey, workDir: join(dir, `ng-${host}`) }));
+    }
+    for (const rtt of RTTS_MS) {
+      // Each RTT gets its own front door: a relay that delays each chunk by rtt/2 each way (no bandwidth cap).
+      const urls: string[] = [];
+      for (const s of servers) {
+        const l = s.opts.listen[0];
+        if (rtt === 0) { urls.push(s.urlFor("image.bin")); continue; }
+        const relay = await startDelayRelay({ listenHost: l.host, targetHost: l.host, targetPort: l.port, delayMs: rtt / 2 });
+        relays.push(relay);
+        urls.push(`https://${l.host}:${relay.port}/image.bin`);
+      }
+      const bytes = seqBytesFor(rtt);
+      console.log(`bench: RTT +${rtt} ms: curl limit over ${bytes / MiB} MiB`);
+      const curl = must(run(["curl", "-sS", "-o", "/dev/null", "--cacert", pki.caCert, "-r", `0-${bytes - 1}`, "-w", "%{size_download} %{time_total}", urls[0]]), "curl");
+      const [cBytes, cSecs] = curl.out.trim().split(" ").map(Number);
+      const curlMBs = cBytes / MiB / cSecs;
+
+      const mnt = join(dir, `mnt-${rtt}`);
+      mkdirSync(mnt);
+      must(run([airroot, "mount", "--ca", pki.caCert, ...urls, mnt]), "airroot mount");
+      try {
+        const pid = daemonPid(mnt);
+        console.log(`bench: RTT +${rtt} ms: cold sequential read through airroot mount`);
+        const seq = must(run(["dd", `if=${join(mnt, "image.bin")}`, "of=/dev/null", "bs=1M", `count=${bytes / MiB}`, "status=none"]), "dd through the mount");
+        const seqMBs = bytes / MiB / (seq.ms / 1000);
+        const daemonRssMiB = rssMiB(pid, "VmRSS");
+        console.log(`bench: RTT +${rtt} ms: cold 4 KiB random reads (fio)`);
+        const fio = must(run(["fio", "--name=rand", `--filename=${join(mnt, "image.bin")}`, "--rw=randread", "--bs=4k",
+          "--ioengine=psync", "--numjobs=4", "--group_reporting", "--time_based", `--runtime=${rtt >= 20 ? 15 : 10}`,
+          "--readonly", "--invalidate=0", "--output-format=json"], 120_000), "fio");
+        const job = JSON.parse(fio.out.slice(fio.out.indexOf("{"))).jobs[0].read;
+        const pct = job.clat_ns?.percentile ?? {};
+        rows.push({ rttMs: rtt, curlMBs, seqMBs, seqRatio: seqMBs / curlMBs, seqBytes: bytes,
+          randIops: job.iops, randP50us: (pct["50.000000"] ?? NaN) / 1000, randP99us: (pct["99.000000"] ?? NaN) / 1000,
+          daemonRssMiB, daemonPeakRssMiB: rssMiB(pid, "VmHWM") });
+      } finally {
+        run([airroot, "umount", mnt]);
+      }
+    }
+  } finally {
+    for (const r of relays) r.close();
+    for (const s of servers) await s.stop().catch(() => {});
+    removeScratchDirs();
+  }
+  const fmt = (n: number, d = 0) => (Number.isFinite(n) ? n.toFixed(d) : "-");
+  console.log("\n| added RTT | curl MB/s (limit) | airroot seq MB/s | ratio | 4k rand IOPS | p50 µs | p99 µs | daemon RSS MiB (peak) |");
+  console.log("|---|---|---|---|---|---|---|---|");
+  for (const r of rows) console.log(`| ${r.rttMs} ms | ${fmt(r.curlMBs)} | ${fmt(r.seqMBs)} | ${fmt(r.seqRatio * 100)}% | ${fmt(r.randIops)} | ${fmt(r.randP50us)} | ${fmt(r.randP99us)} | ${fmt(r.daemonRssMiB, 1)} (${fmt(r.daemonPeakRssMiB, 1)}) |`);
+  mkdirSync(join(import.meta.dir, "results"), { recursive: true });
+  const out = { date: new Date().toISOString(), imageMiB: IMAGE_MIB, rows,
+    targets: { seqRatioNoRtt: 0.8, seqRatio2ms: 0.6, daemonRssMiB: 64 } };
+  writeFileSync(join(import.meta.dir, "results", "latest.json"), JSON.stringify(out, null, 2));
+  console.log(`\nwrote bench/results/latest.json`);
+}
+
+await main();
