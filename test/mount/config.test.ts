@@ -1,0 +1,51 @@
+import { afterAll, describe, expect, test } from "bun:test";
+import { join } from "node:path";
+import { writeFileSync } from "node:fs";
+import { parseMountConfig, MountConfigError } from "../../src/mount/config";
+import { scratchDir, removeScratchDirs } from "../helpers/tmp";
+
+afterAll(removeScratchDirs);
+const dir = scratchDir();
+const ca = join(dir, "ca.pem");
+writeFileSync(ca, "-----BEGIN CERTIFICATE-----\n");
+const url = "https://127.0.0.2:8443/images/root.sfs";
+
+describe("airroot mount options", () => {
+  test("defaults are the safe ones for a root filesystem", () => {
+    const c = parseMountConfig({ positional: [url, dir] });
+    expect(c).toMatchObject({ urls: [url], mountpoint: dir, order: "listed", cacheMb: 32, stallTimeoutMs: 10_000, foreground: false });
+    expect(c.ioTimeoutMs).toBeUndefined(); // wait forever
+  });
+
+  test("parses every option", () => {
+    const c = parseMountConfig({ positional: [url, "https://[fe80::1%25eth0]/images/root.sfs", dir], ca, order: "spread", nodeId: "n1",
+      cacheMb: "8", ioTimeout: "5m", stallTimeout: "750ms", foreground: true, argv0: "@airroot-root" });
+    expect(c).toMatchObject({ order: "spread", nodeId: "n1", cacheMb: 8, ioTimeoutMs: 300_000, stallTimeoutMs: 750, foreground: true, argv0: "@airroot-root", caFile: ca });
+    expect(c.urls).toHaveLength(2);
+    expect(parseMountConfig({ positional: [url, dir], ioTimeout: "0" }).ioTimeoutMs).toBeUndefined();
+  });
+
+  const bad: [string, Parameters<typeof parseMountConfig>[0], RegExp][] = [
+    ["no mount point", { positional: [url] }, /at least one image URL and a mount point/],
+    ["plain http", { positional: ["http://127.0.0.1/x.sfs", dir] }, /not an https:\/\/ URL/],
+    ["URL without a file", { positional: ["https://127.0.0.1/", dir] }, /not an https:\/\/ URL of a file/],
+    ["duplicate URL", { positional: [url, url, dir] }, /listed twice/],
+    ["missing mount point", { positional: [url, join(dir, "nope")] }, /not an existing directory/],
+    ["bad order", { positional: [url, dir], order: "random" }, /--order must be one of/],
+    ["bad cache", { positional: [url, dir], cacheMb: "-1" }, /--cache-mb/],
+    ["bad duration", { positional: [url, dir], ioTimeout: "soon" }, /invalid --io-timeout "soon"/],
+    ["tiny stall", { positional: [url, dir], stallTimeout: "1ms" }, /at least 100ms/],
+    ["unreadable CA", { positional: [url, dir], ca: join(dir, "missing.pem") }, /--ca .*cannot read \(ENOENT\)/],
+    ["manifest without key", { positional: [url, dir], manifest: "https://127.0.0.1/m" }, /--manifest needs --image-key/],
+    ["key without manifest", { positional: [url, dir], imageKey: ca }, /--image-key needs --manifest/],
+  ];
+  for (const [name, raw, msg] of bad) {
+    test(`refuses ${name} with a clear message`, () => {
+      let err: unknown;
+      try { parseMountConfig(raw); } catch (e) { err = e; }
+      expect(err).toBeInstanceOf(MountConfigError);
+      expect((err as Error).message).toMatch(msg);
+      expect((err as Error).message).toStartWith("airroot mount: ");
+    });
+  }
+});
