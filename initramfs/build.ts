@@ -1,0 +1,217 @@
+// Builds airroot's initramfs: dist/airroot as /init, kernel modules, busybox, sshd, site config, as a zstd cpio.
+// Usage: bun initramfs/build.ts --kernel-dir .cache/kernel/VERSION --out dist/initramfs.cpio.zst [--site DIR]
+//        [--airroot dist/airroot] [--level 19] [--modules a,b]
+import { parseArgs } from "node:util";
+import { cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmSync, writeFileSync } from "node:fs";
+import { dirname, join, relative } from "node:path";
+import { tmpdir } from "node:os";
+import { CpioArchive } from "./cpio";
+import { dependencyOrder, parseModulesDep } from "../src/boot/modules";
+
+/** Modules airroot itself needs, plus the NIC drivers common in servers and VMs; missing ones are skipped. */
+export const DEFAULT_MODULES = [
+  "fuse", "overlay", "squashfs", "loop",
+  "virtio_pci", "virtio_net", "virtio_blk", "virtio_scsi", "virtio_rng", "virtio_console",
+  "e1000", "e1000e", "igb", "igc", "ixgbe", "ixgbevf", "i40e", "iavf", "ice", "bnxt_en", "tg3", "bnx2x", "qede",
+  "mlx4_en", "mlx5_core", "r8169", "vmxnet3", "hv_netvsc", "ena", "gve", "sfc", "be2net",
+];
+
+/** Busybox applets not to link: our /init must stay the only init. */
+const SKIP_APPLETS = new Set(["init", "linuxrc", "busybox"]);
+
+export interface BuildOptions {
+  kernelDir: string;     // holds lib/modules/VERSION (as made by fetch-kernel.sh)
+  out: string;           // .cpio.zst
+  airroot: string;       // the compiled binary that becomes /init
+  site?: string;         // optional site config directory, copied to /etc/airroot/site
+  level?: number;        // zstd level (default 19)
+  modules?: string[];    // module names; default DEFAULT_MODULES
+}
+
+function fail(msg: string): never {
+  throw new Error(`initramfs build: ${msg}`);
+}
+
+function run(cmd: string[]): string {
+  const r = Bun.spawnSync(cmd, { stdout: "pipe", stderr: "pipe" });
+  if (r.exitCode !== 0) fail(`${cmd.join(" ")} failed (exit ${r.exitCode}): ${r.stderr.toString().trim()}`);
+  return r.stdout.toString();
+}
+
+/** Adds a host file at its canonical path, with every symlink on the way recreated (so /lib/x.so resolves). */
+function addHostFile(a: CpioArchive, hostPath: string, mode?: number): void {
+  let p = hostPath;
+  for (let hops = 0; hops < 16; hops++) {
+    // Recreate symlinked parent directories (usrmerge: /lib -> usr/lib) as symlinks.
+    const parts = p.split("/").filter(Boolean);
+    let prefix = "";
+    let redirected = false;
+    for (let i = 0; i < parts.length - 1; i++) {
+      prefix += "/" + parts[i];
+      const st = lstatSync(prefix);
+      if (st.isSymbolicLink()) {
+        if (!a.has(prefix)) a.add({ type: "symlink", path: prefix, target: readlinkSync(prefix) });
+        p = join(realpathSync(prefix), ...parts.slice(i + 1));
+        redirected = true;
+        break;
+      }
+    }
+    if (redirected) continue;
+    const st = lstatSync(p);
+    if (st.isSymbolicLink()) {
+      const target = readlinkSync(p);
+      if (!a.has(p)) a.add({ type: "symlink", path: p, target });
+      p = target.startsWith("/") ? target : join(dirname(p), target);
+      continue;
+    }
+    if (!a.has(p)) a.add({ type: "file", path: p, mode: mode ?? st.mode & 0o7777, data: readFileSync(p) });
+    return;
+  }
+  fail(`too many symlinks resolving ${hostPath}`);
+}
+
+/** The shared libraries (and the loader) a dynamically linked host binary needs, from ldd. */
+export function sharedLibraries(binary: string): string[] {
+  const out = run(["ldd", binary]);
+  const libs: string[] = [];
+  for (const line of out.split("\n")) {
+    const m = /=>\s*(\/\S+)/.exec(line) ?? /^\s*(\/\S+)\s+\(/.exec(line);
+    if (m) libs.push(m[1]);
+  }
+  return libs;
+}
+
+function addTree(a: CpioArchive, hostDir: string, archiveDir: string): void {
+  for (const name of readdirSync(hostDir)) {
+    const h = join(hostDir, name), p = join(archiveDir, name);
+    const st = lstatSync(h);
+    if (st.isDirectory()) { a.add({ type: "dir", path: p, mode: st.mode & 0o7777 }); addTree(a, h, p); }
+    else if (st.isSymbolicLink()) a.add({ type: "symlink", path: p, target: readlinkSync(h) });
+    else if (st.isFile()) a.add({ type: "file", path: p, mode: st.mode & 0o7777, data: readFileSync(h) });
+  }
+}
+
+/** Copies the wanted modules and their dependencies into a staging tree and lets depmod index just those. */
+function stageModules(kernelDir: string, wanted: string[]): { stage: string; version: string; names: string[]; missing: string[] } {
+  const modRoot = join(kernelDir, "lib/modules");
+  const versions = existsSync(modRoot) ? readdirSync(modRoot) : [];
+  if (versions.length !== 1) fail(`${modRoot} should hold exactly one kernel version, found ${versions.length}; run initramfs/fetch-kernel.sh`);
+  const version = versions[0];
+  const src = join(modRoot, version);
+  const deps = parseModulesDep(readFileSync(join(src, "modules.dep"), "utf8"));
+  const missing = wanted.filter((m) => !deps.has(m.replace(/-/g, "_")));
+  const order = dependencyOrder(deps, wanted.filter((m) => deps.has(m.replace(/-/g, "_"))));
+  const stage = mkdtempSync(join(tmpdir(), "airroot-initramfs-"));
+  const dst = join(stage, "lib/modules", version);
+  mkdirSync(dst, { recursive: true });
+  for (const f of ["modules.builtin", "modules.builtin.modinfo", "modules.order"])
+    if (existsSync(join(src, f))) cpSync(join(src, f), join(dst, f));
+  for (const name of order) {
+    const rel = deps.get(name)!.path;
+    mkdirSync(dirname(join(dst, rel)), { recursive: true });
+    cpSync(join(src, rel), join(dst, rel));
+  }
+  run(["depmod", "-b", stage, version]);
+  return { stage, version, names: order, missing };
+}
+
+const PASSWD = "root:x:0:0:root:/root:/bin/sh\nsshd:x:100:65534:sshd privsep:/run/sshd:/usr/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n";
+const GROUP = "root:x:0:\nnogroup:x:65534:\n";
+// '*' : no password login, but not "locked" ('!'), so key authentication works.
+const SHADOW = "root:*:19000:0:99999:7:::\nsshd:*:19000:0:99999:7:::\nnobody:*:19000:0:99999:7:::\n";
+
+export async function buildInitramfs(o: BuildOptions): Promise<{ bytes: number; entries: number; modules: string[]; missing: string[] }> {
+  if (!existsSync(o.airroot)) fail(`${o.airroot} does not exist; build it first (bun run build.ts)`);
+  const a = new CpioArchive();
+  // Base layout: usrmerged like the host so library paths from ldd stay valid.
+  for (const d of ["usr/bin", "usr/sbin", "usr/lib", "usr/lib64", "proc", "sys", "dev", "run", "root", "sysroot", "mnt", "etc/ssh", "var/empty", "var/log"])
+    a.add({ type: "dir", path: d, mode: 0o755 });
+  a.add({ type: "dir", path: "tmp", mode: 0o1777 });
+  a.add({ type: "dir", path: "root", mode: 0o700 });
+  for (const [l, t] of [["bin", "usr/bin"], ["sbin", "usr/sbin"], ["lib", "usr/lib"], ["lib64", "usr/lib64"]])
+    a.add({ type: "symlink", path: l, target: t });
+  // /dev/console must exist before devtmpfs is mounted so the kernel can give /init its stdio.
+  a.add({ type: "char", path: "dev/console", mode: 0o600, major: 5, minor: 1 });
+  a.add({ type: "char", path: "dev/null", mode: 0o666, major: 1, minor: 3 });
+  a.add({ type: "file", path: "init", mode: 0o755, data: readFileSync(o.airroot) });
+  // The Bun runtime links against glibc; bun:ffi dlopens libc.so.6 too.
+  for (const lib of sharedLibraries(o.airroot)) addHostFile(a, lib);
+
+  // busybox: console shell, ip, udhcpc (the DHCPv4 client), stty and friends.
+  a.add({ type: "file", path: "usr/bin/busybox", mode: 0o755, data: readFileSync(realpathSync("/bin/busybox")) });
+  if (!run(["file", "-L", "/bin/busybox"]).includes("statically linked")) fail("/bin/busybox is not static; apt-get install busybox-static");
+  for (const applet of run(["/bin/busybox", "--list"]).split("\n").map((s) => s.trim()).filter(Boolean)) {
+    if (SKIP_APPLETS.has(applet) || a.has(`usr/bin/${applet}`)) continue;
+    a.add({ type: "symlink", path: `usr/bin/${applet}`, target: "busybox" });
+  }
+
+  // OpenSSH server and key generator with their libraries.
+  for (const bin of ["/usr/sbin/sshd", "/usr/bin/ssh-keygen", "/usr/lib/openssh/sftp-server"]) {
+    if (!existsSync(bin)) fail(`${bin} not found; apt-get install openssh-server openssh-client`);
+    for (const lib of sharedLibraries(bin)) addHostFile(a, lib);
+    // Replace any busybox applet of the same name (e.g. none today, but keep the real tool if one appears).
+    addHostFile(a, bin);
+  }
+  a.add({ type: "file", path: "etc/passwd", data: new TextEncoder().encode(PASSWD) });
+  a.add({ type: "file", path: "etc/group", data: new TextEncoder().encode(GROUP) });
+  a.add({ type: "file", path: "etc/shadow", mode: 0o600, data: new TextEncoder().encode(SHADOW) });
+  a.add({ type: "file", path: "etc/nsswitch.conf", data: new TextEncoder().encode("passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n") });
+  a.add({ type: "file", path: "etc/shells", data: new TextEncoder().encode("/bin/sh\n") });
+
+  // Kernel modules: the requested set and their dependencies, indexed by depmod.
+  const mods = stageModules(o.kernelDir, o.modules ?? DEFAULT_MODULES);
+  try {
+    addTree(a, join(mods.stage, "lib/modules"), "usr/lib/modules");
+  } finally {
+    rmSync(mods.stage, { recursive: true, force: true });
+  }
+
+  if (o.site) {
+    if (!lstatSync(o.site).isDirectory()) fail(`--site ${o.site} is not a directory`);
+    a.add({ type: "dir", path: "etc/airroot/site", mode: 0o755 });
+    addTree(a, o.site, "etc/airroot/site");
+  }
+
+  mkdirSync(dirname(o.out), { recursive: true });
+  const cpio = Buffer.concat(a.encode());
+  // No --long: the kernel's zstd decompressor limits the window size.
+  const z = Bun.spawn(["zstd", "-q", "-f", "-T0", `-${o.level ?? 19}`, "-o", o.out], { stdin: "pipe", stderr: "pipe" });
+  z.stdin.write(cpio);
+  await z.stdin.end();
+  if ((await z.exited) !== 0) fail(`zstd failed: ${await new Response(z.stderr).text()}`);
+  return { bytes: Bun.file(o.out).size, entries: a.size, modules: mods.names, missing: mods.missing };
+}
+
+if (import.meta.main) {
+  const { values } = parseArgs({
+    options: {
+      "kernel-dir": { type: "string" },
+      out: { type: "string", default: "dist/initramfs.cpio.zst" },
+      site: { type: "string" },
+      airroot: { type: "string", default: "dist/airroot" },
+      level: { type: "string", default: "19" },
+      modules: { type: "string" },
+      help: { type: "boolean" },
+    },
+  });
+  if (values.help || !values["kernel-dir"]) {
+    console.log("usage: bun initramfs/build.ts --kernel-dir DIR [--out dist/initramfs.cpio.zst] [--site DIR] [--airroot dist/airroot] [--level 19] [--modules a,b]\n" +
+      "  --kernel-dir  a kernel directory from initramfs/fetch-kernel.sh (holds lib/modules/VERSION)\n" +
+      "  --site        site config directory (CA, image key, server list) copied to /etc/airroot/site\n" +
+      "  --modules     replace the default module list (dependencies are added automatically)");
+    process.exit(values.help ? 0 : 2);
+  }
+  try {
+    const t0 = Date.now();
+    const r = await buildInitramfs({
+      kernelDir: values["kernel-dir"], out: values.out!, airroot: values.airroot!, site: values.site,
+      level: Number(values.level), modules: values.modules?.split(",").filter(Boolean),
+    });
+    if (r.missing.length) console.log(`modules not in this kernel (skipped): ${r.missing.join(" ")}`);
+    console.log(`built ${relative(".", values.out!)}: ${(r.bytes / 1048576).toFixed(1)} MiB, ${r.entries} entries, ` +
+      `${r.modules.length} modules, ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  } catch (e) {
+    console.error((e as Error).message);
+    process.exit(1);
+  }
+}

@@ -1,0 +1,115 @@
+// The boot sequencer: runs named steps in order, prints one console line per step with elapsed time, stops at a failure.
+
+export interface StepResult {
+  /** Text after the title, e.g. "done" or "Setting up eth0 via DHCP at 10.0.2.15/24". Default "done". */
+  summary?: string;
+  /** Replaces the whole "Title...summary" line, e.g. "Automatic console configured for ttyS0,115200". */
+  line?: string;
+}
+
+export interface Step<C> {
+  /** Short name used by airroot.skip and in failure reports ("drivers"). */
+  name: string;
+  /** Console text before the result ("Loading drivers"). */
+  title: string;
+  run(ctx: C): Promise<StepResult | string | void>;
+}
+
+export interface Console {
+  /** Writes text as-is (no newline added). */
+  write(text: string): void;
+}
+
+export type SequenceOutcome =
+  | { ok: true; elapsedMs: number }
+  | { ok: false; step: string; title: string; error: Error; elapsedMs: number };
+
+export interface SequenceOptions {
+  out?: Console;
+  /** Step names not to run; they print "skipped". */
+  skip?: string[];
+  /** Milliseconds since boot for the timestamp; default: time since the sequence started. */
+  clock?: () => number;
+}
+
+/** Formats the timestamp column: "[  12.345]" like the kernel's printk time. */
+export function stamp(ms: number): string {
+  return `[${(ms / 1000).toFixed(3).padStart(8)}]`;
+}
+
+/**
+ * A line-oriented console writer for steps: a step's own log lines ("  note: ...") end the pending
+ * "Title..." line first so the output stays one thought per line.
+ */
+export class StepConsole {
+  private title: string | undefined;
+  private shown = false; // the "Title..." part is already on the console
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  /** A step still running after this long shows its title, so a hang is visible. */
+  constructor(private readonly out: Console, private readonly clock: () => number, private readonly showAfterMs = 1500) {}
+
+  begin(title: string): void {
+    this.title = title;
+    this.shown = false;
+    // Whole lines are written at the end of a step (the console may change during it); slow steps show early.
+    this.timer = setTimeout(() => this.show(), this.showAfterMs);
+  }
+
+  private show(): void {
+    if (this.title === undefined || this.shown) return;
+    clearTimeout(this.timer);
+    this.out.write(`${stamp(this.clock())} ${this.title}...`);
+    this.shown = true;
+  }
+
+  /** Ends the current step with "...text", or replaces its whole line with `line`. */
+  end(text: string, line?: string): void {
+    clearTimeout(this.timer);
+    if (this.shown) this.out.write(line !== undefined ? `\n${stamp(this.clock())} ${line}\n` : `${text}\n`);
+    else this.out.write(`${stamp(this.clock())} ${line ?? `${this.title}...${text}`}\n`);
+    this.title = undefined;
+    this.shown = false;
+  }
+
+  /** An extra line from inside a step (progress, warnings). */
+  log(line: string): void {
+    // A log line inside a step interrupts its pending "Title..." line; end() then repeats the title in full.
+    if (this.shown) { this.out.write("\n"); this.shown = false; }
+    this.out.write(`${stamp(this.clock())}   ${line}\n`);
+  }
+}
+
+export const stdoutConsole: Console = { write: (t) => void process.stdout.write(t) };
+
+/** Runs steps in order. A thrown error stops the sequence and is returned (never rethrown) with the step's name. */
+export async function runSequence<C>(steps: Step<C>[], ctx: C, sc: StepConsole, opts: { skip?: string[] } = {}): Promise<SequenceOutcome> {
+  const t0 = performance.now();
+  const skip = new Set(opts.skip ?? []);
+  for (const step of steps) {
+    sc.begin(step.title);
+    if (skip.has(step.name)) { sc.end("skipped"); continue; }
+    try {
+      const r = await step.run(ctx);
+      const res: StepResult = typeof r === "string" ? { summary: r } : (r ?? {});
+      sc.end(res.summary ?? "done", res.line);
+    } catch (e) {
+      const error = e instanceof Error ? e : new Error(String(e));
+      sc.end(`FAILED: ${error.message}`);
+      return { ok: false, step: step.name, title: step.title, error, elapsedMs: performance.now() - t0 };
+    }
+  }
+  return { ok: true, elapsedMs: performance.now() - t0 };
+}
+
+/** Milliseconds since the kernel booted (/proc/uptime), or since this process started when /proc is not there yet. */
+export function uptimeClock(): () => number {
+  const fallbackStart = performance.now();
+  return () => {
+    try {
+      const text = require("node:fs").readFileSync("/proc/uptime", "utf8") as string;
+      const s = Number.parseFloat(text);
+      if (Number.isFinite(s)) return s * 1000;
+    } catch {}
+    return performance.now() - fallbackStart;
+  };
+}
