@@ -96,7 +96,7 @@ function record(r: Rec): Uint8Array[] {
   const head = new Uint8Array(110 + name.length + pad4(110 + name.length));
   head.set(new TextEncoder().encode(header), 0);
   head.set(name, 110);
-  const chunks = [head];
+  const chunks: Uint8Array[] = [head];
   if (r.data.length > 0) {
     chunks.push(r.data);
     const p = pad4(r.data.length);
