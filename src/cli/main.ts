@@ -15,6 +15,7 @@ const main = defineCommand({
     mount: () => import("./mount").then((m) => m.mountCommand),
     status: () => import("./status").then((m) => m.statusCommand),
     umount: () => import("./status").then((m) => m.umountCommand),
+    image: () => import("./image").then((m) => m.imageCommand),
   },
   async run({ args, rawArgs }) {
     if (args.selftest) {

@@ -1,0 +1,140 @@
+// `airroot image pack|list|gc` and `airroot serve mirror-config` (exported for the serve command): thin commands
+// over src/image and src/server/mirror.
+import { defineCommand } from "citty";
+import { resolve } from "node:path";
+import { openDatabase } from "../server/store/db";
+import { listImages, listProfiles } from "../server/store/images";
+import { packImage, DEFAULT_CHUNK_SIZE } from "../image/pack";
+import { gcImages, DEFAULT_GC_GRACE_MS } from "../image/gc";
+import { mirrorConfig, DEFAULT_MIRROR_CERT, DEFAULT_MIRROR_KEY, type MirrorServer } from "../server/mirror";
+import { parseDuration, formatDuration } from "../util/duration";
+
+const stateArg = { type: "string", description: "server state directory (as given to `airroot serve init`)", required: true } as const;
+
+/** All values of a repeatable option (`--listen a --listen b` and `--listen a,b`); citty keeps only the last one. */
+function repeated(rawArgs: string[], name: string): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < rawArgs.length; i++) {
+    const a = rawArgs[i];
+    if (a === `--${name}` && i + 1 < rawArgs.length) out.push(rawArgs[++i]);
+    else if (a.startsWith(`--${name}=`)) out.push(a.slice(name.length + 3));
+  }
+  return out.flatMap((v) => v.split(",")).map((v) => v.trim()).filter(Boolean);
+}
+
+const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
+
+const packCommand = defineCommand({
+  meta: {
+    name: "pack",
+    description: "Pack ROOTDIR into a signed, content-addressed squashfs image (STATE/images/<sha256>.sfs + .manifest)\n" +
+      "  and point PROFILE at it. Older images stay until `image gc`; re-packing an unchanged tree reuses the image.",
+  },
+  args: {
+    rootdir: { type: "positional", description: "root filesystem tree to pack (e.g. made by mmdebstrap)", required: true },
+    profile: { type: "string", description: "profile that will boot this image (letters, digits, . _ -)", required: true },
+    state: stateArg,
+    "chunk-size": { type: "string", description: `verification/fetch unit in KiB, a power of two (default ${DEFAULT_CHUNK_SIZE / 1024})` },
+    "mkfs-time": { type: "string", description: "squashfs creation time in seconds since epoch (default 0, for reproducible images)" },
+  },
+  async run({ args }) {
+    const stateDir = resolve(args.state);
+    const db = openDatabase(ensureStateDir(stateDir));
+    try {
+      const chunkKiB = args["chunk-size"] === undefined ? undefined : Number(args["chunk-size"]);
+      if (chunkKiB !== undefined && !Number.isInteger(chunkKiB)) throw new Error(`image pack: --chunk-size "${args["chunk-size"]}" is not a whole number of KiB`);
+      const mkfsTime = args["mkfs-time"] === undefined ? undefined : Number(args["mkfs-time"]);
+      if (mkfsTime !== undefined && !(Number.isInteger(mkfsTime) && mkfsTime >= 0 && mkfsTime < 2 ** 32)) {
+        throw new Error(`image pack: --mkfs-time "${args["mkfs-time"]}" is not a time in seconds since epoch`);
+      }
+      const r = await packImage({
+        rootDir: resolve(args.rootdir), profile: args.profile, stateDir, db,
+        chunkSize: chunkKiB === undefined ? undefined : chunkKiB * 1024, mkfsTime,
+        interactive: Boolean(process.stdout.isTTY), log: (l) => console.error(l),
+      });
+      console.log(`${r.digest}  ${mib(r.size)}  profile ${args.profile}${r.reused ? "  (unchanged tree: existing image reused)" : ""}  ${r.seconds.toFixed(1)} s`);
+    } finally { db.close(); }
+  },
+});
+
+function ensureStateDir(stateDir: string): string {
+  require("node:fs").mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  return stateDir;
+}
+
+const listCommand = defineCommand({
+  meta: { name: "list", description: "List stored images (newest first) and which profile currently points at each." },
+  args: { state: stateArg, json: { type: "boolean", description: "machine-readable output" } },
+  run({ args }) {
+    const db = openDatabase(resolve(args.state));
+    try {
+      const profiles = listProfiles(db);
+      const images = listImages(db).map((i) => ({
+        ...i, current: profiles.filter((p) => p.digest === i.digest).map((p) => p.name),
+      }));
+      if (args.json) { console.log(JSON.stringify({ images, profiles }, null, 2)); return; }
+      if (images.length === 0) { console.log("no images; create one with `airroot image pack ROOTDIR --profile NAME`"); return; }
+      console.log("DIGEST                                                            SIZE        CREATED                   PACKED FOR  CURRENT FOR");
+      for (const i of images) {
+        console.log(`${i.digest}  ${mib(i.size).padStart(10)}  ${new Date(i.created).toISOString().padEnd(24)}  ${i.profile.padEnd(10)}  ${i.current.join(",") || "-"}`);
+      }
+    } finally { db.close(); }
+  },
+});
+
+const gcCommand = defineCommand({
+  meta: {
+    name: "gc",
+    description: "Remove images that no profile points at, that were packed before the grace period and that no node\n" +
+      "  booted from within it; also leftovers of interrupted packs.",
+  },
+  args: {
+    state: stateArg,
+    grace: { type: "string", description: `grace period, e.g. 7d, 12h (default ${formatDuration(DEFAULT_GC_GRACE_MS)})` },
+    "dry-run": { type: "boolean", description: "only print what would be removed" },
+  },
+  run({ args }) {
+    const graceMs = args.grace === undefined ? DEFAULT_GC_GRACE_MS : parseDuration(args.grace, "--grace");
+    const stateDir = resolve(args.state);
+    const db = openDatabase(stateDir);
+    try {
+      const r = gcImages({ stateDir, db, graceMs, dryRun: args["dry-run"] });
+      const verb = args["dry-run"] ? "would remove" : "removed";
+      for (const d of r.removed) console.log(`${verb} ${d}`);
+      for (const t of r.tmpRemoved) console.log(`${verb} leftover ${t}`);
+      for (const k of r.kept) console.log(`kept ${k.digest}: ${k.why}`);
+      console.log(`${verb} ${r.removed.length} image(s), ${mib(r.bytesFreed)}`);
+    } finally { db.close(); }
+  },
+});
+
+export const imageCommand = defineCommand({
+  meta: { name: "image", description: "Signed, content-addressed root images: pack, list, gc" },
+  subCommands: { pack: packCommand, list: listCommand, gc: gcCommand },
+});
+
+/** `airroot serve mirror-config nginx|apache`: part B wires this under `serve`. */
+export const mirrorConfigCommand = defineCommand({
+  meta: {
+    name: "mirror-config",
+    description: "Print a config for stock nginx or Apache httpd that serves STATE/images (or an rsync'd copy) as an\n" +
+      "  image mirror: same URLs, byte ranges, immutable caching. Nodes verify every chunk against the signed manifest.",
+  },
+  args: {
+    server: { type: "positional", description: "nginx | apache", required: true },
+    state: stateArg,
+    root: { type: "string", description: "URL path the images appear under (default /images/, like airroot serve)" },
+    listen: { type: "string", description: "PORT, IPV4:PORT or [IPV6]:PORT; repeatable or comma-separated (default 443, all addresses)" },
+    cert: { type: "string", description: `TLS certificate of this mirror, issued by the site CA (default ${DEFAULT_MIRROR_CERT})` },
+    key: { type: "string", description: `its private key (default ${DEFAULT_MIRROR_KEY})` },
+    "server-name": { type: "string", description: "server name (default: any)" },
+  },
+  run({ args, rawArgs }) {
+    const server = args.server as MirrorServer;
+    if (server !== "nginx" && server !== "apache") throw new Error(`mirror-config: unknown server "${args.server}": use nginx or apache`);
+    process.stdout.write(mirrorConfig(server, {
+      stateDir: resolve(args.state), urlPath: args.root, listen: repeated(rawArgs, "listen"),
+      cert: args.cert, key: args.key, serverName: args["server-name"],
+    }));
+  },
+});

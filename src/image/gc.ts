@@ -1,0 +1,62 @@
+// `image gc`: removes images no profile points at and no node booted from recently, plus leftovers of failed packs.
+import { readdirSync, statSync, unlinkSync } from "node:fs";
+import { join } from "node:path";
+import type { Database } from "bun:sqlite";
+import { imageFile, imagesDir, manifestFile, PACK_TMP_PREFIX } from "./paths";
+import { currentImageDigests, imagesBootedSince, listImages, removeImage } from "../server/store/images";
+
+export const DEFAULT_GC_GRACE_MS = 7 * 86_400_000;
+
+export interface GcOptions {
+  stateDir: string;
+  db: Database;
+  graceMs?: number;     // default 7 days
+  dryRun?: boolean;
+  now?: number;         // ms since epoch
+}
+
+export interface GcResult {
+  removed: string[];                          // digests removed (or that would be, with dryRun)
+  kept: { digest: string; why: string }[];
+  tmpRemoved: string[];                       // stale temporary files of interrupted packs
+  bytesFreed: number;
+}
+
+/**
+ * An image is kept if a profile points at it, if any node booted from it within the grace period, or if it was
+ * packed within the grace period (a node may be booting from it before its boot is recorded).
+ */
+export function gcImages(opts: GcOptions): GcResult {
+  const now = opts.now ?? Date.now();
+  const grace = opts.graceMs ?? DEFAULT_GC_GRACE_MS;
+  const since = now - grace;
+  const current = new Set(currentImageDigests(opts.db));
+  const booted = new Set(imagesBootedSince(opts.db, since));
+  const res: GcResult = { removed: [], kept: [], tmpRemoved: [], bytesFreed: 0 };
+  for (const img of listImages(opts.db)) {
+    const why = current.has(img.digest) ? "current image of a profile"
+      : booted.has(img.digest) ? "a node booted from it within the grace period"
+      : img.created >= since ? "packed within the grace period" : null;
+    if (why) { res.kept.push({ digest: img.digest, why }); continue; }
+    res.removed.push(img.digest);
+    res.bytesFreed += img.size;
+    if (opts.dryRun) continue;
+    // Files first, record last: an interrupted gc leaves a record whose files are gone, which the next run finishes.
+    for (const f of [manifestFile(opts.stateDir, img.digest), imageFile(opts.stateDir, img.digest)]) unlinkQuiet(f);
+    removeImage(opts.db, img.digest);
+  }
+  let names: string[] = [];
+  try { names = readdirSync(imagesDir(opts.stateDir)); } catch { /* no images dir yet */ }
+  for (const name of names) {
+    if (!name.startsWith(PACK_TMP_PREFIX)) continue;
+    const p = join(imagesDir(opts.stateDir), name);
+    try { if (statSync(p).mtimeMs >= since) continue; } catch { continue; } // a pack may be running right now
+    res.tmpRemoved.push(name);
+    if (!opts.dryRun) unlinkQuiet(p);
+  }
+  return res;
+}
+
+function unlinkQuiet(path: string): void {
+  try { unlinkSync(path); } catch (e) { if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e; }
+}
