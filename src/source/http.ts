@@ -1,0 +1,147 @@
+// HTTPS to one image server: an undici Pool with our own TLS connector, and range GETs whose replies are validated
+// byte-for-byte (206, exact Content-Range, full length, same validator) before any data is handed back.
+import tls from "node:tls";
+import { Pool } from "undici/index.js"; // the real package: Bun's built-in "undici" stub ignores `ca`
+import type { ImageUrl } from "./url";
+import { HeaderError, parseContentRange, validatorOf } from "./headers";
+
+/** A problem attributable to one server (network, TLS, timeout, bad reply). The engine fails over on it. */
+export class SourceFault extends Error {
+  override name = "SourceFault";
+  // imageChanged: the server now serves a different image (size/validator), not a transient fault.
+  constructor(readonly reason: string, readonly imageChanged = false) { super(reason); }
+}
+
+export interface PoolOptions {
+  ca?: string | Buffer;      // PEM bundle; undefined = system store
+  connections: number;
+  connectTimeoutMs: number;
+}
+
+export function createPool(u: ImageUrl, o: PoolOptions): Pool {
+  // Custom connector: node:tls can dial an IPv6 zone ("fe80::1%eth0") that undici's URL handling cannot carry,
+  // and we check the certificate against the address without the zone. No SNI for IP literals (RFC 6066).
+  const connect = (_opts: unknown, cb: (err: Error | null, sock: tls.TLSSocket | null) => void) => {
+    let done = false;
+    const sock = tls.connect({
+      host: u.host, port: u.port, ca: o.ca, servername: u.isIp ? undefined : u.certHost,
+      ALPNProtocols: ["http/1.1"], rejectUnauthorized: true,
+      checkServerIdentity: (_h, cert) => tls.checkServerIdentity(u.certHost, cert),
+    });
+    const timer = setTimeout(() => finish(Object.assign(new Error("connect timed out"), { code: "UND_ERR_CONNECT_TIMEOUT" })), o.connectTimeoutMs);
+    const finish = (err: Error | null) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      if (err) { sock.destroy(); cb(err, null); } else cb(null, sock);
+    };
+    sock.once("secureConnect", () => finish(null));
+    sock.once("error", (e) => finish(e));
+  };
+  return new Pool(u.origin, {
+    connect: connect as unknown as Pool.Options["connect"], connections: o.connections, pipelining: 1,          // keep-alive, no pipelining
+    keepAliveTimeout: 30_000, keepAliveMaxTimeout: 120_000,
+    headersTimeout: 0, bodyTimeout: 0,                             // our own stall/deadline timers govern
+  });
+}
+
+export interface RangeTimeouts { stallMs: number; requestMs: number }
+export interface Expect { size: number; validator: string }
+export interface RangeReply { bytes: Uint8Array; size: number; validator: string; lastModifiedMs?: number }
+
+const TLS_CA_CODES = new Set(["UNABLE_TO_VERIFY_LEAF_SIGNATURE", "SELF_SIGNED_CERT_IN_CHAIN", "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "UNABLE_TO_GET_ISSUER_CERT", "UNABLE_TO_GET_ISSUER_CERT_LOCALLY", "CERT_SIGNATURE_FAILURE", "CERT_UNTRUSTED"]);
+
+const secs = (ms: number) => `${+(ms / 1000).toFixed(1)} s`;
+
+/** Turns a network/TLS error into the short human reason used in logs ("connection refused", "TLS: ..."). */
+export function describeError(e: unknown, u: ImageUrl, caGiven: boolean): string {
+  const err = e as { code?: string; message?: string };
+  const code = err?.code ?? "";
+  if (TLS_CA_CODES.has(code)) return `TLS: certificate not signed by ${caGiven ? "the given CA" : "a CA in the system store"}`;
+  if (code === "ERR_TLS_CERT_ALTNAME_INVALID") return `TLS: certificate is not valid for ${u.certHost}`;
+  if (code === "CERT_HAS_EXPIRED") return "TLS: certificate has expired";
+  if (code === "CERT_NOT_YET_VALID") return "TLS: certificate is not yet valid";
+  if (/^ERR_SSL|^ERR_TLS|CERT/.test(code)) return `TLS: ${err.message ?? code}`;
+  switch (code) {
+    case "ECONNREFUSED": return "connection refused";
+    case "ECONNRESET": return "connection reset";
+    case "EPIPE": return "connection closed by server";
+    case "UND_ERR_SOCKET": return "connection closed by server";
+    case "UND_ERR_CLOSED": case "UND_ERR_DESTROYED": return "connection pool closed";
+    case "ETIMEDOUT": case "UND_ERR_CONNECT_TIMEOUT": return "connect timed out";
+    case "EHOSTUNREACH": return "host unreachable";
+    case "ENETUNREACH": return "network unreachable";
+    case "EADDRNOTAVAIL": return "address not available";
+    case "ENOTFOUND": case "EAI_AGAIN": return `cannot resolve ${u.certHost}`;
+    case "EINVAL": return `cannot connect to ${u.host} (bad address or zone)`;
+  }
+  return err?.message ? String(err.message).slice(0, 200) : String(e).slice(0, 200);
+}
+
+/**
+ * GET bytes [start, start+length) and return them only if the reply is a 206 for exactly that range, with the full
+ * length, and (when `expect` is given) the expected size and validator. Anything else throws SourceFault.
+ */
+export async function getRange(pool: Pool, u: ImageUrl, start: number, length: number, t: RangeTimeouts,
+  expect: Expect | undefined, caGiven: boolean): Promise<RangeReply> {
+  const end = start + length - 1;
+  const ac = new AbortController();
+  let why = "";
+  const abort = (reason: string) => { if (!why) { why = reason; ac.abort(); } };
+  let stall = setTimeout(() => abort(`stalled for ${secs(t.stallMs)}`), t.stallMs);
+  const poke = () => { clearTimeout(stall); stall = setTimeout(() => abort(`stalled for ${secs(t.stallMs)}`), t.stallMs); };
+  const deadline = setTimeout(() => abort(`no complete reply within ${secs(t.requestMs)}`), t.requestMs);
+  let res: Awaited<ReturnType<Pool["request"]>> | undefined;
+  try {
+    try {
+      res = await pool.request({ path: u.path, method: "GET", headers: { range: `bytes=${start}-${end}` }, signal: ac.signal });
+    } catch (e) {
+      throw new SourceFault(why || describeError(e, u, caGiven));
+    }
+    poke();
+    const status = res.statusCode;
+    if (status === 200) throw new SourceFault("ignored Range (HTTP 200)");
+    if (status !== 206) throw new SourceFault(`HTTP ${status} for ${u.path}`);
+    let cr, validator;
+    try {
+      cr = parseContentRange(res.headers["content-range"]);
+      validator = validatorOf(res.headers);
+    } catch (e) {
+      if (e instanceof HeaderError) throw new SourceFault(e.message);
+      throw e;
+    }
+    if (cr.start !== start || cr.end !== end) {
+      throw new SourceFault(`wrong Content-Range: asked bytes ${start}-${end}, got ${cr.start}-${cr.end}`);
+    }
+    if (expect && cr.size !== expect.size) throw new SourceFault(`image size changed from ${expect.size} to ${cr.size} bytes`, true);
+    if (expect && validator !== expect.validator) {
+      throw new SourceFault(`image changed on the server (validator ${validator}, expected ${expect.validator})`, true);
+    }
+    const cl = res.headers["content-length"];
+    if (cl !== undefined && cl !== String(length)) throw new SourceFault(`Content-Length ${String(cl).slice(0, 20)} for a ${length}-byte range`);
+    const bytes = new Uint8Array(length);
+    let got = 0;
+    try {
+      for await (const chunk of res.body as AsyncIterable<Uint8Array>) {
+        if (got + chunk.length > length) throw new SourceFault(`body longer than the ${length} bytes asked for`);
+        bytes.set(chunk, got);
+        got += chunk.length;
+        poke();
+      }
+    } catch (e) {
+      if (e instanceof SourceFault) throw e;
+      throw new SourceFault(why || describeError(e, u, caGiven));
+    }
+    if (why) throw new SourceFault(why);
+    if (got !== length) throw new SourceFault(`short body: got ${got} of ${length} bytes`);
+    const lm = Date.parse(String(res.headers["last-modified"] ?? ""));
+    res = undefined; // fully consumed: the connection goes back to the pool
+    return { bytes, size: cr.size, validator, lastModifiedMs: Number.isFinite(lm) ? lm : undefined };
+  } finally {
+    clearTimeout(stall);
+    clearTimeout(deadline);
+    // Never leave an unread body behind (a 200 with a whole image): destroying it closes that connection.
+    if (res) { try { res.body.destroy(); } catch { /* already gone */ } }
+  }
+}

@@ -1,0 +1,570 @@
+// One remote image served by N redundant HTTPS servers: probing, block scheduling, coalescing, readahead, cache,
+// failover and fail-back. This is what the FUSE read path calls: RemoteImage.read(offset, length) → exact bytes.
+import { hostname } from "node:os";
+import { createLogger, type Logger } from "../util/log";
+import { parseImageUrl, type ImageUrl } from "./url";
+import { createPool, getRange, SourceFault, type RangeTimeouts } from "./http";
+import { Source, type SourceStatus } from "./source";
+import { BlockCache } from "./cache";
+import { Readahead } from "./readahead";
+import { ORDERS, rankSources, type SourceOrder } from "./order";
+
+export type { SourceOrder } from "./order";
+export type { SourceStatus, SourceState } from "./source";
+
+export interface ChunkVerifier {
+  chunkSize: number;                                  // engine fetches/caches in whole aligned chunks when set
+  verify(index: number, bytes: Uint8Array): boolean;  // false → source fault: refetch elsewhere, mark faulty
+}
+
+export interface RemoteImageOptions {
+  ca?: string | Buffer;        // PEM bundle contents; undefined = system store
+  order?: SourceOrder;         // default "listed"
+  nodeId?: string;             // for "spread" (rendezvous hashing); default os.hostname()
+  cacheMb?: number;            // RAM block cache beside the page cache; default 8 (keeps daemon RSS ≤ 64 MiB)
+  ioTimeoutMs?: number;        // undefined/0 = retry forever (right for a root fs); else EIO after this long
+  stallTimeoutMs?: number;     // no progress for this long → abandon request, fail over (default 5 s)
+  requestTimeoutMs?: number;   // per-request deadline (default 30 s)
+  connectTimeoutMs?: number;   // TCP+TLS connect (default 5 s)
+  connectionsPerSource?: number; // keep-alive connections per server (default 8)
+  maxInFlight?: number;        // range requests outstanding at once, all servers (default 8)
+  readaheadMaxBytes?: number;  // largest sequential readahead window (default 4 MiB, at most half the cache)
+  probeIntervalMs?: number;    // background fail-back probe, jittered ±20% (default 10 s)
+  holdDownMs?: number;         // a recovered server stays "degraded" (used only as a fallback) this long (default 30 s)
+  blockSize?: number;          // cache/fetch unit without a verifier (default 128 KiB); the verifier's chunkSize wins
+  verifier?: ChunkVerifier;
+  log?: Logger;
+}
+
+export interface ImageStatus {
+  name: string; size: number; validator: string; sources: SourceStatus[];
+  bytesFetched: number;   // bytes accepted from servers
+  cacheHits: number;      // blocks served from the RAM cache
+  cacheMisses: number;    // blocks that needed a new fetch
+  readsInFlight: number; readsTotal: number; uptimeSec: number; order: SourceOrder;
+  // Added beyond the first interface sketch (informational):
+  coalescedReads: number; // blocks a read found already being fetched, so it joined that fetch
+  fetches: number;        // range requests sent (including failed ones)
+  readaheadBytes: number; // bytes requested by readahead
+  blockSize: number; cacheBytes: number;
+}
+
+/** The error read() rejects with when ioTimeoutMs passes without data: errno 5 (EIO) for the FUSE layer. */
+export class IoError extends Error {
+  override name = "IoError";
+  readonly errno = 5;
+  readonly code = "EIO";
+}
+
+const KiB = 1024, MiB = 1024 * KiB;
+const DEFAULTS = {
+  cacheMb: 8, stallTimeoutMs: 5000, requestTimeoutMs: 30_000, connectTimeoutMs: 5000, connectionsPerSource: 8,
+  maxInFlight: 8, readaheadMaxBytes: 4 * MiB, probeIntervalMs: 10_000, holdDownMs: 30_000, blockSize: 128 * KiB,
+};
+const MAX_SPAN_BYTES = 512 * KiB;   // one range request: large enough for line rate, small enough to fail over fast
+const BACKOFF_MIN_MS = 200, BACKOFF_MAX_MS = 10_000;
+
+type Kind = "demand" | "readahead";
+interface Span {
+  first: number; count: number; kind: Kind; started: boolean;
+  promise: Promise<Uint8Array>; resolve(b: Uint8Array): void; reject(e: unknown): void;
+}
+/** A readahead fetch that gave up; readers never see it (they re-request as demand). */
+class Dropped extends Error {}
+
+const jitter = (ms: number, frac: number) => ms * (1 - frac + 2 * frac * Math.random());
+const secs = (ms: number) => `${+(ms / 1000).toFixed(1)} s`;
+
+function checkNumber(name: string, v: number | undefined, min: number, integer = false): void {
+  if (v === undefined) return;
+  if (typeof v !== "number" || !Number.isFinite(v) || v < min || (integer && !Number.isInteger(v))) {
+    throw new Error(`invalid option ${name}=${String(v)}: must be ${integer ? "an integer" : "a number"} ≥ ${min}`);
+  }
+}
+
+interface Probed { size: number; validator: string; lastModifiedMs?: number }
+
+export class RemoteImage {
+  readonly name: string;
+  readonly size: number;
+  readonly mtimeMs: number;
+  readonly validator: string;
+
+  private readonly log: Logger;
+  private readonly order: SourceOrder;
+  private readonly nodeId: string;
+  private readonly bs: number;
+  private readonly spanBlocks: number;
+  private readonly maxInFlight: number;
+  private readonly timeouts: RangeTimeouts;
+  private readonly ioTimeoutMs: number;
+  private readonly probeIntervalMs: number;
+  private readonly holdDownMs: number;
+  private readonly caGiven: boolean;
+  private readonly verifier?: ChunkVerifier;
+  private readonly cache: BlockCache;
+  private readonly readahead: Readahead;
+  private ranked: Source[] = [];
+  private inflight = new Map<number, Span>();
+  private demandQ: Span[] = [];
+  private raQ: Span[] = [];
+  private running = 0;
+  private active?: Source;      // the server reads currently go to (logged on change)
+  private connecting?: Source;  // announced with "Connecting to", not yet successful
+  private allDownSince = 0;     // 0 = at least one server answered the last pass
+  private closed = false;
+  private probeTimer?: ReturnType<typeof setTimeout>;
+  private sleepers = new Set<() => void>();
+  private readonly started = Date.now();
+  private c = { bytesFetched: 0, cacheHits: 0, cacheMisses: 0, readsInFlight: 0, readsTotal: 0, coalesced: 0, fetches: 0, readaheadBytes: 0 };
+
+  private constructor(private readonly sources: Source[], img: Probed, name: string, opts: RemoteImageOptions, log: Logger) {
+    this.log = log;
+    this.name = name;
+    this.size = img.size;
+    this.validator = img.validator;
+    this.mtimeMs = img.lastModifiedMs ?? Date.now();
+    this.order = opts.order ?? "listed";
+    this.nodeId = opts.nodeId ?? hostname();
+    this.verifier = opts.verifier;
+    this.bs = opts.verifier ? opts.verifier.chunkSize : opts.blockSize ?? DEFAULTS.blockSize;
+    this.spanBlocks = Math.max(1, Math.floor(MAX_SPAN_BYTES / this.bs));
+    this.maxInFlight = opts.maxInFlight ?? DEFAULTS.maxInFlight;
+    this.timeouts = { stallMs: opts.stallTimeoutMs ?? DEFAULTS.stallTimeoutMs, requestMs: opts.requestTimeoutMs ?? DEFAULTS.requestTimeoutMs };
+    this.ioTimeoutMs = opts.ioTimeoutMs ?? 0;
+    this.probeIntervalMs = opts.probeIntervalMs ?? DEFAULTS.probeIntervalMs;
+    this.holdDownMs = opts.holdDownMs ?? DEFAULTS.holdDownMs;
+    this.caGiven = opts.ca !== undefined;
+    const cacheBytes = Math.floor((opts.cacheMb ?? DEFAULTS.cacheMb) * MiB);
+    this.cache = new BlockCache(cacheBytes);
+    // Readahead beyond half the cache would be evicted before the kernel asks for it.
+    const raMax = Math.min(opts.readaheadMaxBytes ?? DEFAULTS.readaheadMaxBytes, Math.floor(cacheBytes / 2));
+    this.readahead = new Readahead({ maxBytes: raMax, initialBytes: Math.min(raMax, Math.max(this.bs, 256 * KiB)) });
+    this.rerank();
+  }
+
+  /** Probes every URL concurrently and opens the image; throws a clear Error when no server is usable. */
+  static async open(urls: string[], opts: RemoteImageOptions = {}): Promise<RemoteImage> {
+    if (!Array.isArray(urls) || urls.length === 0) throw new Error("no image URL given: pass at least one https://host/path URL");
+    if (opts.order !== undefined && !ORDERS.includes(opts.order)) {
+      throw new Error(`invalid option order=${JSON.stringify(opts.order)}: use one of ${ORDERS.join(", ")}`);
+    }
+    checkNumber("cacheMb", opts.cacheMb, 0);
+    checkNumber("ioTimeoutMs", opts.ioTimeoutMs, 0);
+    checkNumber("stallTimeoutMs", opts.stallTimeoutMs, 1);
+    checkNumber("requestTimeoutMs", opts.requestTimeoutMs, 1);
+    checkNumber("connectTimeoutMs", opts.connectTimeoutMs, 1);
+    checkNumber("connectionsPerSource", opts.connectionsPerSource, 1, true);
+    checkNumber("maxInFlight", opts.maxInFlight, 1, true);
+    checkNumber("readaheadMaxBytes", opts.readaheadMaxBytes, 0);
+    checkNumber("probeIntervalMs", opts.probeIntervalMs, 10);
+    checkNumber("holdDownMs", opts.holdDownMs, 0);
+    checkNumber("blockSize", opts.blockSize, 4096, true);
+    if (opts.verifier) checkNumber("verifier.chunkSize", opts.verifier.chunkSize, 4096, true);
+    const log = opts.log ?? createLogger();
+
+    const parsed: ImageUrl[] = [];
+    for (const u of urls) {
+      const p = parseImageUrl(u); // UrlError names the URL and the problem
+      if (parsed.some((q) => q.href === p.href)) { log.warn(`ignoring duplicate image URL ${p.href}`); continue; }
+      parsed.push(p);
+    }
+    // The image is named after the first URL; servers may store it under other names.
+    const name = parsed[0].name;
+    for (const p of parsed) {
+      if (p.name !== name) log.warn(`${p.href} names the image ${JSON.stringify(p.name)}; using the first URL's name ${JSON.stringify(name)}`);
+    }
+    const sources = parsed.map((u, i) => new Source(u, createPool(u, {
+      ca: opts.ca, connections: opts.connectionsPerSource ?? DEFAULTS.connectionsPerSource,
+      connectTimeoutMs: opts.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs,
+    }), i));
+    const timeouts = { stallMs: opts.stallTimeoutMs ?? DEFAULTS.stallTimeoutMs, requestMs: opts.requestTimeoutMs ?? DEFAULTS.requestTimeoutMs };
+    const caGiven = opts.ca !== undefined;
+
+    // Probe: a 1-byte range GET tells size (Content-Range), validator, RTT and that Range is honoured.
+    const results = await Promise.all(sources.map(async (s) => {
+      try {
+        let t0 = performance.now();
+        let r = await getRange(s.pool, s.url, 0, 1, timeouts, undefined, caGiven);
+        if (opts.order === "latency") { t0 = performance.now(); r = await getRange(s.pool, s.url, 0, 1, timeouts, undefined, caGiven); }
+        s.noteRtt(performance.now() - t0); // for "latency" the second probe runs on a warm connection
+        return { ok: true as const, r };
+      } catch (e) {
+        if (e instanceof SourceFault) return { ok: false as const, reason: e.reason };
+        throw e;
+      }
+    }));
+
+    // Agreement: group by (size, validator); the largest group wins, ties go to the group holding the first-listed URL.
+    const groups = new Map<string, number[]>();
+    results.forEach((res, i) => {
+      if (!res.ok) return;
+      const key = `${res.r.size}\n${res.r.validator}`;
+      groups.set(key, [...(groups.get(key) ?? []), i]);
+    });
+    let winner: number[] | undefined;
+    for (const g of groups.values()) if (!winner || g.length > winner.length || (g.length === winner.length && g[0] < winner[0])) winner = g;
+
+    const failures: string[] = [];
+    results.forEach((res, i) => {
+      const s = sources[i];
+      if (!res.ok) {
+        s.fault(res.reason);
+        failures.push(`${s.href}: ${res.reason}`);
+        log.error(`error while communicating with ${s.href}: ${res.reason}`);
+      }
+    });
+    if (!winner) {
+      await Promise.all(sources.map((s) => s.pool.destroy().catch(() => {})));
+      throw new Error(`cannot reach any image server: ${failures.join("; ")}`);
+    }
+    const chosen = results[winner[0]];
+    if (!chosen.ok) throw new Error("internal: winning group without a probe result");
+    const img: Probed = { size: chosen.r.size, validator: chosen.r.validator, lastModifiedMs: chosen.r.lastModifiedMs };
+    const okCount = results.filter((r) => r.ok).length;
+    results.forEach((res, i) => {
+      if (!res.ok) return;
+      const s = sources[i];
+      if (winner!.includes(i)) { s.state = "healthy"; return; }
+      const why = `serves a different image (${res.r.size} bytes, validator ${res.r.validator}) than ${winner!.length} of ${okCount} ` +
+        `reachable servers (${img.size} bytes, validator ${img.validator}); the largest agreeing group wins, ties go to the first listed`;
+      s.exclude(why);
+      log.error(`excluding ${s.href}: ${why}`);
+    });
+    const image = new RemoteImage(sources, img, name, opts, log);
+    const first = image.preferred();
+    if (first) { log.info(`Connecting to ${first.href}`); image.active = first; log.info(`Successfully connected to ${first.href}`); }
+    image.scheduleProbe();
+    return image;
+  }
+
+  /** Exactly the bytes [offset, offset+length) clipped to the image size. Rejects with IoError (errno 5) only on ioTimeout. */
+  async read(offset: number, length: number): Promise<Uint8Array> {
+    if (this.closed) throw new Error(`read of ${this.name} after close`);
+    if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) {
+      throw new RangeError(`bad read of ${this.name}: offset ${offset}, length ${length}`);
+    }
+    const end = Math.min(this.size, offset + length);
+    if (end <= offset) return new Uint8Array(0);
+    this.c.readsTotal++;
+    this.c.readsInFlight++;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      const work = this.readInner(offset, end);
+      if (!this.ioTimeoutMs) return await work;
+      work.catch(() => {}); // if the timeout wins, a late failure must not be unhandled
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new IoError(`I/O error reading ${this.name} bytes ${offset}-${end - 1}: ` +
+          `no image server delivered them within ${secs(this.ioTimeoutMs)} (io timeout)`)), this.ioTimeoutMs);
+      });
+      return await Promise.race([work, timeout]);
+    } finally {
+      clearTimeout(timer);
+      this.c.readsInFlight--;
+    }
+  }
+
+  status(): ImageStatus {
+    return {
+      name: this.name, size: this.size, validator: this.validator, sources: this.sources.map((s) => s.status()),
+      bytesFetched: this.c.bytesFetched, cacheHits: this.c.cacheHits, cacheMisses: this.c.cacheMisses,
+      readsInFlight: this.c.readsInFlight, readsTotal: this.c.readsTotal,
+      uptimeSec: Math.round((Date.now() - this.started) / 1000), order: this.order,
+      coalescedReads: this.c.coalesced, fetches: this.c.fetches, readaheadBytes: this.c.readaheadBytes,
+      blockSize: this.bs, cacheBytes: this.cache.bytes,
+    };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    clearTimeout(this.probeTimer);
+    for (const wake of this.sleepers) wake();
+    const closedErr = new Error(`image ${this.name} closed`);
+    for (const sp of [...this.demandQ, ...this.raQ]) sp.reject(closedErr);
+    this.demandQ = [];
+    this.raQ = [];
+    await Promise.all(this.sources.map((s) => s.pool.destroy().catch(() => {})));
+    this.cache.clear();
+  }
+
+  // ---- read path ----
+
+  private async readInner(offset: number, end: number): Promise<Uint8Array> {
+    const ra = this.readahead.observe(offset, end - offset);
+    const b0 = Math.floor(offset / this.bs), b1 = Math.floor((end - 1) / this.bs);
+    const out = new Uint8Array(end - offset);
+    // A readahead fetch that a reader joined is promoted to demand and never dropped; the loop is a safety net.
+    for (let attempt = 0; attempt < 100; attempt++) {
+      const parts = this.blocks(b0, b1);
+      if (ra && attempt === 0) this.prefetch(ra.start, ra.end);
+      let blocks: Uint8Array[];
+      try { blocks = await Promise.all(parts); } catch (e) { if (e instanceof Dropped) continue; throw e; }
+      for (let i = 0; i < blocks.length; i++) {
+        const blockStart = (b0 + i) * this.bs;
+        const from = Math.max(offset, blockStart), to = Math.min(end, blockStart + blocks[i].length);
+        out.set(blocks[i].subarray(from - blockStart, to - blockStart), from - offset);
+      }
+      return out;
+    }
+    throw new Error(`internal: read of ${this.name} at ${offset} kept losing its fetches`);
+  }
+
+  /** Blocks b0..b1 (inclusive), from cache, from a fetch in flight, or from new demand fetches. */
+  private blocks(b0: number, b1: number): (Uint8Array | Promise<Uint8Array>)[] {
+    const res: (Uint8Array | Promise<Uint8Array>)[] = [];
+    let runStart = -1;
+    const flush = (upTo: number) => {
+      if (runStart < 0) return;
+      const sp = this.newSpan(runStart, upTo - runStart, "demand");
+      for (let b = runStart; b < upTo; b++) res.push(this.blockOf(sp, b));
+      runStart = -1;
+    };
+    for (let b = b0; b <= b1; b++) {
+      const cached = this.cache.get(b);
+      const sp = cached ? undefined : this.inflight.get(b);
+      if (cached || sp) {
+        flush(b);
+        if (cached) { this.c.cacheHits++; res.push(cached); }
+        else { this.c.coalesced++; this.promote(sp!); res.push(this.blockOf(sp!, b)); }
+        continue;
+      }
+      this.c.cacheMisses++;
+      if (runStart < 0) runStart = b;
+      else if (b - runStart >= this.spanBlocks) { flush(b); runStart = b; }
+    }
+    flush(b1 + 1);
+    return res;
+  }
+
+  private prefetch(start: number, end: number): void {
+    end = Math.min(end, this.size);
+    if (end <= start) return;
+    const b0 = Math.floor(start / this.bs), b1 = Math.floor((end - 1) / this.bs);
+    let runStart = -1;
+    const flush = (upTo: number) => {
+      if (runStart < 0) return;
+      const sp = this.newSpan(runStart, upTo - runStart, "readahead");
+      this.c.readaheadBytes += Math.min(this.size, upTo * this.bs) - runStart * this.bs;
+      void sp;
+      runStart = -1;
+    };
+    for (let b = b0; b <= b1; b++) {
+      if (this.cache.has(b) || this.inflight.has(b)) { flush(b); continue; }
+      if (runStart < 0) runStart = b;
+      else if (b - runStart >= this.spanBlocks) { flush(b); runStart = b; }
+    }
+    flush(b1 + 1);
+  }
+
+  private blockOf(sp: Span, b: number): Promise<Uint8Array> {
+    const off = (b - sp.first) * this.bs;
+    return sp.promise.then((bytes) => bytes.subarray(off, Math.min(bytes.length, off + this.bs)));
+  }
+
+  // ---- scheduling ----
+
+  private newSpan(first: number, count: number, kind: Kind): Span {
+    let resolve!: (b: Uint8Array) => void, reject!: (e: unknown) => void;
+    const promise = new Promise<Uint8Array>((res, rej) => { resolve = res; reject = rej; });
+    promise.catch(() => {}); // a dropped readahead nobody waits for is not an unhandled rejection
+    const sp: Span = { first, count, kind, started: false, promise, resolve, reject };
+    for (let b = first; b < first + count; b++) this.inflight.set(b, sp);
+    (kind === "demand" ? this.demandQ : this.raQ).push(sp);
+    this.pump();
+    return sp;
+  }
+
+  /** A reader needs this span: it must not wait behind readahead nor be dropped. */
+  private promote(sp: Span): void {
+    if (sp.kind === "demand") return;
+    sp.kind = "demand";
+    if (!sp.started) {
+      this.raQ = this.raQ.filter((x) => x !== sp);
+      this.demandQ.push(sp);
+      this.pump();
+    }
+  }
+
+  private pump(): void {
+    // Readahead leaves a quarter of the slots to demand reads so it never delays them.
+    const raLimit = Math.max(1, this.maxInFlight - Math.max(1, Math.floor(this.maxInFlight / 4)));
+    while (!this.closed) {
+      let sp: Span | undefined;
+      if (this.demandQ.length && this.running < this.maxInFlight) sp = this.demandQ.shift();
+      else if (this.raQ.length && this.running < raLimit) sp = this.raQ.shift();
+      if (!sp) return;
+      sp.started = true;
+      this.running++;
+      void this.runSpan(sp).finally(() => { this.running--; this.pump(); });
+    }
+  }
+
+  private async runSpan(sp: Span): Promise<void> {
+    try {
+      const bytes = await this.fetchSpan(sp);
+      for (let k = 0; k < sp.count; k++) {
+        const off = k * this.bs;
+        this.cache.set(sp.first + k, bytes.subarray(off, Math.min(bytes.length, off + this.bs)));
+      }
+      sp.resolve(bytes);
+    } catch (e) {
+      sp.reject(e);
+    } finally {
+      for (let b = sp.first; b < sp.first + sp.count; b++) if (this.inflight.get(b) === sp) this.inflight.delete(b);
+    }
+  }
+
+  /** Fetches one span with failover; demand spans retry with backoff until data or ioTimeout. */
+  private async fetchSpan(sp: Span): Promise<Uint8Array> {
+    const start = sp.first * this.bs;
+    const len = Math.min(this.size, (sp.first + sp.count) * this.bs) - start;
+    const t0 = Date.now();
+    for (let pass = 0; ; pass++) {
+      const tried = new Set<Source>();
+      for (;;) {
+        if (this.closed) throw new Error(`image ${this.name} closed`);
+        const src = this.pick(tried, sp.kind);
+        if (!src) break;
+        tried.add(src);
+        this.noteAttempt(src);
+        this.c.fetches++;
+        try {
+          const r = await getRange(src.pool, src.url, start, len, this.timeouts, { size: this.size, validator: this.validator }, this.caGiven);
+          if (this.verifier) {
+            for (let k = 0; k < sp.count; k++) {
+              const off = k * this.bs;
+              if (!this.verifier.verify(sp.first + k, r.bytes.subarray(off, Math.min(len, off + this.bs)))) {
+                throw new SourceFault(`chunk ${sp.first + k} failed verification against the signed manifest`);
+              }
+            }
+          }
+          this.c.bytesFetched += len;
+          this.noteSuccess(src, len);
+          return r.bytes;
+        } catch (e) {
+          if (!(e instanceof SourceFault)) throw e;
+          if (this.closed) throw new Error(`image ${this.name} closed`);
+          this.noteFault(src, e);
+        }
+      }
+      if (sp.kind === "readahead") throw new Dropped("readahead dropped");
+      this.noteAllDown();
+      const waited = Date.now() - t0;
+      if (this.ioTimeoutMs && waited >= this.ioTimeoutMs) {
+        throw new IoError(`I/O error reading ${this.name} bytes ${start}-${start + len - 1}: no image server answered for ${secs(waited)}`);
+      }
+      let delay = jitter(Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** Math.min(pass, 10)), 0.5);
+      if (this.ioTimeoutMs) delay = Math.min(delay, this.ioTimeoutMs - waited);
+      await this.sleep(delay);
+    }
+  }
+
+  /** Next server to try: healthy by preference, then degraded, then (demand only) down ones as a last resort. */
+  private pick(tried: Set<Source>, kind: Kind): Source | undefined {
+    for (const s of this.ranked) if (!tried.has(s) && s.state === "healthy") return s;
+    for (const s of this.ranked) if (!tried.has(s) && s.state === "degraded") return s;
+    if (kind === "readahead") return undefined;
+    for (const s of this.ranked) if (!tried.has(s) && (s.state === "down" || s.state === "probing")) return s;
+    return undefined;
+  }
+
+  /** The server reads should use now (first usable by preference). */
+  private preferred(): Source | undefined {
+    return this.ranked.find((s) => s.state === "healthy") ?? this.ranked.find((s) => s.state === "degraded");
+  }
+
+  private noteAttempt(src: Source): void {
+    if (src === this.active || src === this.connecting || this.allDownSince) return; // once per change, not per retry
+    this.connecting = src;
+    this.log.info(`Connecting to ${src.href}`);
+  }
+
+  private noteSuccess(src: Source, bytes: number): void {
+    src.success(bytes);
+    if (src !== this.active && (this.preferred() === src || !this.active?.usable)) {
+      this.active = src;
+      this.connecting = undefined;
+      this.log.info(`Successfully connected to ${src.href}`);
+    }
+    if (this.allDownSince) {
+      this.log.info(`reads resumed after ${secs(Date.now() - this.allDownSince)} without any image server`);
+      this.allDownSince = 0;
+    }
+  }
+
+  private noteFault(src: Source, e: SourceFault): void {
+    if (e.imageChanged && src.state !== "excluded") {
+      src.errors++;
+      src.lastError = e.reason;
+      src.exclude(e.reason);
+      this.log.error(`excluding ${src.href}: ${e.reason}`);
+    } else if (src.fault(e.reason)) {
+      this.log.error(`error while communicating with ${src.href}: ${e.reason}`);
+    }
+    if (src === this.connecting) this.connecting = undefined;
+  }
+
+  private noteAllDown(): void {
+    if (this.allDownSince) return;
+    this.allDownSince = Date.now();
+    this.active = undefined;
+    this.connecting = undefined;
+    const usable = this.sources.filter((s) => s.state !== "excluded").length;
+    this.log.error(usable
+      ? `all image servers failed; reads wait and retry with backoff ${this.ioTimeoutMs ? `for up to ${secs(this.ioTimeoutMs)}` : "until one answers"}`
+      : "no image server serves this image any more (all excluded); reads wait" + (this.ioTimeoutMs ? ` and fail after ${secs(this.ioTimeoutMs)}` : ""));
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const wake = () => { clearTimeout(t); this.sleepers.delete(wake); resolve(); };
+      const t = setTimeout(wake, Math.max(0, ms));
+      this.sleepers.add(wake);
+    });
+  }
+
+  // ---- fail-back probing ----
+
+  private rerank(): void {
+    const idx = rankSources(this.order, this.sources.map((s) => ({ href: s.href, rttMs: s.rttMs })), this.nodeId);
+    this.ranked = idx.map((i) => this.sources[i]);
+    this.ranked.forEach((s, rank) => { s.preferredRank = rank; });
+  }
+
+  private scheduleProbe(): void {
+    if (this.closed) return;
+    this.probeTimer = setTimeout(() => {
+      void this.probeRound().finally(() => this.scheduleProbe());
+    }, jitter(this.probeIntervalMs, 0.2));
+    (this.probeTimer as { unref?: () => void }).unref?.(); // the FUSE session, not this timer, keeps a daemon alive
+  }
+
+  /** Probes down/degraded servers (all of them for "latency" order) and re-ranks. */
+  async probeRound(): Promise<void> {
+    const targets = this.sources.filter((s) => s.state !== "excluded" && (s.state !== "healthy" || this.order === "latency"));
+    await Promise.all(targets.map((s) => this.probe(s)));
+    if (!this.closed) this.rerank();
+  }
+
+  private async probe(s: Source): Promise<void> {
+    const wasDown = s.state === "down";
+    if (wasDown) s.state = "probing";
+    try {
+      const t0 = performance.now();
+      await getRange(s.pool, s.url, 0, 1, this.timeouts, { size: this.size, validator: this.validator }, this.caGiven);
+      s.noteRtt(performance.now() - t0);
+      if (this.closed || s.state === "excluded") return;
+      if (s.state === "probing" || s.state === "degraded") {
+        const settled = Date.now() - s.lastFaultAt >= this.holdDownMs;
+        if (wasDown) this.log.info(`${s.href} answers again${settled ? "" : `; used only as a fallback for ${secs(this.holdDownMs)}`}`);
+        s.state = settled ? "healthy" : "degraded";
+        s.reason = settled ? undefined : `recovered from: ${s.lastError ?? "fault"}`;
+      }
+    } catch (e) {
+      if (!(e instanceof SourceFault) || this.closed) return;
+      if (s.state === "probing") { s.state = "down"; s.errors++; s.lastError = e.reason; s.reason = e.reason; }
+      if (e.imageChanged || (s.state !== "down" && s.state !== "excluded")) this.noteFault(s, e);
+    }
+  }
+}

@@ -1,0 +1,59 @@
+import { expect, test } from "bun:test";
+import { BlockCache } from "../../src/source/cache";
+import { Readahead } from "../../src/source/readahead";
+import { rankSources } from "../../src/source/order";
+
+test("BlockCache: LRU eviction by bytes", () => {
+  const c = new BlockCache(300);
+  c.set(1, new Uint8Array(100)); c.set(2, new Uint8Array(100)); c.set(3, new Uint8Array(100));
+  expect(c.bytes).toBe(300);
+  c.get(1);                       // 1 is now most recent
+  c.set(4, new Uint8Array(100));  // evicts 2
+  expect([c.has(1), c.has(2), c.has(3), c.has(4)]).toEqual([true, false, true, true]);
+  c.set(5, new Uint8Array(1000)); // larger than the cache: ignored
+  expect(c.has(5)).toBe(false);
+  expect(c.bytes).toBe(300);
+  c.set(3, new Uint8Array(50));   // replace accounts bytes
+  expect(c.bytes).toBe(250);
+  expect(() => new BlockCache(-1)).toThrow();
+});
+
+test("Readahead: window grows on sequential reads, none on random, streams tracked apart", () => {
+  const K = 1024;
+  const ra = new Readahead({ maxBytes: 1024 * K, initialBytes: 128 * K });
+  expect(ra.observe(0, 128 * K)).toBeNull();                       // first read: unknown yet
+  expect(ra.observe(128 * K, 128 * K)).toEqual({ start: 256 * K, end: 384 * K });
+  expect(ra.observe(256 * K, 128 * K)).toEqual({ start: 384 * K, end: 640 * K });
+  const r4 = ra.observe(384 * K, 128 * K)!;
+  expect(r4.end - 512 * K).toBe(512 * K);                          // doubled again
+  let last = r4;
+  for (let i = 4; i < 20; i++) last = ra.observe(i * 128 * K, 128 * K) ?? last;
+  expect(last.end - 20 * 128 * K).toBeLessThanOrEqual(1024 * K);  // capped
+  expect(ra.observe(900 * 1024 * K, 4 * K)).toBeNull();            // random access: no readahead
+  expect(ra.observe(5000 * 1024 * K, 4 * K)).toBeNull();
+  // The sequential stream is still known and continues.
+  expect(ra.observe(20 * 128 * K, 128 * K)).not.toBeNull();
+  expect(new Readahead({ maxBytes: 0, initialBytes: 0 }).observe(0, 10)).toBeNull();
+});
+
+test("rankSources: listed, latency (coarse buckets) and spread (rendezvous)", () => {
+  const items = [{ href: "https://a/x", rttMs: 5 }, { href: "https://b/x", rttMs: 0.5 }, { href: "https://c/x" }];
+  expect(rankSources("listed", items, "n")).toEqual([0, 1, 2]);
+  expect(rankSources("latency", items, "n")).toEqual([1, 0, 2]);
+  expect(rankSources("latency", [{ href: "a", rttMs: 1.1 }, { href: "b", rttMs: 1.05 }], "n")).toEqual([0, 1]); // jitter: no flap
+  // Spread: 3000 nodes over 3 servers → each server first for roughly a third; stable per node.
+  const urls = ["https://10.0.0.1/i", "https://10.0.0.2/i", "https://10.0.0.3/i"].map((href) => ({ href }));
+  const firsts = [0, 0, 0];
+  for (let n = 0; n < 3000; n++) firsts[rankSources("spread", urls, `node${n}`)[0]]++;
+  for (const f of firsts) expect(f).toBeGreaterThan(800);
+  expect(rankSources("spread", urls, "node7")).toEqual(rankSources("spread", urls, "node7"));
+  // Removing a server only moves the nodes that preferred it (rendezvous property).
+  let moved = 0;
+  for (let n = 0; n < 1000; n++) {
+    const full = rankSources("spread", urls, `node${n}`).map((i) => urls[i].href);
+    const less = rankSources("spread", urls.slice(0, 2), `node${n}`).map((i) => urls[i].href);
+    if (full[0] !== urls[2].href && full[0] !== less[0]) moved++;
+  }
+  expect(moved).toBe(0);
+  expect(() => rankSources("bogus" as never, urls, "n")).toThrow(/unknown source order/);
+});
