@@ -1,0 +1,173 @@
+// Mounting a read-only FUSE filesystem without libfuse: open /dev/fuse, mount(2), serve, umount2.
+import { closeSync, openSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { resolve } from "node:path";
+import * as libc from "../sys/libc.ts";
+import { FuseReader } from "./reader.ts";
+import { FuseSession, fdWriter, type SessionStats } from "./session.ts";
+import { Tree, type ExposedFile } from "./tree.ts";
+
+export type { ExposedFile } from "./tree.ts";
+
+export interface FuseMountOptions {
+  mountpoint: string;
+  files: ExposedFile[];
+  fsname?: string;          // shown in /proc/mounts source column, default "airroot"
+  subtype?: string;         // fuse.<subtype>, default "airroot"
+  maxRead?: number;         // default 1 MiB
+  maxBackground?: number;   // default 64
+  log?: (line: string) => void;
+  /** Threads blocking in read(2) on /dev/fuse. Default 2: one can hand over a frame while the other waits. */
+  readers?: number;
+  /** Kernel readahead for the mount (/sys/class/bdi/<dev>/read_ahead_kb). Default maxRead; 0 keeps the kernel's. */
+  readAheadKb?: number;
+  /** How long to wait for the kernel's INIT. Default 10 s. */
+  initTimeoutMs?: number;
+}
+
+export interface FuseMount {
+  readonly mountpoint: string;
+  readonly fd: number;             // the /dev/fuse fd (a later issue hands it over across restarts)
+  readonly closed: Promise<void>;  // resolves when the kernel session ends (unmounted/aborted)
+  stats(): SessionStats;
+  unmount(): Promise<void>;        // idempotent
+}
+
+const OPTION_TEXT = /^[A-Za-z0-9._-]{1,64}$/;
+
+/** Mounts `files` read-only at `mountpoint`; resolves once the kernel's INIT is answered. */
+export async function mountFuse(opts: FuseMountOptions): Promise<FuseMount> {
+  const mountpoint = resolve(opts.mountpoint);
+  const fsname = opts.fsname ?? "airroot", subtype = opts.subtype ?? "airroot";
+  const maxRead = opts.maxRead ?? 1024 * 1024;
+  const log = opts.log ?? (() => {});
+  const readers = opts.readers ?? 2;
+  // These go into the comma-separated mount data string: refuse anything that could inject options.
+  for (const [k, v] of [["fsname", fsname], ["subtype", subtype]] as const)
+    if (!OPTION_TEXT.test(v)) throw new Error(`FUSE mount: ${k} "${v}" must be 1-64 characters of [A-Za-z0-9._-]`);
+  if (!Number.isInteger(readers) || readers < 1 || readers > 16)
+    throw new Error(`FUSE mount: readers must be 1..16, got ${opts.readers}`);
+  let st;
+  try { st = statSync(mountpoint); } catch (e) {
+    throw new Error(`FUSE mount: mountpoint ${mountpoint} is not usable: ${(e as Error).message}`);
+  }
+  if (!st.isDirectory()) throw new Error(`FUSE mount: mountpoint ${mountpoint} is not a directory`);
+
+  const tree = new Tree(opts.files);
+  let fd: number;
+  try {
+    fd = openSync("/dev/fuse", "r+");
+  } catch (e) {
+    throw new Error(`FUSE mount: cannot open /dev/fuse (${(e as { code?: string }).code ?? (e as Error).message}); ` +
+                    `load the fuse module (modprobe fuse) and run as root`);
+  }
+  const session = new FuseSession(tree, fdWriter(fd, log), { maxRead, maxBackground: opts.maxBackground, log });
+
+  try {
+    libc.mount({ source: fsname, target: mountpoint, fstype: `fuse.${subtype}`,
+                 flags: libc.MS_RDONLY | libc.MS_NOSUID | libc.MS_NODEV,
+                 data: `fd=${fd},rootmode=40000,user_id=0,group_id=0,allow_other,max_read=${maxRead}` });
+  } catch (e) {
+    closeSync(fd);
+    throw e;
+  }
+
+  // Readers start only after mount(2): before it, read() on the fd fails with EPERM.
+  let resolveClosed!: () => void;
+  const closed = new Promise<void>((r) => (resolveClosed = r));
+  let ended = false;
+  const threads: FuseReader[] = [];
+  const onEnd = (reason: string, error?: Error) => {
+    if (ended) return;
+    ended = true;
+    if (error) log(error.message);
+    log(`FUSE: session on ${mountpoint} ended (${reason})`);
+    for (const t of threads) t.stop();
+    try { closeSync(fd); } catch {}
+    resolveClosed();
+  };
+  for (let i = 0; i < readers; i++)
+    threads.push(new FuseReader(fd, 64 * 1024, { onFrame: (f) => session.handleFrame(f), onEnd }));
+
+  const unmount = makeUnmount(mountpoint, closed, () => ended, log);
+  try {
+    await waitReady(session.ready, closed, opts.initTimeoutMs ?? 10_000, mountpoint);
+  } catch (e) {
+    await unmount().catch(() => {});
+    onEnd("INIT failed");
+    throw e;
+  }
+  const ra = opts.readAheadKb ?? maxRead / 1024;
+  if (ra > 0) setReadahead(mountpoint, ra, log);
+
+  return {
+    mountpoint,
+    fd,
+    closed,
+    stats: () => session.stats(),
+    unmount,
+  };
+}
+
+function waitReady(ready: Promise<void>, closed: Promise<void>, timeoutMs: number, mp: string): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return Promise.race([
+    ready,
+    closed.then(() => { throw new Error(`FUSE mount on ${mp}: the kernel ended the session before INIT`); }),
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`FUSE mount on ${mp}: no INIT from the kernel within ${timeoutMs} ms`)),
+                         timeoutMs);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+/** umount2; a busy mount (open files, a loop device on top) is detached lazily instead. */
+function makeUnmount(mp: string, closed: Promise<void>, isEnded: () => boolean, log: (l: string) => void) {
+  let pending: Promise<void> | undefined;
+  return () => (pending ??= (async () => {
+    if (isEnded()) return;
+    try {
+      libc.umount2(mp, 0);
+    } catch (e) {
+      const code = (e as libc.SysError).code;
+      if (code === "EINVAL" || code === "ENOENT") {
+        // Not mounted any more (someone else unmounted it): the session ends on its own.
+      } else if (code === "EBUSY") {
+        log(`FUSE: ${mp} is busy; detaching it lazily (it keeps serving until its last user closes it)`);
+        libc.umount2(mp, libc.MNT_DETACH);
+        return;
+      } else {
+        throw e;
+      }
+    }
+    // After a plain umount the kernel ends the connection at once, and the readers see ENODEV.
+    const t = setTimeout(() => log(`FUSE: ${mp} unmounted but the session has not ended after 5 s`), 5000);
+    await closed;
+    clearTimeout(t);
+  })());
+}
+
+/** The mount's device "major:minor" from /proc/self/mountinfo (never touches the mount itself: no self-deadlock). */
+export function mountDevice(mp: string): string | undefined {
+  const want = mp.replace(/\/+$/, "") || "/";
+  let found: string | undefined;
+  for (const line of readFileSync("/proc/self/mountinfo", "utf8").split("\n")) {
+    const f = line.split(" ");
+    if (f.length > 4 && unescapeMount(f[4]!) === want) found = f[2]; // the last (topmost) mount wins
+  }
+  return found;
+}
+
+function unescapeMount(s: string): string {
+  return s.replace(/\\([0-7]{3})/g, (_, o) => String.fromCharCode(parseInt(o, 8)));
+}
+
+function setReadahead(mp: string, kb: number, log: (l: string) => void): void {
+  const dev = mountDevice(mp);
+  const path = `/sys/class/bdi/${dev}/read_ahead_kb`;
+  try {
+    if (!dev) throw new Error("mount not found in /proc/self/mountinfo");
+    writeFileSync(path, `${Math.floor(kb)}\n`);
+  } catch (e) {
+    log(`FUSE: could not set readahead of ${mp} to ${kb} KiB via ${path}: ${(e as Error).message}`);
+  }
+}
