@@ -41,6 +41,7 @@ export interface CreatedObject {
 
 export interface PcrReadResult { updateCounter: number; selection: PcrSelection[]; values: Uint8Array[] }
 
+const MAX_RETRIES = 20;
 const MAX_LIST = 1024; // caps list counts in replies so garbage cannot make us loop long
 
 /** Low-level TPM: one method per command; no policy, no lifecycle. */
@@ -60,8 +61,17 @@ export class Tpm {
     if (spec.params) w.bytes(spec.params);
     const cmd = w.finish();
     new DataView(cmd.buffer).setUint32(2, cmd.length);
-    const rsp = await this.transport.send(cmd);
-    return parseResponse(rsp, spec);
+    // RETRY/YIELDED/TESTING are transient warnings: the TPM asks to resend the same command. Bounded.
+    for (let attempt = 1; ; attempt++) {
+      const rsp = await this.transport.send(cmd);
+      try {
+        return parseResponse(rsp, spec);
+      } catch (e) {
+        const transient = e instanceof TpmError && [RC.RETRY, RC.YIELDED, RC.TESTING].includes(e.rc as never);
+        if (!transient || attempt >= MAX_RETRIES) throw e;
+        await Bun.sleep(Math.min(10 * attempt, 200));
+      }
+    }
   }
 
   async startup(clear = true): Promise<"started" | "already"> {
