@@ -44,10 +44,13 @@ export interface ReaderEvents {
 export class FuseReader {
   private readonly worker: Worker;
   private done = false;
+  /** Resolves when the thread is gone: only then may the fd be closed (its number could be reused). */
+  readonly exited: Promise<void>;
 
   constructor(fd: number, bufSize: number, ev: ReaderEvents) {
     workerUrl ??= URL.createObjectURL(new Blob([WORKER_SOURCE], { type: "application/javascript" }));
     this.worker = new Worker(workerUrl);
+    this.exited = new Promise((resolve) => this.worker.addEventListener("close", () => resolve()));
     this.worker.onmessage = (m: MessageEvent) => {
       const d = m.data as { t: string; data?: ArrayBuffer; reason?: string; code?: string; message?: string };
       if (d.t === "frame") ev.onFrame(new Uint8Array(d.data!));

@@ -61,11 +61,13 @@ test("256 MiB file: sha256sum, stat, ls, df through the mount; unmount ends `clo
   // Read-only: writes and creates are refused.
   expect((await run(["sh", "-c", `echo x > ${join(mp, "small.txt")}`])).code).not.toBe(0);
   expect((await run(["touch", join(mp, "new")])).code).not.toBe(0);
+  // A second FUSE mount on the same mountpoint is refused (stacking would also risk a self-deadlocking stat).
+  await expect(mountFuse({ mountpoint: mp, files: [] })).rejects.toThrow(/already has fuse.airroot \(airroot-test\) mounted/);
   const line = mountedUnder(mp)[0]!;
   expect(line).toContain("fuse.airroot");
   expect(line).toContain("max_read=1048576");
-  // Kernel readahead was raised to max_read for this mount's bdi.
-  expect(readFileSync(`/sys/class/bdi/${mountDevice(mp)}/read_ahead_kb`, "utf8").trim()).toBe("1024");
+  // Kernel readahead was raised for this mount's bdi (default 8 MiB).
+  expect(readFileSync(`/sys/class/bdi/${mountDevice(mp)}/read_ahead_kb`, "utf8").trim()).toBe("8192");
 
   await m.unmount();
   await m.closed;
