@@ -52,7 +52,7 @@ const payload = (n: number) => new Uint8Array(n).map((_, i) => (i * 7 + 3) & 0xf
 async function expectCredentialError(p: Promise<unknown>, kind: string, text: RegExp): Promise<void> {
   const e = await p.then(() => undefined, (x) => x);
   expect(e).toBeInstanceOf(CredentialError);
-  expect((e as CredentialError).kind).toBe(kind);
+  expect((e as CredentialError).kind as string).toBe(kind);
   expect((e as Error).message).toMatch(text);
 }
 
