@@ -39,6 +39,9 @@ export class Readahead {
     s.next = end;
     if (this.o.maxBytes <= 0) return null;
     s.window = Math.min(this.o.maxBytes, Math.max(this.o.initialBytes, s.window * 2));
+    // Top up in batches (when less than half a window is left ahead) so fetches stay large, like the kernel's
+    // asynchronous readahead, instead of one small request per read.
+    if (s.issued - s.next >= s.window / 2) return null;
     const from = Math.max(s.next, s.issued), to = s.next + s.window;
     if (to <= from) return null;
     s.issued = to;
