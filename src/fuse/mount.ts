@@ -36,7 +36,8 @@ export interface FuseMount {
   unmount(): Promise<void>;        // idempotent
 }
 
-const OPTION_TEXT = /^[A-Za-z0-9._-]{1,64}$/;
+/** The subtype becomes the fs type "fuse.<subtype>": keep it to a plain word. */
+const SUBTYPE = /^[A-Za-z0-9._-]{1,64}$/;
 
 /** Mounts `files` read-only at `mountpoint`; resolves once the kernel's INIT is answered. */
 export async function mountFuse(opts: FuseMountOptions): Promise<FuseMount> {
@@ -45,9 +46,10 @@ export async function mountFuse(opts: FuseMountOptions): Promise<FuseMount> {
   const maxRead = opts.maxRead ?? 1024 * 1024;
   const log = opts.log ?? (() => {});
   const readers = opts.readers ?? 2;
-  // These go into the comma-separated mount data string: refuse anything that could inject options.
-  for (const [k, v] of [["fsname", fsname], ["subtype", subtype]] as const)
-    if (!OPTION_TEXT.test(v)) throw new Error(`FUSE mount: ${k} "${v}" must be 1-64 characters of [A-Za-z0-9._-]`);
+  if (!SUBTYPE.test(subtype)) throw new Error(`FUSE mount: subtype "${subtype}" must be 1-64 characters of [A-Za-z0-9._-]`);
+  // fsname is mount(2)'s source argument (not part of the option string); it only has to be one printable line.
+  if (fsname.length === 0 || fsname.length > 255 || /[\0-\x1f]/.test(fsname))
+    throw new Error(`FUSE mount: fsname ${JSON.stringify(fsname)} must be 1-255 characters without control characters`);
   if (!Number.isInteger(readers) || readers < 1 || readers > 16)
     throw new Error(`FUSE mount: readers must be 1..16, got ${opts.readers}`);
   // Checked before stat(): stat() of a FUSE mount that this very process serves would deadlock.

@@ -18,14 +18,15 @@ export interface SessionOptions {
   log?: (line: string) => void;
 }
 
-export interface SessionStats {
+/** A type alias rather than an interface so it is assignable to plain records (status JSON). */
+export type SessionStats = {
   requests: number;
   readsInFlight: number;
   maxReadsInFlight: number;
   negotiatedMaxRead: number;
   negotiatedMaxBackground: number;
   kernelProtocol: string;
-}
+};
 
 /** Writes one whole reply frame (possibly in pieces that writev joins into one frame). */
 export type FrameWriter = (chunks: Uint8Array[]) => void;

@@ -7,7 +7,7 @@ import { randomBytes, createHash } from "node:crypto";
 import { join } from "node:path";
 import { scratchDir, removeScratchDirs } from "../helpers/tmp";
 import { run, runOk } from "../helpers/run-async";
-import { mountFuse, mountDevice, type FuseMount } from "../../src/fuse/mount";
+import { mountFuse, mountDevice, findMount, type FuseMount } from "../../src/fuse/mount";
 import type { ExposedFile } from "../../src/fuse/tree";
 
 const live: FuseMount[] = [];
@@ -43,7 +43,7 @@ test("256 MiB file: sha256sum, stat, ls, df through the mount; unmount ends `clo
   const data = randomBytes(256 * 1024 * 1024);
   const want = createHash("sha256").update(data).digest("hex");
   const { m, mp } = await mountIn(dir, [memFile("big.img", data), memFile("small.txt", new TextEncoder().encode("hi\n"))],
-                                  { fsname: "airroot-test" });
+                                  { fsname: "airroot:test image" });
   expect(m.stats()).toMatchObject({ negotiatedMaxRead: 1 << 20, negotiatedMaxBackground: 64 });
   expect(m.stats().kernelProtocol).toMatch(/^7\.\d+$/);
 
@@ -53,16 +53,16 @@ test("256 MiB file: sha256sum, stat, ls, df through the mount; unmount ends `clo
   expect((await runOk(["stat", "-c", "%s %F %a %u", join(mp, "big.img")])).trim()).toBe(`${data.length} regular file 444 0`);
   expect((await runOk(["stat", "-c", "%F %a", mp])).trim()).toBe("directory 555");
   expect((await runOk(["ls", "-1a", mp])).split("\n").filter(Boolean)).toEqual([".", "..", "big.img", "small.txt"]);
-  const df = (await runOk(["df", "-B1", "--output=source,size,avail", mp])).trim().split("\n")[1]!.split(/\s+/);
-  expect(df[0]).toBe("airroot-test");
-  expect(Number(df[1])).toBe(data.length + 4096); // 65536 + 1 blocks of 4 KiB
-  expect(Number(df[2])).toBe(0);
+  const df = (await runOk(["df", "-B1", "--output=size,avail", mp])).trim().split("\n")[1]!.trim().split(/\s+/);
+  expect(Number(df[0])).toBe(data.length + 4096); // 65536 + 1 blocks of 4 KiB
+  expect(Number(df[1])).toBe(0);
+  expect(findMount(mp)).toMatchObject({ fstype: "fuse.airroot", source: "airroot:test image" });
   expect((await run(["stat", join(mp, "missing")])).code).not.toBe(0);
   // Read-only: writes and creates are refused.
   expect((await run(["sh", "-c", `echo x > ${join(mp, "small.txt")}`])).code).not.toBe(0);
   expect((await run(["touch", join(mp, "new")])).code).not.toBe(0);
   // A second FUSE mount on the same mountpoint is refused (stacking would also risk a self-deadlocking stat).
-  await expect(mountFuse({ mountpoint: mp, files: [] })).rejects.toThrow(/already has fuse.airroot \(airroot-test\) mounted/);
+  await expect(mountFuse({ mountpoint: mp, files: [] })).rejects.toThrow(/already has fuse.airroot \(airroot:test image\) mounted/);
   const line = mountedUnder(mp)[0]!;
   expect(line).toContain("fuse.airroot");
   expect(line).toContain("max_read=1048576");
@@ -201,7 +201,8 @@ test("clear errors: missing mountpoint, bad options, bad files", async () => {
   writeFileSync(join(dir, "afile"), "");
   await expect(mountFuse({ mountpoint: join(dir, "afile"), files: [] })).rejects.toThrow(/not a directory/);
   mkdirSync(join(dir, "m"));
-  await expect(mountFuse({ mountpoint: join(dir, "m"), files: [], fsname: "a,allow_other" })).rejects.toThrow(/fsname/);
+  await expect(mountFuse({ mountpoint: join(dir, "m"), files: [], subtype: "x,dev" })).rejects.toThrow(/subtype/);
+  await expect(mountFuse({ mountpoint: join(dir, "m"), files: [], fsname: "two\nlines" })).rejects.toThrow(/fsname/);
   await expect(mountFuse({ mountpoint: join(dir, "m"), files: [memFile("a/b", new Uint8Array(1))] }))
     .rejects.toThrow(/not a valid file name/);
   expect(mountedUnder(dir)).toEqual([]);
