@@ -25,9 +25,9 @@ export async function startSwtpm(stateDir: string): Promise<Swtpm> {
     const proc: Subprocess = Bun.spawn(["swtpm", "socket", "--tpm2",
       "--server", `type=tcp,port=${port},bindaddr=${host}`, "--ctrl", `type=tcp,port=${port + 1},bindaddr=${host}`,
       "--flags", "startup-clear", "--tpmstate", `dir=${dir}`], { stdout: "ignore", stderr: "pipe" });
-    try {
-      await waitForPort(host, port, 5000);
-    } catch {
+    // If swtpm cannot bind (port+1 taken), it exits at once: stop waiting then and try other ports.
+    const up = await Promise.race([waitForPort(host, port, 5000).then(() => true, () => false), proc.exited.then(() => false)]);
+    if (!up) {
       proc.kill("SIGKILL"); await proc.exited;
       continue;
     }
