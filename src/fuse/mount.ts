@@ -1,5 +1,5 @@
 // Mounting a read-only FUSE filesystem without libfuse: open /dev/fuse, mount(2), serve, umount2.
-import { closeSync, openSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, openSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { resolve } from "node:path";
 import * as libc from "../sys/libc.ts";
 import { FuseReader } from "./reader.ts";
@@ -34,6 +34,11 @@ export interface FuseMount {
   readonly closed: Promise<void>;  // resolves when the kernel session ends (unmounted/aborted)
   stats(): SessionStats;
   unmount(): Promise<void>;        // idempotent
+  /**
+   * Aborts the kernel connection (fusectl's `abort`): every pending and later request fails with ENOTCONN and the
+   * session ends. The last resort for a lazily detached mount whose users hang; unmount() still removes the mount.
+   */
+  abort(): void;
 }
 
 /** The subtype becomes the fs type "fuse.<subtype>": keep it to a plain word. */
@@ -84,6 +89,8 @@ export async function mountFuse(opts: FuseMountOptions): Promise<FuseMount> {
     closeSync(fd);
     throw e;
   }
+  // The connection's device, read back from mountinfo: identifies our mount later (and its fusectl directory).
+  const dev = findMount(mountpoint)?.dev ?? "";
 
   // Readers start only after mount(2): before it, read() on the fd fails with EPERM.
   let resolveClosed!: () => void;
@@ -111,7 +118,7 @@ export async function mountFuse(opts: FuseMountOptions): Promise<FuseMount> {
   for (let i = 0; i < readers; i++)
     threads.push(new FuseReader(fd, 64 * 1024, { onFrame: (f) => session.handleFrame(f), onEnd }));
 
-  const unmount = makeUnmount(mountpoint, closed, () => ended, log);
+  const unmount = makeUnmount(mountpoint, dev, closed, () => ended, log);
   try {
     await waitReady(session.ready, closed, opts.initTimeoutMs ?? 10_000, mountpoint);
   } catch (e) {
@@ -128,6 +135,7 @@ export async function mountFuse(opts: FuseMountOptions): Promise<FuseMount> {
     closed,
     stats: () => session.stats(),
     unmount,
+    abort: () => abortConnection(dev, mountpoint, log),
   };
 }
 
@@ -143,30 +151,52 @@ function waitReady(ready: Promise<void>, closed: Promise<void>, timeoutMs: numbe
   ]).finally(() => clearTimeout(timer));
 }
 
-/** umount2; a busy mount (open files, a loop device on top) is detached lazily instead. */
-function makeUnmount(mp: string, closed: Promise<void>, isEnded: () => boolean, log: (l: string) => void) {
+/**
+ * umount2 if our mount is still there; a busy mount (open files, a loop device on top) is detached lazily instead.
+ * After a plain umount the kernel ends the connection at once and the readers see ENODEV: wait for that.
+ */
+function makeUnmount(mp: string, dev: string, closed: Promise<void>, isEnded: () => boolean, log: (l: string) => void) {
   let pending: Promise<void> | undefined;
   return () => (pending ??= (async () => {
-    if (isEnded()) return;
-    try {
-      libc.umount2(mp, 0);
-    } catch (e) {
-      const code = (e as libc.SysError).code;
-      if (code === "EINVAL" || code === "ENOENT") {
-        // Not mounted any more (someone else unmounted it): the session ends on its own.
-      } else if (code === "EBUSY") {
-        log(`FUSE: ${mp} is busy; detaching it lazily (it keeps serving until its last user closes it)`);
-        libc.umount2(mp, libc.MNT_DETACH);
-        return;
-      } else {
-        throw e;
+    let lazy = false;
+    if (findMount(mp)?.dev === dev) {
+      try {
+        libc.umount2(mp, 0);
+      } catch (e) {
+        const code = (e as libc.SysError).code;
+        if (code === "EBUSY") {
+          log(`FUSE: ${mp} is busy; detaching it lazily (it keeps serving until its last user closes it)`);
+          libc.umount2(mp, libc.MNT_DETACH);
+          lazy = true;
+        } else if (code !== "EINVAL" && code !== "ENOENT") {
+          throw e; // EINVAL/ENOENT: unmounted meanwhile by someone else
+        }
       }
     }
-    // After a plain umount the kernel ends the connection at once, and the readers see ENODEV.
+    if (lazy || isEnded()) return;
     const t = setTimeout(() => log(`FUSE: ${mp} unmounted but the session has not ended after 5 s`), 5000);
     await closed;
     clearTimeout(t);
   })());
+}
+
+/** Writes 1 to /sys/fs/fuse/connections/<minor>/abort, mounting fusectl there first if needed. */
+function abortConnection(dev: string, mp: string, log: (l: string) => void): void {
+  const minor = dev.split(":")[1];
+  if (!minor) throw new Error(`FUSE abort of ${mp}: the connection's device is unknown`);
+  const dir = "/sys/fs/fuse/connections";
+  const path = `${dir}/${minor}/abort`;
+  if (!existsSync(path) && !findMount(dir)) {
+    try { libc.mount({ source: "fusectl", target: dir, fstype: "fusectl" }); } catch (e) {
+      throw new Error(`FUSE abort of ${mp}: fusectl is not mounted and mounting it failed: ${(e as Error).message}`);
+    }
+  }
+  try {
+    writeFileSync(path, "1\n");
+  } catch (e) {
+    throw new Error(`FUSE abort of ${mp}: writing ${path} failed: ${(e as Error).message}`);
+  }
+  log(`FUSE: aborted the connection of ${mp} (${path})`);
 }
 
 export interface MountEntry {

@@ -195,6 +195,23 @@ test("busy mount: unmount detaches lazily and `closed` resolves when the last us
   await holder.exited;
 }, 30_000);
 
+test("abort: a hung read is failed with ENOTCONN, the session ends, unmount removes the stale mount", async () => {
+  const dir = scratchDir("airroot-fuse-");
+  const never: ExposedFile = memFile("hang", new Uint8Array(1 << 20), { read: () => new Promise<Uint8Array>(() => {}) });
+  const { m, mp } = await mountIn(dir, [never]);
+  const reader = run(["dd", `if=${join(mp, "hang")}`, "of=/dev/null", "bs=4k", "count=1", "iflag=direct"], { timeoutMs: 20_000 });
+  for (let i = 0; i < 100 && m.stats().readsInFlight === 0; i++) await Bun.sleep(20);
+  expect(m.stats().readsInFlight).toBe(1);
+  m.abort();
+  const r = await reader;
+  expect(r.code).not.toBe(0);
+  expect(r.stderr).toMatch(/Transport endpoint is not connected|Software caused connection abort/);
+  await m.closed;
+  expect(mountedUnder(mp).length).toBe(1); // still listed, but dead
+  await m.unmount();
+  expect(mountedUnder(mp)).toEqual([]);
+}, 30_000);
+
 test("clear errors: missing mountpoint, bad options, bad files", async () => {
   const dir = scratchDir("airroot-fuse-");
   await expect(mountFuse({ mountpoint: join(dir, "nope"), files: [] })).rejects.toThrow(/mountpoint .*nope is not usable/);
