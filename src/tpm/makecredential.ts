@@ -50,6 +50,16 @@ const CURVES: Record<number, { node: string; jwk: string; size: number }> = {
 
 /** A node:crypto public key for an RSA or ECC TPM public area (e.g. an EK). */
 export function publicKeyOf(pub: TpmPublic): KeyObject {
+  try {
+    return toKeyObject(pub);
+  } catch (e) {
+    if (e instanceof TpmFormatError) throw e;
+    // node:crypto rejects points off the curve and malformed moduli: untrusted input, so a format error.
+    throw new TpmFormatError(`the ${pub.rsa ? "RSA" : "ECC"} public key in the TPM public area is invalid: ${(e as Error).message}`);
+  }
+}
+
+function toKeyObject(pub: TpmPublic): KeyObject {
   if (pub.rsa) {
     const e = pub.rsa.exponent || 65537;
     const eb = new Uint8Array([e >>> 24, (e >>> 16) & 0xff, (e >>> 8) & 0xff, e & 0xff]);
@@ -107,7 +117,14 @@ export function makeCredential(ek: TpmPublic, objectName: Uint8Array, credential
   if (!sym || sym.alg !== TPM_ALG.AES || sym.mode !== TPM_ALG.CFB || ![128, 192, 256].includes(sym.keyBits ?? 0)) {
     throw new TpmFormatError("the EK's symmetric algorithm must be AES-CFB");
   }
-  const { seed, secret } = makeSeed(ek, "IDENTITY");
+  let made: { seed: Uint8Array; secret: Uint8Array };
+  try {
+    made = makeSeed(ek, "IDENTITY");
+  } catch (e) {
+    if (e instanceof TpmFormatError) throw e;
+    throw new TpmFormatError(`cannot encrypt to this EK: ${(e as Error).message}`);
+  }
+  const { seed, secret } = made;
   const symKey = kdfa(ek.nameAlg, seed, "STORAGE", objectName, new Uint8Array(0), sym.keyBits!);
   const plain = new Writer().tpm2b(credential).finish();
   const c = createCipheriv(`aes-${sym.keyBits}-cfb`, symKey, Buffer.alloc(16));

@@ -189,7 +189,13 @@ export class SwtpmTransport implements TpmTransport {
 
   async close(): Promise<void> {
     this.failure ??= new TpmTransportError(`${this.description}: closed`);
-    await new Promise<void>((r) => { this.sock.end(() => r()); setTimeout(r, 1000); });
+    if (!this.sock.destroyed && !this.sock.closed) {
+      await new Promise<void>((r) => {
+        const timer = setTimeout(r, 1000); // a peer that never acknowledges must not hold us up
+        this.sock.once("close", () => { clearTimeout(timer); r(); });
+        this.sock.end();
+      });
+    }
     this.sock.destroy();
   }
 }
