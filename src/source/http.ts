@@ -99,6 +99,8 @@ export async function getRange(pool: Pool, u: ImageUrl, start: number, length: n
     } catch (e) {
       throw new SourceFault(why || describeError(e, u, caGiven));
     }
+    // Errors surface through the iterator below; this listener keeps a destroyed body from raising an unhandled one.
+    res.body.on("error", () => {});
     poke();
     const status = res.statusCode;
     if (status === 200) throw new SourceFault("ignored Range (HTTP 200)");

@@ -560,6 +560,7 @@ export class RemoteImage {
         if (wasDown) this.log.info(`${s.href} answers again${settled ? "" : `; used only as a fallback for ${secs(this.holdDownMs)}`}`);
         s.state = settled ? "healthy" : "degraded";
         s.reason = settled ? undefined : `recovered from: ${s.lastError ?? "fault"}`;
+        if (wasDown) for (const wake of [...this.sleepers]) wake(); // reads waiting out a backoff retry now
       }
     } catch (e) {
       if (!(e instanceof SourceFault) || this.closed) return;
