@@ -37,7 +37,7 @@ test("no TPM: a missing device and a closed swtpm port give clear 'no TPM' error
 /** A fake TPM on loopback whose replies we script: real TPMs cannot be made to misbehave on demand. */
 async function fakeTpm(onCommand: (sock: Socket, cmd: Buffer) => void): Promise<{ server: Server; port: number }> {
   const port = await freePort();
-  const server = createServer((sock) => { sock.on("data", (d) => onCommand(sock, d)); sock.on("error", () => undefined); });
+  const server = createServer((sock) => { sock.on("data", (d: Buffer) => onCommand(sock, d)); sock.on("error", () => undefined); });
   await new Promise<void>((r) => server.listen(port, "127.0.0.1", r));
   return { server, port };
 }
