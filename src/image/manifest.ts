@@ -168,3 +168,6 @@ export function validateManifest(raw: unknown): Manifest {
     chunks: chunks as string[], created: o.created as string, profile: o.profile as string,
   };
 }
+
+// The verifier lives in ./verify (it only needs the Manifest type); re-exported so callers need one import.
+export { manifestVerifier, type ChunkVerifier } from "./verify";

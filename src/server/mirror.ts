@@ -1,11 +1,14 @@
 // Configurations that make stock nginx or Apache httpd serve STATE/images as an image mirror with the same URL layout,
 // byte ranges and immutable caching as `airroot serve`.
 //
-// Validators across sources: the range engine must never compare ETags or Last-Modified between different servers.
-// airroot serve and the Apache config below send ETag "<digest>" (Apache via mod_headers, which its byterange filter
-// then also uses for If-Range), but nginx can only send its own "<mtime hex>-<size hex>" tag. What makes two sources
-// interchangeable is the signed manifest: same size (checked on probe) and every chunk's SHA-256 (checked on every
-// fetch). A validator is only meaningful per source, e.g. If-Range with the tag that same source returned earlier.
+// Validators across sources: the range engine (src/source) compares the validator (strong ETag, else Last-Modified)
+// of every reply with the one it probed, across all sources, and excludes a source that disagrees. So every server
+// must send the same strong ETag for an image: "<digest>" (and "<digest>.manifest" for the manifest), as
+// `airroot serve` does. Apache does it with mod_headers replacing its own tag and nginx with `etag off` + add_header; both
+// then check If-Range against that tag (nginx's add_header ETag sets its internal etag, Apache's byterange filter
+// runs after mod_headers), which the mirror tests verify.
+// Last-Modified differs between mirrors unless copies keep mtimes (rsync -a does); it is not used when an ETag is
+// present. Beyond all that, the signed manifest (size + per-chunk SHA-256) is what proves two sources agree.
 import { resolve } from "node:path";
 import { imagesDir } from "../image/paths";
 import { IMMUTABLE_CACHE_CONTROL } from "./static";
@@ -72,10 +75,25 @@ export function nginxMirrorConfig(opts: MirrorConfigOptions): string {
   const listen = o.listens.flatMap((l) => l.host
     ? [`    listen ${l.host}:${l.port} ssl;`]
     : [`    listen ${l.port} ssl;`, `    listen [::]:${l.port} ssl;`]);
+  const loc = (ext: "sfs" | "manifest") => [
+    `    location ~ "${o.pathRe.replace("([0-9a-f]{64})", "(?<digest>[0-9a-f]{64})").replace("(sfs|manifest)", ext)}" {`,
+    `        alias ${o.dir}/$digest.${ext};`,
+    `        limit_except GET { deny all; }  # GET includes HEAD`,
+    `        types { }`,
+    `        default_type application/octet-stream;`,
+    `        gzip off;`,
+    `        etag off;                        # nginx's own tag is "<mtime>-<size>"; send the digest instead:`,
+    `        add_header ETag "\\"$digest${ext === "sfs" ? "" : ".manifest"}\\"";`,
+    `        max_ranges 1;                    # several ranges in one request: whole file, like airroot serve`,
+    `        sendfile on;`,
+    `        tcp_nopush on;`,
+    `        add_header Cache-Control "${IMMUTABLE_CACHE_CONTROL}";  # not on errors: a 404 must not be cached`,
+    `        add_header X-Content-Type-Options nosniff;`,
+    `    }`,
+  ];
   return [
     ...header("nginx", o, ["Install: put this file in /etc/nginx/conf.d/, then `nginx -t && systemctl reload nginx`."]),
-    `# nginx's ETag is "<mtime>-<size>", not the digest: clients must compare validators per source only; the signed`,
-    `# manifest (size + per-chunk SHA-256) is what makes sources interchangeable.`,
+    `# ETag is the image digest, as airroot serve sends it: nodes compare it across servers, so all must agree.`,
     `server {`,
     ...listen,
     `    server_name ${o.serverName ?? "_"};`,
@@ -84,25 +102,14 @@ export function nginxMirrorConfig(opts: MirrorConfigOptions): string {
     `    ssl_protocols TLSv1.2 TLSv1.3;`,
     ``,
     `    location / { return 404; }`,
-    `    location ~ "${o.pathRe}" {`,
-    `        alias ${o.dir}/$1.$2;`,
-    `        limit_except GET { deny all; }  # GET includes HEAD`,
-    `        types { }`,
-    `        default_type application/octet-stream;`,
-    `        gzip off;`,
-    `        etag on;`,
-    `        max_ranges 1;                    # several ranges in one request: whole file, like airroot serve`,
-    `        sendfile on;`,
-    `        tcp_nopush on;`,
-    `        add_header Cache-Control "${IMMUTABLE_CACHE_CONTROL}";  # not on errors: a 404 must not be cached`,
-    `        add_header X-Content-Type-Options nosniff;`,
-    `    }`,
+    ...loc("sfs"),
+    ...loc("manifest"),
     `}`,
     ``,
   ].join("\n");
 }
 
-/** A VirtualHost for Apache httpd 2.4 (needs mod_ssl, mod_headers, mod_alias, mod_mime; Debian: a2enmod ssl headers). */
+/** A VirtualHost for Apache httpd 2.4 (needs mod_ssl, mod_headers, mod_setenvif, mod_env, mod_alias; Debian: a2enmod ssl headers). */
 export function apacheMirrorConfig(opts: MirrorConfigOptions): string {
   const o = normalise(opts);
   const explicit = o.listens.filter((l) => l.host || l.port !== 443);
@@ -134,15 +141,13 @@ export function apacheMirrorConfig(opts: MirrorConfigOptions): string {
     `        Require all granted`,
     `        ForceType application/octet-stream`,
     `        SetEnv no-gzip 1`,
-    `        # ETag = the image digest, as airroot serve sends; mod_headers runs before the byterange filter,`,
-    `        # so If-Range is checked against this tag too.`,
-    `        FileETag None`,
-    `        <FilesMatch "^(?<digest>[0-9a-f]{64})\\.sfs$">`,
-    `            Header set ETag "\\"%{MATCH_DIGEST}e\\""`,
-    `        </FilesMatch>`,
-    `        <FilesMatch "^(?<digest>[0-9a-f]{64})\\.manifest$">`,
-    `            Header set ETag "\\"%{MATCH_DIGEST}e.manifest\\""`,
-    `        </FilesMatch>`,
+    `        # ETag = the image digest, as airroot serve sends (nodes compare it across servers): Apache makes its own`,
+    `        # tag and mod_headers replaces it (with FileETag None Apache would drop any ETag). mod_headers runs before`,
+    `        # the byterange filter, so If-Range is checked against the digest too.`,
+    `        FileETag MTime Size`,
+    `        SetEnvIf Request_URI "${o.pathRe.replace("(sfs|manifest)", "sfs")}" AIRROOT_ETAG=$1`,
+    `        SetEnvIf Request_URI "${o.pathRe.replace("(sfs|manifest)", "manifest")}" AIRROOT_ETAG=$1.manifest`,
+    `        Header set ETag "\\"%{AIRROOT_ETAG}e\\"" env=AIRROOT_ETAG`,
     `        Header set Cache-Control "${IMMUTABLE_CACHE_CONTROL}"`,
     `        Header set X-Content-Type-Options nosniff`,
     `    </Directory>`,

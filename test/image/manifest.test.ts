@@ -17,7 +17,7 @@ const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 function sample(size = 10_000, chunkSize = 4096): { m: Manifest; data: Uint8Array } {
   const data = new Uint8Array(size);
   let x = 1;
-  for (let i = 0; i < size; i++) { x = (x * 1103515245 + 12345) >>> 0; data[i] = x >>> 24; } // no repeating period
+  for (let i = 0; i < size; i++) { x = (Math.imul(x, 1103515245) + 12345) >>> 0; data[i] = x >>> 24; } // no repeating period
   const chunks: string[] = [];
   for (let o = 0; o < size; o += chunkSize) chunks.push(sha(data.subarray(o, o + chunkSize)));
   return { data, m: { format: 1, digest: sha(data), size, chunkSize, chunks, created: "2026-11-25T17:00:00.000Z", profile: "compute" } };
@@ -76,7 +76,7 @@ describe("manifest", () => {
     const { m } = sample(50_000, 4096);
     const good = signManifest(m, K.priv);
     let seed = 12345;
-    const rnd = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+    const rnd = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32);
     const attempts: Uint8Array[] = [];
     for (let i = 0; i < 300; i++) attempts.push(good.subarray(0, Math.floor(rnd() * good.length))); // truncations
     for (let i = 0; i < 500; i++) { // single and multiple byte flips
@@ -101,7 +101,7 @@ describe("manifest", () => {
   test("fuzz: validateManifest on random JSON-ish objects throws only ManifestError", () => {
     const { m } = sample();
     let seed = 99;
-    const rnd = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+    const rnd = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32);
     const values = [null, 0, -1, 1.5, 2 ** 60, "", "x", [], {}, true, m.digest, [m.digest], NaN, "2026-01-01"];
     for (let i = 0; i < 2000; i++) {
       const o: Record<string, unknown> = { ...m };

@@ -8,7 +8,7 @@ import { parseRange, serveImages, IMMUTABLE_CACHE_CONTROL } from "../../src/serv
 
 const dir = join(scratchDir(), "images");
 const data = new Uint8Array(300_000);
-for (let i = 0, x = 3; i < data.length; i++) { x = (x * 1103515245 + 12345) >>> 0; data[i] = x >>> 24; }
+for (let i = 0, x = 3; i < data.length; i++) { x = (Math.imul(x, 1103515245) + 12345) >>> 0; data[i] = x >>> 24; }
 const digest = createHash("sha256").update(data).digest("hex");
 let server: ReturnType<typeof Bun.serve>;
 let base = "";
@@ -145,7 +145,7 @@ describe("serveImages over HTTP", () => {
 describe("parseRange (property test)", () => {
   test("every accepted range lies inside the file; garbage is ignored, never thrown", async () => {
     let seed = 7;
-    const rnd = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+    const rnd = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32);
     const alphabet = "bytes=-0123456789, ";
     for (let i = 0; i < 5000; i++) {
       const size = Math.floor(rnd() * 1000);
