@@ -429,6 +429,7 @@ export class RemoteImage {
         tried.add(src);
         this.noteAttempt(src);
         this.c.fetches++;
+        const sentAt = Date.now();
         try {
           const r = await getRange(src.pool, src.url, start, len, this.timeouts, { size: this.size, validator: this.validator }, this.caGiven);
           if (this.verifier) {
@@ -440,7 +441,7 @@ export class RemoteImage {
             }
           }
           this.c.bytesFetched += len;
-          this.noteSuccess(src, len);
+          this.noteSuccess(src, len, sentAt);
           return r.bytes;
         } catch (e) {
           if (!(e instanceof SourceFault)) throw e;
@@ -480,8 +481,8 @@ export class RemoteImage {
     this.log.info(`Connecting to ${src.href}`);
   }
 
-  private noteSuccess(src: Source, bytes: number): void {
-    src.success(bytes);
+  private noteSuccess(src: Source, bytes: number, sentAt: number): void {
+    src.success(bytes, sentAt);
     if (src !== this.active && (this.preferred() === src || !this.active?.usable)) {
       this.active = src;
       this.connecting = undefined;

@@ -37,11 +37,14 @@ export class Source {
     return wasUp; // later failures of an already-down source are counted, not logged again
   }
 
-  /** Records a successful data request. Returns true when the source came back from down/probing. */
-  success(bytes: number): boolean {
+  /**
+   * Records a successful data request sent at `sentAt` (Date.now()). Returns true when the source came back from
+   * down/probing. A request sent before the last fault proves nothing about now: it does not revive the source.
+   */
+  success(bytes: number, sentAt: number): boolean {
     this.requests++;
     this.bytes += bytes;
-    if (this.state === "excluded") return false;
+    if (this.state === "excluded" || sentAt < this.lastFaultAt) return false;
     if (this.state === "down" || this.state === "probing") {
       this.state = "healthy";
       this.reason = undefined;
