@@ -4,7 +4,9 @@
 // /dev/fuse blocks until the kernel has a request, so parking async reads there starves every other async file
 // operation in the process (measured: with 2 such reads pending, fs.promises.readFile never completes). A Worker
 // blocking in readSync costs one thread of its own and nothing else. The worker source is inlined and loaded
-// from a Blob URL so `bun build --compile` needs no extra entry point.
+// from a Blob URL so `bun build --compile` needs no extra entry point (checked in a baseline-target binary).
+// Measured: the first reader costs ~11 MB RSS, each further one ~2 MB; one reader already keeps 64 requests in
+// flight (80 parallel O_DIRECT readers → 64 = max_background) because replies are asynchronous, not the reads.
 
 const WORKER_SOURCE = `
 const fs = require("node:fs");
