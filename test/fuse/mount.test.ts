@@ -75,6 +75,19 @@ test("256 MiB file: sha256sum, stat, ls, df through the mount; unmount ends `clo
   expect(mountedUnder(mp)).toEqual([]);
 }, 180_000);
 
+test("a mountpoint given through a symlink is found and unmounted", async () => {
+  const dir = scratchDir("airroot-fuse-");
+  mkdirSync(join(dir, "real"));
+  symlinkSync(join(dir, "real"), join(dir, "via-link"));
+  const m = await mountFuse({ mountpoint: join(dir, "via-link"), files: [memFile("f", new Uint8Array(10))], log });
+  live.push(m);
+  expect(m.mountpoint).toBe(join(dir, "real"));
+  expect(mountedUnder(join(dir, "real")).length).toBe(1);
+  expect(mountDevice(join(dir, "real"))).toMatch(/^0:\d+$/);
+  await m.unmount();
+  expect(mountedUnder(dir)).toEqual([]);
+});
+
 test("squashfs image served through FUSE, loop-mounted read-only: diff -r is clean", async () => {
   const dir = scratchDir("airroot-fuse-");
   const tree = join(dir, "tree");
