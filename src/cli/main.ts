@@ -16,6 +16,7 @@ const main = defineCommand({
     status: () => import("./status").then((m) => m.statusCommand),
     umount: () => import("./status").then((m) => m.umountCommand),
     image: () => import("./image").then((m) => m.imageCommand),
+    tpm: () => import("./tpm").then((m) => m.tpmCommand),
   },
   async run({ args, rawArgs }) {
     if (args.selftest) {

@@ -48,6 +48,8 @@ const MAX_LIST = 1024; // caps list counts in replies so garbage cannot make us 
 export class Tpm {
   constructor(readonly transport: TpmTransport) {}
 
+  close(): Promise<void> { return this.transport.close(); }
+
   async execute(spec: CommandSpec): Promise<{ handles: number[]; params: Reader }> {
     const auths = spec.auths ?? [];
     const w = new Writer().u16(auths.length ? TPM_ST.SESSIONS : TPM_ST.NO_SESSIONS).u32(0).u32(spec.cc);
