@@ -44,7 +44,8 @@ export type Decoded =
   | { ok: true; req: Request }
   | { ok: false; h?: RequestHeader; errno: number; reason: string };
 
-const utf8 = new TextDecoder("utf-8", { fatal: false });
+// Fatal: a name with invalid UTF-8 must not decode to U+FFFD and then match a different file.
+const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 /** Reads a u64 as a number; values beyond 2^53 (never valid offsets or node ids for us) become -1. */
 function u64num(v: DataView, off: number): number {
@@ -53,11 +54,15 @@ function u64num(v: DataView, off: number): number {
   return hi * 0x1_0000_0000 + lo;
 }
 
-/** A NUL-terminated string starting at `off`; null when the NUL is missing. */
-function cstringAt(b: Uint8Array, off: number, end: number): { s: string; next: number } | null {
+/** A NUL-terminated UTF-8 string starting at `off`; null when the NUL is missing, "bad" for invalid UTF-8. */
+function cstringAt(b: Uint8Array, off: number, end: number): { s: string; next: number } | null | "bad" {
   const nul = b.subarray(off, end).indexOf(0);
   if (nul < 0) return null;
-  return { s: utf8.decode(b.subarray(off, off + nul)), next: off + nul + 1 };
+  try {
+    return { s: utf8.decode(b.subarray(off, off + nul)), next: off + nul + 1 };
+  } catch {
+    return "bad";
+  }
 }
 
 export function decodeHeader(frame: Uint8Array): RequestHeader | null {
@@ -104,6 +109,8 @@ function decodeUnchecked(frame: Uint8Array): Decoded {
     case Op.LOOKUP: {
       const s = cstringAt(body, 0, body.length);
       if (!s) return bad("name is not NUL-terminated");
+      // Every exposed name is valid UTF-8, so such a name cannot exist here.
+      if (s === "bad") return { ok: false, h, errno: Errno.ENOENT, reason: "LOOKUP: name is not valid UTF-8" };
       if (s.s.length === 0) return bad("empty name");
       return { ok: true, req: { op: "LOOKUP", h, name: s.s } };
     }
@@ -162,6 +169,7 @@ function decodeUnchecked(frame: Uint8Array): Decoded {
       if (!need(Size.GETXATTR_IN)) return short(Size.GETXATTR_IN);
       const s = cstringAt(body, Size.GETXATTR_IN, body.length);
       if (!s) return bad("attribute name is not NUL-terminated");
+      if (s === "bad") return { ok: false, h, errno: Errno.ENODATA, reason: "GETXATTR: name is not valid UTF-8" };
       return { ok: true, req: { op: "GETXATTR", h, size: v.getUint32(0, true), name: s.s } };
     }
     case Op.LISTXATTR:

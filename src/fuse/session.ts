@@ -96,7 +96,8 @@ export class FuseSession {
     this.requests++;
     const d = codec.decodeRequest(frame);
     if (!d.ok) {
-      this.log(`FUSE: malformed request: ${d.reason}`);
+      // EIO marks a frame the kernel should never send; other errnos are ordinary answers (e.g. a non-UTF-8 name).
+      if (d.errno === Errno.EIO || !d.h) this.log(`FUSE: malformed request: ${d.reason}`);
       if (d.h) this.reply(codec.encodeError(d.h.unique, d.errno));
       return;
     }

@@ -126,6 +126,11 @@ describe("malformed frames", () => {
     expect(bad(codec.encodeRequest(Op.GETXATTR, U, 1, body([["u32", 0], ["u32", 0]], new Uint8Array([65, 66]))))
       .reason).toContain("NUL");
   });
+  test("names that are not valid UTF-8 never decode to a replacement character", () => {
+    const name = new Uint8Array([0x61, 0xff, 0]);
+    expect(bad(codec.encodeRequest(Op.LOOKUP, U, 1, name))).toMatchObject({ errno: Errno.ENOENT, h: { unique: U } });
+    expect(bad(codec.encodeRequest(Op.GETXATTR, U, 1, body([["u32", 0], ["u32", 0]], name))).errno).toBe(Errno.ENODATA);
+  });
   test("BATCH_FORGET whose count exceeds the body", () => {
     expect(bad(codec.encodeRequest(Op.BATCH_FORGET, U, 0, body([["u32", 1000], ["u32", 0], ["u64", 2], ["u64", 1]])))
       .reason).toContain("count 1000");
