@@ -1,7 +1,7 @@
 // Integration tests of the FUSE server against the real kernel: /dev/fuse, mount(2), page cache, loop + squashfs.
 // Every reader of the mount is a separate process started asynchronously: this process serves the mount.
 import { afterAll, afterEach, expect, test } from "bun:test";
-import { mkdirSync, readFileSync, writeFileSync, symlinkSync } from "node:fs";
+import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync, symlinkSync } from "node:fs";
 import { open as openAsync, type FileHandle } from "node:fs/promises";
 import { randomBytes, createHash } from "node:crypto";
 import { join } from "node:path";
@@ -9,6 +9,8 @@ import { scratchDir, removeScratchDirs } from "../helpers/tmp";
 import { run, runOk } from "../helpers/run-async";
 import { mountFuse, mountDevice, findMount, type FuseMount } from "../../src/fuse/mount";
 import type { ExposedFile } from "../../src/fuse/tree";
+import { FUSE_DEV_IOC_CLONE } from "../../src/fuse/protocol";
+import * as libc from "../../src/sys/libc";
 
 const live: FuseMount[] = [];
 const logs: string[] = [];
@@ -82,6 +84,15 @@ test("a mountpoint given through a symlink is found and unmounted", async () => 
   const m = await mountFuse({ mountpoint: join(dir, "via-link"), files: [memFile("f", new Uint8Array(10))], log });
   live.push(m);
   expect(m.mountpoint).toBe(join(dir, "real"));
+  // ioctl with a pointer argument against the real driver: FUSE_DEV_IOC_CLONE of our session fd.
+  const clone = openSync("/dev/fuse", "r+");
+  try {
+    expect(libc.ioctl(clone, FUSE_DEV_IOC_CLONE, new Uint32Array([m.fd]), "/dev/fuse clone")).toBe(0);
+  } finally { closeSync(clone); }
+  const lone = openSync("/dev/fuse", "r+");
+  try {
+    expect(() => libc.ioctl(lone, FUSE_DEV_IOC_CLONE, new Uint32Array([lone]), "/dev/fuse clone")).toThrow(/EINVAL|EPERM/);
+  } finally { closeSync(lone); }
   expect(mountedUnder(join(dir, "real")).length).toBe(1);
   expect(mountDevice(join(dir, "real"))).toMatch(/^0:\d+$/);
   await m.unmount();
