@@ -59,3 +59,15 @@ export async function activateCredential(tpm: Tpm, credentialBlob: Uint8Array, s
   return await withKeys(tpm, o, (ek, ak) => withPolicySession(tpm, async (s) =>
     tpm.activateCredential(ak.handle, ek.handle, await ekPolicyAuth(tpm, s, o.endorsementAuth), credentialBlob, secret)));
 }
+
+/** The identity as the node sends it at enrollment: TPM2B_PUBLIC and DER certificate, base64. */
+export interface WireIdentity { ekPublic: string; akPublic: string; ekCertificate?: string }
+
+export function identityToWire(id: Identity): WireIdentity {
+  const b64 = (b: Uint8Array) => Buffer.from(b).toString("base64");
+  const tpm2b = (raw: Uint8Array) => { const o = new Uint8Array(raw.length + 2); o[0] = raw.length >> 8; o[1] = raw.length & 0xff; o.set(raw, 2); return o; };
+  return {
+    ekPublic: b64(tpm2b(id.ekPublic.raw)), akPublic: b64(tpm2b(id.akPublic.raw)),
+    ...(id.ekCertificate ? { ekCertificate: b64(id.ekCertificate) } : {}),
+  };
+}

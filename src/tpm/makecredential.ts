@@ -2,7 +2,7 @@
 import { createCipheriv, createHmac, createPublicKey, diffieHellman, generateKeyPairSync, publicEncrypt, randomBytes, constants as cryptoConstants, type KeyObject } from "node:crypto";
 import { HASHES, TPM_ALG, TPM_ECC } from "./constants";
 import { Reader, TpmFormatError, Writer, concat } from "./marshal";
-import { type TpmPublic, digest } from "./structures";
+import { type TpmPublic, digest, objectName, publicFromBytes } from "./structures";
 
 const u32 = (n: number) => new Writer().u32(n).finish();
 const withNul = (label: string) => new TextEncoder().encode(label.endsWith("\0") ? label : `${label}\0`);
@@ -148,4 +148,35 @@ export function fromToolsCredentialFile(file: Uint8Array): MadeCredential {
   const credentialBlob = r.tpm2b("credentialBlob", 1024), secret = r.tpm2b("secret", 1024);
   r.end("credential file");
   return { credentialBlob, secret };
+}
+
+/** What the server sends a node to prove its TPM: base64 fields, ready for JSON. */
+export interface EnrollmentChallenge { credentialBlob: string; secret: string }
+
+const b64 = (b: Uint8Array) => Buffer.from(b).toString("base64");
+function fromB64(s: string, what: string): Uint8Array {
+  if (typeof s !== "string" || !/^[A-Za-z0-9+/]*={0,2}$/.test(s) || s.length > 8192) throw new TpmFormatError(`${what}: not base64`);
+  return new Uint8Array(Buffer.from(s, "base64"));
+}
+
+/**
+ * Server side of TPM-bound enrollment. Checks that `ekPublic` looks like an endorsement key and `akPublic` like a
+ * TPM-resident restricted signing key (both TPM2B_PUBLIC, base64, as the node sends them), computes the AK's name
+ * itself (never trust a name from the node), and encrypts `secret` so that only a TPM holding both can recover it.
+ */
+export function makeEnrollmentChallenge(ekPublicB64: string, akPublicB64: string, secret: Uint8Array): EnrollmentChallenge & { akName: string } {
+  const ek = publicFromBytes(fromB64(ekPublicB64, "ekPublic"));
+  const ak = publicFromBytes(fromB64(akPublicB64, "akPublic"));
+  const EK_NEEDS = 0x2 | 0x10 | 0x10000 | 0x20000; // fixedTPM fixedParent restricted decrypt
+  if ((ek.attributes & EK_NEEDS) !== EK_NEEDS || (ek.attributes & 0x40000)) throw new TpmFormatError("ekPublic is not a fixed, restricted decryption key (not an EK)");
+  const AK_NEEDS = 0x2 | 0x10 | 0x10000 | 0x40000; // fixedTPM fixedParent restricted sign
+  if ((ak.attributes & AK_NEEDS) !== AK_NEEDS || (ak.attributes & 0x20000)) throw new TpmFormatError("akPublic is not a fixed, restricted signing key");
+  const name = objectName(ak);
+  const made = makeCredential(ek, name, secret);
+  return { credentialBlob: b64(made.credentialBlob), secret: b64(made.secret), akName: Buffer.from(name).toString("hex") };
+}
+
+/** Node side: decodes a challenge's base64 fields (for activateCredential). */
+export function challengeFromWire(c: EnrollmentChallenge): MadeCredential {
+  return { credentialBlob: fromB64(c.credentialBlob, "credentialBlob"), secret: fromB64(c.secret, "secret") };
 }

@@ -2,18 +2,19 @@
 import { TPM_PT } from "./constants";
 import { Tpm } from "./commands";
 import { hashName } from "./structures";
-import { type TransportOptions, openTransport } from "./transport";
+import { TpmTransportError, type TransportOptions, openTransport } from "./transport";
 
 export { Tpm } from "./commands";
 export { TpmFormatError } from "./marshal";
 export { TpmError, decodeRc, describeRc } from "./rc";
 export { TpmTransportError, parseTpmSpec } from "./transport";
+export type { TransportOptions } from "./transport";
 export {
   CredentialError, type CredentialOptions, type SealedCredentialInfo,
   evictCredential, findCredential, listCredentials, lockCredential, sealCredential, unsealCredential,
 } from "./credential";
-export { type AttestOptions, type Identity, activateCredential, readEkCertificate, readIdentity } from "./attest";
-export { makeCredential, type MadeCredential } from "./makecredential";
+export { type AttestOptions, type Identity, type WireIdentity, activateCredential, identityToWire, readEkCertificate, readIdentity } from "./attest";
+export { type EnrollmentChallenge, type MadeCredential, challengeFromWire, makeCredential, makeEnrollmentChallenge } from "./makecredential";
 export { objectName, publicFromBytes, type TpmPublic } from "./structures";
 
 /** Default --tpm value: the kernel resource manager, falling back to the raw device. */
@@ -31,6 +32,31 @@ export async function openTpm(spec: string = DEFAULT_TPM_SPEC, opts: TransportOp
   } catch (e) {
     await tpm.close();
     throw e;
+  }
+}
+
+export interface NoTpmPolicy {
+  /** "refuse" (default): no TPM is an error. "warn": log a loud warning and go on without one. */
+  noTpm?: "refuse" | "warn";
+  log?: (line: string) => void;
+}
+
+/**
+ * Opens the TPM, or, when there is none and the policy allows it, warns loudly and returns undefined so the
+ * caller can enroll without TPM protection. Other failures (a TPM that answers garbage) are always errors.
+ */
+export async function openTpmOrWarn(spec: string, policy: NoTpmPolicy = {}, opts: TransportOptions = {}): Promise<Tpm | undefined> {
+  try {
+    return await openTpm(spec, opts);
+  } catch (e) {
+    if (!(e instanceof TpmTransportError) || !/^no TPM/.test(e.message) || (policy.noTpm ?? "refuse") === "refuse") throw e;
+    const log = policy.log ?? ((l: string) => console.error(l));
+    log("WARNING: " + "=".repeat(70));
+    log(`WARNING: ${e.message}`);
+    log("WARNING: continuing WITHOUT a TPM: the node credential will not be sealed and must be re-enrolled every boot,");
+    log("WARNING: and nothing stops software started later in this boot from reading it.");
+    log("WARNING: " + "=".repeat(70));
+    return undefined;
   }
 }
 

@@ -5,10 +5,10 @@ import { join } from "node:path";
 import { removeScratchDirs, scratchDir } from "../helpers/tmp";
 import { type Swtpm, startSwtpm } from "../helpers/swtpm";
 import { type Tpm, openTpm } from "../../src/tpm/tpm";
-import { activateCredential, readEkCertificate, readIdentity } from "../../src/tpm/attest";
-import { fromToolsCredentialFile, makeCredential, toToolsCredentialFile } from "../../src/tpm/makecredential";
+import { activateCredential, identityToWire, readEkCertificate, readIdentity } from "../../src/tpm/attest";
+import { challengeFromWire, fromToolsCredentialFile, makeCredential, makeEnrollmentChallenge, toToolsCredentialFile } from "../../src/tpm/makecredential";
 import { objectName, publicFromBytes } from "../../src/tpm/structures";
-import { Writer, hex } from "../../src/tpm/marshal";
+import { TpmFormatError, Writer, hex } from "../../src/tpm/marshal";
 import { TpmError } from "../../src/tpm/rc";
 
 const started: Swtpm[] = [];
@@ -82,4 +82,29 @@ test("EK certificate is read from its TCG NV index when present", async () => {
   const got = await withOurs(sw, (tpm) => readEkCertificate(tpm, "ecc"));
   expect(hex(got!)).toBe(hex(der));
   expect(await withOurs(sw, (tpm) => readEkCertificate(tpm, "rsa"))).toBeUndefined();
+}, 60_000);
+
+test("enrollment round trip: node identity → server challenge (AK name computed by the server) → node activation", async () => {
+  const dir = scratchDir();
+  const a = await startSwtpm(join(dir, "tpm-a"));
+  const b = await startSwtpm(join(dir, "tpm-b"));
+  started.push(a, b);
+  const wireA = identityToWire(await withOurs(a, (tpm) => readIdentity(tpm)));
+  const wireB = identityToWire(await withOurs(b, (tpm) => readIdentity(tpm)));
+  expect(wireA.ekPublic).not.toBe(wireB.ekPublic);
+  // Deterministic: the same TPM yields the same EK public on every boot (the server compares it as a string).
+  expect(identityToWire(await withOurs(a, (tpm) => readIdentity(tpm))).ekPublic).toBe(wireA.ekPublic);
+
+  const secret = new Uint8Array(32).map((_, i) => 255 - i);
+  const ch = makeEnrollmentChallenge(wireA.ekPublic, wireA.akPublic, secret);
+  const got = await withOurs(a, (tpm) => { const m = challengeFromWire(ch); return activateCredential(tpm, m.credentialBlob, m.secret); });
+  expect(hex(got)).toBe(hex(secret));
+
+  // EK of TPM A but AK of TPM B (a node lying about which keys share a TPM): TPM A refuses.
+  const mixed = challengeFromWire(makeEnrollmentChallenge(wireA.ekPublic, wireB.akPublic, secret));
+  const err = await withOurs(a, (tpm) => activateCredential(tpm, mixed.credentialBlob, mixed.secret)).catch((e) => e);
+  expect(err).toBeInstanceOf(TpmError);
+  // Swapped roles or junk are refused by the server before any crypto.
+  expect(() => makeEnrollmentChallenge(wireA.akPublic, wireA.ekPublic, secret)).toThrow(TpmFormatError);
+  expect(() => makeEnrollmentChallenge("not base64!", wireA.akPublic, secret)).toThrow(TpmFormatError);
 }, 60_000);

@@ -9,7 +9,7 @@ import { startSwtpm } from "../helpers/swtpm";
 import { TpmTransportError, openTransport, parseTpmSpec } from "../../src/tpm/transport";
 import { TpmFormatError, hex } from "../../src/tpm/marshal";
 import { Tpm } from "../../src/tpm/commands";
-import { openTpm, tpmInfo } from "../../src/tpm/tpm";
+import { openTpm, openTpmOrWarn, tpmInfo } from "../../src/tpm/tpm";
 import { TPM_ALG } from "../../src/tpm/constants";
 
 afterAll(removeScratchDirs);
@@ -111,3 +111,11 @@ test("PCR values after our extend equal tpm2_pcrread; tpmInfo describes swtpm", 
     expect(hex(ours.values[0])).not.toBe("00".repeat(20));
   } finally { await sw.stop(); }
 }, 60_000);
+
+test("no-TPM policy: refuse throws the clear error; warn logs loudly and returns undefined", async () => {
+  const spec = "device:/nonexistent/tpmrm0";
+  await expect(openTpmOrWarn(spec)).rejects.toThrow(/no TPM/);
+  const lines: string[] = [];
+  expect(await openTpmOrWarn(spec, { noTpm: "warn", log: (l) => lines.push(l) })).toBeUndefined();
+  expect(lines.join("\n")).toMatch(/WARNING: continuing WITHOUT a TPM/);
+});
