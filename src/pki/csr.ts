@@ -20,7 +20,7 @@ export class CsrError extends Error {
 }
 
 /** Which key types a node may enroll with: EC keys on the NIST curves a TPM offers, or RSA 2048..4096. */
-function describeKey(alg: Algorithm & { namedCurve?: string; modulusLength?: number }): string {
+function describeKey(alg: { name: string; namedCurve?: string; modulusLength?: number }): string {
   if (alg.name === "ECDSA" && (alg.namedCurve === "P-256" || alg.namedCurve === "P-384")) return `ECDSA ${alg.namedCurve}`;
   if (alg.name === "RSASSA-PKCS1-v1_5" && alg.modulusLength && alg.modulusLength >= 2048 && alg.modulusLength <= 4096) {
     return `RSA ${alg.modulusLength}`;
@@ -38,7 +38,7 @@ export async function verifyCsr(pem: unknown): Promise<VerifiedCsr> {
   let keyAlgorithm: string;
   try {
     csr = new x509.Pkcs10CertificateRequest(der);
-    keyAlgorithm = describeKey(csr.publicKey.algorithm as Algorithm);
+    keyAlgorithm = describeKey(csr.publicKey.algorithm as { name: string });
   } catch (e) {
     if (e instanceof CsrError) throw e;
     throw new CsrError(`not a valid PKCS#10 structure (${(e as Error).message?.slice(0, 120)})`);

@@ -1,0 +1,68 @@
+// Node-side discovery: multicast a query on every interface (IPv4 and IPv6 link-local) and collect the servers
+// that answer within a bounded time. Replies only say where to look: trust comes later from the site CA over TLS.
+import dgram from "node:dgram";
+import { randomBytes } from "node:crypto";
+import { networkInterfaces } from "node:os";
+import { DISCOVERY_GROUP_V4, DISCOVERY_GROUP_V6, DISCOVERY_PORT, decodeDatagram, encodeDatagram, replySchema, type DiscoveryReply } from "../server/discoverwire.ts";
+
+export interface DiscoverOptions {
+  macs: string[];
+  uuid?: string;
+  port?: number;          // default DISCOVERY_PORT
+  timeoutMs?: number;     // total time to listen, default 2000
+  resendMs?: number;      // resend the query this often (lost datagrams), default 500
+  interfaces?: string[];  // default: every non-loopback interface
+  /** Stop as soon as this many distinct servers answered (default: listen for the whole timeout). */
+  enough?: number;
+}
+
+export interface FoundServer { serverId: string; api: string[]; time: string; from: string }
+
+export async function discover(o: DiscoverOptions): Promise<FoundServer[]> {
+  const port = o.port ?? DISCOVERY_PORT;
+  const timeout = Math.min(o.timeoutMs ?? 2000, 60_000);
+  const nonce = randomBytes(16).toString("hex");
+  const query = encodeDatagram({ airroot: "discover", v: 1, nonce, macs: o.macs, ...(o.uuid ? { uuid: o.uuid } : {}) });
+  const ifs = Object.entries(networkInterfaces()).filter(([n, l]) => (o.interfaces ? o.interfaces.includes(n) : !l?.some((a) => a.internal)));
+  const found = new Map<string, FoundServer>();
+  const socks: dgram.Socket[] = [];
+  let finish: () => void = () => {};
+  const done = new Promise<void>((ok) => { finish = ok; });
+  const onMessage = (msg: Buffer, rinfo: dgram.RemoteInfo) => {
+    let r: DiscoveryReply;
+    try { r = decodeDatagram(msg, replySchema); } catch { return; }
+    if (r.nonce !== nonce || found.has(r.serverId)) return;
+    found.set(r.serverId, { serverId: r.serverId, api: r.api, time: r.time, from: rinfo.address });
+    if (o.enough && found.size >= o.enough) finish();
+  };
+  // One socket per interface and family, so each query leaves through that interface.
+  for (const [name, list] of ifs) {
+    for (const a of list ?? []) {
+      const v6 = a.family === "IPv6";
+      if (v6 && !a.address.startsWith("fe80")) continue; // the link-local address is the source for ff02::
+      const s = dgram.createSocket({ type: v6 ? "udp6" : "udp4", reuseAddr: true });
+      s.on("message", onMessage);
+      s.on("error", () => {});
+      try {
+        await new Promise<void>((ok, fail) => { s.once("error", fail); s.bind(0, v6 ? `${a.address}%${name}` : a.address, () => { s.off("error", fail); ok(); }); });
+        s.setMulticastInterface(v6 ? `::%${name}` : a.address);
+        socks.push(s);
+      } catch { s.close(); }
+    }
+  }
+  if (socks.length === 0) throw new Error("discovery: no network interface with an IPv4 or IPv6 link-local address to send from");
+  const send = () => {
+    for (const s of socks) {
+      const v6 = s.address().family === "IPv6";
+      s.send(query, port, v6 ? DISCOVERY_GROUP_V6 : DISCOVERY_GROUP_V4, () => {});
+    }
+  };
+  send();
+  const resend = setInterval(send, Math.max(100, o.resendMs ?? 500));
+  const timer = setTimeout(finish, timeout);
+  await done;
+  clearInterval(resend);
+  clearTimeout(timer);
+  for (const s of socks) s.close();
+  return [...found.values()];
+}

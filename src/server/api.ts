@@ -1,0 +1,77 @@
+// Request routing for `airroot serve`: /images/* (static), POST /api/v1/enroll, GET /api/v1/info and the
+// mutual-TLS /api/v1/self/* calls; every reply is JSON with a clear error code, every refusal audited.
+import type { Database } from "bun:sqlite";
+import { serveImages } from "./static.ts";
+import { ApiError, errorResponse, json } from "./apierror.ts";
+import { enroll, enrollRequestSchema, type EnrollDeps } from "./enroll.ts";
+import { authenticate, nodeConfig, reportStatus, sshCertificates, sshCertRequestSchema, statusRequestSchema, type SelfDeps } from "./selfapi.ts";
+import { parseJson, SchemaError, type Validator } from "./schema.ts";
+import type { Handler } from "./https.ts";
+import type { Logger } from "../util/log.ts";
+
+export interface ApiDeps {
+  db: Database;
+  imagesDir: string;
+  serverId: string;
+  enroll: Omit<EnrollDeps, "db" | "audit">;
+  self: Omit<SelfDeps, "db" | "audit">;
+  audit: EnrollDeps["audit"];
+  log?: Logger;
+}
+
+export const API_PREFIX = "/api/v1/";
+
+async function body<T>(req: Request, v: Validator<T>, what: string, audit: ApiDeps["audit"], remote: string): Promise<T> {
+  const ct = req.headers.get("content-type") ?? "";
+  if (!/^application\/json\b/i.test(ct)) throw new ApiError(415, "bad-content-type", "send the body as application/json");
+  try {
+    return parseJson(await req.text(), v);
+  } catch (e) {
+    if (e instanceof SchemaError) {
+      audit.record({ event: what, outcome: "refused", remote, reason: e.message });
+      throw new ApiError(400, "bad-request", e.message);
+    }
+    throw e;
+  }
+}
+
+export function createApi(d: ApiDeps): Handler {
+  const enrollDeps: EnrollDeps = { ...d.enroll, db: d.db, audit: d.audit };
+  const selfDeps: SelfDeps = { ...d.self, db: d.db, audit: d.audit };
+  return async (req, ctx) => {
+    const url = new URL(req.url);
+    const path = url.pathname;
+    try {
+      const img = await serveImages(req, d.imagesDir);
+      if (img) return img;
+      if (!path.startsWith(API_PREFIX)) throw new ApiError(404, "not-found", `no such path ${path.slice(0, 100)}`);
+      const route = `${req.method} ${path.slice(API_PREFIX.length)}`;
+      if (route === "GET info") {
+        return json(200, { serverId: d.serverId, apiVersion: 1, serverTime: new Date().toISOString(), servers: d.self.apiBaseUrls() });
+      }
+      if (route === "POST enroll") {
+        const r = await enroll(enrollDeps, await body(req, enrollRequestSchema, "enroll", d.audit, ctx.remoteAddress), ctx.remoteAddress);
+        return json(200, r);
+      }
+      if (path.startsWith(`${API_PREFIX}self/`)) {
+        const node = authenticate(selfDeps, ctx.peer, ctx.remoteAddress, path);
+        if (route === "GET self/config") return json(200, nodeConfig(selfDeps, node));
+        if (route === "POST self/sshcert") {
+          const r = await body(req, sshCertRequestSchema, "sshcert", d.audit, ctx.remoteAddress);
+          return json(200, sshCertificates(selfDeps, node, r, ctx.remoteAddress));
+        }
+        if (route === "POST self/status") {
+          reportStatus(selfDeps, node, await body(req, statusRequestSchema, "status", d.audit, ctx.remoteAddress));
+          return json(200, { ok: true });
+        }
+      }
+      const known = ["info", "enroll", "self/config", "self/sshcert", "self/status"].includes(path.slice(API_PREFIX.length));
+      throw known ? new ApiError(405, "method-not-allowed", `${req.method} is not allowed on ${path}`)
+        : new ApiError(404, "not-found", `no API endpoint ${path.slice(0, 100)}`);
+    } catch (e) {
+      if (e instanceof ApiError) return errorResponse(e);
+      d.log?.error(`api: ${req.method} ${path.slice(0, 200)}: ${(e as Error).stack ?? e}`);
+      return json(500, { error: "internal", message: "internal server error (see the server log)" });
+    }
+  };
+}

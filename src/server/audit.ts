@@ -1,0 +1,39 @@
+// The audit trail: one JSON line per security decision (enrollment, refused call, revocation) in STATE/audit.log.
+import { appendFileSync, chmodSync, existsSync, writeFileSync } from "node:fs";
+import type { Logger } from "../util/log.ts";
+
+export interface AuditEvent {
+  event: string;                         // "enroll", "mtls", "sshcert", "node.revoke", ...
+  outcome: "ok" | "refused" | "error";
+  remote?: string;
+  node?: string;
+  reason?: string;
+  [k: string]: string | number | boolean | undefined;
+}
+
+export interface Audit {
+  record(e: AuditEvent): void;
+}
+
+/** Audit log writing to `file` (created 0600) and echoing a short line through `log`. Never pass key material. */
+export function fileAudit(file: string, log?: Logger): Audit {
+  return {
+    record(e) {
+      const line = JSON.stringify({ time: new Date().toISOString(), ...e });
+      try {
+        if (!existsSync(file)) { writeFileSync(file, "", { mode: 0o600 }); chmodSync(file, 0o600); }
+        appendFileSync(file, line + "\n");
+      } catch (err) {
+        log?.error(`audit: cannot append to ${file}: ${(err as Error).message}`);
+      }
+      const msg = `audit ${e.event} ${e.outcome}${e.node ? ` node=${e.node}` : ""}${e.remote ? ` from=${e.remote}` : ""}${e.reason ? `: ${e.reason}` : ""}`;
+      if (e.outcome === "ok") log?.info(msg); else log?.warn(msg);
+    },
+  };
+}
+
+/** Keeps events in memory (tests). */
+export function memoryAudit(): Audit & { events: AuditEvent[] } {
+  const events: AuditEvent[] = [];
+  return { events, record: (e) => { events.push(e); } };
+}

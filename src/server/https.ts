@@ -1,0 +1,136 @@
+// The HTTPS listener: node:tls (Bun.serve cannot show the client certificate) feeding node:http, with requests and
+// responses converted to web Request/Response so handlers stay transport-free; bodies are size-capped.
+import tls from "node:tls";
+import http from "node:http";
+import type { PeerInfo } from "./selfapi.ts";
+import type { Logger } from "../util/log.ts";
+
+export interface RequestContext { remoteAddress: string; peer: PeerInfo }
+export type Handler = (req: Request, ctx: RequestContext) => Promise<Response>;
+
+export interface HttpsOptions {
+  listen: { host: string; port: number }[];
+  cert: string;              // server certificate chain (PEM)
+  key: string;               // server private key (PEM)
+  clientCa: string;          // CA(s) whose client certificates count as authorized (the node CA)
+  handler: Handler;
+  maxBodyBytes?: number;     // default 64 KiB: the API has no large uploads
+  log?: Logger;
+}
+
+export interface HttpsServer {
+  addresses: { host: string; port: number }[];
+  close(): Promise<void>;
+}
+
+const MAX_URL = 4096;
+
+function peerOf(sock: tls.TLSSocket): PeerInfo {
+  let serial: string | undefined;
+  try {
+    const c = sock.getPeerCertificate(false) as { serialNumber?: string } | undefined;
+    serial = c && typeof c.serialNumber === "string" && c.serialNumber ? c.serialNumber : undefined;
+  } catch { serial = undefined; }
+  const err = (sock as { authorizationError?: Error | string }).authorizationError;
+  return { present: serial !== undefined, authorized: sock.authorized === true, authorizationError: err ? String(err) : undefined, serial };
+}
+
+async function readBody(req: http.IncomingMessage, max: number): Promise<Uint8Array | "too-large"> {
+  const declared = Number(req.headers["content-length"] ?? "0");
+  if (declared > max) return "too-large";
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const c of req as AsyncIterable<Buffer>) {
+    size += c.length;
+    if (size > max) return "too-large";
+    chunks.push(c);
+  }
+  return new Uint8Array(Buffer.concat(chunks));
+}
+
+async function sendResponse(res: http.ServerResponse, r: Response, head: boolean): Promise<void> {
+  const headers: Record<string, string | string[]> = {};
+  r.headers.forEach((v, k) => { headers[k] = v; });
+  res.writeHead(r.status, headers);
+  if (!r.body || head) { res.end(); r.body?.cancel().catch(() => {}); return; }
+  const reader = r.body.getReader();
+  let aborted = false;
+  res.on("close", () => { if (!res.writableFinished) { aborted = true; reader.cancel().catch(() => {}); } });
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done || aborted) break;
+      if (!res.write(value)) await new Promise<void>((ok) => { res.once("drain", ok); res.once("close", ok); });
+    }
+  } finally { if (!aborted) res.end(); }
+}
+
+const plain = (res: http.ServerResponse, status: number, code: string, message: string) => {
+  res.writeHead(status, { "content-type": "application/json", connection: "close" });
+  res.end(JSON.stringify({ error: code, message }));
+};
+
+/** Starts one TLS listener per address; each connection is handed to a shared node:http server. */
+export async function startHttps(o: HttpsOptions): Promise<HttpsServer> {
+  const max = o.maxBodyBytes ?? 64 * 1024;
+  const httpServer = http.createServer(async (req, res) => {
+    const sock = req.socket as tls.TLSSocket;
+    const remoteAddress = (sock.remoteAddress ?? "").replace(/^::ffff:/, "");
+    try {
+      const url = req.url ?? "/";
+      if (!url.startsWith("/") || url.length > MAX_URL) return plain(res, 400, "bad-request", "request target must be a path shorter than 4 KiB");
+      const method = req.method ?? "GET";
+      let body: Uint8Array | undefined;
+      if (method !== "GET" && method !== "HEAD") {
+        const b = await readBody(req, max);
+        if (b === "too-large") return plain(res, 413, "body-too-large", `request body is larger than ${max} bytes`);
+        body = b;
+      }
+      const headers = new Headers();
+      for (const [k, v] of Object.entries(req.headers)) if (typeof v === "string") headers.set(k, v); else if (Array.isArray(v)) headers.set(k, v.join(", "));
+      const request = new Request(`https://airroot.invalid${url}`, { method, headers, body });
+      const response = await o.handler(request, { remoteAddress, peer: peerOf(sock) });
+      await sendResponse(res, response, method === "HEAD");
+    } catch (e) {
+      o.log?.error(`https: ${req.method} ${req.url?.slice(0, 200)} from ${remoteAddress}: ${(e as Error).message}`);
+      if (!res.headersSent) plain(res, 500, "internal", "internal server error (see the server log)");
+      else res.destroy();
+    }
+  });
+  httpServer.headersTimeout = 15_000;
+  httpServer.requestTimeout = 30_000;
+  httpServer.keepAliveTimeout = 30_000;
+  const servers: tls.Server[] = [];
+  const sockets = new Set<tls.TLSSocket>();
+  const addresses: { host: string; port: number }[] = [];
+  try {
+    for (const l of o.listen) {
+      const s = tls.createServer({
+        cert: o.cert, key: o.key, ca: o.clientCa,
+        requestCert: true, rejectUnauthorized: false, // the handshake succeeds without a client cert: /images and /enroll need none
+        minVersion: "TLSv1.2", handshakeTimeout: 10_000,
+      }, (sock) => {
+        sockets.add(sock);
+        sock.once("close", () => sockets.delete(sock));
+        httpServer.emit("connection", sock);
+      });
+      s.on("tlsClientError", () => { /* failed handshakes are the client's problem; nothing to log per attempt */ });
+      await new Promise<void>((ok, fail) => { s.once("error", fail); s.listen(l.port, l.host, () => { s.off("error", fail); ok(); }); });
+      servers.push(s);
+      const a = s.address();
+      addresses.push({ host: l.host, port: typeof a === "object" && a ? a.port : l.port });
+    }
+  } catch (e) {
+    for (const s of servers) s.close();
+    throw new Error(`https: cannot listen on ${o.listen.map((l) => `${l.host}:${l.port}`).join(", ")}: ${(e as Error).message}`);
+  }
+  return {
+    addresses,
+    async close() {
+      const closed = Promise.all(servers.map((s) => new Promise<void>((ok) => s.close(() => ok()))));
+      for (const s of sockets) s.destroy(); // idle keep-alive connections would otherwise hold close() open
+      await closed;
+      httpServer.close();
+    },
+  };
+}

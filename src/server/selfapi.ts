@@ -1,0 +1,132 @@
+// The mutual-TLS node API (/api/v1/self/*): who a client certificate belongs to, and the node's config,
+// SSH host certificates and boot stage reports.
+import type { Database } from "bun:sqlite";
+import { normaliseSerial } from "../pki/x509ca.ts";
+import { parsePublicKey } from "../pki/sshkey.ts";
+import { SshFormatError } from "../pki/sshwire.ts";
+import { issueHostCertificate, randomSshSerial } from "../pki/sshcert.ts";
+import type { Ed25519Key } from "../pki/sshkey.ts";
+import { arr, obj, opt, str, type Infer } from "./schema.ts";
+import { ApiError } from "./apierror.ts";
+import type { Audit } from "./audit.ts";
+import { getCert, getNode, recordSshCert, setStage, sshSerialUsed, type NodeNetwork, type NodeRecord } from "./store/nodes.ts";
+import { getProfile, getImage, recordBoot } from "./store/images.ts";
+
+/** What the TLS layer learned about the client certificate (node:tls getPeerCertificate + verification). */
+export interface PeerInfo {
+  present: boolean;
+  authorized: boolean;          // chains to the node CA and is within its validity
+  authorizationError?: string;
+  serial?: string;
+}
+
+export interface SelfDeps {
+  db: Database;
+  audit: Audit;
+  sshCa: Ed25519Key;
+  sshCaPub: string;
+  imagePublicKey: string;
+  rootAuthorizedKeys: string[];
+  domain?: string;
+  sshCertDays: number;
+  /** Base URLs (https://host:port) of every server and mirror holding the images, this server first. */
+  imageBaseUrls: () => string[];
+  /** Base URLs of every airroot server of the site (API). */
+  apiBaseUrls: () => string[];
+  now?: () => number;
+}
+
+/** Maps a client certificate to its node; anything but a valid, recorded, unrevoked certificate is a 401. */
+export function authenticate(d: SelfDeps, peer: PeerInfo, remote: string, path: string): NodeRecord {
+  const refuse = (reason: string, node?: string): never => {
+    d.audit.record({ event: "mtls", outcome: "refused", remote, node, reason, path });
+    throw new ApiError(401, "unauthenticated", `${reason}; enroll again (the node must be armed)`);
+  };
+  if (!peer.present || !peer.serial) refuse("no client certificate was presented");
+  if (!peer.authorized) refuse(`client certificate not issued by this site's node CA or not valid now (${peer.authorizationError ?? "unverified"})`);
+  const cert = getCert(d.db, normaliseSerial(peer.serial!));
+  if (!cert) refuse(`client certificate serial ${peer.serial} is unknown (node removed or state reset)`);
+  if (cert!.revoked !== null) refuse(`client certificate ${cert!.serial} was revoked`, cert!.node);
+  if (cert!.notAfter <= (d.now?.() ?? Date.now())) refuse(`client certificate ${cert!.serial} expired`, cert!.node);
+  const node = getNode(d.db, cert!.node);
+  if (!node) refuse(`node ${cert!.node} no longer exists`);
+  return node!;
+}
+
+export interface NodeConfig {
+  name: string;
+  fqdn: string;
+  network: NodeNetwork;
+  profile: string;
+  image: { digest: string; size: number | null; urls: string[]; manifestUrls: string[] } | null;
+  imagePublicKey: string;
+  rootAuthorizedKeys: string[];
+  sshCaPublicKey: string;
+  servers: string[];
+  serverTime: string;
+}
+
+const fqdnOf = (d: SelfDeps, n: NodeRecord) => (d.domain ? `${n.name}.${d.domain}` : n.name);
+
+export function nodeConfig(d: SelfDeps, node: NodeRecord): NodeConfig {
+  const profile = getProfile(d.db, node.profile);
+  let image: NodeConfig["image"] = null;
+  if (profile) {
+    const bases = d.imageBaseUrls();
+    image = {
+      digest: profile.digest,
+      size: getImage(d.db, profile.digest)?.size ?? null,
+      urls: bases.map((b) => `${b}/images/${profile.digest}.sfs`),
+      manifestUrls: bases.map((b) => `${b}/images/${profile.digest}.manifest`),
+    };
+    recordBoot(d.db, node.name, profile.digest, d.now?.() ?? Date.now()); // gc must keep what a node is about to boot
+  }
+  return {
+    name: node.name, fqdn: fqdnOf(d, node), network: node.net, profile: node.profile, image,
+    imagePublicKey: d.imagePublicKey, rootAuthorizedKeys: d.rootAuthorizedKeys, sshCaPublicKey: d.sshCaPub,
+    servers: d.apiBaseUrls(), serverTime: new Date(d.now?.() ?? Date.now()).toISOString(),
+  };
+}
+
+export const sshCertRequestSchema = obj({ hostKeys: arr(str({ max: 16_384, min: 1 }), { min: 1, max: 8 }) });
+
+/** Signs one host certificate per host public key; principals are the node's names and addresses. */
+export function sshCertificates(d: SelfDeps, node: NodeRecord, req: Infer<typeof sshCertRequestSchema>, remote: string) {
+  const keys = req.hostKeys.map((k, i) => {
+    try { return parsePublicKey(k); } catch (e) {
+      if (e instanceof SshFormatError) {
+        d.audit.record({ event: "sshcert", outcome: "refused", remote, node: node.name, reason: `hostKeys[${i}]: ${e.message}` });
+        throw new ApiError(400, "bad-host-key", `hostKeys[${i}]: ${e.message}`);
+      }
+      throw e;
+    }
+  });
+  const now = d.now?.() ?? Date.now();
+  const principals = [...new Set([node.name, fqdnOf(d, node),
+    ...(node.net.mode === "static" ? [node.net.ip.replace(/\/\d+$/, "")] : []),
+    remote.replace(/^::ffff:/, "").replace(/%.*$/, "")])];
+  const validAfter = new Date(now - 5 * 60_000), validBefore = new Date(now + d.sshCertDays * 86_400_000);
+  const certificates = keys.map((k) => {
+    let serial = randomSshSerial();
+    for (let i = 0; i < 4 && sshSerialUsed(d.db, serial); i++) serial = randomSshSerial();
+    const certificate = issueHostCertificate({ ca: d.sshCa, hostKey: k, principals, serial, keyId: `${node.name} ${k.type}`, validAfter, validBefore });
+    recordSshCert(d.db, node.name, serial, k.type, validBefore.getTime(), now);
+    return { type: k.type, serial: serial.toString(), certificate };
+  });
+  d.audit.record({ event: "sshcert", outcome: "ok", remote, node: node.name, count: certificates.length, principals: principals.join(",") });
+  return { principals, validAfter: validAfter.toISOString(), validBefore: validBefore.toISOString(), certificates };
+}
+
+export const statusRequestSchema = obj({
+  stage: str({ min: 1, max: 32, pattern: /^[a-z0-9][a-z0-9._-]*$/, what: "a stage name (a-z, 0-9, . _ -)" }),
+  detail: opt(str({ max: 512 })),
+  digest: opt(str({ max: 64, pattern: /^[0-9a-f]{64}$/, what: "a sha256 digest" })),
+});
+
+export function reportStatus(d: SelfDeps, node: NodeRecord, req: Infer<typeof statusRequestSchema>): void {
+  const now = d.now?.() ?? Date.now();
+  // Control characters would let a node forge lines in `node list` output.
+  const detail = req.detail?.replace(/[\x00-\x1f\x7f]/g, " ") ?? null;
+  setStage(d.db, node.name, req.stage, detail, req.digest ?? null, now);
+  if (req.digest) recordBoot(d.db, node.name, req.digest, now);
+}

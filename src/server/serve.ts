@@ -1,0 +1,80 @@
+// `airroot serve`: loads the state dir and runs the HTTPS server (images + node API) and the discovery responder.
+import { openDatabase } from "./store/db.ts";
+import "./store/nodes.ts";
+import "./store/images.ts";
+import { loadState } from "./state.ts";
+import { startHttps } from "./https.ts";
+import { createApi } from "./api.ts";
+import { fileAudit, type Audit } from "./audit.ts";
+import { startResponder, type Responder } from "./discovery.ts";
+import type { Logger } from "../util/log.ts";
+
+export interface ServeOptions {
+  stateDir: string;
+  /** "ADDR:PORT" / "[V6]:PORT"; default every address on the configured port. */
+  listen?: string[];
+  discovery?: boolean;      // default: on unless config.discoveryPort is 0
+  discoveryPort?: number;   // overrides config.discoveryPort
+  log?: Logger;
+  audit?: Audit;
+}
+
+export interface RunningServer {
+  baseUrls: string[];
+  listening: { host: string; port: number }[];
+  close(): Promise<void>;
+}
+
+export function parseListen(s: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([0-9.]+)):(\d{1,5})$/.exec(s.trim());
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new Error(`invalid --listen "${s}": use IPV4:PORT or [IPV6]:PORT (port 0 picks a free one)`);
+  return { host: m[1] ?? m[2], port };
+}
+
+const urlHost = (h: string) => (h.includes(":") ? `[${h}]` : h);
+const base = (h: string, port: number) => `https://${urlHost(h)}${port === 443 ? "" : `:${port}`}`;
+
+export async function serve(o: ServeOptions): Promise<RunningServer> {
+  const st = await loadState(o.stateDir);
+  const c = st.config;
+  const audit = o.audit ?? fileAudit(st.paths.audit, o.log);
+  const db = openDatabase(o.stateDir);
+  const listen = o.listen?.length ? o.listen.map(parseListen) : [{ host: "::", port: c.port }];
+  let baseUrls: string[] = [];
+  const handler = createApi({
+    db, imagesDir: st.paths.images, serverId: c.serverId, audit, log: o.log,
+    enroll: {
+      nodeCa: st.nodeCa, nodeCertDays: c.nodeCertDays,
+      trust: { linkLocal: c.trustLinkLocal, attached: c.trustAttached, subnets: c.trustedSubnets },
+    },
+    self: {
+      sshCa: st.sshCa, sshCaPub: st.sshCaPub, imagePublicKey: st.imagePublicKey, rootAuthorizedKeys: c.rootAuthorizedKeys,
+      domain: c.domain, sshCertDays: c.sshCertDays,
+      imageBaseUrls: () => [...baseUrls, ...c.mirrors, ...c.peers],
+      apiBaseUrls: () => [...baseUrls, ...c.peers],
+    },
+  });
+  const https = await startHttps({ listen, cert: st.serverCertPem, key: st.serverKeyPem, clientCa: st.nodeCaPem, handler, log: o.log });
+  // Our own URLs: a specific listen address is used as is; a wildcard one stands for every configured address.
+  const urls = new Set<string>();
+  for (const l of https.addresses) {
+    if (l.host === "::" || l.host === "0.0.0.0") for (const a of c.addresses) urls.add(base(a, l.port));
+    else urls.add(base(l.host, l.port));
+  }
+  baseUrls = [...urls];
+  let responder: Responder | undefined;
+  const dport = o.discoveryPort ?? c.discoveryPort;
+  if ((o.discovery ?? true) && dport !== 0) {
+    try {
+      responder = await startResponder({ db, serverId: c.serverId, apiUrls: () => [...baseUrls, ...c.peers], port: dport, log: o.log });
+    } catch (e) {
+      o.log?.warn(`${(e as Error).message}; serving without discovery`);
+    }
+  }
+  o.log?.info(`serving ${baseUrls.join(" ") || "(no configured address: add --address to serve init)"} state=${o.stateDir}`);
+  return {
+    baseUrls, listening: https.addresses,
+    async close() { await responder?.close(); await https.close(); db.close(); },
+  };
+}
