@@ -193,7 +193,10 @@ export class RemoteImage {
         if (e instanceof SourceFault) return { ok: false as const, reason: e.reason };
         throw e;
       }
-    }));
+    })).catch(async (e) => {
+      await Promise.all(sources.map((s) => s.pool.destroy().catch(() => {}))); // no pool outlives a failed open
+      throw e;
+    });
 
     // Agreement: group by (size, validator); the largest group wins, ties go to the group holding the first-listed URL.
     const groups = new Map<string, number[]>();
