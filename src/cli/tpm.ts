@@ -53,7 +53,7 @@ const info = defineCommand({
     console.log(`persistent      ${i.persistentHandles.map(h32).join(" ") || "-"}`);
     console.log(`NV indices      ${i.nvIndices.map(h32).join(" ") || "-"}`);
     console.log(cred
-      ? `credential      sealed at ${h32(cred.objectHandle)} to PCR ${cred.pcr} (${hashName(cred.bank)}), ${cred.length} bytes in NV ${cred.nvIndices.map(h32).join(" ")}`
+      ? `credential      sealed at ${h32(cred.objectHandle)} to PCR ${cred.pcr}${cred.boundPcrs.length ? ` + ${cred.boundPcrs.join(",")}` : ""} (${hashName(cred.bank)}), ${cred.length} bytes in NV ${cred.nvIndices.map(h32).join(" ")}`
       : "credential      none");
   }),
 });
@@ -83,11 +83,18 @@ const pcrread = defineCommand({
 
 const seal = defineCommand({
   meta: { name: "seal", description: "Seal FILE (up to 16 KiB) to the current value of a PCR and persist it in the TPM (replaces an older one)" },
-  args: { ...common, ...pcrArgs, in: { type: "positional", description: "file with the credential bytes", required: true } },
+  args: {
+    ...common, ...pcrArgs,
+    "bind-pcrs": { type: "string", description: "also bind to the current values of these PCRs, e.g. 4,7,9 (kernel, Secure Boot, initrd); updates then need re-enrollment" },
+    in: { type: "positional", description: "file with the credential bytes", required: true },
+  },
   run: ({ args }) => run(args, async (tpm) => {
     const data = new Uint8Array(readFileSync(args.in));
-    const r = await sealCredential(tpm, data, credOpts(args));
-    console.log(`sealed ${r.length} bytes: object ${h32(r.objectHandle)}, PCR ${r.pcr} (${hashName(r.bank)}), NV ${r.nvIndices.map(h32).join(" ")}`);
+    const bind = args["bind-pcrs"] ? args["bind-pcrs"].split(",").map((x) => Number(x.trim())) : [];
+    if (bind.some((p) => !Number.isInteger(p))) throw new Error(`tpm seal: --bind-pcrs "${args["bind-pcrs"]}" must list PCR indices`);
+    const r = await sealCredential(tpm, data, { ...credOpts(args), bindPcrs: bind });
+    const bound = r.boundPcrs.length ? ` + bound PCRs ${r.boundPcrs.join(",")}` : "";
+    console.log(`sealed ${r.length} bytes: object ${h32(r.objectHandle)}, PCR ${r.pcr}${bound} (${hashName(r.bank)}), NV ${r.nvIndices.map(h32).join(" ")}`);
   }),
 });
 

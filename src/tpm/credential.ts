@@ -30,7 +30,9 @@ export const LOCK_EVENT = new TextEncoder().encode("airroot: node credential loc
 const BANK_PREFERENCE = [TPM_ALG.SHA512, TPM_ALG.SHA384, TPM_ALG.SHA256, TPM_ALG.SHA1];
 const MAX_CREDENTIAL = 16 * 1024;
 
-export type CredentialErrorKind = "absent" | "locked" | "corrupt" | "unsupported";
+/** absent: enroll. locked: wait for the next boot. changed: PCRs differ from seal time (new kernel?): re-enroll.
+ *  corrupt: evict and re-enroll. unsupported: bad options or a TPM without what we need. */
+export type CredentialErrorKind = "absent" | "locked" | "changed" | "corrupt" | "unsupported";
 
 /** The credential cannot be sealed, found or unsealed; `kind` tells the caller what to do (re-enroll, reboot...). */
 export class CredentialError extends Error {
@@ -43,6 +45,13 @@ export interface CredentialOptions {
   pcr?: number;
   /** PCR bank (TPM_ALG_*); default: the strongest allocated bank that has the PCR. */
   bank?: number;
+  /**
+   * Further PCRs (at most 7) whose current values the credential is also bound to, e.g. [4, 7, 9] for the
+   * kernel/initramfs and Secure Boot measurements. Without them, PCR 15 is zero on every fresh boot, so any
+   * image booted on this node (a hostile PXE server's, say) could unseal; with them, a kernel or initramfs
+   * update needs a re-enrollment. Default: none.
+   */
+  bindPcrs?: number[];
   /** Owner hierarchy password (default empty, as on nearly every node). */
   ownerAuth?: Uint8Array;
 }
@@ -52,6 +61,7 @@ export interface SealedCredentialInfo {
   objectHandle: number;
   pcr: number;
   bank: number;
+  boundPcrs: number[];   // extra PCRs bound at seal time (bindPcrs)
   nvIndices: number[];   // head first
   length: number;        // plaintext bytes
 }
@@ -87,6 +97,21 @@ export function firstFree(used: number[], from: number, last: number, count = 1)
   return out;
 }
 
+/** One bank's selection: the lock PCR plus the bound ones, ascending (the order PolicyPCR hashes them in). */
+const selectionOf = (bank: number, pcr: number, bound: number[]): PcrSelection[] =>
+  [{ hash: bank, pcrs: [pcr, ...bound].sort((a, b) => a - b) }];
+
+/** Current values of a one-bank selection, in selection order; one PCR per read keeps replies simple to check. */
+async function readSelected(tpm: Tpm, sel: PcrSelection[]): Promise<Uint8Array[]> {
+  const out: Uint8Array[] = [];
+  for (const p of sel[0].pcrs) {
+    const { values } = await tpm.pcrRead([{ hash: sel[0].hash, pcrs: [p] }]);
+    if (values.length !== 1 || values[0].length !== HASHES[sel[0].hash].size) throw new TpmFormatError(`PCR_Read of PCR ${p} returned ${values.length} values`);
+    out.push(values[0]);
+  }
+  return out;
+}
+
 async function nvLimits(tpm: Tpm): Promise<{ indexMax: number; bufferMax: number }> {
   const p = await tpm.getProperties(TPM_PT.NV_INDEX_MAX, 1);
   const q = await tpm.getProperties(TPM_PT.NV_BUFFER_MAX, 1);
@@ -97,7 +122,8 @@ async function nvLimits(tpm: Tpm): Promise<{ indexMax: number; bufferMax: number
 }
 
 function encodeHeader(h: Omit<SealedCredentialInfo, "nvIndices"> & { extra: number[]; iv: Uint8Array }): Uint8Array {
-  const w = new Writer().bytes(MAGIC).u32(h.objectHandle).u8(h.pcr).u16(h.bank).u8(h.extra.length);
+  const bitmap = h.boundPcrs.reduce((m, p) => (m | (1 << p)) >>> 0, 0);
+  const w = new Writer().bytes(MAGIC).u32(h.objectHandle).u8(h.pcr).u16(h.bank).u32(bitmap).u8(h.extra.length);
   for (const i of h.extra) w.u32(i);
   return w.u32(h.length).bytes(h.iv).finish();
 }
@@ -105,14 +131,16 @@ function encodeHeader(h: Omit<SealedCredentialInfo, "nvIndices"> & { extra: numb
 function decodeHeader(head: number, r: Reader): SealedCredentialInfo & { iv: Uint8Array; headerLen: number } {
   const magic = r.bytes(MAGIC.length, "magic");
   if (!Buffer.from(magic).equals(Buffer.from(MAGIC))) throw new TpmFormatError("not an airroot credential header");
-  const objectHandle = r.u32("objectHandle"), pcr = r.u8("pcr"), bank = r.u16("bank"), n = r.u8("extraCount");
+  const objectHandle = r.u32("objectHandle"), pcr = r.u8("pcr"), bank = r.u16("bank"), bitmap = r.u32("boundPcrs"), n = r.u8("extraCount");
+  const boundPcrs = [...Array(24).keys()].filter((p) => bitmap & (1 << p));
+  if (pcr > 23 || bitmap >>> 24 || boundPcrs.includes(pcr) || boundPcrs.length > 7) throw new TpmFormatError("bad PCR fields in credential header");
   const extra: number[] = [];
   for (let i = 0; i < n; i++) extra.push(r.u32("extraIndex"));
   const length = r.u32("length");
   const iv = r.bytes(IV_LEN, "iv");
   if (length > MAX_CREDENTIAL) throw new TpmFormatError(`credential length ${length} exceeds ${MAX_CREDENTIAL}`);
   if (!HASHES[bank]) throw new TpmFormatError(`unknown PCR bank 0x${bank.toString(16)} in credential header`);
-  return { objectHandle, pcr, bank, nvIndices: [head, ...extra], length, iv, headerLen: r.offset };
+  return { objectHandle, pcr, bank, boundPcrs, nvIndices: [head, ...extra], length, iv, headerLen: r.offset };
 }
 
 /** Reads the header of an owner NV index if it is an airroot credential head, else undefined. */
@@ -168,11 +196,14 @@ export async function sealCredential(tpm: Tpm, credential: Uint8Array, o: Creden
   const pcr = o.pcr ?? 15;
   if (!Number.isInteger(pcr) || pcr < 0 || pcr > 23) throw new CredentialError("unsupported", `PCR ${pcr} is out of range 0..23`);
   if (credential.length === 0 || credential.length > MAX_CREDENTIAL) throw new CredentialError("unsupported", `credential size ${credential.length} not in 1..${MAX_CREDENTIAL} bytes`);
+  const boundPcrs = [...new Set(o.bindPcrs ?? [])].sort((a, b) => a - b);
+  if (boundPcrs.length > 7 || boundPcrs.some((p) => !Number.isInteger(p) || p < 0 || p > 23 || p === pcr)) {
+    throw new CredentialError("unsupported", `bindPcrs [${boundPcrs.join(",")}]: at most 7 PCRs in 0..23, not including PCR ${pcr}`);
+  }
   const bank = await chooseBank(tpm, pcr, o.bank);
-  const sel: PcrSelection[] = [{ hash: bank, pcrs: [pcr] }];
-  const { values } = await tpm.pcrRead(sel);
-  if (values.length !== 1) throw new TpmFormatError(`PCR_Read returned ${values.length} values for one PCR`);
-  if (Buffer.from(values[0]).equals(Buffer.from(lockedPcrValue(bank)))) {
+  const sel = selectionOf(bank, pcr, boundPcrs);
+  const values = await readSelected(tpm, sel);
+  if (Buffer.from(values[sel[0].pcrs.indexOf(pcr)]).equals(Buffer.from(lockedPcrValue(bank)))) {
     throw new CredentialError("locked", `PCR ${pcr} (${hashName(bank)}) is already locked for this boot; seal before \`airroot tpm lock\`, or reboot`);
   }
   const previous = await listCredentials(tpm, o);
@@ -187,14 +218,14 @@ export async function sealCredential(tpm: Tpm, credential: Uint8Array, o: Creden
   const persistentUsed = await tpm.getHandles(0x81000000, OWNER_PERSISTENT_LAST);
   const [objectHandle] = firstFree(persistentUsed, PERSISTENT_BASE, OWNER_PERSISTENT_LAST);
   // Header size depends on how many extra indices there are; a few rounds settle it.
-  const base = MAGIC.length + 4 + 1 + 2 + 1 + 4 + IV_LEN;
+  const base = MAGIC.length + 4 + 1 + 2 + 4 + 1 + 4 + IV_LEN;
   let pieces = 1;
   for (let i = 0; i < 8; i++) pieces = Math.ceil((base + 4 * (pieces - 1) + credential.length + TAG_LEN) / indexMax);
   if (pieces > 32) throw new CredentialError("unsupported", `credential of ${credential.length} bytes needs ${pieces} NV indices; too many`);
   const nvUsed = await tpm.getHandles(OWNER_NV_FIRST, OWNER_NV_LAST);
   const indices = firstFree(nvUsed, NV_BASE, OWNER_NV_LAST, pieces);
 
-  const header = encodeHeader({ objectHandle, pcr, bank, length: credential.length, extra: indices.slice(1), iv });
+  const header = encodeHeader({ objectHandle, pcr, bank, boundPcrs, length: credential.length, extra: indices.slice(1), iv });
   const cipher = createCipheriv("aes-256-gcm", key, iv);
   cipher.setAAD(header);
   const blob = concat(header, cipher.update(credential), cipher.final(), cipher.getAuthTag());
@@ -226,12 +257,12 @@ export async function sealCredential(tpm: Tpm, credential: Uint8Array, o: Creden
     key.fill(0);
   }
   for (const old of previous) await removeCredential(tpm, old, o);
-  return { objectHandle, pcr, bank, nvIndices: indices, length: credential.length };
+  return { objectHandle, pcr, bank, boundPcrs, nvIndices: indices, length: credential.length };
 }
 
 /**
  * Finds and unseals the credential. Throws CredentialError: "absent" (nothing sealed: enroll), "locked" (PCR
- * already extended this boot: reboot), "corrupt" (damaged: evict and re-enroll).
+ * already extended this boot: reboot), "changed" (PCR values differ: re-enroll), "corrupt" (evict, re-enroll).
  */
 export async function unsealCredential(tpm: Tpm, o: CredentialOptions = {}): Promise<Uint8Array> {
   const heads: { info: ReturnType<typeof decodeHeader>; whole: Uint8Array }[] = [];
@@ -241,18 +272,19 @@ export async function unsealCredential(tpm: Tpm, o: CredentialOptions = {}): Pro
   }
   if (!heads.length) throw new CredentialError("absent", "no sealed airroot credential in this TPM (first boot, TPM cleared or evicted): enroll this node");
   const { info, whole } = heads[0];
-  const sel: PcrSelection[] = [{ hash: info.bank, pcrs: [info.pcr] }];
+  const sel = selectionOf(info.bank, info.pcr, info.boundPcrs);
 
   let key: Uint8Array;
   try {
     key = await withPolicySession(tpm, async (s) => tpm.unseal(info.objectHandle, await pcrPolicyAuth(tpm, s, sel)));
   } catch (e) {
     if (e instanceof TpmError && e.base === RC.POLICY_FAIL) {
-      const { values } = await tpm.pcrRead(sel);
+      const { values } = await tpm.pcrRead([{ hash: info.bank, pcrs: [info.pcr] }]);
       const locked = values.length === 1 && Buffer.from(values[0]).equals(Buffer.from(lockedPcrValue(info.bank)));
-      throw new CredentialError("locked", locked
+      const which = info.boundPcrs.length ? `PCR ${info.pcr} or bound PCRs ${info.boundPcrs.join(",")}` : `PCR ${info.pcr}`;
+      throw new CredentialError(locked ? "locked" : "changed", locked
         ? `the sealed credential is locked for this boot: PCR ${info.pcr} (${hashName(info.bank)}) was extended by \`airroot tpm lock\`; it unseals again after a reboot`
-        : `the sealed credential cannot be unsealed: PCR ${info.pcr} (${hashName(info.bank)}) does not hold the value it was sealed to (extended by something else this boot?); reboot, or evict and re-enroll`);
+        : `the sealed credential cannot be unsealed: ${which} (${hashName(info.bank)}) do not hold the values sealed to (another kernel/initramfs, or extended by something else this boot); reboot, or evict and re-enroll`);
     }
     if (e instanceof TpmError && (e.base === RC.HANDLE || (e.rc & 0xfff) === 0x18b)) {
       throw new CredentialError("corrupt", `the credential header in NV 0x${info.nvIndices[0].toString(16)} names object 0x${info.objectHandle.toString(16)}, which is not in the TPM; run \`airroot tpm evict\` and re-enroll`);

@@ -153,6 +153,19 @@ test("lock extends every allocated bank with the fixed airroot event (value pred
   }
 }, 60_000);
 
+test("bindPcrs: the credential is also bound to other PCRs; changing one gives a 'changed' error", async () => {
+  const { tpm } = await boot(join(scratchDir(), "tpm"));
+  const info = await sealCredential(tpm, payload(64), { bindPcrs: [16, 14], bank: TPM_ALG.SHA256 });
+  expect(info.boundPcrs).toEqual([14, 16]);
+  expect((await findCredential(tpm))!.boundPcrs).toEqual([14, 16]);
+  const sel = [{ hash: TPM_ALG.SHA256, pcrs: [14, 15, 16] }];
+  expect(hex((await tpm.readPublic(info.objectHandle)).public.authPolicy)).toBe(hex(await trialPcrPolicy(tpm, sel)));
+  expect((await unsealCredential(tpm)).length).toBe(64);
+  await tpm.pcrExtend(16, [{ hash: TPM_ALG.SHA256, digest: new Uint8Array(32).fill(9) }]);
+  await expectCredentialError(unsealCredential(tpm), "changed", /PCR 15 or bound PCRs 14,16 \(sha256\) do not hold the values/);
+  await expectCredentialError(sealCredential(tpm, payload(8), { bindPcrs: [15] }), "unsupported", /not including PCR 15/);
+}, 60_000);
+
 test("bad options give clear errors", async () => {
   const { tpm } = await boot(join(scratchDir(), "tpm"));
   await expectCredentialError(sealCredential(tpm, payload(10), { pcr: 30 }), "unsupported", /PCR 30/);
