@@ -123,18 +123,20 @@ export async function getRange(pool: Pool, u: ImageUrl, start: number, length: n
     const cl = res.headers["content-length"];
     if (cl !== undefined && cl !== String(length)) throw new SourceFault(`Content-Length ${String(cl).slice(0, 20)} for a ${length}-byte range`);
     const bytes = new Uint8Array(length);
-    let got = 0;
-    try {
-      for await (const chunk of res.body as AsyncIterable<Uint8Array>) {
-        if (got + chunk.length > length) throw new SourceFault(`body longer than the ${length} bytes asked for`);
-        bytes.set(chunk, got);
-        got += chunk.length;
+    const body = res.body;
+    // 'data' events rather than async iteration: measurably faster for 128 KiB+ bodies in Bun.
+    const got = await new Promise<number>((resolve, reject) => {
+      let n = 0;
+      body.on("data", (chunk: Uint8Array) => {
+        if (n + chunk.length > length) { reject(new SourceFault(`body longer than the ${length} bytes asked for`)); body.destroy(); return; }
+        bytes.set(chunk, n);
+        n += chunk.length;
         poke();
-      }
-    } catch (e) {
-      if (e instanceof SourceFault) throw e;
-      throw new SourceFault(why || describeError(e, u, caGiven));
-    }
+      });
+      body.once("end", () => resolve(n));
+      body.once("error", (e) => reject(e instanceof SourceFault ? e : new SourceFault(why || describeError(e, u, caGiven))));
+      body.once("close", () => reject(new SourceFault(why || `connection closed after ${n} of ${length} bytes`))); // no-op after end
+    });
     if (why) throw new SourceFault(why);
     if (got !== length) throw new SourceFault(`short body: got ${got} of ${length} bytes`);
     const lm = Date.parse(String(res.headers["last-modified"] ?? ""));

@@ -27,7 +27,7 @@ export interface RemoteImageOptions {
   requestTimeoutMs?: number;   // per-request deadline (default 30 s)
   connectTimeoutMs?: number;   // TCP+TLS connect (default 5 s)
   connectionsPerSource?: number; // keep-alive connections per server (default 8)
-  maxInFlight?: number;        // range requests outstanding at once, all servers (default 8)
+  maxInFlight?: number;        // range requests outstanding at once, all servers (default 16; demand reads keep a quarter)
   readaheadMaxBytes?: number;  // largest sequential readahead window (default 4 MiB, at most half the cache)
   probeIntervalMs?: number;    // background fail-back probe, jittered ±20% (default 10 s)
   holdDownMs?: number;         // a recovered server stays "degraded" (used only as a fallback) this long (default 30 s)
@@ -59,7 +59,7 @@ export class IoError extends Error {
 const KiB = 1024, MiB = 1024 * KiB;
 const DEFAULTS = {
   cacheMb: 8, stallTimeoutMs: 5000, requestTimeoutMs: 30_000, connectTimeoutMs: 5000, connectionsPerSource: 8,
-  maxInFlight: 8, readaheadMaxBytes: 4 * MiB, probeIntervalMs: 10_000, holdDownMs: 30_000, blockSize: 128 * KiB,
+  maxInFlight: 16, readaheadMaxBytes: 4 * MiB, probeIntervalMs: 10_000, holdDownMs: 30_000, blockSize: 128 * KiB,
 };
 const MAX_SPAN_BYTES = 512 * KiB;   // one range request: large enough for line rate, small enough to fail over fast
 const BACKOFF_MIN_MS = 200, BACKOFF_MAX_MS = 10_000;
