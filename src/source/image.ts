@@ -96,6 +96,7 @@ export class RemoteImage {
   private readonly bs: number;
   private readonly spanBlocks: number;
   private readonly maxInFlight: number;
+  private readonly connections: number;
   private readonly timeouts: RangeTimeouts;
   private readonly ioTimeoutMs: number;
   private readonly probeIntervalMs: number;
@@ -130,6 +131,7 @@ export class RemoteImage {
     this.bs = opts.verifier ? opts.verifier.chunkSize : opts.blockSize ?? DEFAULTS.blockSize;
     this.spanBlocks = Math.max(1, Math.floor(MAX_SPAN_BYTES / this.bs));
     this.maxInFlight = opts.maxInFlight ?? DEFAULTS.maxInFlight;
+    this.connections = opts.connectionsPerSource ?? DEFAULTS.connectionsPerSource;
     this.timeouts = { stallMs: opts.stallTimeoutMs ?? DEFAULTS.stallTimeoutMs, requestMs: opts.requestTimeoutMs ?? DEFAULTS.requestTimeoutMs };
     this.ioTimeoutMs = opts.ioTimeoutMs ?? 0;
     this.probeIntervalMs = opts.probeIntervalMs ?? DEFAULTS.probeIntervalMs;
@@ -390,8 +392,10 @@ export class RemoteImage {
   }
 
   private pump(): void {
-    // Readahead leaves a quarter of the slots to demand reads so it never delays them.
-    const raLimit = Math.max(1, this.maxInFlight - Math.max(1, Math.floor(this.maxInFlight / 4)));
+    // Readahead leaves a quarter of the request slots, and of one server's connections, to demand reads, so a demand
+    // request never queues behind readahead (in our queue or in the connection pool).
+    const quarter = (n: number) => n - Math.max(1, Math.floor(n / 4));
+    const raLimit = Math.max(1, Math.min(quarter(this.maxInFlight), quarter(this.connections)));
     while (!this.closed) {
       let sp: Span | undefined;
       if (this.demandQ.length && this.running < this.maxInFlight) sp = this.demandQ.shift();
