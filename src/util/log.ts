@@ -12,6 +12,7 @@ export interface LoggerOptions {
   prefix?: string;   // printed before every line as "prefix: "; default "airroot"
   kmsg?: boolean;    // also write to /dev/kmsg when it exists and is writable; default true
   verbose?: boolean; // emit debug lines; default false
+  kmsgPath?: string; // default /dev/kmsg (tests point it at a file)
 }
 
 // syslog priorities used by /dev/kmsg ("<N>" prefix).
@@ -24,7 +25,7 @@ export function createLogger(opts: LoggerOptions = {}): Logger {
   const verbose = opts.verbose ?? false;
   let kmsgFd: number | null = null;
   if (opts.kmsg ?? true) {
-    try { kmsgFd = openSync("/dev/kmsg", "w"); } catch { kmsgFd = null; } // absent or read-only: stderr only
+    try { kmsgFd = openSync(opts.kmsgPath ?? "/dev/kmsg", "a"); } catch { kmsgFd = null; } // absent or read-only: stderr only
   }
   const emit = (level: keyof typeof PRIO, msg: string) => {
     // Control characters from remote input must not forge extra log lines.
