@@ -59,7 +59,7 @@ beforeAll(async () => {
   servers.push(nginx);
   apache = await startApache({
     workDir: join(base, "apache"), waitFor: [{ host: "127.0.0.3", port: pa }],
-    siteConfig: mirrorConfig("apache", { stateDir: state, listen: [`127.0.0.3:${pa}`], ...tls }),
+    siteConfig: mirrorConfig("apache", { stateDir: state, listen: [`127.0.0.3:${pa}`], urlPath: "/mirror/images/", ...tls }),
   });
   servers.push(apache);
   apacheBad = await startApache({
@@ -75,7 +75,7 @@ beforeAll(async () => {
   servers.push({ stop: () => own.stop(true) });
   const img = `images/${packed.digest}.sfs`;
   url.nginx = `https://127.0.0.2:${pn}/${img}`;
-  url.apache = `https://127.0.0.3:${pa}/${img}`;
+  url.apache = `https://127.0.0.3:${pa}/mirror/${img}`; // --root /mirror/images/
   url.bad = `https://127.0.0.5:${pb}/${img}`;
   url.airroot = `https://127.0.0.4:${ps}/${img}`;
 });

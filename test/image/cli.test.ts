@@ -1,0 +1,103 @@
+// The thin commands: `airroot image pack|list|gc` run as a process, and `serve mirror-config` (exported for part B's
+// serve command) through citty, plus mirror-config's input validation.
+import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { join } from "node:path";
+import { mkdirSync } from "node:fs";
+import { runCommand } from "citty";
+import { scratchDir, removeScratchDirs } from "../helpers/tmp";
+import { makeTree } from "./tree";
+import { mirrorConfigCommand } from "../../src/cli/image";
+import { mirrorConfig } from "../../src/server/mirror";
+
+setDefaultTimeout(60_000);
+afterAll(removeScratchDirs);
+
+const cli = [process.execPath, join(import.meta.dir, "..", "..", "src", "cli", "main.ts")];
+function run(args: string[]) {
+  const r = Bun.spawnSync([...cli, ...args], { stdout: "pipe", stderr: "pipe", timeout: 60_000, env: { ...process.env, NO_COLOR: "1" } });
+  return { code: r.exitCode, out: r.stdout.toString(), err: r.stderr.toString() };
+}
+
+describe("airroot image", () => {
+  test("pack, list, gc through the CLI", () => {
+    const base = scratchDir();
+    const tree = makeTree(join(base, "root"), "", 100_000);
+    const state = join(base, "state");
+    const p = run(["image", "pack", tree, "--profile", "compute", "--state", state]);
+    expect(p.err).toContain("mksquashfs");
+    expect(p.code).toBe(0);
+    const digest = p.out.split(/\s+/)[0];
+    expect(digest).toMatch(/^[0-9a-f]{64}$/);
+    const again = run(["image", "pack", tree, "--profile", "compute", "--state", state]);
+    expect(again.out).toContain("existing image reused");
+    const list = JSON.parse(run(["image", "list", "--state", state, "--json"]).out);
+    expect(list.images.map((i: { digest: string }) => i.digest)).toEqual([digest]);
+    expect(list.profiles).toEqual([expect.objectContaining({ name: "compute", digest })]);
+    expect(run(["image", "list", "--state", state]).out).toContain(digest);
+    const gc = run(["image", "gc", "--state", state, "--grace", "0"]);
+    expect(gc.code).toBe(0);
+    expect(gc.out).toContain(`kept ${digest}: current image of a profile`);
+    expect(gc.out).toContain("removed 0 image(s)");
+  });
+
+  test("bad arguments give clear errors and a non-zero exit", () => {
+    const base = scratchDir();
+    const state = join(base, "state");
+    mkdirSync(join(base, "root"));
+    const cases: [string[], RegExp][] = [
+      [["image", "pack", join(base, "root"), "--profile", "bad/name", "--state", state], /invalid profile name/],
+      [["image", "pack", join(base, "nope"), "--profile", "p", "--state", state], /not a directory/],
+      [["image", "pack", join(base, "root"), "--profile", "p", "--state", state, "--chunk-size", "1000"], /power of two/],
+      [["image", "pack", join(base, "root"), "--profile", "p", "--state", state, "--mkfs-time", "yesterday"], /mkfs-time/],
+      [["image", "gc", "--state", state, "--grace", "soon"], /invalid --grace/],
+      [["image", "pack", join(base, "root"), "--state", state], /profile/],
+    ];
+    for (const [args, re] of cases) {
+      const r = run(args);
+      expect([args.join(" "), r.code === 0]).toEqual([args.join(" "), false]);
+      expect(r.err).toMatch(re);
+    }
+  });
+});
+
+describe("serve mirror-config", () => {
+  async function capture(rawArgs: string[]): Promise<string> {
+    const chunks: string[] = [];
+    const orig = process.stdout.write.bind(process.stdout);
+    (process.stdout as { write: unknown }).write = (c: string | Uint8Array) => { chunks.push(String(c)); return true; };
+    try { await runCommand(mirrorConfigCommand, { rawArgs }); } finally { (process.stdout as { write: unknown }).write = orig; }
+    return chunks.join("");
+  }
+
+  test("prints nginx and Apache configs; --listen repeats; --root changes the URL path", async () => {
+    const n = await capture(["nginx", "--state", "/srv/airroot", "--listen", "127.0.0.9:8443", "--listen", "[::1]:8443,9443", "--root", "/site/images"]);
+    expect(n).toContain("listen 127.0.0.9:8443 ssl;");
+    expect(n).toContain("listen [::1]:8443 ssl;");
+    expect(n).toContain("listen 9443 ssl;");
+    expect(n).toContain("listen [::]:9443 ssl;");
+    expect(n).toContain('location ~ "^/site/images/(?<digest>[0-9a-f]{64})\\.sfs$"');
+    expect(n).toContain("alias /srv/airroot/images/$digest.sfs;");
+    const a = await capture(["apache", "--state", "/srv/airroot", "--cert", "/etc/x.crt", "--key", "/etc/x.key"]);
+    expect(a).toContain("<VirtualHost *:443>");
+    expect(a).not.toContain("Listen ");
+    expect(a).toContain("SSLCertificateFile /etc/x.crt");
+    expect(a).toContain('AliasMatch "^/images/([0-9a-f]{64})\\.(sfs|manifest)$" "/srv/airroot/images/$1.$2"');
+    await expect(capture(["lighttpd", "--state", "/srv"])).rejects.toThrow(/use nginx or apache/);
+  });
+
+  test("refuses input that would break or inject into the config", () => {
+    const bad: [Parameters<typeof mirrorConfig>[1], RegExp][] = [
+      [{ stateDir: "/srv/air root" }, /unsafe/],
+      [{ stateDir: "/srv/x;\n}" }, /unsafe/],
+      [{ stateDir: "/srv", cert: "/etc/a\"b" }, /unsafe/],
+      [{ stateDir: "/srv", urlPath: "/a/../b/" }, /invalid --root/],
+      [{ stateDir: "/srv", urlPath: "/a b/" }, /invalid --root/],
+      [{ stateDir: "/srv", urlPath: "/$x/" }, /invalid --root/],
+      [{ stateDir: "/srv", listen: ["70000"] }, /invalid --listen/],
+      [{ stateDir: "/srv", listen: ["1.2.3.4:"] }, /invalid --listen/],
+      [{ stateDir: "/srv", listen: ["host:80;evil"] }, /invalid --listen/],
+      [{ stateDir: "/srv", serverName: "a b" }, /invalid server name/],
+    ];
+    for (const [opts, re] of bad) for (const s of ["nginx", "apache"] as const) expect(() => mirrorConfig(s, opts)).toThrow(re);
+  });
+});
