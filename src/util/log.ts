@@ -1,5 +1,5 @@
 // Line logger for daemons: one line per state change, to stderr and (optionally) the kernel log via /dev/kmsg.
-import { openSync, writeSync, closeSync } from "node:fs";
+import { openSync, writeSync, closeSync, constants } from "node:fs";
 
 export interface Logger {
   info(msg: string): void;
@@ -25,7 +25,8 @@ export function createLogger(opts: LoggerOptions = {}): Logger {
   const verbose = opts.verbose ?? false;
   let kmsgFd: number | null = null;
   if (opts.kmsg ?? true) {
-    try { kmsgFd = openSync(opts.kmsgPath ?? "/dev/kmsg", "a"); } catch { kmsgFd = null; } // absent or read-only: stderr only
+    // No O_CREAT: when kmsg is absent we must not create a plain file in its place. Absent or read-only: stderr only.
+    try { kmsgFd = openSync(opts.kmsgPath ?? "/dev/kmsg", constants.O_WRONLY | constants.O_APPEND); } catch { kmsgFd = null; }
   }
   const emit = (level: keyof typeof PRIO, msg: string) => {
     // Control characters from remote input must not forge extra log lines.

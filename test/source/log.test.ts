@@ -1,7 +1,7 @@
 // The line logger (src/util/log.ts): prefix, levels, debug gating, control characters, the kmsg copy.
 import { afterAll, expect, test } from "bun:test";
 import { join } from "node:path";
-import { readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { scratchDir, removeScratchDirs } from "../helpers/tmp";
 
 afterAll(removeScratchDirs);
@@ -28,5 +28,7 @@ test("a copy goes to kmsg with syslog priorities; a missing kmsg leaves stderr o
   const k = readFileSync(f, "utf8").split("\n");
   expect(k.slice(0, 3)).toEqual(["<6>p: i", "<4>p: w", "<3>p: e"]);
   expect(k[3].length).toBeLessThan(1000); // truncated below the kernel's record limit
-  expect(runLogger(`createLogger({ prefix: "p", kmsgPath: "/nonexistent/kmsg" }).info("still here");`)).toBe("p: still here\n");
+  const absent = join(scratchDir(), "no-kmsg");
+  expect(runLogger(`createLogger({ prefix: "p", kmsgPath: ${JSON.stringify(absent)} }).info("still here");`)).toBe("p: still here\n");
+  expect(existsSync(absent)).toBe(false); // never created
 });
