@@ -1,8 +1,9 @@
-// `image gc`: removes images no profile points at and no node booted from recently, plus leftovers of failed packs.
+// `image gc`: removes images no profile points at and no node booted from recently, plus leftovers of failed packs
+// and of interrupted gc runs.
 import { readdirSync, statSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import type { Database } from "bun:sqlite";
-import { imageFile, imagesDir, manifestFile, PACK_TMP_PREFIX } from "./paths";
+import { IMAGE_NAME_RE, imageFile, imagesDir, manifestFile, PACK_TMP_PREFIX } from "./paths";
 import { currentImageDigests, imagesBootedSince, listImages, removeImage } from "../server/store/images";
 
 export const DEFAULT_GC_GRACE_MS = 7 * 86_400_000;
@@ -18,7 +19,7 @@ export interface GcOptions {
 export interface GcResult {
   removed: string[];                          // digests removed (or that would be, with dryRun)
   kept: { digest: string; why: string }[];
-  tmpRemoved: string[];                       // stale temporary files of interrupted packs
+  tmpRemoved: string[];                       // stale files: temporaries of interrupted packs, unrecorded images
   bytesFreed: number;
 }
 
@@ -38,17 +39,27 @@ export function gcImages(opts: GcOptions): GcResult {
       : booted.has(img.digest) ? "a node booted from it within the grace period"
       : img.created >= since ? "packed within the grace period" : null;
     if (why) { res.kept.push({ digest: img.digest, why }); continue; }
+    if (opts.dryRun) { res.removed.push(img.digest); res.bytesFreed += img.size; continue; }
+    // Record first, re-checked in one write transaction, so a profile switched to this image meanwhile (a re-pack of
+    // an old tree) keeps it; then the files. An interrupted gc leaves orphan files, which the sweep below removes.
+    const gone = opts.db.transaction(() => {
+      if (currentImageDigests(opts.db).includes(img.digest)) return false;
+      removeImage(opts.db, img.digest);
+      return true;
+    }).immediate();
+    if (!gone) { res.kept.push({ digest: img.digest, why: "became current during gc" }); continue; }
     res.removed.push(img.digest);
     res.bytesFreed += img.size;
-    if (opts.dryRun) continue;
-    // Files first, record last: an interrupted gc leaves a record whose files are gone, which the next run finishes.
     for (const f of [manifestFile(opts.stateDir, img.digest), imageFile(opts.stateDir, img.digest)]) unlinkQuiet(f);
-    removeImage(opts.db, img.digest);
   }
+  // Sweep: temporaries of interrupted packs, and image files without a record (interrupted gc, lost database rows),
+  // once they are older than the grace period (a pack renames the file into place before it records it).
+  const known = new Set(listImages(opts.db).map((i) => i.digest));
   let names: string[] = [];
   try { names = readdirSync(imagesDir(opts.stateDir)); } catch { /* no images dir yet */ }
   for (const name of names) {
-    if (!name.startsWith(PACK_TMP_PREFIX)) continue;
+    const m = IMAGE_NAME_RE.exec(name);
+    if (!name.startsWith(PACK_TMP_PREFIX) && !(m && !known.has(m[1]))) continue;
     const p = join(imagesDir(opts.stateDir), name);
     try { if (statSync(p).mtimeMs >= since) continue; } catch { continue; } // a pack may be running right now
     res.tmpRemoved.push(name);

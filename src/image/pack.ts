@@ -91,10 +91,11 @@ export async function packImage(opts: PackOptions): Promise<PackResult> {
     const { digest, chunks } = hashFile(tmp, chunkSize);
     const dest = imageFile(opts.stateDir, digest);
     let reused = false;
-    if (existsSync(dest) && statSync(dest).size === size) {
+    if (existsSync(dest) && statSync(dest).size === size && hashFile(dest, chunkSize).digest === digest) {
       reused = true; // same content, same name: the stored file is this image (content-addressed)
       unlinkSync(tmp);
     } else {
+      if (existsSync(dest)) log(`stored ${digest}.sfs does not match its name (damaged on disk): replacing it`);
       chmodSync(tmp, 0o644);
       fsyncFile(tmp); // mksquashfs does not: the data must be on disk before the name is
       renameSync(tmp, dest); // atomic: readers see no file or the whole file, never a prefix

@@ -136,5 +136,28 @@ describe("image pack", () => {
     expect(existsSync(imageFile(state, old)) || existsSync(manifestFile(state, old))).toBe(false);
     expect(existsSync(imageFile(state, cur))).toBe(true); // current is never removed, even with grace 0
     expect(listImages(db).map((i) => i.digest)).toEqual([cur]);
+
+    // files without a record (interrupted gc, lost rows) are swept once older than the grace period
+    const orphan = join(imagesDir(state), `${"c".repeat(64)}.sfs`);
+    writeFileSync(orphan, "orphan");
+    expect(gcImages({ stateDir: state, db, now: Date.now() }).tmpRemoved).toEqual([]); // fresh: could be a pack in flight
+    utimesSync(orphan, new Date(oldCreated), new Date(oldCreated));
+    expect(gcImages({ stateDir: state, db, now: Date.now() }).tmpRemoved).toEqual([`${"c".repeat(64)}.sfs`]);
+    expect(existsSync(orphan)).toBe(false);
+    expect(existsSync(imageFile(state, cur))).toBe(true);
+  });
+
+  test("a stored image damaged on disk is replaced by a re-pack, not trusted", async () => {
+    const cur = getProfile(db, "compute")!.digest;
+    const f = imageFile(state, cur);
+    const bytes = readFileSync(f);
+    bytes[100] ^= 0xff;
+    writeFileSync(f, bytes);
+    const lines: string[] = [];
+    const r = await packImage({ rootDir: tree, profile: "compute", stateDir: state, db, log: (l) => lines.push(l) });
+    expect(r.digest).toBe(cur);
+    expect(r.reused).toBe(false);
+    expect(lines.some((l) => l.includes("damaged on disk"))).toBe(true);
+    expect(sha(f)).toBe(cur);
   });
 });
