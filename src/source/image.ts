@@ -67,7 +67,7 @@ const BACKOFF_MIN_MS = 200, BACKOFF_MAX_MS = 10_000;
 type Kind = "demand" | "readahead";
 interface Span {
   first: number; count: number; kind: Kind; started: boolean;
-  promise: Promise<Uint8Array>; resolve(b: Uint8Array): void; reject(e: unknown): void;
+  promise: Promise<Uint8Array[]>; resolve(blocks: Uint8Array[]): void; reject(e: unknown): void; // one entry per block
 }
 /** A readahead fetch that gave up; readers never see it (they re-request as demand). */
 class Dropped extends Error {}
@@ -349,9 +349,8 @@ export class RemoteImage {
     let runStart = -1;
     const flush = (upTo: number) => {
       if (runStart < 0) return;
-      const sp = this.newSpan(runStart, upTo - runStart, "readahead");
+      this.newSpan(runStart, upTo - runStart, "readahead");
       this.c.readaheadBytes += Math.min(this.size, upTo * this.bs) - runStart * this.bs;
-      void sp;
       runStart = -1;
     };
     for (let b = b0; b <= b1; b++) {
@@ -363,15 +362,14 @@ export class RemoteImage {
   }
 
   private blockOf(sp: Span, b: number): Promise<Uint8Array> {
-    const off = (b - sp.first) * this.bs;
-    return sp.promise.then((bytes) => bytes.subarray(off, Math.min(bytes.length, off + this.bs)));
+    return sp.promise.then((blocks) => blocks[b - sp.first]);
   }
 
   // ---- scheduling ----
 
   private newSpan(first: number, count: number, kind: Kind): Span {
-    let resolve!: (b: Uint8Array) => void, reject!: (e: unknown) => void;
-    const promise = new Promise<Uint8Array>((res, rej) => { resolve = res; reject = rej; });
+    let resolve!: (b: Uint8Array[]) => void, reject!: (e: unknown) => void;
+    const promise = new Promise<Uint8Array[]>((res, rej) => { resolve = res; reject = rej; });
     promise.catch(() => {}); // a dropped readahead nobody waits for is not an unhandled rejection
     const sp: Span = { first, count, kind, started: false, promise, resolve, reject };
     for (let b = first; b < first + count; b++) this.inflight.set(b, sp);
@@ -409,12 +407,9 @@ export class RemoteImage {
 
   private async runSpan(sp: Span): Promise<void> {
     try {
-      const bytes = await this.fetchSpan(sp);
-      for (let k = 0; k < sp.count; k++) {
-        const off = k * this.bs;
-        this.cache.set(sp.first + k, bytes.subarray(off, Math.min(bytes.length, off + this.bs)));
-      }
-      sp.resolve(bytes);
+      const blocks = await this.fetchSpan(sp);
+      blocks.forEach((bytes, k) => this.cache.set(sp.first + k, bytes)); // separate buffers: evicted one by one
+      sp.resolve(blocks);
     } catch (e) {
       sp.reject(e);
     } finally {
@@ -423,7 +418,7 @@ export class RemoteImage {
   }
 
   /** Fetches one span with failover; demand spans retry with backoff until data or ioTimeout. */
-  private async fetchSpan(sp: Span): Promise<Uint8Array> {
+  private async fetchSpan(sp: Span): Promise<Uint8Array[]> {
     const start = sp.first * this.bs;
     const len = Math.min(this.size, (sp.first + sp.count) * this.bs) - start;
     const t0 = Date.now();
@@ -438,18 +433,18 @@ export class RemoteImage {
         this.c.fetches++;
         const sentAt = Date.now();
         try {
-          const r = await getRange(src.pool, src.url, start, len, this.timeouts, { size: this.size, validator: this.validator }, this.caGiven);
+          const r = await getRange(src.pool, src.url, start, len, this.timeouts, { size: this.size, validator: this.validator },
+            this.caGiven, this.bs);
           if (this.verifier) {
-            for (let k = 0; k < sp.count; k++) {
-              const off = k * this.bs;
-              if (!this.verifier.verify(sp.first + k, r.bytes.subarray(off, Math.min(len, off + this.bs)))) {
+            r.parts.forEach((bytes, k) => {
+              if (!this.verifier!.verify(sp.first + k, bytes)) {
                 throw new SourceFault(`chunk ${sp.first + k} failed verification against the signed manifest`);
               }
-            }
+            });
           }
           this.c.bytesFetched += len;
           this.noteSuccess(src, len, sentAt);
-          return r.bytes;
+          return r.parts;
         } catch (e) {
           if (!(e instanceof SourceFault)) throw e;
           if (this.closed) throw new Error(`image ${this.name} closed`);
