@@ -123,7 +123,7 @@ export const mirrorConfigCommand = defineCommand({
   args: {
     server: { type: "positional", description: "nginx | apache", required: true },
     state: stateArg,
-    root: { type: "string", description: "URL path the images appear under (default /images/, like airroot serve)" },
+    root: { type: "string", description: "URL path the images appear under (default /images/, like airroot serve); the server lists mirrors as base URLs + /images/, so keep it ending in images/" },
     listen: { type: "string", description: "PORT, IPV4:PORT or [IPV6]:PORT; repeatable or comma-separated (default 443, all addresses)" },
     cert: { type: "string", description: `TLS certificate of this mirror, issued by the site CA (default ${DEFAULT_MIRROR_CERT})` },
     key: { type: "string", description: `its private key (default ${DEFAULT_MIRROR_KEY})` },
