@@ -163,3 +163,43 @@ describe("parseRange (property test)", () => {
     expect(parseRange("bytes=0-" + "9".repeat(300), 10)).toBeNull();
   });
 });
+
+describe("serveImages (fuzz, in process)", () => {
+  let seed = 4242;
+  const rnd = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32);
+  const pick = <T,>(xs: T[]) => xs[Math.floor(rnd() * xs.length)];
+
+  test("random paths: only exact image names are served, nothing throws", async () => {
+    const parts = ["images", "..", ".", "%2e", "%2f", "%00", digest, `${digest}.sfs`, `${digest}.manifest`, "secret.key", "", "a", "%", "\\"];
+    for (let i = 0; i < 2000; i++) {
+      const path = "/" + Array.from({ length: 1 + Math.floor(rnd() * 4) }, () => pick(parts)).join(pick(["/", "", "//"]));
+      let req: Request;
+      try { req = new Request(`http://127.0.0.1${path}`); } catch { continue; } // not even a URL
+      const res = await serveImages(req, dir);
+      if (res === null) { expect(new URL(req.url).pathname.startsWith("/images/")).toBe(false); continue; }
+      if (res.status === 200) expect(new URL(req.url).pathname).toMatch(/^\/images\/[0-9a-f]{64}\.(sfs|manifest)$/);
+      else expect(res.status).toBe(404);
+      await res.body?.cancel();
+    }
+  });
+
+  test("random Range / If-Range headers: 206 bodies always match Content-Range and the file", async () => {
+    const alphabet = ["bytes=", "-", ",", " ", "0", "1", "9", "299999", "300000", "150000", "x", "=", "\"", digest];
+    for (let i = 0; i < 300; i++) {
+      const range = Array.from({ length: 1 + Math.floor(rnd() * 5) }, () => pick(alphabet)).join("");
+      const headers: Record<string, string> = { range: rnd() < 0.8 ? `bytes=${range.replace(/^bytes=/, "")}` : range };
+      if (rnd() < 0.3) headers["if-range"] = pick([`"${digest}"`, `"nope"`, "W/\"x\"", "garbage"]);
+      const res = (await serveImages(new Request(`http://127.0.0.1/images/${digest}.sfs`, { headers }), dir))!;
+      expect([200, 206, 416]).toContain(res.status);
+      const body = new Uint8Array(await res.arrayBuffer());
+      if (res.status === 200) expect(body.length).toBe(data.length);
+      if (res.status === 206) {
+        const m = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(res.headers.get("content-range") ?? "")!;
+        expect(m).not.toBeNull();
+        const [a, b] = [Number(m[1]), Number(m[2])];
+        expect(Number(m[3])).toBe(data.length);
+        expect(Buffer.from(body).equals(Buffer.from(data.subarray(a, b + 1)))).toBe(true);
+      }
+    }
+  });
+});
