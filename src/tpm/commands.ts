@@ -1,5 +1,5 @@
 // TPM 2.0 commands airroot uses: marshalling of each command and parsing of its response.
-import { TPM_CAP, TPM_CC, TPM_RH, TPM_SE, TPM_ST, TPM_SU, HASHES } from "./constants";
+import { TPM_ALG, TPM_CAP, TPM_CC, TPM_RH, TPM_ST, TPM_SU, HASHES } from "./constants";
 import { Reader, TpmFormatError, Writer } from "./marshal";
 import { RC, TpmError } from "./rc";
 import {
@@ -50,7 +50,7 @@ export class Tpm {
 
   close(): Promise<void> { return this.transport.close(); }
 
-  async execute(spec: CommandSpec): Promise<{ handles: number[]; params: Reader }> {
+  async execute(spec: CommandSpec): Promise<Response> {
     const auths = spec.auths ?? [];
     const w = new Writer().u16(auths.length ? TPM_ST.SESSIONS : TPM_ST.NO_SESSIONS).u32(0).u32(spec.cc);
     for (const h of spec.handles ?? []) w.u32(h);
@@ -255,10 +255,14 @@ export class Tpm {
     await this.flushContext(handle).catch(() => undefined);
   }
 
-  async startAuthSession(type: number = TPM_SE.POLICY, hash: number, nonceCaller: Uint8Array): Promise<{ handle: number; nonceTpm: Uint8Array }> {
+  /** Starts a session; `salt` makes it salted (encryptedSalt to tpmKey) with a symmetric algorithm for encryption. */
+  async startAuthSession(type: number, hash: number, nonceCaller: Uint8Array,
+    salt?: { tpmKey: number; encryptedSalt: Uint8Array; symmetric: { alg: number; keyBits: number; mode: number } }): Promise<{ handle: number; nonceTpm: Uint8Array }> {
+    const w = new Writer().tpm2b(nonceCaller).tpm2b(salt?.encryptedSalt).u8(type);
+    if (salt) w.u16(salt.symmetric.alg).u16(salt.symmetric.keyBits).u16(salt.symmetric.mode);
+    else w.u16(TPM_ALG.NULL);
     const { handles, params } = await this.execute({
-      cc: TPM_CC.StartAuthSession, handles: [TPM_RH.NULL, TPM_RH.NULL], responseHandles: 1,
-      params: new Writer().tpm2b(nonceCaller).tpm2b().u8(type).u16(0x0010 /* symmetric: NULL */).u16(hash).finish(),
+      cc: TPM_CC.StartAuthSession, handles: [salt?.tpmKey ?? TPM_RH.NULL, TPM_RH.NULL], responseHandles: 1, params: w.u16(hash).finish(),
     });
     const nonceTpm = params.tpm2b("nonceTPM", 64);
     params.end("StartAuthSession response");
@@ -354,7 +358,11 @@ export class Tpm {
 }
 
 /** Splits a response into handles and a parameter reader; throws TpmError on a TPM error code. */
-export function parseResponse(rsp: Uint8Array, spec: Pick<CommandSpec, "cc" | "auths" | "responseHandles" | "context">): { handles: number[]; params: Reader } {
+/** One response authorization entry (what the TPM returns per session). */
+export interface ResponseAuth { nonce: Uint8Array; attributes: number; hmac: Uint8Array }
+export interface Response { handles: number[]; params: Reader; paramBytes: Uint8Array; auths: ResponseAuth[] }
+
+export function parseResponse(rsp: Uint8Array, spec: Pick<CommandSpec, "cc" | "auths" | "responseHandles" | "context">): Response {
   const r = new Reader(rsp, `TPM2_response(0x${spec.cc.toString(16)})`);
   const tag = r.u16("tag");
   const size = r.u32("responseSize");
@@ -366,11 +374,13 @@ export function parseResponse(rsp: Uint8Array, spec: Pick<CommandSpec, "cc" | "a
   if (tag !== expectTag) throw new TpmFormatError(`TPM response tag 0x${tag.toString(16)}, expected 0x${expectTag.toString(16)}`);
   const handles: number[] = [];
   for (let i = 0; i < (spec.responseHandles ?? 0); i++) handles.push(r.u32("handle"));
-  if (!nAuth) return { handles, params: r.sub(r.remaining, "parameters") };
-  const paramSize = r.u32("parameterSize");
-  const params = r.sub(paramSize, "parameters");
-  // Response auth areas: we do not verify HMACs (password and unsalted policy sessions carry none we rely on).
-  for (let i = 0; i < nAuth; i++) { r.tpm2b("nonce", 64); r.u8("sessionAttributes"); r.tpm2b("hmac", 64); }
+  const what = `TPM2_response(0x${spec.cc.toString(16)}) parameters`;
+  if (!nAuth) { const paramBytes = r.bytes(r.remaining, "parameters"); return { handles, params: new Reader(paramBytes, what), paramBytes, auths: [] }; }
+  const paramBytes = r.bytes(r.u32("parameterSize"), "parameters");
+  // Response HMACs are checked by the salted session that asked for them (SaltedPolicySession); password and
+  // unsalted policy sessions carry none worth checking.
+  const auths: ResponseAuth[] = [];
+  for (let i = 0; i < nAuth; i++) auths.push({ nonce: r.tpm2b("nonce", 64), attributes: r.u8("sessionAttributes"), hmac: r.tpm2b("hmac", 64) });
   r.end("response authorization area");
-  return { handles, params };
+  return { handles, params: new Reader(paramBytes, what), paramBytes, auths };
 }

@@ -12,10 +12,10 @@
 // Locking extends the PCR with a fixed airroot event, so nothing later in this boot can unseal K.
 import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
 import { HASHES, NV, OWNER_NV_FIRST, OWNER_NV_LAST, OWNER_PERSISTENT_LAST, TPM_ALG, TPM_PT, TPM_RH } from "./constants";
-import type { Tpm } from "./commands";
+import type { CreatedObject, Tpm } from "./commands";
 import { Reader, TpmFormatError, Writer, concat } from "./marshal";
 import { RC, TpmError } from "./rc";
-import { pcrPolicyAuth, withPolicySession } from "./session";
+import { SaltedPolicySession, pcrPolicyAuth, unsealSalted, withPolicySession } from "./session";
 import { type PcrSelection, digest, hashName, policyPcrDigest } from "./structures";
 import { type KeyAlg, SEALED_ATTRS, sealedTemplate, srkTemplate } from "./templates";
 
@@ -52,6 +52,11 @@ export interface CredentialOptions {
    * update needs a re-enrollment. Default: none.
    */
   bindPcrs?: number[];
+  /**
+   * Unseal over a session salted to the storage key (default true), so K crosses the TPM bus encrypted and the
+   * reply is authenticated. false only for tests that replay recorded replies (fresh nonces defeat replay).
+   */
+  saltedSession?: boolean;
   /** Owner hierarchy password (default empty, as on nearly every node). */
   ownerAuth?: Uint8Array;
 }
@@ -174,18 +179,18 @@ export async function findCredential(tpm: Tpm, o: CredentialOptions = {}): Promi
 }
 
 /** Creates a storage primary (ECC P-256, falling back to RSA 2048 on TPMs without ECC) and runs fn with it. */
-async function withSrk<T>(tpm: Tpm, o: CredentialOptions, fn: (srk: number) => Promise<T>): Promise<T> {
-  let srk: number | undefined;
+async function withSrk<T>(tpm: Tpm, o: CredentialOptions, fn: (srk: CreatedObject) => Promise<T>): Promise<T> {
+  let srk: CreatedObject | undefined;
   for (const alg of ["ecc", "rsa"] as KeyAlg[]) {
     try {
-      srk = (await tpm.createPrimary(TPM_RH.OWNER, srkTemplate(alg), ownerAuthOf(o))).handle;
+      srk = await tpm.createPrimary(TPM_RH.OWNER, srkTemplate(alg), ownerAuthOf(o));
       break;
     } catch (e) {
       if (alg === "ecc" && e instanceof TpmError && [RC.ASYMMETRIC, RC.CURVE, RC.VALUE].includes(e.base as never)) continue;
       throw e;
     }
   }
-  try { return await fn(srk!); } finally { await tpm.flushQuietly(srk); }
+  try { return await fn(srk!); } finally { await tpm.flushQuietly(srk?.handle); }
 }
 
 /**
@@ -234,8 +239,8 @@ export async function sealCredential(tpm: Tpm, credential: Uint8Array, o: Creden
   let persisted = false;
   try {
     await withSrk(tpm, o, async (srk) => {
-      const created = await tpm.create(srk, sealedTemplate(policy), { data: key });
-      const loaded = await tpm.load(srk, created.private, created.public);
+      const created = await tpm.create(srk.handle, sealedTemplate(policy), { data: key });
+      const loaded = await tpm.load(srk.handle, created.private, created.public);
       try {
         await tpm.evictControl(loaded.handle, objectHandle, ownerAuthOf(o));
         persisted = true;
@@ -276,7 +281,17 @@ export async function unsealCredential(tpm: Tpm, o: CredentialOptions = {}): Pro
 
   let key: Uint8Array;
   try {
-    key = await withPolicySession(tpm, async (s) => tpm.unseal(info.objectHandle, await pcrPolicyAuth(tpm, s, sel)));
+    // A session salted to the storage key: the key K crosses the bus encrypted and the reply is authenticated.
+    const { name } = await tpm.readPublic(info.objectHandle);
+    key = o.saltedSession === false
+      ? await withPolicySession(tpm, async (s) => tpm.unseal(info.objectHandle, await pcrPolicyAuth(tpm, s, sel)))
+      : await withSrk(tpm, o, async (srk) => {
+      const session = await SaltedPolicySession.start(tpm, srk);
+      try {
+        await tpm.policyPcr(session.handle, sel);
+        return await unsealSalted(tpm, info.objectHandle, name, session);
+      } finally { await tpm.flushQuietly(session.handle); }
+    });
   } catch (e) {
     if (e instanceof TpmError && e.base === RC.POLICY_FAIL) {
       const { values } = await tpm.pcrRead([{ hash: info.bank, pcrs: [info.pcr] }]);
