@@ -43,7 +43,7 @@ export async function readEkCertificate(tpm: Tpm, alg: KeyAlg): Promise<Uint8Arr
     const { public: pub } = await tpm.nvReadPublic(index);
     size = pub.dataSize; attrs = pub.attributes;
   } catch (e) {
-    if (e instanceof TpmError && (e.base === RC.HANDLE || (e.rc & 0x3f) === 0x0b)) return undefined;
+    if (e instanceof TpmError && e.base === RC.HANDLE) return undefined;
     throw e;
   }
   if (!(attrs & NV.WRITTEN) || size === 0) return undefined;

@@ -301,7 +301,7 @@ export async function unsealCredential(tpm: Tpm, o: CredentialOptions = {}): Pro
         ? `the sealed credential is locked for this boot: PCR ${info.pcr} (${hashName(info.bank)}) was extended by \`airroot tpm lock\`; it unseals again after a reboot`
         : `the sealed credential cannot be unsealed: ${which} (${hashName(info.bank)}) do not hold the values sealed to (another kernel/initramfs, or extended by something else this boot); reboot, or evict and re-enroll`);
     }
-    if (e instanceof TpmError && (e.base === RC.HANDLE || (e.rc & 0xfff) === 0x18b)) {
+    if (e instanceof TpmError && e.base === RC.HANDLE) {
       throw new CredentialError("corrupt", `the credential header in NV 0x${info.nvIndices[0].toString(16)} names object 0x${info.objectHandle.toString(16)}, which is not in the TPM; run \`airroot tpm evict\` and re-enroll`);
     }
     throw e;
@@ -346,7 +346,7 @@ export async function lockCredential(tpm: Tpm, o: CredentialOptions = {}): Promi
 
 async function removeCredential(tpm: Tpm, info: SealedCredentialInfo, o: CredentialOptions): Promise<void> {
   const ignoreMissing = (e: unknown) => {
-    if (e instanceof TpmError && (e.base === RC.HANDLE || (e.rc & 0x3f) === 0x0b)) return;
+    if (e instanceof TpmError && e.base === RC.HANDLE) return;
     throw e;
   };
   // Head first: once it is gone, nothing refers to the rest.

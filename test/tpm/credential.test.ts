@@ -1,6 +1,6 @@
 // Sealed-credential lifecycle against a real swtpm, cross-checked with tpm2-tools (tpm2_unseal, tpm2_createpolicy).
 import { afterAll, afterEach, expect, test } from "bun:test";
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { removeScratchDirs, scratchDir } from "../helpers/tmp";
 import { type Swtpm, startSwtpm } from "../helpers/swtpm";
@@ -164,6 +164,23 @@ test("bindPcrs: the credential is also bound to other PCRs; changing one gives a
   await tpm.pcrExtend(16, [{ hash: TPM_ALG.SHA256, digest: new Uint8Array(32).fill(9) }]);
   await expectCredentialError(unsealCredential(tpm), "changed", /PCR 15 or bound PCRs 14,16 \(sha256\) do not hold the values/);
   await expectCredentialError(sealCredential(tpm, payload(8), { bindPcrs: [15] }), "unsupported", /not including PCR 15/);
+}, 60_000);
+
+test("damaged state gives 'corrupt' errors, and evict still cleans up", async () => {
+  const dir = scratchDir();
+  const rig = await boot(join(dir, "tpm"), dir);
+  let info = await sealCredential(rig.tpm, payload(100));
+  // Someone evicted our sealed object behind our back.
+  await rig.tools(["tpm2_evictcontrol", "-C", "o", "-c", `0x${info.objectHandle.toString(16)}`]);
+  await expectCredentialError(unsealCredential(rig.tpm), "corrupt", /names object 0x81000100, which is not in the TPM/);
+  expect(await evictCredential(rig.tpm)).toBe(1);
+  expect(await rig.tpm.getHandles(0x01000000)).toEqual([]);
+
+  // Someone altered the ciphertext in NV.
+  info = await sealCredential(rig.tpm, payload(100));
+  writeFileSync(join(dir, "byte.bin"), new Uint8Array([0x42]));
+  await rig.tools(["tpm2_nvwrite", `0x${info.nvIndices[0].toString(16)}`, "-C", "o", "-i", "byte.bin", "--offset", "80"]);
+  await expectCredentialError(unsealCredential(rig.tpm), "corrupt", /failed its integrity check/);
 }, 60_000);
 
 test("bad options give clear errors", async () => {
