@@ -53,15 +53,24 @@ function etagMatches(list: string, etag: string, weak: boolean): boolean {
  * Handles GET/HEAD under /images/. Returns null for other paths so the caller can route elsewhere; 404 for any
  * name that is not exactly "<64 hex>.sfs" or "<64 hex>.manifest" (this also rules out traversal, encodings, dirs).
  */
-export async function serveImages(req: Request, imagesDir: string): Promise<Response | null> {
+export interface ServeImagesOptions {
+  /** Called for requests refused as malformed (bad name, traversal attempt, wrong method), e.g. to write an audit line. */
+  onRefused?: (reason: string, path: string, method: string) => void;
+}
+
+export async function serveImages(req: Request, imagesDir: string, opts: ServeImagesOptions = {}): Promise<Response | null> {
   const path = new URL(req.url).pathname;
   if (!path.startsWith(IMAGES_URL_PREFIX)) return null;
   const name = path.slice(IMAGES_URL_PREFIX.length);
   const common = { "X-Content-Type-Options": "nosniff" };
   if (req.method !== "GET" && req.method !== "HEAD") {
+    opts.onRefused?.("method not allowed", path.slice(0, 200), req.method);
     return new Response("method not allowed\n", { status: 405, headers: { ...common, Allow: "GET, HEAD" } });
   }
-  if (!IMAGE_NAME_RE.test(name)) return new Response("not found\n", { status: 404, headers: common });
+  if (!IMAGE_NAME_RE.test(name)) {
+    opts.onRefused?.("not an image name (<sha256>.sfs or .manifest)", path.slice(0, 200), req.method);
+    return new Response("not found\n", { status: 404, headers: common });
+  }
   const file = join(imagesDir, name);
   let size: number, mtime: Date;
   try {

@@ -124,6 +124,15 @@ describe("serveImages over HTTP", () => {
     expect(post.headers["allow"]).toBe("GET, HEAD");
   });
 
+  test("refusals are reported for the audit log; a missing image is a plain 404", async () => {
+    const seen: string[] = [];
+    const audit = { onRefused: (why: string, path: string, method: string) => seen.push(`${method} ${path}: ${why}`) };
+    expect((await serveImages(new Request("http://x/images/secret.key"), dir, audit))!.status).toBe(404);
+    expect((await serveImages(new Request(`http://x/images/${digest}.sfs`, { method: "DELETE" }), dir, audit))!.status).toBe(405);
+    expect((await serveImages(new Request(`http://x/images/${"d".repeat(64)}.sfs`), dir, audit))!.status).toBe(404);
+    expect(seen).toEqual(["GET /images/secret.key: not an image name (<sha256>.sfs or .manifest)", `DELETE /images/${digest}.sfs: method not allowed`]);
+  });
+
   test("streams large files without reading them into memory", async () => {
     const bigDigest = "b".repeat(64);
     const size = 512 * 1024 * 1024;
