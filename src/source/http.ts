@@ -90,8 +90,12 @@ export async function getRange(pool: Pool, u: ImageUrl, start: number, length: n
   const ac = new AbortController();
   let why = "";
   const abort = (reason: string) => { if (!why) { why = reason; ac.abort(); } };
-  let stall = setTimeout(() => abort(`stalled for ${secs(t.stallMs)}`), t.stallMs);
-  const poke = () => { clearTimeout(stall); stall = setTimeout(() => abort(`stalled for ${secs(t.stallMs)}`), t.stallMs); };
+  // Progress is stamped per chunk and checked a few times per stall period: cheaper than re-arming a timer per chunk.
+  let lastProgress = performance.now();
+  const poke = () => { lastProgress = performance.now(); };
+  const stall = setInterval(() => {
+    if (performance.now() - lastProgress >= t.stallMs) abort(`stalled for ${secs(t.stallMs)}`);
+  }, Math.max(5, Math.min(1000, t.stallMs / 5)));
   const deadline = setTimeout(() => abort(`no complete reply within ${secs(t.requestMs)}`), t.requestMs);
   let res: Awaited<ReturnType<Pool["request"]>> | undefined;
   try {
@@ -150,7 +154,7 @@ export async function getRange(pool: Pool, u: ImageUrl, start: number, length: n
     res = undefined; // fully consumed: the connection goes back to the pool
     return { parts, size: cr.size, validator, lastModifiedMs: Number.isFinite(lm) ? lm : undefined };
   } finally {
-    clearTimeout(stall);
+    clearInterval(stall);
     clearTimeout(deadline);
     // Never leave an unread body behind (a 200 with a whole image): destroying it closes that connection.
     if (res) { try { res.body.destroy(); } catch { /* already gone */ } }
