@@ -104,7 +104,7 @@ export async function getRange(pool: Pool, u: ImageUrl, start: number, length: n
     } catch (e) {
       throw new SourceFault(why || describeError(e, u, caGiven));
     }
-    // Errors surface through the iterator below; this listener keeps a destroyed body from raising an unhandled one.
+    // Errors surface through the listeners below; this one keeps a destroyed body from raising an unhandled error.
     res.body.on("error", () => {});
     poke();
     const status = res.statusCode;
@@ -125,6 +125,8 @@ export async function getRange(pool: Pool, u: ImageUrl, start: number, length: n
     if (expect && validator !== expect.validator) {
       throw new SourceFault(`image changed on the server (validator ${validator}, expected ${expect.validator})`, true);
     }
+    const ce = res.headers["content-encoding"];
+    if (ce !== undefined && String(ce).toLowerCase() !== "identity") throw new SourceFault(`unexpected Content-Encoding ${String(ce).slice(0, 20)}`);
     const cl = res.headers["content-length"];
     if (cl !== undefined && cl !== String(length)) throw new SourceFault(`Content-Length ${String(cl).slice(0, 20)} for a ${length}-byte range`);
     const parts: Uint8Array[] = [];
