@@ -311,3 +311,26 @@ test("reads past the end are clipped; bad arguments are clear errors", async () 
   await img.close();
   await expect(img.read(0, 10)).rejects.toThrow(/after close/);
 }, 60_000);
+
+test("property: random concurrent reads (odd sizes, block edges, tiny cache) return exactly the file's bytes", async () => {
+  let seed = 1234;
+  const rnd = () => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed / 0x80000000; };
+  for (const opts of [{ blockSize: 4096, cacheMb: 0.05 }, { cacheMb: 1, readaheadMaxBytes: 256 * 1024 }, {}]) {
+    const { img } = await open([A.urlFor("small.bin"), B.urlFor("small.bin")], opts);
+    for (let round = 0; round < 20; round++) {
+      const reads = Array.from({ length: 16 }, () => {
+        const off = rnd() < 0.2 ? Math.floor(rnd() * 64) * 131072 - Math.floor(rnd() * 3) : Math.floor(rnd() * small.length);
+        const len = Math.floor(rnd() * (rnd() < 0.5 ? 5000 : 1.5 * MiB));
+        return { off: Math.max(0, off), len };
+      });
+      const got = await Promise.all(reads.map((r) => img.read(r.off, r.len)));
+      got.forEach((b, i) => {
+        const { off, len } = reads[i];
+        const want = small.subarray(off, Math.min(small.length, off + len));
+        if (!same(b, want)) throw new Error(`wrong bytes for read(${off}, ${len}) with ${JSON.stringify(opts)}`);
+      });
+    }
+    expect(img.status().cacheBytes).toBeLessThanOrEqual((opts.cacheMb ?? 8) * MiB);
+    await img.close();
+  }
+}, 60_000);
