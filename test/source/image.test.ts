@@ -334,3 +334,18 @@ test("property: random concurrent reads (odd sizes, block edges, tiny cache) ret
     await img.close();
   }
 }, 60_000);
+
+test("latency order prefers the server with the lower measured RTT (20 ms added by a delaying relay)", async () => {
+  const relay = await startRelay({ listenHost: "127.0.0.7", targetHost: "127.0.0.2", targetPort: A.opts.listen[0].port, delayMs: 10 });
+  relays.push(relay);
+  const slow = `https://127.0.0.7:${relay.port}/small.bin`;
+  const { img, log } = await open([slow, B.urlFor("small.bin")], { order: "latency" });
+  const st = img.status();
+  expect(st.sources[0].rttMs!).toBeGreaterThanOrEqual(18);
+  expect(st.sources[1].preferredRank).toBe(0);
+  expect(log.lines).toContain(`Successfully connected to ${B.urlFor("small.bin")}`);
+  await img.read(0, MiB);
+  expect(img.status().sources[1].bytes).toBeGreaterThan(0);
+  expect(img.status().sources[0].bytes).toBe(0);
+  await img.close();
+}, 60_000);
