@@ -8,6 +8,10 @@ import { packImage, DEFAULT_CHUNK_SIZE } from "../image/pack";
 import { gcImages, DEFAULT_GC_GRACE_MS } from "../image/gc";
 import { mirrorConfig, DEFAULT_MIRROR_CERT, DEFAULT_MIRROR_KEY, type MirrorServer } from "../server/mirror";
 import { parseDuration, formatDuration } from "../util/duration";
+import { checkStoredImages } from "../image/check";
+import { imagesDir } from "../image/paths";
+import { imageKeyPaths } from "../image/keys";
+import { existsSync, readFileSync } from "node:fs";
 
 const stateArg = { type: "string", description: "server state directory (as given to `airroot serve init`)", required: true } as const;
 
@@ -57,6 +61,12 @@ const packCommand = defineCommand({
   },
 });
 
+/** Opens the database of an existing state dir (list/gc must not create one by accident). */
+function openExisting(stateDir: string) {
+  if (!existsSync(stateDir)) throw new Error(`state dir ${stateDir} does not exist: create it with \`airroot serve init\` or \`airroot image pack\``);
+  return openDatabase(stateDir);
+}
+
 function ensureStateDir(stateDir: string): string {
   require("node:fs").mkdirSync(stateDir, { recursive: true, mode: 0o700 });
   return stateDir;
@@ -66,7 +76,7 @@ const listCommand = defineCommand({
   meta: { name: "list", description: "List stored images (newest first) and which profile currently points at each." },
   args: { state: stateArg, json: { type: "boolean", description: "machine-readable output" } },
   run({ args }) {
-    const db = openDatabase(resolve(args.state));
+    const db = openExisting(resolve(args.state));
     try {
       const profiles = listProfiles(db);
       const images = listImages(db).map((i) => ({
@@ -96,7 +106,7 @@ const gcCommand = defineCommand({
   run({ args }) {
     const graceMs = args.grace === undefined ? DEFAULT_GC_GRACE_MS : parseDuration(args.grace, "--grace");
     const stateDir = resolve(args.state);
-    const db = openDatabase(stateDir);
+    const db = openExisting(stateDir);
     try {
       const r = gcImages({ stateDir, db, graceMs, dryRun: args["dry-run"] });
       const verb = args["dry-run"] ? "would remove" : "removed";
@@ -108,9 +118,36 @@ const gcCommand = defineCommand({
   },
 });
 
+const verifyCommand = defineCommand({
+  meta: {
+    name: "verify",
+    description: "Check stored images against their signed manifests (signature, size, every chunk): on the server\n" +
+      "  (--state) or on a mirror's copy (--images DIR --image-key PUB). Exits non-zero if any image is damaged.",
+  },
+  args: {
+    state: { type: "string", description: "server state directory (uses STATE/images and STATE/keys/image.pub)" },
+    images: { type: "string", description: "a directory of <sha256>.sfs/.manifest files, e.g. a mirror's copy" },
+    "image-key": { type: "string", description: "image-signing public key (PEM); default STATE/keys/image.pub" },
+  },
+  run({ args }) {
+    if (!args.state && !args.images) throw new Error("image verify: pass --state DIR or --images DIR --image-key PUB");
+    const dir = resolve(args.images ?? imagesDir(args.state!));
+    const keyFile = args["image-key"] ?? (args.state ? imageKeyPaths(resolve(args.state)).publicKey : undefined);
+    if (!keyFile) throw new Error("image verify: --images needs --image-key (the public key nodes trust)");
+    let key: string;
+    try { key = readFileSync(keyFile, "utf8"); } catch (e) { throw new Error(`image verify: cannot read ${keyFile}: ${(e as Error).message}`); }
+    if (!existsSync(dir)) throw new Error(`image verify: ${dir} does not exist`);
+    const results = checkStoredImages(dir, key);
+    for (const r of results) console.log(r.ok ? `ok      ${r.digest}` : `DAMAGED ${r.digest}: ${r.problem}`);
+    const bad = results.filter((r) => !r.ok).length;
+    console.log(`${results.length} image(s) checked, ${bad} damaged`);
+    if (bad) process.exitCode = 1;
+  },
+});
+
 export const imageCommand = defineCommand({
-  meta: { name: "image", description: "Signed, content-addressed root images: pack, list, gc" },
-  subCommands: { pack: packCommand, list: listCommand, gc: gcCommand },
+  meta: { name: "image", description: "Signed, content-addressed root images: pack, list, gc, verify" },
+  subCommands: { pack: packCommand, list: listCommand, gc: gcCommand, verify: verifyCommand },
 });
 
 /** `airroot serve mirror-config nginx|apache`: part B wires this under `serve`. */

@@ -2,12 +2,13 @@
 // serve command) through citty, plus mirror-config's input validation.
 import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { join } from "node:path";
-import { mkdirSync } from "node:fs";
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { runCommand } from "citty";
 import { scratchDir, removeScratchDirs } from "../helpers/tmp";
 import { makeTree } from "./tree";
 import { mirrorConfigCommand } from "../../src/cli/image";
 import { mirrorConfig } from "../../src/server/mirror";
+import { checkStoredImage } from "../../src/image/check";
 
 setDefaultTimeout(60_000);
 afterAll(removeScratchDirs);
@@ -40,6 +41,30 @@ describe("airroot image", () => {
     expect(gc.out).toContain("removed 0 image(s)");
   });
 
+  test("verify finds damaged, unsigned and incomplete copies (server and mirror form)", () => {
+    const base = scratchDir();
+    const state = join(base, "state");
+    const p = run(["image", "pack", makeTree(join(base, "root"), "", 2_500_000), "--profile", "p", "--state", state]);
+    const digest = p.out.split(/\s+/)[0];
+    const ok = run(["image", "verify", "--state", state]);
+    expect(ok.out).toContain(`ok      ${digest}`);
+    expect(ok.code).toBe(0);
+    // a mirror's copy with one byte flipped in chunk 1
+    const mirror = join(base, "mirror");
+    mkdirSync(mirror);
+    const bytes = readFileSync(join(state, "images", `${digest}.sfs`));
+    bytes[1024 * 1024 + 5] ^= 1;
+    writeFileSync(join(mirror, `${digest}.sfs`), bytes);
+    copyFileSync(join(state, "images", `${digest}.manifest`), join(mirror, `${digest}.manifest`));
+    writeFileSync(join(mirror, `${"f".repeat(64)}.sfs`), "no manifest");
+    const bad = run(["image", "verify", "--images", mirror, "--image-key", join(state, "keys", "image.pub")]);
+    expect(bad.code).toBe(1);
+    expect(bad.out).toContain(`DAMAGED ${digest}: 1 chunk(s) differ`);
+    expect(bad.out).toContain(`DAMAGED ${"f".repeat(64)}: manifest`);
+    expect(checkStoredImage(mirror, digest, readFileSync(join(state, "keys", "image.pub"), "utf8")).badChunks).toEqual([1]);
+    expect(run(["image", "verify", "--images", mirror]).err).toMatch(/needs --image-key/);
+  });
+
   test("bad arguments give clear errors and a non-zero exit", () => {
     const base = scratchDir();
     const state = join(base, "state");
@@ -51,6 +76,9 @@ describe("airroot image", () => {
       [["image", "pack", join(base, "root"), "--profile", "p", "--state", state, "--mkfs-time", "yesterday"], /mkfs-time/],
       [["image", "gc", "--state", state, "--grace", "soon"], /invalid --grace/],
       [["image", "pack", join(base, "root"), "--state", state], /profile/],
+      [["image", "list", "--state", join(base, "nowhere")], /does not exist/],
+      [["image", "gc", "--state", join(base, "nowhere")], /does not exist/],
+      [["image", "verify"], /--state DIR or --images/],
     ];
     for (const [args, re] of cases) {
       const r = run(args);
