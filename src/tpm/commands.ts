@@ -171,28 +171,13 @@ export class Tpm {
     params.end("PCR_Extend response");
   }
 
-  private createParams(template: PublicTemplate, sensitive: { auth?: Uint8Array; data?: Uint8Array }): Uint8Array {
-    return new Writer()
-      .sized((s) => s.tpm2b(sensitive.auth).tpm2b(sensitive.data))
-      .sized((s) => s.bytes(marshalPublic(template)))
-      .tpm2b()                       // outsideInfo
-      .u32(0)                        // creationPCR: none
-      .finish();
-  }
-
-  private skipCreation(r: Reader): void {
-    r.tpm2b("creationData");
-    r.tpm2b("creationHash", 64);
-    r.u16("creationTicket.tag"); r.u32("creationTicket.hierarchy"); r.tpm2b("creationTicket.digest", 64);
-  }
-
   async createPrimary(hierarchy: number, template: PublicTemplate, hierarchyAuth?: Uint8Array): Promise<CreatedObject> {
     const { handles, params } = await this.execute({
       cc: TPM_CC.CreatePrimary, handles: [hierarchy], auths: [passwordAuth(hierarchyAuth)],
-      params: this.createParams(template, {}), responseHandles: 1,
+      params: createParams(template, {}), responseHandles: 1,
     });
     const pub = readPublic2b(params);
-    this.skipCreation(params);
+    skipCreation(params);
     const name = params.tpm2b("name", 66);
     params.end("CreatePrimary response");
     return { handle: handles[0], public: pub, name };
@@ -200,13 +185,9 @@ export class Tpm {
 
   async create(parent: number, template: PublicTemplate, sensitive: { auth?: Uint8Array; data?: Uint8Array }): Promise<{ private: Uint8Array; public: TpmPublic }> {
     const { params } = await this.execute({
-      cc: TPM_CC.Create, handles: [parent], auths: [passwordAuth()], params: this.createParams(template, sensitive),
+      cc: TPM_CC.Create, handles: [parent], auths: [passwordAuth()], params: createParams(template, sensitive),
     });
-    const priv = params.tpm2b("outPrivate");
-    const pub = readPublic2b(params);
-    this.skipCreation(params);
-    params.end("Create response");
-    return { private: priv, public: pub };
+    return parseCreateResponse(params);
   }
 
   async load(parent: number, priv: Uint8Array, pub: TpmPublic): Promise<{ handle: number; name: Uint8Array }> {
@@ -358,6 +339,30 @@ export class Tpm {
 }
 
 /** Splits a response into handles and a parameter reader; throws TpmError on a TPM error code. */
+/** Parameters of Create and CreatePrimary (inSensitive first: the one parameter encryption would cover). */
+export function createParams(template: PublicTemplate, sensitive: { auth?: Uint8Array; data?: Uint8Array }): Uint8Array {
+  return new Writer()
+    .sized((s) => s.tpm2b(sensitive.auth).tpm2b(sensitive.data))
+    .sized((s) => s.bytes(marshalPublic(template)))
+    .tpm2b()                       // outsideInfo
+    .u32(0)                        // creationPCR: none
+    .finish();
+}
+
+function skipCreation(r: Reader): void {
+  r.tpm2b("creationData");
+  r.tpm2b("creationHash", 64);
+  r.u16("creationTicket.tag"); r.u32("creationTicket.hierarchy"); r.tpm2b("creationTicket.digest", 64);
+}
+
+export function parseCreateResponse(params: Reader): { private: Uint8Array; public: TpmPublic } {
+  const priv = params.tpm2b("outPrivate");
+  const pub = readPublic2b(params);
+  skipCreation(params);
+  params.end("Create response");
+  return { private: priv, public: pub };
+}
+
 /** One response authorization entry (what the TPM returns per session). */
 export interface ResponseAuth { nonce: Uint8Array; attributes: number; hmac: Uint8Array }
 export interface Response { handles: number[]; params: Reader; paramBytes: Uint8Array; auths: ResponseAuth[] }
@@ -377,7 +382,7 @@ export function parseResponse(rsp: Uint8Array, spec: Pick<CommandSpec, "cc" | "a
   const what = `TPM2_response(0x${spec.cc.toString(16)}) parameters`;
   if (!nAuth) { const paramBytes = r.bytes(r.remaining, "parameters"); return { handles, params: new Reader(paramBytes, what), paramBytes, auths: [] }; }
   const paramBytes = r.bytes(r.u32("parameterSize"), "parameters");
-  // Response HMACs are checked by the salted session that asked for them (SaltedPolicySession); password and
+  // Response HMACs are checked by the salted session that asked for them (SaltedSession); password and
   // unsalted policy sessions carry none worth checking.
   const auths: ResponseAuth[] = [];
   for (let i = 0; i < nAuth; i++) auths.push({ nonce: r.tpm2b("nonce", 64), attributes: r.u8("sessionAttributes"), hmac: r.tpm2b("hmac", 64) });

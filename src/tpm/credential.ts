@@ -15,7 +15,7 @@ import { HASHES, NV, OWNER_NV_FIRST, OWNER_NV_LAST, OWNER_PERSISTENT_LAST, TPM_A
 import type { CreatedObject, Tpm } from "./commands";
 import { Reader, TpmFormatError, Writer, concat } from "./marshal";
 import { RC, TpmError } from "./rc";
-import { SaltedPolicySession, pcrPolicyAuth, unsealSalted, withPolicySession } from "./session";
+import { SaltedSession, createSalted, pcrPolicyAuth, unsealSalted, withPolicySession } from "./session";
 import { type PcrSelection, digest, hashName, policyPcrDigest } from "./structures";
 import { type KeyAlg, SEALED_ATTRS, sealedTemplate, srkTemplate } from "./templates";
 
@@ -53,8 +53,8 @@ export interface CredentialOptions {
    */
   bindPcrs?: number[];
   /**
-   * Unseal over a session salted to the storage key (default true), so K crosses the TPM bus encrypted and the
-   * reply is authenticated. false only for tests that replay recorded replies (fresh nonces defeat replay).
+   * Seal and unseal over sessions salted to the storage key (default true), so K crosses the TPM bus encrypted
+   * and replies are authenticated. false only for tests that replay recorded replies (fresh nonces defeat replay).
    */
   saltedSession?: boolean;
   /** Owner hierarchy password (default empty, as on nearly every node). */
@@ -239,7 +239,10 @@ export async function sealCredential(tpm: Tpm, credential: Uint8Array, o: Creden
   let persisted = false;
   try {
     await withSrk(tpm, o, async (srk) => {
-      const created = await tpm.create(srk.handle, sealedTemplate(policy), { data: key });
+      // K crosses the bus encrypted (salted session, command parameter encryption).
+      const created = o.saltedSession === false
+        ? await tpm.create(srk.handle, sealedTemplate(policy), { data: key })
+        : await createSalted(tpm, srk, sealedTemplate(policy), { data: key });
       const loaded = await tpm.load(srk.handle, created.private, created.public);
       try {
         await tpm.evictControl(loaded.handle, objectHandle, ownerAuthOf(o));
@@ -286,7 +289,7 @@ export async function unsealCredential(tpm: Tpm, o: CredentialOptions = {}): Pro
     key = o.saltedSession === false
       ? await withPolicySession(tpm, async (s) => tpm.unseal(info.objectHandle, await pcrPolicyAuth(tpm, s, sel)))
       : await withSrk(tpm, o, async (srk) => {
-      const session = await SaltedPolicySession.start(tpm, srk);
+      const session = await SaltedSession.start(tpm, srk);
       try {
         await tpm.policyPcr(session.handle, sel);
         return await unsealSalted(tpm, info.objectHandle, name, session);

@@ -1,10 +1,10 @@
 // Authorization sessions: policy sessions (PCR policy, EK PolicySecret), and salted sessions with encryption.
-import { createDecipheriv, createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import { createCipheriv, createDecipheriv, createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import { HASHES, TPM_ALG, TPM_CC, TPM_RH, TPM_SE, ccName } from "./constants";
-import { type Authorization, type ResponseAuth, type Tpm, policyAuth } from "./commands";
+import { type Authorization, type CreatedObject, type ResponseAuth, type Tpm, createParams, parseCreateResponse, policyAuth } from "./commands";
 import { kdfa, makeSeed, u32 } from "./kdf";
 import { Reader, TpmFormatError } from "./marshal";
-import { type PcrSelection, type TpmPublic, digest } from "./structures";
+import { type PcrSelection, type PublicTemplate, type TpmPublic, digest } from "./structures";
 
 export { passwordAuth, policyAuth } from "./commands";
 
@@ -47,39 +47,65 @@ export class TpmIntegrityError extends TpmFormatError {
   override name = "TpmIntegrityError";
 }
 
+const ATTR_DECRYPT = 0x20; // TPMA_SESSION.decrypt: the first command parameter is encrypted by us
 const ATTR_ENCRYPT = 0x40; // TPMA_SESSION.encrypt: the TPM encrypts the first response parameter
+const HASH = TPM_ALG.SHA256;
 
 /**
- * A policy session salted to a key in the TPM (the storage primary), with AES-128-CFB parameter encryption.
- * Only that TPM can decrypt the salt, so only it knows the session key: replies are authenticated by HMAC, and a
- * response parameter (the unsealed key) crosses the bus encrypted. Protects against an interposer on the TPM bus.
+ * A session salted to a key in the TPM (the storage primary), with AES-128-CFB parameter encryption. Only that
+ * TPM can decrypt the salt, so only it knows the session key: replies are authenticated by HMAC, and a secret
+ * parameter (the key being sealed, or unsealed) crosses the bus encrypted. Protects against a bus interposer.
+ * Used for one command: neither side keeps the session (continueSession is clear), and we flush it anyway.
+ * Our objects and the storage key have empty authValues, so the HMAC and CFB keys are the session key alone.
  */
-export class SaltedPolicySession {
+export class SaltedSession {
   private nonceCaller = new Uint8Array(0);
-  private constructor(private tpm: Tpm, readonly handle: number, private sessionKey: Uint8Array, private nonceTpm: Uint8Array) {}
+  private constructor(readonly handle: number, private sessionKey: Uint8Array, private nonceTpm: Uint8Array) {}
 
-  static async start(tpm: Tpm, saltKey: { handle: number; public: TpmPublic }): Promise<SaltedPolicySession> {
+  /** type: TPM_SE.POLICY (then satisfy the policy before use) or TPM_SE.HMAC. */
+  static async start(tpm: Tpm, saltKey: { handle: number; public: TpmPublic }, type: number = TPM_SE.POLICY): Promise<SaltedSession> {
     const { seed: salt, secret } = makeSeed(saltKey.public, "SECRET");
     const nonceCaller = new Uint8Array(randomBytes(32));
-    const { handle, nonceTpm } = await tpm.startAuthSession(TPM_SE.POLICY, HASH, nonceCaller, {
+    const { handle, nonceTpm } = await tpm.startAuthSession(type, HASH, nonceCaller, {
       tpmKey: saltKey.handle, encryptedSalt: secret, symmetric: { alg: TPM_ALG.AES, keyBits: 128, mode: TPM_ALG.CFB },
     });
     const sessionKey = kdfa(HASH, salt, "ATH", nonceTpm, nonceCaller, HASHES[HASH].size * 8);
-    return new SaltedPolicySession(tpm, handle, sessionKey, nonceTpm);
+    return new SaltedSession(handle, sessionKey, nonceTpm);
   }
 
-  /** The authorization for one command: fresh caller nonce, HMAC over cpHash (names of handles + parameters). */
-  authorize(cc: number, handleNames: Uint8Array[], params: Uint8Array, encryptResponse = true): Authorization {
+  private cfb(newer: Uint8Array, older: Uint8Array, decrypt: boolean, data: Uint8Array): Uint8Array {
+    const kv = kdfa(HASH, this.sessionKey, "CFB", newer, older, 256);
+    const c = (decrypt ? createDecipheriv : createCipheriv)("aes-128-cfb", kv.subarray(0, 16), kv.subarray(16, 32));
+    return new Uint8Array(Buffer.concat([c.update(data), c.final()]));
+  }
+
+  /** Replaces the contents of the TPM2B at the start of `params` with `f(contents)`. */
+  private static firstParam(params: Uint8Array, f: (b: Uint8Array) => Uint8Array, what: string): Uint8Array {
+    const r = new Reader(params, what);
+    const n = r.u16("size");
+    r.bytes(n, "data"); // bounds check
+    const out = new Uint8Array(params);
+    out.set(f(params.subarray(2, 2 + n)), 2);
+    return out;
+  }
+
+  /**
+   * The authorization for one command: a fresh caller nonce and an HMAC over cpHash (handle names + parameters as
+   * sent). With encryptCommand, the first parameter's contents are encrypted and the returned params must be sent.
+   */
+  authorize(cc: number, handleNames: Uint8Array[], params: Uint8Array, opts: { encryptCommand?: boolean; encryptResponse?: boolean } = {}): { auth: Authorization; params: Uint8Array } {
     this.nonceCaller = new Uint8Array(randomBytes(32));
-    const attributes = encryptResponse ? ATTR_ENCRYPT : 0;
-    const cpHash = digest(HASH, u32(cc), ...handleNames, params);
-    // No authValue in the key: the policy has no PolicyAuthValue and the sealed object's authValue is empty.
+    const attributes = (opts.encryptCommand ? ATTR_DECRYPT : 0) | (opts.encryptResponse ? ATTR_ENCRYPT : 0);
+    const sent = opts.encryptCommand
+      ? SaltedSession.firstParam(params, (b) => this.cfb(this.nonceCaller, this.nonceTpm, false, b), "command parameter")
+      : params;
+    const cpHash = digest(HASH, u32(cc), ...handleNames, sent);
     const hmac = createHmac(HASHES[HASH].node, this.sessionKey)
       .update(cpHash).update(this.nonceCaller).update(this.nonceTpm).update(new Uint8Array([attributes])).digest();
-    return { handle: this.handle, nonce: this.nonceCaller, attributes, hmac: new Uint8Array(hmac) };
+    return { auth: { handle: this.handle, nonce: this.nonceCaller, attributes, hmac: new Uint8Array(hmac) }, params: sent };
   }
 
-  /** Checks the response HMAC (rpHash over rc=0, cc and the still-encrypted parameters) and rolls the TPM nonce. */
+  /** Checks the response HMAC (rpHash over rc=0, cc and the parameters as received) and rolls the TPM nonce. */
   verify(cc: number, paramBytes: Uint8Array, auth: ResponseAuth): void {
     const rpHash = digest(HASH, u32(0), u32(cc), paramBytes);
     const expect = createHmac(HASHES[HASH].node, this.sessionKey)
@@ -90,28 +116,32 @@ export class SaltedPolicySession {
     this.nonceTpm = auth.nonce;
   }
 
-  /** Decrypts the first response parameter (a TPM2B) in place of a copy: AES-128-CFB keyed from the session. */
+  /** Decrypts the first response parameter (a TPM2B); call after verify(), which rolled the TPM nonce. */
   decryptFirstParam(paramBytes: Uint8Array): Uint8Array {
-    const r = new Reader(paramBytes, "encrypted response parameter");
-    const n = r.u16("size");
-    r.bytes(n, "data"); // bounds check
-    const kv = kdfa(HASH, this.sessionKey, "CFB", this.nonceTpm, this.nonceCaller, 256);
-    const d = createDecipheriv("aes-128-cfb", kv.subarray(0, 16), kv.subarray(16, 32));
-    const out = new Uint8Array(paramBytes);
-    out.set(Buffer.concat([d.update(paramBytes.subarray(2, 2 + n)), d.final()]), 2);
-    return out;
+    return SaltedSession.firstParam(paramBytes, (b) => this.cfb(this.nonceTpm, this.nonceCaller, true, b), "encrypted response parameter");
   }
 }
 
-const HASH = TPM_ALG.SHA256;
-
-/** Unseal with the salted session (policy already satisfied): verified reply, key decrypted only here. */
-export async function unsealSalted(tpm: Tpm, item: number, itemName: Uint8Array, session: SaltedPolicySession): Promise<Uint8Array> {
-  const auth = session.authorize(TPM_CC.Unseal, [itemName], new Uint8Array(0));
-  const rsp = await tpm.execute({ cc: TPM_CC.Unseal, handles: [item], auths: [auth], context: `object 0x${item.toString(16)}` });
+/** Unseal with a salted policy session whose policy is already satisfied: verified reply, key decrypted only here. */
+export async function unsealSalted(tpm: Tpm, item: number, itemName: Uint8Array, session: SaltedSession): Promise<Uint8Array> {
+  const { auth, params } = session.authorize(TPM_CC.Unseal, [itemName], new Uint8Array(0), { encryptResponse: true });
+  const rsp = await tpm.execute({ cc: TPM_CC.Unseal, handles: [item], auths: [auth], params, context: `object 0x${item.toString(16)}` });
   session.verify(TPM_CC.Unseal, rsp.paramBytes, rsp.auths[0]);
   const r = new Reader(session.decryptFirstParam(rsp.paramBytes), "Unseal response");
   const data = r.tpm2b("outData", 128);
   r.end("Unseal response");
   return data;
+}
+
+/** Create under `parent` with the sensitive data encrypted on the bus (salted HMAC session, decrypt attribute). */
+export async function createSalted(tpm: Tpm, parent: CreatedObject, template: PublicTemplate, sensitive: { data?: Uint8Array }): Promise<{ private: Uint8Array; public: TpmPublic }> {
+  const session = await SaltedSession.start(tpm, parent, TPM_SE.HMAC);
+  try {
+    const { auth, params } = session.authorize(TPM_CC.Create, [parent.name], createParams(template, sensitive), { encryptCommand: true });
+    const rsp = await tpm.execute({ cc: TPM_CC.Create, handles: [parent.handle], auths: [auth], params });
+    session.verify(TPM_CC.Create, rsp.paramBytes, rsp.auths[0]);
+    return parseCreateResponse(rsp.params);
+  } finally {
+    await tpm.flushQuietly(session.handle);
+  }
 }

@@ -16,11 +16,13 @@ afterAll(removeScratchDirs);
 class Tap implements TpmTransport {
   readonly description = "tap";
   unsealReplies: Uint8Array[] = [];
+  createCommands: Uint8Array[] = [];
   tamper?: (r: Uint8Array) => Uint8Array;
   constructor(private inner: TpmTransport) {}
   async send(cmd: Uint8Array): Promise<Uint8Array> {
     const rsp = await this.inner.send(cmd);
     const cc = new DataView(cmd.buffer, cmd.byteOffset).getUint32(6);
+    if (cc === TPM_CC.Create) this.createCommands.push(cmd);
     if (cc !== TPM_CC.Unseal) return rsp;
     this.unsealReplies.push(rsp);
     return this.tamper ? this.tamper(rsp) : rsp;
@@ -28,7 +30,7 @@ class Tap implements TpmTransport {
   close() { return this.inner.close(); }
 }
 
-test("unseal over a salted session: key encrypted on the wire, reply HMAC checked, tampering detected", async () => {
+test("seal and unseal over salted sessions: key encrypted on the wire, reply HMAC checked, tampering detected", async () => {
   const dir = scratchDir();
   const sw = await startSwtpm(join(dir, "tpm"));
   const tap = new Tap(await openTransport(sw.spec, { timeoutMs: 20_000 }));
@@ -44,6 +46,8 @@ test("unseal over a salted session: key encrypted on the wire, reply HMAC checke
     const k = await withPolicySession(tpm, async (s) => tpm.unseal(info.objectHandle, await pcrPolicyAuth(tpm, s, [{ hash: TPM_ALG.SHA256, pcrs: [15] }])));
     expect(k.length).toBe(32);
     expect(Buffer.from(onWire).includes(Buffer.from(k))).toBe(false);
+    expect(tap.createCommands.length).toBe(1);
+    expect(Buffer.from(tap.createCommands[0]).includes(Buffer.from(k))).toBe(false); // sealing sent it encrypted too
     expect(Buffer.from(tap.unsealReplies[1]).includes(Buffer.from(k))).toBe(true); // the unsalted one did leak it
 
     // An interposer flipping one bit of the encrypted key or of the HMAC is caught before any decryption result is used.
