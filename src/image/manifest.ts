@@ -12,8 +12,8 @@ import { createHash, createPrivateKey, createPublicKey, sign, verify, type KeyOb
 export const MANIFEST_FORMAT = 1;
 const MAGIC = "airroot-manifest v1";
 const SIGNING_CONTEXT = "airroot image manifest v1\0"; // domain separation: this key signs nothing else
-/** Upper bound on a manifest file: 16 MiB holds ~250k chunk hashes, i.e. a 250 GiB image at 1 MiB chunks. */
-export const MAX_MANIFEST_BYTES = 16 * 1024 * 1024;
+/** Upper bound on a manifest file: 64 MiB holds ~1M chunk hashes, i.e. a 250 GiB image at 256 KiB chunks. */
+export const MAX_MANIFEST_BYTES = 64 * 1024 * 1024;
 export const MIN_CHUNK_SIZE = 4096;
 export const MAX_CHUNK_SIZE = 64 * 1024 * 1024;
 const MAX_IMAGE_SIZE = 2 ** 50; // 1 PiB: far beyond any root image, well inside exact double integers

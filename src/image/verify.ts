@@ -49,7 +49,7 @@ export interface VerifyBench { chunkSize: number; bytes: number; seconds: number
  * Bounded by totalBytes (default 256 MiB); MB = 10^6 bytes.
  */
 export function benchVerify(opts: { chunkSize?: number; totalBytes?: number } = {}): VerifyBench {
-  const chunkSize = opts.chunkSize ?? 1024 * 1024;
+  const chunkSize = opts.chunkSize ?? 256 * 1024; // image pack's default chunk size
   const total = Math.max(chunkSize, opts.totalBytes ?? 256 * 1024 * 1024);
   const chunk = new Uint8Array(chunkSize);
   for (let i = 0; i < chunk.length; i++) chunk[i] = (i * 2654435761) >>> 24; // not all zero, no allocation per round

@@ -53,7 +53,7 @@ describe("airroot image", () => {
     const mirror = join(base, "mirror");
     mkdirSync(mirror);
     const bytes = readFileSync(join(state, "images", `${digest}.sfs`));
-    bytes[1024 * 1024 + 5] ^= 1;
+    bytes[256 * 1024 + 5] ^= 1; // chunk 1 at the default 256 KiB chunks
     writeFileSync(join(mirror, `${digest}.sfs`), bytes);
     copyFileSync(join(state, "images", `${digest}.manifest`), join(mirror, `${digest}.manifest`));
     writeFileSync(join(mirror, `${"f".repeat(64)}.sfs`), "no manifest");

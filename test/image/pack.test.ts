@@ -53,7 +53,7 @@ describe("image pack", () => {
     expect(statSync(file).size).toBe(r.size);
     const m = loadManifest(readFileSync(manifestFile(state, r.digest)), readImagePublicKey(state), { expectDigest: r.digest, expectSize: r.size });
     expect(m).toEqual(r.manifest);
-    expect(m.chunkSize).toBe(1024 * 1024);
+    expect(m.chunkSize).toBe(256 * 1024);
     expect(m.profile).toBe("compute");
     expect(m.created).toBe(t1.toISOString());
     // every chunk of the stored file verifies
