@@ -1,12 +1,12 @@
 // `image pack`: builds a reproducible squashfs of a root tree, stores it content-addressed, signs its manifest and
 // points a profile at it.
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readSync, renameSync, statSync, unlinkSync, writeSync, chmodSync } from "node:fs";
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readSync, renameSync, statSync, unlinkSync, writeSync, chmodSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import type { Database } from "bun:sqlite";
-import { ensureImageKey, readImagePrivateKey } from "./keys";
+import { ensureImageKey, readImagePrivateKey, readImagePublicKey } from "./keys";
 import { imageFile, imagesDir, manifestFile, PACK_TMP_PREFIX } from "./paths";
-import { MANIFEST_FORMAT, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, isValidProfileName, signManifest, type Manifest } from "./manifest";
+import { MANIFEST_FORMAT, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, isValidProfileName, loadManifest, signManifest, type Manifest } from "./manifest";
 import { addImage, setProfile } from "../server/store/images";
 
 /**
@@ -105,11 +105,17 @@ export async function packImage(opts: PackOptions): Promise<PackResult> {
 
     const mPath = manifestFile(opts.stateDir, digest);
     const created = (opts.now ?? (() => new Date()))();
-    const manifest: Manifest = {
+    let manifest: Manifest = {
       format: MANIFEST_FORMAT, digest, size, chunkSize, chunks, created: created.toISOString(), profile: opts.profile,
     };
-    if (!existsSync(mPath)) writeFileAtomic(mPath, signManifest(manifest, privateKey));
-    else log(`image ${digest} already stored; keeping its manifest`);
+    const stored = existsSync(mPath) ? storedManifest(mPath, readImagePublicKey(opts.stateDir), digest, size) : null;
+    if (stored && !(stored instanceof Error)) {
+      manifest = stored; // nodes may already hold this one: keep it (same image, same bytes)
+      log(`image ${digest} already stored; keeping its manifest`);
+    } else {
+      if (stored) log(`replacing the stored manifest of ${digest}: ${stored.message}`);
+      writeFileAtomic(mPath, signManifest(manifest, privateKey));
+    }
     fsyncDir(dir);
 
     addImage(opts.db, { digest, size, created: created.getTime(), profile: opts.profile });
@@ -119,6 +125,12 @@ export async function packImage(opts: PackOptions): Promise<PackResult> {
   } finally {
     if (existsSync(tmp)) unlinkSync(tmp);
   }
+}
+
+/** The manifest already stored for an image, or the reason it cannot be used (damaged, other key, other file). */
+function storedManifest(path: string, publicKeyPem: string, digest: string, size: number): Manifest | Error {
+  try { return loadManifest(readFileSync(path), publicKeyPem, { expectDigest: digest, expectSize: size }); }
+  catch (e) { return e as Error; }
 }
 
 /** Whole-file SHA-256 and per-chunk SHA-256s in one streaming pass (memory: one chunk). */

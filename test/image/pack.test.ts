@@ -78,6 +78,7 @@ describe("image pack", () => {
     expect(r.reused).toBe(true);
     // the manifest is never rewritten: it still carries the first pack's time
     expect(readFileSync(manifestFile(state, first), "utf8")).toContain(t1.toISOString());
+    expect(r.manifest.created).toBe(t1.toISOString());
     // same tree under another profile: same image
     const g = await packImage({ rootDir: tree, profile: "gpu", stateDir: state, db });
     expect(g.digest).toBe(first);
@@ -145,6 +146,16 @@ describe("image pack", () => {
     expect(gcImages({ stateDir: state, db, now: Date.now() }).tmpRemoved).toEqual([`${"c".repeat(64)}.sfs`]);
     expect(existsSync(orphan)).toBe(false);
     expect(existsSync(imageFile(state, cur))).toBe(true);
+  });
+
+  test("a damaged stored manifest is replaced by a re-pack", async () => {
+    const cur = getProfile(db, "compute")!.digest;
+    const mf = manifestFile(state, cur);
+    writeFileSync(mf, readFileSync(mf, "utf8").replace('"format":1', '"format":1 '));
+    const lines: string[] = [];
+    await packImage({ rootDir: tree, profile: "compute", stateDir: state, db, log: (l) => lines.push(l) });
+    expect(lines.some((l) => l.includes("replacing the stored manifest") && l.includes("bad signature"))).toBe(true);
+    expect(loadManifest(readFileSync(mf), readImagePublicKey(state)).digest).toBe(cur);
   });
 
   test("a stored image damaged on disk is replaced by a re-pack, not trusted", async () => {
