@@ -9,6 +9,7 @@
 //     names the object handle, PCR, bank and the other indices; the header is the GCM additional data, so
 //     tampering with it fails decryption. The ciphertext is readable by anyone with owner auth; it is useless
 //     without K, and K is released only while the PCR holds its fresh-boot value.
+// K travels to and from the TPM only over sessions salted to the storage key (parameter encryption, reply HMACs).
 // Locking extends the PCR with a fixed airroot event, so nothing later in this boot can unseal K.
 import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
 import { HASHES, NV, OWNER_NV_FIRST, OWNER_NV_LAST, OWNER_PERSISTENT_LAST, TPM_ALG, TPM_PT, TPM_RH } from "./constants";
@@ -268,6 +269,21 @@ export async function sealCredential(tpm: Tpm, credential: Uint8Array, o: Creden
   return { objectHandle, pcr, bank, boundPcrs, nvIndices: indices, length: credential.length };
 }
 
+/** Unseals K through PolicyPCR; by default over a session salted to the storage key (K encrypted on the bus). */
+async function unsealKey(tpm: Tpm, object: number, sel: PcrSelection[], o: CredentialOptions): Promise<Uint8Array> {
+  if (o.saltedSession === false) {
+    return await withPolicySession(tpm, async (s) => tpm.unseal(object, await pcrPolicyAuth(tpm, s, sel)));
+  }
+  const { name } = await tpm.readPublic(object);
+  return await withSrk(tpm, o, async (srk) => {
+    const session = await SaltedSession.start(tpm, srk);
+    try {
+      await tpm.policyPcr(session.handle, sel);
+      return await unsealSalted(tpm, object, name, session);
+    } finally { await tpm.flushQuietly(session.handle); }
+  });
+}
+
 /**
  * Finds and unseals the credential. Throws CredentialError: "absent" (nothing sealed: enroll), "locked" (PCR
  * already extended this boot: reboot), "changed" (PCR values differ: re-enroll), "corrupt" (evict, re-enroll).
@@ -284,17 +300,7 @@ export async function unsealCredential(tpm: Tpm, o: CredentialOptions = {}): Pro
 
   let key: Uint8Array;
   try {
-    // A session salted to the storage key: the key K crosses the bus encrypted and the reply is authenticated.
-    const { name } = await tpm.readPublic(info.objectHandle);
-    key = o.saltedSession === false
-      ? await withPolicySession(tpm, async (s) => tpm.unseal(info.objectHandle, await pcrPolicyAuth(tpm, s, sel)))
-      : await withSrk(tpm, o, async (srk) => {
-      const session = await SaltedSession.start(tpm, srk);
-      try {
-        await tpm.policyPcr(session.handle, sel);
-        return await unsealSalted(tpm, info.objectHandle, name, session);
-      } finally { await tpm.flushQuietly(session.handle); }
-    });
+    key = await unsealKey(tpm, info.objectHandle, sel, o);
   } catch (e) {
     if (e instanceof TpmError && e.base === RC.POLICY_FAIL) {
       const { values } = await tpm.pcrRead([{ hash: info.bank, pcrs: [info.pcr] }]);
