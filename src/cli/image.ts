@@ -9,6 +9,7 @@ import { gcImages, DEFAULT_GC_GRACE_MS } from "../image/gc";
 import { mirrorConfig, DEFAULT_MIRROR_CERT, DEFAULT_MIRROR_KEY, type MirrorServer } from "../server/mirror";
 import { parseDuration, formatDuration } from "../util/duration";
 import { checkStoredImages } from "../image/check";
+import { assignProfile } from "../image/assign";
 import { imagesDir } from "../image/paths";
 import { imageKeyPaths } from "../image/keys";
 import { existsSync, readFileSync } from "node:fs";
@@ -118,6 +119,28 @@ const gcCommand = defineCommand({
   },
 });
 
+const assignCommand = defineCommand({
+  meta: {
+    name: "assign",
+    description: "Point a profile at an image that is already stored, e.g. to roll back to the previous one\n" +
+      "  (nodes pick it up at their next boot; running nodes keep the image they booted).",
+  },
+  args: {
+    digest: { type: "positional", description: "image digest, or a unique prefix of at least 8 hex digits", required: true },
+    profile: { type: "string", description: "profile to point at it (created if new)", required: true },
+    state: stateArg,
+  },
+  run({ args }) {
+    const stateDir = resolve(args.state);
+    const db = openExisting(stateDir);
+    try {
+      const before = assignProfile({ stateDir, db, profile: args.profile, digest: args.digest });
+      const now = listProfiles(db).find((p) => p.name === args.profile)!.digest;
+      console.log(`profile ${args.profile}: ${before ?? "(new)"} -> ${now}`);
+    } finally { db.close(); }
+  },
+});
+
 const verifyCommand = defineCommand({
   meta: {
     name: "verify",
@@ -146,8 +169,8 @@ const verifyCommand = defineCommand({
 });
 
 export const imageCommand = defineCommand({
-  meta: { name: "image", description: "Signed, content-addressed root images: pack, list, gc, verify" },
-  subCommands: { pack: packCommand, list: listCommand, gc: gcCommand, verify: verifyCommand },
+  meta: { name: "image", description: "Signed, content-addressed root images: pack, list, assign, verify, gc" },
+  subCommands: { pack: packCommand, list: listCommand, assign: assignCommand, verify: verifyCommand, gc: gcCommand },
 });
 
 /** `airroot serve mirror-config nginx|apache`: part B wires this under `serve`. */

@@ -65,6 +65,28 @@ describe("airroot image", () => {
     expect(run(["image", "verify", "--images", mirror]).err).toMatch(/needs --image-key/);
   });
 
+  test("assign rolls a profile back to a stored image (by digest prefix)", () => {
+    const base = scratchDir();
+    const state = join(base, "state");
+    const tree = makeTree(join(base, "root"), "a", 10_000);
+    const first = run(["image", "pack", tree, "--profile", "compute", "--state", state]).out.split(/\s+/)[0];
+    writeFileSync(join(tree, "etc/hostname"), "second\n");
+    const second = run(["image", "pack", tree, "--profile", "compute", "--state", state]).out.split(/\s+/)[0];
+    expect(second).not.toBe(first);
+    const a = run(["image", "assign", first.slice(0, 12), "--profile", "compute", "--state", state]);
+    expect(a.code).toBe(0);
+    expect(a.out).toContain(`profile compute: ${second} -> ${first}`);
+    const list = JSON.parse(run(["image", "list", "--state", state, "--json"]).out);
+    expect(list.profiles).toEqual([expect.objectContaining({ name: "compute", digest: first })]);
+    expect(run(["image", "assign", "0123", "--profile", "compute", "--state", state]).err).toMatch(/not an image digest/);
+    expect(run(["image", "assign", "01234567", "--profile", "compute", "--state", state]).err).toMatch(/no stored image/);
+    // a manifest that no longer verifies is refused (nodes would refuse it too)
+    writeFileSync(join(state, "images", `${second}.manifest`), "airroot-manifest v1\n{}\ned25519 x y\n");
+    const bad = run(["image", "assign", second, "--profile", "gpu", "--state", state]);
+    expect(bad.code).not.toBe(0);
+    expect(bad.err).toMatch(/manifest refused/);
+  });
+
   test("bad arguments give clear errors and a non-zero exit", () => {
     const base = scratchDir();
     const state = join(base, "state");
