@@ -60,6 +60,8 @@ export interface CredentialOptions {
   saltedSession?: boolean;
   /** Owner hierarchy password (default empty, as on nearly every node). */
   ownerAuth?: Uint8Array;
+  /** Storage key algorithm: "ecc" (default, falls back to RSA on TPMs without ECC P-256) or "rsa". */
+  srkAlg?: KeyAlg;
 }
 
 /** Where a sealed credential lives; read from the head NV index without unsealing anything. */
@@ -182,7 +184,7 @@ export async function findCredential(tpm: Tpm, o: CredentialOptions = {}): Promi
 /** Creates a storage primary (ECC P-256, falling back to RSA 2048 on TPMs without ECC) and runs fn with it. */
 async function withSrk<T>(tpm: Tpm, o: CredentialOptions, fn: (srk: CreatedObject) => Promise<T>): Promise<T> {
   let srk: CreatedObject | undefined;
-  for (const alg of ["ecc", "rsa"] as KeyAlg[]) {
+  for (const alg of (o.srkAlg === "rsa" ? ["rsa"] : ["ecc", "rsa"]) as KeyAlg[]) {
     try {
       srk = await tpm.createPrimary(TPM_RH.OWNER, srkTemplate(alg), ownerAuthOf(o));
       break;

@@ -65,3 +65,15 @@ test("seal and unseal over salted sessions: key encrypted on the wire, reply HMA
     expect(await tpm.getHandles(0x02000000)).toEqual([]);
   } finally { await tpm.close(); await sw.stop(); }
 }, 60_000);
+
+test("salted sessions work with an RSA storage key too (salt encrypted with RSA-OAEP)", async () => {
+  const dir = scratchDir();
+  const sw = await startSwtpm(join(dir, "tpm"));
+  const tpm = new Tpm(await openTransport(sw.spec, { timeoutMs: 30_000 }));
+  try {
+    const cred = new Uint8Array(500).fill(0x33);
+    await sealCredential(tpm, cred, { srkAlg: "rsa" });
+    expect(hex(await unsealCredential(tpm, { srkAlg: "rsa" }))).toBe(hex(cred));
+    expect(hex(await unsealCredential(tpm))).toBe(hex(cred)); // the SRK only protects transport, not the object
+  } finally { await tpm.close(); await sw.stop(); }
+}, 60_000);
