@@ -90,7 +90,12 @@ export async function packImage(opts: PackOptions): Promise<PackResult> {
 
     const size = statSync(tmp).size;
     log(`hashing ${(size / 1048576).toFixed(1)} MiB in ${chunkSize / 1024} KiB chunks...`);
-    const { digest, chunks } = hashFile(tmp, chunkSize);
+    let nextReport = 0.25;
+    const { digest, chunks } = hashFile(tmp, chunkSize, (done) => {
+      if (size < 512 * 1048576 || done / size < nextReport) return; // only big images need a progress line
+      log(`  hashed ${Math.round((done / size) * 100)}%`);
+      nextReport += 0.25;
+    });
     const dest = imageFile(opts.stateDir, digest);
     let reused = false;
     if (existsSync(dest) && statSync(dest).size === size && hashFile(dest, chunkSize).digest === digest) {
@@ -134,7 +139,7 @@ function storedManifest(path: string, publicKeyPem: string, digest: string, size
 }
 
 /** Whole-file SHA-256 and per-chunk SHA-256s in one streaming pass (memory: one chunk). */
-export function hashFile(path: string, chunkSize: number): { digest: string; chunks: string[] } {
+export function hashFile(path: string, chunkSize: number, onProgress?: (bytesDone: number) => void): { digest: string; chunks: string[] } {
   const whole = new Bun.CryptoHasher("sha256");
   const chunks: string[] = [];
   const buf = new Uint8Array(chunkSize);
@@ -151,6 +156,7 @@ export function hashFile(path: string, chunkSize: number): { digest: string; chu
       const piece = buf.subarray(0, n);
       whole.update(piece);
       chunks.push(new Bun.CryptoHasher("sha256").update(piece).digest("hex"));
+      onProgress?.(chunks.length * chunkSize - (chunkSize - n));
       if (n < chunkSize) break;
     }
   } finally { closeSync(fd); }
