@@ -567,7 +567,8 @@ export class RemoteImage {
       }
     } catch (e) {
       if (!(e instanceof SourceFault) || this.closed) return;
-      if (s.state === "probing") { s.state = "down"; s.errors++; s.lastError = e.reason; s.reason = e.reason; }
+      // Still failing: stays down, and the hold-down restarts (it must answer for holdDownMs before it is preferred).
+      if (s.state === "probing") { s.state = "down"; s.errors++; s.lastError = e.reason; s.reason = e.reason; s.lastFaultAt = Date.now(); }
       if (e.imageChanged || (s.state !== "down" && s.state !== "excluded")) this.noteFault(s, e);
     }
   }

@@ -250,13 +250,21 @@ test("duplicate reads coalesce onto one fetch; sequential reads grow readahead (
 test("fail-back: the preferred server is used again once its probe succeeds", async () => {
   let P = await serve("127.0.0.4", good);
   const urls = [P.urlFor("small.bin"), B.urlFor("small.bin")];
-  const { img, log } = await open(urls, { probeIntervalMs: 150, holdDownMs: 300 });
+  const { img, log } = await open(urls, { probeIntervalMs: 150, holdDownMs: 1000 });
   await img.read(0, 4096);
   await crashNginx(P);
   expect(same(await img.read(MiB, 4096), small.subarray(MiB, MiB + 4096))).toBe(true);
   expect(img.status().sources[0].state).toBe("down");
   P = await restart(P);
-  const deadline = Date.now() + 5000;
+  // First it answers probes but is held down ("degraded": only a fallback), so reads stay on B ...
+  let deadline = Date.now() + 5000;
+  while (img.status().sources[0].state !== "degraded" && Date.now() < deadline) await Bun.sleep(20);
+  expect(img.status().sources[0].state).toBe("degraded");
+  const held = img.status().sources[0].bytes;
+  expect(same(await img.read(10 * MiB, MiB), small.subarray(10 * MiB, 11 * MiB))).toBe(true);
+  expect(img.status().sources[0].bytes).toBe(held);
+  // ... then, stable for the hold-down time, it is preferred again.
+  deadline = Date.now() + 5000;
   while (img.status().sources[0].state !== "healthy" && Date.now() < deadline) await Bun.sleep(50);
   expect(img.status().sources[0].state).toBe("healthy");
   const before = img.status().sources[0].bytes;
