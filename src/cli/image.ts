@@ -182,7 +182,8 @@ export const mirrorConfigCommand = defineCommand({
   },
   args: {
     server: { type: "positional", description: "nginx | apache", required: true },
-    state: stateArg,
+    state: { type: "string", description: "server state directory: serve STATE/images (on the server itself)" },
+    images: { type: "string", description: "or: the directory holding the images on this mirror (an rsync'd copy of STATE/images)" },
     root: { type: "string", description: "URL path the images appear under (default /images/, like airroot serve); the server lists mirrors as base URLs + /images/, so keep it ending in images/" },
     listen: { type: "string", description: "PORT, IPV4:PORT or [IPV6]:PORT; repeatable or comma-separated (default 443, all addresses)" },
     cert: { type: "string", description: `TLS certificate of this mirror, issued by the site CA (default ${DEFAULT_MIRROR_CERT})` },
@@ -193,7 +194,8 @@ export const mirrorConfigCommand = defineCommand({
     const server = args.server as MirrorServer;
     if (server !== "nginx" && server !== "apache") throw new Error(`mirror-config: unknown server "${args.server}": use nginx or apache`);
     process.stdout.write(mirrorConfig(server, {
-      stateDir: resolve(args.state), urlPath: args.root, listen: repeated(rawArgs, "listen"),
+      stateDir: args.state === undefined ? undefined : resolve(args.state),
+      imagesDir: args.images === undefined ? undefined : resolve(args.images), urlPath: args.root, listen: repeated(rawArgs, "listen"),
       cert: args.cert, key: args.key, serverName: args["server-name"],
     }));
   },

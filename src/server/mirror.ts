@@ -16,7 +16,8 @@ import { IMMUTABLE_CACHE_CONTROL } from "./static";
 export type MirrorServer = "nginx" | "apache";
 
 export interface MirrorConfigOptions {
-  stateDir: string;
+  stateDir?: string;      // serves STATE/images ...
+  imagesDir?: string;     // ... or this directory (a mirror's rsync'd copy); one of the two is required
   urlPath?: string;       // URL prefix of the images, default "/images/" (what airroot serve uses)
   listen?: string[];      // "443", "192.0.2.1:443", "[2001:db8::1]:443"; default ["443"] (all addresses, v4 and v6)
   cert?: string;          // PEM certificate chain issued by the site CA for this mirror's addresses
@@ -50,7 +51,8 @@ function normalise(o: MirrorConfigOptions) {
   if (!/^\/([A-Za-z0-9._~-]+\/)*$/.test(urlPath) || /\/\.\.?\//.test(urlPath)) {
     throw new Error(`mirror-config: invalid --root "${o.urlPath}": use a URL path like /images/ or /airroot/images/`);
   }
-  const dir = checkPath("images directory", resolve(imagesDir(o.stateDir)));
+  if (!o.imagesDir && !o.stateDir) throw new Error("mirror-config: pass --state DIR (serves DIR/images) or --images DIR");
+  const dir = checkPath("images directory", resolve(o.imagesDir ?? imagesDir(o.stateDir!)));
   const listens = (o.listen?.length ? o.listen : ["443"]).map(parseListen);
   const cert = checkPath("certificate path", o.cert ?? DEFAULT_MIRROR_CERT);
   const key = checkPath("key path", o.key ?? DEFAULT_MIRROR_KEY);

@@ -133,6 +133,8 @@ describe("serve mirror-config", () => {
     expect(a).toContain("SSLCertificateFile /etc/x.crt");
     expect(a).toContain('AliasMatch "^/images/([0-9a-f]{64})\\.(sfs|manifest)$" "/srv/airroot/images/$1.$2"');
     await expect(capture(["lighttpd", "--state", "/srv"])).rejects.toThrow(/use nginx or apache/);
+    expect(await capture(["nginx", "--images", "/srv/mirror/img"])).toContain("alias /srv/mirror/img/$digest.sfs;");
+    await expect(capture(["nginx"])).rejects.toThrow(/--state DIR .* or --images DIR/);
   });
 
   test("refuses input that would break or inject into the config", () => {
