@@ -183,7 +183,7 @@ test("a source that accepts and then stalls fails over within the stall timeout"
   const off = 20 * MiB; // not cached, not read ahead
   expect(same(await img.read(off, MiB), small.subarray(off, off + MiB))).toBe(true);
   const took = Date.now() - t0;
-  expect(took).toBeLessThan(1000 + 1500);
+  expect(took).toBeLessThan(1000 + 2000); // stall timeout plus slack for a loaded 2-core machine
   expect(took).toBeGreaterThanOrEqual(900);
   expect(log.lines).toContain(`error while communicating with ${url0}: stalled for 1 s`);
   expect(img.status().sources[0].state).toBe("down");
