@@ -357,3 +357,23 @@ test("latency order prefers the server with the lower measured RTT (20 ms added 
   expect(img.status().sources[0].bytes).toBe(0);
   await img.close();
 }, 60_000);
+
+test("property: random concurrent reads stay exact while the active server dies mid-flight", async () => {
+  let seed = 99;
+  const rnd = () => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed / 0x80000000; };
+  const K = await serve("127.0.0.4", good);
+  const { img } = await open([K.urlFor("small.bin"), C.urlFor("small.bin")], { stallTimeoutMs: 2000, cacheMb: 2 });
+  for (let round = 0; round < 12; round++) {
+    if (round === 4) void crashNginx(K); // not awaited: dies while this round's reads are on the wire
+    const reads = Array.from({ length: 24 }, () => ({ off: Math.floor(rnd() * small.length), len: 1 + Math.floor(rnd() * 2 * MiB) }));
+    const got = await Promise.all(reads.map((r) => img.read(r.off, r.len)));
+    got.forEach((b, i) => {
+      const { off, len } = reads[i];
+      if (!same(b, small.subarray(off, Math.min(small.length, off + len)))) throw new Error(`wrong bytes for read(${off}, ${len})`);
+    });
+  }
+  const st = img.status();
+  expect(st.sources[0].state).toBe("down");
+  expect(st.sources[1].bytes).toBeGreaterThan(0);
+  await img.close();
+}, 60_000);
