@@ -9,8 +9,9 @@ export { TpmFormatError } from "./marshal";
 export { TpmError, decodeRc, describeRc } from "./rc";
 export { TpmTransportError, parseTpmSpec } from "./transport";
 export type { TransportOptions } from "./transport";
+export { TpmIntegrityError } from "./session";
 export {
-  CredentialError, type CredentialOptions, type SealedCredentialInfo,
+  CredentialError, type CredentialErrorKind, type CredentialOptions, type SealedCredentialInfo,
   evictCredential, findCredential, listCredentials, lockCredential, sealCredential, unsealCredential,
 } from "./credential";
 export { type AttestOptions, type Identity, type WireIdentity, activateCredential, identityToWire, readEkCertificate, readIdentity } from "./attest";
