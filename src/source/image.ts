@@ -32,6 +32,7 @@ export interface RemoteImageOptions {
   probeIntervalMs?: number;    // background fail-back probe, jittered ±20% (default 10 s)
   holdDownMs?: number;         // a recovered server stays "degraded" (used only as a fallback) this long (default 30 s)
   blockSize?: number;          // cache/fetch unit without a verifier (default 128 KiB); the verifier's chunkSize wins
+  maxRequestBytes?: number;    // largest single range request (default 1 MiB; at least one block)
   verifier?: ChunkVerifier;
   log?: Logger;
 }
@@ -61,7 +62,8 @@ const DEFAULTS = {
   cacheMb: 8, stallTimeoutMs: 5000, requestTimeoutMs: 30_000, connectTimeoutMs: 5000, connectionsPerSource: 8,
   maxInFlight: 16, readaheadMaxBytes: 4 * MiB, probeIntervalMs: 10_000, holdDownMs: 30_000, blockSize: 128 * KiB,
 };
-const MAX_SPAN_BYTES = 512 * KiB;   // one range request: large enough for line rate, small enough to fail over fast
+// One range request: large enough for line rate, small enough that a failed one is cheap to redo elsewhere.
+const MAX_REQUEST_BYTES = 1 * MiB;
 const BACKOFF_MIN_MS = 200, BACKOFF_MAX_MS = 10_000;
 
 type Kind = "demand" | "readahead";
@@ -129,7 +131,7 @@ export class RemoteImage {
     this.nodeId = opts.nodeId ?? hostname();
     this.verifier = opts.verifier;
     this.bs = opts.verifier ? opts.verifier.chunkSize : opts.blockSize ?? DEFAULTS.blockSize;
-    this.spanBlocks = Math.max(1, Math.floor(MAX_SPAN_BYTES / this.bs));
+    this.spanBlocks = Math.max(1, Math.floor((opts.maxRequestBytes ?? MAX_REQUEST_BYTES) / this.bs));
     this.maxInFlight = opts.maxInFlight ?? DEFAULTS.maxInFlight;
     this.connections = opts.connectionsPerSource ?? DEFAULTS.connectionsPerSource;
     this.timeouts = { stallMs: opts.stallTimeoutMs ?? DEFAULTS.stallTimeoutMs, requestMs: opts.requestTimeoutMs ?? DEFAULTS.requestTimeoutMs };
@@ -162,6 +164,7 @@ export class RemoteImage {
     checkNumber("probeIntervalMs", opts.probeIntervalMs, 10);
     checkNumber("holdDownMs", opts.holdDownMs, 0);
     checkNumber("blockSize", opts.blockSize, 4096, true);
+    checkNumber("maxRequestBytes", opts.maxRequestBytes, 4096, true);
     if (opts.verifier) checkNumber("verifier.chunkSize", opts.verifier.chunkSize, 4096, true);
     const log = opts.log ?? createLogger();
 
