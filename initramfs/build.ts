@@ -26,6 +26,8 @@ export interface BuildOptions {
   site?: string;         // optional site config directory, copied to /etc/airroot/site
   level?: number;        // zstd level (default 19)
   modules?: string[];    // module names; default DEFAULT_MODULES
+  /** Extra host files: [hostPath, pathInInitramfs] (test images, tools). */
+  add?: [string, string][];
 }
 
 function fail(msg: string): never {
@@ -115,6 +117,16 @@ function stageModules(kernelDir: string, wanted: string[]): { stage: string; ver
   return { stage, version, names: order, missing };
 }
 
+/**
+ * /init: a Bun executable cannot start without /proc (it reads its own code through /proc/self/exe), and the kernel
+ * starts /init with no arguments and no /proc. So busybox mounts /proc, then exec (keeping PID 1) runs `airroot init`.
+ * AIRROOT_CMDLINE replaces /proc/cmdline (test harnesses).
+ */
+const INIT_SCRIPT = `#!/usr/bin/busybox sh
+/usr/bin/busybox mount -t proc -o nosuid,nodev,noexec proc /proc 2>/dev/null
+exec /usr/bin/airroot init \${AIRROOT_CMDLINE:+"--cmdline=$AIRROOT_CMDLINE"}
+`;
+
 const PASSWD = "root:x:0:0:root:/root:/bin/sh\nsshd:x:100:65534:sshd privsep:/run/sshd:/usr/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n";
 const GROUP = "root:x:0:\nnogroup:x:65534:\n";
 // '*' : no password login, but not "locked" ('!'), so key authentication works.
@@ -133,7 +145,9 @@ export async function buildInitramfs(o: BuildOptions): Promise<{ bytes: number; 
   // /dev/console must exist before devtmpfs is mounted so the kernel can give /init its stdio.
   a.add({ type: "char", path: "dev/console", mode: 0o600, major: 5, minor: 1 });
   a.add({ type: "char", path: "dev/null", mode: 0o666, major: 1, minor: 3 });
-  a.add({ type: "file", path: "init", mode: 0o755, data: readFileSync(o.airroot) });
+  a.add({ type: "file", path: "usr/bin/airroot", mode: 0o755, data: readFileSync(o.airroot) });
+  // The kernel runs /init with no arguments; a two-line script selects the subcommand (exec keeps PID 1).
+  a.add({ type: "file", path: "init", mode: 0o755, data: new TextEncoder().encode(INIT_SCRIPT) });
   // The Bun runtime links against glibc; bun:ffi dlopens libc.so.6 too.
   for (const lib of sharedLibraries(o.airroot)) addHostFile(a, lib);
 
@@ -172,6 +186,12 @@ export async function buildInitramfs(o: BuildOptions): Promise<{ bytes: number; 
     addTree(a, o.site, "etc/airroot/site");
   }
 
+  for (const [src, dest] of o.add ?? []) {
+    const st = lstatSync(src);
+    if (st.isDirectory()) addTree(a, src, dest);
+    else a.add({ type: "file", path: dest, mode: st.mode & 0o7777, data: readFileSync(src) });
+  }
+
   mkdirSync(dirname(o.out), { recursive: true });
   const cpio = Buffer.concat(a.encode());
   // No --long: the kernel's zstd decompressor limits the window size.
@@ -191,14 +211,16 @@ if (import.meta.main) {
       airroot: { type: "string", default: "dist/airroot" },
       level: { type: "string", default: "19" },
       modules: { type: "string" },
+      add: { type: "string", multiple: true },
       help: { type: "boolean" },
     },
   });
   if (values.help || !values["kernel-dir"]) {
-    console.log("usage: bun initramfs/build.ts --kernel-dir DIR [--out dist/initramfs.cpio.zst] [--site DIR] [--airroot dist/airroot] [--level 19] [--modules a,b]\n" +
+    console.log("usage: bun initramfs/build.ts --kernel-dir DIR [--out dist/initramfs.cpio.zst] [--site DIR] [--airroot dist/airroot] [--level 19] [--modules a,b] [--add HOSTPATH=PATH]...\n" +
       "  --kernel-dir  a kernel directory from initramfs/fetch-kernel.sh (holds lib/modules/VERSION)\n" +
       "  --site        site config directory (CA, image key, server list) copied to /etc/airroot/site\n" +
-      "  --modules     replace the default module list (dependencies are added automatically)");
+      "  --modules     replace the default module list (dependencies are added automatically)\n" +
+      "  --add         also put a host file or directory at PATH in the initramfs (repeatable)");
     process.exit(values.help ? 0 : 2);
   }
   try {
@@ -206,6 +228,11 @@ if (import.meta.main) {
     const r = await buildInitramfs({
       kernelDir: values["kernel-dir"], out: values.out!, airroot: values.airroot!, site: values.site,
       level: Number(values.level), modules: values.modules?.split(",").filter(Boolean),
+      add: (values.add ?? []).map((x) => {
+        const eq = x.indexOf("=");
+        if (eq <= 0) throw new Error(`--add ${x}: expected HOSTPATH=PATH`);
+        return [x.slice(0, eq), x.slice(eq + 1)] as [string, string];
+      }),
     });
     if (r.missing.length) console.log(`modules not in this kernel (skipped): ${r.missing.join(" ")}`);
     console.log(`built ${relative(".", values.out!)}: ${(r.bytes / 1048576).toFixed(1)} MiB, ${r.entries} entries, ` +

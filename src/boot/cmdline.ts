@@ -92,6 +92,8 @@ export interface BootOptions {
   skip: string[];
   debugSshd: boolean;
   debug: boolean;
+  /** What a failed boot ends in: a console shell (default) or power off (tests, unattended benchmarks). */
+  rescue: "shell" | "poweroff";
 }
 
 /** One documented option: the README's option table is generated from this list. */
@@ -130,6 +132,8 @@ export const OPTION_DOCS: OptionDoc[] = [
     description: "Boot steps to skip by name (console, drivers, net, sshd, ...), for test harnesses without hardware." },
   { name: "airroot.debugsshd", syntax: "on|off", default: "on",
     description: "Run the debug sshd on port 2222 in the initramfs environment." },
+  { name: "airroot.rescue", syntax: "shell|poweroff", default: "shell",
+    description: "After a failed step: a console shell plus the debug sshd, or power off (test harnesses)." },
   { name: "airroot.debug", syntax: "airroot.debug", default: "off",
     description: "Print more detail for each step." },
 ];
@@ -214,9 +218,18 @@ export function bootOptions(c: Cmdline): { options: BootOptions; unknown: string
     skip: parseList(get("airroot.skip")),
     debugSshd: parseBool(get("airroot.debugsshd"), true),
     debug: parseBool(get("airroot.debug"), false),
+    rescue: rescueMode(c),
   };
   const unknown = [...new Set(c.params.map((p) => p.name).filter((n) => normName(n).startsWith("airroot.") && !KNOWN.has(normName(n))))];
   return { options, unknown };
+}
+
+/** airroot.rescue, readable on its own so that even a command line with other bad options honours it. */
+export function rescueMode(c: Cmdline): "shell" | "poweroff" {
+  const p = lastParam(c, "airroot.rescue");
+  if (!p) return "shell";
+  if (p.value === "shell" || p.value === "poweroff") return p.value;
+  throw new CmdlineError(`airroot.rescue=${p.value ?? ""}: expected shell or poweroff`);
 }
 
 /** `console=` parameters, last one is /dev/console. Returns e.g. {name:"ttyS0", baud:115200} or undefined. */

@@ -16,6 +16,10 @@ const main = defineCommand({
     status: () => import("./status").then((m) => m.statusCommand),
     umount: () => import("./status").then((m) => m.umountCommand),
     image: () => import("./image").then((m) => m.imageCommand),
+    serve: () => import("./serve").then((m) => m.serveCommand),
+    node: () => import("./node").then((m) => m.nodeCommand),
+    enroll: () => import("./enroll").then((m) => m.enrollCommand),
+    init: () => import("./init").then((m) => m.initCommand),
     tpm: () => import("./tpm").then((m) => m.tpmCommand),
   },
   async run({ args, rawArgs }) {

@@ -1,0 +1,33 @@
+// `airroot init`: the node's boot as /init (PID 1) in the initramfs; `init keep-sshd` is the debug sshd supervisor.
+import { defineCommand } from "citty";
+import { runInit } from "../boot/boot";
+import { superviseSshd } from "../boot/sshd";
+
+const keepSshd = defineCommand({
+  meta: { name: "keep-sshd", description: "Run the debug sshd (port 2222) and restart it whenever it exits (started by init)", hidden: true },
+  args: {
+    config: { type: "string", description: "sshd_config to use", required: true },
+    sshd: { type: "string", description: "sshd binary (absolute path)", default: "/usr/sbin/sshd" },
+  },
+  run: async ({ args }) => {
+    await superviseSshd({ config: args.config, sshd: args.sshd });
+  },
+});
+
+export const initCommand = defineCommand({
+  meta: {
+    name: "init",
+    description: "Boot a diskless node: run as /init (PID 1) in the airroot initramfs; options come from airroot.* on the kernel command line",
+  },
+  args: {
+    cmdline: { type: "string", description: "Use this kernel command line instead of /proc/cmdline (test harnesses)" },
+  },
+  subCommands: { "keep-sshd": keepSshd },
+  run: async ({ args, rawArgs }) => {
+    if (rawArgs[0] === "keep-sshd") return; // handled by the subcommand
+    if (process.pid !== 1) console.error("airroot init: not running as PID 1; this mounts filesystems and may switch root");
+    await runInit({ cmdline: args.cmdline });
+    // As PID 1, runInit only returns when the rescue shell loop was bounded (never in a real boot); do not exit.
+    if (process.pid === 1) await new Promise(() => {});
+  },
+});
