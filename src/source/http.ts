@@ -130,7 +130,8 @@ export async function getRange(pool: Pool, u: ImageUrl, start: number, length: n
     const cl = res.headers["content-length"];
     if (cl !== undefined && cl !== String(length)) throw new SourceFault(`Content-Length ${String(cl).slice(0, 20)} for a ${length}-byte range`);
     const parts: Uint8Array[] = [];
-    for (let o = 0; o < length; o += pieceSize) parts.push(new Uint8Array(Math.min(pieceSize, length - o)));
+    // allocUnsafe: no zero-fill, every byte is overwritten (or the whole reply is discarded on any shortfall).
+    for (let o = 0; o < length; o += pieceSize) parts.push(Buffer.allocUnsafe(Math.min(pieceSize, length - o)));
     const body = res.body;
     // 'data' events rather than async iteration: measurably faster for 128 KiB+ bodies in Bun.
     const got = await new Promise<number>((resolve, reject) => {

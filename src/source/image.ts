@@ -246,7 +246,10 @@ export class RemoteImage {
     return image;
   }
 
-  /** Exactly the bytes [offset, offset+length) clipped to the image size. Rejects with IoError (errno 5) only on ioTimeout. */
+  /**
+   * Exactly the bytes [offset, offset+length) clipped to the image size, in a buffer the caller owns.
+   * Rejects with IoError (errno 5) only on ioTimeout.
+   */
   async read(offset: number, length: number): Promise<Uint8Array> {
     if (this.closed) throw new Error(`read of ${this.name} after close`);
     if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) {
@@ -301,13 +304,14 @@ export class RemoteImage {
   private async readInner(offset: number, end: number): Promise<Uint8Array> {
     const ra = this.readahead.observe(offset, end - offset);
     const b0 = Math.floor(offset / this.bs), b1 = Math.floor((end - 1) / this.bs);
-    const out = new Uint8Array(end - offset);
     // A readahead fetch that a reader joined is promoted to demand and never dropped; the loop is a safety net.
     for (let attempt = 0; attempt < 100; attempt++) {
       const parts = this.blocks(b0, b1);
       if (ra && attempt === 0) this.prefetch(ra.start, ra.end);
       let blocks: Uint8Array[];
       try { blocks = await Promise.all(parts); } catch (e) { if (e instanceof Dropped) continue; throw e; }
+      // Always a copy, never a view of a cached block: a caller writing into its buffer must not corrupt the cache.
+      const out = Buffer.allocUnsafe(end - offset); // every byte is set below
       for (let i = 0; i < blocks.length; i++) {
         const blockStart = (b0 + i) * this.bs;
         const from = Math.max(offset, blockStart), to = Math.min(end, blockStart + blocks[i].length);
