@@ -106,7 +106,7 @@ export interface InitOptions {
   domain?: string;
 }
 
-export interface InitResult { created: string[]; kept: string[]; sans: string[]; warnings: string[] }
+export interface InitResult { created: string[]; kept: string[]; sans: string[] /* only when the server cert was made */; warnings: string[] }
 
 /** Server certificate SANs: the given addresses, every host address (IPv6 link-local without zone), the host name. */
 export function serverSans(addresses: string[]): string[] {
@@ -138,8 +138,8 @@ export async function initState(stateDir: string, o: InitOptions): Promise<InitR
     note(true, p.siteCaCert, p.siteCaKey);
   } else note(false, p.siteCaCert, p.siteCaKey);
 
-  r.sans = serverSans(o.addresses);
   if (pairState(p.serverCert, p.serverKey) === "none") {
+    r.sans = serverSans(o.addresses);
     const site = await loadCa(readFileSync(p.siteCaCert, "utf8"), readFileSync(p.siteCaKey, "utf8"));
     const s = await issueServerCert(site, r.sans, `airroot server ${hostname()}`);
     writeNew(p.serverKey, s.keyPem, 0o600);

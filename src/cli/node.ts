@@ -1,0 +1,150 @@
+// `airroot node add|list|show|arm|disarm|revoke|remove`: thin commands over the node store.
+import { defineCommand } from "citty";
+import { resolve } from "node:path";
+import { openDatabase } from "../server/store/db.ts";
+import { addNode, armNode, certsOf, disarmNode, getNode, isArmed, listNodes, removeNode, revokeNode, type NodeRecord } from "../server/store/nodes.ts";
+import { parseNodeSpec } from "../server/nodespec.ts";
+import { fileAudit } from "../server/audit.ts";
+import { statePaths } from "../server/state.ts";
+import { parseDuration, formatDuration } from "../util/duration.ts";
+
+const stateArg = { type: "string", description: "server state directory (as given to `airroot serve init`)", required: true } as const;
+const nameArg = { type: "positional", description: "node name", required: true } as const;
+
+/** All values of a repeatable option (`--mac a --mac b` or `--mac a,b`); citty keeps only the last one. */
+export function repeated(rawArgs: string[], name: string): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < rawArgs.length; i++) {
+    const a = rawArgs[i];
+    if (a === `--${name}` && i + 1 < rawArgs.length) out.push(rawArgs[++i]);
+    else if (a.startsWith(`--${name}=`)) out.push(a.slice(name.length + 3));
+  }
+  return out.flatMap((v) => v.split(",")).map((v) => v.trim()).filter(Boolean);
+}
+
+function withDb<T>(state: string, f: (db: ReturnType<typeof openDatabase>) => T): T {
+  const db = openDatabase(resolve(state));
+  try { return f(db); } finally { db.close(); }
+}
+
+function mustGet(db: ReturnType<typeof openDatabase>, name: string): NodeRecord {
+  const n = getNode(db, name);
+  if (!n) throw new Error(`no node named ${name}; see \`airroot node list\``);
+  return n;
+}
+
+const audit = (state: string) => fileAudit(statePaths(resolve(state)).audit);
+
+function armState(n: NodeRecord, now = Date.now()): string {
+  if (!n.armed) return "-";
+  if (!isArmed(n, now)) return "expired";
+  return n.armExpires === null ? "once" : `${formatDuration(n.armExpires - now)} left`;
+}
+
+function stageOf(n: NodeRecord, now = Date.now()): string {
+  return n.stage ? `${n.stage} (${formatDuration(now - (n.stageAt ?? now))} ago)` : "-";
+}
+
+const add = defineCommand({
+  meta: { name: "add", description: "Register a node: its MACs/UUID identify it at enrollment; the profile picks its image." },
+  args: {
+    name: nameArg, state: stateArg,
+    mac: { type: "string", description: "MAC address of a NIC (repeatable or comma-separated)" },
+    uuid: { type: "string", description: "SMBIOS system UUID (from dmidecode -s system-uuid)" },
+    profile: { type: "string", description: "profile whose image the node boots", required: true },
+    ip: { type: "string", description: "static address with prefix, e.g. 10.1.2.3/24 (default: DHCP)" },
+    gateway: { type: "string", description: "default gateway for --ip" },
+    dns: { type: "string", description: "DNS server for --ip (repeatable or comma-separated)" },
+    dhcp: { type: "boolean", description: "configure the network by DHCP (the default without --ip)" },
+  },
+  run({ args, rawArgs }) {
+    const spec = parseNodeSpec({ name: args.name, macs: repeated(rawArgs, "mac"), uuid: args.uuid, profile: args.profile,
+      ip: args.ip, gateway: args.gateway, dns: repeated(rawArgs, "dns"), dhcp: args.dhcp });
+    withDb(args.state, (db) => addNode(db, spec));
+    audit(args.state).record({ event: "node.add", outcome: "ok", node: spec.name });
+    console.log(`added ${spec.name} (${spec.macs.join(", ") || spec.uuid}); arm it with \`airroot node arm ${spec.name}\` before it enrolls`);
+  },
+});
+
+const list = defineCommand({
+  meta: { name: "list", description: "List nodes with their profile, enrollment window and last reported boot stage." },
+  args: { state: stateArg, json: { type: "boolean", description: "machine-readable output" } },
+  run({ args }) {
+    const nodes = withDb(args.state, (db) => listNodes(db).map((n) => ({ ...n, certs: certsOf(db, n.name) })));
+    if (args.json) { console.log(JSON.stringify(nodes, null, 2)); return; }
+    if (nodes.length === 0) { console.log("no nodes; add one with `airroot node add NAME --mac MAC --profile P`"); return; }
+    const rows = nodes.map((n) => [n.name, n.profile, n.net.mode === "static" ? n.net.ip : "dhcp", armState(n),
+      n.certs.some((c) => c.revoked === null) ? "enrolled" : n.certs.length ? "revoked" : "-", stageOf(n)]);
+    const head = ["NAME", "PROFILE", "ADDRESS", "ARMED", "CERT", "LAST STAGE"];
+    const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+    for (const r of [head, ...rows]) console.log(r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(w[i]))).join("  "));
+  },
+});
+
+const show = defineCommand({
+  meta: { name: "show", description: "Show one node: identity, network, enrollment, certificates and last stage." },
+  args: { name: nameArg, state: stateArg, json: { type: "boolean", description: "machine-readable output" } },
+  run({ args }) {
+    const { n, certs } = withDb(args.state, (db) => { const n = mustGet(db, args.name); return { n, certs: certsOf(db, n.name) }; });
+    if (args.json) { console.log(JSON.stringify({ ...n, certs }, null, 2)); return; }
+    const t = (ms: number | null) => (ms === null ? "-" : new Date(ms).toISOString());
+    console.log([
+      `name:      ${n.name}`, `macs:      ${n.macs.join(", ") || "-"}`, `uuid:      ${n.uuid ?? "-"}`, `profile:   ${n.profile}`,
+      `network:   ${n.net.mode === "static" ? `${n.net.ip} gw ${n.net.gateway ?? "-"} dns ${n.net.dns.join(",") || "-"}` : "dhcp"}`,
+      `armed:     ${armState(n)}`, `tpm ek:    ${n.ekPublic ? "recorded" : "-"}`,
+      `stage:     ${stageOf(n)}${n.stageDetail ? `: ${n.stageDetail}` : ""}${n.stageDigest ? ` [image ${n.stageDigest.slice(0, 12)}]` : ""}`,
+      `certs:`, ...certs.map((c) => `  ${c.serial}  issued ${t(c.issued)}  expires ${t(c.notAfter)}  ${c.revoked ? `REVOKED ${t(c.revoked)}` : "valid"}`),
+    ].join("\n"));
+  },
+});
+
+const arm = defineCommand({
+  meta: { name: "arm", description: "Open a one-time enrollment window: the next valid enrollment closes it." },
+  args: {
+    name: nameArg, state: stateArg,
+    once: { type: "boolean", description: "no time limit: open until the next enrollment (the default without --for)" },
+    for: { type: "string", description: "close the window after this long even if unused, e.g. 30m, 2h" },
+  },
+  run({ args }) {
+    if (args.once && args.for) throw new Error("node arm: use either --once (no time limit) or --for DURATION");
+    const expires = args.for ? Date.now() + parseDuration(args.for, "--for") : null;
+    withDb(args.state, (db) => { mustGet(db, args.name); armNode(db, args.name, expires); });
+    audit(args.state).record({ event: "node.arm", outcome: "ok", node: args.name, expires: expires ?? undefined });
+    console.log(`${args.name} armed ${expires ? `until ${new Date(expires).toISOString()}` : "until its next enrollment"}`);
+  },
+});
+
+const disarm = defineCommand({
+  meta: { name: "disarm", description: "Close the node's enrollment window." },
+  args: { name: nameArg, state: stateArg },
+  run({ args }) {
+    withDb(args.state, (db) => { mustGet(db, args.name); disarmNode(db, args.name); });
+    audit(args.state).record({ event: "node.disarm", outcome: "ok", node: args.name });
+    console.log(`${args.name} disarmed`);
+  },
+});
+
+const revoke = defineCommand({
+  meta: { name: "revoke", description: "Revoke the node's client certificates: its API calls get 401 until it enrolls again." },
+  args: { name: nameArg, state: stateArg },
+  run({ args }) {
+    const n = withDb(args.state, (db) => { mustGet(db, args.name); return revokeNode(db, args.name); });
+    audit(args.state).record({ event: "node.revoke", outcome: "ok", node: args.name, certificates: n });
+    console.log(`${args.name}: revoked ${n} certificate(s)`);
+  },
+});
+
+const remove = defineCommand({
+  meta: { name: "remove", description: "Delete the node and its certificates (its keys stay on the replay list)." },
+  args: { name: nameArg, state: stateArg },
+  run({ args }) {
+    withDb(args.state, (db) => { mustGet(db, args.name); removeNode(db, args.name); });
+    audit(args.state).record({ event: "node.remove", outcome: "ok", node: args.name });
+    console.log(`${args.name} removed`);
+  },
+});
+
+export const nodeCommand = defineCommand({
+  meta: { name: "node", description: "Manage nodes: add, list, show, arm, disarm, revoke, remove" },
+  subCommands: { add, list, show, arm, disarm, revoke, remove },
+});

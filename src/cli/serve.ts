@@ -1,0 +1,101 @@
+// `airroot serve` (run the server), `serve init` (create the state dir), `serve mirror-cert` and `serve mirror-config`.
+import { defineCommand } from "citty";
+import { resolve } from "node:path";
+import { readFileSync } from "node:fs";
+import { initState, statePaths } from "../server/state.ts";
+import { serve } from "../server/serve.ts";
+import { issueServerCert, loadCa } from "../pki/x509ca.ts";
+import { writePrivate } from "../client/credential.ts";
+import { createLogger } from "../util/log.ts";
+import { repeated } from "./node.ts";
+
+const init = defineCommand({
+  meta: {
+    name: "init",
+    description: "Create or complete a server state dir: site TLS CA, server certificate, node CA, SSH CA, image key,\n" +
+      "  database and config.json. Re-running never replaces existing keys.",
+  },
+  args: {
+    state: { type: "string", description: "state directory to create (0700)", required: true },
+    address: { type: "string", description: "address nodes reach this server at (repeatable or comma-separated); added to the server certificate" },
+    port: { type: "string", description: "HTTPS port (default 443)" },
+    "trusted-subnet": { type: "string", description: "extra subnet from which enrollment is accepted, e.g. 10.1.0.0/16 (repeatable)" },
+    domain: { type: "string", description: "DNS domain of the nodes (FQDN principal in SSH host certificates)" },
+  },
+  async run({ args, rawArgs }) {
+    const port = args.port === undefined ? undefined : Number(args.port);
+    if (port !== undefined && !(Number.isInteger(port) && port > 0 && port < 65536)) throw new Error(`serve init: --port "${args.port}" is not a port number`);
+    const r = await initState(resolve(args.state), {
+      addresses: repeated(rawArgs, "address"), port, trustedSubnets: repeated(rawArgs, "trusted-subnet"), domain: args.domain,
+    });
+    for (const f of r.created) console.log(`created ${f}`);
+    for (const f of r.kept) console.log(`kept    ${f}`);
+    for (const w of r.warnings) console.error(`warning: ${w}`);
+    if (r.sans.length) console.log(`server certificate names: ${r.sans.join(" ")}`);
+    console.log(`nodes must trust ${statePaths(resolve(args.state)).siteCaCert} (put it in the initramfs)`);
+  },
+});
+
+const mirrorCert = defineCommand({
+  meta: { name: "mirror-cert", description: "Issue a TLS certificate and key for an image mirror (nginx/apache) from the site CA." },
+  args: {
+    state: { type: "string", description: "server state directory", required: true },
+    address: { type: "string", description: "IP address or DNS name of the mirror (repeatable or comma-separated)", required: true },
+    out: { type: "string", description: "output prefix: writes PREFIX.crt and PREFIX.key (0600)", required: true },
+  },
+  async run({ args, rawArgs }) {
+    const p = statePaths(resolve(args.state));
+    const ca = await loadCa(readFileSync(p.siteCaCert, "utf8"), readFileSync(p.siteCaKey, "utf8"));
+    const sans = repeated(rawArgs, "address");
+    const kc = await issueServerCert(ca, sans, "airroot image mirror");
+    writePrivate(`${args.out}.key`, kc.keyPem);
+    writePrivate(`${args.out}.crt`, kc.certPem + readFileSync(p.siteCaCert, "utf8"));
+    console.log(`wrote ${args.out}.crt (with the site CA appended) and ${args.out}.key for ${sans.join(", ")}`);
+  },
+});
+
+const SUBCOMMANDS = ["init", "mirror-cert", "mirror-config"];
+const VALUE_FLAGS = ["--state", "--listen", "--discovery-port"];
+
+/** True when the first positional word names a subcommand (skipping the values of serve's own options). */
+function invokedSubcommand(rawArgs: string[]): boolean {
+  for (let i = 0; i < rawArgs.length; i++) {
+    const a = rawArgs[i];
+    if (VALUE_FLAGS.includes(a)) { i++; continue; }
+    if (a.startsWith("-")) continue;
+    return SUBCOMMANDS.includes(a);
+  }
+  return false;
+}
+
+export const serveCommand = defineCommand({
+  meta: {
+    name: "serve",
+    description: "Run the deployment server: images over HTTPS, node enrollment and the mutual-TLS node API, discovery",
+  },
+  args: {
+    state: { type: "string", description: "server state directory (made by `airroot serve init`)" },
+    listen: { type: "string", description: "IPV4:PORT or [IPV6]:PORT to listen on (repeatable; default [::]:PORT from config.json)" },
+    "no-discovery": { type: "boolean", description: "do not answer multicast discovery queries" },
+    "discovery-port": { type: "string", description: "UDP port for discovery (default from config.json, 7413)" },
+    verbose: { type: "boolean", description: "log debug lines" },
+  },
+  subCommands: {
+    init,
+    "mirror-cert": mirrorCert,
+    "mirror-config": () => import("./image.ts").then((m) => m.mirrorConfigCommand),
+  },
+  async run({ args, rawArgs }) {
+    if (invokedSubcommand(rawArgs)) return; // citty runs the parent's run() after a subcommand too
+    if (!args.state) throw new Error("serve: --state DIR is required (create it with `airroot serve init --state DIR --address ADDR`)");
+    const log = createLogger({ prefix: "airroot serve", kmsg: false, verbose: args.verbose });
+    const dport = args["discovery-port"] === undefined ? undefined : Number(args["discovery-port"]);
+    const srv = await serve({ stateDir: resolve(args.state), listen: repeated(rawArgs, "listen"), discovery: !args["no-discovery"], discoveryPort: dport, log });
+    for (const l of srv.listening) console.log(`listening on ${l.host.includes(":") ? `[${l.host}]` : l.host}:${l.port}`);
+    await new Promise<void>((done) => {
+      const stop = (sig: string) => { log.info(`${sig}: shutting down`); srv.close().finally(done); };
+      process.once("SIGTERM", () => stop("SIGTERM"));
+      process.once("SIGINT", () => stop("SIGINT"));
+    });
+  },
+});
