@@ -4,6 +4,7 @@ import { hostname } from "node:os";
 import { createLogger, type Logger } from "../util/log";
 import { parseImageUrl, type ImageUrl } from "./url";
 import { createPool, getRange, SourceFault, type RangeTimeouts } from "./http";
+import { AGREEMENT_RULE, chooseImage, probeSource, type ImageIdentity } from "./probe";
 import { Source, type SourceStatus } from "./source";
 import { BlockCache } from "./cache";
 import { Readahead } from "./readahead";
@@ -84,8 +85,6 @@ function checkNumber(name: string, v: number | undefined, min: number, integer =
   }
 }
 
-interface Probed { size: number; validator: string; lastModifiedMs?: number }
-
 export class RemoteImage {
   readonly name: string;
   readonly size: number;
@@ -121,7 +120,7 @@ export class RemoteImage {
   private readonly started = Date.now();
   private c = { bytesFetched: 0, cacheHits: 0, cacheMisses: 0, readsInFlight: 0, readsTotal: 0, coalesced: 0, fetches: 0, readaheadBytes: 0 };
 
-  private constructor(private readonly sources: Source[], img: Probed, name: string, opts: RemoteImageOptions, log: Logger) {
+  private constructor(private readonly sources: Source[], img: ImageIdentity, name: string, opts: RemoteImageOptions, log: Logger) {
     this.log = log;
     this.name = name;
     this.size = img.size;
@@ -186,56 +185,33 @@ export class RemoteImage {
     const timeouts = { stallMs: opts.stallTimeoutMs ?? DEFAULTS.stallTimeoutMs, requestMs: opts.requestTimeoutMs ?? DEFAULTS.requestTimeoutMs };
     const caGiven = opts.ca !== undefined;
 
-    // Probe: a 1-byte range GET tells size (Content-Range), validator, RTT and that Range is honoured.
-    const results = await Promise.all(sources.map(async (s) => {
-      try {
-        let t0 = performance.now();
-        let r = await getRange(s.pool, s.url, 0, 1, timeouts, undefined, caGiven);
-        if (opts.order === "latency") { t0 = performance.now(); r = await getRange(s.pool, s.url, 0, 1, timeouts, undefined, caGiven); }
-        s.noteRtt(performance.now() - t0); // for "latency" the second probe runs on a warm connection
-        return { ok: true as const, r };
-      } catch (e) {
-        if (e instanceof SourceFault) return { ok: false as const, reason: e.reason };
+    const results = await Promise.all(sources.map((s) => probeSource(s, timeouts, caGiven, opts.order === "latency")))
+      .catch(async (e) => {
+        await Promise.all(sources.map((s) => s.pool.destroy().catch(() => {}))); // no pool outlives a failed open
         throw e;
-      }
-    })).catch(async (e) => {
-      await Promise.all(sources.map((s) => s.pool.destroy().catch(() => {}))); // no pool outlives a failed open
-      throw e;
-    });
-
-    // Agreement: group by (size, validator); the largest group wins, ties go to the group holding the first-listed URL.
-    const groups = new Map<string, number[]>();
-    results.forEach((res, i) => {
-      if (!res.ok) return;
-      const key = `${res.r.size}\n${res.r.validator}`;
-      groups.set(key, [...(groups.get(key) ?? []), i]);
-    });
-    let winner: number[] | undefined;
-    for (const g of groups.values()) if (!winner || g.length > winner.length || (g.length === winner.length && g[0] < winner[0])) winner = g;
-
+      });
     const failures: string[] = [];
     results.forEach((res, i) => {
+      if (res.ok) return;
       const s = sources[i];
-      if (!res.ok) {
-        s.fault(res.reason);
-        failures.push(`${s.href}: ${res.reason}`);
-        log.error(`error while communicating with ${s.href}: ${res.reason}`);
-      }
+      s.fault(res.reason);
+      failures.push(`${s.href}: ${res.reason}`);
+      log.error(`error while communicating with ${s.href}: ${res.reason}`);
     });
-    if (!winner) {
+    const agreed = chooseImage(results);
+    if (!agreed) {
       await Promise.all(sources.map((s) => s.pool.destroy().catch(() => {})));
       throw new Error(`cannot reach any image server: ${failures.join("; ")}`);
     }
-    const chosen = results[winner[0]];
-    if (!chosen.ok) throw new Error("internal: winning group without a probe result");
-    const img: Probed = { size: chosen.r.size, validator: chosen.r.validator, lastModifiedMs: chosen.r.lastModifiedMs };
+    const img = agreed.image;
     const okCount = results.filter((r) => r.ok).length;
+    if (agreed.members.length < okCount) log.warn(`image servers disagree about ${name}: ${AGREEMENT_RULE}`);
     results.forEach((res, i) => {
       if (!res.ok) return;
       const s = sources[i];
-      if (winner!.includes(i)) { s.state = "healthy"; return; }
-      const why = `serves a different image (${res.r.size} bytes, validator ${res.r.validator}) than ${winner!.length} of ${okCount} ` +
-        `reachable servers (${img.size} bytes, validator ${img.validator}); the largest agreeing group wins, ties go to the first listed`;
+      if (agreed.members.includes(i)) { s.state = "healthy"; return; }
+      const why = `serves a different image (${res.image.size} bytes, validator ${res.image.validator}) than ` +
+        `${agreed.members.length} of ${okCount} reachable servers (${img.size} bytes, validator ${img.validator})`;
       s.exclude(why);
       log.error(`excluding ${s.href}: ${why}`);
     });

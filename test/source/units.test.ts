@@ -60,3 +60,15 @@ test("rankSources: listed, latency (coarse buckets) and spread (rendezvous)", ()
   expect(moved).toBe(0);
   expect(() => rankSources("bogus" as never, urls, "n")).toThrow(/unknown source order/);
 });
+
+test("chooseImage: the largest agreeing group wins, ties go to the first listed, failures ignored", async () => {
+  const { chooseImage } = await import("../../src/source/probe");
+  const ok = (size: number, validator: string) => ({ ok: true as const, image: { size, validator } });
+  const bad = { ok: false as const, reason: "connection refused" };
+  expect(chooseImage([ok(10, "a"), ok(10, "b"), ok(10, "b")])).toEqual({ image: { size: 10, validator: "b" }, members: [1, 2] });
+  expect(chooseImage([ok(10, "a"), ok(10, "b")])?.members).toEqual([0]);
+  expect(chooseImage([bad, ok(10, "b"), ok(11, "b"), ok(10, "b")])?.members).toEqual([1, 3]); // size counts too
+  expect(chooseImage([ok(10, "x"), ok(9, "y"), ok(9, "y"), ok(10, "x")])?.members).toEqual([0, 3]); // tie: first listed
+  expect(chooseImage([bad, bad])).toBeUndefined();
+  expect(chooseImage([])).toBeUndefined();
+});
