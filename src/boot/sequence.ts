@@ -43,13 +43,15 @@ export function stamp(ms: number): string {
  */
 export class StepConsole {
   private title: string | undefined;
+  private startedAt = 0;
   private shown = false; // the "Title..." part is already on the console
   private timer: ReturnType<typeof setTimeout> | undefined;
-  /** A step still running after this long shows its title, so a hang is visible. */
+  /** A step still running after showAfterMs shows its title, so a hang is visible. */
   constructor(private readonly out: Console, private readonly clock: () => number, private readonly showAfterMs = 1500) {}
 
   begin(title: string): void {
     this.title = title;
+    this.startedAt = this.clock();
     this.shown = false;
     // Whole lines are written at the end of a step (the console may change during it); slow steps show early.
     this.timer = setTimeout(() => this.show(), this.showAfterMs);
@@ -58,15 +60,20 @@ export class StepConsole {
   private show(): void {
     if (this.title === undefined || this.shown) return;
     clearTimeout(this.timer);
-    this.out.write(`${stamp(this.clock())} ${this.title}...`);
+    this.out.write(`${stamp(this.startedAt)} ${this.title}...`);
     this.shown = true;
   }
 
-  /** Ends the current step with "...text", or replaces its whole line with `line`. */
+  /**
+   * Ends the current step with "...text", or replaces its whole line with `line`. The stamp is the step's start;
+   * steps that took a while get their duration appended.
+   */
   end(text: string, line?: string): void {
     clearTimeout(this.timer);
-    if (this.shown) this.out.write(line !== undefined ? `\n${stamp(this.clock())} ${line}\n` : `${text}\n`);
-    else this.out.write(`${stamp(this.clock())} ${line ?? `${this.title}...${text}`}\n`);
+    const took = this.clock() - this.startedAt;
+    const dur = took >= 500 ? ` (${(took / 1000).toFixed(1)} s)` : "";
+    if (this.shown) this.out.write(line !== undefined ? `\n${stamp(this.startedAt)} ${line}${dur}\n` : `${text}${dur}\n`);
+    else this.out.write(`${stamp(this.startedAt)} ${line ?? `${this.title}...${text}`}${dur}\n`);
     this.title = undefined;
     this.shown = false;
   }

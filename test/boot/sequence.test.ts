@@ -1,0 +1,41 @@
+import { expect, test } from "bun:test";
+import { runSequence, stamp, StepConsole, type Step } from "../../src/boot/sequence";
+
+function capture() {
+  let text = "";
+  let now = 0;
+  const sc = new StepConsole({ write: (t) => { text += t; } }, () => now, 50);
+  return { sc, get text() { return text; }, tick: (ms: number) => { now += ms; } };
+}
+
+test("one line per step with start stamp, duration for slow steps, stops at the failing step", async () => {
+  const c = capture();
+  const ran: string[] = [];
+  const steps: Step<{}>[] = [
+    { name: "a", title: "Loading drivers", run: async () => { ran.push("a"); c.tick(100); } },
+    { name: "b", title: "Scanning", run: async () => { ran.push("b"); c.tick(2000); return "Setting up eth0 via DHCP at 10.0.2.15/24"; } },
+    { name: "s", title: "Skipped one", run: async () => { ran.push("s"); } },
+    { name: "c", title: "Console", run: async () => ({ line: "Automatic console configured for ttyS0,115200" }) },
+    { name: "d", title: "Mounting", run: async () => { throw new Error("root image /x does not exist"); } },
+    { name: "e", title: "Never", run: async () => { ran.push("e"); } },
+  ];
+  const r = await runSequence(steps, {}, c.sc, { skip: ["s"] });
+  expect(r.ok).toBe(false);
+  if (!r.ok) { expect(r.step).toBe("d"); expect(r.error.message).toBe("root image /x does not exist"); }
+  expect(ran).toEqual(["a", "b"]);
+  expect(c.text.split("\n")).toEqual([
+    "[   0.000] Loading drivers...done",
+    "[   0.100] Scanning...Setting up eth0 via DHCP at 10.0.2.15/24 (2.0 s)",
+    "[   2.100] Skipped one...skipped",
+    "[   2.100] Automatic console configured for ttyS0,115200",
+    "[   2.100] Mounting...FAILED: root image /x does not exist",
+    "",
+  ]);
+});
+
+test("a slow step shows its title early; log lines inside a step keep lines whole", async () => {
+  const c = capture();
+  await runSequence([{ name: "x", title: "Waiting", run: async () => { await Bun.sleep(120); c.sc.log("still waiting"); c.tick(700); } }], {}, c.sc);
+  expect(c.text).toBe("[   0.000] Waiting...\n[   0.000]   still waiting\n[   0.000] Waiting...done (0.7 s)\n");
+  expect(stamp(1234567)).toBe("[1234.567]");
+});

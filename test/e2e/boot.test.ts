@@ -1,0 +1,113 @@
+// QEMU (TCG) boot of the Debian kernel with our initramfs: console autodetect, module loading, DHCP, debug sshd,
+// overlay root from a squashfs, switch_root into the image's init; and the airroot.shell rescue shell on the console.
+// Set AIRROOT_SKIP_VM=1 to skip (it is never skipped silently).
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { join } from "node:path";
+import { removeScratchDirs, scratchDir } from "../helpers/tmp";
+import { buildTestInitramfs, kernelDir, makeTestRootImage } from "../helpers/boot";
+
+const SKIP = process.env.AIRROOT_SKIP_VM === "1";
+if (SKIP) console.warn("test/e2e/boot.test.ts: skipped because AIRROOT_SKIP_VM=1");
+
+let vmlinuz = "";
+let initrd = "";
+
+interface Vm {
+  /** Everything the serial console printed so far, without CRs. */
+  output(): string;
+  /** Waits until the console output matches; throws with the output so far on timeout or VM exit. */
+  waitFor(re: RegExp, timeoutMs: number): Promise<RegExpMatchArray>;
+  type(text: string): void;
+  exited: Promise<number>;
+  kill(): void;
+}
+
+/** Starts QEMU with the serial console on stdio and user networking with restrict=on (no way out of the VM). */
+function startVm(append: string): Vm {
+  const proc = Bun.spawn(["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "1", "-nographic",
+    "-no-reboot", "-kernel", vmlinuz, "-initrd", initrd, "-append", append,
+    "-netdev", "user,id=n0,restrict=on", "-device", "virtio-net-pci,netdev=n0"], { stdin: "pipe", stdout: "pipe", stderr: "pipe" });
+  let out = "";
+  let done = false;
+  const exited = proc.exited.then((c) => { done = true; return c; });
+  (async () => {
+    const dec = new TextDecoder();
+    for await (const chunk of proc.stdout) out += dec.decode(chunk, { stream: true }).replace(/\r/g, "");
+  })();
+  (async () => { for await (const chunk of proc.stderr) out += new TextDecoder().decode(chunk); })();
+  return {
+    output: () => out,
+    async waitFor(re, timeoutMs) {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const m = out.match(re);
+        if (m) return m;
+        if (done) throw new Error(`VM exited before ${re}; console:\n${out}`);
+        if (Date.now() > deadline) throw new Error(`timeout waiting for ${re}; console:\n${out}`);
+        await Bun.sleep(100);
+      }
+    },
+    type(text) { proc.stdin.write(text); proc.stdin.flush(); },
+    exited,
+    kill() { proc.kill("SIGKILL"); },
+  };
+}
+
+describe.skipIf(SKIP)("QEMU boot", () => {
+  beforeAll(() => {
+    const dir = scratchDir("airroot-e2e-");
+    const kdir = kernelDir();
+    vmlinuz = join(kdir, "vmlinuz");
+    const img = makeTestRootImage(join(dir, "img"));
+    initrd = buildTestInitramfs(join(dir, "initramfs.cpio.zst"), [[img, "images/root.sfs"]], kdir);
+  }, 300_000);
+
+  afterAll(removeScratchDirs);
+
+  test("boots to the image's init on an overlay root, with the console lines in order", async () => {
+    // No console= : the serial console must be found by autodetection (QEMU's ttyS0 asserts carrier).
+    const vm = startVm("quiet airroot.rootimage=/images/root.sfs airroot.rescue=poweroff");
+    try {
+      await vm.waitFor(/AIRROOT-TEST-DONE/, 110_000);
+      const out = vm.output();
+      const order = [
+        /\] Automatic console configured for ttyS0,115200/,
+        /\] Initializing airroot diskless environment/,
+        /\] Loading drivers\.\.\.done/,
+        /\] Scanning for network configuration\.\.\.Setting up eth0 via DHCP at 10\.0\.2\.15\/24/,
+        /\] Initializing ssh\.\.\.ssh-keygen: generating new host keys: RSA ECDSA ED25519; debug sshd on port 2222/,
+        /\] Mounting the root filesystem\.\.\.overlay on \/sysroot: \/images\/root\.sfs via \/dev\/loop0/,
+        /Switching root to \/sysroot and starting \/sbin\/init/,
+        /AIRROOT-TEST-INIT: pid 1 args \[\]/,
+        /AIRROOT-TEST-ROOT: airroot \/ overlay rw,.*lowerdir=\/mnt\/remote,upperdir=\/mnt\/overlay\/upper,workdir=\/mnt\/overlay\/work/,
+        /AIRROOT-TEST-WRITE: written/,
+        /AIRROOT-TEST-IMAGE: squashfs-test-root/,
+        /AIRROOT-TEST-SSHD: SSH-2\.0-OpenSSH/,
+      ];
+      let pos = 0;
+      for (const re of order) {
+        const i = out.slice(pos).search(re);
+        if (i < 0) throw new Error(`console line ${re} missing or out of order; console:\n${out}`);
+        pos += i;
+      }
+      // Modules really came from finit_module: the sequence reached the overlay mount, which needs overlay.ko.
+      expect(await Promise.race([vm.exited, Bun.sleep(20_000).then(() => "still running")])).toBe(0);
+    } finally {
+      vm.kill();
+    }
+  }, 150_000);
+
+  test("airroot.shell stops before switch_root with a working shell on the serial console", async () => {
+    const vm = startVm("quiet airroot.rootimage=/images/root.sfs airroot.shell airroot.skip=sshd");
+    try {
+      await vm.waitFor(/airroot.shell given: stopping before switch_root/, 110_000);
+      await vm.waitFor(/starting a console shell on \/dev\/ttyS0/, 5_000);
+      await Bun.sleep(1500); // let the shell start reading
+      vm.type("echo SHELL-$((6*7)); grep -c ' /sysroot ' /proc/mounts; poweroff -f\n");
+      await vm.waitFor(/SHELL-42\n1\n/, 30_000);
+      expect(await Promise.race([vm.exited, Bun.sleep(20_000).then(() => "still running")])).toBe(0);
+    } finally {
+      vm.kill();
+    }
+  }, 150_000);
+});
