@@ -12,6 +12,7 @@ export interface DiscoverOptions {
   timeoutMs?: number;     // total time to listen, default 2000
   resendMs?: number;      // resend the query this often (lost datagrams), default 500
   interfaces?: string[];  // default: every non-loopback interface
+  families?: ("IPv4" | "IPv6")[]; // default both
   /** Stop as soon as this many distinct servers answered (default: listen for the whole timeout). */
   enough?: number;
 }
@@ -39,6 +40,7 @@ export async function discover(o: DiscoverOptions): Promise<FoundServer[]> {
   for (const [name, list] of ifs) {
     for (const a of list ?? []) {
       const v6 = a.family === "IPv6";
+      if (o.families && !o.families.includes(a.family)) continue;
       if (v6 && !a.address.startsWith("fe80")) continue; // the link-local address is the source for ff02::
       const s = dgram.createSocket({ type: v6 ? "udp6" : "udp4", reuseAddr: true });
       s.on("message", onMessage);

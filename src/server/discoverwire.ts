@@ -1,5 +1,5 @@
 // The discovery wire format shared by the multicast responder and the node-side query: small, strict JSON datagrams.
-import { arr, mac, obj, oneOf, opt, str, uuid, int, parseJson, type Infer } from "./schema.ts";
+import { arr, mac, obj, oneOf, opt, str, uuid, int, parseJson, SchemaError, type Infer } from "./schema.ts";
 
 export const DISCOVERY_PORT = 7413;
 export const DISCOVERY_GROUP_V4 = "239.255.74.13";   // organisation-local scope (RFC 2365)
@@ -25,9 +25,12 @@ export const replySchema = obj({
 });
 export type DiscoveryReply = Infer<typeof replySchema>;
 
+/** Decodes an untrusted datagram; every failure is a SchemaError. */
 export function decodeDatagram<T>(msg: Uint8Array, v: (x: unknown, p: string) => T): T {
-  if (msg.length > MAX_DATAGRAM) throw new Error(`datagram larger than ${MAX_DATAGRAM} bytes`);
-  return parseJson(new TextDecoder("utf-8", { fatal: true }).decode(msg), v, MAX_DATAGRAM);
+  if (msg.length > MAX_DATAGRAM) throw new SchemaError("", `datagram larger than ${MAX_DATAGRAM} bytes`);
+  let text: string;
+  try { text = new TextDecoder("utf-8", { fatal: true }).decode(msg); } catch { throw new SchemaError("", "datagram is not UTF-8"); }
+  return parseJson(text, v, MAX_DATAGRAM);
 }
 
 export function encodeDatagram(x: DiscoveryQuery | DiscoveryReply): Uint8Array {
