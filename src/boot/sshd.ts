@@ -103,7 +103,6 @@ export async function superviseSshd(o: SupervisorOptions): Promise<void> {
   let backoff = 1000;
   for (let starts = 0; o.maxStarts === undefined || starts < o.maxStarts; starts++) {
     mkdirSync(o.privsepDir ?? "/run/sshd", { recursive: true, mode: 0o755 });
-    mkdirSync("/run/airroot", { recursive: true });
     const t0 = Date.now();
     const p = Bun.spawn([sshd, "-D", "-e", "-f", o.config], { stdin: "ignore", stdout: "inherit", stderr: "inherit" });
     const code = await p.exited;
