@@ -68,7 +68,7 @@ export async function enroll(d: EnrollDeps, req: EnrollRequest, remote: string):
   const serial = randomSerial();
   const cert = await issueClientCert(d.nodeCa, csr!.publicKey, node.name, serial, d.nodeCertDays);
   const committed = commitEnrollment(d.db, { node: node.name, serial, keyId: csr!.keyId, notAfter: cert.notAfter.getTime(), ekPublic: req.ekPublic }, now);
-  if (!committed.ok) refuse(409, "replay", committed.reason, node.name);
+  if (!committed.ok) refuse(committed.code === "replay" ? 409 : 403, committed.code, committed.reason, node.name);
   d.audit.record({ event: "enroll", outcome: "ok", remote, node: node.name, serial, key: csr!.keyAlgorithm, network: t.why });
   return { node: node.name, certificate: cert.toString("pem") + "\n", serial, notAfter: cert.notAfter.toISOString() };
 }

@@ -72,8 +72,10 @@ export function obj<S extends Shape>(shape: S): Validator<ObjOf<S>> {
     }
     const out: Record<string, unknown> = {};
     for (const [k, f] of Object.entries(shape)) {
-      const r = f((v as Record<string, unknown>)[k], path ? `${path}.${k}` : k);
-      if (r === undefined && !(f as Partial<Optional<unknown>>)[OPTIONAL]) throw new SchemaError(path ? `${path}.${k}` : k, "is required");
+      const here = path ? `${path}.${k}` : k;
+      const x = Object.hasOwn(v, k) ? (v as Record<string, unknown>)[k] : undefined;
+      if (x === undefined && !(f as Partial<Optional<unknown>>)[OPTIONAL]) throw new SchemaError(here, "is required");
+      const r = f(x, here);
       if (r !== undefined) out[k] = r;
     }
     return out as ObjOf<S>;

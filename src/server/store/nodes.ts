@@ -140,6 +140,10 @@ export function keyUsedBefore(db: Database, keyId: string): boolean {
   return db.query("SELECT 1 FROM used_node_keys WHERE key_id = ?").get(keyId) !== null;
 }
 
+class CommitRefused extends Error {
+  constructor(readonly code: "not-armed" | "replay", msg: string) { super(msg); }
+}
+
 export interface Enrollment {
   node: string;
   serial: string;
@@ -152,13 +156,13 @@ export interface Enrollment {
  * Records an issued certificate and closes the window, atomically: the window is claimed with a conditional UPDATE,
  * so two concurrent enrollments cannot both succeed, and a failure leaves nothing stored. Returns why it was refused.
  */
-export function commitEnrollment(db: Database, e: Enrollment, now = Date.now()): { ok: true } | { ok: false; reason: string } {
+export function commitEnrollment(db: Database, e: Enrollment, now = Date.now()): { ok: true } | { ok: false; code: "not-armed" | "replay"; reason: string } {
   try {
     return db.transaction(() => {
       const claimed = db.query("UPDATE nodes SET armed = 0, arm_expires = NULL WHERE name = ? AND armed = 1 AND (arm_expires IS NULL OR arm_expires > ?)")
         .run(e.node, now).changes === 1;
-      if (!claimed) throw new NodeStoreError("enrollment window closed meanwhile");
-      if (keyUsedBefore(db, e.keyId)) throw new NodeStoreError("this key was already certified (replay)");
+      if (!claimed) throw new CommitRefused("not-armed", `the enrollment window of ${e.node} closed meanwhile (another enrollment won)`);
+      if (keyUsedBefore(db, e.keyId)) throw new CommitRefused("replay", "this key was already certified once (replay)");
       db.query("INSERT INTO used_node_keys (key_id, node, at) VALUES (?, ?, ?)").run(e.keyId, e.node, now);
       db.query("INSERT INTO node_certs (serial, node, key_id, issued, not_after) VALUES (?, ?, ?, ?, ?)")
         .run(e.serial, e.node, e.keyId, now, e.notAfter);
@@ -166,7 +170,7 @@ export function commitEnrollment(db: Database, e: Enrollment, now = Date.now()):
       return { ok: true as const };
     })();
   } catch (err) {
-    if (err instanceof NodeStoreError) return { ok: false, reason: err.message };
+    if (err instanceof CommitRefused) return { ok: false, code: err.code, reason: err.message };
     throw err;
   }
 }
