@@ -8,10 +8,11 @@ export const LEASE_DIR = "/run/airroot/net";
  * It applies the address and default route, writes resolv.conf, and records the lease for airroot to read back.
  * Values come from the DHCP server (untrusted): they are only quoted here and validated by parseLease().
  */
-export function udhcpcScript(leaseDir = LEASE_DIR): string {
+export function udhcpcScript(leaseDir = LEASE_DIR, resolvConf = "/etc/resolv.conf"): string {
   return `#!/bin/sh
 # airroot udhcpc script: applies a DHCPv4 lease and records it in ${leaseDir}/$interface.lease
 dir='${leaseDir}'
+resolv='${resolvConf}'
 mkdir -p "$dir"
 case "$1" in
   deconfig)
@@ -26,10 +27,10 @@ case "$1" in
       ip route replace default via "$1" dev "$interface"
     fi
     if [ -n "$dns" ]; then
-      : > /etc/resolv.conf.airroot
-      [ -n "$domain" ] && echo "search $domain" >> /etc/resolv.conf.airroot
-      for s in $dns; do echo "nameserver $s" >> /etc/resolv.conf.airroot; done
-      mv /etc/resolv.conf.airroot /etc/resolv.conf
+      : > "$resolv.airroot"
+      [ -n "$domain" ] && echo "search $domain" >> "$resolv.airroot"
+      for s in $dns; do echo "nameserver $s" >> "$resolv.airroot"; done
+      mv "$resolv.airroot" "$resolv"
     fi
     {
       echo "interface=$interface"

@@ -11,6 +11,9 @@ export interface NetOptions {
   busybox?: string;          // default "busybox" (from PATH)
   sysDir?: string;           // default /sys
   leaseDir?: string;         // default /run/airroot/net
+  resolvConf?: string;       // default /etc/resolv.conf
+  /** Interfaces to use; default physicalInterfaces() (virtual ones such as veth are left out). */
+  interfaces?: string[];
   log?: (line: string) => void;
 }
 
@@ -120,7 +123,7 @@ export async function configureNetwork(o: NetOptions): Promise<NetResult> {
   const leaseDir = o.leaseDir ?? LEASE_DIR;
   const log = o.log ?? (() => {});
   run([bb, "ip", "link", "set", "lo", "up"], "loopback");
-  const ifaces = physicalInterfaces(sysDir);
+  const ifaces = o.interfaces ?? physicalInterfaces(sysDir);
   if (ifaces.length === 0) throw new Error("no network interface found (is the NIC driver in the initramfs? see airroot.modules)");
   for (const i of ifaces) {
     // IPv6 link-local is always wanted: servers may be found and reached by it.
@@ -138,7 +141,7 @@ export async function configureNetwork(o: NetOptions): Promise<NetResult> {
     if (up.length === 0) throw new Error(`no carrier on ${ifaces.join(", ")} after ${o.carrierWaitSec ?? 10} s: check cabling and switch ports`);
     mkdirSync(leaseDir, { recursive: true });
     const script = join(leaseDir, "udhcpc.script");
-    writeFileSync(script, udhcpcScript(leaseDir));
+    writeFileSync(script, udhcpcScript(leaseDir, o.resolvConf));
     chmodSync(script, 0o755);
     const results = await Promise.allSettled(up.map((i) => dhcp(bb, i, script, leaseDir, o.dhcpTimeoutSec ?? 30)));
     results.forEach((r, k) => {
