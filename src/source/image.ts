@@ -1,5 +1,6 @@
-// One remote image served by N redundant HTTPS servers: probing, block scheduling, coalescing, readahead, cache,
-// failover and fail-back. This is what the FUSE read path calls: RemoteImage.read(offset, length) → exact bytes.
+// One remote image served by N redundant HTTPS servers, as the FUSE read path sees it: RemoteImage.read(offset, length)
+// → exact bytes. Opens (probe + agreement), splits reads into blocks, coalesces, reads ahead, caches, and fetches each
+// span with failover across the server set (failover.ts).
 import { hostname } from "node:os";
 import { createLogger, type Logger } from "../util/log";
 import { parseImageUrl, type ImageUrl } from "./url";
@@ -8,7 +9,8 @@ import { AGREEMENT_RULE, chooseImage, probeSource, type ImageIdentity } from "./
 import { Source, type SourceStatus } from "./source";
 import { BlockCache } from "./cache";
 import { Readahead } from "./readahead";
-import { ORDERS, rankSources, type SourceOrder } from "./order";
+import { ORDERS, type SourceOrder } from "./order";
+import { ServerSet, jitter, secs } from "./failover";
 
 export type { SourceOrder } from "./order";
 export type { SourceStatus, SourceState } from "./source";
@@ -75,8 +77,6 @@ interface Span {
 /** A readahead fetch that gave up; readers never see it (they re-request as demand). */
 class Dropped extends Error {}
 
-const jitter = (ms: number, frac: number) => ms * (1 - frac + 2 * frac * Math.random());
-const secs = (ms: number) => `${+(ms / 1000).toFixed(1)} s`;
 
 function checkNumber(name: string, v: number | undefined, min: number, integer = false): void {
   if (v === undefined) return;
@@ -91,43 +91,33 @@ export class RemoteImage {
   readonly mtimeMs: number;
   readonly validator: string;
 
-  private readonly log: Logger;
   private readonly order: SourceOrder;
-  private readonly nodeId: string;
+  private readonly servers: ServerSet;
   private readonly bs: number;
   private readonly spanBlocks: number;
   private readonly maxInFlight: number;
   private readonly connections: number;
   private readonly timeouts: RangeTimeouts;
   private readonly ioTimeoutMs: number;
-  private readonly probeIntervalMs: number;
-  private readonly holdDownMs: number;
   private readonly caGiven: boolean;
   private readonly verifier?: ChunkVerifier;
   private readonly cache: BlockCache;
   private readonly readahead: Readahead;
-  private ranked: Source[] = [];
   private inflight = new Map<number, Span>();
   private demandQ: Span[] = [];
   private raQ: Span[] = [];
   private running = 0;
-  private active?: Source;      // the server reads currently go to (logged on change)
-  private connecting?: Source;  // announced with "Connecting to", not yet successful
-  private allDownSince = 0;     // 0 = at least one server answered the last pass
   private closed = false;
-  private probeTimer?: ReturnType<typeof setTimeout>;
   private sleepers = new Set<() => void>();
   private readonly started = Date.now();
   private c = { bytesFetched: 0, cacheHits: 0, cacheMisses: 0, readsInFlight: 0, readsTotal: 0, coalesced: 0, fetches: 0, readaheadBytes: 0 };
 
   private constructor(private readonly sources: Source[], img: ImageIdentity, name: string, opts: RemoteImageOptions, log: Logger) {
-    this.log = log;
     this.name = name;
     this.size = img.size;
     this.validator = img.validator;
     this.mtimeMs = img.lastModifiedMs ?? Date.now();
     this.order = opts.order ?? "listed";
-    this.nodeId = opts.nodeId ?? hostname();
     this.verifier = opts.verifier;
     this.bs = opts.verifier ? opts.verifier.chunkSize : opts.blockSize ?? DEFAULTS.blockSize;
     this.spanBlocks = Math.max(1, Math.floor((opts.maxRequestBytes ?? MAX_REQUEST_BYTES) / this.bs));
@@ -135,15 +125,18 @@ export class RemoteImage {
     this.connections = opts.connectionsPerSource ?? DEFAULTS.connectionsPerSource;
     this.timeouts = { stallMs: opts.stallTimeoutMs ?? DEFAULTS.stallTimeoutMs, requestMs: opts.requestTimeoutMs ?? DEFAULTS.requestTimeoutMs };
     this.ioTimeoutMs = opts.ioTimeoutMs ?? 0;
-    this.probeIntervalMs = opts.probeIntervalMs ?? DEFAULTS.probeIntervalMs;
-    this.holdDownMs = opts.holdDownMs ?? DEFAULTS.holdDownMs;
     this.caGiven = opts.ca !== undefined;
     const cacheBytes = Math.floor((opts.cacheMb ?? DEFAULTS.cacheMb) * MiB);
     this.cache = new BlockCache(cacheBytes);
     // Readahead beyond half the cache would be evicted before the kernel asks for it.
     const raMax = Math.min(opts.readaheadMaxBytes ?? DEFAULTS.readaheadMaxBytes, Math.floor(cacheBytes / 2));
     this.readahead = new Readahead({ maxBytes: raMax, initialBytes: Math.min(raMax, Math.max(this.bs, 256 * KiB)) });
-    this.rerank();
+    this.servers = new ServerSet(sources, img, {
+      order: this.order, nodeId: opts.nodeId ?? hostname(), timeouts: this.timeouts, caGiven: this.caGiven,
+      probeIntervalMs: opts.probeIntervalMs ?? DEFAULTS.probeIntervalMs, holdDownMs: opts.holdDownMs ?? DEFAULTS.holdDownMs,
+      ioTimeoutMs: this.ioTimeoutMs, log,
+      onRecovered: () => { for (const wake of [...this.sleepers]) wake(); }, // retry now rather than after the backoff
+    });
   }
 
   /** Probes every URL concurrently and opens the image; throws a clear Error when no server is usable. */
@@ -216,9 +209,7 @@ export class RemoteImage {
       log.error(`excluding ${s.href}: ${why}`);
     });
     const image = new RemoteImage(sources, img, name, opts, log);
-    const first = image.preferred();
-    if (first) { log.info(`Connecting to ${first.href}`); image.active = first; log.info(`Successfully connected to ${first.href}`); }
-    image.scheduleProbe();
+    image.servers.start();
     return image;
   }
 
@@ -265,7 +256,7 @@ export class RemoteImage {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    clearTimeout(this.probeTimer);
+    this.servers.stop();
     for (const wake of this.sleepers) wake();
     const closedErr = new Error(`image ${this.name} closed`);
     for (const sp of [...this.demandQ, ...this.raQ]) sp.reject(closedErr);
@@ -409,10 +400,10 @@ export class RemoteImage {
       const tried = new Set<Source>();
       for (;;) {
         if (this.closed) throw new Error(`image ${this.name} closed`);
-        const src = this.pick(tried, sp.kind);
+        const src = this.servers.pick(tried, sp.kind === "demand"); // readahead never waits on a down server
         if (!src) break;
         tried.add(src);
-        this.noteAttempt(src);
+        this.servers.noteAttempt(src);
         this.c.fetches++;
         const sentAt = Date.now();
         try {
@@ -426,16 +417,16 @@ export class RemoteImage {
             });
           }
           this.c.bytesFetched += len;
-          this.noteSuccess(src, len, sentAt);
+          this.servers.noteSuccess(src, len, sentAt);
           return r.parts;
         } catch (e) {
           if (!(e instanceof SourceFault)) throw e;
           if (this.closed) throw new Error(`image ${this.name} closed`);
-          this.noteFault(src, e);
+          this.servers.noteFault(src, e);
         }
       }
       if (sp.kind === "readahead") throw new Dropped("readahead dropped");
-      this.noteAllDown();
+      this.servers.noteAllDown();
       const waited = Date.now() - t0;
       if (this.ioTimeoutMs && waited >= this.ioTimeoutMs) {
         throw new IoError(`I/O error reading ${this.name} bytes ${start}-${start + len - 1}: no image server answered for ${secs(waited)}`);
@@ -446,113 +437,11 @@ export class RemoteImage {
     }
   }
 
-  /** Next server to try: healthy by preference, then degraded, then (demand only) down ones as a last resort. */
-  private pick(tried: Set<Source>, kind: Kind): Source | undefined {
-    for (const s of this.ranked) if (!tried.has(s) && s.state === "healthy") return s;
-    for (const s of this.ranked) if (!tried.has(s) && s.state === "degraded") return s;
-    if (kind === "readahead") return undefined;
-    for (const s of this.ranked) if (!tried.has(s) && (s.state === "down" || s.state === "probing")) return s;
-    return undefined;
-  }
-
-  /** The server reads should use now (first usable by preference). */
-  private preferred(): Source | undefined {
-    return this.ranked.find((s) => s.state === "healthy") ?? this.ranked.find((s) => s.state === "degraded");
-  }
-
-  private noteAttempt(src: Source): void {
-    if (src === this.active || src === this.connecting || this.allDownSince) return; // once per change, not per retry
-    this.connecting = src;
-    this.log.info(`Connecting to ${src.href}`);
-  }
-
-  private noteSuccess(src: Source, bytes: number, sentAt: number): void {
-    src.success(bytes, sentAt);
-    if (src !== this.active && (this.preferred() === src || !this.active?.usable)) {
-      this.active = src;
-      this.connecting = undefined;
-      this.log.info(`Successfully connected to ${src.href}`);
-    }
-    if (this.allDownSince) {
-      this.log.info(`reads resumed after ${secs(Date.now() - this.allDownSince)} without any image server`);
-      this.allDownSince = 0;
-    }
-  }
-
-  private noteFault(src: Source, e: SourceFault): void {
-    if (e.imageChanged && src.state !== "excluded") {
-      src.errors++;
-      src.lastError = e.reason;
-      src.exclude(e.reason);
-      this.log.error(`excluding ${src.href}: ${e.reason}`);
-    } else if (src.fault(e.reason)) {
-      this.log.error(`error while communicating with ${src.href}: ${e.reason}`);
-    }
-    if (src === this.connecting) this.connecting = undefined;
-  }
-
-  private noteAllDown(): void {
-    if (this.allDownSince) return;
-    this.allDownSince = Date.now();
-    this.active = undefined;
-    this.connecting = undefined;
-    const usable = this.sources.filter((s) => s.state !== "excluded").length;
-    this.log.error(usable
-      ? `all image servers failed; reads wait and retry with backoff ${this.ioTimeoutMs ? `for up to ${secs(this.ioTimeoutMs)}` : "until one answers"}`
-      : "no image server serves this image any more (all excluded); reads wait" + (this.ioTimeoutMs ? ` and fail after ${secs(this.ioTimeoutMs)}` : ""));
-  }
-
   private sleep(ms: number): Promise<void> {
     return new Promise((resolve) => {
       const wake = () => { clearTimeout(t); this.sleepers.delete(wake); resolve(); };
       const t = setTimeout(wake, Math.max(0, ms));
       this.sleepers.add(wake);
     });
-  }
-
-  // ---- fail-back probing ----
-
-  private rerank(): void {
-    const idx = rankSources(this.order, this.sources.map((s) => ({ href: s.href, rttMs: s.rttMs })), this.nodeId);
-    this.ranked = idx.map((i) => this.sources[i]);
-    this.ranked.forEach((s, rank) => { s.preferredRank = rank; });
-  }
-
-  private scheduleProbe(): void {
-    if (this.closed) return;
-    this.probeTimer = setTimeout(() => {
-      void this.probeRound().finally(() => this.scheduleProbe());
-    }, jitter(this.probeIntervalMs, 0.2));
-    (this.probeTimer as { unref?: () => void }).unref?.(); // the FUSE session, not this timer, keeps a daemon alive
-  }
-
-  /** Probes down/degraded servers (all of them for "latency" order) and re-ranks. */
-  async probeRound(): Promise<void> {
-    const targets = this.sources.filter((s) => s.state !== "excluded" && (s.state !== "healthy" || this.order === "latency"));
-    await Promise.all(targets.map((s) => this.probe(s)));
-    if (!this.closed) this.rerank();
-  }
-
-  private async probe(s: Source): Promise<void> {
-    const wasDown = s.state === "down";
-    if (wasDown) s.state = "probing";
-    try {
-      const t0 = performance.now();
-      await getRange(s.pool, s.url, 0, 1, this.timeouts, { size: this.size, validator: this.validator }, this.caGiven);
-      s.noteRtt(performance.now() - t0);
-      if (this.closed || s.state === "excluded") return;
-      if (s.state === "probing" || s.state === "degraded") {
-        const settled = Date.now() - s.lastFaultAt >= this.holdDownMs;
-        if (wasDown) this.log.info(`${s.href} answers again${settled ? "" : `; used only as a fallback for ${secs(this.holdDownMs)}`}`);
-        s.state = settled ? "healthy" : "degraded";
-        s.reason = settled ? undefined : `recovered from: ${s.lastError ?? "fault"}`;
-        if (wasDown) for (const wake of [...this.sleepers]) wake(); // reads waiting out a backoff retry now
-      }
-    } catch (e) {
-      if (!(e instanceof SourceFault) || this.closed) return;
-      // Still failing: stays down, and the hold-down restarts (it must answer for holdDownMs before it is preferred).
-      if (s.state === "probing") { s.state = "down"; s.errors++; s.lastError = e.reason; s.reason = e.reason; s.lastFaultAt = Date.now(); }
-      if (e.imageChanged || (s.state !== "down" && s.state !== "excluded")) this.noteFault(s, e);
-    }
   }
 }
