@@ -31,6 +31,11 @@ try {
   out.sha = createHash("sha256").update(bytes).digest("hex");
   out.log = log.lines;
   await img.close();
+  // The zone may also be an interface index, as in the seed's "%253".
+  const idx = /^(\d+):/.exec(Bun.spawnSync(["ip", "-o", "link", "show", "v1"]).stdout.toString())?.[1]; // (/sys is the host's)
+  const byIndex = await RemoteImage.open([`https://[fe80::1%25${idx}]:8443/img.bin`], { ca, log });
+  out.shaByIndex = createHash("sha256").update(await byIndex.read(0, byIndex.size)).digest("hex");
+  await byIndex.close();
   try { await RemoteImage.open(["https://[fe80::1%25nosuchif]:8443/img.bin"], { ca, log }); out.badZone = "opened?!"; }
   catch (e) { out.badZone = (e as Error).message; }
 } catch (e) {

@@ -25,10 +25,11 @@ test("https://[fe80::1%25v1]:port/img.bin reaches nginx over a veth pair; the ce
   await proc.exited;
   clearTimeout(timer);
   const line = stdout.trim().split("\n").pop() ?? "";
-  let res: { sha?: string; log?: string[]; badZone?: string; error?: string };
+  let res: { sha?: string; shaByIndex?: string; log?: string[]; badZone?: string; error?: string };
   try { res = JSON.parse(line); } catch { throw new Error(`child printed no result:\n${stdout}\n${stderr}`); }
   expect(res.error).toBeUndefined();
   expect(res.sha).toBe(createHash("sha256").update(data).digest("hex"));
+  expect(res.shaByIndex).toBe(res.sha);
   expect(res.log).toContain("Successfully connected to https://[fe80::1%25v1]:8443/img.bin");
   expect(res.badZone).toMatch(/^cannot reach any image server: https:\/\/\[fe80::1%25nosuchif\]:8443\/img.bin: cannot connect to fe80::1%nosuchif \(bad address or zone\)$/);
 }, 60_000);
