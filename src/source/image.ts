@@ -24,7 +24,7 @@ export interface RemoteImageOptions {
   ca?: string | Buffer;        // PEM bundle contents; undefined = system store
   order?: SourceOrder;         // default "listed"
   nodeId?: string;             // for "spread" (rendezvous hashing); default os.hostname()
-  cacheMb?: number;            // RAM block cache beside the page cache; default 8 (keeps daemon RSS ≤ 64 MiB)
+  cacheMb?: number;            // RAM block cache beside the page cache; default 8 (small: the page cache is the main one)
   ioTimeoutMs?: number;        // undefined/0 = retry forever (right for a root fs); else EIO after this long
   stallTimeoutMs?: number;     // no progress for this long → abandon request, fail over (default 5 s)
   requestTimeoutMs?: number;   // per-request deadline (default 30 s)
@@ -76,7 +76,6 @@ interface Span {
 }
 /** A readahead fetch that gave up; readers never see it (they re-request as demand). */
 class Dropped extends Error {}
-
 
 function checkNumber(name: string, v: number | undefined, min: number, integer = false): void {
   if (v === undefined) return;
