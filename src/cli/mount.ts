@@ -4,6 +4,7 @@ import { parseMountConfig, MOUNT_DEFAULTS } from "../mount/config";
 import { runMountDaemon } from "../mount/daemon";
 import { startDetachedDaemon, READY_LINE } from "../mount/background";
 import { writeSync } from "node:fs";
+import { statusLogPath } from "../mount/status";
 
 export const mountCommand = defineCommand({
   meta: {
@@ -36,8 +37,8 @@ export const mountCommand = defineCommand({
       await runMountDaemon(cfg, args["notify-ready"] ? () => writeSync(1, `${READY_LINE}\n`) : undefined);
       process.exit(0);
     }
-    const pid = await startDetachedDaemon(rawArgs.filter((a) => a !== "--foreground"), cfg.argv0);
-    console.log(`mounted at ${cfg.mountpoint} (daemon pid ${pid}); \`airroot status ${cfg.mountpoint}\` shows its sources`);
+    const pid = await startDetachedDaemon(rawArgs.filter((a) => a !== "--foreground"), cfg.mountpoint, cfg.argv0);
+    console.log(`mounted at ${cfg.mountpoint} (daemon pid ${pid}, log ${statusLogPath(cfg.mountpoint)}); \`airroot status ${cfg.mountpoint}\` shows its sources`);
     process.exit(0);
   },
 });

@@ -1,27 +1,56 @@
 // `airroot mount` without --foreground behaves like mount(8): it returns once the filesystem is ready and a
-// detached daemon keeps serving it. The daemon reports readiness with one line on a pipe.
+// detached daemon keeps serving it. The daemon reports readiness with one line on a private pipe, and writes its
+// log to a file beside its status socket (never to the caller's stderr: a daemon holding the caller's pipe open
+// would make `$(airroot mount ...)` or any captured call hang). Until ready, the parent echoes that log.
 import { spawn } from "node:child_process";
+import { openSync, closeSync, readSync } from "node:fs";
 import { selfCommand } from "../util/self";
+import { statusLogPath } from "./status";
 
 export const READY_LINE = "AIRROOT-MOUNT-READY";
 
-export async function startDetachedDaemon(mountArgs: string[], argv0?: string): Promise<number> {
+export async function startDetachedDaemon(mountArgs: string[], mountpoint: string, argv0?: string): Promise<number> {
   const [exe, ...pre] = selfCommand();
+  const logPath = statusLogPath(mountpoint);
+  const logFd = openSync(logPath, "w", 0o600);
   const child = spawn(exe, [...pre, "mount", "--foreground", "--notify-ready", ...mountArgs], {
-    argv0: argv0 ?? exe, detached: true, stdio: ["ignore", "pipe", "inherit"],
+    argv0: argv0 ?? exe, detached: true, stdio: ["ignore", "pipe", logFd],
   });
-  return await new Promise<number>((resolve, reject) => {
-    let seen = "";
-    child.stdout!.on("data", (chunk: Buffer) => {
-      seen += chunk.toString();
-      if (seen.includes(READY_LINE)) {
-        child.stdout!.destroy();
-        child.unref();
-        resolve(child.pid!);
-      }
+  closeSync(logFd);
+  const echo = tailTo(logPath, (text) => process.stderr.write(text));
+  try {
+    return await new Promise<number>((resolve, reject) => {
+      let seen = "";
+      child.stdout!.on("data", (chunk: Buffer) => {
+        seen += chunk.toString();
+        if (seen.includes(READY_LINE)) {
+          child.stdout!.destroy();
+          child.unref();
+          resolve(child.pid!);
+        }
+      });
+      child.once("exit", (code, signal) =>
+        reject(new Error(`the mount daemon exited before the mount was ready (${signal ?? `exit code ${code}`}); see the messages above`)));
+      child.once("error", (e) => reject(new Error(`cannot start the mount daemon: ${e.message}`)));
     });
-    child.once("exit", (code, signal) =>
-      reject(new Error(`the mount daemon exited before the mount was ready (${signal ?? `exit code ${code}`}); see the messages above`)));
-    child.once("error", (e) => reject(new Error(`cannot start the mount daemon: ${e.message}`)));
-  });
+  } finally {
+    echo.stop();
+  }
+}
+
+/** Echo what is appended to a file until stopped (then one last read, so no line is lost). */
+function tailTo(path: string, write: (text: string) => void): { stop(): void } {
+  const fd = openSync(path, "r");
+  let offset = 0;
+  const buf = Buffer.alloc(65536);
+  const drain = () => {
+    for (;;) {
+      const n = readSync(fd, buf, 0, buf.length, offset);
+      if (n <= 0) return;
+      offset += n;
+      write(buf.subarray(0, n).toString());
+    }
+  };
+  const timer = setInterval(drain, 50);
+  return { stop() { clearInterval(timer); drain(); closeSync(fd); } };
 }

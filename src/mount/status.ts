@@ -33,6 +33,11 @@ export function statusSocketPath(mountpoint: string): string {
   return join(statusDir(), `${id}.sock`);
 }
 
+/** Where a detached daemon writes its log (`airroot status --log` shows it). */
+export function statusLogPath(mountpoint: string): string {
+  return statusSocketPath(mountpoint).replace(/\.sock$/, ".log");
+}
+
 export function serveStatus(mountpoint: string, snapshot: () => DaemonStatus, onShutdown: () => void): { close(): void } {
   const path = statusSocketPath(mountpoint);
   if (existsSync(path)) rmSync(path, { force: true }); // a stale socket from a daemon that died
