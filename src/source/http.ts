@@ -18,13 +18,28 @@ export interface PoolOptions {
   connectTimeoutMs: number;
 }
 
+let systemStore: string[] | null | undefined;
+/** The machine's trust store (what OpenSSL's default paths hold), else undefined for the runtime's bundled roots. */
+export function systemCa(): string[] | undefined {
+  if (systemStore === undefined) {
+    systemStore = null;
+    try {
+      const list = (tls as { getCACertificates?: (kind: string) => string[] }).getCACertificates?.("system");
+      if (Array.isArray(list) && list.length > 0) systemStore = list;
+    } catch { /* older runtime: bundled roots */ }
+  }
+  return systemStore ?? undefined;
+}
+
 export function createPool(u: ImageUrl, o: PoolOptions): Pool {
+  // "No --ca" means the system store, as for curl: a site CA installed in /etc/ssl/certs must work.
+  const ca = o.ca ?? systemCa();
   // Custom connector: node:tls can dial an IPv6 zone ("fe80::1%eth0") that undici's URL handling cannot carry,
   // and we check the certificate against the address without the zone. No SNI for IP literals (RFC 6066).
   const connect = (_opts: unknown, cb: (err: Error | null, sock: tls.TLSSocket | null) => void) => {
     let done = false;
     const sock = tls.connect({
-      host: u.host, port: u.port, ca: o.ca, servername: u.isIp ? undefined : u.certHost,
+      host: u.host, port: u.port, ca, servername: u.isIp ? undefined : u.certHost,
       ALPNProtocols: ["http/1.1"], rejectUnauthorized: true,
       checkServerIdentity: (_h, cert) => tls.checkServerIdentity(u.certHost, cert),
     });

@@ -377,3 +377,22 @@ test("property: random concurrent reads stay exact while the active server dies 
   expect(st.sources[1].bytes).toBeGreaterThan(0);
   await img.close();
 }, 60_000);
+
+test("without a CA option the system trust store is used: a private test CA is refused", async () => {
+  const url = A.urlFor("small.bin");
+  await expect(RemoteImage.open([url], { log: memoryLogger() })).rejects.toThrow(
+    `cannot reach any image server: ${url}: TLS: certificate not signed by a CA in the system store`);
+}, 60_000);
+
+test("...and a CA in the system store (here via OpenSSL's SSL_CERT_FILE, in a child process) is accepted", async () => {
+  const url = A.urlFor("small.bin");
+  const script = `import { RemoteImage } from ${JSON.stringify(join(import.meta.dir, "../../src/source/image.ts"))};
+    import { memoryLogger } from ${JSON.stringify(join(import.meta.dir, "../../src/util/log.ts"))};
+    const img = await RemoteImage.open([${JSON.stringify(url)}], { log: memoryLogger() });
+    console.log(img.size); await img.close();`;
+  const r = Bun.spawnSync([process.execPath, "-e", script], {
+    env: { ...process.env, SSL_CERT_FILE: pki.caCert, SSL_CERT_DIR: join(dir, "no-such-dir") }, stdout: "pipe", stderr: "pipe", timeout: 30_000,
+  });
+  expect(r.stderr.toString()).toBe("");
+  expect(r.stdout.toString().trim()).toBe(String(small.length));
+}, 60_000);
