@@ -7,6 +7,7 @@ import { enrollNode, NodeApi } from "../client/api.ts";
 import { credentialPaths, saveCredential, writePrivate } from "../client/credential.ts";
 import { localMacs, smbiosUuid } from "../client/identity.ts";
 import { discover } from "../client/discover.ts";
+import { tpmProver } from "../client/tpmprover.ts";
 import { normaliseMac } from "../server/schema.ts";
 import { repeated } from "./node.ts";
 
@@ -24,6 +25,7 @@ export const enrollCommand = defineCommand({
     uuid: { type: "string", description: "SMBIOS UUID to identify with (default: /sys/class/dmi/id/product_uuid)" },
     name: { type: "string", description: "expected node name (refused if the MACs/UUID belong to another node)" },
     "host-key": { type: "string", description: "SSH host public key file to certify (repeatable); writes KEY-cert.pub beside it" },
+    tpm: { type: "string", description: "prove enrollment with a TPM: device, device:/dev/tpmrm0 or swtpm:HOST:PORT (default: no TPM)" },
     "discovery-timeout": { type: "string", description: "seconds to wait for discovery replies (default 3)" },
   },
   async run({ args, rawArgs }) {
@@ -38,7 +40,7 @@ export const enrollCommand = defineCommand({
       server = found[0].api[0];
       console.error(`discovered ${server} (server ${found[0].serverId})`);
     }
-    const cred = await enrollNode(server, ca, { macs, uuid, name: args.name });
+    const cred = await enrollNode(server, ca, { macs, uuid, name: args.name }, args.tpm ? await tpmProver(args.tpm) : undefined);
     const out = resolve(args.out);
     saveCredential(out, cred, ca);
     console.log(`enrolled as ${cred.node}, certificate serial ${cred.serial}, valid until ${cred.notAfter}`);

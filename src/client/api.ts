@@ -3,22 +3,42 @@
 import { makeCsr } from "../pki/csr.ts";
 import { toPem } from "../pki/pem.ts";
 import type { NodeConfig } from "../server/selfapi.ts";
-import type { EnrollResult } from "../server/enroll.ts";
-import { ApiHttp } from "./http.ts";
+import type { ChallengeResult, EnrollResult } from "../server/enroll.ts";
+import type { WireIdentity } from "../tpm/attest.ts";
+import { challengeFromWire } from "../tpm/makecredential.ts";
+import { ApiCallError, ApiHttp } from "./http.ts";
 
-export interface EnrollIdentity { macs: string[]; uuid?: string; name?: string; ekPublic?: string }
+export interface EnrollIdentity { macs: string[]; uuid?: string; name?: string }
+
+/** The node's TPM as enrollment needs it: its public identity and ActivateCredential (see src/tpm/attest.ts). */
+export interface TpmProver {
+  identity: WireIdentity;
+  activate(credentialBlob: Uint8Array, secret: Uint8Array): Promise<Uint8Array>;
+}
 
 export interface NodeCredential { keyPem: string; certPem: string; node: string; serial: string; notAfter: string }
 
-/** Generates a fresh key, sends its CSR with the node's identity, returns key + certificate (key never leaves). */
-export async function enrollNode(serverUrl: string, siteCa: string, id: EnrollIdentity): Promise<NodeCredential> {
+/**
+ * Generates a fresh key, sends its CSR with the node's identity (and TPM identity, if given), answers the server's
+ * TPM challenge, and returns key + certificate. The private key never leaves this process.
+ */
+export async function enrollNode(serverUrl: string, siteCa: string, id: EnrollIdentity, tpm?: TpmProver): Promise<NodeCredential> {
   const { csrPem, keys } = await makeCsr(id.name ?? "airroot-node");
   const http = new ApiHttp(serverUrl, { ca: siteCa });
   try {
-    const r = await http.call<EnrollResult>("POST", "/api/v1/enroll", {
+    let r = await http.call<EnrollResult | ChallengeResult>("POST", "/api/v1/enroll", {
       macs: id.macs, csr: csrPem,
-      ...(id.uuid ? { uuid: id.uuid } : {}), ...(id.name ? { name: id.name } : {}), ...(id.ekPublic ? { ekPublic: id.ekPublic } : {}),
+      ...(id.uuid ? { uuid: id.uuid } : {}), ...(id.name ? { name: id.name } : {}), ...(tpm ? { tpm: tpm.identity } : {}),
     });
+    if ("challenge" in r) {
+      if (!tpm) throw new ApiCallError("POST /api/v1/enroll", 200, "bad-reply", "server sent a TPM challenge although no TPM identity was sent");
+      const blob = challengeFromWire(r.challenge);
+      const secret = await tpm.activate(blob.credentialBlob, blob.secret);
+      r = await http.call<EnrollResult>("POST", "/api/v1/enroll/activate", { id: r.challenge.id, secret: Buffer.from(secret).toString("base64") });
+    }
+    if (!("certificate" in r) || typeof r.certificate !== "string" || !r.certificate.includes("BEGIN CERTIFICATE")) {
+      throw new ApiCallError("POST /api/v1/enroll", 200, "bad-reply", "reply carries no certificate");
+    }
     const keyPem = toPem("PRIVATE KEY", await crypto.subtle.exportKey("pkcs8", keys.privateKey));
     return { keyPem, certPem: r.certificate, node: r.node, serial: r.serial, notAfter: r.notAfter };
   } finally { await http.close(); }

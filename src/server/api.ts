@@ -3,7 +3,7 @@
 import type { Database } from "bun:sqlite";
 import { serveImages } from "./static.ts";
 import { ApiError, errorResponse, json } from "./apierror.ts";
-import { enroll, enrollRequestSchema, type EnrollDeps } from "./enroll.ts";
+import { activate, activateRequestSchema, enroll, enrollRequestSchema, type EnrollDeps } from "./enroll.ts";
 import { authenticate, nodeConfig, reportStatus, sshCertificates, sshCertRequestSchema, statusRequestSchema, type SelfDeps } from "./selfapi.ts";
 import { parseJson, SchemaError, type Validator } from "./schema.ts";
 import type { Handler } from "./https.ts";
@@ -53,6 +53,9 @@ export function createApi(d: ApiDeps): Handler {
         const r = await enroll(enrollDeps, await body(req, enrollRequestSchema, "enroll", d.audit, ctx.remoteAddress), ctx.remoteAddress);
         return json(200, r);
       }
+      if (route === "POST enroll/activate") {
+        return json(200, await activate(enrollDeps, await body(req, activateRequestSchema, "enroll", d.audit, ctx.remoteAddress), ctx.remoteAddress));
+      }
       if (path.startsWith(`${API_PREFIX}self/`)) {
         const node = authenticate(selfDeps, ctx.peer, ctx.remoteAddress, path);
         if (route === "GET self/config") return json(200, nodeConfig(selfDeps, node));
@@ -65,7 +68,7 @@ export function createApi(d: ApiDeps): Handler {
           return json(200, { ok: true });
         }
       }
-      const known = ["info", "enroll", "self/config", "self/sshcert", "self/status"].includes(path.slice(API_PREFIX.length));
+      const known = ["info", "enroll", "enroll/activate", "self/config", "self/sshcert", "self/status"].includes(path.slice(API_PREFIX.length));
       throw known ? new ApiError(405, "method-not-allowed", `${req.method} is not allowed on ${path}`)
         : new ApiError(404, "not-found", `no API endpoint ${path.slice(0, 100)}`);
     } catch (e) {

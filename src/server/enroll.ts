@@ -1,22 +1,35 @@
 // Enrollment: an armed node on a trusted network trades its identity and a CSR for a client certificate, once.
+// A node with a TPM must also prove it: the server answers with a MakeCredential challenge for the node's EK and AK,
+// and issues the certificate only when the node returns the secret that only that TPM can recover.
 import type { Database } from "bun:sqlite";
-import { verifyCsr, CsrError } from "../pki/csr.ts";
+import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import { verifyCsr, CsrError, type VerifiedCsr } from "../pki/csr.ts";
 import { issueClientCert, randomSerial, type Ca } from "../pki/x509ca.ts";
+import { makeEnrollmentChallenge } from "../tpm/makecredential.ts";
+import { TpmFormatError } from "../tpm/marshal.ts";
 import { arr, mac, nodeName, obj, opt, str, uuid, type Infer } from "./schema.ts";
 import { trustedSource, type TrustOptions } from "./netaddr.ts";
 import { ApiError } from "./apierror.ts";
 import type { Audit } from "./audit.ts";
-import { commitEnrollment, getNode, isArmed, keyUsedBefore, nodesByIdentity } from "./store/nodes.ts";
+import { commitEnrollment, getNode, isArmed, keyUsedBefore, nodesByIdentity, savePendingChallenge, takePendingChallenge, type NodeRecord } from "./store/nodes.ts";
+
+const b64 = (max: number) => str({ max, min: 4, pattern: /^[A-Za-z0-9+/]+={0,2}$/, what: "base64" });
 
 export const enrollRequestSchema = obj({
   macs: arr(mac, { min: 1, max: 32 }),
   uuid: opt(uuid),
   name: opt(nodeName),
   csr: str({ max: 16 * 1024, min: 1 }),
-  // TPM2B_PUBLIC of the endorsement key, base64 (recorded; later enrollments must present the same one).
-  ekPublic: opt(str({ max: 4096, min: 1, pattern: /^[A-Za-z0-9+/]+={0,2}$/, what: "base64" })),
+  // The node's TPM: EK and AK public areas (TPM2B_PUBLIC) and the EK certificate (DER) if the TPM has one; base64.
+  tpm: opt(obj({ ekPublic: b64(4096), akPublic: b64(4096), ekCertificate: opt(b64(8192)) })),
 });
 export type EnrollRequest = Infer<typeof enrollRequestSchema>;
+
+export const activateRequestSchema = obj({
+  id: str({ min: 32, max: 32, pattern: /^[0-9a-f]+$/, what: "a challenge id" }),
+  secret: b64(512),
+});
+export type ActivateRequest = Infer<typeof activateRequestSchema>;
 
 export interface EnrollDeps {
   db: Database;
@@ -24,51 +37,108 @@ export interface EnrollDeps {
   audit: Audit;
   trust: TrustOptions;
   nodeCertDays: number;
+  challengeTtlMs?: number; // how long a TPM challenge stays answerable; default 120 s
   now?: () => number;
 }
 
 export interface EnrollResult { node: string; certificate: string; serial: string; notAfter: string }
+export interface ChallengeResult { challenge: { id: string; credentialBlob: string; secret: string; expires: string } }
+
+const sha256 = (b: Uint8Array | string) => createHash("sha256").update(b).digest();
+
+type Refuse = (status: number, code: string, reason: string, node?: string) => never;
+
+function refuser(d: EnrollDeps, remote: string, extra: Record<string, string | undefined>): Refuse {
+  return (status, code, reason, node) => {
+    d.audit.record({ event: "enroll", outcome: "refused", remote, node, reason, ...extra });
+    throw new ApiError(status, code, reason);
+  };
+}
+
+function checkTrusted(d: EnrollDeps, remote: string, refuse: Refuse): string {
+  const t = trustedSource(remote, d.trust);
+  if (!t.trusted) refuse(403, "untrusted-network", `enrollment is only accepted from trusted networks: ${t.why}`);
+  return t.why;
+}
+
+async function checkCsr(d: EnrollDeps, pem: string, node: string, refuse: Refuse): Promise<VerifiedCsr> {
+  let csr: VerifiedCsr | undefined;
+  try { csr = await verifyCsr(pem); } catch (e) {
+    if (e instanceof CsrError) refuse(400, "bad-csr", e.message, node);
+    throw e;
+  }
+  if (keyUsedBefore(d.db, csr!.keyId)) refuse(409, "replay", "this key was already certified once; generate a new key for a new enrollment", node);
+  return csr!;
+}
+
+/** Signs and records atomically (the window is claimed in the same transaction). */
+async function issue(d: EnrollDeps, node: string, csr: VerifiedCsr, ekPublic: string | undefined, remote: string, why: string, refuse: Refuse, now: number): Promise<EnrollResult> {
+  const serial = randomSerial();
+  const cert = await issueClientCert(d.nodeCa, csr.publicKey, node, serial, d.nodeCertDays);
+  const committed = commitEnrollment(d.db, { node, serial, keyId: csr.keyId, notAfter: cert.notAfter.getTime(), ekPublic }, now);
+  if (!committed.ok) refuse(committed.code === "replay" ? 409 : 403, committed.code, committed.reason, node);
+  d.audit.record({ event: "enroll", outcome: "ok", remote, node, serial, key: csr.keyAlgorithm, network: why, tpm: ekPublic ? "proven" : "none" });
+  return { node, certificate: cert.toString("pem") + "\n", serial, notAfter: cert.notAfter.toISOString() };
+}
 
 /**
  * Checks, in order: trusted source network, identity → exactly one node, armed window, TPM EK continuity, CSR
- * signature, key never certified before. Only then signs and records atomically. Every refusal is audited.
+ * signature, key never certified before. Then either issues (no TPM) or answers with a TPM challenge.
+ * Every refusal is audited and leaves nothing stored.
  */
-export async function enroll(d: EnrollDeps, req: EnrollRequest, remote: string): Promise<EnrollResult> {
+export async function enroll(d: EnrollDeps, req: EnrollRequest, remote: string): Promise<EnrollResult | ChallengeResult> {
   const now = d.now?.() ?? Date.now();
-  const refuse = (status: number, code: string, reason: string, node?: string): never => {
-    d.audit.record({ event: "enroll", outcome: "refused", remote, node, reason, macs: req.macs.join(","), uuid: req.uuid });
-    throw new ApiError(status, code, reason);
-  };
-  const t = trustedSource(remote, d.trust);
-  if (!t.trusted) refuse(403, "untrusted-network", `enrollment is only accepted from trusted networks: ${t.why}`);
+  const refuse = refuser(d, remote, { macs: req.macs.join(","), uuid: req.uuid });
+  const why = checkTrusted(d, remote, refuse);
 
   const names = nodesByIdentity(d.db, req.macs, req.uuid);
   if (names.length === 0) refuse(403, "unknown-node", "no node is registered with these MACs or UUID; add it with `airroot node add`");
   if (names.length > 1) refuse(409, "ambiguous-identity", `these MACs/UUID belong to several nodes (${names.join(", ")}); fix the node records`);
-  const node = getNode(d.db, names[0])!;
+  const node: NodeRecord = getNode(d.db, names[0])!;
   if (req.name !== undefined && req.name !== node.name) refuse(403, "identity-mismatch", `the request names ${req.name} but its MACs/UUID belong to ${node.name}`, node.name);
   if (node.uuid && req.uuid !== node.uuid) refuse(403, "identity-mismatch", `SMBIOS UUID ${req.uuid ?? "(none)"} does not match the one recorded for ${node.name}`, node.name);
   if (node.macs.length && !req.macs.some((m) => node.macs.includes(m))) {
     refuse(403, "identity-mismatch", `none of the MACs matches those recorded for ${node.name}`, node.name);
   }
   if (!isArmed(node, now)) {
-    const why = node.armed ? "its enrollment window expired" : "it is not armed";
-    refuse(403, "not-armed", `node ${node.name} cannot enroll: ${why}; run \`airroot node arm ${node.name}\``, node.name);
+    const state = node.armed ? "its enrollment window expired" : "it is not armed";
+    refuse(403, "not-armed", `node ${node.name} cannot enroll: ${state}; run \`airroot node arm ${node.name}\``, node.name);
   }
-  if (node.ekPublic && req.ekPublic !== node.ekPublic) {
-    refuse(409, "ek-mismatch", `node ${node.name} enrolled before with a TPM endorsement key; only that same key is accepted`, node.name);
+  if (node.ekPublic && req.tpm?.ekPublic !== node.ekPublic) {
+    refuse(409, "ek-mismatch", `node ${node.name} enrolled before with a TPM endorsement key; only that same TPM may enroll it`, node.name);
   }
-  let csr;
-  try { csr = await verifyCsr(req.csr); } catch (e) {
-    if (e instanceof CsrError) refuse(400, "bad-csr", e.message, node.name);
+  const csr = await checkCsr(d, req.csr, node.name, refuse);
+  if (!req.tpm) return await issue(d, node.name, csr, undefined, remote, why, refuse, now);
+
+  // TPM: the certificate waits until the node shows it can ActivateCredential with this EK and AK.
+  const secret = randomBytes(32);
+  let ch: ReturnType<typeof makeEnrollmentChallenge>;
+  try { ch = makeEnrollmentChallenge(req.tpm.ekPublic, req.tpm.akPublic, secret); } catch (e) {
+    if (e instanceof TpmFormatError) refuse(400, "bad-tpm-identity", e.message, node.name);
     throw e;
   }
-  if (keyUsedBefore(d.db, csr!.keyId)) refuse(409, "replay", "this key was already certified once; generate a new key for a new enrollment", node.name);
+  const id = randomBytes(16).toString("hex");
+  const expires = now + (d.challengeTtlMs ?? 120_000);
+  savePendingChallenge(d.db, { id, node: node.name, csr: req.csr, ekPublic: req.tpm.ekPublic, secretSha256: sha256(secret).toString("hex"), expires });
+  d.audit.record({ event: "enroll.challenge", outcome: "ok", remote, node: node.name, akName: ch!.akName });
+  return { challenge: { id, credentialBlob: ch!.credentialBlob, secret: ch!.secret, expires: new Date(expires).toISOString() } };
+}
 
-  const serial = randomSerial();
-  const cert = await issueClientCert(d.nodeCa, csr!.publicKey, node.name, serial, d.nodeCertDays);
-  const committed = commitEnrollment(d.db, { node: node.name, serial, keyId: csr!.keyId, notAfter: cert.notAfter.getTime(), ekPublic: req.ekPublic }, now);
-  if (!committed.ok) refuse(committed.code === "replay" ? 409 : 403, committed.code, committed.reason, node.name);
-  d.audit.record({ event: "enroll", outcome: "ok", remote, node: node.name, serial, key: csr!.keyAlgorithm, network: t.why });
-  return { node: node.name, certificate: cert.toString("pem") + "\n", serial, notAfter: cert.notAfter.toISOString() };
+/** Second step of a TPM enrollment: the challenge is consumed by the first answer, right or wrong. */
+export async function activate(d: EnrollDeps, req: ActivateRequest, remote: string): Promise<EnrollResult> {
+  const now = d.now?.() ?? Date.now();
+  const refuse = refuser(d, remote, { challenge: req.id });
+  const why = checkTrusted(d, remote, refuse);
+  const p = takePendingChallenge(d.db, req.id);
+  if (!p) refuse(403, "unknown-challenge", "no such pending challenge (already answered, expired or never issued); enroll again");
+  if (p!.expires <= now) refuse(403, "challenge-expired", "the TPM challenge expired; enroll again", p!.node);
+  const got = sha256(new Uint8Array(Buffer.from(req.secret, "base64")));
+  if (!timingSafeEqual(got, Buffer.from(p!.secretSha256, "hex"))) {
+    refuse(403, "tpm-proof-failed", "the returned secret is wrong: the TPM that answered does not hold the EK and AK that were sent", p!.node);
+  }
+  const node = getNode(d.db, p!.node);
+  if (!node) refuse(403, "unknown-node", `node ${p!.node} was removed meanwhile`);
+  if (node!.ekPublic && node!.ekPublic !== p!.ekPublic) refuse(409, "ek-mismatch", `node ${node!.name} has another TPM recorded`, node!.name);
+  const csr = await checkCsr(d, p!.csr, node!.name, refuse);
+  return await issue(d, node!.name, csr, p!.ekPublic, remote, why, refuse, now);
 }

@@ -6,6 +6,7 @@ import { readFileSync, statSync, existsSync } from "node:fs";
 import { scratchDir, removeScratchDirs } from "../helpers/tmp";
 import { freePort, waitForPort } from "../helpers/ports";
 import { statePaths } from "../../src/server/state.ts";
+import { startSwtpm } from "../helpers/swtpm";
 
 const MAIN = join(import.meta.dir, "../../src/cli/main.ts");
 const BUN = process.execPath;
@@ -90,3 +91,26 @@ test("node commands, then `airroot serve` + `airroot enroll` end to end; list sh
   expect(auditLog).toContain('"event":"node.revoke"');
   expect(auditLog).not.toMatch(/PRIVATE KEY|BEGIN/);
 });
+
+test("`airroot enroll --tpm swtpm:HOST:PORT` enrolls through the TPM challenge", async () => {
+  const dir = scratchDir();
+  const state = join(dir, "state");
+  expect((await airroot(["serve", "init", "--state", state, "--address", "127.0.0.1"])).code).toBe(0);
+  expect((await airroot(["node", "add", "t1", "--state", state, "--mac", "52:54:00:aa:00:09", "--profile", "p"])).code).toBe(0);
+  expect((await airroot(["node", "arm", "t1", "--state", state, "--once"])).code).toBe(0);
+  const port = await freePort("127.0.0.1");
+  const srv = Bun.spawn([BUN, MAIN, "serve", "--state", state, "--listen", `127.0.0.1:${port}`, "--no-discovery"], { stdout: "pipe", stderr: "pipe" });
+  const tpm = await startSwtpm(join(dir, "tpm"));
+  try {
+    await waitForPort("127.0.0.1", port, 20_000);
+    const e = await airroot(["enroll", "--server", `https://127.0.0.1:${port}`, "--ca", statePaths(state).siteCaCert, "--out", join(dir, "cred"),
+      "--mac", "52:54:00:aa:00:09", "--tpm", tpm.spec]);
+    expect(e.err).toBe("");
+    expect(e.out).toContain("enrolled as t1");
+    expect((await airroot(["node", "show", "t1", "--state", state])).out).toContain("tpm ek:    recorded");
+  } finally {
+    srv.kill("SIGTERM");
+    await srv.exited;
+    await tpm.stop();
+  }
+}, 60_000);

@@ -1,9 +1,9 @@
-// Enrollment rules without the network layer: trusted networks, concurrent enrollments, TPM EK continuity.
+// Enrollment rules without the network layer: trusted networks and concurrent enrollments.
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { scratchDir, removeScratchDirs } from "../helpers/tmp";
 import { openDatabase } from "../../src/server/store/db.ts";
-import { addNode, armNode, certsOf, getNode } from "../../src/server/store/nodes.ts";
-import { enroll, type EnrollDeps } from "../../src/server/enroll.ts";
+import { addNode, armNode, certsOf } from "../../src/server/store/nodes.ts";
+import { enroll, type EnrollDeps, type EnrollResult } from "../../src/server/enroll.ts";
 import { memoryAudit } from "../../src/server/audit.ts";
 import { ApiError } from "../../src/server/apierror.ts";
 import { createCa, loadCa } from "../../src/pki/x509ca.ts";
@@ -23,9 +23,9 @@ beforeAll(async () => {
 });
 afterAll(() => { deps.db.close(); removeScratchDirs(); });
 
-async function attempt(remote: string, extra: { ekPublic?: string } = {}) {
+async function attempt(remote: string): Promise<EnrollResult> {
   const { csrPem } = await makeCsr("n1");
-  return enroll(deps, { macs: [MAC], csr: csrPem, ...extra }, remote);
+  return (await enroll(deps, { macs: [MAC], csr: csrPem }, remote)) as EnrollResult;
 }
 
 async function refusal(p: Promise<unknown>): Promise<ApiError> {
@@ -55,15 +55,4 @@ test("two concurrent enrollments for one window: exactly one wins", async () => 
   expect(results.filter((r) => r.status === "fulfilled")).toHaveLength(1);
   for (const r of results) if (r.status === "rejected") expect((r.reason as ApiError).code).toBe("not-armed");
   expect(certsOf(deps.db, "n1")).toHaveLength(before + 1);
-});
-
-test("a TPM EK recorded at enrollment is required, unchanged, at every later enrollment", async () => {
-  armNode(deps.db, "n1", null);
-  await attempt("192.0.2.77", { ekPublic: "AAECAwQ=" });
-  expect(getNode(deps.db, "n1")!.ekPublic).toBe("AAECAwQ=");
-  armNode(deps.db, "n1", null);
-  expect((await refusal(attempt("192.0.2.77"))).code).toBe("ek-mismatch");
-  expect((await refusal(attempt("192.0.2.77", { ekPublic: "BBECAwQ=" }))).code).toBe("ek-mismatch");
-  expect(getNode(deps.db, "n1")!.armed).toBe(true); // a refusal does not consume the window
-  expect((await attempt("192.0.2.77", { ekPublic: "AAECAwQ=" })).node).toBe("n1");
 });

@@ -1,11 +1,11 @@
 // Strict JSON validation of untrusted bodies: exact shapes accepted, everything else a SchemaError (fuzzed, bounded).
 import { expect, test } from "bun:test";
 import { parseJson, SchemaError, normaliseMac } from "../../src/server/schema.ts";
-import { enrollRequestSchema } from "../../src/server/enroll.ts";
+import { activateRequestSchema, enrollRequestSchema } from "../../src/server/enroll.ts";
 import { sshCertRequestSchema, statusRequestSchema } from "../../src/server/selfapi.ts";
 import { configSchema, defaultConfig } from "../../src/server/state.ts";
 
-const GOOD_ENROLL = { macs: ["52:54:00:00:00:01"], uuid: "4c4c4544-0000-1111-2222-333344445555", name: "n1", csr: "x", ekPublic: "AAEC" };
+const GOOD_ENROLL = { macs: ["52:54:00:00:00:01"], uuid: "4c4c4544-0000-1111-2222-333344445555", name: "n1", csr: "x", tpm: { ekPublic: "AAEC", akPublic: "AAEC" } };
 
 test("valid bodies pass and come back with exactly their fields", () => {
   expect(parseJson(JSON.stringify(GOOD_ENROLL), enrollRequestSchema)).toEqual(GOOD_ENROLL);
@@ -25,7 +25,9 @@ test("each kind of bad field is named in the error", () => {
     [{ ...GOOD_ENROLL, uuid: 5 }, "uuid: must be a string"],
     [{ ...GOOD_ENROLL, name: "../etc" }, "name: is not a host name"],
     [{ ...GOOD_ENROLL, csr: undefined }, "csr: is required"],
-    [{ ...GOOD_ENROLL, ekPublic: "not base64!" }, "ekPublic: is not base64"],
+    [{ ...GOOD_ENROLL, tpm: { ekPublic: "not base64!", akPublic: "AAEC" } }, "tpm.ekPublic: is not base64"],
+    [{ ...GOOD_ENROLL, tpm: { ekPublic: "AAEC", akPublic: "AAEC", x: 1 } }, "tpm.x: unknown field"],
+    [{ ...GOOD_ENROLL, tpm: { ekPublic: "AAEC" } }, "tpm.akPublic: is required"],
     [[GOOD_ENROLL], "body: must be an object"],
     [{ ...GOOD_ENROLL, __proto__: { admin: true } }, ""],
   ];
@@ -44,14 +46,14 @@ function randomValue(depth = 0): unknown {
   const r = Math.random();
   if (depth > 3 || r < 0.2) return [null, true, 0, -1, 1e300, "", "52:54:00:00:00:01", "x".repeat(Math.floor(Math.random() * 300))][Math.floor(Math.random() * 8)];
   if (r < 0.5) return Array.from({ length: Math.floor(Math.random() * 4) }, () => randomValue(depth + 1));
-  const keys = ["macs", "uuid", "name", "csr", "ekPublic", "stage", "detail", "digest", "hostKeys", "zzz"];
+  const keys = ["macs", "uuid", "name", "csr", "tpm", "ekPublic", "akPublic", "id", "secret", "stage", "detail", "digest", "hostKeys", "zzz"];
   const o: Record<string, unknown> = {};
   for (let i = 0; i < Math.floor(Math.random() * 5); i++) o[keys[Math.floor(Math.random() * keys.length)]] = randomValue(depth + 1);
   return o;
 }
 
 test("fuzz: random values, mutated and truncated JSON give a value or SchemaError, never anything else (bounded)", () => {
-  const schemas = [enrollRequestSchema, statusRequestSchema, sshCertRequestSchema, configSchema] as const;
+  const schemas = [enrollRequestSchema, activateRequestSchema, statusRequestSchema, sshCertRequestSchema, configSchema] as const;
   const goodText = JSON.stringify(GOOD_ENROLL);
   for (let i = 0; i < 2000; i++) {
     let text: string;

@@ -38,6 +38,18 @@ CREATE TABLE IF NOT EXISTS ssh_host_certs (
 );
 `);
 
+registerSchema("nodes-v2-challenges", `
+-- TPM enrollment challenges waiting for the node's answer (one answer each; see server/enroll.ts).
+CREATE TABLE IF NOT EXISTS pending_challenges (
+  id TEXT PRIMARY KEY,
+  node TEXT NOT NULL REFERENCES nodes(name) ON DELETE CASCADE,
+  csr TEXT NOT NULL,
+  ek_public TEXT NOT NULL,
+  secret_sha256 TEXT NOT NULL,       -- only a hash: the secret itself is never stored
+  expires INTEGER NOT NULL
+);
+`);
+
 export type NodeNetwork =
   | { mode: "dhcp" }
   | { mode: "static"; ip: string; gateway?: string; dns: string[] };
@@ -197,4 +209,20 @@ export function sshSerialUsed(db: Database, serial: bigint): boolean {
 export function setStage(db: Database, node: string, stage: string, detail: string | null, digest: string | null, now = Date.now()): void {
   db.query("UPDATE nodes SET stage = ?, stage_detail = ?, stage_digest = COALESCE(?, stage_digest), stage_at = ? WHERE name = ?")
     .run(stage, detail, digest, now, node);
+}
+
+export interface PendingChallenge { id: string; node: string; csr: string; ekPublic: string; secretSha256: string; expires: number }
+
+export function savePendingChallenge(db: Database, c: PendingChallenge, now = Date.now()): void {
+  db.transaction(() => {
+    db.query("DELETE FROM pending_challenges WHERE expires <= ?").run(now); // keep the table small
+    db.query("INSERT INTO pending_challenges (id, node, csr, ek_public, secret_sha256, expires) VALUES (?, ?, ?, ?, ?, ?)")
+      .run(c.id, c.node, c.csr, c.ekPublic, c.secretSha256, c.expires);
+  })();
+}
+
+/** Removes and returns a challenge: whoever takes it first is the only one who can answer it. */
+export function takePendingChallenge(db: Database, id: string): PendingChallenge | null {
+  return db.query("DELETE FROM pending_challenges WHERE id = ? RETURNING id, node, csr, ek_public AS ekPublic, secret_sha256 AS secretSha256, expires")
+    .get(id) as PendingChallenge | null;
 }
