@@ -63,6 +63,7 @@ try {
   servers[0].kill();
   sh(["sh", "-c", `find ${root} -type f -exec cat {} + | wc -c`]);
   sh([airroot, "status", mnt]);
+  sh([airroot, "status", "--log", mnt]);
   console.log("\ndemo finished: cleaning up");
 } finally {
   if (loopMounted) sh(["umount", root], { check: false, quiet: true });

@@ -1,15 +1,23 @@
 // `airroot status` and `airroot umount`: talk to a running mount daemon over its status socket.
 import { defineCommand } from "citty";
 import { resolve } from "node:path";
-import { fetchStatus, formatStatus, requestUnmount } from "../mount/status";
+import { fetchStatus, formatStatus, requestUnmount, statusLogPath } from "../mount/status";
 
 export const statusCommand = defineCommand({
   meta: { name: "status", description: "Show a mount daemon's sources (state, RTT, bytes, errors), cache and reads in flight" },
   args: {
     mountpoint: { type: "positional", description: "the mount point given to `airroot mount`", required: true },
     json: { type: "boolean", description: "print the raw status as JSON" },
+    log: { type: "boolean", description: "print the detached daemon's log (connections, failovers, errors)" },
   },
   async run({ args }) {
+    if (args.log) {
+      const path = statusLogPath(resolve(args.mountpoint));
+      const file = Bun.file(path);
+      if (!(await file.exists())) throw new Error(`no daemon log for ${args.mountpoint} (${path}); was it mounted with --foreground?`);
+      process.stdout.write(await file.text());
+      return;
+    }
     const status = await fetchStatus(resolve(args.mountpoint));
     console.log(args.json ? JSON.stringify(status, null, 2) : formatStatus(status));
   },

@@ -54,7 +54,8 @@ ${listens}
   return {
     proc, opts,
     urlFor: (path, i = 0) => `https://${hostInUrl(opts.listen[i].host)}:${opts.listen[i].port}/${path.replace(/^\//, "")}`,
-    async stop() { proc.kill("SIGTERM"); await proc.exited; },
-    kill() { proc.kill("SIGKILL"); Bun.spawnSync(["pkill", "-KILL", "-f", `nginx -p ${opts.workDir}`]); },
+    async stop() { proc.kill("SIGTERM"); await proc.exited; Bun.spawnSync(["pkill", "-KILL", "-P", String(proc.pid)]); },
+    // Workers are separate processes that outlive a SIGKILLed master: kill them first, then the master.
+    kill() { Bun.spawnSync(["pkill", "-KILL", "-P", String(proc.pid)]); proc.kill("SIGKILL"); },
   };
 }
