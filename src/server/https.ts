@@ -60,7 +60,13 @@ async function sendResponse(res: http.ServerResponse, r: Response, head: boolean
     for (;;) {
       const { done, value } = await reader.read();
       if (done || aborted) break;
-      if (!res.write(value)) await new Promise<void>((ok) => { res.once("drain", ok); res.once("close", ok); });
+      if (!res.write(value)) {
+        await new Promise<void>((ok) => {
+          const done = () => { res.off("drain", done); res.off("close", done); ok(); };
+          res.on("drain", done);
+          res.on("close", done);
+        });
+      }
     }
   } finally { if (!aborted) res.end(); }
 }
