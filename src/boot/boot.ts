@@ -1,5 +1,5 @@
 // `airroot init`: the boot as an ordered list of steps, from /init (PID 1) to execve of the real init.
-import { mkdirSync, readFileSync } from "node:fs";
+import { chmodSync, mkdirSync, readFileSync } from "node:fs";
 import { bootOptions, moduleParams, parseCmdline, rescueMode, type BootOptions, type Cmdline } from "./cmdline";
 import { chooseConsole, configureConsole, describeChoice, probePorts, readSpcr, type ConsoleChoice } from "./console";
 import { coldplug } from "./drivers";
@@ -28,7 +28,12 @@ export const SITE_DIR = "/etc/airroot/site";
 export const STEPS: Step<BootContext>[] = [
   {
     name: "pseudofs", title: "Mounting /proc /sys /dev /run",
-    run: async () => { mountPseudoFilesystems("/"); },
+    run: async () => {
+      mountPseudoFilesystems("/");
+      // The kernel's tmpfs rootfs has a world-writable root (1777); sshd's StrictModes then refuses every
+      // authorized_keys file. An installed system's / is 0755.
+      chmodSync("/", 0o755);
+    },
   },
   {
     name: "console", title: "Detecting the console",

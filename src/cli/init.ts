@@ -25,7 +25,11 @@ export const initCommand = defineCommand({
   subCommands: { "keep-sshd": keepSshd },
   run: async ({ args, rawArgs }) => {
     if (rawArgs[0] === "keep-sshd") return; // handled by the subcommand
-    if (process.pid !== 1) console.error("airroot init: not running as PID 1; this mounts filesystems and may switch root");
+    if (process.pid !== 1) {
+      // It mounts over /proc /dev /run, chmods / and switches root: never on a running system by accident.
+      console.error("airroot init: must run as PID 1 (the initramfs's /init, or a test's PID namespace); refusing");
+      process.exit(2);
+    }
     await runInit({ cmdline: args.cmdline });
     // As PID 1, runInit only returns when the rescue shell loop was bounded (never in a real boot); do not exit.
     if (process.pid === 1) await new Promise(() => {});

@@ -3,6 +3,8 @@
 // Set AIRROOT_SKIP_VM=1 to skip (it is never skipped silently).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
+import { copyFileSync, mkdirSync } from "node:fs";
+import { freePort } from "../helpers/ports";
 import { removeScratchDirs, scratchDir } from "../helpers/tmp";
 import { buildTestInitramfs, kernelDir, makeTestRootImage } from "../helpers/boot";
 
@@ -11,6 +13,7 @@ if (SKIP) console.warn("test/e2e/boot.test.ts: skipped because AIRROOT_SKIP_VM=1
 
 let vmlinuz = "";
 let initrd = "";
+let clientKey = "";
 
 interface Vm {
   /** Everything the serial console printed so far, without CRs. */
@@ -23,10 +26,10 @@ interface Vm {
 }
 
 /** Starts QEMU with the serial console on stdio and user networking with restrict=on (no way out of the VM). */
-function startVm(append: string): Vm {
+function startVm(append: string, hostfwd = ""): Vm {
   const proc = Bun.spawn(["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "1", "-nographic",
     "-no-reboot", "-kernel", vmlinuz, "-initrd", initrd, "-append", append,
-    "-netdev", "user,id=n0,restrict=on", "-device", "virtio-net-pci,netdev=n0"], { stdin: "pipe", stdout: "pipe", stderr: "pipe" });
+    "-netdev", `user,id=n0,restrict=on${hostfwd}`, "-device", "virtio-net-pci,netdev=n0"], { stdin: "pipe", stdout: "pipe", stderr: "pipe" });
   let out = "";
   let done = false;
   const exited = proc.exited.then((c) => { done = true; return c; });
@@ -59,7 +62,13 @@ describe.skipIf(SKIP)("QEMU boot", () => {
     const kdir = kernelDir();
     vmlinuz = join(kdir, "vmlinuz");
     const img = makeTestRootImage(join(dir, "img"));
-    initrd = buildTestInitramfs(join(dir, "initramfs.cpio.zst"), [[img, "images/root.sfs"]], kdir);
+    // Site config with root's authorized key, as `airroot serve` will provide it.
+    clientKey = join(dir, "id_ed25519");
+    const kg = Bun.spawnSync(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", clientKey]);
+    if (kg.exitCode !== 0) throw new Error("ssh-keygen failed");
+    mkdirSync(join(dir, "site"));
+    copyFileSync(`${clientKey}.pub`, join(dir, "site/authorized_keys"));
+    initrd = buildTestInitramfs(join(dir, "initramfs.cpio.zst"), [[img, "images/root.sfs"]], kdir, join(dir, "site"));
   }, 300_000);
 
   afterAll(removeScratchDirs);
@@ -97,17 +106,28 @@ describe.skipIf(SKIP)("QEMU boot", () => {
     }
   }, 150_000);
 
-  test("airroot.shell stops before switch_root with a working shell on the serial console", async () => {
-    const vm = startVm("quiet airroot.rootimage=/images/root.sfs airroot.shell airroot.skip=sshd");
+  test("airroot.shell stops before switch_root: shell on the serial console, ssh on 2222 with the site's key", async () => {
+    const port = await freePort("127.0.0.1");
+    const vm = startVm("quiet airroot.rootimage=/images/root.sfs airroot.shell", `,hostfwd=tcp:127.0.0.1:${port}-:2222`);
     try {
       await vm.waitFor(/airroot.shell given: stopping before switch_root/, 110_000);
-      await vm.waitFor(/starting a console shell on \/dev\/ttyS0/, 5_000);
-      await Bun.sleep(1500); // let the shell start reading
+      await vm.waitFor(/starting a console shell on \/dev\/ttyS0; the debug sshd listens on port 2222/, 5_000);
+      // The debug sshd, reached through QEMU's loopback-only port forward, runs in the initramfs root.
+      const ssh = Bun.spawn(["ssh", "-p", String(port), "-i", clientKey, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+        "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=20", "root@127.0.0.1", "cat /proc/mounts; echo SSH-OK"],
+        { stdout: "pipe", stderr: "pipe" });
+      const timer = setTimeout(() => ssh.kill("SIGKILL"), 60_000);
+      const [sshOut, sshErr] = await Promise.all([new Response(ssh.stdout).text(), new Response(ssh.stderr).text(), ssh.exited]);
+      clearTimeout(timer);
+      expect(sshOut + sshErr).toContain("SSH-OK");
+      expect(sshOut).toMatch(/^airroot \/sysroot overlay /m);
+      expect(sshOut).toMatch(/^\/dev\/loop0 \/mnt\/remote squashfs ro/m);
+      await Bun.sleep(500);
       vm.type("echo SHELL-$((6*7)); grep -c ' /sysroot ' /proc/mounts; poweroff -f\n");
       await vm.waitFor(/SHELL-42\n1\n/, 30_000);
       expect(await Promise.race([vm.exited, Bun.sleep(20_000).then(() => "still running")])).toBe(0);
     } finally {
       vm.kill();
     }
-  }, 150_000);
+  }, 180_000);
 });

@@ -27,9 +27,9 @@ export function kernelDir(): string {
 }
 
 /** Builds our initramfs with the given extra files, fast zstd level (tests do not need the smallest file). */
-export function buildTestInitramfs(out: string, add: [string, string][] = [], kdir = kernelDir()): string {
+export function buildTestInitramfs(out: string, add: [string, string][] = [], kdir = kernelDir(), site?: string): string {
   const args = [join(REPO, "node_modules/.bin/bun"), "initramfs/build.ts", "--kernel-dir", kdir, "--out", out,
-    "--airroot", privateAirroot(), "--level", "3"];
+    "--airroot", privateAirroot(), "--level", "3", ...(site ? ["--site", site] : [])];
   for (const [src, dest] of add) args.push("--add", `${src}=${dest}`);
   run(args);
   return out;
