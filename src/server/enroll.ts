@@ -75,7 +75,8 @@ async function checkCsr(d: EnrollDeps, pem: string, node: string, refuse: Refuse
 async function issue(d: EnrollDeps, node: string, csr: VerifiedCsr, ekPublic: string | undefined, remote: string, why: string, refuse: Refuse, now: number): Promise<EnrollResult> {
   const serial = randomSerial();
   const cert = await issueClientCert(d.nodeCa, csr.publicKey, node, serial, d.nodeCertDays);
-  const committed = commitEnrollment(d.db, { node, serial, keyId: csr.keyId, notAfter: cert.notAfter.getTime(), ekPublic }, now);
+  const fingerprint = sha256(new Uint8Array(cert.rawData)).toString("hex");
+  const committed = commitEnrollment(d.db, { node, serial, keyId: csr.keyId, notAfter: cert.notAfter.getTime(), fingerprint, ekPublic }, now);
   if (!committed.ok) refuse(committed.code === "replay" ? 409 : 403, committed.code, committed.reason, node);
   d.audit.record({ event: "enroll", outcome: "ok", remote, node, serial, key: csr.keyAlgorithm, network: why, tpm: ekPublic ? "proven" : "none" });
   return { node, certificate: cert.toString("pem") + "\n", serial, notAfter: cert.notAfter.toISOString() };

@@ -2,6 +2,7 @@
 // responses converted to web Request/Response so handlers stay transport-free; bodies are size-capped.
 import tls from "node:tls";
 import http from "node:http";
+import { createHash } from "node:crypto";
 import type { PeerInfo } from "./selfapi.ts";
 import type { Logger } from "../util/log.ts";
 
@@ -26,13 +27,14 @@ export interface HttpsServer {
 const MAX_URL = 4096;
 
 function peerOf(sock: tls.TLSSocket): PeerInfo {
-  let serial: string | undefined;
+  let serial: string | undefined, fingerprint: string | undefined;
   try {
-    const c = sock.getPeerCertificate(false) as { serialNumber?: string } | undefined;
+    const c = sock.getPeerCertificate(false) as { serialNumber?: string; raw?: Buffer } | undefined;
     serial = c && typeof c.serialNumber === "string" && c.serialNumber ? c.serialNumber : undefined;
+    fingerprint = c?.raw ? createHash("sha256").update(c.raw).digest("hex") : undefined;
   } catch { serial = undefined; }
   const err = (sock as { authorizationError?: Error | string }).authorizationError;
-  return { present: serial !== undefined, authorized: sock.authorized === true, authorizationError: err ? String(err) : undefined, serial };
+  return { present: serial !== undefined, authorized: sock.authorized === true, authorizationError: err ? String(err) : undefined, serial, fingerprint };
 }
 
 async function readBody(req: http.IncomingMessage, max: number): Promise<Uint8Array | "too-large"> {

@@ -18,6 +18,7 @@ export interface PeerInfo {
   authorized: boolean;          // chains to the node CA and is within its validity
   authorizationError?: string;
   serial?: string;
+  fingerprint?: string;         // SHA-256 of the certificate's DER, hex
 }
 
 export interface SelfDeps {
@@ -46,6 +47,7 @@ export function authenticate(d: SelfDeps, peer: PeerInfo, remote: string, path: 
   if (!peer.authorized) refuse(`client certificate not issued by this site's node CA or not valid now (${peer.authorizationError ?? "unverified"})`);
   const cert = getCert(d.db, normaliseSerial(peer.serial!));
   if (!cert) refuse(`client certificate serial ${peer.serial} is unknown (node removed or state reset)`);
+  if (cert!.fingerprint !== peer.fingerprint) refuse(`client certificate serial ${peer.serial} is not the certificate this server issued`, cert!.node);
   if (cert!.revoked !== null) refuse(`client certificate ${cert!.serial} was revoked`, cert!.node);
   if (cert!.notAfter <= (d.now?.() ?? Date.now())) refuse(`client certificate ${cert!.serial} expired`, cert!.node);
   const node = getNode(d.db, cert!.node);

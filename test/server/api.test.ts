@@ -12,7 +12,9 @@ import { addNode, armNode, certsOf, getNode, revokeNode } from "../../src/server
 import { addImage, setProfile } from "../../src/server/store/images.ts";
 import { enrollNode, NodeApi, type NodeCredential } from "../../src/client/api.ts";
 import { ApiCallError } from "../../src/client/http.ts";
-import { makeCsr } from "../../src/pki/csr.ts";
+import { makeCsr, verifyCsr } from "../../src/pki/csr.ts";
+import { issueClientCert, loadCa } from "../../src/pki/x509ca.ts";
+import { toPem } from "../../src/pki/pem.ts";
 
 const MAC = "52:54:00:00:00:07", UUID = "4c4c4544-0000-1111-2222-333344445555";
 let dir: string, state: string, srv: RunningServer, url: string, siteCa: string;
@@ -196,6 +198,19 @@ test("bad input: unknown fields, bad JSON, wrong content type, oversized body, t
   }
   expect(certsOf(db, "node07")).toHaveLength(2);
   expect(getNode(db, "node07")!.armed).toBe(true);
+});
+
+test("a certificate from the node CA with a recorded serial, but not the one issued, gets 401", async () => {
+  const p = statePaths(state);
+  const nodeCa = await loadCa(readFileSync(p.nodeCaCert, "utf8"), readFileSync(p.nodeCaKey, "utf8"));
+  const { csrPem, keys } = await makeCsr("x");
+  const twin = await issueClientCert(nodeCa, (await verifyCsr(csrPem)).publicKey, "node07", cred.serial);
+  const keyPem = toPem("PRIVATE KEY", await crypto.subtle.exportKey("pkcs8", keys.privateKey));
+  const api = new NodeApi(url, siteCa, { keyPem, certPem: twin.toString("pem") });
+  try {
+    const e = await expectCallError(api.config(), 401, "unauthenticated");
+    expect(e.message).toContain("not the certificate this server issued");
+  } finally { await api.close(); }
 });
 
 test("a revoked certificate gets 401 and the client is told to re-enroll", async () => {

@@ -50,6 +50,11 @@ CREATE TABLE IF NOT EXISTS pending_challenges (
 );
 `);
 
+registerSchema("nodes-v3-cert-fingerprint", `
+-- SHA-256 of the issued certificate's DER: a presented client certificate must be exactly the one we issued.
+ALTER TABLE node_certs ADD COLUMN fingerprint TEXT;
+`);
+
 export type NodeNetwork =
   | { mode: "dhcp" }
   | { mode: "static"; ip: string; gateway?: string; dns: string[] };
@@ -161,6 +166,7 @@ export interface Enrollment {
   serial: string;
   keyId: string;
   notAfter: number;
+  fingerprint: string;
   ekPublic?: string;
 }
 
@@ -176,8 +182,8 @@ export function commitEnrollment(db: Database, e: Enrollment, now = Date.now()):
       if (!claimed) throw new CommitRefused("not-armed", `the enrollment window of ${e.node} closed meanwhile (another enrollment won)`);
       if (keyUsedBefore(db, e.keyId)) throw new CommitRefused("replay", "this key was already certified once (replay)");
       db.query("INSERT INTO used_node_keys (key_id, node, at) VALUES (?, ?, ?)").run(e.keyId, e.node, now);
-      db.query("INSERT INTO node_certs (serial, node, key_id, issued, not_after) VALUES (?, ?, ?, ?, ?)")
-        .run(e.serial, e.node, e.keyId, now, e.notAfter);
+      db.query("INSERT INTO node_certs (serial, node, key_id, issued, not_after, fingerprint) VALUES (?, ?, ?, ?, ?, ?)")
+        .run(e.serial, e.node, e.keyId, now, e.notAfter, e.fingerprint);
       if (e.ekPublic) db.query("UPDATE nodes SET ek_public = ? WHERE name = ? AND ek_public IS NULL").run(e.ekPublic, e.node);
       return { ok: true as const };
     })();
@@ -187,14 +193,14 @@ export function commitEnrollment(db: Database, e: Enrollment, now = Date.now()):
   }
 }
 
-export interface CertRecord { serial: string; node: string; issued: number; notAfter: number; revoked: number | null }
+export interface CertRecord { serial: string; node: string; issued: number; notAfter: number; revoked: number | null; fingerprint: string | null }
 
 export function getCert(db: Database, serial: string): CertRecord | null {
-  return db.query("SELECT serial, node, issued, not_after AS notAfter, revoked FROM node_certs WHERE serial = ?").get(serial) as CertRecord | null;
+  return db.query("SELECT serial, node, issued, not_after AS notAfter, revoked, fingerprint FROM node_certs WHERE serial = ?").get(serial) as CertRecord | null;
 }
 
 export function certsOf(db: Database, node: string): CertRecord[] {
-  return db.query("SELECT serial, node, issued, not_after AS notAfter, revoked FROM node_certs WHERE node = ? ORDER BY issued").all(node) as CertRecord[];
+  return db.query("SELECT serial, node, issued, not_after AS notAfter, revoked, fingerprint FROM node_certs WHERE node = ? ORDER BY issued").all(node) as CertRecord[];
 }
 
 export function recordSshCert(db: Database, node: string, serial: bigint, keyType: string, notAfter: number, now = Date.now()): void {
