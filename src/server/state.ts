@@ -1,4 +1,6 @@
 // The server's state directory: layout, config.json, and `serve init` (CAs, server certificate, SSH CA, image key).
+import "reflect-metadata";
+import { X509Certificate, SubjectAlternativeNameExtension } from "@peculiar/x509";
 import { chmodSync, closeSync, existsSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, statSync, unlinkSync, writeFileSync, writeSync, renameSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
@@ -91,6 +93,14 @@ function writeNew(path: string, data: string, mode: number): boolean {
   } finally { unlinkSync(tmp); }
 }
 
+const ipKey = (a: string) => { const ip = parseIp(a); return ip ? `${ip.v}:${Buffer.from(ip.bytes).toString("hex")}` : a; };
+
+/** The IP addresses in a certificate's SANs, as comparable keys. */
+function certificateIps(pem: string): Set<string> {
+  const san = new X509Certificate(pem).getExtension(SubjectAlternativeNameExtension);
+  return new Set((san?.names.items ?? []).filter((n) => n.type === "ip").map((n) => ipKey(n.value)));
+}
+
 /** Either both halves exist (kept), or neither (create); one half alone is an operator problem, not ours to paper over. */
 function pairState(a: string, b: string): "both" | "none" {
   const ea = existsSync(a), eb = existsSync(b);
@@ -147,8 +157,8 @@ export async function initState(stateDir: string, o: InitOptions): Promise<InitR
     note(true, p.serverCert, p.serverKey);
   } else {
     note(false, p.serverCert, p.serverKey);
-    const text = new (await import("@peculiar/x509")).X509Certificate(readFileSync(p.serverCert, "utf8")).toString("text");
-    const missing = o.addresses.filter((a) => !text.toLowerCase().includes(a.toLowerCase()));
+    const covered = certificateIps(readFileSync(p.serverCert, "utf8"));
+    const missing = o.addresses.filter((a) => !covered.has(ipKey(a)));
     if (missing.length) {
       r.warnings.push(`the existing server certificate does not cover ${missing.join(", ")}; nodes using those addresses will fail TLS. ` +
         `To re-issue it, move ${p.serverCert} and ${p.serverKey} aside and run serve init again.`);

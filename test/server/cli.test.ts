@@ -28,9 +28,10 @@ test("serve init creates private keys once; re-running keeps them byte for byte"
   const p = statePaths(state);
   const before = [p.siteCaKey, p.serverKey, p.nodeCaKey, p.sshCaKey].map((f) => readFileSync(f, "utf8"));
   for (const f of [p.siteCaKey, p.serverKey, p.nodeCaKey, p.sshCaKey, join(state, "keys/image.key")]) expect(statSync(f).mode & 0o777).toBe(0o600);
-  const r2 = await airroot(["serve", "init", "--state", state, "--address", "127.0.0.1"]);
+  const r2 = await airroot(["serve", "init", "--state", state, "--address", "127.0.0.1", "--address", "127.0.0.9"]);
   expect(r2.code).toBe(0);
   expect(r2.out).not.toContain("created");
+  expect(r2.err).toContain("does not cover 127.0.0.9;");
   expect([p.siteCaKey, p.serverKey, p.nodeCaKey, p.sshCaKey].map((f) => readFileSync(f, "utf8"))).toEqual(before);
   expect(JSON.parse(readFileSync(p.config, "utf8")).trustedSubnets).toEqual(["10.1.0.0/16"]);
   const bad = await airroot(["serve", "init", "--state", state, "--address", "not-an-ip"]);
