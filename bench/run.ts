@@ -8,6 +8,7 @@ import { makeTestPki } from "../test/helpers/pki";
 import { startNginx, type Nginx } from "../test/helpers/nginx";
 import { freePort } from "../test/helpers/ports";
 import { startDelayRelay, type DelayRelay } from "../test/helpers/relay";
+import { benchVerify } from "../src/image/verify";
 
 const MiB = 1048576;
 const IMAGE_MIB = Number(process.env.BENCH_IMAGE_MIB ?? 1024);
@@ -17,12 +18,14 @@ const airroot = join(import.meta.dir, "..", "dist", "airroot");
 interface Row { rttMs: number; curlMBs: number; seqMBs: number; seqRatio: number; seqBytes: number;
   randIops: number; randP50us: number; randP99us: number; daemonRssMiB: number; daemonPeakRssMiB: number }
 
-function run(cmd: string[], timeoutMs = 300_000): { out: string; err: string; code: number; ms: number } {
+// Always asynchronous: the delaying relays run in this process, so a blocking spawn would stall them.
+async function run(cmd: string[], timeoutMs = 300_000): Promise<{ out: string; err: string; code: number; ms: number }> {
   const t0 = performance.now();
-  const r = Bun.spawnSync(cmd, { stdout: "pipe", stderr: "pipe", timeout: timeoutMs });
-  return { out: r.stdout.toString(), err: r.stderr.toString(), code: r.exitCode ?? -1, ms: performance.now() - t0 };
+  const p = Bun.spawn(cmd, { stdout: "pipe", stderr: "pipe", timeout: timeoutMs });
+  const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+  return { out, err, code: code ?? -1, ms: performance.now() - t0 };
 }
-function must(r: ReturnType<typeof run>, what: string) {
+function must(r: Awaited<ReturnType<typeof run>>, what: string) {
   if (r.code !== 0) throw new Error(`${what} failed (exit ${r.code}): ${r.err.trim().slice(0, 500)}`);
   return r;
 }
@@ -30,8 +33,8 @@ function must(r: ReturnType<typeof run>, what: string) {
 /** How much to read sequentially at a given RTT, so the whole benchmark stays within a few minutes. */
 const seqBytesFor = (rtt: number) => Math.min(IMAGE_MIB, rtt >= 20 ? 256 : IMAGE_MIB) * MiB;
 
-function daemonPid(mnt: string): number {
-  const r = must(run([airroot, "status", "--json", mnt]), "airroot status");
+async function daemonPid(mnt: string): Promise<number> {
+  const r = must(await run([airroot, "status", "--json", mnt]), "airroot status");
   return JSON.parse(r.out).pid;
 }
 function rssMiB(pid: number, field: "VmRSS" | "VmHWM"): number {
@@ -48,7 +51,7 @@ async function main() {
   try {
     console.log(`bench: making a ${IMAGE_MIB} MiB random image`);
     mkdirSync(join(dir, "www"));
-    must(run(["dd", "if=/dev/urandom", `of=${join(dir, "www", "image.bin")}`, "bs=1M", `count=${IMAGE_MIB}`, "status=none"]), "dd");
+    must(await run(["dd", "if=/dev/urandom", `of=${join(dir, "www", "image.bin")}`, "bs=1M", `count=${IMAGE_MIB}`, "status=none"]), "dd");
     const pki = makeTestPki(join(dir, "pki"));
     for (const host of ["127.0.0.2", "127.0.0.3"]) {
       const port = await freePort(host);
@@ -66,34 +69,46 @@ async function main() {
       }
       const bytes = seqBytesFor(rtt);
       console.log(`bench: RTT +${rtt} ms: curl limit over ${bytes / MiB} MiB`);
-      const curl = must(run(["curl", "-sS", "-o", "/dev/null", "--cacert", pki.caCert, "-r", `0-${bytes - 1}`, "-w", "%{size_download} %{time_total}", urls[0]]), "curl");
+      const curl = must(await run(["curl", "-sS", "-o", "/dev/null", "--cacert", pki.caCert, "-r", `0-${bytes - 1}`, "-w", "%{size_download} %{time_total}", urls[0]]), "curl");
       const [cBytes, cSecs] = curl.out.trim().split(" ").map(Number);
       const curlMBs = cBytes / MiB / cSecs;
 
-      const mnt = join(dir, `mnt-${rtt}`);
-      mkdirSync(mnt);
-      must(run([airroot, "mount", "--ca", pki.caCert, ...urls, mnt]), "airroot mount");
+      // Sequential and random each on a fresh mount: a new FUSE inode starts with an empty page cache (cold).
+      const mount = async (tag: string) => {
+        const mnt = join(dir, `mnt-${rtt}-${tag}`);
+        mkdirSync(mnt);
+        must(await run([airroot, "mount", "--ca", pki.caCert, ...urls, mnt]), "airroot mount");
+        return mnt;
+      };
+      let mnt = await mount("seq");
+      let seqMBs = NaN, daemonRssMiB = NaN, daemonPeakRssMiB = NaN;
       try {
-        const pid = daemonPid(mnt);
+        const pid = await daemonPid(mnt);
         console.log(`bench: RTT +${rtt} ms: cold sequential read through airroot mount`);
-        const seq = must(run(["dd", `if=${join(mnt, "image.bin")}`, "of=/dev/null", "bs=1M", `count=${bytes / MiB}`, "status=none"]), "dd through the mount");
-        const seqMBs = bytes / MiB / (seq.ms / 1000);
-        const daemonRssMiB = rssMiB(pid, "VmRSS");
-        console.log(`bench: RTT +${rtt} ms: cold 4 KiB random reads (fio)`);
-        const fio = must(run(["fio", "--name=rand", `--filename=${join(mnt, "image.bin")}`, "--rw=randread", "--bs=4k",
+        const seq = must(await run(["dd", `if=${join(mnt, "image.bin")}`, "of=/dev/null", "bs=1M", `count=${bytes / MiB}`, "status=none"]), "dd through the mount");
+        seqMBs = bytes / MiB / (seq.ms / 1000);
+        daemonRssMiB = rssMiB(pid, "VmRSS");
+        daemonPeakRssMiB = rssMiB(pid, "VmHWM");
+      } finally {
+        await run([airroot, "umount", mnt]);
+      }
+      mnt = await mount("rand");
+      try {
+        console.log(`bench: RTT +${rtt} ms: cold 4 KiB random reads (fio, 4 jobs)`);
+        const fio = must(await run(["fio", "--name=rand", `--filename=${join(mnt, "image.bin")}`, "--rw=randread", "--bs=4k",
           "--ioengine=psync", "--numjobs=4", "--group_reporting", "--time_based", `--runtime=${rtt >= 20 ? 15 : 10}`,
           "--readonly", "--invalidate=0", "--output-format=json"], 120_000), "fio");
         const job = JSON.parse(fio.out.slice(fio.out.indexOf("{"))).jobs[0].read;
         const pct = job.clat_ns?.percentile ?? {};
         rows.push({ rttMs: rtt, curlMBs, seqMBs, seqRatio: seqMBs / curlMBs, seqBytes: bytes,
           randIops: job.iops, randP50us: (pct["50.000000"] ?? NaN) / 1000, randP99us: (pct["99.000000"] ?? NaN) / 1000,
-          daemonRssMiB, daemonPeakRssMiB: rssMiB(pid, "VmHWM") });
+          daemonRssMiB, daemonPeakRssMiB });
       } finally {
-        run([airroot, "umount", mnt]);
+        await run([airroot, "umount", mnt]);
       }
     }
   } finally {
-    for (const r of relays) r.close();
+    for (const r of relays) await r.close();
     for (const s of servers) await s.stop().catch(() => {});
     removeScratchDirs();
   }
@@ -101,8 +116,10 @@ async function main() {
   console.log("\n| added RTT | curl MB/s (limit) | airroot seq MB/s | ratio | 4k rand IOPS | p50 µs | p99 µs | daemon RSS MiB (peak) |");
   console.log("|---|---|---|---|---|---|---|---|");
   for (const r of rows) console.log(`| ${r.rttMs} ms | ${fmt(r.curlMBs)} | ${fmt(r.seqMBs)} | ${fmt(r.seqRatio * 100)}% | ${fmt(r.randIops)} | ${fmt(r.randP50us)} | ${fmt(r.randP99us)} | ${fmt(r.daemonRssMiB, 1)} (${fmt(r.daemonPeakRssMiB, 1)}) |`);
+  const verify = benchVerify();
+  console.log(`\nmanifest verification (SHA-256 of 256 KiB chunks in the read path): ${verify.mbPerSecond.toFixed(0)} MB/s`);
   mkdirSync(join(import.meta.dir, "results"), { recursive: true });
-  const out = { date: new Date().toISOString(), imageMiB: IMAGE_MIB, rows,
+  const out = { date: new Date().toISOString(), imageMiB: IMAGE_MIB, rows, verifyMBs: verify.mbPerSecond,
     targets: { seqRatioNoRtt: 0.8, seqRatio2ms: 0.6, daemonRssMiB: 64 } };
   writeFileSync(join(import.meta.dir, "results", "latest.json"), JSON.stringify(out, null, 2));
   console.log(`\nwrote bench/results/latest.json`);
