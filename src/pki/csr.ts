@@ -1,15 +1,13 @@
 // Parsing and verification of untrusted PKCS#10 certificate requests (CSRs) sent by enrolling nodes.
-import "reflect-metadata";
-import * as x509 from "@peculiar/x509";
+import { x509, type X509 } from "./x509.ts";
 import { createHash } from "node:crypto";
 import { fromPem } from "./pem.ts";
 
-x509.cryptoProvider.set(crypto);
 
 export const MAX_CSR_PEM = 16 * 1024;
 
 export interface VerifiedCsr {
-  publicKey: x509.PublicKey;
+  publicKey: X509.PublicKey;
   /** SHA-256 of the SubjectPublicKeyInfo, hex: identifies the key (used to refuse replays). */
   keyId: string;
   keyAlgorithm: string;
@@ -34,7 +32,7 @@ export async function verifyCsr(pem: unknown): Promise<VerifiedCsr> {
   if (pem.length > MAX_CSR_PEM) throw new CsrError(`larger than ${MAX_CSR_PEM} bytes`);
   let der: Uint8Array;
   try { der = fromPem(pem, "CERTIFICATE REQUEST"); } catch (e) { throw new CsrError((e as Error).message); }
-  let csr: x509.Pkcs10CertificateRequest;
+  let csr: X509.Pkcs10CertificateRequest;
   let keyAlgorithm: string;
   try {
     csr = new x509.Pkcs10CertificateRequest(der);

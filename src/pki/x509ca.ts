@@ -1,17 +1,15 @@
 // X.509 certificate authorities for the site (EC P-384, @peculiar/x509 over WebCrypto): create, load, issue.
-import "reflect-metadata";
-import * as x509 from "@peculiar/x509";
+import { x509, type X509 } from "./x509.ts";
 import { isIP } from "node:net";
 import { toPem } from "./pem.ts";
 
-x509.cryptoProvider.set(crypto);
 
 const EC = { name: "ECDSA", namedCurve: "P-384" } as const;
 const SIGN = { name: "ECDSA", hash: "SHA-384" } as const;
 const DAY_MS = 86_400_000;
 
 export interface Ca {
-  cert: x509.X509Certificate;
+  cert: X509.X509Certificate;
   certPem: string;
   key: CryptoKey;
 }
@@ -63,11 +61,11 @@ export async function loadCa(certPem: string, keyPem: string): Promise<Ca> {
 }
 
 async function issue(ca: Ca, p: {
-  publicKey: x509.PublicKey | CryptoKey; commonName: string; serial?: string; days: number;
-  usage: x509.ExtendedKeyUsage; sans?: string[];
-}): Promise<x509.X509Certificate> {
+  publicKey: X509.PublicKey | CryptoKey; commonName: string; serial?: string; days: number;
+  usage: X509.ExtendedKeyUsage; sans?: string[];
+}): Promise<X509.X509Certificate> {
   const now = Date.now();
-  const ext: x509.Extension[] = [
+  const ext: X509.Extension[] = [
     new x509.BasicConstraintsExtension(false, undefined, true),
     new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyAgreement, true),
     new x509.ExtendedKeyUsageExtension([p.usage], false),
@@ -76,7 +74,7 @@ async function issue(ca: Ca, p: {
   ];
   if (p.sans?.length) {
     ext.push(new x509.SubjectAlternativeNameExtension(
-      p.sans.map((s) => ({ type: isIP(s) ? "ip" : "dns", value: s }) as x509.JsonGeneralName), false));
+      p.sans.map((s) => ({ type: isIP(s) ? "ip" : "dns", value: s }) as X509.JsonGeneralName), false));
   }
   return await x509.X509CertificateGenerator.create({
     serialNumber: p.serial ?? randomSerial(),
@@ -100,6 +98,6 @@ export async function issueServerCert(ca: Ca, sans: string[], commonName = "airr
 }
 
 /** Signs a clientAuth certificate for a public key taken from a verified CSR; the subject is chosen by the CA. */
-export async function issueClientCert(ca: Ca, publicKey: x509.PublicKey, commonName: string, serial: string, days = 365): Promise<x509.X509Certificate> {
+export async function issueClientCert(ca: Ca, publicKey: X509.PublicKey, commonName: string, serial: string, days = 365): Promise<X509.X509Certificate> {
   return await issue(ca, { publicKey, commonName, serial, days, usage: x509.ExtendedKeyUsage.clientAuth });
 }

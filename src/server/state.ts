@@ -1,6 +1,5 @@
 // The server's state directory: layout, config.json, and `serve init` (CAs, server certificate, SSH CA, image key).
-import "reflect-metadata";
-import { X509Certificate, SubjectAlternativeNameExtension } from "@peculiar/x509";
+import { x509 } from "../pki/x509.ts";
 import { chmodSync, closeSync, existsSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, statSync, unlinkSync, writeFileSync, writeSync, renameSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
@@ -97,7 +96,7 @@ const ipKey = (a: string) => { const ip = parseIp(a); return ip ? `${ip.v}:${Buf
 
 /** The IP addresses in a certificate's SANs, as comparable keys. */
 function certificateIps(pem: string): Set<string> {
-  const san = new X509Certificate(pem).getExtension(SubjectAlternativeNameExtension);
+  const san = new x509.X509Certificate(pem).getExtension(x509.SubjectAlternativeNameExtension);
   return new Set((san?.names.items ?? []).filter((n) => n.type === "ip").map((n) => ipKey(n.value)));
 }
 
