@@ -96,7 +96,10 @@ export async function startHttps(o: HttpsOptions): Promise<HttpsServer> {
       }
       const headers = new Headers();
       for (const [k, v] of Object.entries(req.headers)) if (typeof v === "string") headers.set(k, v); else if (Array.isArray(v)) headers.set(k, v.join(", "));
-      const request = new Request(`https://airroot.invalid${url}`, { method, headers, body });
+      let request: Request;
+      try { request = new Request(`https://airroot.invalid${url}`, { method, headers, body }); } catch {
+        return plain(res, 400, "bad-request", "malformed request target or headers");
+      }
       const response = await o.handler(request, { remoteAddress, peer: peerOf(sock) });
       await sendResponse(res, response, method === "HEAD");
     } catch (e) {

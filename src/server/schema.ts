@@ -68,7 +68,10 @@ export function obj<S extends Shape>(shape: S): Validator<ObjOf<S>> {
   return (v, path) => {
     if (typeof v !== "object" || v === null || Array.isArray(v)) throw new SchemaError(path, "must be an object");
     for (const k of Object.keys(v)) {
-      if (!Object.hasOwn(shape, k)) throw new SchemaError(path ? `${path}.${k}` : k, "unknown field");
+      if (Object.hasOwn(shape, k)) continue;
+      // The name comes from the sender: shorten and quote it if odd, so errors and audit lines stay readable.
+      const shown = /^[A-Za-z0-9_]{1,64}$/.test(k) ? k : JSON.stringify(k.slice(0, 64));
+      throw new SchemaError(path ? `${path}.${shown}` : shown, "unknown field");
     }
     const out: Record<string, unknown> = {};
     for (const [k, f] of Object.entries(shape)) {

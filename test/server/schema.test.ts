@@ -38,6 +38,8 @@ test("each kind of bad field is named in the error", () => {
   // "__proto__" in JSON text is an own property and is refused like any unknown field.
   expect(() => parseJson('{"macs":["52:54:00:00:00:01"],"csr":"x","__proto__":{"a":1}}', enrollRequestSchema)).toThrow("__proto__: unknown field");
   expect(() => parseJson("x".repeat(70_000), enrollRequestSchema)).toThrow("larger than");
+  const longKey = JSON.stringify({ macs: ["52:54:00:00:00:01"], csr: "x", ["k\n".repeat(5000)]: 1 });
+  try { parseJson(longKey, enrollRequestSchema); } catch (e) { expect((e as Error).message.length).toBeLessThan(200); expect((e as Error).message).not.toContain("\n"); }
   expect(normaliseMac("52-54-00-AB-CD-EF")).toBe("52:54:00:ab:cd:ef");
 });
 
