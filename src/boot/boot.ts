@@ -7,6 +7,7 @@ import { configureNetwork, type NetResult } from "./net";
 import { mountPseudoFilesystems } from "./pseudofs";
 import { rescue } from "./rescue";
 import { mountOverlayRoot, type RootfsResult } from "./rootfs";
+import { copyImage, mountImageOnDemand, ROOT_DAEMON_ARGV0 } from "./image";
 import { runSequence, StepConsole, stdoutConsole, uptimeClock, type SequenceOutcome, type Step } from "./sequence";
 import { DEFAULT_PATHS, generateHostKeys, sshdConfig, startSshdSupervisor, testSshdConfig, waitForListener, writeAuthorizedKeys } from "./sshd";
 import { switchRoot } from "./switchroot";
@@ -95,15 +96,30 @@ export const STEPS: Step<BootContext>[] = [
   {
     name: "root", title: "Mounting the root filesystem",
     run: async (ctx) => {
-      const image = ctx.options.rootImage;
-      if (!image) {
-        // Not built yet: the image comes from the mount engine over HTTPS (issues 2 and 3).
-        throw new Error(ctx.options.servers.length
-          ? "fetching the root image from airroot.server is not implemented in this build yet; use airroot.rootimage"
-          : "no root image: give airroot.rootimage=PATH (server discovery is not implemented in this build yet)");
+      const o = ctx.options;
+      let image = o.rootImage;
+      let how = "";
+      if (!image && o.imageUrls.length) {
+        const src = { urls: o.imageUrls, caFile: `${SITE_DIR}/ca.pem`, manifestUrl: o.manifestUrl,
+          imageKeyFile: o.manifestUrl ? `${SITE_DIR}/image-key.pem` : undefined };
+        if (o.imageMethod === "copy") {
+          const c = await copyImage(src, { progress: (l) => ctx.sc.log(l) });
+          image = c.path;
+          how = ` (copied ${(c.bytes / 1048576).toFixed(1)} MiB from ${c.url})`;
+        } else {
+          const m = await mountImageOnDemand(src, "/mnt/image", (l) => ctx.sc.log(l));
+          image = m.path;
+          how = ` (on demand from ${o.imageUrls.length} server${o.imageUrls.length === 1 ? "" : "s"}, ${ROOT_DAEMON_ARGV0} pid ${m.pid})`;
+        }
       }
-      ctx.rootfs = mountOverlayRoot({ image, overlaySize: ctx.options.overlaySize });
-      return `overlay on ${ctx.rootfs.sysroot}: ${image} via ${ctx.rootfs.loopDevice}, tmpfs ${ctx.options.overlaySize}`;
+      if (!image) {
+        // Not built yet: image URLs from the server's node config (issue 3) and multicast discovery.
+        throw new Error(o.servers.length
+          ? "getting the image from airroot.server is not implemented in this build yet; use airroot.imageurl or airroot.rootimage"
+          : "no root image: give airroot.imageurl=URL[,URL...] or airroot.rootimage=PATH (server discovery is not implemented in this build yet)");
+      }
+      ctx.rootfs = mountOverlayRoot({ image, overlaySize: o.overlaySize });
+      return `overlay on ${ctx.rootfs.sysroot}: ${image} via ${ctx.rootfs.loopDevice}, tmpfs ${o.overlaySize}${how}`;
     },
   },
 ];

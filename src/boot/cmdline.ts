@@ -88,6 +88,9 @@ export interface BootOptions {
   blacklist: string[];
   overlaySize: string;
   rootImage: string | undefined;
+  /** Direct image URLs (mirrors of one file); used until the server's node config provides them. */
+  imageUrls: string[];
+  manifestUrl: string | undefined;
   init: string;
   skip: string[];
   debugSshd: boolean;
@@ -124,6 +127,10 @@ export const OPTION_DOCS: OptionDoc[] = [
     description: "Kernel modules never to load during coldplug." },
   { name: "airroot.overlaysize", syntax: "SIZE", default: "50%",
     description: "Size of the tmpfs holding the writable overlay (tmpfs size= syntax: 50%, 4g, ...)." },
+  { name: "airroot.imageurl", syntax: "URL[,URL...]", default: "(from the server)",
+    description: "https URLs of the root image on several servers (mirrors of one file), trusted through the site CA /etc/airroot/site/ca.pem." },
+  { name: "airroot.manifest", syntax: "URL", default: "(none)",
+    description: "https URL of the image's signed manifest; checked with /etc/airroot/site/image-key.pem, chunk by chunk." },
   { name: "airroot.rootimage", syntax: "PATH", default: "(from the servers)",
     description: "A squashfs file already present in the initramfs to use as the root image (tests, rescue)." },
   { name: "airroot.init", syntax: "PATH", default: "/sbin/init",
@@ -174,12 +181,21 @@ function parseIp(p: Param | undefined): BootOptions["ip"] {
  */
 export function bootOptions(c: Cmdline): { options: BootOptions; unknown: string[] } {
   const get = (name: string) => lastParam(c, name);
-  const servers = parseList(get("airroot.server"));
-  for (const s of servers) {
-    let u: URL;
-    try { u = new URL(s); } catch { throw new CmdlineError(`airroot.server: "${s}" is not a URL`); }
-    if (u.protocol !== "https:") throw new CmdlineError(`airroot.server: "${s}" must be an https:// URL`);
-  }
+  const httpsList = (name: string): string[] => {
+    const list = parseList(get(name));
+    for (const s of list) {
+      let u: URL;
+      try { u = new URL(s); } catch { throw new CmdlineError(`${name}: "${s}" is not a URL`); }
+      if (u.protocol !== "https:") throw new CmdlineError(`${name}: "${s}" must be an https:// URL`);
+    }
+    return list;
+  };
+  const servers = httpsList("airroot.server");
+  const imageUrls = httpsList("airroot.imageurl");
+  for (const u of imageUrls)
+    if (new URL(u).pathname.endsWith("/")) throw new CmdlineError(`airroot.imageurl: "${u}" must name a file`);
+  const manifests = httpsList("airroot.manifest");
+  if (manifests.length > 1) throw new CmdlineError("airroot.manifest: give one URL");
   const methodP = get("airroot.imagemethod");
   const imageMethod = (methodP?.value ?? "ondemand") as ImageMethod;
   if (imageMethod !== "ondemand" && imageMethod !== "copy")
@@ -214,6 +230,8 @@ export function bootOptions(c: Cmdline): { options: BootOptions; unknown: string
     blacklist,
     overlaySize,
     rootImage: pathOpt("airroot.rootimage"),
+    imageUrls,
+    manifestUrl: manifests[0],
     init: pathOpt("airroot.init") ?? "/sbin/init",
     skip: parseList(get("airroot.skip")),
     debugSshd: parseBool(get("airroot.debugsshd"), true),

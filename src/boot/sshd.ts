@@ -1,6 +1,7 @@
 // The initramfs SSH side: fresh host keys every boot, and the debug sshd on port 2222 kept alive by a supervisor.
 import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { selfCommand } from "../util/self";
 
 export const HOST_KEY_TYPES = ["rsa", "ecdsa", "ed25519"] as const;
 
@@ -134,12 +135,6 @@ export async function waitForListener(host: string, port: number, timeoutMs: num
     await Bun.sleep(100);
   }
   return false;
-}
-
-/** How to run this program again: the compiled binary alone, or `bun <script>` when run from source. */
-export function selfCommand(): string[] {
-  const script = process.argv[1] ?? "";
-  return script.startsWith("/$bunfs/") || script === "" ? [process.execPath] : [process.execPath, script];
 }
 
 /**

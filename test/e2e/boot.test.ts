@@ -5,6 +5,8 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { copyFileSync, mkdirSync } from "node:fs";
 import { freePort } from "../helpers/ports";
+import { makeTestPki } from "../helpers/pki";
+import { startNginx, type Nginx } from "../helpers/nginx";
 import { removeScratchDirs, scratchDir } from "../helpers/tmp";
 import { buildTestInitramfs, kernelDir, makeTestRootImage } from "../helpers/boot";
 
@@ -14,6 +16,10 @@ if (SKIP) console.warn("test/e2e/boot.test.ts: skipped because AIRROOT_SKIP_VM=1
 let vmlinuz = "";
 let initrd = "";
 let clientKey = "";
+let mirrors: Nginx[] = [];
+/** Guest addresses of the two HTTPS mirrors, forwarded by QEMU (one nc per connection) to nginx on loopback. */
+const MIRROR_IPS = ["10.0.2.100", "10.0.2.101"];
+let guestfwd = "";
 
 interface Vm {
   /** Everything the serial console printed so far, without CRs. */
@@ -57,7 +63,7 @@ function startVm(append: string, hostfwd = ""): Vm {
 }
 
 describe.skipIf(SKIP)("QEMU boot", () => {
-  beforeAll(() => {
+  beforeAll(async () => {
     const dir = scratchDir("airroot-e2e-");
     const kdir = kernelDir();
     vmlinuz = join(kdir, "vmlinuz");
@@ -68,38 +74,70 @@ describe.skipIf(SKIP)("QEMU boot", () => {
     if (kg.exitCode !== 0) throw new Error("ssh-keygen failed");
     mkdirSync(join(dir, "site"));
     copyFileSync(`${clientKey}.pub`, join(dir, "site/authorized_keys"));
+    const pki = makeTestPki(join(dir, "pki"), MIRROR_IPS);
+    copyFileSync(pki.caCert, join(dir, "site/ca.pem"));
+    mkdirSync(join(dir, "www"));
+    copyFileSync(img, join(dir, "www/root.sfs"));
+    const ports = await Promise.all(MIRROR_IPS.map(() => freePort("127.0.0.1")));
+    mirrors = await Promise.all(ports.map((port, i) => startNginx({ root: join(dir, "www"), listen: [{ host: "127.0.0.1", port }],
+      cert: pki.serverCert, key: pki.serverKey, workDir: join(dir, `nginx${i}`) })));
+    guestfwd = ports.map((p, i) => `,guestfwd=tcp:${MIRROR_IPS[i]}:443-cmd:nc 127.0.0.1 ${p}`).join("");
     initrd = buildTestInitramfs(join(dir, "initramfs.cpio.zst"), [[img, "images/root.sfs"]], kdir, join(dir, "site"));
   }, 300_000);
 
-  afterAll(removeScratchDirs);
+  afterAll(async () => {
+    await Promise.all(mirrors.map((m) => m.stop()));
+    removeScratchDirs();
+  });
 
-  test("boots to the image's init on an overlay root, with the console lines in order", async () => {
+  /** The console lines every full boot prints, in order, up to the image's own init. */
+  function expectBootLines(out: string, rootLine: RegExp): void {
+    const order = [
+      /\] Automatic console configured for ttyS0,115200/,
+      /\] Initializing airroot diskless environment/,
+      /\] Loading drivers\.\.\.done/,
+      /\] Scanning for network configuration\.\.\.Setting up eth0 via DHCP at 10\.0\.2\.15\/24/,
+      /\] Initializing ssh\.\.\.ssh-keygen: generating new host keys: RSA ECDSA ED25519; debug sshd on port 2222/,
+      rootLine,
+      /Switching root to \/sysroot and starting \/sbin\/init/,
+      /AIRROOT-TEST-INIT: pid 1 args \[\]/,
+      /AIRROOT-TEST-ROOT: airroot \/ overlay rw,.*lowerdir=\/mnt\/remote,upperdir=\/mnt\/overlay\/upper,workdir=\/mnt\/overlay\/work/,
+      /AIRROOT-TEST-WRITE: written/,
+      /AIRROOT-TEST-IMAGE: squashfs-test-root/,
+      /AIRROOT-TEST-SSHD: SSH-2\.0-OpenSSH/,
+    ];
+    let pos = 0;
+    for (const re of order) {
+      const i = out.slice(pos).search(re);
+      if (i < 0) throw new Error(`console line ${re} missing or out of order; console:\n${out}`);
+      pos += i;
+    }
+  }
+
+  test("on-demand HTTPS root from two mirrors: console lines in order, the mount engine survives switch_root", async () => {
     // No console= : the serial console must be found by autodetection (QEMU's ttyS0 asserts carrier).
-    const vm = startVm("quiet airroot.rootimage=/images/root.sfs airroot.rescue=poweroff");
+    const urls = MIRROR_IPS.map((ip) => `https://${ip}/root.sfs`).join(",");
+    const vm = startVm(`quiet airroot.imageurl=${urls} airroot.rescue=poweroff`, guestfwd);
     try {
       await vm.waitFor(/AIRROOT-TEST-DONE/, 110_000);
       const out = vm.output();
-      const order = [
-        /\] Automatic console configured for ttyS0,115200/,
-        /\] Initializing airroot diskless environment/,
-        /\] Loading drivers\.\.\.done/,
-        /\] Scanning for network configuration\.\.\.Setting up eth0 via DHCP at 10\.0\.2\.15\/24/,
-        /\] Initializing ssh\.\.\.ssh-keygen: generating new host keys: RSA ECDSA ED25519; debug sshd on port 2222/,
-        /\] Mounting the root filesystem\.\.\.overlay on \/sysroot: \/images\/root\.sfs via \/dev\/loop0/,
-        /Switching root to \/sysroot and starting \/sbin\/init/,
-        /AIRROOT-TEST-INIT: pid 1 args \[\]/,
-        /AIRROOT-TEST-ROOT: airroot \/ overlay rw,.*lowerdir=\/mnt\/remote,upperdir=\/mnt\/overlay\/upper,workdir=\/mnt\/overlay\/work/,
-        /AIRROOT-TEST-WRITE: written/,
-        /AIRROOT-TEST-IMAGE: squashfs-test-root/,
-        /AIRROOT-TEST-SSHD: SSH-2\.0-OpenSSH/,
-      ];
-      let pos = 0;
-      for (const re of order) {
-        const i = out.slice(pos).search(re);
-        if (i < 0) throw new Error(`console line ${re} missing or out of order; console:\n${out}`);
-        pos += i;
-      }
-      // Modules really came from finit_module: the sequence reached the overlay mount, which needs overlay.ko.
+      expectBootLines(out, /\] Mounting the root filesystem\.\.\.overlay on \/sysroot: \/mnt\/image\/root\.sfs via \/dev\/loop0, tmpfs 50% \(on demand from 2 servers, @airroot-root pid \d+\)/);
+      // The daemon (argv0 '@airroot-root') and the debug sshd supervisor still run under the image's init.
+      expect(out).toMatch(/AIRROOT-TEST-PS:\s+\d+\s+1 .*@airroot-root/);
+      expect(out).toMatch(/AIRROOT-TEST-PS:\s+\d+\s+1 .*@airroot-sshd/);
+      expect(await Promise.race([vm.exited, Bun.sleep(20_000).then(() => "still running")])).toBe(0);
+    } finally {
+      vm.kill();
+    }
+  }, 150_000);
+
+  test("airroot.imagemethod=copy downloads the image into RAM first, with progress", async () => {
+    const vm = startVm(`quiet airroot.imageurl=https://${MIRROR_IPS[1]}/root.sfs airroot.imagemethod=copy airroot.rescue=poweroff`, guestfwd);
+    try {
+      await vm.waitFor(/AIRROOT-TEST-DONE/, 110_000);
+      const out = vm.output();
+      expect(out).toMatch(/Downloading https:\/\/10\.0\.2\.101\/root\.sfs: 100%/);
+      expectBootLines(out, /\] Mounting the root filesystem\.\.\.overlay on \/sysroot: \/var\/lib\/airroot\/root\.sfs via \/dev\/loop0, tmpfs 50% \(copied [\d.]+ MiB from https:\/\/10\.0\.2\.101\/root\.sfs\)/);
       expect(await Promise.race([vm.exited, Bun.sleep(20_000).then(() => "still running")])).toBe(0);
     } finally {
       vm.kill();

@@ -1,0 +1,113 @@
+// Where the root image comes from: a local file, the on-demand HTTPS mount (`airroot mount` daemon), or a full copy in RAM.
+import { closeSync, existsSync, mkdirSync, openSync, writeFileSync, writeSync } from "node:fs";
+import { basename, join } from "node:path";
+import { startDetachedDaemon } from "../mount/background";
+
+export interface ImageSource {
+  /** https URLs of the same image on several servers, in preference order. */
+  urls: string[];
+  /** PEM file of the CA that must have signed the servers' certificates. */
+  caFile: string;
+  /** Signed manifest URL and the image-signing public key (PEM file), verified chunk by chunk by the mount engine. */
+  manifestUrl?: string;
+  imageKeyFile?: string;
+}
+
+/** Name of the mount engine process: '@' makes systemd spare it at switch-root and shutdown (it serves /). */
+export const ROOT_DAEMON_ARGV0 = "@airroot-root";
+
+/**
+ * Starts the mount engine as a detached daemon exposing the image at `mountpoint/<file name>` and returns that path.
+ * The daemon lives in the initramfs environment for the whole uptime; it is made unattractive to the OOM killer,
+ * because if it dies every read of / fails.
+ */
+export async function mountImageOnDemand(src: ImageSource, mountpoint = "/mnt/image", log?: (line: string) => void): Promise<{ path: string; pid: number }> {
+  checkSource(src);
+  mkdirSync(mountpoint, { recursive: true });
+  const args = ["--ca", src.caFile, "--argv0", ROOT_DAEMON_ARGV0];
+  if (src.manifestUrl && src.imageKeyFile) args.push("--manifest", src.manifestUrl, "--image-key", src.imageKeyFile);
+  const pid = await withStderrLines(log, () => startDetachedDaemon([...args, ...src.urls, mountpoint], mountpoint, ROOT_DAEMON_ARGV0));
+  try { writeFileSync(`/proc/${pid}/oom_score_adj`, "-1000"); } catch {}
+  const path = join(mountpoint, basename(new URL(src.urls[0]).pathname));
+  if (!existsSync(path)) throw new Error(`the mount engine is ready but ${path} does not exist`);
+  return { path, pid };
+}
+
+/**
+ * Routes what `fn` writes to process.stderr (the mount engine echoes its start-up log there) into `log` line by line,
+ * so it does not break the boot's one-line-per-step console.
+ */
+async function withStderrLines<T>(log: ((line: string) => void) | undefined, fn: () => Promise<T>): Promise<T> {
+  if (!log) return await fn();
+  const orig = process.stderr.write;
+  let buf = "";
+  process.stderr.write = ((chunk: string | Uint8Array) => {
+    buf += typeof chunk === "string" ? chunk : new TextDecoder().decode(chunk);
+    for (let i = buf.indexOf("\n"); i >= 0; i = buf.indexOf("\n")) { log(buf.slice(0, i)); buf = buf.slice(i + 1); }
+    return true;
+  }) as typeof process.stderr.write;
+  try {
+    return await fn();
+  } finally {
+    process.stderr.write = orig;
+    if (buf) log(buf);
+  }
+}
+
+function checkSource(src: ImageSource): void {
+  if (src.urls.length === 0) throw new Error("no image URL");
+  const names = new Set(src.urls.map((u) => basename(new URL(u).pathname)));
+  if (names.size !== 1) throw new Error(`the image URLs name different files (${[...names].join(", ")}); they must be mirrors of one image`);
+  if (!existsSync(src.caFile)) throw new Error(`site CA ${src.caFile} is missing: build the initramfs with --site from \`airroot serve\``);
+}
+
+export interface CopyOptions {
+  /** Where to keep the copy; default /var/lib/airroot (initramfs RAM, hidden from the booted system). */
+  dir?: string;
+  progress?: (line: string) => void;
+  /** Per-server limit for the whole download; default 30 minutes. */
+  timeoutMs?: number;
+}
+
+/**
+ * imagemethod=copy: downloads the whole image into RAM first (like xCAT stateless), trying each server in turn,
+ * with a progress line every 10%. Returns the local path.
+ * Not yet verified against the signed manifest: that check lives in the mount engine and is to be shared.
+ */
+export async function copyImage(src: ImageSource, o: CopyOptions = {}): Promise<{ path: string; bytes: number; url: string }> {
+  checkSource(src);
+  const dir = o.dir ?? "/var/lib/airroot";
+  mkdirSync(dir, { recursive: true });
+  const path = join(dir, basename(new URL(src.urls[0]).pathname));
+  const ca = await Bun.file(src.caFile).text();
+  const errors: string[] = [];
+  for (const url of src.urls) {
+    const ac = new AbortController();
+    const timer = setTimeout(() => ac.abort(), o.timeoutMs ?? 30 * 60_000);
+    let fd = -1;
+    try {
+      const res = await fetch(url, { tls: { ca }, signal: ac.signal } as RequestInit);
+      if (res.status !== 200) throw new Error(`HTTP ${res.status}`);
+      const total = Number(res.headers.get("content-length") ?? "0");
+      if (!res.body) throw new Error("empty reply");
+      fd = openSync(path, "w", 0o600);
+      let got = 0, nextReport = 10;
+      for await (const chunk of res.body) {
+        writeSync(fd, chunk);
+        got += chunk.length;
+        if (total > 0 && (got * 100) / total >= nextReport) {
+          o.progress?.(`Downloading ${url}: ${Math.floor((got * 100) / total)}% (${(got / 1048576).toFixed(1)} of ${(total / 1048576).toFixed(1)} MiB)`);
+          nextReport = Math.floor((got * 100) / total / 10) * 10 + 10;
+        }
+      }
+      if (total > 0 && got !== total) throw new Error(`got ${got} of ${total} bytes`);
+      return { path, bytes: got, url };
+    } catch (e) {
+      errors.push(`${url}: ${(e as Error).message}`);
+    } finally {
+      clearTimeout(timer);
+      if (fd >= 0) closeSync(fd);
+    }
+  }
+  throw new Error(`could not download the image from any server: ${errors.join("; ")}`);
+}
