@@ -16,6 +16,7 @@ export interface HttpsOptions {
   clientCa: string;          // CA(s) whose client certificates count as authorized (the node CA)
   handler: Handler;
   maxBodyBytes?: number;     // default 64 KiB: the API has no large uploads
+  idleTimeoutMs?: number;    // default 120 s without any traffic on a connection
   log?: Logger;
 }
 
@@ -64,9 +65,9 @@ async function sendResponse(res: http.ServerResponse, r: Response, head: boolean
       if (done || aborted) break;
       if (!res.write(value)) {
         await new Promise<void>((ok) => {
-          const done = () => { res.off("drain", done); res.off("close", done); ok(); };
-          res.on("drain", done);
-          res.on("close", done);
+          const resume = () => { res.off("drain", resume); res.off("close", resume); ok(); };
+          res.on("drain", resume);
+          res.on("close", resume);
         });
       }
     }
@@ -123,6 +124,8 @@ export async function startHttps(o: HttpsOptions): Promise<HttpsServer> {
       }, (sock) => {
         sockets.add(sock);
         sock.once("close", () => sockets.delete(sock));
+        // A connection with no traffic either way for this long is dropped (idle keep-alive, stalled readers).
+        sock.setTimeout(o.idleTimeoutMs ?? 120_000, () => sock.destroy());
         httpServer.emit("connection", sock);
       });
       s.on("tlsClientError", () => { /* failed handshakes are the client's problem; nothing to log per attempt */ });

@@ -23,4 +23,4 @@ test("a minified bundle creates a CA and verifies a CSR", async () => {
   const r = Bun.spawnSync([process.execPath, join(dir, "out", "entry.js")], { stdout: "pipe", stderr: "pipe", timeout: 30_000 });
   expect(r.stderr.toString()).toBe("");
   expect(r.stdout.toString().trim()).toBe("1A2B");
-});
+}, 60_000);

@@ -38,7 +38,7 @@ test("our OpenSSH private key file is read by ssh-keygen, and ssh-keygen's is re
   const theirs = hostKey(dir, "ed25519");
   const back = decodeOpenSshPrivate(readFileSync(theirs, "utf8"));
   expect(formatPublicKey(ed25519Blob(back.pub)).trim().split(" ")[1]).toBe(readFileSync(theirs + ".pub", "utf8").trim().split(" ")[1]);
-});
+}, 60_000);
 
 test("ssh-keygen -L reads host certificates for ed25519, ecdsa and rsa keys with principals, validity and serial", () => {
   const dir = scratchDir();
@@ -52,7 +52,7 @@ test("ssh-keygen -L reads host certificates for ed25519, ecdsa and rsa keys with
     expect(out).toMatch(/Principals:\s+node07\s+node07\.cluster\s+10\.0\.2\.15/);
     expect(out).toContain('Key ID: "node07"');
   }
-});
+}, 60_000);
 
 test("a real sshd presents the issued certificate; ssh trusts it via @cert-authority and refuses another CA", async () => {
   const dir = scratchDir();
@@ -71,7 +71,7 @@ test("a real sshd presents the issued certificate; ssh trusts it via @cert-autho
     const wrongName = await sshWithCa(sshd, dir, formatPublicKey(ed25519Blob(ca.pub)), "node08");
     expect(wrongName.code).not.toBe(0);
   } finally { await sshd.stop(); }
-});
+}, 60_000);
 
 test("fuzz: parsePublicKey refuses malformed, truncated and wrong-type lines with SshFormatError only", () => {
   const dir = scratchDir();
@@ -92,4 +92,4 @@ test("fuzz: parsePublicKey refuses malformed, truncated and wrong-type lines wit
   // Flips inside the EC point's coordinates keep the structure valid (the point is not checked for being on the curve).
   expect(accepted).toBeLessThan(300);
   expect(parsePublicKey(good).type).toBe("ecdsa-sha2-nistp256");
-});
+}, 60_000);

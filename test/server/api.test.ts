@@ -56,13 +56,13 @@ beforeAll(async () => {
   srv = await serve({ stateDir: state, listen: ["127.0.0.1:0"], discovery: false });
   url = srv.baseUrls[0];
   siteCa = readFileSync(statePaths(state).siteCaCert, "utf8");
-});
+}, 60_000);
 
 afterAll(async () => {
   await srv?.close();
   db?.close();
   removeScratchDirs();
-});
+}, 60_000);
 
 let cred: NodeCredential;
 
@@ -70,7 +70,7 @@ test("enrollment is refused while the node is not armed, and nothing is stored",
   await expectCallError(enrollNode(url, siteCa, { macs: [MAC], uuid: UUID }), 403, "not-armed");
   expect(certsOf(db, "node07")).toHaveLength(0);
   expect(audit()).toContain('"event":"enroll","outcome":"refused"');
-});
+}, 60_000);
 
 test("wrong MAC or wrong UUID is refused even when armed; the window stays open", async () => {
   armNode(db, "node07", null);
@@ -79,7 +79,7 @@ test("wrong MAC or wrong UUID is refused even when armed; the window stays open"
   await expectCallError(enrollNode(url, siteCa, { macs: [MAC], uuid: UUID, name: "node08" }), 403, "identity-mismatch");
   expect(certsOf(db, "node07")).toHaveLength(0);
   expect(getNode(db, "node07")!.armed).toBe(true);
-});
+}, 60_000);
 
 test("an armed node on a trusted network enrolls once; the window closes; a replayed request is refused", async () => {
   const { csrPem } = await makeCsr("node07");
@@ -103,7 +103,7 @@ test("an armed node on a trusted network enrolls once; the window closes; a repl
   expect(certsOf(db, "node07")).toHaveLength(2);
   expect(audit()).toContain('"event":"enroll","outcome":"ok"');
   expect(audit()).not.toContain("PRIVATE KEY");
-});
+}, 60_000);
 
 test("an expired enrollment window is refused", async () => {
   armNode(db, "node07", Date.now() + 150);
@@ -111,7 +111,7 @@ test("an expired enrollment window is refused", async () => {
   const e = await expectCallError(enrollNode(url, siteCa, { macs: [MAC], uuid: UUID }), 403, "not-armed");
   expect(e.message).toContain("expired");
   expect(certsOf(db, "node07")).toHaveLength(2);
-});
+}, 60_000);
 
 test("GET self/config with the client certificate returns the node's settings", async () => {
   const api = new NodeApi(url, siteCa, cred);
@@ -131,7 +131,7 @@ test("GET self/config with the client certificate returns the node's settings", 
     expect(Math.abs(Date.parse(c.serverTime) - Date.now())).toBeLessThan(60_000);
     expect(JSON.stringify(c)).not.toContain("PRIVATE KEY");
   } finally { await api.close(); }
-});
+}, 60_000);
 
 test("mTLS: no certificate, a certificate from another CA, or the site CA's server cert → 401", async () => {
   expect((await curl([`${url}/api/v1/self/config`])).status).toBe(401);
@@ -142,7 +142,7 @@ test("mTLS: no certificate, a certificate from another CA, or the site CA's serv
   const p = statePaths(state);
   expect((await curl(["--cert", p.serverCert, "--key", p.serverKey, `${url}/api/v1/self/config`])).status).toBe(401);
   expect(audit()).toContain('"event":"mtls","outcome":"refused"');
-});
+}, 60_000);
 
 test("POST self/sshcert: host certificates that ssh-keygen reads and a real sshd presents to ssh", async () => {
   const hk = join(dir, "ssh_host_ed25519_key");
@@ -166,7 +166,7 @@ test("POST self/sshcert: host certificates that ssh-keygen reads and a real sshd
     } finally { await sshd.stop(); }
     await expectCallError(api.sshCertificates(["ssh-dss AAAAB3NzaC1kc3MAAACBAP"]), 400, "bad-host-key");
   } finally { await api.close(); }
-});
+}, 60_000);
 
 test("POST self/status records the boot stage", async () => {
   const api = new NodeApi(url, siteCa, cred);
@@ -177,7 +177,7 @@ test("POST self/status records the boot stage", async () => {
     expect(n.stageDetail).toBe("fuse up FAKE LINE");
     await expectCallError(api.status("Bad Stage!"), 400, "bad-request");
   } finally { await api.close(); }
-});
+}, 60_000);
 
 test("bad input: unknown fields, bad JSON, wrong content type, oversized body, traversal → clear 4xx, nothing stored", async () => {
   armNode(db, "node07", null);
@@ -198,7 +198,7 @@ test("bad input: unknown fields, bad JSON, wrong content type, oversized body, t
   }
   expect(certsOf(db, "node07")).toHaveLength(2);
   expect(getNode(db, "node07")!.armed).toBe(true);
-});
+}, 60_000);
 
 test("a certificate from the node CA with a recorded serial, but not the one issued, gets 401", async () => {
   const p = statePaths(state);
@@ -211,7 +211,7 @@ test("a certificate from the node CA with a recorded serial, but not the one iss
     const e = await expectCallError(api.config(), 401, "unauthenticated");
     expect(e.message).toContain("not the certificate this server issued");
   } finally { await api.close(); }
-});
+}, 60_000);
 
 test("a revoked certificate gets 401 and the client is told to re-enroll", async () => {
   expect(revokeNode(db, "node07")).toBe(2);
@@ -221,10 +221,10 @@ test("a revoked certificate gets 401 and the client is told to re-enroll", async
     expect(e.needsEnrollment).toBe(true);
     expect(e.message).toContain("revoked");
   } finally { await api.close(); }
-});
+}, 60_000);
 
 test("state files have private modes", () => {
   const p = statePaths(state);
   for (const f of [p.siteCaKey, p.serverKey, p.nodeCaKey, p.sshCaKey, p.audit, p.config]) expect(statSync(f).mode & 0o777).toBe(0o600);
   for (const d of [p.dir, p.keys]) expect(statSync(d).mode & 0o777).toBe(0o700);
-});
+}, 60_000);

@@ -37,7 +37,7 @@ test("serve init creates private keys once; re-running keeps them byte for byte"
   const bad = await airroot(["serve", "init", "--state", state, "--address", "not-an-ip"]);
   expect(bad.code).toBe(1);
   expect(bad.err).toContain('--address "not-an-ip" is not an IP address');
-});
+}, 60_000);
 
 test("node commands, then `airroot serve` + `airroot enroll` end to end; list shows the last stage", async () => {
   const dir = scratchDir();
@@ -91,7 +91,7 @@ test("node commands, then `airroot serve` + `airroot enroll` end to end; list sh
   const auditLog = readFileSync(statePaths(state).audit, "utf8");
   expect(auditLog).toContain('"event":"node.revoke"');
   expect(auditLog).not.toMatch(/PRIVATE KEY|BEGIN/);
-});
+}, 60_000);
 
 test("`airroot enroll --tpm swtpm:HOST:PORT` enrolls through the TPM challenge", async () => {
   const dir = scratchDir();

@@ -45,14 +45,14 @@ beforeAll(async () => {
     seen += new TextDecoder().decode(r.value);
   }
   reader.releaseLock();
-});
+}, 60_000);
 
 afterAll(async () => {
   responder?.kill("SIGKILL");
   await responder?.exited;
   net?.remove();
   removeScratchDirs();
-});
+}, 60_000);
 
 async function query(mac: string, family: "IPv4" | "IPv6"): Promise<{ serverId: string; api: string[]; from: string }[]> {
   const p = net.spawn(net.b, [process.execPath, join(dir, "query.ts"), mac, family]);
@@ -69,18 +69,18 @@ test("a known node finds the server over IPv4 multicast inside the test's namesp
   expect(found[0].serverId).toBe("srv-a");
   expect(found[0].api).toEqual([`https://${net.addrA}:8443`]);
   expect(found[0].from).toBe(net.addrA);
-});
+}, 60_000);
 
 test("a known node finds the server over IPv6 link-local multicast (ff02::)", async () => {
   const found = await query(MAC, "IPv6");
   expect(found).toHaveLength(1);
   expect(found[0].serverId).toBe("srv-a");
   expect(found[0].from).toStartWith("fe80:");
-});
+}, 60_000);
 
 test("an unknown node gets no answer", async () => {
   expect(await query("52:54:00:99:99:99", "IPv4")).toEqual([]);
-});
+}, 60_000);
 
 test("fuzz: discovery datagrams that are not exact, bounded JSON are rejected with SchemaError only", () => {
   const good = encodeDatagram({ airroot: "discover", v: 1, nonce: "ab".repeat(16), macs: [MAC] });
@@ -97,4 +97,4 @@ test("fuzz: discovery datagrams that are not exact, bounded JSON are rejected wi
     }
   }
   expect(() => decodeDatagram(new TextEncoder().encode(JSON.stringify({ airroot: "discover", v: 1, nonce: "ab".repeat(16), macs: [], extra: 1 })), querySchema)).toThrow("unknown field");
-});
+}, 60_000);

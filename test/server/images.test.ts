@@ -22,7 +22,7 @@ beforeAll(async () => {
   writeFileSync(join(statePaths(state).images, `${digest}.sfs`), data);
   srv = await serve({ stateDir: state, listen: ["127.0.0.1:0", "[::1]:0"], discovery: false });
   url = srv.baseUrls[0];
-});
+}, 60_000);
 afterAll(async () => { await srv?.close(); removeScratchDirs(); });
 
 async function curl(args: string[]): Promise<{ head: string; body: Buffer }> {
@@ -52,14 +52,14 @@ test("HEAD, full GET (sha256), single range, suffix range, 416, If-Range, on IPv
     const stale = await curl(["-r", "0-9", "-H", 'If-Range: "0000"', u]);
     expect(stale.head).toMatch(/^HTTP\/1\.1 200/);
   }
-});
+}, 60_000);
 
 test("a client that disconnects mid-download does not disturb the server", async () => {
   const p = Bun.spawn(["curl", "-sS", "--limit-rate", "200k", "-m", "1", "--cacert", statePaths(state).siteCaCert, "-o", "/dev/null", `${url}/images/${digest}.sfs`], { stderr: "pipe" });
   await p.exited;
   const ok = await curl(["-r", "0-15", `${url}/images/${digest}.sfs`]);
   expect(Buffer.compare(ok.body, data.subarray(0, 16))).toBe(0);
-});
+}, 60_000);
 
 test("garbage instead of HTTP over TLS gets a 400 or a closed connection, and the server keeps serving", async () => {
   const port = srv.listening[0].port;
@@ -74,7 +74,7 @@ test("garbage instead of HTTP over TLS gets a 400 or a closed connection, and th
     expect(out === "" || /^HTTP\/1\.1 4\d\d/.test(out)).toBe(true);
   }
   expect((await curl(["-I", `${url}/images/${digest}.sfs`])).head).toMatch(/^HTTP\/1\.1 200/);
-});
+}, 60_000);
 
 test("`serve mirror-cert` issues a site-CA certificate that a stock nginx mirror serves and curl trusts", async () => {
   const out = join(dir, "mirror");
@@ -86,4 +86,4 @@ test("`serve mirror-cert` issues a site-CA certificate that a stock nginx mirror
     const got = await curl(["-r", "0-99", ng.urlFor(`images/${digest}.sfs`)]);
     expect(Buffer.compare(got.body, data.subarray(0, 100))).toBe(0);
   } finally { await ng.stop(); }
-});
+}, 60_000);

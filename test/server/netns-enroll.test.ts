@@ -34,14 +34,14 @@ beforeAll(async () => {
     if (Date.now() > deadline) throw new Error("airroot serve did not listen in the namespace");
     await Bun.sleep(100);
   }
-});
+}, 60_000);
 
 afterAll(async () => {
   server?.kill("SIGTERM");
   await server?.exited;
   net?.remove();
   removeScratchDirs();
-});
+}, 60_000);
 
 test("a node that knows no server address discovers it, enrolls, gets its config and host certificate", async () => {
   const out = join(dir, "cred");

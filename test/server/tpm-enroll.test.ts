@@ -28,7 +28,7 @@ beforeAll(async () => {
   ca = readFileSync(statePaths(state).siteCaCert, "utf8");
   tpmA = await startSwtpm(join(dir, "tpmA"));
   tpmB = await startSwtpm(join(dir, "tpmB"));
-});
+}, 60_000);
 
 afterAll(async () => {
   await srv?.close();
@@ -36,7 +36,7 @@ afterAll(async () => {
   await tpmB?.stop();
   db?.close();
   removeScratchDirs();
-});
+}, 60_000);
 
 async function code(p: Promise<unknown>): Promise<string> {
   try { await p; } catch (e) { expect(e).toBeInstanceOf(ApiCallError); return (e as ApiCallError).code; }
@@ -96,4 +96,4 @@ test("a malformed TPM identity is a 400, not a crash", async () => {
   expect(await code(enrollNode(url, ca, { macs: [MAC] }, bogus))).toBe("ek-mismatch"); // recorded EK differs
   db.query("UPDATE nodes SET ek_public = NULL WHERE name = 't1'").run();
   expect(await code(enrollNode(url, ca, { macs: [MAC] }, bogus))).toBe("bad-tpm-identity");
-});
+}, 60_000);
