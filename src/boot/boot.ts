@@ -8,6 +8,7 @@ import { mountPseudoFilesystems } from "./pseudofs";
 import { rescue } from "./rescue";
 import { mountOverlayRoot, type RootfsResult } from "./rootfs";
 import { copyImage, mountImageOnDemand, ROOT_DAEMON_ARGV0 } from "./image";
+import { personalize } from "./personalize";
 import { runSequence, StepConsole, stdoutConsole, uptimeClock, type SequenceOutcome, type Step } from "./sequence";
 import { DEFAULT_PATHS, generateHostKeys, sshdConfig, startSshdSupervisor, testSshdConfig, waitForListener, writeAuthorizedKeys } from "./sshd";
 import { switchRoot } from "./switchroot";
@@ -120,6 +121,17 @@ export const STEPS: Step<BootContext>[] = [
       }
       ctx.rootfs = mountOverlayRoot({ image, overlaySize: o.overlaySize });
       return `overlay on ${ctx.rootfs.sysroot}: ${image} via ${ctx.rootfs.loopDevice}, tmpfs ${o.overlaySize}${how}`;
+    },
+  },
+  {
+    name: "personalize", title: "Personalizing the new root",
+    run: async (ctx) => {
+      if (!ctx.rootfs) return "skipped (no new root)";
+      const lease = ctx.net?.configured.find((c) => c.lease?.hostname);
+      const r = personalize({ root: ctx.rootfs.sysroot, interfaces: ctx.net?.configured ?? [], console: ctx.console,
+        hostname: lease?.lease?.hostname });
+      if (ctx.options.debug) for (const w of r.written) ctx.sc.log(`wrote /${w}`);
+      return `done (${r.written.length} file${r.written.length === 1 ? "" : "s"})`;
     },
   },
 ];

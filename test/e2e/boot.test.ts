@@ -125,6 +125,8 @@ describe.skipIf(SKIP)("QEMU boot", () => {
       // The daemon (argv0 '@airroot-root') and the debug sshd supervisor still run under the image's init.
       expect(out).toMatch(/AIRROOT-TEST-PS:\s+\d+\s+1 .*@airroot-root/);
       expect(out).toMatch(/AIRROOT-TEST-PS:\s+\d+\s+1 .*@airroot-sshd/);
+      // What makes it look installed: the boot interface as a NetworkManager connection, matched by MAC.
+      expect(out).toContain("AIRROOT-TEST-NM: mac-address=52:54:00:12:34:56 method=auto method=link-local");
       expect(await Promise.race([vm.exited, Bun.sleep(20_000).then(() => "still running")])).toBe(0);
     } finally {
       vm.kill();

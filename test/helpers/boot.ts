@@ -44,6 +44,7 @@ echo "AIRROOT-TEST-INIT: pid $$ args [$*]"
 grep ' / ' /proc/mounts | sed 's/^/AIRROOT-TEST-ROOT: /'
 echo written > /written-by-init && echo "AIRROOT-TEST-WRITE: $(cat /written-by-init)"
 echo "AIRROOT-TEST-IMAGE: $(cat /etc/airroot-test-image)"
+echo "AIRROOT-TEST-NM: $(grep -h -e '^mac-address=' -e '^method=' /etc/NetworkManager/system-connections/*.nmconnection 2>&1 | tr '\n' ' ')"
 banner=$(echo | timeout 5 nc 127.0.0.1 2222 2>/dev/null | head -n1)
 echo "AIRROOT-TEST-SSHD: $banner"
 echo "AIRROOT-TEST-SSHD-LOG: $(cat /run/airroot/sshd.log 2>&1 | tr '\n' '|')"

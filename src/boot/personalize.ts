@@ -1,0 +1,90 @@
+// Writes into the new root what makes it look installed from disk: NetworkManager keyfiles, hostname, serial getty.
+import { chmodSync, lstatSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { ConsoleChoice } from "./console";
+import type { IfaceConfig } from "./net";
+
+export interface PersonalizeOptions {
+  /** The new root (the overlay), e.g. /sysroot. */
+  root: string;
+  interfaces: IfaceConfig[];
+  hostname?: string;
+  console?: ConsoleChoice;
+  /** Where to read interface MAC addresses; default /sys. */
+  sysDir?: string;
+}
+
+const HOSTNAME = /^[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*$/;
+
+/**
+ * A deterministic UUID (v5-shaped, SHA-1 over a namespace string) so the same node gets the same connection UUID
+ * every boot, like an installed system whose keyfile never changes.
+ */
+export function stableUuid(seed: string): string {
+  const h = new Bun.CryptoHasher("sha1").update(`airroot-nm:${seed}`).digest();
+  h[6] = (h[6] & 0x0f) | 0x50;
+  h[8] = (h[8] & 0x3f) | 0x80;
+  const x = Buffer.from(h.subarray(0, 16)).toString("hex");
+  return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20)}`;
+}
+
+/**
+ * A NetworkManager keyfile for the interface the node booted from. It matches by MAC address, not by name:
+ * the initramfs calls it eth0, udev in the booted system may call it eno1. Connection name = initramfs name,
+ * like the seed's `nmcli c` showing "eno1".
+ */
+export function nmKeyfile(c: IfaceConfig, mac: string): string {
+  const lines = [
+    "[connection]", `id=${c.iface}`, `uuid=${stableUuid(mac)}`, "type=ethernet", "autoconnect=true", "autoconnect-priority=100", "",
+    "[ethernet]", `mac-address=${mac.toUpperCase()}`, "",
+    "[ipv4]",
+  ];
+  if (c.method === "static" && c.address) {
+    lines.push("method=manual", `address1=${c.address}/${c.prefix}${c.gateway ? `,${c.gateway}` : ""}`);
+    if (c.dns?.length) lines.push(`dns=${c.dns.join(";")};`);
+  } else if (c.method === "dhcp") {
+    lines.push("method=auto");
+  } else {
+    lines.push("method=disabled");
+  }
+  lines.push("", "[ipv6]", "addr-gen-mode=eui64", "method=link-local", "");
+  return lines.join("\n");
+}
+
+export interface PersonalizeResult {
+  written: string[];
+}
+
+export function personalize(o: PersonalizeOptions): PersonalizeResult {
+  const written: string[] = [];
+  const put = (rel: string, text: string, mode = 0o644) => {
+    const p = join(o.root, rel);
+    mkdirSync(join(p, ".."), { recursive: true });
+    writeFileSync(p, text, { mode });
+    chmodSync(p, mode); // writeFileSync keeps the mode of an existing file
+    written.push(rel);
+  };
+  for (const c of o.interfaces) {
+    let mac = "";
+    try { mac = readFileSync(join(o.sysDir ?? "/sys", "class/net", c.iface, "address"), "utf8").trim(); } catch {}
+    if (!/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i.test(mac)) continue; // InfiniBand and oddities: leave to the OS
+    // NetworkManager ignores keyfiles readable by others.
+    put(`etc/NetworkManager/system-connections/${c.iface}.nmconnection`, nmKeyfile(c, mac), 0o600);
+  }
+  if (o.hostname) {
+    if (!HOSTNAME.test(o.hostname) || o.hostname.length > 253) throw new Error(`hostname "${o.hostname.slice(0, 64)}" is not a valid host name`);
+    put("etc/hostname", `${o.hostname}\n`);
+  }
+  // systemd starts a getty only on console= devices; an autodetected serial console needs one explicitly.
+  if (o.console && o.console.source !== "cmdline") {
+    const unit = `serial-getty@${o.console.tty}.service`;
+    const link = join(o.root, "etc/systemd/system/getty.target.wants", unit);
+    mkdirSync(join(link, ".."), { recursive: true });
+    // lstat, not exists: the link's target resolves only inside the new root.
+    let present = false;
+    try { lstatSync(link); present = true; } catch {}
+    if (!present) symlinkSync("/lib/systemd/system/serial-getty@.service", link);
+    written.push(`etc/systemd/system/getty.target.wants/${unit}`);
+  }
+  return { written };
+}
