@@ -1,0 +1,98 @@
+// Drives `airroot mount` / `status` / `umount` as child processes of this same binary (the FUSE daemon must live in
+// another process than the HTTPS servers it reads from), and tears a mount down by every means if the polite way fails.
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import type { DaemonStatus } from "../mount/status";
+import { statusLogPath, statusSocketPath } from "../mount/status";
+import { selfCommand } from "../util/self";
+import { mountsUnder, unescapeMountField } from "./scratch";
+import { runAsync, runOk, type RunResult } from "./proc";
+
+export interface MountRequest {
+  urls: string[];
+  mountpoint: string;
+  caFile: string;
+  manifestUrl?: string;
+  imageKeyFile?: string;
+}
+
+/**
+ * Settings that keep a selftest mount from ever hanging: readers get EIO after 15 s without a server (a root
+ * filesystem would wait forever instead), and a server that stops sending is abandoned after 2 s.
+ */
+const SAFE_MOUNT_ARGS = ["--io-timeout", "15s", "--stall-timeout", "2s", "--cache-mb", "8"];
+
+export function airroot(...args: string[]): string[] {
+  return [...selfCommand(), ...args];
+}
+
+/** Runs `airroot mount` (detached daemon, returns once mounted). Resolves with the CLI's result and the daemon pid. */
+export async function mountCli(req: MountRequest, timeoutMs = 20_000): Promise<RunResult & { pid?: number }> {
+  const args = ["mount", "--ca", req.caFile, ...SAFE_MOUNT_ARGS];
+  if (req.manifestUrl) args.push("--manifest", req.manifestUrl, "--image-key", req.imageKeyFile ?? "");
+  const r = await runAsync(airroot(...args, ...req.urls, req.mountpoint), { timeoutMs });
+  const m = /daemon pid (\d+)/.exec(r.stdout);
+  return { ...r, pid: m ? Number(m[1]) : undefined };
+}
+
+export async function statusCli(mountpoint: string): Promise<DaemonStatus> {
+  const out = await runOk(airroot("status", "--json", mountpoint), { timeoutMs: 10_000 });
+  try { return JSON.parse(out) as DaemonStatus; } catch (e) {
+    throw new Error(`\`airroot status --json ${mountpoint}\` printed something that is not JSON: ${out.slice(0, 200)}`);
+  }
+}
+
+export async function umountCli(mountpoint: string): Promise<void> {
+  await runOk(airroot("umount", mountpoint), { timeoutMs: 15_000 });
+}
+
+export function isMounted(mountpoint: string): boolean {
+  return mountsUnder(mountpoint).includes(mountpoint);
+}
+
+/** PIDs of airroot mount daemons serving `mountpoint` (the path is unique to this selftest's temp dir). */
+export function daemonPids(mountpoint: string): number[] {
+  const pids: number[] = [];
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
+    let argv: string[];
+    try { argv = readFileSync(`/proc/${name}/cmdline`, "utf8").split("\0"); } catch { continue; }
+    if (argv.includes("mount") && argv.includes("--foreground") && argv.includes(mountpoint)) pids.push(Number(name));
+  }
+  return pids;
+}
+
+/**
+ * Gets rid of a mount and its daemon whatever state they are in: ask the daemon, then lazy-unmount, then kill the
+ * daemon, then abort the FUSE connection (the only thing that frees a connection whose server is stuck).
+ */
+export async function forceUnmount(mountpoint: string): Promise<void> {
+  if (isMounted(mountpoint)) {
+    await runAsync(airroot("umount", mountpoint), { timeoutMs: 5_000 });
+  }
+  if (isMounted(mountpoint)) {
+    const conn = fuseConnection(mountpoint);
+    await runAsync(["umount", "-l", mountpoint], { timeoutMs: 5_000 });
+    if (conn !== undefined) {
+      try { writeFileSync(`/sys/fs/fuse/connections/${conn}/abort`, "1"); } catch { /* already gone */ }
+    }
+  }
+  for (const pid of daemonPids(mountpoint)) {
+    try { process.kill(pid, "SIGKILL"); } catch { /* exited meanwhile */ }
+  }
+  for (const p of [statusLogPath(mountpoint), statusSocketPath(mountpoint)]) rmSync(p, { force: true });
+  if (isMounted(mountpoint)) throw new Error(`${mountpoint} is still mounted after umount -l and killing its daemon`);
+}
+
+/** The FUSE connection number (the mount's device minor) from /proc/self/mountinfo, without touching the mount. */
+export function fuseConnection(mountpoint: string): number | undefined {
+  let text = "";
+  try { text = readFileSync("/proc/self/mountinfo", "utf8"); } catch { return undefined; }
+  for (const line of text.split("\n")) {
+    const f = line.split(" ");
+    if (f.length > 4 && unescapeMountField(f[4]) === mountpoint) {
+      const minor = Number(f[2].split(":")[1]);
+      if (existsSync(`/sys/fs/fuse/connections/${minor}`)) return minor;
+    }
+  }
+  return undefined;
+}
