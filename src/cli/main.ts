@@ -24,8 +24,8 @@ const main = defineCommand({
   },
   async run({ args, rawArgs }) {
     if (args.selftest) {
-      console.error("airroot --selftest: not built yet (see the README's status of issue work)");
-      process.exit(2);
+      const { runSelftest } = await import("../selftest/selftest");
+      process.exit(await runSelftest());
     }
     if (rawArgs.length === 0) console.log(await renderUsage(main));
   },
