@@ -7,6 +7,7 @@ import { activate, activateRequestSchema, enroll, enrollRequestSchema, type Enro
 import { authenticate, nodeConfig, reportStatus, sshCertificates, sshCertRequestSchema, statusRequestSchema, type SelfDeps } from "./selfapi.ts";
 import { parseJson, SchemaError, type Validator } from "./schema.ts";
 import type { Handler } from "./https.ts";
+import { RateLimiter, type RateLimiterOptions } from "./ratelimit.ts";
 import type { Logger } from "../util/log.ts";
 
 export interface ApiDeps {
@@ -17,6 +18,7 @@ export interface ApiDeps {
   self: Omit<SelfDeps, "db" | "audit">;
   audit: EnrollDeps["audit"];
   log?: Logger;
+  enrollRateLimit?: RateLimiterOptions; // per source address; default 30 per minute
 }
 
 export const API_PREFIX = "/api/v1/";
@@ -38,6 +40,7 @@ async function body<T>(req: Request, v: Validator<T>, what: string, audit: ApiDe
 export function createApi(d: ApiDeps): Handler {
   const enrollDeps: EnrollDeps = { ...d.enroll, db: d.db, audit: d.audit };
   const selfDeps: SelfDeps = { ...d.self, db: d.db, audit: d.audit };
+  const limiter = new RateLimiter(d.enrollRateLimit);
   return async (req, ctx) => {
     const url = new URL(req.url);
     const path = url.pathname;
@@ -48,6 +51,10 @@ export function createApi(d: ApiDeps): Handler {
       const route = `${req.method} ${path.slice(API_PREFIX.length)}`;
       if (route === "GET info") {
         return json(200, { serverId: d.serverId, apiVersion: 1, serverTime: new Date().toISOString(), servers: d.self.apiBaseUrls() });
+      }
+      if ((route === "POST enroll" || route === "POST enroll/activate") && !limiter.allow(ctx.remoteAddress)) {
+        d.audit.record({ event: "enroll", outcome: "refused", remote: ctx.remoteAddress, reason: "rate limit" });
+        throw new ApiError(429, "too-many-requests", "too many enrollment attempts from this address; wait a minute");
       }
       if (route === "POST enroll") {
         const r = await enroll(enrollDeps, await body(req, enrollRequestSchema, "enroll", d.audit, ctx.remoteAddress), ctx.remoteAddress);

@@ -55,7 +55,14 @@ export async function serve(o: ServeOptions): Promise<RunningServer> {
       apiBaseUrls: () => [...baseUrls, ...c.peers],
     },
   });
-  const https = await startHttps({ listen, cert: st.serverCertPem, key: st.serverKeyPem, clientCa: st.nodeCaPem, handler, log: o.log });
+  const start = (l: typeof listen) => startHttps({ listen: l, cert: st.serverCertPem, key: st.serverKeyPem, clientCa: st.nodeCaPem, handler, log: o.log });
+  let https;
+  try { https = await start(listen); } catch (e) {
+    if (o.listen?.length) throw e;
+    // The default [::] fails on hosts without IPv6; IPv4 alone is still useful.
+    o.log?.warn(`${(e as Error).message}; falling back to 0.0.0.0:${c.port}`);
+    https = await start([{ host: "0.0.0.0", port: c.port }]);
+  }
   // Our own URLs: a specific listen address is used as is; a wildcard one stands for every configured address.
   const urls = new Set<string>();
   for (const l of https.addresses) {

@@ -228,3 +228,15 @@ test("state files have private modes", () => {
   for (const f of [p.siteCaKey, p.serverKey, p.nodeCaKey, p.sshCaKey, p.audit, p.config]) expect(statSync(f).mode & 0o777).toBe(0o600);
   for (const d of [p.dir, p.keys]) expect(statSync(d).mode & 0o777).toBe(0o700);
 }, 60_000);
+
+test("enrollment attempts are rate limited per source address (429), and audited", async () => {
+  let limited = 0;
+  for (let i = 0; i < 40 && limited === 0; i++) {
+    const r = await fetch(`${url}/api/v1/enroll`, { method: "POST", headers: { "content-type": "application/json" }, body: "{}", tls: { ca: siteCa } });
+    if (r.status === 429) limited++;
+    else expect(r.status).toBe(400);
+    await r.body?.cancel();
+  }
+  expect(limited).toBe(1);
+  expect(audit()).toContain('"reason":"rate limit"');
+}, 60_000);
