@@ -9,7 +9,7 @@ import { rescue } from "./rescue";
 import { mountOverlayRoot, type RootfsResult } from "./rootfs";
 import { copyImage, mountImageOnDemand, ROOT_DAEMON_ARGV0 } from "./image";
 import { personalize } from "./personalize";
-import { runSequence, StepConsole, stdoutConsole, uptimeClock, type SequenceOutcome, type Step } from "./sequence";
+import { FinalError, runSequence, StepConsole, stdoutConsole, uptimeClock, type SequenceOutcome, type Step } from "./sequence";
 import { DEFAULT_PATHS, generateHostKeys, sshdConfig, startSshdSupervisor, testSshdConfig, waitForListener, writeAuthorizedKeys } from "./sshd";
 import { switchRoot } from "./switchroot";
 import { powerOff } from "../sys/power";
@@ -21,6 +21,8 @@ export interface BootContext {
   console?: ConsoleChoice;
   net?: NetResult;
   rootfs?: RootfsResult;
+  /** The root image once obtained (mounted on demand or copied). */
+  image?: { path: string; how: string };
   sshdPid?: number;
 }
 
@@ -70,6 +72,7 @@ export const STEPS: Step<BootContext>[] = [
   },
   {
     name: "net", title: "Scanning for network configuration",
+    retries: 2, // a switch port still in spanning-tree listening state, a DHCP server restarting
     run: async (ctx) => {
       ctx.net = await configureNetwork({ ip: ctx.options.ip, dhcpTimeoutSec: ctx.options.dhcpTimeoutSec,
         log: (l) => ctx.sc.log(l) });
@@ -96,10 +99,11 @@ export const STEPS: Step<BootContext>[] = [
   },
   {
     name: "root", title: "Mounting the root filesystem",
+    retries: 2, // servers rebooting
     run: async (ctx) => {
       const o = ctx.options;
-      let image = o.rootImage;
-      let how = "";
+      let image = o.rootImage ?? ctx.image?.path;
+      let how = ctx.image?.how ?? "";
       if (!image && o.imageUrls.length) {
         const src = { urls: o.imageUrls, caFile: `${SITE_DIR}/ca.pem`, manifestUrl: o.manifestUrl,
           imageKeyFile: o.manifestUrl ? `${SITE_DIR}/image-key.pem` : undefined };
@@ -113,9 +117,11 @@ export const STEPS: Step<BootContext>[] = [
           how = ` (on demand from ${o.imageUrls.length} server${o.imageUrls.length === 1 ? "" : "s"}, ${ROOT_DAEMON_ARGV0} pid ${m.pid})`;
         }
       }
+      // Kept so a retry after a failed overlay mount does not start a second mount engine or download.
+      if (image && !o.rootImage) ctx.image = { path: image, how };
       if (!image) {
         // Not built yet: image URLs from the server's node config (issue 3) and multicast discovery.
-        throw new Error(o.servers.length
+        throw new FinalError(o.servers.length
           ? "getting the image from airroot.server is not implemented in this build yet; use airroot.imageurl or airroot.rootimage"
           : "no root image: give airroot.imageurl=URL[,URL...] or airroot.rootimage=PATH (server discovery is not implemented in this build yet)");
       }

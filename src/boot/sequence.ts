@@ -13,6 +13,15 @@ export interface Step<C> {
   /** Console text before the result ("Loading drivers"). */
   title: string;
   run(ctx: C): Promise<StepResult | string | void>;
+  /** Extra attempts after a failure, for steps where waiting can help (network, servers). Default 0. */
+  retries?: number;
+  /** Delay before the first retry; doubles each time (default 2000 ms). */
+  retryDelayMs?: number;
+}
+
+/** A step failure that waiting cannot fix (bad configuration, missing local file): no retries. */
+export class FinalError extends Error {
+  override name = "FinalError";
 }
 
 export interface Console {
@@ -95,14 +104,25 @@ export async function runSequence<C>(steps: Step<C>[], ctx: C, sc: StepConsole, 
   for (const step of steps) {
     sc.begin(step.title);
     if (skip.has(step.name)) { sc.end("skipped"); continue; }
-    try {
-      const r = await step.run(ctx);
-      const res: StepResult = typeof r === "string" ? { summary: r } : (r ?? {});
-      sc.end(res.summary ?? "done", res.line);
-    } catch (e) {
-      const error = e instanceof Error ? e : new Error(String(e));
-      sc.end(`FAILED: ${error.message}`);
-      return { ok: false, step: step.name, title: step.title, error, elapsedMs: performance.now() - t0 };
+    const attempts = 1 + (step.retries ?? 0);
+    let delay = step.retryDelayMs ?? 2000;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const r = await step.run(ctx);
+        const res: StepResult = typeof r === "string" ? { summary: r } : (r ?? {});
+        sc.end(res.summary ?? "done", res.line);
+        break;
+      } catch (e) {
+        const error = e instanceof Error ? e : new Error(String(e));
+        if (attempt < attempts && !(error instanceof FinalError)) {
+          sc.log(`${step.title} failed (attempt ${attempt} of ${attempts}): ${error.message}; retrying in ${delay / 1000} s`);
+          await Bun.sleep(delay);
+          delay *= 2;
+          continue;
+        }
+        sc.end(`FAILED: ${error.message}`);
+        return { ok: false, step: step.name, title: step.title, error, elapsedMs: performance.now() - t0 };
+      }
     }
   }
   return { ok: true, elapsedMs: performance.now() - t0 };

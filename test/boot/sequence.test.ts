@@ -39,3 +39,18 @@ test("a slow step shows its title early; log lines inside a step keep lines whol
   expect(c.text).toBe("[   0.000] Waiting...\n[   0.000]   still waiting\n[   0.000] Waiting...done (0.7 s)\n");
   expect(stamp(1234567)).toBe("[1234.567]");
 });
+
+test("retries: a step that fails twice then succeeds; one that keeps failing stops after its attempts", async () => {
+  const c = capture();
+  let n = 0, m = 0;
+  const r = await runSequence([
+    { name: "net", title: "Net", retries: 2, retryDelayMs: 1, run: async () => { if (++n < 3) throw new Error(`no lease ${n}`); return "up"; } },
+    { name: "root", title: "Root", retries: 1, retryDelayMs: 1, run: async () => { m++; throw new Error("servers down"); } },
+  ], {}, c.sc);
+  expect(n).toBe(3);
+  expect(m).toBe(2);
+  expect(r.ok).toBe(false);
+  expect(c.text).toContain("Net failed (attempt 1 of 3): no lease 1; retrying in 0.001 s");
+  expect(c.text).toContain("Net...up");
+  expect(c.text).toContain("Root...FAILED: servers down");
+});
