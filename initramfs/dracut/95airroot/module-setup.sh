@@ -33,8 +33,7 @@ installkernel() {
 install() {
     inst_binary "$(command -v airroot)" /usr/bin/airroot
     inst_binary "$(command -v busybox)" /usr/bin/busybox
-    # airroot calls "busybox ip", "busybox udhcpc", "busybox sh": the applets need no links, but a shell helps.
-    ln_r /usr/bin/busybox /usr/bin/airroot-sh
+    # airroot calls "busybox ip", "busybox udhcpc", "busybox sh" itself: no applet links needed.
     inst_multiple sshd ssh-keygen
     inst_multiple -o /usr/libexec/openssh/sftp-server /usr/lib/openssh/sftp-server
     inst_dir /etc/ssh /var/empty /run/sshd /etc/airroot
