@@ -13,8 +13,7 @@ import { repeated } from "./node.ts";
 export const enrollCommand = defineCommand({
   meta: {
     name: "enroll",
-    description: "Enroll this host with an airroot server (the node must be armed), store key + certificate in --out,\n" +
-      "  fetch its config and write SSH host certificates next to the given host keys.",
+    description: "Enroll this host with an airroot server (the node must be armed), store key + certificate in --out, fetch its config and write SSH host certificates next to the given host keys.",
   },
   args: {
     server: { type: "string", description: "server base URL, e.g. https://10.0.2.2 (repeatable: tried in order; default: multicast discovery)" },

@@ -32,8 +32,7 @@ const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
 const packCommand = defineCommand({
   meta: {
     name: "pack",
-    description: "Pack ROOTDIR into a signed, content-addressed squashfs image (STATE/images/<sha256>.sfs + .manifest)\n" +
-      "  and point PROFILE at it. Older images stay until `image gc`; re-packing an unchanged tree reuses the image.",
+    description: "Pack ROOTDIR into a signed, content-addressed squashfs image (STATE/images/<sha256>.sfs + .manifest) and point PROFILE at it. Older images stay until `image gc`; re-packing an unchanged tree reuses the image.",
   },
   args: {
     rootdir: { type: "positional", description: "root filesystem tree to pack (e.g. made by mmdebstrap)", required: true },
@@ -96,8 +95,7 @@ const listCommand = defineCommand({
 const gcCommand = defineCommand({
   meta: {
     name: "gc",
-    description: "Remove images that no profile points at, that were packed before the grace period and that no node\n" +
-      "  booted from within it; also leftovers of interrupted packs.",
+    description: "Remove images that no profile points at, that were packed before the grace period and that no node booted from within it; also leftovers of interrupted packs.",
   },
   args: {
     state: stateArg,
@@ -122,8 +120,7 @@ const gcCommand = defineCommand({
 const assignCommand = defineCommand({
   meta: {
     name: "assign",
-    description: "Point a profile at an image that is already stored, e.g. to roll back to the previous one\n" +
-      "  (nodes pick it up at their next boot; running nodes keep the image they booted).",
+    description: "Point a profile at an image that is already stored, e.g. to roll back to the previous one (nodes pick it up at their next boot; running nodes keep the image they booted).",
   },
   args: {
     digest: { type: "positional", description: "image digest, or a unique prefix of at least 8 hex digits", required: true },
@@ -144,8 +141,7 @@ const assignCommand = defineCommand({
 const verifyCommand = defineCommand({
   meta: {
     name: "verify",
-    description: "Check stored images against their signed manifests (signature, size, every chunk): on the server\n" +
-      "  (--state) or on a mirror's copy (--images DIR --image-key PUB). Exits non-zero if any image is damaged.",
+    description: "Check stored images against their signed manifests (signature, size, every chunk): on the server (--state) or on a mirror's copy (--images DIR --image-key PUB). Exits non-zero if any image is damaged.",
   },
   args: {
     state: { type: "string", description: "server state directory (uses STATE/images and STATE/keys/image.pub)" },
@@ -177,8 +173,7 @@ export const imageCommand = defineCommand({
 export const mirrorConfigCommand = defineCommand({
   meta: {
     name: "mirror-config",
-    description: "Print a config for stock nginx or Apache httpd that serves STATE/images (or an rsync'd copy) as an\n" +
-      "  image mirror: same URLs, byte ranges, immutable caching. Nodes verify every chunk against the signed manifest.",
+    description: "Print a config for stock nginx or Apache httpd that serves STATE/images (or an rsync'd copy) as an image mirror: same URLs, byte ranges, immutable caching. Nodes verify every chunk against the signed manifest.",
   },
   args: {
     server: { type: "positional", description: "nginx | apache", required: true },

@@ -9,9 +9,7 @@ import { statusLogPath } from "../mount/status";
 export const mountCommand = defineCommand({
   meta: {
     name: "mount",
-    description: "Mount a remote image read-only, fetched on demand with HTTPS range requests from several servers.\n" +
-      "  airroot mount [options] URL... MOUNTPOINT   exposes MOUNTPOINT/<file name of the URL>.\n" +
-      "  Returns once the mount is ready; a detached daemon keeps serving it (see `airroot status`).",
+    description: "Mount URL... at MOUNTPOINT/<file name>: a read-only image fetched on demand with HTTPS ranges from several servers",
   },
   args: {
     ca: { type: "string", description: "PEM file of the CA(s) that must have signed the servers' certificates (default: system store)" },

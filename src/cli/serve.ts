@@ -12,8 +12,7 @@ import { repeated } from "./node.ts";
 const init = defineCommand({
   meta: {
     name: "init",
-    description: "Create or complete a server state dir: site TLS CA, server certificate, node CA, SSH CA, image key,\n" +
-      "  database and config.json. Re-running never replaces existing keys.",
+    description: "Create or complete a server state dir: site TLS CA, server certificate, node CA, SSH CA, image key, database and config.json. Re-running never replaces existing keys.",
   },
   args: {
     state: { type: "string", description: "state directory to create (0700)", required: true },
