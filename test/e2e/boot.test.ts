@@ -19,6 +19,7 @@ let clientKey = "";
 let mirrors: Nginx[] = [];
 /** Guest addresses of the two HTTPS mirrors, forwarded by QEMU (one nc per connection) to nginx on loopback. */
 const MIRROR_IPS = ["10.0.2.100", "10.0.2.101"];
+const DEAD_IP = "10.0.2.102";
 let guestfwd = "";
 
 interface Vm {
@@ -82,6 +83,8 @@ describe.skipIf(SKIP)("QEMU boot", () => {
     mirrors = await Promise.all(ports.map((port, i) => startNginx({ root: join(dir, "www"), listen: [{ host: "127.0.0.1", port }],
       cert: pki.serverCert, key: pki.serverKey, workDir: join(dir, `nginx${i}`) })));
     guestfwd = ports.map((p, i) => `,guestfwd=tcp:${MIRROR_IPS[i]}:443-cmd:nc 127.0.0.1 ${p}`).join("");
+    // A dead server: forwarded to a loopback port where nothing listens.
+    guestfwd += `,guestfwd=tcp:${DEAD_IP}:443-cmd:nc 127.0.0.1 ${await freePort("127.0.0.1")}`;
     initrd = buildTestInitramfs(join(dir, "initramfs.cpio.zst"), [[img, "images/root.sfs"]], kdir, join(dir, "site"));
   }, 300_000);
 
@@ -133,8 +136,8 @@ describe.skipIf(SKIP)("QEMU boot", () => {
     }
   }, 150_000);
 
-  test("airroot.imagemethod=copy downloads the image into RAM first, with progress", async () => {
-    const vm = startVm(`quiet airroot.imageurl=https://${MIRROR_IPS[1]}/root.sfs airroot.imagemethod=copy airroot.rescue=poweroff`, guestfwd);
+  test("airroot.imagemethod=copy downloads the image into RAM first, with progress, past a dead first server", async () => {
+    const vm = startVm(`quiet airroot.imageurl=https://${DEAD_IP}/root.sfs,https://${MIRROR_IPS[1]}/root.sfs airroot.imagemethod=copy airroot.rescue=poweroff`, guestfwd);
     try {
       await vm.waitFor(/AIRROOT-TEST-DONE/, 110_000);
       const out = vm.output();
