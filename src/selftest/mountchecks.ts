@@ -1,15 +1,15 @@
 // Selftest checks of the whole mount chain: `airroot mount` (a separate daemon process) → FUSE → this process's
 // HTTPS servers, with a wrong CA, a clean mount, status, a squashfs on top, a tampered server, a server dying
 // mid-read, and unmounting. Every read of the mount happens in a child process (see proc.ts for why).
-import { existsSync, mkdirSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import type { DaemonStatus } from "../mount/status";
 import type { Fixtures } from "./fixtures";
 import { forceUnmount, isMounted, mountCli, statusCli, umountCli, type MountRequest } from "./mounts";
 import { hashViaChild, runAsync, runOk } from "./proc";
 import { SkipCheck, type Report } from "./report";
 import type { Scratch } from "./scratch";
 import type { ImageServer } from "./servers";
+import { assertSaneStatus } from "./statuscheck";
 
 interface Ctx { report: Report; scratch: Scratch; fx: Fixtures; servers: ImageServer[] }
 
@@ -79,7 +79,7 @@ async function cleanMount(ctx: Ctx): Promise<void> {
     if (!fx.squashfs) throw new SkipCheck("the image is random bytes: mksquashfs is not on PATH");
     const root = mountpoint(ctx, "sqroot");
     const undo = ctx.scratch.defer(`unmounting ${root}`, async () => {
-      if (isMounted(root)) await runAsync(["umount", "-l", root], { timeoutMs: 5_000 });
+      if (isMounted(root)) await runAsync(["umount", "-l", root], { timeoutMs: 5_000, cleanup: true });
     });
     // The loop device reads the FUSE file from the kernel; `mount` runs as a child, so this process stays free.
     await runOk(["mount", "-t", "squashfs", "-o", "loop,ro", join(mp, fx.imageName), root], { timeoutMs: 15_000 });
@@ -98,8 +98,10 @@ async function cleanMount(ctx: Ctx): Promise<void> {
   await report.check("mount: sha256 of the image read through the FUSE mount equals the source", () => readThrough(ctx, mp), 25_000);
 
   await report.check("status: `airroot status --json` is sane", async () => {
-    const st = await statusCli(mp);
-    saneStatus(st, ctx, mp, mounted.pid);
+    const st = assertSaneStatus(await statusCli(mp), {
+      mountpoint: mp, pid: mounted.pid, imageName: fx.imageName, imageSize: fx.size,
+      urls: ctx.servers.map((s) => s.url(fx.imageName)), minBytesFetched: fx.size,
+    });
     return `${st.image.sources.length} sources healthy, ${(st.image.bytesFetched / 1048576).toFixed(1)} MiB fetched`;
   });
 
@@ -155,28 +157,12 @@ async function serverDies(ctx: Ctx): Promise<void> {
   }, 30_000);
 }
 
-function saneStatus(st: DaemonStatus, ctx: Ctx, mp: string, pid: number): void {
-  const want = ctx.servers.map((s) => s.url(ctx.fx.imageName)).sort();
-  const got = (st.image?.sources ?? []).map((s) => s.url).sort();
-  const problems: string[] = [];
-  if (st.mountpoint !== mp) problems.push(`mountpoint ${st.mountpoint}, expected ${mp}`);
-  if (st.pid !== pid) problems.push(`pid ${st.pid}, but \`airroot mount\` reported ${pid}`);
-  if (!existsSync(`/proc/${st.pid}`)) problems.push(`daemon pid ${st.pid} is not running`);
-  if (st.image?.name !== ctx.fx.imageName) problems.push(`image name ${st.image?.name}`);
-  if (st.image?.size !== ctx.fx.size) problems.push(`image size ${st.image?.size}, expected ${ctx.fx.size}`);
-  if (JSON.stringify(got) !== JSON.stringify(want)) problems.push(`sources ${got.join(",")}, expected ${want.join(",")}`);
-  const unhealthy = (st.image?.sources ?? []).filter((s) => s.state !== "healthy");
-  if (unhealthy.length) problems.push(`not healthy: ${unhealthy.map((s) => `${s.url} ${s.state} (${s.reason ?? ""})`).join(", ")}`);
-  if (!(st.image?.bytesFetched >= ctx.fx.size)) problems.push(`${st.image?.bytesFetched} bytes fetched, less than the image read`);
-  if (!(st.image?.readsTotal > 0)) problems.push("no reads counted");
-  if (problems.length) throw new Error(problems.join("; "));
-}
-
 async function exits(pid: number, timeoutMs: number): Promise<boolean> {
   for (const end = Date.now() + timeoutMs; Date.now() < end; await Bun.sleep(50)) {
-    if (!existsSync(`/proc/${pid}`)) return true;
-    // A zombie counts as gone: the detached daemon is not our child, its reaper is init.
-    try { if (/^\S+ \S+ Z/.test(await Bun.file(`/proc/${pid}/stat`).text().then((t) => t.replace(/\(.*\)/, "x")))) return true; } catch { return true; }
+    let stat: string;
+    try { stat = await Bun.file(`/proc/${pid}/stat`).text(); } catch { return true; }
+    // A zombie counts as gone (the detached daemon is not our child; init reaps it). State follows "(comm) ".
+    if (stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) === "Z") return true;
   }
   return false;
 }

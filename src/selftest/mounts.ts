@@ -36,9 +36,15 @@ export async function mountCli(req: MountRequest, timeoutMs = 20_000): Promise<R
 
 export async function statusCli(mountpoint: string): Promise<DaemonStatus> {
   const out = await runOk(airroot("status", "--json", mountpoint), { timeoutMs: 10_000 });
-  try { return JSON.parse(out) as DaemonStatus; } catch (e) {
+  let st: any;
+  try { st = JSON.parse(out); } catch {
     throw new Error(`\`airroot status --json ${mountpoint}\` printed something that is not JSON: ${out.slice(0, 200)}`);
   }
+  // Callers read image.sources and verified: make sure those exist before anyone dereferences them.
+  if (typeof st !== "object" || st === null || !Array.isArray(st.image?.sources)) {
+    throw new Error(`\`airroot status --json ${mountpoint}\` printed JSON without image.sources: ${out.slice(0, 200)}`);
+  }
+  return st as DaemonStatus;
 }
 
 export async function umountCli(mountpoint: string): Promise<void> {
@@ -67,11 +73,11 @@ export function daemonPids(mountpoint: string): number[] {
  */
 export async function forceUnmount(mountpoint: string): Promise<void> {
   if (isMounted(mountpoint)) {
-    await runAsync(airroot("umount", mountpoint), { timeoutMs: 5_000 });
+    await runAsync(airroot("umount", mountpoint), { timeoutMs: 5_000, cleanup: true });
   }
   if (isMounted(mountpoint)) {
     const conn = fuseConnection(mountpoint);
-    await runAsync(["umount", "-l", mountpoint], { timeoutMs: 5_000 });
+    await runAsync(["umount", "-l", mountpoint], { timeoutMs: 5_000, cleanup: true });
     if (conn !== undefined) {
       try { writeFileSync(`/sys/fs/fuse/connections/${conn}/abort`, "1"); } catch { /* already gone */ }
     }

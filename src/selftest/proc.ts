@@ -3,18 +3,44 @@
 import { accessSync, constants } from "node:fs";
 import { join } from "node:path";
 
+type Child = ReturnType<typeof Bun.spawn>;
+/** Children still running: on Ctrl-C they are killed before cleanup, so none can mount something behind its back. */
+const live = new Set<Child>();
+let interrupted = false;
+
+/**
+ * Bun.spawn for the selftest: the child is tracked for killChildren(), and once the run is interrupted only
+ * cleanup commands may start (checks still running in the background must not mount or start anything new).
+ */
+export function spawnChild(cmd: string[], opts: { stdout?: "pipe" | "ignore"; stderr?: "pipe" | "ignore"; env?: Record<string, string | undefined>; cleanup?: boolean } = {}) {
+  if (interrupted && !opts.cleanup) throw new Error(`not starting ${cmd[0]}: the selftest was interrupted`);
+  const proc = Bun.spawn(cmd, { stdin: "ignore", stdout: opts.stdout ?? "pipe", stderr: opts.stderr ?? "pipe", env: opts.env ?? process.env });
+  live.add(proc);
+  void proc.exited.finally(() => live.delete(proc));
+  return proc;
+}
+
+/** Refuses new non-cleanup children, SIGKILLs every child still running and waits (bounded) for them to exit. */
+export async function killChildren(timeoutMs = 2_000): Promise<void> {
+  interrupted = true;
+  const procs = [...live];
+  for (const p of procs) p.kill("SIGKILL");
+  await Promise.race([Promise.all(procs.map((p) => p.exited)), Bun.sleep(timeoutMs)]);
+}
+
 export interface RunResult { code: number; stdout: string; stderr: string; timedOut: boolean }
 
 export interface RunOptions {
   timeoutMs?: number;                 // SIGKILL after this long (default 20 s)
   env?: Record<string, string | undefined>;
+  cleanup?: boolean;                  // a teardown step: allowed after an interrupt
 }
 
 /** Runs a command to completion without blocking the event loop; never throws for a non-zero exit. */
 export async function runAsync(cmd: string[], opts: RunOptions = {}): Promise<RunResult> {
   let proc;
   try {
-    proc = Bun.spawn(cmd, { stdin: "ignore", stdout: "pipe", stderr: "pipe", env: opts.env ?? process.env });
+    proc = spawnChild(cmd, { env: opts.env, cleanup: opts.cleanup });
   } catch (e) {
     return { code: 127, stdout: "", stderr: `cannot start ${cmd[0]}: ${(e as Error).message}`, timedOut: false };
   }
@@ -42,14 +68,14 @@ export async function runOk(cmd: string[], opts: RunOptions = {}): Promise<strin
  * the pipe), bounded in time.
  */
 export async function hashViaChild(path: string, timeoutMs = 20_000): Promise<{ sha256: string; bytes: number }> {
-  const proc = Bun.spawn(["cat", "--", path], { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+  const proc = spawnChild(["cat", "--", path]);
   let timedOut = false;
   const timer = setTimeout(() => { timedOut = true; proc.kill("SIGKILL"); }, timeoutMs);
   try {
     const hasher = new Bun.CryptoHasher("sha256");
     let bytes = 0;
     const errText = new Response(proc.stderr).text();
-    for await (const chunk of proc.stdout) { hasher.update(chunk); bytes += chunk.length; }
+    for await (const chunk of proc.stdout as ReadableStream<Uint8Array>) { hasher.update(chunk); bytes += chunk.length; }
     const code = await proc.exited;
     if (timedOut) throw new Error(`reading ${path} did not finish within ${timeoutMs / 1000} s (${bytes} bytes read)`);
     if (code !== 0) throw new Error(`reading ${path} failed after ${bytes} bytes: ${(await errText).trim() || `cat exited ${code}`}`);

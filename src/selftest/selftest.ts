@@ -7,6 +7,7 @@ import { makeFixtures, type Fixtures } from "./fixtures";
 import { mountChecks } from "./mountchecks";
 import { onInterrupt, Scratch } from "./scratch";
 import { ImageServer } from "./servers";
+import { killChildren } from "./proc";
 import { Report } from "./report";
 import { tpmChecks } from "./tpmcheck";
 
@@ -32,7 +33,7 @@ export async function runSelftest(opts: SelftestOptions = {}): Promise<number> {
   const ws = scratch;
   const stopListening = onInterrupt((sig) => {
     report.say(`selftest: ${sig} received: cleaning up before exiting`);
-    void ws.cleanup(3_000, 10_000).then((problems) => {
+    void killChildren().then(() => ws.cleanup(3_000, 10_000)).then((problems) => {
       for (const p of problems) report.fail("cleanup", p);
       report.say(`selftest: interrupted${problems.length ? "" : "; cleaned up"}`);
       process.exit(130);

@@ -3,6 +3,7 @@
 import { mkdirSync } from "node:fs";
 import { connect, createServer } from "node:net";
 import { resolve } from "node:path";
+import { spawnChild } from "./proc";
 
 export interface PrivateSwtpm {
   /** --tpm spec for openTpm: swtpm:127.0.0.1:PORT */
@@ -20,9 +21,9 @@ export async function startSwtpm(stateDir: string, timeoutMs = 8_000): Promise<P
   // It needs port P (commands) and P+1 (control); another program may take P+1 meanwhile: a few tries.
   for (let attempt = 0; attempt < 5 && Date.now() < deadline; attempt++) {
     const port = await freePortPair();
-    const proc = Bun.spawn(["swtpm", "socket", "--tpm2",
+    const proc = spawnChild(["swtpm", "socket", "--tpm2",
       "--server", `type=tcp,port=${port},bindaddr=${HOST}`, "--ctrl", `type=tcp,port=${port + 1},bindaddr=${HOST}`,
-      "--flags", "startup-clear", "--tpmstate", `dir=${dir}`], { stdin: "ignore", stdout: "ignore", stderr: "pipe" });
+      "--flags", "startup-clear", "--tpmstate", `dir=${dir}`], { stdout: "ignore" });
     const stop = async () => {
       proc.kill("SIGTERM");
       await Promise.race([proc.exited, Bun.sleep(2000)]);
