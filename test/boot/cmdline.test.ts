@@ -1,3 +1,4 @@
+// Kernel command line parsing and airroot.* options: examples, bad values, fuzzing.
 import { describe, expect, test } from "bun:test";
 import { bootOptions, CmdlineError, consoleFromCmdline, moduleParams, optionTableMarkdown, OPTION_DOCS, parseCmdline } from "../../src/boot/cmdline";
 

@@ -1,3 +1,4 @@
+// Console autodetection: SPCR parsing on synthetic tables (with fuzzing) and the choice order.
 import { describe, expect, test } from "bun:test";
 import { buildSpcr, parseSpcr } from "../../src/boot/spcr";
 import { chooseConsole } from "../../src/boot/console";

@@ -1,3 +1,4 @@
+// The newc cpio encoder, round-tripped through the real cpio tool.
 import { afterAll, expect, test } from "bun:test";
 import { join } from "node:path";
 import { lstatSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";

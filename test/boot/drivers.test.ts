@@ -1,3 +1,4 @@
+// Coldplug against a synthetic modules directory and sysfs tree.
 import { afterAll, expect, test } from "bun:test";
 import { join } from "node:path";
 import { mkdirSync, writeFileSync } from "node:fs";

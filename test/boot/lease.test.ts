@@ -1,3 +1,4 @@
+// DHCP lease parsing (with fuzzing) and IPv6 link-local lookup.
 import { expect, test } from "bun:test";
 import { LeaseError, parseLease } from "../../src/boot/lease";
 import { compressIpv6, linkLocalAddress } from "../../src/boot/net";

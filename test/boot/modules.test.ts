@@ -1,3 +1,4 @@
+// modules.dep / modules.alias parsing, modalias globbing and dependency order.
 import { expect, test } from "bun:test";
 import { AliasMatcher, dependencyOrder, globToRegExp, moduleName, parseModulesAlias, parseModulesDep } from "../../src/boot/modules";
 

@@ -1,3 +1,4 @@
+// What the new root gets written so it looks installed: NetworkManager keyfiles, hostname, getty.
 import { afterAll, expect, test } from "bun:test";
 import { join } from "node:path";
 import { lstatSync, mkdirSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";

@@ -1,3 +1,4 @@
+// The boot sequencer's console lines, failure stop and retries.
 import { expect, test } from "bun:test";
 import { runSequence, stamp, StepConsole, type Step } from "../../src/boot/sequence";
 

@@ -1,3 +1,4 @@
+// Host keys, the debug sshd config, and its supervisor restarting a killed sshd (real OpenSSH).
 import { afterAll, expect, test } from "bun:test";
 import { join } from "node:path";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
