@@ -35,7 +35,7 @@ export function statusProblems(st: unknown, want: ExpectedStatus): string[] {
     if (unhealthy.length) problems.push(`not healthy: ${unhealthy.map((s) => `${String(s.url)} ${String(s.state)} (${String(s.reason ?? "")})`).join(", ")}`);
   }
   if (typeof img.bytesFetched !== "number" || !(img.bytesFetched >= want.minBytesFetched)) {
-    problems.push(`${JSON.stringify(img.bytesFetched)} bytes fetched, less than the ${want.minBytesFetched} read`);
+    problems.push(`${JSON.stringify(img.bytesFetched)} bytes fetched, expected at least the ${want.minBytesFetched} read through the mount`);
   }
   if (typeof img.readsTotal !== "number" || !(img.readsTotal > 0)) problems.push("no reads counted");
   return problems;

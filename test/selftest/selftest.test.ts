@@ -2,7 +2,8 @@
 // as root it must pass every check and leave nothing behind; as nobody it must skip the mount checks with a clear
 // reason and still pass the rest; Ctrl-C in the middle of a mount must still clean everything up.
 import { beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 const repo = join(import.meta.dir, "..", "..");
@@ -11,9 +12,9 @@ const isRoot = process.getuid?.() === 0;
 
 interface Run { code: number | null; out: string; err: string; ms: number }
 
-async function runSelftest(prefix: string[] = [], timeoutMs = 70_000): Promise<Run> {
+async function runSelftest(prefix: string[] = [], timeoutMs = 70_000, env: Record<string, string | undefined> = process.env): Promise<Run> {
   const t0 = Date.now();
-  const p = Bun.spawn([...prefix, binary, "--selftest"], { stdout: "pipe", stderr: "pipe", stdin: "ignore" });
+  const p = Bun.spawn([...prefix, binary, "--selftest"], { stdout: "pipe", stderr: "pipe", stdin: "ignore", env });
   const timer = setTimeout(() => p.kill("SIGKILL"), timeoutMs);
   try {
     const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
@@ -90,6 +91,49 @@ describe("airroot --selftest (built binary)", () => {
     expect(r.err).not.toMatch(/\bat .*:\d+:\d+|TypeError|panic/); // no stack trace, no crash
     expect(leftovers(workDirOf(r.out)!)).toEqual([]);
   }, 40_000);
+
+  test.if(isRoot)("without mksquashfs and swtpm on PATH: random-bytes image, those checks skipped with the reason", async () => {
+    const bin = mkdtempSync(join(tmpdir(), "airroot-selftest-path-"));
+    try {
+      for (const tool of ["cat", "mount", "umount"]) symlinkSync(Bun.which(tool)!, join(bin, tool));
+      const r = await runSelftest([], 70_000, { ...process.env, PATH: bin });
+      expect(linesOf(r.out, "FAIL")).toEqual([]);
+      expect(r.code).toBe(0);
+      expect(r.out).toMatch(/^ok {3}fixtures: .*\(random bytes \(mksquashfs not on PATH\), 24\.0 MiB/m);
+      expect(linesOf(r.out, "skip")).toEqual([
+        "skip squashfs: loop-mounted read-only from the FUSE file, files match the tree (the image is random bytes: mksquashfs is not on PATH)",
+        "skip tpm: seal, unseal, lock, unseal refused (swtpm is not on PATH (Debian: apt install swtpm))",
+      ]);
+      for (const want of ["mount: sha256 of the image read through the FUSE mount", "manifest: a server serving a tampered copy is detected",
+        "failover: the serving server stops during a read", "unmount: `airroot umount` leaves nothing"]) {
+        expect(linesOf(r.out, "ok").some((l) => l.startsWith(`ok   ${want}`)), `missing ok line "${want}" in:\n${r.out}`).toBe(true);
+      }
+      expect(leftovers(workDirOf(r.out)!)).toEqual([]);
+    } finally {
+      rmSync(bin, { recursive: true, force: true });
+    }
+  }, 75_000);
+
+  test.if(isRoot)("a broken reader gives FAIL lines and exit 1, and everything is still cleaned up", async () => {
+    // Fault injection in the environment, not in airroot: `cat` (the selftest's reader of the mount) always fails,
+    // which no real component does on demand. The mounts themselves are real and must still be torn down.
+    const bin = mkdtempSync(join(tmpdir(), "airroot-selftest-path-"));
+    try {
+      for (const tool of ["mount", "umount", "mksquashfs"]) symlinkSync(Bun.which(tool)!, join(bin, tool));
+      symlinkSync(Bun.which("false")!, join(bin, "cat"));
+      const r = await runSelftest([], 70_000, { ...process.env, PATH: bin });
+      expect(r.code).toBe(1);
+      const failed = linesOf(r.out, "FAIL");
+      expect(failed.some((l) => l.startsWith("FAIL mount: sha256 of the image read through the FUSE mount") && l.includes("cat exited 1"))).toBe(true);
+      expect(failed.some((l) => l.startsWith("FAIL failover:"))).toBe(true);
+      expect(failed.filter((l) => l.startsWith("FAIL cleanup"))).toEqual([]);
+      expect(linesOf(r.out, "ok").some((l) => l.startsWith("ok   cleanup:"))).toBe(true);
+      expect(r.out).toMatch(/^selftest: \d+ ok, [1-9]\d* FAIL, \d+ skipped in [\d.]+ s: the chain is NOT working here/m);
+      expect(leftovers(workDirOf(r.out)!)).toEqual([]);
+    } finally {
+      rmSync(bin, { recursive: true, force: true });
+    }
+  }, 75_000);
 
   test.if(isRoot)("Ctrl-C while a mount is up: exit 130, mounts, daemons and temp dir all gone", async () => {
     const p = Bun.spawn([binary, "--selftest"], { stdout: "pipe", stderr: "pipe", stdin: "ignore" });
