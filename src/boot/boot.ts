@@ -24,6 +24,7 @@ export interface BootContext {
   /** The root image once obtained (mounted on demand or copied). */
   image?: { path: string; how: string };
   sshdPid?: number;
+  rootDaemonPid?: number;
 }
 
 /** Site configuration copied into the initramfs by initramfs/build.ts --site. */
@@ -113,6 +114,7 @@ export const STEPS: Step<BootContext>[] = [
           how = ` (copied ${(c.bytes / 1048576).toFixed(1)} MiB from ${c.url})`;
         } else {
           const m = await mountImageOnDemand(src, "/mnt/image", (l) => ctx.sc.log(l));
+          ctx.rootDaemonPid = m.pid;
           image = m.path;
           how = ` (on demand from ${o.imageUrls.length} server${o.imageUrls.length === 1 ? "" : "s"}, ${ROOT_DAEMON_ARGV0} pid ${m.pid})`;
         }
@@ -185,14 +187,15 @@ export async function runInit(o: InitOptions = {}): Promise<void> {
     return;
   }
   const ctx: BootContext = { cmdline, options, sc };
+  const own = () => [ctx.sshdPid, ctx.rootDaemonPid].filter((p): p is number => p !== undefined);
   const ttyOf = () => (ctx.console && ctx.console.source !== "cmdline" ? `/dev/${ctx.console.tty}` : undefined);
   const outcome: SequenceOutcome = await runSequence(STEPS, ctx, sc, { skip: options.skip });
   if (!outcome.ok) {
-    await rescue({ failure: outcome, tty: ttyOf(), sshd: ctx.sshdPid !== undefined, then: options.rescue });
+    await rescue({ failure: outcome, tty: ttyOf(), sshd: ctx.sshdPid !== undefined, then: options.rescue, ownChildren: own() });
     return;
   }
   if (options.shell) {
-    await rescue({ tty: ttyOf(), sshd: ctx.sshdPid !== undefined });
+    await rescue({ tty: ttyOf(), sshd: ctx.sshdPid !== undefined, ownChildren: own() });
     return;
   }
   if (options.poweroff) {
@@ -206,6 +209,6 @@ export async function runInit(o: InitOptions = {}): Promise<void> {
       afterRemount: () => { mkdirSync(DEFAULT_PATHS.privsepDir, { recursive: true, mode: 0o755 }); mkdirSync("/run/airroot", { recursive: true }); } });
   } catch (e) {
     await rescue({ failure: { step: "switchroot", title: "Switching to the new root", error: e as Error }, tty: ttyOf(),
-      sshd: ctx.sshdPid !== undefined, then: options.rescue });
+      sshd: ctx.sshdPid !== undefined, then: options.rescue, ownChildren: own() });
   }
 }

@@ -1,6 +1,7 @@
 // The rescue path: instead of a kernel panic, say what failed, keep the debug sshd up and offer a console shell.
 import { openSync } from "node:fs";
 import { powerOff } from "../sys/power";
+import { reapOrphans } from "../sys/reap";
 
 export interface RescueOptions {
   /** Why we are here; undefined for airroot.shell (a requested stop, not a failure). */
@@ -15,6 +16,8 @@ export interface RescueOptions {
   maxShells?: number;
   /** "poweroff": print the reason and power off instead of a shell (airroot.rescue=poweroff). */
   then?: "shell" | "poweroff";
+  /** Long-lived children Bun waits for itself (debug sshd supervisor, mount engine): never reaped by us. */
+  ownChildren?: number[];
 }
 
 export function rescueMessage(o: RescueOptions): string[] {
@@ -44,6 +47,17 @@ export async function rescue(o: RescueOptions): Promise<void> {
   for (const l of rescueMessage(o)) write(l + "\n");
   const tty = o.tty ?? "/dev/console";
   const bb = o.busybox ?? "busybox";
+  // As PID 1 we inherit every orphan; processes the shell user left behind must not pile up as zombies.
+  const keep = new Set(o.ownChildren ?? []);
+  const reaper = process.pid === 1 ? setInterval(() => reapOrphans(keep), 5000) : undefined;
+  try {
+    await shellLoop(o, tty, bb, keep);
+  } finally {
+    clearInterval(reaper);
+  }
+}
+
+async function shellLoop(o: RescueOptions, tty: string, bb: string, keep: Set<number>): Promise<void> {
   for (let n = 0; o.maxShells === undefined || n < o.maxShells; n++) {
     let fd: number | "inherit" = "inherit";
     try { fd = openSync(tty, "r+"); } catch {}
@@ -52,8 +66,10 @@ export async function rescue(o: RescueOptions): Promise<void> {
       stdin: fd, stdout: fd, stderr: fd,
       env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", HOME: "/root", TERM: "linux", PS1: "airroot# " },
     });
+    keep.add(p.pid);
     const started = Date.now();
     await p.exited;
+    keep.delete(p.pid);
     if (typeof fd === "number") try { require("node:fs").closeSync(fd); } catch {}
     // A shell that dies at once (no tty) must not spin.
     if (Date.now() - started < 2000) await Bun.sleep(2000);
