@@ -4,7 +4,8 @@ export class BlockCache {
   private map = new Map<number, Uint8Array>(); // Map keeps insertion order: first entry = least recently used
   private used = 0;
 
-  constructor(readonly maxBytes: number) {
+  /** onEvict receives each block that leaves the cache (evicted or replaced), e.g. to recycle its buffer. */
+  constructor(readonly maxBytes: number, private readonly onEvict: (bytes: Uint8Array) => void = () => {}) {
     if (!Number.isFinite(maxBytes) || maxBytes < 0) throw new RangeError(`cache size must be ≥ 0 bytes, got ${maxBytes}`);
   }
 
@@ -22,13 +23,14 @@ export class BlockCache {
   set(index: number, bytes: Uint8Array): void {
     if (bytes.length > this.maxBytes) return; // never cache what cannot fit
     const old = this.map.get(index);
-    if (old !== undefined) { this.used -= old.length; this.map.delete(index); }
+    if (old !== undefined) { this.used -= old.length; this.map.delete(index); if (old !== bytes) this.onEvict(old); }
     this.map.set(index, bytes);
     this.used += bytes.length;
     for (const [k, v] of this.map) {
       if (this.used <= this.maxBytes) break;
       this.map.delete(k);
       this.used -= v.length;
+      this.onEvict(v);
     }
   }
 

@@ -8,6 +8,7 @@ import { createPool, getRange, SourceFault, type RangeTimeouts } from "./http";
 import { AGREEMENT_RULE, chooseImage, probeSource, type ImageIdentity } from "./probe";
 import { Source, type SourceStatus } from "./source";
 import { BlockCache } from "./cache";
+import { BlockPool } from "./pool";
 import { Readahead } from "./readahead";
 import { ORDERS, type SourceOrder } from "./order";
 import { ServerSet, jitter, secs } from "./failover";
@@ -101,6 +102,7 @@ export class RemoteImage {
   private readonly caGiven: boolean;
   private readonly verifier?: ChunkVerifier;
   private readonly cache: BlockCache;
+  private readonly pool: BlockPool;
   private readonly readahead: Readahead;
   private inflight = new Map<number, Span>();
   private demandQ: Span[] = [];
@@ -126,7 +128,9 @@ export class RemoteImage {
     this.ioTimeoutMs = opts.ioTimeoutMs ?? 0;
     this.caGiven = opts.ca !== undefined;
     const cacheBytes = Math.floor((opts.cacheMb ?? DEFAULTS.cacheMb) * MiB);
-    this.cache = new BlockCache(cacheBytes);
+    // Blocks leaving the cache are recycled for later fetches (see pool.ts for when that is safe).
+    this.pool = new BlockPool({ blockSize: this.bs, maxFree: this.maxInFlight * this.spanBlocks, maxQuarantine: this.maxInFlight * this.spanBlocks });
+    this.cache = new BlockCache(cacheBytes, (b) => this.pool.release(b));
     // Readahead beyond half the cache would be evicted before the kernel asks for it.
     const raMax = Math.min(opts.readaheadMaxBytes ?? DEFAULTS.readaheadMaxBytes, Math.floor(cacheBytes / 2));
     this.readahead = new Readahead({ maxBytes: raMax, initialBytes: Math.min(raMax, Math.max(this.bs, 256 * KiB)) });
@@ -263,11 +267,18 @@ export class RemoteImage {
     this.raQ = [];
     await Promise.all(this.sources.map((s) => s.pool.destroy().catch(() => {})));
     this.cache.clear();
+    this.pool.clear();
   }
 
   // ---- read path ----
 
   private async readInner(offset: number, end: number): Promise<Uint8Array> {
+    // Blocks this read obtains are not recycled before it ends (it copies them out first).
+    const epoch = this.pool.beginRead();
+    try { return await this.readBlocks(offset, end); } finally { this.pool.endRead(epoch); }
+  }
+
+  private async readBlocks(offset: number, end: number): Promise<Uint8Array> {
     const ra = this.readahead.observe(offset, end - offset);
     const b0 = Math.floor(offset / this.bs), b1 = Math.floor((end - 1) / this.bs);
     // A readahead fetch that a reader joined is promoted to demand and never dropped; the loop is a safety net.
@@ -407,13 +418,13 @@ export class RemoteImage {
         const sentAt = Date.now();
         try {
           const r = await getRange(src.pool, src.url, start, len, this.timeouts, { size: this.size, validator: this.validator },
-            this.caGiven, this.bs);
+            this.caGiven, this.bs, this.pool);
           if (this.verifier) {
-            r.parts.forEach((bytes, k) => {
-              if (!this.verifier!.verify(sp.first + k, bytes)) {
-                throw new SourceFault(`chunk ${sp.first + k} failed verification against the signed manifest`);
-              }
-            });
+            const bad = r.parts.findIndex((bytes, k) => !this.verifier!.verify(sp.first + k, bytes));
+            if (bad >= 0) {
+              for (const p of r.parts) this.pool.release(p);
+              throw new SourceFault(`chunk ${sp.first + bad} failed verification against the signed manifest`);
+            }
           }
           this.c.bytesFetched += len;
           this.servers.noteSuccess(src, len, sentAt);
