@@ -136,8 +136,10 @@ export const STEPS: Step<BootContext>[] = [
     run: async (ctx) => {
       if (!ctx.rootfs) return "skipped (no new root)";
       const lease = ctx.net?.configured.find((c) => c.lease?.hostname);
+      let authorizedKeys: string | undefined;
+      try { authorizedKeys = readFileSync(DEFAULT_PATHS.authorizedKeys, "utf8"); } catch {}
       const r = personalize({ root: ctx.rootfs.sysroot, interfaces: ctx.net?.configured ?? [], console: ctx.console,
-        hostname: lease?.lease?.hostname });
+        hostname: lease?.lease?.hostname, authorizedKeys });
       if (ctx.options.debug) for (const w of r.written) ctx.sc.log(`wrote /${w}`);
       return `done (${r.written.length} file${r.written.length === 1 ? "" : "s"})`;
     },

@@ -12,6 +12,8 @@ export interface PersonalizeOptions {
   console?: ConsoleChoice;
   /** Where to read interface MAC addresses; default /sys. */
   sysDir?: string;
+  /** root's authorized_keys for the booted system (the site's admin keys). */
+  authorizedKeys?: string;
 }
 
 const HOSTNAME = /^[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*$/;
@@ -74,6 +76,11 @@ export function personalize(o: PersonalizeOptions): PersonalizeResult {
   if (o.hostname) {
     if (!HOSTNAME.test(o.hostname) || o.hostname.length > 253) throw new Error(`hostname "${o.hostname.slice(0, 64)}" is not a valid host name`);
     put("etc/hostname", `${o.hostname}\n`);
+  }
+  if (o.authorizedKeys?.trim()) {
+    mkdirSync(join(o.root, "root/.ssh"), { recursive: true, mode: 0o700 });
+    chmodSync(join(o.root, "root/.ssh"), 0o700);
+    put("root/.ssh/authorized_keys", o.authorizedKeys.endsWith("\n") ? o.authorizedKeys : o.authorizedKeys + "\n", 0o600);
   }
   // systemd starts a getty only on console= devices; an autodetected serial console needs one explicitly.
   if (o.console && o.console.source !== "cmdline") {

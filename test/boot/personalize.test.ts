@@ -15,7 +15,7 @@ test("NetworkManager keyfiles by MAC, hostname, serial getty for an autodetected
     writeFileSync(join(sys, "class/net", n, "address"), mac + "\n");
   }
   const r = personalize({
-    root, sysDir: sys, hostname: "node1.cluster.test",
+    root, sysDir: sys, hostname: "node1.cluster.test", authorizedKeys: "ssh-ed25519 AAAA admin",
     console: { tty: "ttyS1", baud: 115200, source: "spcr" },
     interfaces: [
       { iface: "eth0", method: "dhcp", address: "10.0.2.15", prefix: 24 },
@@ -25,7 +25,9 @@ test("NetworkManager keyfiles by MAC, hostname, serial getty for an autodetected
   });
   expect(r.written.sort()).toEqual([
     "etc/NetworkManager/system-connections/eth0.nmconnection", "etc/NetworkManager/system-connections/eth1.nmconnection",
-    "etc/hostname", "etc/systemd/system/getty.target.wants/serial-getty@ttyS1.service"]);
+    "etc/hostname", "etc/systemd/system/getty.target.wants/serial-getty@ttyS1.service", "root/.ssh/authorized_keys"]);
+  expect(readFileSync(join(root, "root/.ssh/authorized_keys"), "utf8")).toBe("ssh-ed25519 AAAA admin\n");
+  expect(lstatSync(join(root, "root/.ssh")).mode & 0o777).toBe(0o700);
   const k0 = join(root, "etc/NetworkManager/system-connections/eth0.nmconnection");
   expect(lstatSync(k0).mode & 0o777).toBe(0o600);
   const t0 = readFileSync(k0, "utf8");
