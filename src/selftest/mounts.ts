@@ -68,22 +68,28 @@ export function daemonPids(mountpoint: string): number[] {
 }
 
 /**
- * Gets rid of a mount and its daemon whatever state they are in: ask the daemon, then lazy-unmount, then kill the
- * daemon, then abort the FUSE connection (the only thing that frees a connection whose server is stuck).
+ * Gets rid of a mount and its daemon whatever state they are in: ask the daemon, then kill any daemon still there
+ * (also one that was still starting and may mount at any moment), then abort the FUSE connection (the only thing that
+ * frees a connection whose server is stuck) and lazy-unmount. `self` is the command that runs airroot (default:
+ * this program, see selfCommand).
  */
-export async function forceUnmount(mountpoint: string): Promise<void> {
+export async function forceUnmount(mountpoint: string, opts: { self?: string[] } = {}): Promise<void> {
   if (isMounted(mountpoint)) {
-    await runAsync(airroot("umount", mountpoint), { timeoutMs: 5_000, cleanup: true });
+    const umount = opts.self ? [...opts.self, "umount", mountpoint] : airroot("umount", mountpoint);
+    await runAsync(umount, { timeoutMs: 5_000, cleanup: true });
   }
+  const pids = daemonPids(mountpoint);
+  for (const pid of pids) {
+    try { process.kill(pid, "SIGKILL"); } catch { /* exited meanwhile */ }
+  }
+  // A killed daemon is gone once no process names the mount point any more (a zombie's cmdline is empty).
+  for (let i = 0; i < 40 && pids.length && daemonPids(mountpoint).length; i++) await Bun.sleep(50);
   if (isMounted(mountpoint)) {
     const conn = fuseConnection(mountpoint);
-    await runAsync(["umount", "-l", mountpoint], { timeoutMs: 5_000, cleanup: true });
     if (conn !== undefined) {
       try { writeFileSync(`/sys/fs/fuse/connections/${conn}/abort`, "1"); } catch { /* already gone */ }
     }
-  }
-  for (const pid of daemonPids(mountpoint)) {
-    try { process.kill(pid, "SIGKILL"); } catch { /* exited meanwhile */ }
+    await runAsync(["umount", "-l", mountpoint], { timeoutMs: 5_000, cleanup: true });
   }
   for (const p of [statusLogPath(mountpoint), statusSocketPath(mountpoint)]) rmSync(p, { force: true });
   if (isMounted(mountpoint)) throw new Error(`${mountpoint} is still mounted after umount -l and killing its daemon`);

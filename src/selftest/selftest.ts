@@ -14,14 +14,14 @@ import { tpmChecks } from "./tpmcheck";
 export interface SelftestOptions {
   /** Where report lines go (default stdout). */
   write?: (line: string) => void;
-  /** Time budget of the checks (default 45 s), leaving room for cleanup (at most 15 s) inside one minute. */
+  /** Time budget of the checks (default 40 s), leaving room for cleanup (at most 15 s) inside one minute. */
   budgetMs?: number;
   /** Size of the generated test image (default 24 MiB). */
   imageBytes?: number;
 }
 
 export async function runSelftest(opts: SelftestOptions = {}): Promise<number> {
-  const report = new Report({ write: opts.write, budgetMs: opts.budgetMs ?? 45_000 });
+  const report = new Report({ write: opts.write, budgetMs: opts.budgetMs ?? 40_000 });
   let scratch: Scratch;
   try {
     scratch = Scratch.create();

@@ -4,10 +4,9 @@
 import { beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
+import { binary, buildBinary } from "./binary";
 import { join } from "node:path";
 
-const repo = join(import.meta.dir, "..", "..");
-const binary = join(repo, ".cache", "selftest", "airroot");
 const isRoot = process.getuid?.() === 0;
 
 interface Run { code: number | null; out: string; err: string; ms: number }
@@ -41,15 +40,7 @@ function leftovers(dir: string): string[] {
   return found;
 }
 
-beforeAll(async () => {
-  const p = Bun.spawn([join(repo, "node_modules", ".bin", "bun"), "run", "build.ts"], {
-    cwd: repo, env: { ...process.env, AIRROOT_OUT: ".cache/selftest/airroot" }, stdout: "pipe", stderr: "pipe",
-  });
-  const timer = setTimeout(() => p.kill("SIGKILL"), 60_000);
-  const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
-  clearTimeout(timer);
-  if (code !== 0) throw new Error(`building ${binary} failed (${code}): ${err || out}`);
-}, 65_000);
+beforeAll(buildBinary, 65_000);
 
 describe("airroot --selftest (built binary)", () => {
   test.if(isRoot)("as root: every check ok, exit 0, under a minute, nothing left behind", async () => {

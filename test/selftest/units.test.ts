@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { Report, SkipCheck, oneLine } from "../../src/selftest/report";
 import { Scratch, mountsUnder, unescapeMountField } from "../../src/selftest/scratch";
 import { statusProblems, assertSaneStatus, type ExpectedStatus } from "../../src/selftest/statuscheck";
-import { runAsync, killChildren } from "../../src/selftest/proc";
+import { runAsync } from "../../src/selftest/proc";
 
 function report(budgetMs = 10_000) {
   const out: string[] = [];
@@ -184,18 +184,14 @@ describe("children", () => {
     expect(missing.code).not.toBe(0);
   });
 
-  // Last in this file: after killChildren, only cleanup commands may start.
-  test("killChildren kills running children and refuses new ones except cleanup", async () => {
-    const pending = runAsync(["sleep", "30"], { timeoutMs: 60_000 });
-    await Bun.sleep(50);
-    const t0 = Date.now();
-    await killChildren();
-    const r = await pending;
-    expect(Date.now() - t0).toBeLessThan(2_500);
-    expect(r.code).not.toBe(0);
-    const refused = await runAsync(["true"]);
-    expect(refused.code).toBe(127);
-    expect(refused.stderr).toContain("interrupted");
-    expect((await runAsync(["true"], { cleanup: true })).code).toBe(0);
+  test("killChildren kills running children and then refuses new ones except cleanup (in a child process)", async () => {
+    const r = await runAsync([process.execPath, join(import.meta.dir, "killchildren.child.ts")], { timeoutMs: 20_000 });
+    expect(r.code).toBe(0);
+    const got = JSON.parse(r.stdout.trim().split("\n").at(-1)!);
+    expect(got.killMs).toBeLessThan(2_500);
+    expect(got.killedCode).not.toBe(0);
+    expect(got.refused.code).toBe(127);
+    expect(got.refused.stderr).toContain("interrupted");
+    expect(got.cleanupCode).toBe(0);
   });
 });
