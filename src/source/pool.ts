@@ -72,5 +72,8 @@ export class BlockPool {
     return { free: this.free.length, quarantined: this.quarantine.length, activeReads: this.active.size, ...this.c };
   }
 
+  /** Drops the blocks kept for reuse (idle: give the memory back); quarantined ones follow as their reads end. */
+  trim(): void { this.free = []; }
+
   clear(): void { this.free = []; this.quarantine = []; }
 }
