@@ -17,6 +17,38 @@ export interface DaemonHandle {
   stop(reason: string): Promise<void>;
 }
 
+// Garbage at line rate: every READ gets a fresh reply buffer and the TLS socket allocates one per chunk (~2 bytes of
+// garbage per byte served). JSC collects that lazily (measured: 250-400 MiB RSS during a 1 GiB read), and its cheap
+// eden collections leave the buffers' memory in place, so we run a full collection per `everyBytes` served (at most
+// one per `minIntervalMs`: each costs a few ms) and one more, with the pool's spare blocks dropped, once reads stop.
+// Measured on a 512 MiB cold read: peak RSS 400 → 240 MiB at the same MB/s (bench/profile-read.ts --mode bin).
+const GC = { everyBytes: 32 * 1024 * 1024, minIntervalMs: 100, idleMs: 1000 };
+
+function gcPacer(onIdle: () => void): { served(bytes: number): void; stop(): void } {
+  let debt = 0, last = 0, lastRead = 0, idleDone = true;
+  const collect = () => {
+    Bun.gc(true);
+    last = performance.now();
+    debt = 0;
+  };
+  const idle = setInterval(() => {
+    if (idleDone || performance.now() - lastRead < GC.idleMs) return;
+    idleDone = true;
+    onIdle();
+    collect();
+  }, GC.idleMs);
+  idle.unref();
+  return {
+    served(bytes) {
+      lastRead = performance.now();
+      idleDone = false;
+      debt += bytes;
+      if (debt >= GC.everyBytes && lastRead - last >= GC.minIntervalMs) collect();
+    },
+    stop() { clearInterval(idle); },
+  };
+}
+
 export async function startMountDaemon(cfg: MountConfig, log: Logger = createLogger({ prefix: "airroot mount", kmsg: true, verbose: cfg.verbose })): Promise<DaemonHandle> {
   const ca = cfg.caFile ? readFileSync(cfg.caFile) : undefined;
   let verified: LoadedVerifier | undefined;
@@ -31,16 +63,18 @@ export async function startMountDaemon(cfg: MountConfig, log: Logger = createLog
     await image.close();
     throw new Error(`the signed manifest describes ${verified.size} bytes but the servers offer ${image.size} bytes of ${image.name}: refusing to mount`);
   }
+  const gc = gcPacer(() => image.releaseIdleMemory());
   let fuse: FuseMount;
   try {
     fuse = await mountFuse({
       mountpoint: cfg.mountpoint,
       fsname: `airroot:${image.name}`,
       subtype: "airroot",
-      files: [{ name: image.name, size: image.size, mtimeMs: image.mtimeMs, read: (off, len) => image.read(off, len) }],
+      files: [{ name: image.name, size: image.size, mtimeMs: image.mtimeMs, read: (off, len) => { gc.served(len); return image.read(off, len); } }],
       log: (line) => log.info(line),
     });
   } catch (e) {
+    gc.stop();
     await image.close();
     throw e;
   }
@@ -58,6 +92,7 @@ export async function startMountDaemon(cfg: MountConfig, log: Logger = createLog
     log.info(`stopping (${reason}): unmounting ${cfg.mountpoint}`);
     try { await fuse.unmount(); } catch (e) { log.warn(`unmount of ${cfg.mountpoint} failed: ${(e as Error).message}`); }
     status.close();
+    gc.stop();
     await image.close();
     resolveStopped();
   })());
