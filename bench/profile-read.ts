@@ -1,0 +1,128 @@
+// Profiling harness for the read path: one nginx on loopback, a random image, and either the range engine alone
+// (`--mode engine`: the FUSE kernel's pattern of N concurrent sequential reads, in process) or the whole mount daemon in
+// this process (`--mode fuse`: dd through a real FUSE mount). Prints MB/s, this process's CPU and RSS (now/peak) and
+// nginx's CPU, so levers can be compared in one place. Run under `bun --cpu-prof-md` to see where the CPU goes.
+//   node_modules/.bin/bun run bench/profile-read.ts --mode fuse --mib 512 [--cache-mb 32] [--rtt 2]
+import { join } from "node:path";
+import { mkdirSync, readFileSync } from "node:fs";
+import { parseArgs } from "node:util";
+import { scratchDir, removeScratchDirs } from "../test/helpers/tmp";
+import { makeTestPki } from "../test/helpers/pki";
+import { startNginx, type Nginx } from "../test/helpers/nginx";
+import { freePort } from "../test/helpers/ports";
+import { startDelayRelay, type DelayRelay } from "../test/helpers/relay";
+import { RemoteImage } from "../src/source/image";
+import { startMountDaemon } from "../src/mount/daemon";
+import { createLogger } from "../src/util/log";
+
+const MiB = 1048576;
+const { values: a } = parseArgs({ options: {
+  mode: { type: "string", default: "fuse" }, mib: { type: "string", default: "512" }, "cache-mb": { type: "string", default: "32" },
+  rtt: { type: "string", default: "0" }, inflight: { type: "string", default: "16" }, "read-kb": { type: "string", default: "1024" },
+} });
+const IMAGE_MIB = Number(a.mib), RTT = Number(a.rtt), CACHE_MB = Number(a["cache-mb"]);
+
+function procStatus(pid: number | "self", field: string): number {
+  const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+/** user+system CPU seconds of a process and its threads. */
+function cpuSec(pid: number | "self"): number {
+  const f = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const rest = f.slice(f.lastIndexOf(")") + 2).split(" ");
+  return (Number(rest[11]) + Number(rest[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
+}
+const nginxCpu = (ng: Nginx) => {
+  const kids = Bun.spawnSync(["pgrep", "-P", String(ng.proc.pid)]).stdout.toString().trim().split("\n").filter(Boolean);
+  return kids.reduce((s, k) => s + cpuSec(Number(k)), 0);
+};
+
+async function main() {
+  const dir = scratchDir("airroot-prof-");
+  let ng: Nginx | undefined;
+  let relay: DelayRelay | undefined;
+  try {
+    mkdirSync(join(dir, "www"));
+    Bun.spawnSync(["dd", "if=/dev/urandom", `of=${join(dir, "www", "image.bin")}`, "bs=1M", `count=${IMAGE_MIB}`, "status=none"]);
+    const pki = makeTestPki(join(dir, "pki"));
+    const host = "127.0.0.2", port = await freePort(host);
+    ng = await startNginx({ root: join(dir, "www"), listen: [{ host, port }], cert: pki.serverCert, key: pki.serverKey, workDir: join(dir, "ng") });
+    let url = ng.urlFor("image.bin");
+    if (RTT > 0) {
+      relay = await startDelayRelay({ listenHost: host, targetHost: host, targetPort: port, delayMs: RTT / 2 });
+      url = `https://${host}:${relay.port}/image.bin`;
+    }
+    const ca = readFileSync(pki.caCert);
+    const log = createLogger({ prefix: "prof", kmsg: false });
+    const cpu0 = cpuSec("self"), ng0 = nginxCpu(ng), t0 = performance.now();
+    const bytes = IMAGE_MIB * MiB;
+    if (a.mode === "engine") {
+      const img = await RemoteImage.open([url], { ca, cacheMb: CACHE_MB, log });
+      const readLen = Number(a["read-kb"]) * 1024, inflight = Number(a.inflight);
+      let next = 0;
+      const worker = async () => {
+        while (next < bytes) { const off = next; next += readLen; const b = await img.read(off, readLen); if (b.length !== Math.min(readLen, bytes - off)) throw new Error("short"); }
+      };
+      await Promise.all(Array.from({ length: inflight }, worker));
+      report(bytes, t0, cpu0, ng0, ng);
+      detail(img);
+      await img.close();
+    } else if (a.mode === "bin") {
+      // The compiled daemon (dist/airroot or $AIRROOT_BIN), as `make bench` runs it; RSS is the daemon's.
+      const bin = process.env.AIRROOT_BIN ?? join(import.meta.dir, "..", "dist", "airroot");
+      const mnt = join(dir, "mnt");
+      mkdirSync(mnt);
+      const m = Bun.spawnSync([bin, "mount", "--ca", pki.caCert, "--cache-mb", String(CACHE_MB), url, mnt]);
+      if (m.exitCode !== 0) throw new Error(`mount failed: ${m.stderr}`);
+      try {
+        const pid = JSON.parse(Bun.spawnSync([bin, "status", "--json", mnt]).stdout.toString()).pid;
+        const idle = procStatus(pid, "VmRSS"), c0 = cpuSec(pid), n0 = nginxCpu(ng), t1 = performance.now();
+        const p = Bun.spawn(["dd", `if=${join(mnt, "image.bin")}`, "of=/dev/null", "bs=1M", "status=none"], { stdout: "ignore", stderr: "inherit", timeout: 300_000 });
+        await p.exited;
+        const s = (performance.now() - t1) / 1000;
+        const after = procStatus(pid, "VmRSS");
+        await Bun.sleep(1500);
+        console.log(`mode bin rtt ${RTT} ms cache ${CACHE_MB} MiB: ${(bytes / MiB / s).toFixed(0)} MB/s; cpu daemon ${(cpuSec(pid) - c0).toFixed(2)} s, ` +
+          `nginx ${(nginxCpu(ng) - n0).toFixed(2)} s over ${s.toFixed(2)} s; daemon RSS idle ${idle.toFixed(0)} MiB, after ${after.toFixed(0)}, ` +
+          `1.5 s later ${procStatus(pid, "VmRSS").toFixed(0)} (peak ${procStatus(pid, "VmHWM").toFixed(0)})`);
+      } finally {
+        Bun.spawnSync([bin, "umount", mnt]);
+      }
+    } else {
+      const mnt = join(dir, "mnt");
+      mkdirSync(mnt);
+      const d = await startMountDaemon({ urls: [url], mountpoint: mnt, caFile: pki.caCert, order: "listed", cacheMb: CACHE_MB,
+        stallTimeoutMs: 10_000, foreground: true, verbose: false }, log);
+      try {
+        const t1 = performance.now();
+        const p = Bun.spawn(["dd", `if=${join(mnt, "image.bin")}`, "of=/dev/null", "bs=1M", "status=none"], { stdout: "ignore", stderr: "inherit", timeout: 300_000 });
+        await p.exited;
+        report(bytes, t1, cpu0, ng0, ng);
+        detail(d.image);
+      } finally {
+        await d.stop("profile done");
+      }
+    }
+  } finally {
+    await relay?.close();
+    await ng?.stop().catch(() => {});
+    removeScratchDirs();
+  }
+}
+
+/** Where the memory is: JS heap vs ArrayBuffers, and the engine's block pool. */
+function detail(img: RemoteImage) {
+  const m = process.memoryUsage(), M = (n: number) => (n / MiB).toFixed(0);
+  const pool = (img as unknown as { pool?: { stats(): unknown } }).pool?.stats();
+  console.log(`heap ${M(m.heapUsed)}/${M(m.heapTotal)} MiB, external ${M(m.external)} MiB, arrayBuffers ${M(m.arrayBuffers)} MiB; ` +
+    `pool ${JSON.stringify(pool)}; fetches ${img.status().fetches}`);
+}
+
+function report(bytes: number, t0: number, cpu0: number, ng0: number, ng: Nginx) {
+  const s = (performance.now() - t0) / 1000;
+  console.log(`mode ${a.mode} rtt ${RTT} ms cache ${CACHE_MB} MiB: ${(bytes / MiB / s).toFixed(0)} MB/s; ` +
+    `cpu self ${(cpuSec("self") - cpu0).toFixed(2)} s, nginx ${(nginxCpu(ng) - ng0).toFixed(2)} s over ${s.toFixed(2)} s; ` +
+    `RSS ${procStatus("self", "VmRSS").toFixed(0)} MiB (peak ${procStatus("self", "VmHWM").toFixed(0)})`);
+}
+
+await main();
