@@ -2,7 +2,7 @@
 import { defineCommand } from "citty";
 import { resolve } from "node:path";
 import { openDatabase } from "../server/store/db.ts";
-import { addNode, armNode, certsOf, disarmNode, getNode, isArmed, listNodes, removeNode, revokeNode, type NodeRecord } from "../server/store/nodes.ts";
+import { addNode, armNode, certsOf, disarmNode, forgetTpm, getNode, isArmed, listNodes, removeNode, revokeNode, type NodeRecord } from "../server/store/nodes.ts";
 import { parseNodeSpec } from "../server/nodespec.ts";
 import { fileAudit } from "../server/audit.ts";
 import { statePaths } from "../server/state.ts";
@@ -104,11 +104,17 @@ const arm = defineCommand({
     name: nameArg, state: stateArg,
     once: { type: "boolean", description: "no time limit: open until the next enrollment (the default without --for)" },
     for: { type: "string", description: "close the window after this long even if unused, e.g. 30m, 2h" },
+    "new-tpm": { type: "boolean", description: "the node's TPM (or board) was replaced: forget the recorded endorsement key so the new TPM may enroll" },
   },
   run({ args }) {
     if (args.once && args.for) throw new Error("node arm: use either --once (no time limit) or --for DURATION");
     const expires = args.for ? Date.now() + parseDuration(args.for, "--for") : null;
-    withDb(args.state, (db) => { mustGet(db, args.name); armNode(db, args.name, expires); });
+    withDb(args.state, (db) => {
+      mustGet(db, args.name);
+      if (args["new-tpm"]) forgetTpm(db, args.name);
+      armNode(db, args.name, expires);
+    });
+    if (args["new-tpm"]) audit(args.state).record({ event: "node.forget-tpm", outcome: "ok", node: args.name });
     audit(args.state).record({ event: "node.arm", outcome: "ok", node: args.name, expires: expires ?? undefined });
     console.log(`${args.name} armed ${expires ? `until ${new Date(expires).toISOString()}` : "until its next enrollment"}`);
   },

@@ -42,24 +42,38 @@ export async function withFailover<T>(servers: string[], fn: (server: string) =>
   throw last;
 }
 
-export async function firstContact(o: FirstContactOptions): Promise<FirstContactResult> {
-  let servers = o.servers ?? [];
-  if (servers.length === 0) {
-    const found = await discover({ macs: o.macs, uuid: o.uuid, timeoutMs: o.discoveryTimeoutMs ?? 3000 });
-    servers = [...new Set(found.flatMap((f) => f.api))];
-    if (servers.length === 0) throw new Error("no server answered discovery (is this node added on a server, and is it on the same link?)");
-    o.log?.(`discovered ${servers.join(" ")}`);
-  }
-  const { server, value: credential } = await withFailover(servers, (s) => enrollNode(s, o.siteCa, { macs: o.macs, uuid: o.uuid, name: o.name }, o.tpm), o.log);
-  // After enrollment every server of the site accepts the certificate; prefer the one that enrolled us.
+/** The servers to talk to: the given list, else every server that answers multicast discovery for this node. */
+export async function findServers(o: Pick<FirstContactOptions, "servers" | "macs" | "uuid" | "discoveryTimeoutMs" | "log">): Promise<string[]> {
+  if (o.servers?.length) return o.servers;
+  const found = await discover({ macs: o.macs, uuid: o.uuid, timeoutMs: o.discoveryTimeoutMs ?? 3000 });
+  const servers = [...new Set(found.flatMap((f) => f.api))];
+  if (servers.length === 0) throw new Error("no server answered discovery (is this node added on a server, and is it on the same link?)");
+  o.log?.(`discovered ${servers.join(" ")}`);
+  return servers;
+}
+
+/**
+ * What a node does with a valid credential: fetch its config, certify its SSH host keys, report the stage.
+ * `server` (the one that enrolled us or answered last) is tried first. A 401 (ApiCallError.needsEnrollment) is
+ * final: the caller decides whether to re-enroll.
+ */
+export async function useCredential(o: FirstContactOptions, servers: string[], server: string, credential: NodeCredential, detail: string): Promise<FirstContactResult> {
   const order = (list: string[]) => [server, ...list.filter((s) => s !== server)];
   const call = <T>(fn: (api: NodeApi) => Promise<T>, list = servers) => withFailover(order(list), async (s) => {
     const api = new NodeApi(s, o.siteCa, credential);
     try { return await fn(api); } finally { await api.close(); }
   }, o.log);
-  const config = (await call((api) => api.config())).value;
+  const got = await call((api) => api.config());
+  const config = got.value;
   const all = [...new Set([...servers, ...config.servers])];
   const hostCertificates = o.hostKeys?.length ? (await call((api) => api.sshCertificates(o.hostKeys!), all)).value : null;
-  await call((api) => api.status(o.stage ?? "enrolled", `first contact via ${server}`), all);
-  return { server, credential, config, hostCertificates };
+  await call((api) => api.status(o.stage ?? "enrolled", detail), all);
+  return { server: got.server, credential, config, hostCertificates };
+}
+
+export async function firstContact(o: FirstContactOptions): Promise<FirstContactResult> {
+  const servers = await findServers(o);
+  const { server, value: credential } = await withFailover(servers, (s) => enrollNode(s, o.siteCa, { macs: o.macs, uuid: o.uuid, name: o.name }, o.tpm), o.log);
+  // After enrollment every server of the site accepts the certificate; prefer the one that enrolled us.
+  return await useCredential(o, servers, server, credential, `first contact via ${server}`);
 }

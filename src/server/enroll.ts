@@ -106,7 +106,7 @@ export async function enroll(d: EnrollDeps, req: EnrollRequest, remote: string):
     refuse(403, "not-armed", `node ${node.name} cannot enroll: ${state}; run \`airroot node arm ${node.name}\``, node.name);
   }
   if (node.ekPublic && req.tpm?.ekPublic !== node.ekPublic) {
-    refuse(409, "ek-mismatch", `node ${node.name} enrolled before with a TPM endorsement key; only that same TPM may enroll it`, node.name);
+    refuse(409, "ek-mismatch", `node ${node.name} enrolled before with another TPM endorsement key; only that same TPM may enroll it (if its TPM or board was replaced: \`airroot node arm ${node.name} --new-tpm\`)`, node.name);
   }
   const csr = await checkCsr(d, req.csr, node.name, refuse);
   if (!req.tpm) return await issue(d, node.name, csr, undefined, remote, why, refuse, now);
@@ -139,7 +139,7 @@ export async function activate(d: EnrollDeps, req: ActivateRequest, remote: stri
   }
   const node = getNode(d.db, p!.node);
   if (!node) refuse(403, "unknown-node", `node ${p!.node} was removed meanwhile`);
-  if (node!.ekPublic && node!.ekPublic !== p!.ekPublic) refuse(409, "ek-mismatch", `node ${node!.name} has another TPM recorded`, node!.name);
+  if (node!.ekPublic && node!.ekPublic !== p!.ekPublic) refuse(409, "ek-mismatch", `node ${node!.name} has another TPM recorded (if its TPM or board was replaced: \`airroot node arm ${node!.name} --new-tpm\`)`, node!.name);
   const csr = await checkCsr(d, p!.csr, node!.name, refuse);
   return await issue(d, node!.name, csr, p!.ekPublic, remote, why, refuse, now);
 }

@@ -106,8 +106,8 @@ test("`airroot enroll --tpm swtpm:HOST:PORT` enrolls through the TPM challenge",
     await waitForPort("127.0.0.1", port, 20_000);
     const e = await airroot(["enroll", "--server", `https://127.0.0.1:${port}`, "--ca", statePaths(state).siteCaCert, "--out", join(dir, "cred"),
       "--mac", "52:54:00:aa:00:09", "--tpm", tpm.spec]);
-    expect(e.err).toBe("");
-    expect(e.out).toContain("enrolled as t1");
+    expect(e.err).toBe("no sealed credential in the TPM: enrolling\nsealed the new credential in the TPM\n");
+    expect(e.out).toContain("enrolled as t1 (credential sealed in the TPM)");
     expect((await airroot(["node", "show", "t1", "--state", state])).out).toContain("tpm ek:    recorded");
   } finally {
     srv.kill("SIGTERM");

@@ -140,6 +140,11 @@ export function armNode(db: Database, name: string, expires: number | null): boo
   return db.query("UPDATE nodes SET armed = 1, arm_expires = ? WHERE name = ?").run(expires, name).changes === 1;
 }
 
+/** Forgets the recorded TPM endorsement key (the node's TPM or board was replaced); the next enrollment records a new one. */
+export function forgetTpm(db: Database, name: string): boolean {
+  return db.query("UPDATE nodes SET ek_public = NULL WHERE name = ?").run(name).changes === 1;
+}
+
 export function disarmNode(db: Database, name: string): boolean {
   return db.query("UPDATE nodes SET armed = 0, arm_expires = NULL WHERE name = ?").run(name).changes === 1;
 }
