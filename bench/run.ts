@@ -6,7 +6,7 @@ import { mkdirSync, writeFileSync, readFileSync, existsSync } from "node:fs";
 import { scratchDir, removeScratchDirs } from "../test/helpers/tmp";
 import { makeTestPki } from "../test/helpers/pki";
 import { startNginx, type Nginx } from "../test/helpers/nginx";
-import { freePort } from "../test/helpers/ports";
+import { freePort, waitForPort } from "../test/helpers/ports";
 import { startDelayRelay, type DelayRelay } from "../test/helpers/relay";
 import { benchVerify } from "../src/image/verify";
 
@@ -48,6 +48,7 @@ async function main() {
   const servers: Nginx[] = [];
   const relays: DelayRelay[] = [];
   const rows: Row[] = [];
+  let serving: { nginxMBs: number; airrootMBs: number } | undefined;
   try {
     console.log(`bench: making a ${IMAGE_MIB} MiB random image`);
     mkdirSync(join(dir, "www"));
@@ -107,6 +108,7 @@ async function main() {
         await run([airroot, "umount", mnt]);
       }
     }
+    serving = await benchServing(dir, servers[0], pki.caCert);
   } finally {
     for (const r of relays) await r.close();
     for (const s of servers) await s.stop().catch(() => {});
@@ -116,13 +118,43 @@ async function main() {
   console.log("\n| added RTT | curl MB/s (limit) | airroot seq MB/s | ratio | 4k rand IOPS | p50 µs | p99 µs | daemon RSS MiB (peak) |");
   console.log("|---|---|---|---|---|---|---|---|");
   for (const r of rows) console.log(`| ${r.rttMs} ms | ${fmt(r.curlMBs)} | ${fmt(r.seqMBs)} | ${fmt(r.seqRatio * 100)}% | ${fmt(r.randIops)} | ${fmt(r.randP50us)} | ${fmt(r.randP99us)} | ${fmt(r.daemonRssMiB, 1)} (${fmt(r.daemonPeakRssMiB, 1)}) |`);
+  if (serving) console.log(`\nserving the same image to curl: airroot serve ${fmt(serving.airrootMBs)} MB/s, nginx ${fmt(serving.nginxMBs)} MB/s (ratio ${fmt(serving.airrootMBs / serving.nginxMBs * 100)}%)`);
   const verify = benchVerify();
   console.log(`\nmanifest verification (SHA-256 of 256 KiB chunks in the read path): ${verify.mbPerSecond.toFixed(0)} MB/s`);
   mkdirSync(join(import.meta.dir, "results"), { recursive: true });
-  const out = { date: new Date().toISOString(), imageMiB: IMAGE_MIB, rows, verifyMBs: verify.mbPerSecond,
+  const out = { date: new Date().toISOString(), imageMiB: IMAGE_MIB, rows, verifyMBs: verify.mbPerSecond, serving,
     targets: { seqRatioNoRtt: 0.8, seqRatio2ms: 0.6, daemonRssMiB: 64 } };
   writeFileSync(join(import.meta.dir, "results", "latest.json"), JSON.stringify(out, null, 2));
   console.log(`\nwrote bench/results/latest.json`);
+}
+
+/** `airroot serve` against nginx, same file, same client (curl, best of two whole downloads each). */
+async function benchServing(dir: string, nginx: Nginx, nginxCa: string): Promise<{ nginxMBs: number; airrootMBs: number }> {
+  console.log("bench: serving throughput, airroot serve vs nginx");
+  const state = join(dir, "serve-state");
+  must(await run([airroot, "serve", "init", "--state", state, "--address", "127.0.0.4"]), "airroot serve init");
+  const image = join(dir, "www", "image.bin");
+  const digest = must(await run(["sha256sum", image]), "sha256sum").out.split(" ")[0];
+  must(await run(["ln", image, join(state, "images", `${digest}.sfs`)]), "ln");
+  const port = await freePort("127.0.0.4");
+  const srv = Bun.spawn([airroot, "serve", "--state", state, "--listen", `127.0.0.4:${port}`, "--no-discovery"], { stdout: "ignore", stderr: "ignore" });
+  try {
+    await waitForPort("127.0.0.4", port, 20_000);
+    const speed = async (url: string, ca: string) => {
+      let best = 0;
+      for (let i = 0; i < 2; i++) {
+        const r = must(await run(["curl", "-sS", "-o", "/dev/null", "--cacert", ca, "-w", "%{speed_download}", url]), `curl ${url}`);
+        best = Math.max(best, Number(r.out) / MiB);
+      }
+      return best;
+    };
+    const airrootMBs = await speed(`https://127.0.0.4:${port}/images/${digest}.sfs`, join(state, "keys", "site-ca.crt"));
+    const nginxMBs = await speed(nginx.urlFor("image.bin"), nginxCa);
+    return { nginxMBs, airrootMBs };
+  } finally {
+    srv.kill("SIGTERM");
+    await srv.exited;
+  }
 }
 
 await main();
