@@ -14,6 +14,8 @@ export interface PersonalizeOptions {
   sysDir?: string;
   /** root's authorized_keys for the booted system (the site's admin keys). */
   authorizedKeys?: string;
+  /** The /run that switch_root moves into the new root (default /run): NetworkManager's hand-over state goes there. */
+  runDir?: string;
 }
 
 const HOSTNAME = /^[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*$/;
@@ -72,6 +74,17 @@ export function personalize(o: PersonalizeOptions): PersonalizeResult {
     if (!/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i.test(mac)) continue; // InfiniBand and oddities: leave to the OS
     // NetworkManager ignores keyfiles readable by others.
     put(`etc/NetworkManager/system-connections/${c.iface}.nmconnection`, nmKeyfile(c, mac), 0o600);
+    // Hand-over like NetworkManager's own initrd: a device state file naming the connection makes NM in the booted
+    // system assume it as active (the address stays up: the root image is being read over it) instead of making an
+    // "external" connection of its own.
+    let ifindex = "";
+    try { ifindex = readFileSync(join(o.sysDir ?? "/sys", "class/net", c.iface, "ifindex"), "utf8").trim(); } catch {}
+    if (/^\d+$/.test(ifindex)) {
+      const dir = join(o.runDir ?? "/run", "NetworkManager/devices");
+      mkdirSync(dir, { recursive: true });
+      writeFileSync(join(dir, ifindex), `[device]\nmanaged=true\nconnection-uuid=${stableUuid(mac)}\n`);
+      written.push(`${join(o.runDir ?? "/run", "NetworkManager/devices", ifindex)}`);
+    }
   }
   if (o.hostname) {
     if (!HOSTNAME.test(o.hostname) || o.hostname.length > 253) throw new Error(`hostname "${o.hostname.slice(0, 64)}" is not a valid host name`);

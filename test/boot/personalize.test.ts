@@ -13,9 +13,11 @@ test("NetworkManager keyfiles by MAC, hostname, serial getty for an autodetected
   for (const [n, mac] of [["eth0", "52:54:00:12:34:56"], ["eth1", "52:54:00:ab:cd:ef"], ["ib0", "80:00:00:48:fe:80:00:00:00:00:00:00:00:02:c9:03:00:0a:3b:1c"]]) {
     mkdirSync(join(sys, "class/net", n), { recursive: true });
     writeFileSync(join(sys, "class/net", n, "address"), mac + "\n");
+    writeFileSync(join(sys, "class/net", n, "ifindex"), { eth0: "2\n", eth1: "3\n", ib0: "4\n" }[n]!);
   }
+  const run = join(dir, "run");
   const r = personalize({
-    root, sysDir: sys, hostname: "node1.cluster.test", authorizedKeys: "ssh-ed25519 AAAA admin",
+    root, sysDir: sys, runDir: run, hostname: "node1.cluster.test", authorizedKeys: "ssh-ed25519 AAAA admin",
     console: { tty: "ttyS1", baud: 115200, source: "spcr" },
     interfaces: [
       { iface: "eth0", method: "dhcp", address: "10.0.2.15", prefix: 24 },
@@ -23,7 +25,7 @@ test("NetworkManager keyfiles by MAC, hostname, serial getty for an autodetected
       { iface: "ib0", method: "link-local" },
     ],
   });
-  expect(r.written.sort()).toEqual([
+  expect(r.written.sort()).toEqual([`${run}/NetworkManager/devices/2`, `${run}/NetworkManager/devices/3`,
     "etc/NetworkManager/system-connections/eth0.nmconnection", "etc/NetworkManager/system-connections/eth1.nmconnection",
     "etc/hostname", "etc/systemd/system/getty.target.wants/serial-getty@ttyS1.service", "root/.ssh/authorized_keys"]);
   expect(readFileSync(join(root, "root/.ssh/authorized_keys"), "utf8")).toBe("ssh-ed25519 AAAA admin\n");
@@ -37,9 +39,10 @@ test("NetworkManager keyfiles by MAC, hostname, serial getty for an autodetected
   const t1 = readFileSync(join(root, "etc/NetworkManager/system-connections/eth1.nmconnection"), "utf8");
   expect(t1).toContain("method=manual\naddress1=172.30.1.5/16,172.30.0.1\ndns=172.30.0.1;\n");
   expect(readFileSync(join(root, "etc/hostname"), "utf8")).toBe("node1.cluster.test\n");
+  expect(readFileSync(join(run, "NetworkManager/devices/2"), "utf8")).toBe(`[device]\nmanaged=true\nconnection-uuid=${stableUuid("52:54:00:12:34:56")}\n`);
   expect(readlinkSync(join(root, "etc/systemd/system/getty.target.wants/serial-getty@ttyS1.service"))).toBe("/lib/systemd/system/serial-getty@.service");
   // Idempotent (a retried step must not fail on its own files).
-  personalize({ root, sysDir: sys, console: { tty: "ttyS1", baud: 115200, source: "spcr" }, interfaces: [] });
+  personalize({ root, sysDir: sys, runDir: run, console: { tty: "ttyS1", baud: 115200, source: "spcr" }, interfaces: [] });
   expect(() => personalize({ root, interfaces: [], hostname: "bad name;" })).toThrow(/not a valid host name/);
 });
 

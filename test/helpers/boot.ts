@@ -18,6 +18,8 @@ export function privateAirroot(): string {
   mkdirSync(E2E_CACHE, { recursive: true });
   const out = join(E2E_CACHE, `airroot-${process.pid}`);
   run([join(REPO, "node_modules/.bin/bun"), "run", "build.ts"], { AIRROOT_OUT: out });
+  // 100+ MB per test process: remove it when the process ends.
+  process.on("exit", () => { try { require("node:fs").rmSync(out, { force: true }); } catch {} });
   return (airroot = out);
 }
 
