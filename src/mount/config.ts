@@ -22,7 +22,9 @@ export interface MountConfig {
   verbose: boolean;
 }
 
-export const MOUNT_DEFAULTS = { order: "listed" as SourceOrder, cacheMb: 32, stallTimeoutMs: 10_000 };
+// cacheMb: the kernel page cache is the main cache; ours only holds readahead and the neighbours of random reads.
+// 8 MiB read as fast as 32 MiB (cold sequential, 0 and 2 ms RTT) with 30-50 MiB less daemon RSS at peak.
+export const MOUNT_DEFAULTS = { order: "listed" as SourceOrder, cacheMb: 8, stallTimeoutMs: 10_000 };
 
 export class MountConfigError extends Error {
   override name = "MountConfigError";

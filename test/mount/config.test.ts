@@ -13,7 +13,7 @@ const url = "https://127.0.0.2:8443/images/root.sfs";
 describe("airroot mount options", () => {
   test("defaults are the safe ones for a root filesystem", () => {
     const c = parseMountConfig({ positional: [url, dir] });
-    expect(c).toMatchObject({ urls: [url], mountpoint: dir, order: "listed", cacheMb: 32, stallTimeoutMs: 10_000, foreground: false });
+    expect(c).toMatchObject({ urls: [url], mountpoint: dir, order: "listed", cacheMb: 8, stallTimeoutMs: 10_000, foreground: false });
     expect(c.ioTimeoutMs).toBeUndefined(); // wait forever
   });
 
