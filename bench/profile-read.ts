@@ -72,10 +72,11 @@ async function main() {
       const bin = process.env.AIRROOT_BIN ?? join(import.meta.dir, "..", "dist", "airroot");
       const mnt = join(dir, "mnt");
       mkdirSync(mnt);
-      const m = Bun.spawnSync([bin, "mount", "--ca", pki.caCert, "--cache-mb", String(CACHE_MB), url, mnt]);
-      if (m.exitCode !== 0) throw new Error(`mount failed: ${m.stderr}`);
+      // Asynchronous spawns only: the delaying relay runs in this process.
+      const m = await run([bin, "mount", "--ca", pki.caCert, "--cache-mb", String(CACHE_MB), url, mnt]);
+      if (m.code !== 0) throw new Error(`mount failed: ${m.err}`);
       try {
-        const pid = JSON.parse(Bun.spawnSync([bin, "status", "--json", mnt]).stdout.toString()).pid;
+        const pid = JSON.parse((await run([bin, "status", "--json", mnt])).out).pid;
         const idle = procStatus(pid, "VmRSS"), c0 = cpuSec(pid), n0 = nginxCpu(ng), t1 = performance.now();
         const p = Bun.spawn(["dd", `if=${join(mnt, "image.bin")}`, "of=/dev/null", "bs=1M", "status=none"], { stdout: "ignore", stderr: "inherit", timeout: 300_000 });
         await p.exited;
@@ -86,7 +87,7 @@ async function main() {
           `nginx ${(nginxCpu(ng) - n0).toFixed(2)} s over ${s.toFixed(2)} s; daemon RSS idle ${idle.toFixed(0)} MiB, after ${after.toFixed(0)}, ` +
           `1.5 s later ${procStatus(pid, "VmRSS").toFixed(0)} (peak ${procStatus(pid, "VmHWM").toFixed(0)})`);
       } finally {
-        Bun.spawnSync([bin, "umount", mnt]);
+        await run([bin, "umount", mnt]);
       }
     } else {
       const mnt = join(dir, "mnt");
@@ -116,6 +117,12 @@ function detail(img: RemoteImage) {
   const pool = (img as unknown as { pool?: { stats(): unknown } }).pool?.stats();
   console.log(`heap ${M(m.heapUsed)}/${M(m.heapTotal)} MiB, external ${M(m.external)} MiB, arrayBuffers ${M(m.arrayBuffers)} MiB; ` +
     `pool ${JSON.stringify(pool)}; fetches ${img.status().fetches}`);
+}
+
+async function run(cmd: string[]): Promise<{ out: string; err: string; code: number }> {
+  const p = Bun.spawn(cmd, { stdout: "pipe", stderr: "pipe", timeout: 60_000 });
+  const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+  return { out, err, code: code ?? -1 };
 }
 
 function report(bytes: number, t0: number, cpu0: number, ng0: number, ng: Nginx) {
