@@ -8,6 +8,7 @@ export interface NetOptions {
   ip: "dhcp" | "none" | StaticIp;
   dhcpTimeoutSec?: number;   // default 30
   carrierWaitSec?: number;   // default 10
+  dhcpGraceMs?: number;      // after the first lease, how long other links may still get theirs (default 3000)
   busybox?: string;          // default "busybox" (from PATH)
   sysDir?: string;           // default /sys
   leaseDir?: string;         // default /run/airroot/net
@@ -98,7 +99,7 @@ async function waitFor(cond: () => boolean, timeoutMs: number, stepMs = 100): Pr
 }
 
 /** Runs udhcpc once on one interface (it exits after a lease or after its retries); bounded by timeoutSec. */
-async function dhcp(busybox: string, iface: string, script: string, leaseDir: string, timeoutSec: number): Promise<Lease> {
+async function dhcp(busybox: string, iface: string, script: string, leaseDir: string, timeoutSec: number, signal?: AbortSignal): Promise<Lease> {
   rmSync(join(leaseDir, `${iface}.lease`), { force: true });
   rmSync(join(leaseDir, `${iface}.fail`), { force: true });
   // -f foreground, -q quit after the lease (the booted OS's own client takes over), -n fail instead of retrying forever,
@@ -107,8 +108,12 @@ async function dhcp(busybox: string, iface: string, script: string, leaseDir: st
   const proc = Bun.spawn([busybox, "udhcpc", "-f", "-q", "-n", "-i", iface, "-s", script, "-t", String(tries), "-T", "2", "-A", "1"],
     { stdout: "pipe", stderr: "pipe" });
   const timer = setTimeout(() => proc.kill("SIGKILL"), (timeoutSec + 2) * 1000);
+  const onAbort = () => proc.kill("SIGKILL");
+  signal?.addEventListener("abort", onAbort);
   const code = await proc.exited;
   clearTimeout(timer);
+  signal?.removeEventListener("abort", onAbort);
+  if (signal?.aborted) throw new Error(`DHCPv4 on ${iface} stopped: another interface already has a lease`);
   const leaseFile = join(leaseDir, `${iface}.lease`);
   if (code === 0 && existsSync(leaseFile)) return parseLease(readFileSync(leaseFile, "utf8"));
   const why = existsSync(join(leaseDir, `${iface}.fail`)) ? readFileSync(join(leaseDir, `${iface}.fail`), "utf8").trim() : "";
@@ -143,7 +148,14 @@ export async function configureNetwork(o: NetOptions): Promise<NetResult> {
     const script = join(leaseDir, "udhcpc.script");
     writeFileSync(script, udhcpcScript(leaseDir, o.resolvConf));
     chmodSync(script, 0o755);
-    const results = await Promise.allSettled(up.map((i) => dhcp(bb, i, script, leaseDir, o.dhcpTimeoutSec ?? 30)));
+    // All links at once; once one has a lease the others get a short grace period, so a node with several cabled
+    // NICs but DHCP on one network does not wait for every timeout.
+    const ac = new AbortController();
+    const attempts = up.map((i) => dhcp(bb, i, script, leaseDir, o.dhcpTimeoutSec ?? 30, ac.signal));
+    let grace: ReturnType<typeof setTimeout> | undefined;
+    for (const a of attempts) a.then(() => { grace ??= setTimeout(() => ac.abort(), o.dhcpGraceMs ?? 3000); }, () => {});
+    const results = await Promise.allSettled(attempts);
+    clearTimeout(grace);
     results.forEach((r, k) => {
       if (r.status === "fulfilled") {
         const l = r.value;

@@ -9,6 +9,7 @@ import { removeScratchDirs, scratchDir } from "../helpers/tmp";
 const tag = `ar${process.pid % 100000}`;
 const SRV = `${tag}-srv`, CLI = `${tag}-cli`;
 const VS = `${tag}s`, VC = `${tag}c`; // interface names (<= 15 chars)
+const VS2 = `${tag}t`, VC2 = `${tag}d`; // a second link whose far end has no DHCP server
 let dir = "";
 let udhcpd: Subprocess | undefined;
 
@@ -23,8 +24,10 @@ beforeAll(() => {
   sh(["ip", "netns", "add", SRV]);
   sh(["ip", "netns", "add", CLI]);
   sh(["ip", "link", "add", VS, "netns", SRV, "type", "veth", "peer", "name", VC, "netns", CLI]);
+  sh(["ip", "link", "add", VS2, "netns", SRV, "type", "veth", "peer", "name", VC2, "netns", CLI]);
   sh(["ip", "-n", SRV, "addr", "add", "10.77.0.1/24", "dev", VS]);
   sh(["ip", "-n", SRV, "link", "set", VS, "up"]);
+  sh(["ip", "-n", SRV, "link", "set", VS2, "up"]);
   writeFileSync(join(dir, "udhcpd.conf"), [
     "start 10.77.0.100", "end 10.77.0.110", `interface ${VS}`, `lease_file ${join(dir, "udhcpd.leases")}`,
     `pidfile ${join(dir, "udhcpd.pid")}`, "opt subnet 255.255.255.0", "opt router 10.77.0.1", "opt dns 10.77.0.53",
@@ -40,9 +43,9 @@ afterAll(async () => {
   removeScratchDirs();
 });
 
-async function client(ip: unknown): Promise<any> {
+async function client(ip: unknown, ifaces = VC): Promise<any> {
   const p = Bun.spawn(["ip", "netns", "exec", CLI, process.execPath, join(import.meta.dir, "fixtures/net-client.ts"),
-    JSON.stringify(ip), VC, join(dir, "leases"), join(dir, "resolv.conf")], { stdout: "pipe", stderr: "pipe" });
+    JSON.stringify(ip), ifaces, join(dir, "leases"), join(dir, "resolv.conf")], { stdout: "pipe", stderr: "pipe" });
   const timer = setTimeout(() => p.kill("SIGKILL"), 40_000);
   const [out, err] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
   clearTimeout(timer);
@@ -62,6 +65,15 @@ test("DHCPv4 through udhcpc: address, route, resolv.conf, lease recorded, IPv6 l
   expect(sh(["ip", "-n", CLI, "-4", "addr", "show", "dev", VC])).toContain(`inet ${c.address}/24`);
   expect(sh(["ip", "-n", CLI, "route"])).toContain(`default via 10.77.0.1 dev ${VC}`);
   expect(readFileSync(join(dir, "resolv.conf"), "utf8")).toBe("search cluster.test\nnameserver 10.77.0.53\n");
+}, 60_000);
+
+test("two links, DHCP on one: the step ends shortly after the first lease instead of waiting out the other", async () => {
+  Bun.spawnSync(["ip", "-n", CLI, "-4", "addr", "flush", "dev", VC]);
+  const t0 = Date.now();
+  const r = await client("dhcp", `${VC},${VC2}`);
+  expect(r.ok).toBe(true);
+  expect(r.configured.map((c: any) => c.iface)).toEqual([VC]);
+  expect(Date.now() - t0).toBeLessThan(9_000); // the DHCP timeout is 10 s
 }, 60_000);
 
 test("static address and gateway", async () => {
