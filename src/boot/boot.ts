@@ -1,5 +1,5 @@
 // `airroot init`: the boot as an ordered list of steps, from /init (PID 1) to execve of the real init.
-import { chmodSync, mkdirSync, readFileSync } from "node:fs";
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { bootOptions, moduleParams, parseCmdline, rescueMode, type BootOptions, type Cmdline } from "./cmdline";
 import { chooseConsole, configureConsole, describeChoice, probePorts, readSpcr, type ConsoleChoice } from "./console";
 import { coldplug } from "./drivers";
@@ -29,6 +29,22 @@ export interface BootContext {
 
 /** Site configuration copied into the initramfs by initramfs/build.ts --site. */
 export const SITE_DIR = "/etc/airroot/site";
+
+/** Fresh host keys, root's authorized keys and (unless airroot.debugsshd=off) the supervised debug sshd on 2222. */
+async function setUpSsh(ctx: BootContext): Promise<number> {
+  const keys = await generateHostKeys(DEFAULT_PATHS.etcDir);
+  const n = writeAuthorizedKeys(DEFAULT_PATHS.authorizedKeys, [`${SITE_DIR}/authorized_keys`, "/root/.ssh/authorized_keys"]);
+  if (ctx.options.debugSshd) {
+    writeFileSync(DEFAULT_PATHS.config, sshdConfig({ hostKeys: keys, authorizedKeys: DEFAULT_PATHS.authorizedKeys, pidFile: DEFAULT_PATHS.pidFile }));
+    testSshdConfig(DEFAULT_PATHS.config);
+    // Loopback up even when the network step is skipped, so the listener check below (and local ssh) works.
+    Bun.spawnSync(["busybox", "ip", "link", "set", "lo", "up"]);
+    ctx.sshdPid = startSshdSupervisor(DEFAULT_PATHS.config);
+    if (!(await waitForListener("127.0.0.1", 2222, 10_000)))
+      throw new Error("the debug sshd is not listening on port 2222 after 10 s; see /run/airroot/sshd.log");
+  }
+  return n;
+}
 
 export const STEPS: Step<BootContext>[] = [
   {
@@ -83,17 +99,7 @@ export const STEPS: Step<BootContext>[] = [
   {
     name: "sshd", title: "Initializing ssh",
     run: async (ctx) => {
-      const keys = await generateHostKeys(DEFAULT_PATHS.etcDir);
-      const n = writeAuthorizedKeys(DEFAULT_PATHS.authorizedKeys, [`${SITE_DIR}/authorized_keys`, "/root/.ssh/authorized_keys"]);
-      if (ctx.options.debugSshd) {
-        require("node:fs").writeFileSync(DEFAULT_PATHS.config, sshdConfig({ hostKeys: keys, authorizedKeys: DEFAULT_PATHS.authorizedKeys, pidFile: DEFAULT_PATHS.pidFile }));
-        testSshdConfig(DEFAULT_PATHS.config);
-        // Loopback up even when the network step is skipped, so the listener check below (and local ssh) works.
-        Bun.spawnSync(["busybox", "ip", "link", "set", "lo", "up"]);
-        ctx.sshdPid = startSshdSupervisor(DEFAULT_PATHS.config);
-        if (!(await waitForListener("127.0.0.1", 2222, 10_000)))
-          throw new Error("the debug sshd is not listening on port 2222 after 10 s; see /run/airroot/sshd.log");
-      }
+      const n = await setUpSsh(ctx);
       return `ssh-keygen: generating new host keys: RSA ECDSA ED25519` +
         (ctx.options.debugSshd ? `; debug sshd on port 2222 (${n} authorized key${n === 1 ? "" : "s"})` : "");
     },
@@ -193,6 +199,10 @@ export async function runInit(o: InitOptions = {}): Promise<void> {
   const ttyOf = () => (ctx.console && ctx.console.source !== "cmdline" ? `/dev/${ctx.console.tty}` : undefined);
   const outcome: SequenceOutcome = await runSequence(STEPS, ctx, sc, { skip: options.skip });
   if (!outcome.ok) {
+    // The issue promises the 2222 sshd in rescue too: start it if the boot failed before the ssh step.
+    if (options.rescue === "shell" && options.debugSshd && ctx.sshdPid === undefined && outcome.step !== "sshd") {
+      try { await setUpSsh(ctx); } catch (e) { sc.log(`debug sshd not started: ${(e as Error).message}`); }
+    }
     await rescue({ failure: outcome, tty: ttyOf(), sshd: ctx.sshdPid !== undefined, then: options.rescue, ownChildren: own() });
     return;
   }

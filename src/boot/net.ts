@@ -3,6 +3,7 @@ import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, realpathSy
 import { join } from "node:path";
 import type { StaticIp } from "./cmdline";
 import { LEASE_DIR, parseLease, udhcpcScript, type Lease } from "./lease";
+import { FinalError } from "./sequence";
 
 export interface NetOptions {
   ip: "dhcp" | "none" | StaticIp;
@@ -168,7 +169,7 @@ export async function configureNetwork(o: NetOptions): Promise<NetResult> {
     }
   } else if (o.ip !== "none") {
     const s = o.ip;
-    if (!ifaces.includes(s.iface)) throw new Error(`static address for ${s.iface}, but the interfaces are ${ifaces.join(", ")}`);
+    if (!ifaces.includes(s.iface)) throw new FinalError(`static address for ${s.iface}, but the interfaces are ${ifaces.join(", ")}`);
     run([bb, "ip", "addr", "add", `${s.address}/${s.prefix}`, "dev", s.iface], `address on ${s.iface}`);
     if (s.gateway) run([bb, "ip", "route", "replace", "default", "via", s.gateway, "dev", s.iface], `default route on ${s.iface}`);
     configured.push({ iface: s.iface, method: "static", address: s.address, prefix: s.prefix, gateway: s.gateway });

@@ -1,5 +1,5 @@
 // The rescue path: instead of a kernel panic, say what failed, keep the debug sshd up and offer a console shell.
-import { openSync } from "node:fs";
+import { closeSync, openSync } from "node:fs";
 import { powerOff } from "../sys/power";
 import { reapOrphans } from "../sys/reap";
 
@@ -70,7 +70,7 @@ async function shellLoop(o: RescueOptions, tty: string, bb: string, keep: Set<nu
     const started = Date.now();
     await p.exited;
     keep.delete(p.pid);
-    if (typeof fd === "number") try { require("node:fs").closeSync(fd); } catch {}
+    if (typeof fd === "number") try { closeSync(fd); } catch {}
     // A shell that dies at once (no tty) must not spin.
     if (Date.now() - started < 2000) await Bun.sleep(2000);
   }

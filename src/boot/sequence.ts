@@ -1,4 +1,5 @@
 // The boot sequencer: runs named steps in order, prints one console line per step with elapsed time, stops at a failure.
+import { readFileSync } from "node:fs";
 
 export interface StepResult {
   /** Text after the title, e.g. "done" or "Setting up eth0 via DHCP at 10.0.2.15/24". Default "done". */
@@ -133,7 +134,7 @@ export function uptimeClock(): () => number {
   const fallbackStart = performance.now();
   return () => {
     try {
-      const text = require("node:fs").readFileSync("/proc/uptime", "utf8") as string;
+      const text = readFileSync("/proc/uptime", "utf8");
       const s = Number.parseFloat(text);
       if (Number.isFinite(s)) return s * 1000;
     } catch {}

@@ -1,6 +1,7 @@
 // The initramfs SSH side: fresh host keys every boot, and the debug sshd on port 2222 kept alive by a supervisor.
 import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { connect } from "node:net";
 import { selfCommand } from "../util/self";
 
 export const HOST_KEY_TYPES = ["rsa", "ecdsa", "ed25519"] as const;
@@ -126,7 +127,7 @@ export async function waitForListener(host: string, port: number, timeoutMs: num
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     const ok = await new Promise<boolean>((resolve) => {
-      const s = require("node:net").connect({ host, port });
+      const s = connect({ host, port });
       const t = setTimeout(() => { s.destroy(); resolve(false); }, 1000);
       s.once("connect", () => { clearTimeout(t); s.destroy(); resolve(true); });
       s.once("error", () => { clearTimeout(t); resolve(false); });
