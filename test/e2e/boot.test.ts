@@ -149,6 +149,28 @@ describe.skipIf(SKIP)("QEMU boot", () => {
     }
   }, 150_000);
 
+  test("a failing step ends in rescue: step and reason on the console, then a shell and the 2222 sshd", async () => {
+    const port = await freePort("127.0.0.1");
+    // sshd skipped so that rescue itself must start it; the root image is missing so the root step fails.
+    const vm = startVm("quiet airroot.skip=sshd airroot.rootimage=/images/missing.sfs", `,hostfwd=tcp:127.0.0.1:${port}-:2222`);
+    try {
+      await vm.waitFor(/boot stopped at step "root" \(Mounting the root filesystem\): root image \/images\/missing\.sfs does not exist/, 110_000);
+      await vm.waitFor(/starting a console shell on \/dev\/ttyS0; the debug sshd listens on port 2222/, 30_000);
+      const ssh = Bun.spawn(["ssh", "-p", String(port), "-i", clientKey, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+        "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=20", "root@127.0.0.1", "echo RESCUE-SSH-OK"], { stdout: "pipe", stderr: "pipe" });
+      const timer = setTimeout(() => ssh.kill("SIGKILL"), 60_000);
+      const [sshOut, sshErr] = await Promise.all([new Response(ssh.stdout).text(), new Response(ssh.stderr).text(), ssh.exited]);
+      clearTimeout(timer);
+      expect(sshOut + sshErr).toContain("RESCUE-SSH-OK");
+      await Bun.sleep(500);
+      vm.type("echo RESCUE-$((6*7)); poweroff -f\n");
+      await vm.waitFor(/RESCUE-42\n/, 30_000);
+      expect(await Promise.race([vm.exited, Bun.sleep(20_000).then(() => "still running")])).toBe(0);
+    } finally {
+      vm.kill();
+    }
+  }, 180_000);
+
   test("airroot.shell stops before switch_root: shell on the serial console, ssh on 2222 with the site's key", async () => {
     const port = await freePort("127.0.0.1");
     const vm = startVm("quiet airroot.rootimage=/images/root.sfs airroot.shell", `,hostfwd=tcp:127.0.0.1:${port}-:2222`);
