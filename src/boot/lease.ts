@@ -8,29 +8,31 @@ export const LEASE_DIR = "/run/airroot/net";
  * It applies the address and default route, writes resolv.conf, and records the lease for airroot to read back.
  * Values come from the DHCP server (untrusted): they are only quoted here and validated by parseLease().
  */
-export function udhcpcScript(leaseDir = LEASE_DIR, resolvConf = "/etc/resolv.conf"): string {
-  return `#!/bin/sh
+export function udhcpcScript(leaseDir = LEASE_DIR, resolvConf = "/etc/resolv.conf", busybox = "/usr/bin/busybox"): string {
+  // Every tool through busybox explicitly: a dracut-built initramfs has no applet links (and maybe no iproute2).
+  return `#!${busybox} sh
 # airroot udhcpc script: applies a DHCPv4 lease and records it in ${leaseDir}/$interface.lease
+bb='${busybox}'
 dir='${leaseDir}'
 resolv='${resolvConf}'
-mkdir -p "$dir"
+"$bb" mkdir -p "$dir"
 case "$1" in
   deconfig)
-    ip -4 addr flush dev "$interface"
-    ip link set "$interface" up
+    "$bb" ip -4 addr flush dev "$interface"
+    "$bb" ip link set "$interface" up
     ;;
   bound|renew)
-    ip -4 addr flush dev "$interface"
-    ip addr add "$ip/\${mask:-24}" dev "$interface" || exit 1
+    "$bb" ip -4 addr flush dev "$interface"
+    "$bb" ip addr add "$ip/\${mask:-24}" dev "$interface" || exit 1
     if [ -n "$router" ]; then
       set -- $router
-      ip route replace default via "$1" dev "$interface"
+      "$bb" ip route replace default via "$1" dev "$interface"
     fi
     if [ -n "$dns" ]; then
       : > "$resolv.airroot"
       [ -n "$domain" ] && echo "search $domain" >> "$resolv.airroot"
       for s in $dns; do echo "nameserver $s" >> "$resolv.airroot"; done
-      mv "$resolv.airroot" "$resolv"
+      "$bb" mv "$resolv.airroot" "$resolv"
     fi
     {
       echo "interface=$interface"
@@ -43,7 +45,7 @@ case "$1" in
       echo "domain=$domain"
       echo "hostname=$hostname"
     } > "$dir/$interface.lease.tmp"
-    mv "$dir/$interface.lease.tmp" "$dir/$interface.lease"
+    "$bb" mv "$dir/$interface.lease.tmp" "$dir/$interface.lease"
     ;;
   leasefail|nak)
     echo "$1 $message" > "$dir/$interface.fail"

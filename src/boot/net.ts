@@ -14,6 +14,7 @@ export interface NetOptions {
   sysDir?: string;           // default /sys
   leaseDir?: string;         // default /run/airroot/net
   resolvConf?: string;       // default /etc/resolv.conf
+  scriptDir?: string;        // where the udhcpc script is written (must allow exec); default /etc/airroot
   /** Interfaces to use; default physicalInterfaces() (virtual ones such as veth are left out). */
   interfaces?: string[];
   log?: (line: string) => void;
@@ -119,6 +120,8 @@ async function dhcp(busybox: string, iface: string, script: string, leaseDir: st
   if (code === 0 && existsSync(leaseFile)) return parseLease(readFileSync(leaseFile, "utf8"));
   const why = existsSync(join(leaseDir, `${iface}.fail`)) ? readFileSync(join(leaseDir, `${iface}.fail`), "utf8").trim() : "";
   const err = (await new Response(proc.stderr).text()).trim().split("\n").slice(-2).join("; ");
+  if (/lease of .* obtained/.test(err))
+    throw new Error(`udhcpc got a lease on ${iface} but the lease script could not apply it: ${err}`);
   throw new Error(`no DHCPv4 lease on ${iface} within ${timeoutSec} s${why ? ` (${why})` : ""}${err ? `: ${err}` : ""}`);
 }
 
@@ -146,8 +149,13 @@ export async function configureNetwork(o: NetOptions): Promise<NetResult> {
     const up = await withCarrier();
     if (up.length === 0) throw new Error(`no carrier on ${ifaces.join(", ")} after ${o.carrierWaitSec ?? 10} s: check cabling and switch ports`);
     mkdirSync(leaseDir, { recursive: true });
-    const script = join(leaseDir, "udhcpc.script");
-    writeFileSync(script, udhcpcScript(leaseDir, o.resolvConf));
+    // Not under /run: dracut mounts /run noexec.
+    const scriptDir = o.scriptDir ?? "/etc/airroot";
+    mkdirSync(scriptDir, { recursive: true });
+    const script = join(scriptDir, "udhcpc.script");
+    const bbPath = bb.startsWith("/") ? bb : Bun.which(bb);
+    if (!bbPath) throw new FinalError(`${bb} not found in PATH: the initramfs needs busybox (ip, udhcpc)`);
+    writeFileSync(script, udhcpcScript(leaseDir, o.resolvConf, bbPath));
     chmodSync(script, 0o755);
     // All links at once; once one has a lease the others get a short grace period, so a node with several cabled
     // NICs but DHCP on one network does not wait for every timeout.

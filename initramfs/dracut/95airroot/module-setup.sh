@@ -2,7 +2,8 @@
 # dracut module "airroot": builds airroot's initramfs with dracut, for RHEL-family sites (same content as
 # initramfs/build.ts: airroot as PID 1, busybox, sshd + ssh-keygen, the needed kernel modules, the site config).
 #
-# UNTESTED: written against dracut's module API but not yet run (the development machine is Debian without dracut).
+# Tested with dracut 059 (Debian's dracut-core, run from an unpacked .deb) by booting the result in QEMU; not yet on
+# a RHEL-family host.
 #
 # Install and build:
 #   cp -r initramfs/dracut/95airroot /usr/lib/dracut/modules.d/
@@ -32,6 +33,14 @@ installkernel() {
 
 install() {
     inst_binary "$(command -v airroot)" /usr/bin/airroot
+    # dracut-install does not pick up all of the Bun runtime's libraries (libpthread, libdl, libm): name them.
+    local lib
+    for lib in $(ldd "$(command -v airroot)" | awk '/=> \// {print $3}'); do
+        inst_library "$lib"
+    done
+    # dracut strips every executable file at the end, which would cut the application out of the Bun executable
+    # (it is appended to the runtime): keep it non-executable in the image; the hook makes it executable at boot.
+    chmod 0644 "$initdir/usr/bin/airroot"
     inst_binary "$(command -v busybox)" /usr/bin/busybox
     # airroot calls "busybox ip", "busybox udhcpc", "busybox sh" itself: no applet links needed.
     inst_multiple sshd ssh-keygen
