@@ -2,8 +2,8 @@
 # dracut module "airroot": builds airroot's initramfs with dracut, for RHEL-family sites (same content as
 # initramfs/build.ts: airroot as PID 1, busybox, sshd + ssh-keygen, the needed kernel modules, the site config).
 #
-# Tested with dracut 059 (Debian's dracut-core, run from an unpacked .deb) by booting the result in QEMU; not yet on
-# a RHEL-family host.
+# Tested by test/e2e/dracut.test.ts with dracut 059 (Debian's dracut-core, unpacked, not installed) booting in QEMU;
+# not yet on a RHEL-family host.
 #
 # Install and build:
 #   cp -r initramfs/dracut/95airroot /usr/lib/dracut/modules.d/
@@ -12,7 +12,8 @@
 #          --omit "systemd systemd-initrd dracut-systemd network network-manager" airroot-initramfs.img
 # Like confluent's diskless module, the module list is exclusive so dracut's shell /init is PID 1; our cmdline hook
 # then exec's `airroot init`, which stays PID 1 until it switches root.
-# The site config (CA, image key, authorized_keys, server list from `airroot serve`) is taken from /etc/airroot/site.
+# The site config (CA, image key, authorized_keys, server list from `airroot serve`) is taken from /etc/airroot/site
+# (or $AIRROOT_SITE_DIR); only its top-level files are copied.
 
 check() {
     require_binaries airroot busybox sshd ssh-keygen || return 1
@@ -49,10 +50,12 @@ install() {
     # sshd's privilege separation user; root's shell must exist for the debug sshd.
     grep -q '^sshd:' "$initdir/etc/passwd" 2>/dev/null || echo 'sshd:x:74:74:Privilege-separated SSH:/usr/share/empty.sshd:/sbin/nologin' >> "$initdir/etc/passwd"
     grep -q '^root:' "$initdir/etc/passwd" 2>/dev/null || echo 'root:x:0:0:root:/root:/bin/sh' >> "$initdir/etc/passwd"
-    if [[ -d /etc/airroot/site ]]; then
+    # The site config; AIRROOT_SITE_DIR overrides where it is taken from (the image path stays /etc/airroot/site).
+    local site="${AIRROOT_SITE_DIR:-/etc/airroot/site}" f
+    if [[ -d "$site" ]]; then
         inst_dir /etc/airroot/site
-        for f in /etc/airroot/site/*; do
-            [[ -f "$f" ]] && inst_simple "$f" "$f"
+        for f in "$site"/*; do
+            [[ -f "$f" ]] && inst_simple "$f" "/etc/airroot/site/${f##*/}"
         done
     fi
     inst_hook cmdline 00 "$moddir/airroot-exec.sh"
