@@ -30,7 +30,7 @@ export interface RemoteImageOptions {
   stallTimeoutMs?: number;     // no progress for this long → abandon request, fail over (default 5 s)
   requestTimeoutMs?: number;   // per-request deadline (default 30 s)
   connectTimeoutMs?: number;   // TCP+TLS connect (default 5 s)
-  connectionsPerSource?: number; // keep-alive connections per server (default 16 = maxInFlight: no request queues in a pool)
+  connectionsPerSource?: number; // keep-alive connections per server (default 8)
   maxInFlight?: number;        // range requests outstanding at once, all servers (default 16; demand reads keep a quarter)
   readaheadMaxBytes?: number;  // largest sequential readahead window (default 4 MiB, at most half the cache)
   probeIntervalMs?: number;    // background fail-back probe, jittered ±20% (default 10 s)
@@ -63,7 +63,7 @@ export class IoError extends Error {
 
 const KiB = 1024, MiB = 1024 * KiB;
 const DEFAULTS = {
-  cacheMb: 8, stallTimeoutMs: 5000, requestTimeoutMs: 30_000, connectTimeoutMs: 5000, connectionsPerSource: 16,
+  cacheMb: 8, stallTimeoutMs: 5000, requestTimeoutMs: 30_000, connectTimeoutMs: 5000, connectionsPerSource: 8,
   maxInFlight: 16, readaheadMaxBytes: 4 * MiB, probeIntervalMs: 10_000, holdDownMs: 30_000, blockSize: 128 * KiB,
 };
 // One range request: large enough for line rate, small enough that a failed one is cheap to redo elsewhere.
