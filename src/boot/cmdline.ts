@@ -110,7 +110,7 @@ export interface OptionDoc {
 /** Every `airroot.*` kernel command line option. Repeated options: the last one wins. */
 export const OPTION_DOCS: OptionDoc[] = [
   { name: "airroot.server", syntax: "URL[,URL...]", default: "(multicast discovery)",
-    description: "Deployment servers to use, in order of preference; each an https:// URL." },
+    description: "Deployment servers to use, in order of preference; each an https:// URL. Not used yet: the node API client and discovery are still to be wired into init." },
   { name: "airroot.shell", syntax: "airroot.shell", default: "off",
     description: "Run every step but stop before switch_root: console shell plus the debug sshd on port 2222." },
   { name: "airroot.poweroff", syntax: "airroot.poweroff", default: "off",
@@ -275,6 +275,7 @@ export function moduleParams(c: Cmdline, module: string): string {
 
 /** The option table as Markdown, for the README. */
 export function optionTableMarkdown(): string {
-  const rows = OPTION_DOCS.map((o) => `| \`${o.name}\` | \`${o.syntax}\` | ${o.default} | ${o.description} |`);
+  const cell = (t: string) => t.replace(/\|/g, "\\|"); // a literal | would split the Markdown table cell
+  const rows = OPTION_DOCS.map((o) => `| \`${o.name}\` | \`${cell(o.syntax)}\` | ${cell(o.default)} | ${cell(o.description)} |`);
   return ["| Option | Syntax | Default | Meaning |", "|---|---|---|---|", ...rows].join("\n");
 }
