@@ -25,5 +25,10 @@ demo: deps build
 bench: deps build
 	$(BUN) run bench/run.ts
 
+# The node initramfs: Debian bookworm's kernel modules + dist/airroot + busybox + sshd, zstd cpio.
+# SITE=DIR adds a site config directory (ca.pem, image-key.pem, authorized_keys) as /etc/airroot/site.
+initramfs: build
+	$(BUN) initramfs/build.ts --kernel-dir $$(bash initramfs/fetch-kernel.sh .cache/kernel) --out dist/initramfs.cpio.zst $(if $(SITE),--site $(SITE))
+
 clean:
 	rm -rf dist .cache
