@@ -7,7 +7,7 @@ import { establishTrust } from "../client/trust.ts";
 import { credentialPaths, saveCredential, writePrivate } from "../client/credential.ts";
 import { localMacs, smbiosUuid } from "../client/identity.ts";
 import { normaliseMac } from "../server/schema.ts";
-import { repeated } from "./node.ts";
+import { repeated } from "./args.ts";
 
 export const enrollCommand = defineCommand({
   meta: {

@@ -13,19 +13,9 @@ import { assignProfile } from "../image/assign";
 import { imagesDir } from "../image/paths";
 import { imageKeyPaths } from "../image/keys";
 import { existsSync, readFileSync } from "node:fs";
+import { repeated, stateArg } from "./args.ts";
 
-const stateArg = { type: "string", description: "server state directory (as given to `airroot serve init`)", required: true } as const;
 
-/** All values of a repeatable option (`--listen a --listen b` and `--listen a,b`); citty keeps only the last one. */
-function repeated(rawArgs: string[], name: string): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < rawArgs.length; i++) {
-    const a = rawArgs[i];
-    if (a === `--${name}` && i + 1 < rawArgs.length) out.push(rawArgs[++i]);
-    else if (a.startsWith(`--${name}=`)) out.push(a.slice(name.length + 3));
-  }
-  return out.flatMap((v) => v.split(",")).map((v) => v.trim()).filter(Boolean);
-}
 
 const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
 

@@ -7,7 +7,7 @@ import { serve } from "../server/serve.ts";
 import { issueServerCert, loadCa } from "../pki/x509ca.ts";
 import { writePrivate } from "../client/credential.ts";
 import { createLogger } from "../util/log.ts";
-import { repeated } from "./node.ts";
+import { repeated } from "./args.ts";
 
 const init = defineCommand({
   meta: {
