@@ -1,5 +1,6 @@
 // `airroot init`: the boot as an ordered list of steps, from /init (PID 1) to execve of the real init.
-import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { smbiosUuid } from "../client/identity";
 import { bootOptions, moduleParams, parseCmdline, rescueMode, type BootOptions, type Cmdline } from "./cmdline";
 import { chooseConsole, configureConsole, describeChoice, probePorts, readSpcr, type ConsoleChoice } from "./console";
 import { coldplug } from "./drivers";
@@ -8,6 +9,10 @@ import { mountPseudoFilesystems } from "./pseudofs";
 import { rescue } from "./rescue";
 import { mountOverlayRoot, type RootfsResult } from "./rootfs";
 import { copyImage, mountImageOnDemand, ROOT_DAEMON_ARGV0 } from "./image";
+import { chooseRootSource, fetchVerifiedManifest, readSiteImageKey, verifyImageFile } from "./rootsource";
+import { installSshTrust, addKnownHostsCa, machineIdFor, writeHostCertificates } from "./sshtrust";
+import { configuredServers, reportStage, runTrust, type Trusted } from "./trust";
+import { applyConfigNetwork } from "./net";
 import { personalize } from "./personalize";
 import { FinalError, runSequence, StepConsole, stdoutConsole, uptimeClock, type SequenceOutcome, type Step } from "./sequence";
 import { DEFAULT_PATHS, generateHostKeys, sshdConfig, startSshdSupervisor, testSshdConfig, waitForListener, writeAuthorizedKeys } from "./sshd";
@@ -21,10 +26,14 @@ export interface BootContext {
   console?: ConsoleChoice;
   net?: NetResult;
   rootfs?: RootfsResult;
-  /** The root image once obtained (mounted on demand or copied). */
-  image?: { path: string; how: string };
+  /** The root image once obtained (mounted on demand or copied); digest when checked against a signed manifest. */
+  image?: { path: string; how: string; digest?: string };
   sshdPid?: number;
   rootDaemonPid?: number;
+  /** Private host key paths made by the ssh step. */
+  hostKeys?: string[];
+  /** Credential, node config and host certificates from the trust step. */
+  trusted?: Trusted;
 }
 
 /** Site configuration copied into the initramfs by initramfs/build.ts --site. */
@@ -33,6 +42,7 @@ export const SITE_DIR = "/etc/airroot/site";
 /** Fresh host keys, root's authorized keys and (unless airroot.debugsshd=off) the supervised debug sshd on 2222. */
 async function setUpSsh(ctx: BootContext): Promise<number> {
   const keys = await generateHostKeys(DEFAULT_PATHS.etcDir);
+  ctx.hostKeys = keys;
   const n = writeAuthorizedKeys(DEFAULT_PATHS.authorizedKeys, [`${SITE_DIR}/authorized_keys`, "/root/.ssh/authorized_keys"]);
   if (ctx.options.debugSshd) {
     writeFileSync(DEFAULT_PATHS.config, sshdConfig({ hostKeys: keys, authorizedKeys: DEFAULT_PATHS.authorizedKeys, pidFile: DEFAULT_PATHS.pidFile }));
@@ -44,6 +54,57 @@ async function setUpSsh(ctx: BootContext): Promise<number> {
       throw new Error("the debug sshd is not listening on port 2222 after 10 s; see /run/airroot/sshd.log");
   }
   return n;
+}
+
+const siteCa = () => readFileSync(`${SITE_DIR}/ca.pem`, "utf8");
+
+/** MACs of the interfaces the network step configured (the boot NICs). */
+function macsOf(ctx: BootContext): string[] {
+  const out: string[] = [];
+  for (const c of ctx.net?.configured ?? []) {
+    try {
+      const m = readFileSync(`/sys/class/net/${c.iface}/address`, "utf8").trim().toLowerCase();
+      if (/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/.test(m) && m !== "00:00:00:00:00:00") out.push(m);
+    } catch {}
+  }
+  return out;
+}
+
+/**
+ * What the config and certificates change in the initramfs right away: host certificates for the debug sshd (reloaded),
+ * the SSH CA for ssh from here, root's authorized keys, the host name, and static network settings from the server.
+ */
+async function applyTrust(ctx: BootContext, t: Trusted): Promise<void> {
+  const cfg = t.config;
+  if (t.hostCertificates && ctx.hostKeys) {
+    writeHostCertificates(ctx.hostKeys, t.hostCertificates);
+    if (ctx.options.debugSshd && ctx.sshdPid !== undefined) {
+      writeFileSync(DEFAULT_PATHS.config, sshdConfig({ hostKeys: ctx.hostKeys, authorizedKeys: DEFAULT_PATHS.authorizedKeys, pidFile: DEFAULT_PATHS.pidFile }));
+      testSshdConfig(DEFAULT_PATHS.config);
+      reloadSshd(DEFAULT_PATHS.pidFile);
+    }
+  }
+  if (cfg.sshCaPublicKey) addKnownHostsCa(`${DEFAULT_PATHS.etcDir}/ssh_known_hosts`, cfg.sshCaPublicKey);
+  if (cfg.rootAuthorizedKeys.length) {
+    const extra = "/run/airroot/config_authorized_keys";
+    mkdirSync("/run/airroot", { recursive: true });
+    writeFileSync(extra, cfg.rootAuthorizedKeys.join("\n") + "\n", { mode: 0o600 });
+    writeAuthorizedKeys(DEFAULT_PATHS.authorizedKeys, [`${SITE_DIR}/authorized_keys`, "/root/.ssh/authorized_keys", extra]);
+  }
+  Bun.spawnSync(["busybox", "hostname", cfg.name], { stdout: "ignore", stderr: "ignore" });
+  if (ctx.net && ctx.options.ip === "dhcp") {
+    const l = applyConfigNetwork(ctx.net, cfg.network);
+    if (l) ctx.sc.log(l);
+  }
+}
+
+/** sshd re-executes itself on SIGHUP and so rereads its config (now with HostCertificate lines). */
+function reloadSshd(pidFile: string): void {
+  // The pid file appears once sshd is up; the step before waited for its listener.
+  try {
+    const pid = Number(readFileSync(pidFile, "utf8").trim());
+    if (Number.isInteger(pid) && pid > 1) process.kill(pid, "SIGHUP");
+  } catch {}
 }
 
 export const STEPS: Step<BootContext>[] = [
@@ -105,36 +166,68 @@ export const STEPS: Step<BootContext>[] = [
     },
   },
   {
+    name: "trust", title: "Contacting the deployment servers",
+    retries: 3, // servers rebooting, a switch port still coming up; a refusal (4xx) is not retried by the client
+    run: async (ctx) => {
+      // A direct image (airroot.imageurl/rootimage) with no server configured anywhere is a boot without a deployment
+      // server: nothing to enroll with; without either, discovery finds the servers.
+      const o = ctx.options;
+      if ((o.imageUrls.length || o.rootImage) && !configuredServers(o.servers, `${SITE_DIR}/servers`).length)
+        return "skipped (direct image from the command line, no server configured)";
+      if (!ctx.hostKeys) throw new FinalError("no host keys (the sshd step did not run): the host certificates need them");
+      const { trusted, line } = await runTrust({ siteDir: SITE_DIR, servers: ctx.options.servers, noTpm: ctx.options.noTpm,
+        macs: macsOf(ctx), hostKeys: ctx.hostKeys, log: (l) => ctx.sc.log(l) });
+      ctx.trusted = trusted;
+      await applyTrust(ctx, trusted);
+      return { line };
+    },
+  },
+  {
     name: "root", title: "Mounting the root filesystem",
     retries: 2, // servers rebooting
     run: async (ctx) => {
       const o = ctx.options;
       let image = o.rootImage ?? ctx.image?.path;
       let how = ctx.image?.how ?? "";
-      if (!image && o.imageUrls.length) {
-        const src = { urls: o.imageUrls, caFile: `${SITE_DIR}/ca.pem`, manifestUrl: o.manifestUrl,
-          imageKeyFile: o.manifestUrl ? `${SITE_DIR}/image-key.pem` : undefined };
+      let digest = ctx.image?.digest;
+      const rs = image ? undefined : chooseRootSource({ options: o, config: ctx.trusted?.config, siteImageKeyPem: readSiteImageKey(`${SITE_DIR}/image-key.pem`) });
+      if (!image && rs) {
+        const caFile = `${SITE_DIR}/ca.pem`;
+        if (!existsSync(caFile)) throw new FinalError(`site CA ${caFile} is missing: build the initramfs with SITE=DIR from \`airroot serve site-config\``);
+        // The manifest is checked here first (signature, and the digest the server told us to boot), so an old,
+        // validly signed image cannot be substituted; the mount engine then verifies every chunk against it.
+        let manifest: Awaited<ReturnType<typeof fetchVerifiedManifest>> | undefined;
+        if (rs.manifestUrls.length && rs.imageKeyPem) {
+          manifest = await fetchVerifiedManifest(rs.manifestUrls, rs.imageKeyPem, readFileSync(caFile, "utf8"), rs.expectDigest, (l) => ctx.sc.log(l));
+        } else ctx.sc.log("warning: no signed manifest for the root image (airroot.imageurl without airroot.manifest): its bytes are not verified");
+        const keyFile = "/run/airroot/image-key.pem";
+        if (manifest) { mkdirSync("/run/airroot", { recursive: true }); writeFileSync(keyFile, rs.imageKeyPem!, { mode: 0o644 }); }
+        const src = { urls: rs.urls, caFile, manifestUrl: manifest?.url, imageKeyFile: manifest ? keyFile : undefined };
+        const n = rs.urls.length;
         if (o.imageMethod === "copy") {
-          const c = await copyImage(src, { progress: (l) => ctx.sc.log(l) });
+          const m = manifest?.manifest;
+          const c = await copyImage(src, { progress: (l) => ctx.sc.log(l), verify: m ? (p) => verifyImageFile(p, m) : undefined });
           image = c.path;
-          how = ` (copied ${(c.bytes / 1048576).toFixed(1)} MiB from ${c.url})`;
+          how = ` (copied ${(c.bytes / 1048576).toFixed(1)} MiB from ${c.url}${m ? ", verified against the signed manifest" : ""})`;
         } else {
           const m = await mountImageOnDemand(src, "/mnt/image", (l) => ctx.sc.log(l));
           ctx.rootDaemonPid = m.pid;
           image = m.path;
-          how = ` (on demand from ${o.imageUrls.length} server${o.imageUrls.length === 1 ? "" : "s"}, ${ROOT_DAEMON_ARGV0} pid ${m.pid})`;
+          how = ` (on demand from ${n} server${n === 1 ? "" : "s"}${manifest ? ", verified" : ""}, ${ROOT_DAEMON_ARGV0} pid ${m.pid})`;
         }
+        if (manifest) digest = manifest.manifest.digest;
       }
       // Kept so a retry after a failed overlay mount does not start a second mount engine or download.
-      if (image && !o.rootImage) ctx.image = { path: image, how };
+      if (image && !o.rootImage) ctx.image = { path: image, how, digest };
       if (!image) {
-        // Not built yet: image URLs from the server's node config (issue 3) and multicast discovery.
-        throw new FinalError(o.servers.length
-          ? "getting the image from airroot.server is not implemented in this build yet; use airroot.imageurl or airroot.rootimage"
-          : "no root image: give airroot.imageurl=URL[,URL...] or airroot.rootimage=PATH (server discovery is not implemented in this build yet)");
+        throw new FinalError(ctx.trusted
+          ? `the server has no image for node ${ctx.trusted.config.name} (profile ${ctx.trusted.config.profile}): pack one with \`airroot image pack\``
+          : "no root image: boot with the trust step (airroot.server or the site's servers list), or give airroot.imageurl=URL[,URL...] or airroot.rootimage=PATH");
       }
       ctx.rootfs = mountOverlayRoot({ image, overlaySize: o.overlaySize });
-      return `overlay on ${ctx.rootfs.sysroot}: ${image} via ${ctx.rootfs.loopDevice}, tmpfs ${o.overlaySize}${how}`;
+      const summary = `overlay on ${ctx.rootfs.sysroot}: ${image} via ${ctx.rootfs.loopDevice}, tmpfs ${o.overlaySize}${how}`;
+      if (ctx.trusted) await reportStage(ctx.trusted, siteCa(), "root-mounted", summary, (l) => ctx.sc.log(l), digest);
+      return summary;
     },
   },
   {
@@ -144,8 +237,11 @@ export const STEPS: Step<BootContext>[] = [
       const lease = ctx.net?.configured.find((c) => c.lease?.hostname);
       let authorizedKeys: string | undefined;
       try { authorizedKeys = readFileSync(DEFAULT_PATHS.authorizedKeys, "utf8"); } catch {}
+      const cfg = ctx.trusted?.config;
       const r = personalize({ root: ctx.rootfs.sysroot, interfaces: ctx.net?.configured ?? [], console: ctx.console,
-        hostname: lease?.lease?.hostname, authorizedKeys });
+        hostname: cfg?.name ?? lease?.lease?.hostname, authorizedKeys,
+        machineId: machineIdFor(ctx.trusted?.uuid ?? smbiosUuid()) });
+      if (ctx.hostKeys) r.written.push(...installSshTrust({ root: ctx.rootfs.sysroot, hostKeys: ctx.hostKeys, sshCaPublicKey: cfg?.sshCaPublicKey }));
       if (ctx.options.debug) for (const w of r.written) ctx.sc.log(`wrote /${w}`);
       return `done (${r.written.length} file${r.written.length === 1 ? "" : "s"})`;
     },
@@ -215,6 +311,7 @@ export async function runInit(o: InitOptions = {}): Promise<void> {
     powerOff();
   }
   try {
+    if (ctx.trusted) await reportStage(ctx.trusted, siteCa(), "switching-root", `starting ${options.init}`, (l) => sc.log(l), ctx.image?.digest);
     sc.log(`Switching root to /sysroot and starting ${options.init}`);
     switchRoot({ newRoot: ctx.rootfs?.sysroot ?? "/sysroot", init: options.init, args: cmdline.initArgs,
       // The debug sshd checks its privilege separation directory on every connection.

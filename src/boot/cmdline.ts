@@ -88,7 +88,9 @@ export interface BootOptions {
   blacklist: string[];
   overlaySize: string;
   rootImage: string | undefined;
-  /** Direct image URLs (mirrors of one file); used until the server's node config provides them. */
+  /** No TPM present: stop the boot (default) or enroll without one, loudly. */
+  noTpm: "refuse" | "warn";
+  /** Direct image URLs (mirrors of one file); only used when no server config names an image. */
   imageUrls: string[];
   manifestUrl: string | undefined;
   init: string;
@@ -110,7 +112,9 @@ export interface OptionDoc {
 /** Every `airroot.*` kernel command line option. Repeated options: the last one wins. */
 export const OPTION_DOCS: OptionDoc[] = [
   { name: "airroot.server", syntax: "URL[,URL...]", default: "(multicast discovery)",
-    description: "Deployment servers to use, in order of preference; each an https:// URL. Not used yet: the node API client and discovery are still to be wired into init." },
+    description: "Deployment servers (airroot serve) to enroll with and fetch the node config from, in order of preference; each an https:// base URL. Without it: the site's servers list in the initramfs, then multicast discovery." },
+  { name: "airroot.notpm", syntax: "refuse|warn", default: "refuse",
+    description: "Without a TPM (/dev/tpmrm0, /dev/tpm0): refuse to boot (the credential could not be kept, so every boot would need the node armed), or warn and enroll without one." },
   { name: "airroot.shell", syntax: "airroot.shell", default: "off",
     description: "Run every step but stop before switch_root: console shell plus the debug sshd on port 2222." },
   { name: "airroot.poweroff", syntax: "airroot.poweroff", default: "off",
@@ -128,15 +132,15 @@ export const OPTION_DOCS: OptionDoc[] = [
   { name: "airroot.overlaysize", syntax: "SIZE", default: "50%",
     description: "Size of the tmpfs holding the writable overlay (tmpfs size= syntax: 50%, 4g, ...)." },
   { name: "airroot.imageurl", syntax: "URL[,URL...]", default: "(from the server)",
-    description: "https URLs of the root image on several servers (mirrors of one file), trusted through the site CA /etc/airroot/site/ca.pem." },
+    description: "https URLs of the root image on several servers (mirrors of one file), trusted through the site CA /etc/airroot/site/ca.pem. Used only when no server config names an image (e.g. with airroot.skip=trust)." },
   { name: "airroot.manifest", syntax: "URL", default: "(none)",
-    description: "https URL of the image's signed manifest; checked with /etc/airroot/site/image-key.pem, chunk by chunk." },
+    description: "https URL of the image's signed manifest for airroot.imageurl; checked with /etc/airroot/site/image-key.pem, chunk by chunk. The server config's manifest wins." },
   { name: "airroot.rootimage", syntax: "PATH", default: "(from the servers)",
     description: "A squashfs file already present in the initramfs to use as the root image (tests, rescue)." },
   { name: "airroot.init", syntax: "PATH", default: "/sbin/init",
     description: "Program executed as PID 1 in the new root." },
   { name: "airroot.skip", syntax: "STEP[,STEP...]", default: "(none)",
-    description: "Boot steps to skip by name (console, drivers, net, sshd, ...), for test harnesses without hardware." },
+    description: "Boot steps to skip by name (console, drivers, net, sshd, trust, ...), for test harnesses without hardware." },
   { name: "airroot.debugsshd", syntax: "on|off", default: "on",
     description: "Run the debug sshd on port 2222 in the initramfs environment." },
   { name: "airroot.rescue", syntax: "shell|poweroff", default: "shell",
@@ -219,8 +223,12 @@ export function bootOptions(c: Cmdline): { options: BootOptions; unknown: string
       throw new CmdlineError(`${name}=${p.value ?? ""}: expected an absolute path`);
     return p.value;
   };
+  const noTpmP = get("airroot.notpm");
+  const noTpm = (noTpmP?.value ?? "refuse") as BootOptions["noTpm"];
+  if (noTpm !== "refuse" && noTpm !== "warn") throw new CmdlineError(`airroot.notpm=${noTpmP?.value ?? ""}: expected refuse or warn`);
   const options: BootOptions = {
     servers,
+    noTpm,
     shell: parseBool(get("airroot.shell"), false),
     poweroff: parseBool(get("airroot.poweroff"), false),
     imageMethod,

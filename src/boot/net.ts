@@ -196,3 +196,32 @@ export async function configureNetwork(o: NetOptions): Promise<NetResult> {
         : `Setting up ${c.iface} with link-local ${c.linkLocal ?? "(none yet)"}`).join("; ") || "no interface with carrier";
   return { configured, summary };
 }
+
+/** The server's network settings for this node (NodeConfig.network). */
+export type ConfigNetwork = { mode: "dhcp" } | { mode: "static"; ip: string; gateway?: string; dns: string[] };
+
+/**
+ * Applies static settings from the server's node config after DHCP got the node to the server: the address (and
+ * gateway) is added to the first configured interface, and that interface's entry becomes static so the booted
+ * system's NetworkManager keyfile carries the server's settings. The DHCP address stays until the booted system's
+ * NetworkManager takes over (connections to the servers keep working). Returns a console line, or undefined when the
+ * config says DHCP or already matches. `airroot.ip` on the command line wins: callers skip this then.
+ */
+export function applyConfigNetwork(net: NetResult, cfg: ConfigNetwork, o: { busybox?: string; dryRun?: boolean } = {}): string | undefined {
+  if (cfg.mode !== "static") return undefined;
+  const m = /^(\d{1,3}(?:\.\d{1,3}){3})\/(\d{1,2})$/.exec(cfg.ip);
+  if (!m || Number(m[2]) > 32 || m[1].split(".").some((x) => Number(x) > 255))
+    throw new FinalError(`the server's static address "${cfg.ip.slice(0, 60)}" for this node is not IPV4/PREFIX`);
+  const c = net.configured.find((x) => x.method !== "link-local") ?? net.configured[0];
+  if (!c) throw new FinalError("the server gives a static address but no interface is configured to put it on");
+  const address = m[1], prefix = Number(m[2]);
+  if (c.address === address && c.prefix === prefix && c.gateway === cfg.gateway) return undefined;
+  const bb = o.busybox ?? "busybox";
+  if (!o.dryRun) {
+    const r = Bun.spawnSync([bb, "ip", "addr", "add", `${address}/${prefix}`, "dev", c.iface], { stdout: "pipe", stderr: "pipe" });
+    if (r.exitCode !== 0 && !/exists/i.test(r.stderr.toString())) throw new Error(`adding ${address}/${prefix} to ${c.iface}: ${r.stderr.toString().trim()}`);
+    if (cfg.gateway) run([bb, "ip", "route", "replace", "default", "via", cfg.gateway, "dev", c.iface], `default route on ${c.iface}`);
+  }
+  Object.assign(c, { method: "static", address, prefix, gateway: cfg.gateway, dns: cfg.dns });
+  return `Setting up ${c.iface} as static at ${address}/${prefix} (from the server's config)`;
+}

@@ -1,4 +1,5 @@
-// Writes into the new root what makes it look installed from disk: NetworkManager keyfiles, hostname, serial getty.
+// Writes into the new root what makes it look installed from disk: NetworkManager keyfiles, hostname, machine-id,
+// root's authorized keys, serial getty.
 import { chmodSync, lstatSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { ConsoleChoice } from "./console";
@@ -14,6 +15,8 @@ export interface PersonalizeOptions {
   sysDir?: string;
   /** root's authorized_keys for the booted system (the site's admin keys). */
   authorizedKeys?: string;
+  /** systemd machine id (32 lowercase hex), written to /etc/machine-id. */
+  machineId?: string;
   /** The /run that switch_root moves into the new root (default /run): NetworkManager's hand-over state goes there. */
   runDir?: string;
 }
@@ -94,6 +97,10 @@ export function personalize(o: PersonalizeOptions): PersonalizeResult {
     mkdirSync(join(o.root, "root/.ssh"), { recursive: true, mode: 0o700 });
     chmodSync(join(o.root, "root/.ssh"), 0o700);
     put("root/.ssh/authorized_keys", o.authorizedKeys.endsWith("\n") ? o.authorizedKeys : o.authorizedKeys + "\n", 0o600);
+  }
+  if (o.machineId !== undefined) {
+    if (!/^[0-9a-f]{32}$/.test(o.machineId)) throw new Error(`machine id "${o.machineId.slice(0, 40)}" is not 32 lowercase hex digits`);
+    put("etc/machine-id", `${o.machineId}\n`, 0o444);
   }
   // systemd starts a getty only on console= devices; an autodetected serial console needs one explicitly.
   if (o.console && o.console.source !== "cmdline") {

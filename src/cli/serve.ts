@@ -53,7 +53,7 @@ const mirrorCert = defineCommand({
   },
 });
 
-const SUBCOMMANDS = ["init", "mirror-cert", "mirror-config"];
+const SUBCOMMANDS = ["init", "mirror-cert", "mirror-config", "site-config"];
 const VALUE_FLAGS = ["--state", "--listen", "--discovery-port"];
 
 /** True when the first positional word names a subcommand (skipping the values of serve's own options). */
@@ -83,6 +83,7 @@ export const serveCommand = defineCommand({
     init,
     "mirror-cert": mirrorCert,
     "mirror-config": () => import("./image.ts").then((m) => m.mirrorConfigCommand),
+    "site-config": () => import("./siteconfig.ts").then((m) => m.siteConfigCommand),
   },
   async run({ args, rawArgs }) {
     if (invokedSubcommand(rawArgs)) return; // citty runs the parent's run() after a subcommand too

@@ -1,0 +1,81 @@
+// Which root image to boot and how to check it: the server config's image (URLs on every server, signed manifest,
+// expected digest) wins over airroot.imageurl; the signed manifest is fetched and checked here before anything mounts.
+import { createHash } from "node:crypto";
+import { createReadStream, existsSync, readFileSync, statSync } from "node:fs";
+import { loadManifest, MAX_MANIFEST_BYTES, type Manifest } from "../image/manifest";
+import type { NodeConfig } from "../server/selfapi";
+import type { BootOptions } from "./cmdline";
+
+export interface RootSource {
+  /** https URLs of the same image on several servers, in preference order. */
+  urls: string[];
+  /** Manifest URLs (same manifest on several servers); empty = unverified image (cmdline without airroot.manifest). */
+  manifestUrls: string[];
+  /** PEM of the image-signing public key that must have signed the manifest. */
+  imageKeyPem?: string;
+  /** The image the server told us to boot: an older, validly signed manifest is refused. */
+  expectDigest?: string;
+  from: "server" | "cmdline";
+}
+
+export interface RootSourceInputs {
+  options: Pick<BootOptions, "imageUrls" | "manifestUrl">;
+  config?: Pick<NodeConfig, "image" | "imagePublicKey">;
+  /** The site's image key from the initramfs (/etc/airroot/site/image-key.pem), if it has one. */
+  siteImageKeyPem?: string;
+}
+
+/**
+ * Decides the root source. The initramfs's own image key wins over the config's: it is the offline root of trust,
+ * and the config (though fetched over mutual TLS) then cannot swap it; the config's key serves sites whose
+ * initramfs carries none. Returns undefined when neither the config nor the command line names an image.
+ */
+export function chooseRootSource(i: RootSourceInputs): RootSource | undefined {
+  const img = i.config?.image;
+  if (img && img.urls.length) {
+    const key = i.siteImageKeyPem ?? i.config?.imagePublicKey;
+    if (!img.manifestUrls.length || !key) throw new Error("the server config names an image but no signed manifest or image key; refusing an unverifiable root");
+    return { urls: img.urls, manifestUrls: img.manifestUrls, imageKeyPem: key, expectDigest: img.digest, from: "server" };
+  }
+  if (i.options.imageUrls.length) {
+    const m = i.options.manifestUrl;
+    return { urls: i.options.imageUrls, manifestUrls: m ? [m] : [], imageKeyPem: m ? i.siteImageKeyPem : undefined, from: "cmdline" };
+  }
+  return undefined;
+}
+
+export function readSiteImageKey(file: string): string | undefined {
+  return existsSync(file) ? readFileSync(file, "utf8") : undefined;
+}
+
+/**
+ * Fetches the signed manifest from each URL in turn until one verifies (signature under the image key, and the
+ * expected digest when given). A server that sends an old or altered manifest is skipped like a dead one.
+ */
+export async function fetchVerifiedManifest(urls: string[], keyPem: string, ca: string, expectDigest?: string,
+  log?: (l: string) => void, timeoutMs = 60_000): Promise<{ url: string; manifest: Manifest }> {
+  const errors: string[] = [];
+  for (const url of urls) {
+    try {
+      const res = await fetch(url, { tls: { ca }, signal: AbortSignal.timeout(timeoutMs) } as RequestInit);
+      if (res.status !== 200) throw new Error(`HTTP ${res.status}`);
+      if (Number(res.headers.get("content-length") ?? "0") > MAX_MANIFEST_BYTES) throw new Error("manifest too large");
+      const bytes = new Uint8Array(await res.arrayBuffer());
+      return { url, manifest: loadManifest(bytes, keyPem, { expectDigest }) };
+    } catch (e) {
+      errors.push(`${url}: ${(e as Error).message}`);
+      log?.(`image manifest ${url} not usable: ${(e as Error).message}`);
+    }
+  }
+  throw new Error(`no server gave a valid signed manifest${expectDigest ? ` for image ${expectDigest}` : ""}: ${errors.join("; ")}`);
+}
+
+/** Checks a downloaded image file against its signed manifest (size and SHA-256 of the whole file). */
+export async function verifyImageFile(path: string, m: Manifest): Promise<void> {
+  const size = statSync(path).size;
+  if (size !== m.size) throw new Error(`downloaded image has ${size} bytes, the signed manifest says ${m.size}`);
+  const h = createHash("sha256");
+  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) h.update(chunk as Buffer);
+  const got = h.digest("hex");
+  if (got !== m.digest) throw new Error(`downloaded image has SHA-256 ${got}, the signed manifest says ${m.digest}: altered or wrong file`);
+}

@@ -1,0 +1,96 @@
+// The boot's trust step: find the servers, unseal the TPM credential or enroll, fetch the node config and SSH host
+// certificates, lock the TPM credential for the rest of the boot; and the stage reports that follow once trusted.
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { establishTrust, type TrustResult } from "../client/trust";
+import { NodeApi } from "../client/api";
+import { localMacs, smbiosUuid } from "../client/identity";
+import { FinalError } from "./sequence";
+
+/** What the rest of the boot needs from the trust step. */
+export interface Trusted extends TrustResult {
+  /** Every API server, the one that answered first. */
+  servers: string[];
+  uuid?: string;
+}
+
+/** TPM devices in preference order: the kernel's resource manager first (it flushes our transient objects). */
+export const TPM_DEVICES = ["/dev/tpmrm0", "/dev/tpm0"];
+
+/** The TPM spec for establishTrust ("device:/dev/tpmrm0"), or undefined when the node has none. */
+export function findTpm(devices = TPM_DEVICES): string | undefined {
+  const d = devices.find((p) => existsSync(p));
+  return d ? `device:${d}` : undefined;
+}
+
+/** Server base URLs: the command line, else the site's list in the initramfs (one URL a line, # comments). */
+export function configuredServers(cmdline: string[], siteServersFile: string): string[] {
+  if (cmdline.length) return cmdline;
+  let text = "";
+  try { text = readFileSync(siteServersFile, "utf8"); } catch { return []; }
+  const out: string[] = [];
+  for (const raw of text.split("\n").slice(0, 256)) {
+    const l = raw.replace(/#.*/, "").trim();
+    if (!l) continue;
+    let u: URL;
+    try { u = new URL(l); } catch { throw new FinalError(`${siteServersFile}: "${l.slice(0, 80)}" is not a URL`); }
+    if (u.protocol !== "https:") throw new FinalError(`${siteServersFile}: "${l.slice(0, 80)}" must be an https:// URL`);
+    out.push(l.replace(/\/+$/, ""));
+  }
+  return out;
+}
+
+/** Public host key lines for the given private key paths. */
+export function publicHostKeys(keys: string[]): string[] {
+  return keys.map((k) => readFileSync(`${k}.pub`, "utf8").trim());
+}
+
+export interface TrustStepOptions {
+  siteDir: string;
+  servers: string[];             // airroot.server
+  noTpm: "refuse" | "warn";
+  /** MACs of the interfaces the network step configured; default every physical NIC's. */
+  macs?: string[];
+  hostKeys: string[];            // private key paths from the ssh step
+  tpmDevices?: string[];
+  log: (line: string) => void;
+}
+
+/** Runs the trust step; the returned console line says how the node got its credential. */
+export async function runTrust(o: TrustStepOptions): Promise<{ trusted: Trusted; line: string }> {
+  const caFile = join(o.siteDir, "ca.pem");
+  if (!existsSync(caFile)) throw new FinalError(`site CA ${caFile} is missing: build the initramfs with SITE=DIR from \`airroot serve site-config\``);
+  const siteCa = readFileSync(caFile, "utf8");
+  const macs = o.macs?.length ? o.macs : localMacs();
+  const uuid = smbiosUuid();
+  if (!macs.length && !uuid) throw new FinalError("this node has neither a NIC MAC address nor an SMBIOS UUID to identify itself by");
+  const tpm = findTpm(o.tpmDevices);
+  if (!tpm) {
+    if (o.noTpm === "refuse")
+      throw new FinalError(`no TPM (${(o.tpmDevices ?? TPM_DEVICES).join(", ")}): the node credential cannot be kept across boots; enable the TPM in the firmware, or boot with airroot.notpm=warn (the node then enrolls every boot and must be armed each time)`);
+    o.log("warning: no TPM: enrolling without one (airroot.notpm=warn); the node must be armed for every boot");
+  }
+  const servers = configuredServers(o.servers, join(o.siteDir, "servers"));
+  const r = await establishTrust({
+    siteCa, servers, macs, uuid, hostKeys: publicHostKeys(o.hostKeys), stage: "trusted", tpm, noTpm: o.noTpm,
+    lock: true, log: o.log,
+  });
+  const all = [r.server, ...new Set([...servers, ...r.config.servers].filter((s) => s !== r.server))];
+  const line = r.origin === "enrolled"
+    ? `Enrolled as ${r.credential.node} via ${r.server}${r.sealedInTpm ? " (credential sealed in the TPM)" : ""}`
+    : `Using the credential sealed in the TPM: node ${r.credential.node} via ${r.server}`;
+  return { trusted: { ...r, servers: all, uuid }, line: r.locked ? `${line}; TPM credential locked for this boot` : line };
+}
+
+/**
+ * Reports a boot stage to the servers (first that answers). Never fails the boot: the node boots even while every
+ * server is away, it just shows an older stage in `airroot node list`.
+ */
+export async function reportStage(t: Trusted, siteCa: string, stage: string, detail: string, log: (l: string) => void, digest?: string): Promise<void> {
+  const errors: string[] = [];
+  for (const s of t.servers) {
+    const api = new NodeApi(s, siteCa, t.credential);
+    try { await api.status(stage, detail.slice(0, 500), digest); return; } catch (e) { errors.push((e as Error).message); } finally { await api.close(); }
+  }
+  log(`warning: could not report stage ${stage}: ${errors.join("; ")}`);
+}

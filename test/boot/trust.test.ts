@@ -1,0 +1,146 @@
+// The boot's trust step against a real `airroot serve` (no TPM here: swtpm as a guest TPM is in test/e2e): site
+// directory from `serve site-config`, enrollment with host certificates, stage reports in `node list`, the signed
+// manifest with the expected digest (an older signed image is refused), copy verification, and the pure helpers.
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { join } from "node:path";
+import { mkdirSync, readFileSync, writeFileSync, existsSync } from "node:fs";
+import type { Subprocess } from "bun";
+import { removeScratchDirs, scratchDir } from "../helpers/tmp";
+import { freePort, waitForPort } from "../helpers/ports";
+import { configuredServers, findTpm, reportStage, runTrust } from "../../src/boot/trust";
+import { chooseRootSource, fetchVerifiedManifest, verifyImageFile } from "../../src/boot/rootsource";
+import { applyConfigNetwork } from "../../src/boot/net";
+import { generateHostKeys } from "../../src/boot/sshd";
+import { FinalError } from "../../src/boot/sequence";
+
+const MAIN = join(import.meta.dir, "../../src/cli/main.ts");
+const BUN = process.execPath;
+const MAC = "52:54:00:aa:05:01";
+const dir = scratchDir("airroot-boot-trust-");
+const state = join(dir, "state"), site = join(dir, "site");
+let srv: Subprocess | undefined;
+let base = "";
+const digests: string[] = [];
+
+function airroot(args: string[]): string {
+  const r = Bun.spawnSync([BUN, MAIN, ...args], { stdout: "pipe", stderr: "pipe", timeout: 120_000 });
+  if (r.exitCode !== 0) throw new Error(`airroot ${args.join(" ")}: ${r.stderr.toString()}${r.stdout.toString()}`);
+  return r.stdout.toString();
+}
+
+function pack(name: string): string {
+  const tree = join(dir, name);
+  mkdirSync(join(tree, "etc"), { recursive: true });
+  writeFileSync(join(tree, "etc/which"), `${name}\n`);
+  // The first word of pack's stdout is the digest.
+  return airroot(["image", "pack", tree, "--state", state, "--profile", "p"]).trim().split(/\s+/)[0];
+}
+
+beforeAll(async () => {
+  const port = await freePort("127.0.0.1");
+  airroot(["serve", "init", "--state", state, "--address", "127.0.0.1", "--port", String(port)]);
+  digests.push(pack("old"), pack("new")); // profile p now points at "new"
+  airroot(["node", "add", "n1", "--state", state, "--mac", MAC, "--profile", "p", "--ip", "10.9.8.7/24", "--gateway", "10.9.8.1"]);
+  expect(airroot(["serve", "site-config", "--state", state, "--out", site])).toContain(`make initramfs SITE=${site}`);
+  base = `https://127.0.0.1:${port}`;
+  srv = Bun.spawn([BUN, MAIN, "serve", "--state", state, "--listen", `127.0.0.1:${port}`, "--no-discovery"], { stdout: "ignore", stderr: "ignore" });
+  await waitForPort("127.0.0.1", port, 20_000);
+}, 180_000);
+
+afterAll(async () => {
+  srv?.kill("SIGTERM");
+  await srv?.exited;
+  removeScratchDirs();
+});
+
+test("site-config writes CA, image key and the server list the trust step reads", () => {
+  expect(readFileSync(join(site, "ca.pem"), "utf8")).toContain("BEGIN CERTIFICATE");
+  expect(readFileSync(join(site, "image-key.pem"), "utf8")).toContain("BEGIN PUBLIC KEY");
+  expect(configuredServers([], join(site, "servers"))).toEqual([base]);
+  expect(configuredServers(["https://a.example"], join(site, "servers"))).toEqual(["https://a.example"]);
+});
+
+test("no TPM: refused by default with what to do; with notpm=warn the node enrolls, gets host certificates and reports stages", async () => {
+  const keys = await generateHostKeys(join(dir, "hostkeys"));
+  const logs: string[] = [];
+  const o = { siteDir: site, servers: [], macs: [MAC], hostKeys: keys, tpmDevices: [join(dir, "no-tpm")], log: (l: string) => logs.push(l) };
+  const refused = await runTrust({ ...o, noTpm: "refuse" }).catch((e) => e);
+  expect(refused).toBeInstanceOf(FinalError);
+  expect(refused.message).toContain("airroot.notpm=warn");
+
+  // Not armed: the server refuses the enrollment (a 4xx is final, not retried).
+  expect(await runTrust({ ...o, noTpm: "warn" }).catch((e) => e.message)).toMatch(/HTTP 4\d\d/);
+  airroot(["node", "arm", "n1", "--state", state, "--once"]);
+  const { trusted, line } = await runTrust({ ...o, noTpm: "warn" });
+  expect(line).toBe(`Enrolled as n1 via ${base}`);
+  expect(logs.join("\n")).toContain("no TPM");
+  expect(trusted.config.name).toBe("n1");
+  expect(trusted.config.image?.digest).toBe(digests[1]);
+  expect(trusted.hostCertificates?.certificates.length).toBe(3);
+  expect(airroot(["node", "list", "--state", state])).toContain("trusted");
+
+  await reportStage(trusted, readFileSync(join(site, "ca.pem"), "utf8"), "root-mounted", "overlay on /sysroot", (l) => logs.push(l), digests[1]);
+  const nodes = JSON.parse(airroot(["node", "list", "--state", state, "--json"]));
+  expect(JSON.stringify(nodes)).toContain("root-mounted");
+
+  // The root source comes from the config, with the expected digest; the manifest is checked against it.
+  const rs = chooseRootSource({ options: { imageUrls: ["https://cmdline.example/x.sfs"], manifestUrl: undefined }, config: trusted.config,
+    siteImageKeyPem: readFileSync(join(site, "image-key.pem"), "utf8") })!;
+  expect(rs.from).toBe("server");
+  expect(rs.urls[0]).toBe(`${base}/images/${digests[1]}.sfs`);
+  const ca = readFileSync(join(site, "ca.pem"), "utf8");
+  const m = await fetchVerifiedManifest(rs.manifestUrls, rs.imageKeyPem!, ca, rs.expectDigest);
+  expect(m.manifest.digest).toBe(digests[1]);
+  // An old, validly signed manifest is refused when the server said to boot the new image.
+  const oldUrl = `${base}/images/${digests[0]}.manifest`;
+  expect(await fetchVerifiedManifest([oldUrl], rs.imageKeyPem!, ca, digests[1]).catch((e) => e.message)).toContain("stale or substituted");
+
+  // Copy verification: the right file passes, a file with one flipped byte does not.
+  const img = join(dir, "copy.sfs");
+  writeFileSync(img, new Uint8Array(await (await fetch(rs.urls[0], { tls: { ca } } as RequestInit)).arrayBuffer()));
+  await verifyImageFile(img, m.manifest);
+  const bytes = readFileSync(img);
+  bytes[100] ^= 1;
+  writeFileSync(img, bytes);
+  expect(await verifyImageFile(img, m.manifest).catch((e) => e.message)).toContain("altered or wrong file");
+}, 120_000);
+
+test("static network from the config is applied to the boot interface's entry; cmdline-like DHCP config changes nothing", () => {
+  const net = { configured: [{ iface: "eth0", method: "dhcp" as const, address: "10.0.2.15", prefix: 24 }], summary: "" };
+  expect(applyConfigNetwork(net, { mode: "dhcp" }, { dryRun: true })).toBeUndefined();
+  expect(applyConfigNetwork(net, { mode: "static", ip: "10.9.8.7/24", gateway: "10.9.8.1", dns: ["10.9.8.2"] }, { dryRun: true }))
+    .toBe("Setting up eth0 as static at 10.9.8.7/24 (from the server's config)");
+  expect(net.configured[0]).toMatchObject({ method: "static", address: "10.9.8.7", prefix: 24, gateway: "10.9.8.1", dns: ["10.9.8.2"] });
+  expect(applyConfigNetwork(net, { mode: "static", ip: "10.9.8.7/24", gateway: "10.9.8.1", dns: [] }, { dryRun: true })).toBeUndefined();
+  for (const bad of ["10.9.8.7", "300.1.1.1/24", "10.1.1.1/33", "x/1", ""])
+    expect(() => applyConfigNetwork(net, { mode: "static", ip: bad, dns: [] }, { dryRun: true })).toThrow(/not IPV4\/PREFIX/);
+});
+
+test("root source rules: config needs a manifest and key; cmdline without manifest is unverified; nothing → undefined", () => {
+  const img = { digest: "a".repeat(64), size: 1, urls: ["https://s/images/a.sfs"], manifestUrls: ["https://s/images/a.manifest"] };
+  expect(() => chooseRootSource({ options: { imageUrls: [], manifestUrl: undefined }, config: { image: { ...img, manifestUrls: [] }, imagePublicKey: "k" } })).toThrow(/unverifiable/);
+  expect(chooseRootSource({ options: { imageUrls: [], manifestUrl: undefined }, config: { image: img, imagePublicKey: "cfg" } })?.imageKeyPem).toBe("cfg");
+  expect(chooseRootSource({ options: { imageUrls: [], manifestUrl: undefined }, config: { image: img, imagePublicKey: "cfg" }, siteImageKeyPem: "site" })?.imageKeyPem).toBe("site");
+  expect(chooseRootSource({ options: { imageUrls: ["https://x/r.sfs"], manifestUrl: undefined }, config: { image: null, imagePublicKey: "k" } }))
+    .toEqual({ urls: ["https://x/r.sfs"], manifestUrls: [], imageKeyPem: undefined, from: "cmdline" });
+  expect(chooseRootSource({ options: { imageUrls: [], manifestUrl: undefined } })).toBeUndefined();
+});
+
+test("server lists from the site file: comments and blanks ignored, junk is a clear error (fuzzed), TPM detection", () => {
+  const f = join(dir, "servers-fuzz");
+  writeFileSync(f, "# c\n\nhttps://a:8443/ # first\n  https://[fd00::1]\n");
+  expect(configuredServers([], f)).toEqual(["https://a:8443", "https://[fd00::1]"]);
+  expect(configuredServers([], join(dir, "missing"))).toEqual([]);
+  writeFileSync(f, "http://a\n");
+  expect(() => configuredServers([], f)).toThrow(/must be an https/);
+  for (let i = 0; i < 300; i++) {
+    const junk = Buffer.from(crypto.getRandomValues(new Uint8Array(i % 97))).toString(i % 2 ? "latin1" : "base64");
+    writeFileSync(f, junk);
+    try {
+      for (const u of configuredServers([], f)) expect(new URL(u).protocol).toBe("https:");
+    } catch (e) { expect(e).toBeInstanceOf(FinalError); }
+  }
+  expect(findTpm([join(dir, "none")])).toBeUndefined();
+  expect(findTpm([join(dir, "none"), f])).toBe(`device:${f}`);
+  expect(existsSync(f)).toBe(true);
+});
