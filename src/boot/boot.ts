@@ -34,6 +34,7 @@ export interface BootContext {
   hostKeys?: string[];
   /** Credential, node config and host certificates from the trust step. */
   trusted?: Trusted;
+  trustLine?: string;
 }
 
 /** Site configuration copied into the initramfs by initramfs/build.ts --site. */
@@ -175,11 +176,15 @@ export const STEPS: Step<BootContext>[] = [
       if ((o.imageUrls.length || o.rootImage) && !configuredServers(o.servers, `${SITE_DIR}/servers`).length)
         return "skipped (direct image from the command line, no server configured)";
       if (!ctx.hostKeys) throw new FinalError("no host keys (the sshd step did not run): the host certificates need them");
-      const { trusted, line } = await runTrust({ siteDir: SITE_DIR, servers: ctx.options.servers, noTpm: ctx.options.noTpm,
-        macs: macsOf(ctx), hostKeys: ctx.hostKeys, log: (l) => ctx.sc.log(l) });
-      ctx.trusted = trusted;
-      await applyTrust(ctx, trusted);
-      return { line };
+      // A retry after the credential was locked must not ask the TPM again: only the local part is redone.
+      if (!ctx.trusted) {
+        const r = await runTrust({ siteDir: SITE_DIR, servers: ctx.options.servers, noTpm: ctx.options.noTpm,
+          macs: macsOf(ctx), hostKeys: ctx.hostKeys, log: (l) => ctx.sc.log(l) });
+        ctx.trusted = r.trusted;
+        ctx.trustLine = r.line;
+      }
+      await applyTrust(ctx, ctx.trusted);
+      return { line: ctx.trustLine };
     },
   },
   {

@@ -10,6 +10,7 @@ import { freePort, waitForPort } from "../helpers/ports";
 import { configuredServers, findTpm, reportStage, runTrust } from "../../src/boot/trust";
 import { chooseRootSource, fetchVerifiedManifest, verifyImageFile } from "../../src/boot/rootsource";
 import { applyConfigNetwork } from "../../src/boot/net";
+import { copyImage } from "../../src/boot/image";
 import { generateHostKeys } from "../../src/boot/sshd";
 import { FinalError } from "../../src/boot/sequence";
 
@@ -103,6 +104,14 @@ test("no TPM: refused by default with what to do; with notpm=warn the node enrol
   bytes[100] ^= 1;
   writeFileSync(img, bytes);
   expect(await verifyImageFile(img, m.manifest).catch((e) => e.message)).toContain("altered or wrong file");
+
+  // imagemethod=copy: a copy that does not match the signed manifest is that server's failure, never used.
+  const src = { urls: rs.urls, caFile: join(site, "ca.pem") };
+  const good = await copyImage(src, { dir: join(dir, "copy-ok"), verify: (p) => verifyImageFile(p, m.manifest) });
+  expect(good.bytes).toBe(m.manifest.size);
+  const old = (await fetchVerifiedManifest([oldUrl], rs.imageKeyPem!, ca)).manifest;
+  expect(await copyImage(src, { dir: join(dir, "copy-bad"), verify: (p) => verifyImageFile(p, old) }).catch((e) => e.message))
+    .toMatch(/could not download the image from any server: .*signed manifest says/);
 }, 120_000);
 
 test("static network from the config is applied to the boot interface's entry; cmdline-like DHCP config changes nothing", () => {
