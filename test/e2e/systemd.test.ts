@@ -1,18 +1,27 @@
-// QEMU (TCG) boot of a real Debian bookworm image (systemd, OpenSSH, NetworkManager) mounted on demand over HTTPS:
-// the booted OS runs on the overlay, ssh on 22 shows the overlay and on 2222 the initramfs, NetworkManager shows the
-// boot connection, every file under /usr reads back identical after dropping caches, and poweroff is clean.
-// Set AIRROOT_SKIP_VM=1 to skip (it is never skipped silently). The image is built once into .cache/e2e.
+// QEMU (TCG) boot of a real Debian bookworm image (systemd, OpenSSH, NetworkManager) from a real deployment site:
+// the image packed with `airroot image pack` into an `airroot serve` state, served by `airroot serve` (in its own
+// network namespace, so it can listen on 443) and two nginx mirrors from `serve mirror-config`, swtpm as the guest's
+// TPM, the site directory from `serve site-config` in the initramfs. First boot: the armed node enrolls and seals its
+// credential; the booted OS runs on the overlay; ssh on 22 and 2222 present host certificates checked against the
+// SSH CA (StrictHostKeyChecking=yes); NetworkManager shows the boot connection; every file under /usr reads back
+// identical after dropping caches; `node list` shows the stage; clean poweroff. Second boot (same TPM state, not
+// armed): the sealed credential is reused. Set AIRROOT_SKIP_VM=1 to skip (never skipped silently).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import type { Subprocess } from "bun";
 import { removeScratchDirs, scratchDir } from "../helpers/tmp";
-import { buildTestInitramfs, E2E_CACHE, kernelDir } from "../helpers/boot";
+import { buildTestInitramfs, E2E_CACHE, kernelDir, privateAirroot } from "../helpers/boot";
 import { freePort } from "../helpers/ports";
-import { makeTestPki } from "../helpers/pki";
-import { startNginx, type Nginx } from "../helpers/nginx";
+import { startNginxSite, type NginxSite } from "../helpers/nginx-site";
+import { readConfig, statePaths, writeConfig } from "../../src/server/state";
 
 const SKIP = process.env.AIRROOT_SKIP_VM === "1";
 if (SKIP) console.warn("test/e2e/systemd.test.ts: skipped because AIRROOT_SKIP_VM=1");
+
+const MAC = "52:54:00:12:34:56";
+const SERVER_IP = "10.0.2.100";
+const MIRROR_IPS = ["10.0.2.101", "10.0.2.102"];
 
 const IMAGE = join(E2E_CACHE, "debian-root.sfs");
 const USR_DIGEST = join(E2E_CACHE, "debian-root.usr.sha256");
@@ -41,76 +50,176 @@ function debianImage(): string {
   return IMAGE;
 }
 
-describe.skipIf(SKIP)("QEMU boot into systemd", () => {
-  let dir = "", key = "", initrd = "", vmlinuz = "", port = 0;
-  let ng: Nginx | undefined;
+describe.skipIf(SKIP)("QEMU boot into systemd from an airroot site", () => {
+  let dir = "", key = "", initrd = "", vmlinuz = "", state = "", airroot = "", ns = "";
+  let guestfwd = "";
+  let server: Subprocess | undefined;
+  const mirrors: NginxSite[] = [];
+  let tpm: Subprocess | undefined;
+
+  const run = (args: string[]) => sh(args.map((a) => `'${a.replace(/'/g, "'\\''")}'`).join(" "));
+  const node = (...args: string[]) => run([airroot, "node", ...args, "--state", state]);
 
   beforeAll(async () => {
     dir = scratchDir("airroot-e2e-systemd-");
     const image = debianImage();
-    mkdirSync(join(dir, "site"));
+    airroot = privateAirroot();
+    state = join(dir, "state");
     key = join(dir, "id");
     sh(`ssh-keygen -q -t ed25519 -N '' -f ${key}`);
-    copyFileSync(`${key}.pub`, join(dir, "site/authorized_keys"));
-    const pki = makeTestPki(join(dir, "pki"), ["10.0.2.100"]);
-    copyFileSync(pki.caCert, join(dir, "site/ca.pem"));
-    mkdirSync(join(dir, "www"));
-    symlinkSync(image, join(dir, "www/root.sfs"));
-    port = await freePort("127.0.0.1");
-    ng = await startNginx({ root: join(dir, "www"), listen: [{ host: "127.0.0.1", port }], cert: pki.serverCert, key: pki.serverKey,
-      workDir: join(dir, "ng"), extra: "disable_symlinks off;" });
+    run([airroot, "serve", "init", "--state", state, "--address", SERVER_IP]);
+    const c = readConfig(state);
+    writeConfig(state, { ...c, mirrors: MIRROR_IPS.map((ip) => `https://${ip}`), rootAuthorizedKeys: [readFileSync(`${key}.pub`, "utf8").trim()] });
+    // Pack the cached image's tree as a site admin would (the content, and so the /usr digest, is the same).
+    const tree = join(dir, "tree");
+    sh(`unsquashfs -q -n -d ${tree} ${image}`);
+    run([airroot, "image", "pack", tree, "--state", state, "--profile", "bookworm"]);
+    rmSync(tree, { recursive: true, force: true });
+    // nginx workers run as nobody: they need to read STATE/images (the state dir itself is 0700; keys/ stays so).
+    sh(`chmod 0755 ${dir} ${state} ${statePaths(state).images} && chmod 0644 ${statePaths(state).images}/*`);
+    node("add", "n001", "--mac", MAC, "--profile", "bookworm");
+    node("arm", "n001", "--once");
+
+    // airroot serve on 443 inside a private network namespace (its loopback only); QEMU reaches it through nc there.
+    ns = `ar-e2e-${process.pid}`;
+    sh(`ip netns add ${ns} && ip -n ${ns} link set lo up`);
+    server = Bun.spawn(["ip", "netns", "exec", ns, airroot, "serve", "--state", state, "--listen", "0.0.0.0:443", "--no-discovery"],
+      { stdout: "ignore", stderr: "pipe" });
+    let up = false;
+    for (let i = 0; i < 100 && !up; i++) {
+      up = Bun.spawnSync(["ip", "netns", "exec", ns, "nc", "-z", "127.0.0.1", "443"]).exitCode === 0;
+      if (!up) await Bun.sleep(200);
+    }
+    if (!up) throw new Error("airroot serve did not listen on 443 in its namespace within 20 s");
+
+    // Two stock nginx mirrors on loopback with configs and certificates from airroot.
+    const cert = join(dir, "mirror");
+    run([airroot, "serve", "mirror-cert", "--state", state, "--address", MIRROR_IPS.join(","), "--out", cert]);
+    const fwd = [`guestfwd=tcp:${SERVER_IP}:443-cmd:ip netns exec ${ns} nc 127.0.0.1 443`];
+    for (const [i, ip] of MIRROR_IPS.entries()) {
+      const port = await freePort("127.0.0.1");
+      const conf = run([airroot, "serve", "mirror-config", "nginx", "--state", state, "--listen", `127.0.0.1:${port}`, "--cert", `${cert}.crt`, "--key", `${cert}.key`]);
+      mirrors.push(await startNginxSite({ workDir: join(dir, `ng${i}`), siteConfig: conf, waitFor: [{ host: "127.0.0.1", port }] }));
+      fwd.push(`guestfwd=tcp:${ip}:443-cmd:nc 127.0.0.1 ${port}`);
+    }
+    guestfwd = fwd.join(",");
+
+    run([airroot, "serve", "site-config", "--state", state, "--out", join(dir, "site")]);
     const kdir = kernelDir();
     vmlinuz = join(kdir, "vmlinuz");
     initrd = buildTestInitramfs(join(dir, "initrd.zst"), [], kdir, join(dir, "site"));
-  }, 300_000);
+  }, 420_000);
 
   afterAll(async () => {
-    await ng?.stop();
+    tpm?.kill("SIGKILL");
+    server?.kill("SIGTERM");
+    await Promise.race([server?.exited, Bun.sleep(5000)]);
+    server?.kill("SIGKILL");
+    for (const m of mirrors) await m.stop();
+    if (ns) Bun.spawnSync(["ip", "netns", "del", ns]);
     removeScratchDirs();
   });
 
-  test("systemd multi-user on the on-demand overlay; ssh 22 and 2222; NetworkManager; /usr intact; clean poweroff", async () => {
-    const p22 = await freePort(), p2222 = await freePort();
+  /** swtpm for the guest; a new process per boot (a reboot resets PCRs), the same state dir (the same TPM). */
+  async function startTpm(): Promise<string> {
+    const tdir = join(dir, "tpm");
+    mkdirSync(tdir, { recursive: true });
+    const sock = join(dir, "tpm.sock");
+    rmSync(sock, { force: true });
+    tpm = Bun.spawn(["swtpm", "socket", "--tpm2", "--tpmstate", `dir=${tdir}`, "--ctrl", `type=unixio,path=${sock}`, "--terminate"],
+      { stdout: "ignore", stderr: "ignore" });
+    for (let i = 0; i < 50 && !existsSync(sock); i++) await Bun.sleep(100);
+    if (!existsSync(sock)) throw new Error("swtpm did not create its control socket");
+    return sock;
+  }
+
+  function startVm(append: string, sock: string, hostfwd = "") {
     const vm = Bun.spawn(["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-m", "1536", "-nographic", "-no-reboot",
-      "-kernel", vmlinuz, "-initrd", initrd, "-append", "quiet airroot.imageurl=https://10.0.2.100/root.sfs airroot.rescue=poweroff",
-      "-netdev", `user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:${p22}-:22,hostfwd=tcp:127.0.0.1:${p2222}-:2222,` +
-        `guestfwd=tcp:10.0.2.100:443-cmd:nc 127.0.0.1 ${port}`,
-      "-device", "virtio-net-pci,netdev=n0"], { stdin: "pipe", stdout: "pipe", stderr: "pipe" });
-    let out = "";
-    (async () => { for await (const c of vm.stdout) out += new TextDecoder().decode(c).replace(/\r/g, ""); })();
+      "-kernel", vmlinuz, "-initrd", initrd, "-append", `quiet airroot.rescue=poweroff ${append}`,
+      "-chardev", `socket,id=chrtpm,path=${sock}`, "-tpmdev", "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-tis,tpmdev=tpm0",
+      "-netdev", `user,id=n0,restrict=on${hostfwd},${guestfwd}`, "-device", `virtio-net-pci,netdev=n0,mac=${MAC}`],
+      { stdin: "pipe", stdout: "pipe", stderr: "pipe" });
+    const box = { out: "" };
+    (async () => { for await (const c of vm.stdout) box.out += new TextDecoder().decode(c).replace(/\r/g, ""); })();
+    (async () => { for await (const c of vm.stderr) box.out += new TextDecoder().decode(c); })();
+    return { vm, box };
+  }
+
+  test("first boot: enrolls (armed) and seals; systemd on the overlay; certified ssh on 22 and 2222; NetworkManager; /usr intact; stage reported", async () => {
+    const sock = await startTpm();
+    const p22 = await freePort(), p2222 = await freePort();
+    const { vm, box } = startVm("", sock, `,hostfwd=tcp:127.0.0.1:${p22}-:22,hostfwd=tcp:127.0.0.1:${p2222}-:2222`);
+    // Host keys are checked against the site's SSH CA only: nothing else is trusted.
+    const knownHosts = join(dir, "known_hosts");
+    writeFileSync(knownHosts, `@cert-authority * ${readFileSync(statePaths(state).sshCaPub, "utf8").trim()}\n`);
     const ssh = async (p: number, cmd: string, timeoutMs = 60_000) => {
-      const s = Bun.spawn(["ssh", "-p", String(p), "-i", key, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-        "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR", "root@127.0.0.1", cmd],
-        { stdout: "pipe", stderr: "pipe" });
+      const s = Bun.spawn(["ssh", "-p", String(p), "-i", key, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+        "-o", `UserKnownHostsFile=${knownHosts}`, "-o", "GlobalKnownHostsFile=/dev/null", "-o", "HostKeyAlias=n001", "-o", "CheckHostIP=no",
+        "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR", "root@127.0.0.1", cmd], { stdout: "pipe", stderr: "pipe" });
       const t = setTimeout(() => s.kill("SIGKILL"), timeoutMs);
       const [o, e, code] = await Promise.all([new Response(s.stdout).text(), new Response(s.stderr).text(), s.exited]);
       clearTimeout(t);
       return { out: o, err: e, code };
     };
     try {
-      const deadline = Date.now() + 150_000;
-      while (!/login:/.test(out) && Date.now() < deadline && vm.exitCode === null) await Bun.sleep(500);
-      if (!/login:/.test(out)) throw new Error(`no login prompt on the serial console; console:\n${out}`);
-      let ok = false;
-      for (let i = 0; i < 20 && !ok; i++) { ok = (await ssh(p22, "true", 20_000)).code === 0; if (!ok) await Bun.sleep(2000); }
-      expect(ok).toBe(true);
+      const deadline = Date.now() + 200_000;
+      while (!/login:/.test(box.out) && Date.now() < deadline && vm.exitCode === null) await Bun.sleep(500);
+      if (!/login:/.test(box.out)) throw new Error(`no login prompt on the serial console; console:\n${box.out}`);
+      const at = (re: RegExp) => box.out.search(re);
+      expect(at(/Initializing ssh\.\.\.ssh-keygen/)).toBeGreaterThan(-1);
+      expect(at(/Enrolled as n001 via https:\/\/10\.0\.2\.100 \(credential sealed in the TPM\); TPM credential locked for this boot/)).toBeGreaterThan(at(/Initializing ssh/));
+      expect(at(/Mounting the root filesystem\.\.\.overlay on \/sysroot: .* \(on demand from 3 servers, verified/)).toBeGreaterThan(at(/Enrolled as/));
+      expect(at(/Personalizing the new root\.\.\.done/)).toBeGreaterThan(at(/Mounting the root filesystem/));
+      expect(at(/Switching root to \/sysroot/)).toBeGreaterThan(at(/Personalizing/));
 
-      const os = await ssh(p22, "grep ' / ' /proc/mounts; systemctl is-system-running --wait; nmcli -t -f NAME,DEVICE c show --active; hostname");
+      let ok = false, last = "";
+      for (let i = 0; i < 20 && !ok; i++) {
+        const r = await ssh(p22, "true", 20_000);
+        ok = r.code === 0; last = r.err;
+        if (!ok) await Bun.sleep(2000);
+      }
+      if (!ok) throw new Error(`ssh on 22 with the host certificate failed: ${last}`);
+
+      const os = await ssh(p22, "grep ' / ' /proc/mounts; systemctl is-system-running --wait; nmcli -t -f NAME,DEVICE c show --active; hostname; cat /etc/machine-id");
       expect(os.out).toMatch(/^airroot \/ overlay rw,.*lowerdir=\/mnt\/remote,upperdir=\/mnt\/overlay\/upper,workdir=\/mnt\/overlay\/work/m);
       expect(os.out).toMatch(/^(running|degraded)$/m);
       expect(os.out).toMatch(/^eth0:eth0$/m); // our keyfile connection, assumed by NetworkManager
+      expect(os.out).toMatch(/^n001$/m);      // host name from the server's config
+      expect(os.out).toMatch(/^[0-9a-f]{32}$/m);
       const initramfs = await ssh(p2222, "grep ' / ' /proc/mounts");
+      expect(initramfs.code).toBe(0); // the debug sshd presents its certificate too (StrictHostKeyChecking=yes)
       expect(initramfs.out).toMatch(/^rootfs \/ rootfs /m);
 
       // The mount engine survived switch_root: with the page cache dropped, every /usr file reads back as in the image.
       const digest = await ssh(p22, `echo 3 > /proc/sys/vm/drop_caches; ${DIGEST_CMD}`, 240_000);
       expect(digest.out.trim()).toBe(readFileSync(USR_DIGEST, "utf8").trim());
+      expect(node("list")).toMatch(/n001.*switching-root/);
 
       await ssh(p22, "systemctl poweroff", 20_000);
       const code = await Promise.race([vm.exited, Bun.sleep(120_000).then(() => "still running")]);
-      if (code !== 0) throw new Error(`poweroff did not finish (${code}); console tail:\n${out.slice(-3000)}`);
+      if (code !== 0) throw new Error(`poweroff did not finish (${code}); console tail:\n${box.out.slice(-3000)}`);
     } finally {
       vm.kill("SIGKILL");
+      tpm?.kill("SIGTERM");
+      await tpm?.exited;
     }
   }, 600_000);
+
+  test("second boot with the same TPM, not armed: the sealed credential is reused", async () => {
+    expect(node("show", "n001")).toMatch(/^armed:\s+-$/m); // the first enrollment closed the window
+    const sock = await startTpm();
+    const { vm, box } = startVm("airroot.poweroff", sock);
+    try {
+      const code = await Promise.race([vm.exited, Bun.sleep(240_000).then(() => "still running")]);
+      if (code !== 0) throw new Error(`second boot did not power off (${code}); console:\n${box.out}`);
+      expect(box.out).toMatch(/Using the credential sealed in the TPM: node n001 via https:\/\/10\.0\.2\.100; TPM credential locked for this boot/);
+      expect(box.out).not.toMatch(/Enrolled as/);
+      expect(box.out).toMatch(/Mounting the root filesystem\.\.\.overlay on \/sysroot/);
+      expect(node("list")).toMatch(/n001.*root-mounted/);
+    } finally {
+      vm.kill("SIGKILL");
+      tpm?.kill("SIGTERM");
+      await tpm?.exited;
+    }
+  }, 300_000);
 });
