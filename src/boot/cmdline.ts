@@ -132,7 +132,7 @@ export const OPTION_DOCS: OptionDoc[] = [
   { name: "airroot.overlaysize", syntax: "SIZE", default: "50%",
     description: "Size of the tmpfs holding the writable overlay (tmpfs size= syntax: 50%, 4g, ...)." },
   { name: "airroot.imageurl", syntax: "URL[,URL...]", default: "(from the server)",
-    description: "https URLs of the root image on several servers (mirrors of one file), trusted through the site CA /etc/airroot/site/ca.pem. Used only when no server config names an image (e.g. with airroot.skip=trust)." },
+    description: "https URLs of the root image on several servers (mirrors of one file), trusted through the site CA /etc/airroot/site/ca.pem. Used only when no server config names an image; given with no server configured (no airroot.server, no site servers list), the trust step is skipped: a boot without a deployment server." },
   { name: "airroot.manifest", syntax: "URL", default: "(none)",
     description: "https URL of the image's signed manifest for airroot.imageurl; checked with /etc/airroot/site/image-key.pem, chunk by chunk. The server config's manifest wins." },
   { name: "airroot.rootimage", syntax: "PATH", default: "(from the servers)",

@@ -50,6 +50,11 @@ function debianImage(): string {
   return IMAGE;
 }
 
+/** The last run's serial console, kept beside the cached image for whoever debugs a failure. */
+function keepConsole(name: string, text: string): void {
+  try { writeFileSync(join(E2E_CACHE, name), text); } catch {}
+}
+
 describe.skipIf(SKIP)("QEMU boot into systemd from an airroot site", () => {
   let dir = "", key = "", initrd = "", vmlinuz = "", state = "", airroot = "", ns = "";
   let guestfwd = "";
@@ -202,6 +207,7 @@ describe.skipIf(SKIP)("QEMU boot into systemd from an airroot site", () => {
       vm.kill("SIGKILL");
       tpm?.kill("SIGTERM");
       await tpm?.exited;
+      keepConsole("systemd-boot1.console", box.out);
     }
   }, 600_000);
 
@@ -220,6 +226,7 @@ describe.skipIf(SKIP)("QEMU boot into systemd from an airroot site", () => {
       vm.kill("SIGKILL");
       tpm?.kill("SIGTERM");
       await tpm?.exited;
+      keepConsole("systemd-boot2.console", box.out);
     }
   }, 300_000);
 });
