@@ -1,0 +1,156 @@
+// `make bench`, boot part (`bun run bench/boot.ts`): boots the real bookworm systemd image (cached by
+// test/e2e/systemd.test.ts) in QEMU (TCG) with the airroot initramfs, on demand and with airroot.imagemethod=copy in
+// the same run, and measures for each: time from QEMU start to sshd answering on port 22, the bytes the image server
+// sent during the boot (its access log) against the image size, and `free -m` in the booted OS.
+// Loopback only (QEMU user networking with restrict=on, guestfwd to nginx on 127.0.0.1); each boot is bounded.
+import { join } from "node:path";
+import { copyFileSync, existsSync, mkdirSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { connect } from "node:net";
+import { scratchDir, removeScratchDirs } from "../test/helpers/tmp";
+import { makeTestPki } from "../test/helpers/pki";
+import { startNginx, type Nginx } from "../test/helpers/nginx";
+import { freePort } from "../test/helpers/ports";
+import { E2E_CACHE, kernelDir, REPO } from "../test/helpers/boot";
+import { sshGuest, startVm, type Vm } from "../test/helpers/qemu";
+import { signImage } from "../test/helpers/signed-image";
+import { accessLogDirective, servedFromLog } from "../test/helpers/access-log";
+
+const MiB = 1048576;
+const IMAGE = join(E2E_CACHE, "debian-root.sfs");
+const AIRROOT = process.env.AIRROOT_BENCH_AIRROOT ?? join(REPO, "dist", "airroot");
+const SERVER_IP = "10.0.2.100";
+/** Bound on one boot, QEMU start to sshd answering (TCG on a shared 2-core machine). */
+const BOOT_TIMEOUT_MS = 180_000;
+const METHODS = ["on-demand", "copy"] as const;
+type Method = (typeof METHODS)[number];
+
+export interface BootRow {
+  method: Method;
+  /** QEMU start to the console's "Switching root" line, and to an SSH banner on port 22 of the booted OS. */
+  switchRootS: number;
+  sshReadyS: number;
+  /** Response body bytes the image server sent until sshd answered: the image, and the manifest. */
+  imageBytesFetched: number;
+  manifestBytesFetched: number;
+  imageRequests: number;
+  imageBytes: number;
+  /** `free -m` in the booted OS (MiB): the Mem: row. */
+  mem: { total: number; used: number; free: number; shared: number; buffCache: number; available: number };
+  /** VmRSS of the mount engine (@airroot-root) in the booted OS; absent for copy. */
+  daemonRssMiB?: number;
+}
+
+/** Resolves true once something on 127.0.0.1:port sends an SSH banner (slirp accepts even with no guest listener). */
+function sshBanner(port: number, timeoutMs = 2000): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect({ host: "127.0.0.1", port });
+    let buf = "";
+    const done = (ok: boolean) => { clearTimeout(t); s.destroy(); resolve(ok); };
+    const t = setTimeout(() => done(false), timeoutMs);
+    s.on("data", (d) => { buf += d.toString("latin1"); if (buf.startsWith("SSH-2.0-")) done(true); });
+    s.on("error", () => done(false));
+    s.on("close", () => done(false));
+  });
+}
+
+/** Parses the "Mem:" row of `free -m`. */
+export function parseFree(out: string): BootRow["mem"] {
+  const m = out.match(/^Mem:\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)/m);
+  if (!m) throw new Error(`free -m printed no Mem: row: ${JSON.stringify(out.slice(0, 300))}`);
+  const [total, used, free, shared, buffCache, available] = m.slice(1).map(Number);
+  return { total, used, free, shared, buffCache, available };
+}
+
+async function bootOnce(method: Method, o: { vmlinuz: string; initrd: string; key: string; ng: Nginx; accessLog: string; imageBytes: number }): Promise<BootRow> {
+  writeFileSync(o.accessLog, ""); // nginx appends (O_APPEND): each boot counts from zero
+  const p22 = await freePort();
+  const vm: Vm = startVm({ kernel: o.vmlinuz, initrd: o.initrd, memoryMiB: 1536,
+    append: `quiet airroot.imageurl=https://${SERVER_IP}/root.sfs airroot.manifest=https://${SERVER_IP}/root.manifest ` +
+      `airroot.rescue=poweroff${method === "copy" ? " airroot.imagemethod=copy" : ""}`,
+    guestfwd: [{ guest: SERVER_IP, hostPort: o.ng.opts.listen[0].port }], hostfwd: [{ guestPort: 22, hostPort: p22 }] });
+  try {
+    let switchRootS = NaN, sshReadyS = NaN;
+    while (vm.elapsedMs() < BOOT_TIMEOUT_MS && vm.proc.exitCode === null) {
+      if (Number.isNaN(switchRootS) && vm.output().includes("Switching root")) switchRootS = vm.elapsedMs() / 1000;
+      if (await sshBanner(p22)) { sshReadyS = vm.elapsedMs() / 1000; break; }
+      await Bun.sleep(200);
+    }
+    if (Number.isNaN(sshReadyS)) {
+      throw new Error(`${method}: no sshd on port 22 within ${BOOT_TIMEOUT_MS / 1000} s; console tail:\n${vm.output().slice(-3000)}`);
+    }
+    const img = servedFromLog(o.accessLog, "root.sfs"), man = servedFromLog(o.accessLog, "root.manifest");
+    // Key login may need a moment after the banner (authorized_keys in the overlay is ready; sshd may still be forking).
+    let free = { out: "", err: "", code: -1 };
+    const cmd = "free -m; p=$(pgrep -f '^@airroot-root' | head -n1); [ -n \"$p\" ] && grep VmRSS /proc/$p/status || true";
+    for (let i = 0; i < 10 && free.code !== 0; i++) {
+      free = await sshGuest(p22, o.key, cmd, 30_000);
+      if (free.code !== 0) await Bun.sleep(1000);
+    }
+    if (free.code !== 0) throw new Error(`${method}: ssh to the booted OS failed: ${free.err.trim()}`);
+    const rss = free.out.match(/VmRSS:\s+(\d+) kB/);
+    await sshGuest(p22, o.key, "systemctl poweroff", 15_000);
+    await Promise.race([vm.exited, Bun.sleep(60_000)]);
+    return { method, switchRootS, sshReadyS, imageBytesFetched: img.bodyBytes, manifestBytesFetched: man.bodyBytes,
+      imageRequests: img.requests, imageBytes: o.imageBytes, mem: parseFree(free.out),
+      daemonRssMiB: rss ? Number(rss[1]) / 1024 : undefined };
+  } finally {
+    vm.kill();
+    await vm.exited;
+  }
+}
+
+async function main(): Promise<void> {
+  if (!existsSync(IMAGE)) {
+    console.log(`bench/boot.ts: skipped: ${IMAGE} is missing; \`bun test test/e2e/systemd.test.ts\` builds it (mmdebstrap)`);
+    return;
+  }
+  if (!existsSync(AIRROOT)) throw new Error(`${AIRROOT} is missing: run \`make build\` (or set AIRROOT_BENCH_AIRROOT)`);
+  const dir = scratchDir("airroot-bench-boot-");
+  let ng: Nginx | undefined;
+  const rows: BootRow[] = [];
+  try {
+    const imageBytes = statSync(IMAGE).size;
+    console.log(`bench/boot: bookworm image ${(imageBytes / MiB).toFixed(1)} MiB; signing its manifest, building the initramfs`);
+    mkdirSync(join(dir, "www"));
+    mkdirSync(join(dir, "site"));
+    symlinkSync(IMAGE, join(dir, "www/root.sfs"));
+    const signed = signImage(IMAGE, join(dir, "state"), join(dir, "www/root.manifest"));
+    writeFileSync(join(dir, "site/image-key.pem"), signed.publicKeyPem);
+    const key = join(dir, "id");
+    const kg = Bun.spawnSync(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key]);
+    if (kg.exitCode !== 0) throw new Error(`ssh-keygen failed: ${kg.stderr.toString()}`);
+    copyFileSync(`${key}.pub`, join(dir, "site/authorized_keys"));
+    const pki = makeTestPki(join(dir, "pki"), [SERVER_IP]);
+    copyFileSync(pki.caCert, join(dir, "site/ca.pem"));
+    const accessLog = join(dir, "ng/access.log");
+    mkdirSync(join(dir, "ng"));
+    ng = await startNginx({ root: join(dir, "www"), listen: [{ host: "127.0.0.1", port: await freePort() }], cert: pki.serverCert,
+      key: pki.serverKey, workDir: join(dir, "ng"), extra: `disable_symlinks off; ${accessLogDirective(accessLog)}` });
+    const kdir = kernelDir();
+    const initrd = join(dir, "initrd.zst");
+    const b = Bun.spawnSync([process.execPath, "initramfs/build.ts", "--kernel-dir", kdir, "--out", initrd, "--airroot", AIRROOT,
+      "--site", join(dir, "site")], { cwd: REPO, stdout: "pipe", stderr: "pipe" });
+    if (b.exitCode !== 0) throw new Error(`initramfs/build.ts failed: ${b.stderr.toString()}${b.stdout.toString()}`);
+    for (const method of METHODS) {
+      console.log(`bench/boot: booting (${method}), up to ${BOOT_TIMEOUT_MS / 1000} s`);
+      rows.push(await bootOnce(method, { vmlinuz: join(kdir, "vmlinuz"), initrd, key, ng, accessLog, imageBytes }));
+    }
+  } finally {
+    await ng?.stop().catch(() => {});
+    removeScratchDirs();
+  }
+  const f = (n: number | undefined, d = 1) => (n === undefined || !Number.isFinite(n) ? "-" : n.toFixed(d));
+  console.log("\n| method | switch_root s | sshd on 22 s | image MiB fetched (of) | % of image | requests | free -m used | shared | available | daemon RSS MiB |");
+  console.log("|---|---|---|---|---|---|---|---|---|---|");
+  for (const r of rows) {
+    console.log(`| ${r.method} | ${f(r.switchRootS)} | ${f(r.sshReadyS)} | ${f(r.imageBytesFetched / MiB)} (${f(r.imageBytes / MiB)}) | ` +
+      `${f((100 * r.imageBytesFetched) / r.imageBytes, 0)}% | ${r.imageRequests} | ${r.mem.used} | ${r.mem.shared} | ${r.mem.available} | ${f(r.daemonRssMiB)} |`);
+  }
+  console.log("(TCG emulation on a shared machine: compare the two methods within this run only. \"used\" excludes tmpfs/ramfs " +
+    "pages, which `free` counts as shared and buff/cache: the copy's image in RAM shows there and in available.)");
+  mkdirSync(join(import.meta.dir, "results"), { recursive: true });
+  writeFileSync(join(import.meta.dir, "results", "boot.json"), JSON.stringify({ date: new Date().toISOString(), image: IMAGE, rows }, null, 2));
+  console.log("\nwrote bench/results/boot.json");
+}
+
+if (import.meta.main) await main();
