@@ -126,6 +126,8 @@ async function main() {
     targets: { seqRatioNoRtt: 0.8, seqRatio2ms: 0.6, daemonRssMiB: 64 } };
   writeFileSync(join(import.meta.dir, "results", "latest.json"), JSON.stringify(out, null, 2));
   console.log(`\nwrote bench/results/latest.json`);
+  // Boot benchmark (QEMU, on demand vs imagemethod=copy): its own entry point, bounded per boot.
+  if (await Bun.spawn([process.execPath, "run", join(import.meta.dir, "boot.ts")], { stdout: "inherit", stderr: "inherit", timeout: 900_000 }).exited !== 0) throw new Error("bench/boot.ts failed");
 }
 
 /** `airroot serve` against nginx, same file, same client (curl, best of two whole downloads each). */
