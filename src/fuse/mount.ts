@@ -6,7 +6,7 @@ import { FuseReader } from "./reader.ts";
 import { FuseSession, fdWriter, type FrameWriter, type SessionStats } from "./session.ts";
 import { Tree, type ExposedFile } from "./tree.ts";
 
-export type { ExposedFile } from "./tree.ts";
+export type { ExposedFile, ReadViews } from "./tree.ts";
 
 export interface FuseMountOptions {
   mountpoint: string;

@@ -4,7 +4,7 @@ import * as codec from "./codec.ts";
 import type { Request } from "./codec.ts";
 import { Errno, FOPEN_KEEP_CACHE, FOPEN_CACHE_DIR, FUSE_KERNEL_VERSION, FUSE_KERNEL_MINOR_VERSION,
          FUSE_MIN_MINOR_VERSION, InitFlag } from "./protocol.ts";
-import type { Tree } from "./tree.ts";
+import type { ReadViews, Tree } from "./tree.ts";
 
 export interface SessionOptions {
   /** Largest READ we ask for, bytes (a multiple of 4096). Default 1 MiB. */
@@ -217,7 +217,7 @@ export class FuseSession {
     const length = Math.min(r.size, f.size - r.offset);
     this.readsInFlight++;
     if (this.readsInFlight > this.maxReadsInFlight) this.maxReadsInFlight = this.readsInFlight;
-    let p: Promise<Uint8Array>;
+    let p: Promise<Uint8Array | ReadViews>;
     try {
       p = f.read(r.offset, length);
     } catch (e) {
@@ -226,12 +226,22 @@ export class FuseSession {
     Promise.resolve(p).then(
       (data) => {
         this.readsInFlight--;
-        if (!(data instanceof Uint8Array) || data.length !== length) {
-          // Never hand the kernel a wrong-sized answer: a short read here would be taken as EOF.
-          this.readFailed(f.name, r, Errno.EIO, `returned ${data instanceof Uint8Array ? data.length + " bytes" : typeof data}, expected ${length}`);
-          return;
+        const release = data instanceof Uint8Array ? undefined : releaseOnce(data);
+        try {
+          const chunks = replyChunks(data, length);
+          if (typeof chunks === "string") {
+            // Never hand the kernel a wrong-sized answer: a short read here would be taken as EOF.
+            this.readFailed(f.name, r, Errno.EIO, `${chunks}, expected ${length} bytes`);
+            return;
+          }
+          chunks[0] = codec.encodeOkHeader(r.h.unique, length);
+          this.write(chunks);
+        } catch (e) {
+          // Only a custom writer throws (fdWriter logs instead); this runs in a promise callback, so no one else would see it.
+          this.log(`FUSE: writing the reply to a read of ${f.name} failed: ${(e as Error)?.message ?? String(e)}`);
+        } finally {
+          release?.(); // after the write returned: the kernel has copied the bytes
         }
-        this.write([codec.encodeOkHeader(r.h.unique, length), data]);
       },
       (e) => {
         this.readsInFlight--;
@@ -253,3 +263,41 @@ export class FuseSession {
   }
 }
 
+
+/** writev takes at most IOV_MAX (1024) pieces; more views than this are joined into one buffer first. */
+const MAX_VIEWS = 1000;
+/** Placeholder for the reply header slot, filled in by the caller. */
+const HEADER_SLOT = new Uint8Array(0);
+
+/** The release callback of a views answer, made safe to call once whatever the answer holds; undefined if none. */
+function releaseOnce(data: unknown): (() => void) | undefined {
+  const rel = (data as { release?: unknown } | null)?.release;
+  if (typeof rel !== "function") return undefined;
+  let done = false;
+  return () => {
+    if (done) return;
+    done = true;
+    try { rel.call(data); } catch { /* a failing release must not break the reply path */ }
+  };
+}
+
+/**
+ * The reply pieces for a read answer, with slot 0 left for the header, or a description of why the answer is unusable
+ * (not bytes, or not exactly `length` bytes).
+ */
+function replyChunks(data: unknown, length: number): Uint8Array[] | string {
+  if (data instanceof Uint8Array) return data.length === length ? [HEADER_SLOT, data] : `returned ${data.length} bytes`;
+  const views = (data as { views?: unknown } | null)?.views;
+  if (!Array.isArray(views)) return `returned ${data === null ? "null" : typeof data}, not bytes`;
+  let total = 0;
+  for (const v of views) {
+    if (!(v instanceof Uint8Array)) return "returned a view that is not a Uint8Array";
+    total += v.length;
+  }
+  if (total !== length) return `returned ${total} bytes in ${views.length} views`;
+  if (views.length <= MAX_VIEWS) return [HEADER_SLOT, ...views];
+  const joined = new Uint8Array(total);
+  let o = 0;
+  for (const v of views) { joined.set(v, o); o += v.length; }
+  return [HEADER_SLOT, joined];
+}

@@ -2,13 +2,24 @@
 import { type Attr, type DirEntry } from "./codec.ts";
 import { FUSE_ROOT_ID, S_IFDIR, S_IFREG, DT_DIR, DT_REG } from "./protocol.ts";
 
+/**
+ * A read answered without a copy: byte views (e.g. of cached blocks) whose concatenation is the answer, and an
+ * optional release() the session calls exactly once when it no longer needs them: right after the reply was written
+ * (the kernel copies the bytes during the write), or when the answer is refused (wrong size). The views must stay
+ * unchanged until then; the session never writes into them.
+ */
+export interface ReadViews {
+  views: Uint8Array[];
+  release?: () => void;
+}
+
 export interface ExposedFile {
   name: string;            // file name in the mount root
   size: number;            // bytes
   mtimeMs: number;
-  /** Must resolve with exactly `length` bytes (fewer only at EOF). Reject with an Error having numeric `errno`
-   *  (e.g. 5 = EIO) to return that errno to the reader; any other rejection → EIO. */
-  read(offset: number, length: number): Promise<Uint8Array>;
+  /** Must resolve with exactly `length` bytes (fewer only at EOF), as one buffer or as views (ReadViews). Reject with
+   *  an Error having numeric `errno` (e.g. 5 = EIO) to return that errno to the reader; any other rejection → EIO. */
+  read(offset: number, length: number): Promise<Uint8Array | ReadViews>;
 }
 
 /** st_blksize hint: large, so tools that size their buffers by it read in big chunks. */

@@ -54,6 +54,12 @@ export interface ImageStatus {
   blockSize: number; cacheBytes: number;
 }
 
+/** A zero-copy read: views of cached blocks and the call that unpins them (see RemoteImage.readViews). */
+export interface ImageViews {
+  views: Uint8Array[];
+  release(): void;
+}
+
 /** The error read() rejects with when ioTimeoutMs passes without data: errno 5 (EIO) for the FUSE layer. */
 export class IoError extends Error {
   override name = "IoError";
@@ -221,27 +227,57 @@ export class RemoteImage {
    * Rejects with IoError (errno 5) only on ioTimeout.
    */
   async read(offset: number, length: number): Promise<Uint8Array> {
+    const r = await this.readViews(offset, length);
+    try {
+      // Always a copy, never a view of a cached block: a caller writing into its buffer must not corrupt the cache.
+      const out = Buffer.allocUnsafe(r.views.reduce((n, v) => n + v.length, 0)); // every byte is set below
+      let o = 0;
+      for (const v of r.views) { out.set(v, o); o += v.length; }
+      return out;
+    } finally {
+      r.release();
+    }
+  }
+
+  /**
+   * The same bytes as read(), without a copy: views of cached blocks, in order, pinned (never recycled for another
+   * fetch) until release() is called. Call release() exactly once, as soon as the bytes have been used (a second
+   * call does nothing); until then the pool cannot recycle blocks evicted after this read began, so a forgotten
+   * release costs memory (blocks go to the garbage collector instead), never correctness. Never write into the views.
+   */
+  async readViews(offset: number, length: number): Promise<ImageViews> {
     if (this.closed) throw new Error(`read of ${this.name} after close`);
     if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) {
       throw new RangeError(`bad read of ${this.name}: offset ${offset}, length ${length}`);
     }
     const end = Math.min(this.size, offset + length);
-    if (end <= offset) return new Uint8Array(0);
+    if (end <= offset) return { views: [], release: () => {} };
     this.c.readsTotal++;
     this.c.readsInFlight++;
+    // Blocks this read obtains are not recycled before its epoch ends: at release(), or when it fails.
+    const epoch = this.pool.beginRead();
+    const work = this.readBlocks(offset, end);
+    let handedOver = false;
     let timer: ReturnType<typeof setTimeout> | undefined;
     try {
-      const work = this.readInner(offset, end);
-      if (!this.ioTimeoutMs) return await work;
-      work.catch(() => {}); // if the timeout wins, a late failure must not be unhandled
-      const timeout = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new IoError(`I/O error reading ${this.name} bytes ${offset}-${end - 1}: ` +
-          `no image server delivered them within ${secs(this.ioTimeoutMs)} (io timeout)`)), this.ioTimeoutMs);
-      });
-      return await Promise.race([work, timeout]);
+      let views: Uint8Array[];
+      if (!this.ioTimeoutMs) views = await work;
+      else {
+        work.catch(() => {}); // if the timeout wins, a late failure must not be unhandled
+        const timeout = new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new IoError(`I/O error reading ${this.name} bytes ${offset}-${end - 1}: ` +
+            `no image server delivered them within ${secs(this.ioTimeoutMs)} (io timeout)`)), this.ioTimeoutMs);
+        });
+        views = await Promise.race([work, timeout]);
+      }
+      handedOver = true;
+      let released = false;
+      return { views, release: () => { if (!released) { released = true; this.pool.endRead(epoch); } } };
     } finally {
       clearTimeout(timer);
       this.c.readsInFlight--;
+      // Failed or timed out: the epoch ends once the work has settled (a timed-out read may still hold blocks).
+      if (!handedOver) work.then(() => this.pool.endRead(epoch), () => this.pool.endRead(epoch));
     }
   }
 
@@ -277,13 +313,8 @@ export class RemoteImage {
 
   // ---- read path ----
 
-  private async readInner(offset: number, end: number): Promise<Uint8Array> {
-    // Blocks this read obtains are not recycled before it ends (it copies them out first).
-    const epoch = this.pool.beginRead();
-    try { return await this.readBlocks(offset, end); } finally { this.pool.endRead(epoch); }
-  }
-
-  private async readBlocks(offset: number, end: number): Promise<Uint8Array> {
+  /** Views of the bytes [offset, end) in the blocks holding them; the caller's pool epoch keeps those blocks. */
+  private async readBlocks(offset: number, end: number): Promise<Uint8Array[]> {
     const ra = this.readahead.observe(offset, end - offset);
     const b0 = Math.floor(offset / this.bs), b1 = Math.floor((end - 1) / this.bs);
     // A readahead fetch that a reader joined is promoted to demand and never dropped; the loop is a safety net.
@@ -292,14 +323,13 @@ export class RemoteImage {
       if (ra && attempt === 0) this.prefetch(ra.start, ra.end);
       let blocks: Uint8Array[];
       try { blocks = await Promise.all(parts); } catch (e) { if (e instanceof Dropped) continue; throw e; }
-      // Always a copy, never a view of a cached block: a caller writing into its buffer must not corrupt the cache.
-      const out = Buffer.allocUnsafe(end - offset); // every byte is set below
+      const views = new Array<Uint8Array>(blocks.length);
       for (let i = 0; i < blocks.length; i++) {
         const blockStart = (b0 + i) * this.bs;
         const from = Math.max(offset, blockStart), to = Math.min(end, blockStart + blocks[i].length);
-        out.set(blocks[i].subarray(from - blockStart, to - blockStart), from - offset);
+        views[i] = blocks[i].subarray(from - blockStart, to - blockStart);
       }
-      return out;
+      return views;
     }
     throw new Error(`internal: read of ${this.name} at ${offset} kept losing its fetches`);
   }
