@@ -16,7 +16,8 @@ const RTTS_MS = [0, 2, 20];
 const airroot = join(import.meta.dir, "..", "dist", "airroot");
 
 interface Row { rttMs: number; curlMBs: number; seqMBs: number; seqRatio: number; seqBytes: number;
-  randIops: number; randP50us: number; randP99us: number; daemonRssMiB: number; daemonPeakRssMiB: number }
+  randIops: number; randP50us: number; randP99us: number; daemonRssMiB: number; daemonPeakRssMiB: number;
+  daemonAnonMiB: number } // RssAnon: private memory; VmRSS also counts ~50 MiB of shared executable text
 
 // Always asynchronous: the delaying relays run in this process, so a blocking spawn would stall them.
 async function run(cmd: string[], timeoutMs = 300_000): Promise<{ out: string; err: string; code: number; ms: number }> {
@@ -37,7 +38,7 @@ async function daemonPid(mnt: string): Promise<number> {
   const r = must(await run([airroot, "status", "--json", mnt]), "airroot status");
   return JSON.parse(r.out).pid;
 }
-function rssMiB(pid: number, field: "VmRSS" | "VmHWM"): number {
+function rssMiB(pid: number, field: "VmRSS" | "VmHWM" | "RssAnon"): number {
   const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, "utf8"));
   return m ? Number(m[1]) / 1024 : NaN;
 }
@@ -82,7 +83,7 @@ async function main() {
         return mnt;
       };
       let mnt = await mount("seq");
-      let seqMBs = NaN, daemonRssMiB = NaN, daemonPeakRssMiB = NaN;
+      let seqMBs = NaN, daemonRssMiB = NaN, daemonPeakRssMiB = NaN, daemonAnonMiB = NaN;
       try {
         const pid = await daemonPid(mnt);
         console.log(`bench: RTT +${rtt} ms: cold sequential read through airroot mount`);
@@ -90,6 +91,7 @@ async function main() {
         seqMBs = bytes / MiB / (seq.ms / 1000);
         daemonRssMiB = rssMiB(pid, "VmRSS");
         daemonPeakRssMiB = rssMiB(pid, "VmHWM");
+        daemonAnonMiB = rssMiB(pid, "RssAnon");
       } finally {
         await run([airroot, "umount", mnt]);
       }
@@ -103,7 +105,7 @@ async function main() {
         const pct = job.clat_ns?.percentile ?? {};
         rows.push({ rttMs: rtt, curlMBs, seqMBs, seqRatio: seqMBs / curlMBs, seqBytes: bytes,
           randIops: job.iops, randP50us: (pct["50.000000"] ?? NaN) / 1000, randP99us: (pct["99.000000"] ?? NaN) / 1000,
-          daemonRssMiB, daemonPeakRssMiB });
+          daemonRssMiB, daemonPeakRssMiB, daemonAnonMiB });
       } finally {
         await run([airroot, "umount", mnt]);
       }
@@ -115,9 +117,9 @@ async function main() {
     removeScratchDirs();
   }
   const fmt = (n: number, d = 0) => (Number.isFinite(n) ? n.toFixed(d) : "-");
-  console.log("\n| added RTT | curl MB/s (limit) | airroot seq MB/s | ratio | 4k rand IOPS | p50 µs | p99 µs | daemon RSS MiB (peak) |");
-  console.log("|---|---|---|---|---|---|---|---|");
-  for (const r of rows) console.log(`| ${r.rttMs} ms | ${fmt(r.curlMBs)} | ${fmt(r.seqMBs)} | ${fmt(r.seqRatio * 100)}% | ${fmt(r.randIops)} | ${fmt(r.randP50us)} | ${fmt(r.randP99us)} | ${fmt(r.daemonRssMiB, 1)} (${fmt(r.daemonPeakRssMiB, 1)}) |`);
+  console.log("\n| added RTT | curl MB/s (limit) | airroot seq MB/s | ratio | 4k rand IOPS | p50 µs | p99 µs | daemon RSS MiB (peak) | daemon RssAnon MiB |");
+  console.log("|---|---|---|---|---|---|---|---|---|");
+  for (const r of rows) console.log(`| ${r.rttMs} ms | ${fmt(r.curlMBs)} | ${fmt(r.seqMBs)} | ${fmt(r.seqRatio * 100)}% | ${fmt(r.randIops)} | ${fmt(r.randP50us)} | ${fmt(r.randP99us)} | ${fmt(r.daemonRssMiB, 1)} (${fmt(r.daemonPeakRssMiB, 1)}) | ${fmt(r.daemonAnonMiB, 1)} |`);
   if (serving) console.log(`\nserving the same image to curl: airroot serve ${fmt(serving.airrootMBs)} MB/s, nginx ${fmt(serving.nginxMBs)} MB/s (ratio ${fmt(serving.airrootMBs / serving.nginxMBs * 100)}%)`);
   const verify = benchVerify();
   console.log(`\nmanifest verification (SHA-256 of 256 KiB chunks in the read path): ${verify.mbPerSecond.toFixed(0)} MB/s`);
