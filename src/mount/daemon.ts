@@ -17,12 +17,13 @@ export interface DaemonHandle {
   stop(reason: string): Promise<void>;
 }
 
-// Garbage at line rate: every READ gets a fresh reply buffer and the TLS socket allocates one per chunk (~2 bytes of
-// garbage per byte served). JSC collects that lazily (measured: 250-400 MiB RSS during a 1 GiB read), and its cheap
-// eden collections leave the buffers' memory in place, so we run a full collection per `everyBytes` served (at most
-// one per `minIntervalMs`: each costs a few ms) and one more, with the pool's spare blocks dropped, once reads stop.
-// Measured (512 MiB cold read, 8 MiB cache, bench/profile-read.ts --mode bin): peak RSS ~230 → ~195 MiB and ~50 MiB
-// less right after the read, for ~10% more daemon CPU; pacing per 128 MiB saved no RSS at all.
+// Garbage at line rate: the TLS socket allocates a buffer per chunk (~1 byte of garbage per byte served; before
+// zero-copy READ replies, every READ also got a fresh reply buffer). JSC collects that lazily (measured: 250-400 MiB
+// RSS during a 1 GiB read), and its cheap eden collections leave the buffers' memory in place, so we run a full
+// collection per `everyBytes` served (at most one per `minIntervalMs`: each costs a few ms) and one more, with the
+// pool's spare blocks dropped, once reads stop. Measured (512 MiB cold read, 8 MiB cache, bench/profile-read.ts
+// --mode bin): peak RSS ~230 → ~195 MiB and ~50 MiB less right after the read, for ~10% more daemon CPU; pacing per
+// 128 MiB saved no RSS at all.
 const GC = { everyBytes: 32 * 1024 * 1024, minIntervalMs: 100, idleMs: 1000 };
 
 function gcPacer(onIdle: () => void): { served(bytes: number): void; stop(): void } {
