@@ -10,7 +10,7 @@ import { makeTestPki, type TestPki } from "../helpers/pki";
 import { startNginx, type Nginx } from "../helpers/nginx";
 import { crashNginx } from "../helpers/crash";
 import { removeScratchDirs, scratchDir } from "../helpers/tmp";
-import { kernelDir } from "../helpers/boot";
+import { E2E_CACHE, kernelDir } from "../helpers/boot";
 import { initramfsForTests } from "../helpers/initrd";
 import { sshGuest, startVm, type Vm } from "../helpers/qemu";
 import { makeDataRootImage, signImage, tamperedCopy, type DataImage } from "../helpers/signed-image";
@@ -28,7 +28,7 @@ let dir = "", vmlinuz = "", initrd = "", clientKey = "", pki: TestPki;
 let img: DataImage;
 let tamperedChunks: number[] = [];
 const servers = new Map<string, Nginx>();
-const vms: Vm[] = [];
+const vms: { name: string; vm: Vm }[] = [];
 
 async function serve(name: keyof typeof IP, root: string): Promise<Nginx> {
   const workDir = join(dir, `nginx-${name}`);
@@ -42,12 +42,12 @@ const portOf = (name: keyof typeof IP) => servers.get(name)!.opts.listen[0].port
 const served = (name: keyof typeof IP) => servedFromLog(join(servers.get(name)!.opts.workDir, "access.log"), "root.sfs");
 
 /** The full boot from QEMU start to the image's init having checked its data; `extra` goes on the command line. */
-function boot(imageUrls: string[], manifestIp: string, extra = "", hostfwd: { guestPort: number; hostPort: number }[] = []): Vm {
+function boot(name: string, imageUrls: string[], manifestIp: string, extra = "", hostfwd: { guestPort: number; hostPort: number }[] = []): Vm {
   const names = Object.keys(IP) as (keyof typeof IP)[];
   const guestfwd = names.map((n) => ({ guest: IP[n], hostPort: servers.has(n) ? portOf(n) : deadPort }));
   const vm = startVm({ kernel: vmlinuz, initrd, guestfwd, hostfwd,
     append: `quiet airroot.imageurl=${imageUrls.join(",")} airroot.manifest=${url(manifestIp, "root.manifest")} airroot.rescue=poweroff ${extra}` });
-  vms.push(vm);
+  vms.push({ name, vm });
   return vm;
 }
 let deadPort = 0;
@@ -93,13 +93,17 @@ describe.skipIf(SKIP)("QEMU boot with failing mirrors", () => {
   }, 300_000);
 
   afterAll(async () => {
-    for (const vm of vms) vm.kill();
+    for (const { name, vm } of vms) {
+      vm.kill();
+      // The serial consoles are kept beside the other e2e artifacts for whoever debugs a failure.
+      try { writeFileSync(join(E2E_CACHE, `failover-${name}.console`), vm.output()); } catch { /* best effort */ }
+    }
     for (const ng of servers.values()) { try { await crashNginx(ng); } catch { /* already gone */ } }
     removeScratchDirs();
   });
 
   test("the first server is dead from the start: the boot goes on with the next ones", async () => {
-    const vm = boot([url(IP.dead), url(IP.good0), url(IP.good1)], IP.good1);
+    const vm = boot("dead-first", [url(IP.dead), url(IP.good0), url(IP.good1)], IP.good1);
     await vm.waitFor(/AIRROOT-FO-DONE/, BOOT_MS);
     const out = vm.output();
     expectGoodBoot(out, 3);
@@ -110,7 +114,7 @@ describe.skipIf(SKIP)("QEMU boot with failing mirrors", () => {
 
   test("a server crashed during the boot (master and workers): reads fail over and stay correct", async () => {
     const crashing = await serve("crashing", join(dir, "www/good"));
-    const vm = boot([url(IP.crashing), url(IP.good0)], IP.good0);
+    const vm = boot("crash-mid-boot", [url(IP.crashing), url(IP.good0)], IP.good0);
     const before = served("good0").bodyBytes;
     // Crash it as soon as it has answered a range read of the image: the root step is running, the data is not read yet.
     const deadline = Date.now() + BOOT_MS;
@@ -130,7 +134,7 @@ describe.skipIf(SKIP)("QEMU boot with failing mirrors", () => {
 
   test("a mirror serves a tampered copy (same size and ETag): bad chunks are refused, the boot reads correct bytes", async () => {
     const port = await freePort("127.0.0.1");
-    const vm = boot([url(IP.tampered), url(IP.good1)], IP.good1, "fotest=wait", [{ guestPort: 2222, hostPort: port }]);
+    const vm = boot("tampered", [url(IP.tampered), url(IP.good1)], IP.good1, "fotest=wait", [{ guestPort: 2222, hostPort: port }]);
     try {
       await vm.waitFor(/AIRROOT-FO-DONE/, BOOT_MS);
       const out = vm.output();
