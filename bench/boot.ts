@@ -11,7 +11,7 @@ import { makeTestPki } from "../test/helpers/pki";
 import { startNginx, type Nginx } from "../test/helpers/nginx";
 import { freePort } from "../test/helpers/ports";
 import { E2E_CACHE, kernelDir, REPO } from "../test/helpers/boot";
-import { sshGuest, startVm, type Vm } from "../test/helpers/qemu";
+import { parseFreeMem, sshGuest, startVm, type FreeMem, type Vm } from "../test/helpers/qemu";
 import { signImage } from "../test/helpers/signed-image";
 import { accessLogDirective, servedFromLog } from "../test/helpers/access-log";
 
@@ -35,7 +35,7 @@ export interface BootRow {
   imageRequests: number;
   imageBytes: number;
   /** `free -m` in the booted OS (MiB): the Mem: row. */
-  mem: { total: number; used: number; free: number; shared: number; buffCache: number; available: number };
+  mem: FreeMem;
   /** VmRSS of the mount engine (@airroot-root) in the booted OS; absent for copy. */
   daemonRssMiB?: number;
 }
@@ -51,14 +51,6 @@ function sshBanner(port: number, timeoutMs = 2000): Promise<boolean> {
     s.on("error", () => done(false));
     s.on("close", () => done(false));
   });
-}
-
-/** Parses the "Mem:" row of `free -m`. */
-export function parseFree(out: string): BootRow["mem"] {
-  const m = out.match(/^Mem:\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)/m);
-  if (!m) throw new Error(`free -m printed no Mem: row: ${JSON.stringify(out.slice(0, 300))}`);
-  const [total, used, free, shared, buffCache, available] = m.slice(1).map(Number);
-  return { total, used, free, shared, buffCache, available };
 }
 
 async function bootOnce(method: Method, o: { vmlinuz: string; initrd: string; key: string; ng: Nginx; accessLog: string; imageBytes: number }): Promise<BootRow> {
@@ -91,7 +83,7 @@ async function bootOnce(method: Method, o: { vmlinuz: string; initrd: string; ke
     await sshGuest(p22, o.key, "systemctl poweroff", 15_000);
     await Promise.race([vm.exited, Bun.sleep(60_000)]);
     return { method, switchRootS, sshReadyS, imageBytesFetched: img.bodyBytes, manifestBytesFetched: man.bodyBytes,
-      imageRequests: img.requests, imageBytes: o.imageBytes, mem: parseFree(free.out),
+      imageRequests: img.requests, imageBytes: o.imageBytes, mem: parseFreeMem(free.out),
       daemonRssMiB: rss ? Number(rss[1]) / 1024 : undefined };
   } finally {
     vm.kill();

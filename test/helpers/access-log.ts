@@ -11,9 +11,11 @@ export interface Served { requests: number; status: Record<string, number>; body
 export function servedFromLog(path: string, suffix = ""): Served {
   const out: Served = { requests: 0, status: {}, bodyBytes: 0 };
   if (!existsSync(path)) return out;
-  // combined: addr - user [time] "METHOD PATH PROTO" STATUS BYTES "referer" "agent"
-  const re = /"[A-Z]+ (\S+) [^"]*" (\d{3}) (\d+|-)/;
-  for (const line of readFileSync(path, "utf8").split("\n")) {
+  // combined: addr - user [time] "METHOD PATH PROTO" STATUS BYTES "referer" "agent"; whole lines only.
+  const re = /^\S+ \S+ \S+ \[[^\]]+\] "[A-Z]+ (\S+) [^"]*" (\d{3}) (\d+|-) "[^"]*" "[^"]*"$/;
+  const lines = readFileSync(path, "utf8").split("\n");
+  lines.pop(); // after the last newline: empty, or a line nginx is still writing
+  for (const line of lines) {
     const m = line.match(re);
     if (!m || !m[1].split("?")[0].endsWith(suffix)) continue;
     out.requests++;

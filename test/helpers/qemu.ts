@@ -82,3 +82,14 @@ export async function sshGuest(port: number, key: string, cmd: string, timeoutMs
     return { out, err, code };
   } finally { clearTimeout(t); }
 }
+
+/** The Mem: row of `free -m` (MiB). */
+export interface FreeMem { total: number; used: number; free: number; shared: number; buffCache: number; available: number }
+
+/** Parses `free -m` output from a guest (whole lines only); throws naming what it got when there is no complete Mem: row. */
+export function parseFreeMem(out: string): FreeMem {
+  const m = out.match(/^Mem:[ \t]+(\d+)[ \t]+(\d+)[ \t]+(\d+)[ \t]+(\d+)[ \t]+(\d+)[ \t]+(\d+)[ \t]*\n/m);
+  if (!m) throw new Error(`free -m printed no complete Mem: row: ${JSON.stringify(out.slice(0, 300))}`);
+  const [total, used, free, shared, buffCache, available] = m.slice(1).map(Number);
+  return { total, used, free, shared, buffCache, available };
+}

@@ -1,0 +1,63 @@
+// servedFromLog against a real nginx (range requests counted by body bytes) and against malformed log lines.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { join } from "node:path";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { scratchDir, removeScratchDirs } from "./tmp";
+import { makeTestPki } from "./pki";
+import { freePort } from "./ports";
+import { startNginx, type Nginx } from "./nginx";
+import { accessLogDirective, servedFromLog } from "./access-log";
+
+let dir = "", ng: Nginx, log = "", ca = "";
+
+beforeAll(async () => {
+  dir = scratchDir();
+  mkdirSync(join(dir, "www"));
+  writeFileSync(join(dir, "www/root.sfs"), randomBytes(300_000));
+  writeFileSync(join(dir, "www/root.manifest"), "m".repeat(1000));
+  const pki = makeTestPki(join(dir, "pki"));
+  ca = pki.caCert;
+  log = join(dir, "ng/access.log");
+  mkdirSync(join(dir, "ng"));
+  ng = await startNginx({ root: join(dir, "www"), listen: [{ host: "127.0.0.1", port: await freePort() }], cert: pki.serverCert,
+    key: pki.serverKey, workDir: join(dir, "ng"), extra: accessLogDirective(log) });
+});
+
+afterAll(async () => {
+  await ng?.stop();
+  removeScratchDirs();
+});
+
+const curl = (url: string, range?: string) => {
+  const r = Bun.spawnSync(["curl", "-sS", "-o", "/dev/null", "--cacert", ca, "--max-time", "10", ...(range ? ["-r", range] : []), url]);
+  if (r.exitCode !== 0) throw new Error(`curl ${url}: ${r.stderr.toString()}`);
+};
+
+describe("servedFromLog", () => {
+  test("counts requests, statuses and body bytes per file as nginx logged them", () => {
+    writeFileSync(log, "");
+    curl(ng.urlFor("root.sfs"), "0-99999");
+    curl(ng.urlFor("root.sfs"), "100000-100999");
+    curl(ng.urlFor("root.manifest"));
+    curl(ng.urlFor("missing.sfs"));
+    const img = servedFromLog(log, "root.sfs");
+    expect(img).toEqual({ requests: 2, status: { "206": 2 }, bodyBytes: 101_000 });
+    expect(servedFromLog(log, "root.manifest").bodyBytes).toBe(1000);
+    expect(servedFromLog(log).requests).toBe(4);
+    expect(servedFromLog(join(dir, "nonexistent.log")).requests).toBe(0);
+  });
+
+  test("malformed and truncated lines are skipped, never counted wrong (bounded fuzz)", () => {
+    const good = `127.0.0.1 - - [25/Nov/2026:19:00:00 +0000] "GET /root.sfs HTTP/1.1" 206 4096 "-" "curl/7.88.1"\n`;
+    let seed = 11;
+    const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) % n);
+    for (let i = 0; i < 1000; i++) {
+      const junk = i % 2 ? good.slice(0, rnd(good.length - 1)) + "\n" : Array.from({ length: rnd(200) }, () => String.fromCharCode(rnd(256))).join("") + "\n";
+      writeFileSync(log, good + junk + good + good.slice(0, rnd(good.length))); // the last line may be half written
+      const s = servedFromLog(log, "root.sfs");
+      // Exactly the two whole lines count: a truncated or random line is never a request.
+      expect(s).toEqual({ requests: 2, status: { "206": 2 }, bodyBytes: 8192 });
+    }
+  });
+});
