@@ -24,3 +24,39 @@ export function servedFromLog(path: string, suffix = ""): Served {
   }
   return out;
 }
+
+/**
+ * A log format (http {} context, e.g. in startNginxSite's siteConfig) that also records the Range asked for, so
+ * servedRanges can tell distinct bytes from bytes fetched again.
+ */
+export const RANGE_LOG_FORMAT = `log_format airroot_ranges '"$request" $status $body_bytes_sent "$http_range"';`;
+
+export interface ServedRanges { requests: number; bodyBytes: number; distinctBytes: number }
+
+/** From a RANGE_LOG_FORMAT log: requests, body bytes, and distinct file bytes sent (200s and single-range 206s). */
+export function servedRanges(path: string, suffix = ""): ServedRanges {
+  const out: ServedRanges = { requests: 0, bodyBytes: 0, distinctBytes: 0 };
+  if (!existsSync(path)) return out;
+  const re = /^"[A-Z]+ (\S+) [^"]*" (\d{3}) (\d+) "(?:bytes=(\d+)-(\d*)|-)"$/;
+  const spans: [number, number][] = [];
+  const lines = readFileSync(path, "utf8").split("\n");
+  lines.pop(); // after the last newline: empty, or a line nginx is still writing
+  for (const line of lines) {
+    const m = line.match(re);
+    if (!m || !m[1].split("?")[0].endsWith(suffix)) continue;
+    out.requests++;
+    const sent = Number(m[3]);
+    out.bodyBytes += sent;
+    // What was sent starts at the range start (206) or at 0 (200) and is as long as the body actually sent.
+    if (m[2] === "206" && m[4] !== undefined) spans.push([Number(m[4]), Number(m[4]) + sent]);
+    else if (m[2] === "200") spans.push([0, sent]);
+  }
+  spans.sort((a, b) => a[0] - b[0]);
+  let end = -1;
+  for (const [s, e] of spans) {
+    if (e <= end) continue;
+    out.distinctBytes += e - Math.max(s, end); // spans are sorted by start: only the part past `end` is new
+    end = e;
+  }
+  return out;
+}
