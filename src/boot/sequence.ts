@@ -55,6 +55,7 @@ export class StepConsole {
   private title: string | undefined;
   private startedAt = 0;
   private shown = false; // the "Title..." part is already on the console
+  private announced = false; // the title was printed once in this step (log lines followed)
   private timer: ReturnType<typeof setTimeout> | undefined;
   /** A step still running after showAfterMs shows its title, so a hang is visible. */
   constructor(private readonly out: Console, private readonly clock: () => number, private readonly showAfterMs = 1500) {}
@@ -63,6 +64,7 @@ export class StepConsole {
     this.title = title;
     this.startedAt = this.clock();
     this.shown = false;
+    this.announced = false;
     // Whole lines are written at the end of a step (the console may change during it); slow steps show early.
     this.timer = setTimeout(() => this.show(), this.showAfterMs);
   }
@@ -72,6 +74,7 @@ export class StepConsole {
     clearTimeout(this.timer);
     this.out.write(`${stamp(this.startedAt)} ${this.title}...`);
     this.shown = true;
+    this.announced = true;
   }
 
   /**
@@ -91,6 +94,8 @@ export class StepConsole {
   /** An extra line from inside a step (progress, warnings). */
   log(line: string): void {
     // A log line inside a step interrupts its pending "Title..." line; end() then repeats the title in full.
+    // A title not shown yet goes first, so the step's own lines never appear above (and stamped after) it.
+    if (this.title !== undefined && !this.shown && !this.announced) { this.show(); }
     if (this.shown) { this.out.write("\n"); this.shown = false; }
     this.out.write(`${stamp(this.clock())}   ${line}\n`);
   }

@@ -41,6 +41,12 @@ test("a slow step shows its title early; log lines inside a step keep lines whol
   expect(stamp(1234567)).toBe("[1234.567]");
 });
 
+test("a log line from a step whose title is not shown yet comes after the title, not above it", async () => {
+  const c = capture();
+  await runSequence([{ name: "t", title: "Contacting", run: async () => { c.tick(260); c.sc.log("enrolling"); c.tick(10); return { line: "Enrolled as n1" }; } }], {}, c.sc);
+  expect(c.text).toBe("[   0.000] Contacting...\n[   0.260]   enrolling\n[   0.000] Enrolled as n1\n");
+});
+
 test("retries: a step that fails twice then succeeds; one that keeps failing stops after its attempts", async () => {
   const c = capture();
   let n = 0, m = 0;

@@ -5,7 +5,8 @@
 // credential; the booted OS runs on the overlay; ssh on 22 and 2222 present host certificates checked against the
 // SSH CA (StrictHostKeyChecking=yes); NetworkManager shows the boot connection; every file under /usr reads back
 // identical after dropping caches; `node list` shows the stage; clean poweroff. Second boot (same TPM state, not
-// armed): the sealed credential is reused. Set AIRROOT_SKIP_VM=1 to skip (never skipped silently).
+// armed): the sealed credential is reused, and the image is copied into RAM and checked against the signed manifest.
+// Set AIRROOT_SKIP_VM=1 to skip (never skipped silently).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
@@ -211,16 +212,16 @@ describe.skipIf(SKIP)("QEMU boot into systemd from an airroot site", () => {
     }
   }, 600_000);
 
-  test("second boot with the same TPM, not armed: the sealed credential is reused", async () => {
+  test("second boot with the same TPM, not armed: the sealed credential is reused; imagemethod=copy checks the copy against the signed manifest", async () => {
     expect(node("show", "n001")).toMatch(/^armed:\s+-$/m); // the first enrollment closed the window
     const sock = await startTpm();
-    const { vm, box } = startVm("airroot.poweroff", sock);
+    const { vm, box } = startVm("airroot.poweroff airroot.imagemethod=copy", sock);
     try {
       const code = await Promise.race([vm.exited, Bun.sleep(240_000).then(() => "still running")]);
       if (code !== 0) throw new Error(`second boot did not power off (${code}); console:\n${box.out}`);
       expect(box.out).toMatch(/Using the credential sealed in the TPM: node n001 via https:\/\/10\.0\.2\.100; TPM credential locked for this boot/);
       expect(box.out).not.toMatch(/Enrolled as/);
-      expect(box.out).toMatch(/Mounting the root filesystem\.\.\.overlay on \/sysroot/);
+      expect(box.out).toMatch(/Mounting the root filesystem\.\.\.overlay on \/sysroot: .*\(copied [\d.]+ MiB from https:\/\/10\.0\.2\.100\/images\/[0-9a-f]{64}\.sfs, verified against the signed manifest\)/);
       expect(node("list")).toMatch(/n001.*root-mounted/);
     } finally {
       vm.kill("SIGKILL");
