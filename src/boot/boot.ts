@@ -11,7 +11,7 @@ import { mountOverlayRoot, type RootfsResult } from "./rootfs";
 import { copyImage, mountImageOnDemand, ROOT_DAEMON_ARGV0 } from "./image";
 import { chooseRootSource, fetchVerifiedManifest, readSiteImageKey, verifyImageFile } from "./rootsource";
 import { installSshTrust, addKnownHostsCa, machineIdFor, writeHostCertificates } from "./sshtrust";
-import { configuredServers, reportStage, runTrust, type Trusted } from "./trust";
+import { configuredServers, lockBeforeRescue, reportStage, runTrust, type Trusted } from "./trust";
 import { applyConfigNetwork } from "./net";
 import { personalize } from "./personalize";
 import { FinalError, runSequence, StepConsole, stdoutConsole, uptimeClock, type SequenceOutcome, type Step } from "./sequence";
@@ -299,7 +299,14 @@ export async function runInit(o: InitOptions = {}): Promise<void> {
   const own = () => [ctx.sshdPid, ctx.rootDaemonPid].filter((p): p is number => p !== undefined);
   const ttyOf = () => (ctx.console && ctx.console.source !== "cmdline" ? `/dev/${ctx.console.tty}` : undefined);
   const outcome: SequenceOutcome = await runSequence(STEPS, ctx, sc, { skip: options.skip });
+  // A shell must not be able to unseal the node's credential: lock it unless the trust step already did.
+  const lockForShell = async () => {
+    if (ctx.trusted?.locked || options.skip.includes("trust")) return;
+    const l = await lockBeforeRescue();
+    if (l) sc.log(l);
+  };
   if (!outcome.ok) {
+    if (options.rescue === "shell") await lockForShell();
     // The issue promises the 2222 sshd in rescue too: start it if the boot failed before the ssh step.
     if (options.rescue === "shell" && options.debugSshd && ctx.sshdPid === undefined && outcome.step !== "sshd") {
       try { await setUpSsh(ctx); } catch (e) { sc.log(`debug sshd not started: ${(e as Error).message}`); }
@@ -308,6 +315,7 @@ export async function runInit(o: InitOptions = {}): Promise<void> {
     return;
   }
   if (options.shell) {
+    await lockForShell();
     await rescue({ tty: ttyOf(), sshd: ctx.sshdPid !== undefined, ownChildren: own() });
     return;
   }

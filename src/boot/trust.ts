@@ -6,6 +6,8 @@ import { establishTrust, type TrustResult } from "../client/trust";
 import { NodeApi } from "../client/api";
 import { localMacs, smbiosUuid } from "../client/identity";
 import { FinalError } from "./sequence";
+import { openTpm } from "../tpm/tpm";
+import { lockCredential } from "../tpm/credential";
 
 /** What the rest of the boot needs from the trust step. */
 export interface Trusted extends TrustResult {
@@ -93,4 +95,20 @@ export async function reportStage(t: Trusted, siteCa: string, stage: string, det
     try { await api.status(stage, detail.slice(0, 500), digest); return; } catch (e) { errors.push((e as Error).message); } finally { await api.close(); }
   }
   log(`warning: could not report stage ${stage}: ${errors.join("; ")}`);
+}
+
+/**
+ * Before a rescue shell (or airroot.shell) when the trust step did not lock the credential: extend the lock PCR so
+ * no one at the console can unseal the node's credential in this boot. Exactly once per boot: a second extend would
+ * make the sealed credential look "changed" (evicted) instead of "locked". Best effort, bounded; returns a line to log.
+ */
+export async function lockBeforeRescue(spec: string | undefined = findTpm()): Promise<string | undefined> {
+  if (!spec) return undefined;
+  try {
+    const t = await openTpm(spec, { timeoutMs: 10_000 });
+    try { await lockCredential(t); } finally { await t.close(); }
+    return "TPM credential locked for the rest of this boot (rescue)";
+  } catch (e) {
+    return `warning: could not lock the TPM credential before rescue: ${(e as Error).message}`;
+  }
 }
