@@ -5,7 +5,7 @@
 // is most of the daemon's RSS). Reusing blocks evicted from the cache removes both.
 //
 // Safety rule: a released block may still be referenced by a read that obtained it before (from the cache or from a
-// fetch it joined) and has not yet copied it out. So a released block is stamped with the current read epoch and
+// fetch it joined) and has not yet copied it out, or whose views of it (RemoteImage.readViews) are not yet released. So a released block is stamped with the current read epoch and
 // stays in quarantine until every read that started before the release has finished. A block in quarantine is never
 // written; one dropped from a full quarantine is simply left to the garbage collector.
 
@@ -44,7 +44,7 @@ export class BlockPool {
     this.quarantine.push({ buf, epoch: this.nextEpoch });
   }
 
-  /** Marks the start of a read that may obtain blocks; pass the result to endRead when it has copied them out. */
+  /** Marks the start of a read that may obtain blocks; pass the result to endRead once it no longer uses them. */
   beginRead(): number {
     const e = this.nextEpoch++;
     this.active.set(e, true);
