@@ -10,11 +10,14 @@ import { freePort } from "../helpers/ports";
 import { crashNginx } from "../helpers/crash";
 import { RemoteImage, type ImageViews, type RemoteImageOptions } from "../../src/source/image";
 import { memoryLogger } from "../../src/util/log";
+import { mountFuse, type FuseMount } from "../../src/fuse/mount";
+import { run, runOk } from "../helpers/run-async";
 
 const KiB = 1024, MiB = 1024 * KiB;
 let dir: string, pki: TestPki, ca: Buffer, src: Buffer, ng: Nginx;
 const servers: Nginx[] = [];
 const images: RemoteImage[] = [];
+const mounts: FuseMount[] = [];
 
 async function serve(host: string): Promise<Nginx> {
   const port = await freePort(host);
@@ -45,6 +48,7 @@ beforeAll(async () => {
 }, 60_000);
 
 afterAll(async () => {
+  for (const m of mounts) await m.unmount().catch(() => {});
   for (const img of images) await img.close().catch(() => {});
   for (const n of servers) await crashNginx(n).catch(() => {});
   removeScratchDirs();
@@ -140,3 +144,29 @@ test("errors: bad arguments, read after close, io timeout; a failed read leaves 
   for (let i = 0; i < 50 && poolStats(img2).activeReads > 0; i++) await Bun.sleep(100);
   expect(poolStats(img2).activeReads).toBe(0);
 }, 30_000);
+
+test("through a real FUSE mount: concurrent direct and cached readers under eviction pressure get the source bytes", async () => {
+  // The daemon's wiring (image.readViews as the file's read) with a tiny cache, so replies are views of blocks that
+  // are evicted and recycled all the time. O_DIRECT readers bypass the page cache: every read reaches the session.
+  const img = await open(ng.urlFor("img.bin"), { blockSize: 32 * KiB, cacheMb: 0.25, maxRequestBytes: 128 * KiB });
+  let answered = 0;
+  const mp = join(dir, "mnt");
+  mkdirSync(mp, { recursive: true });
+  const m = await mountFuse({ mountpoint: mp, log: () => {}, files: [{ name: "img.bin", size: img.size, mtimeMs: img.mtimeMs,
+    read: (o, l) => { answered++; return img.readViews(o, l); } }] });
+  mounts.push(m);
+  writeFileSync(join(dir, "want.bin"), src);
+  const f = join(mp, "img.bin");
+  // Separate processes read the mount (this one serves it); each writes what it read for comparison.
+  const outs = ["1M", "192k", "36k", "4k"].map((bs) => ({ bs, out: join(dir, `got-${bs}.bin`) }));
+  await Promise.all([
+    ...outs.map(({ bs, out }) => runOk(["dd", `if=${f}`, `of=${out}`, `bs=${bs}`, "iflag=direct", "status=none"], { timeoutMs: 120_000 })),
+    runOk(["cmp", f, join(dir, "want.bin")], { timeoutMs: 120_000 }),
+  ]);
+  for (const { out } of outs) expect(readFileSync(out).equals(src)).toBe(true);
+  expect(answered).toBeGreaterThan(2000);
+  expect(poolStats(img).reused).toBeGreaterThan(0);
+  await m.unmount();
+  expect(poolStats(img).activeReads).toBe(0);
+  expect((await run(["mountpoint", "-q", mp])).code).not.toBe(0);
+}, 180_000);
