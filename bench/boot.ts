@@ -4,16 +4,16 @@
 // sent during the boot (its access log) against the image size, and `free -m` in the booted OS.
 // Loopback only (QEMU user networking with restrict=on, guestfwd to nginx on 127.0.0.1); each boot is bounded.
 import { join } from "node:path";
-import { copyFileSync, existsSync, mkdirSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
 import { scratchDir, removeScratchDirs } from "../test/helpers/tmp";
 import { makeTestPki } from "../test/helpers/pki";
-import { startNginx, type Nginx } from "../test/helpers/nginx";
+import { startNginxSite, type NginxSite } from "../test/helpers/nginx-site";
 import { freePort } from "../test/helpers/ports";
 import { E2E_CACHE, kernelDir, REPO } from "../test/helpers/boot";
 import { parseFreeMem, sshGuest, startVm, type FreeMem, type Vm } from "../test/helpers/qemu";
 import { signImage } from "../test/helpers/signed-image";
-import { accessLogDirective, servedFromLog } from "../test/helpers/access-log";
+import { RANGE_LOG_FORMAT, servedRanges } from "../test/helpers/access-log";
 
 const MiB = 1048576;
 const IMAGE = join(E2E_CACHE, "debian-root.sfs");
@@ -29,8 +29,9 @@ export interface BootRow {
   /** QEMU start to the console's "Switching root" line, and to an SSH banner on port 22 of the booted OS. */
   switchRootS: number;
   sshReadyS: number;
-  /** Response body bytes the image server sent until sshd answered: the image, and the manifest. */
+  /** Response body bytes the image server sent until sshd answered: the image (all, and distinct), and the manifest. */
   imageBytesFetched: number;
+  imageDistinctBytes: number;
   manifestBytesFetched: number;
   imageRequests: number;
   imageBytes: number;
@@ -38,6 +39,8 @@ export interface BootRow {
   mem: FreeMem;
   /** VmRSS of the mount engine (@airroot-root) in the booted OS; absent for copy. */
   daemonRssMiB?: number;
+  /** The mount engine's own counters (`airroot status --json`, run from the initramfs through /proc/PID/root). */
+  daemon?: { bytesFetched: number; cacheHits: number; cacheMisses: number; readsTotal: number };
 }
 
 /** Resolves true once something on 127.0.0.1:port sends an SSH banner (slirp accepts even with no guest listener). */
@@ -53,13 +56,13 @@ function sshBanner(port: number, timeoutMs = 2000): Promise<boolean> {
   });
 }
 
-async function bootOnce(method: Method, o: { vmlinuz: string; initrd: string; key: string; ng: Nginx; accessLog: string; imageBytes: number }): Promise<BootRow> {
+async function bootOnce(method: Method, o: { vmlinuz: string; initrd: string; key: string; serverPort: number; accessLog: string; imageBytes: number }): Promise<BootRow> {
   writeFileSync(o.accessLog, ""); // nginx appends (O_APPEND): each boot counts from zero
   const p22 = await freePort();
   const vm: Vm = startVm({ kernel: o.vmlinuz, initrd: o.initrd, memoryMiB: 1536,
     append: `quiet airroot.imageurl=https://${SERVER_IP}/root.sfs airroot.manifest=https://${SERVER_IP}/root.manifest ` +
       `airroot.rescue=poweroff${method === "copy" ? " airroot.imagemethod=copy" : ""}`,
-    guestfwd: [{ guest: SERVER_IP, hostPort: o.ng.opts.listen[0].port }], hostfwd: [{ guestPort: 22, hostPort: p22 }] });
+    guestfwd: [{ guest: SERVER_IP, hostPort: o.serverPort }], hostfwd: [{ guestPort: 22, hostPort: p22 }] });
   try {
     let switchRootS = NaN, sshReadyS = NaN;
     while (vm.elapsedMs() < BOOT_TIMEOUT_MS && vm.proc.exitCode === null) {
@@ -70,7 +73,7 @@ async function bootOnce(method: Method, o: { vmlinuz: string; initrd: string; ke
     if (Number.isNaN(sshReadyS)) {
       throw new Error(`${method}: no sshd on port 22 within ${BOOT_TIMEOUT_MS / 1000} s; console tail:\n${vm.output().slice(-3000)}`);
     }
-    const img = servedFromLog(o.accessLog, "root.sfs"), man = servedFromLog(o.accessLog, "root.manifest");
+    const img = servedRanges(o.accessLog, "root.sfs"), man = servedRanges(o.accessLog, "root.manifest");
     // Key login may need a moment after the banner (authorized_keys in the overlay is ready; sshd may still be forking).
     let free = { out: "", err: "", code: -1 };
     const cmd = "free -m; p=$(pgrep -f '^@airroot-root' | head -n1); [ -n \"$p\" ] && grep VmRSS /proc/$p/status || true";
@@ -80,11 +83,19 @@ async function bootOnce(method: Method, o: { vmlinuz: string; initrd: string; ke
     }
     if (free.code !== 0) throw new Error(`${method}: ssh to the booted OS failed: ${free.err.trim()}`);
     const rss = free.out.match(/VmRSS:\s+(\d+) kB/);
+    let daemon: BootRow["daemon"];
+    if (method === "on-demand") {
+      const st = await sshGuest(p22, o.key, "p=$(pgrep -f '^@airroot-root' | head -n1) && /proc/$p/root/usr/bin/airroot status --json /mnt/image", 60_000);
+      try {
+        const img = JSON.parse(st.out).image;
+        daemon = { bytesFetched: img.bytesFetched, cacheHits: img.cacheHits, cacheMisses: img.cacheMisses, readsTotal: img.readsTotal };
+      } catch { console.log(`bench/boot: no daemon status (${st.err.trim() || st.out.slice(0, 200)})`); }
+    }
     await sshGuest(p22, o.key, "systemctl poweroff", 15_000);
     await Promise.race([vm.exited, Bun.sleep(60_000)]);
-    return { method, switchRootS, sshReadyS, imageBytesFetched: img.bodyBytes, manifestBytesFetched: man.bodyBytes,
+    return { method, switchRootS, sshReadyS, imageBytesFetched: img.bodyBytes, imageDistinctBytes: img.distinctBytes, manifestBytesFetched: man.bodyBytes,
       imageRequests: img.requests, imageBytes: o.imageBytes, mem: parseFreeMem(free.out),
-      daemonRssMiB: rss ? Number(rss[1]) / 1024 : undefined };
+      daemonRssMiB: rss ? Number(rss[1]) / 1024 : undefined, daemon };
   } finally {
     vm.kill();
     await vm.exited;
@@ -98,7 +109,8 @@ async function main(): Promise<void> {
   }
   if (!existsSync(AIRROOT)) throw new Error(`${AIRROOT} is missing: run \`make build\` (or set AIRROOT_BENCH_AIRROOT)`);
   const dir = scratchDir("airroot-bench-boot-");
-  let ng: Nginx | undefined;
+  chmodSync(dir, 0o755); // nginx workers run as nobody
+  let ng: NginxSite | undefined;
   const rows: BootRow[] = [];
   try {
     const imageBytes = statSync(IMAGE).size;
@@ -114,10 +126,20 @@ async function main(): Promise<void> {
     copyFileSync(`${key}.pub`, join(dir, "site/authorized_keys"));
     const pki = makeTestPki(join(dir, "pki"), [SERVER_IP]);
     copyFileSync(pki.caCert, join(dir, "site/ca.pem"));
-    const accessLog = join(dir, "ng/access.log");
-    mkdirSync(join(dir, "ng"));
-    ng = await startNginx({ root: join(dir, "www"), listen: [{ host: "127.0.0.1", port: await freePort() }], cert: pki.serverCert,
-      key: pki.serverKey, workDir: join(dir, "ng"), extra: `disable_symlinks off; ${accessLogDirective(accessLog)}` });
+    const accessLog = join(dir, "access.log");
+    const serverPort = await freePort();
+    // The Range of each request is logged too, so bytes fetched again (cache evictions) show against distinct bytes.
+    ng = await startNginxSite({ workDir: join(dir, "ng"), waitFor: [{ host: "127.0.0.1", port: serverPort }], siteConfig: `${RANGE_LOG_FORMAT}
+server {
+  listen 127.0.0.1:${serverPort} ssl;
+  ssl_certificate ${pki.serverCert};
+  ssl_certificate_key ${pki.serverKey};
+  root ${join(dir, "www")};
+  disable_symlinks off;
+  keepalive_requests 100000;
+  access_log ${accessLog} airroot_ranges;
+}
+` });
     const kdir = kernelDir();
     const initrd = join(dir, "initrd.zst");
     const b = Bun.spawnSync([process.execPath, "initramfs/build.ts", "--kernel-dir", kdir, "--out", initrd, "--airroot", AIRROOT,
@@ -125,18 +147,22 @@ async function main(): Promise<void> {
     if (b.exitCode !== 0) throw new Error(`initramfs/build.ts failed: ${b.stderr.toString()}${b.stdout.toString()}`);
     for (const method of METHODS) {
       console.log(`bench/boot: booting (${method}), up to ${BOOT_TIMEOUT_MS / 1000} s`);
-      rows.push(await bootOnce(method, { vmlinuz: join(kdir, "vmlinuz"), initrd, key, ng, accessLog, imageBytes }));
+      rows.push(await bootOnce(method, { vmlinuz: join(kdir, "vmlinuz"), initrd, key, serverPort, accessLog, imageBytes }));
     }
   } finally {
     await ng?.stop().catch(() => {});
     removeScratchDirs();
   }
   const f = (n: number | undefined, d = 1) => (n === undefined || !Number.isFinite(n) ? "-" : n.toFixed(d));
-  console.log("\n| method | switch_root s | sshd on 22 s | image MiB fetched (of) | % of image | requests | free -m used | shared | available | daemon RSS MiB |");
-  console.log("|---|---|---|---|---|---|---|---|---|---|");
+  console.log("\n| method | switch_root s | sshd on 22 s | image MiB fetched (of) | % of image | distinct MiB | requests | free -m used | shared | available | daemon RSS MiB |");
+  console.log("|---|---|---|---|---|---|---|---|---|---|---|");
   for (const r of rows) {
     console.log(`| ${r.method} | ${f(r.switchRootS)} | ${f(r.sshReadyS)} | ${f(r.imageBytesFetched / MiB)} (${f(r.imageBytes / MiB)}) | ` +
-      `${f((100 * r.imageBytesFetched) / r.imageBytes, 0)}% | ${r.imageRequests} | ${r.mem.used} | ${r.mem.shared} | ${r.mem.available} | ${f(r.daemonRssMiB)} |`);
+      `${f((100 * r.imageBytesFetched) / r.imageBytes, 0)}% | ${f(r.imageDistinctBytes / MiB)} | ${r.imageRequests} | ${r.mem.used} | ${r.mem.shared} | ${r.mem.available} | ${f(r.daemonRssMiB)} |`);
+  }
+  for (const r of rows) if (r.daemon) {
+    console.log(`${r.method}: the mount engine's own view after the boot: fetched ${f(r.daemon.bytesFetched / MiB)} MiB, ` +
+      `cache hits ${r.daemon.cacheHits} / misses ${r.daemon.cacheMisses}, ${r.daemon.readsTotal} reads`);
   }
   console.log("(TCG emulation on a shared machine: compare the two methods within this run only. \"used\" excludes tmpfs/ramfs " +
     "pages, which `free` counts as shared and buff/cache: the copy's image in RAM shows there and in available.)");
