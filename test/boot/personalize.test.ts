@@ -52,3 +52,13 @@ test("connection UUIDs are stable per MAC and well-formed", () => {
   expect(stableUuid("x")).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
   expect(nmKeyfile({ iface: "eno1", method: "dhcp" }, "aa:bb:cc:dd:ee:ff")).toContain("mac-address=AA:BB:CC:DD:EE:FF");
 });
+
+test("machine-id: 32 hex digits, read-only; anything else is refused", () => {
+  const root = scratchDir("airroot-personalize-mid-");
+  const r = personalize({ root, interfaces: [], machineId: "0123456789abcdef0123456789abcdef", runDir: join(root, "run") });
+  expect(r.written).toContain("etc/machine-id");
+  expect(readFileSync(join(root, "etc/machine-id"), "utf8")).toBe("0123456789abcdef0123456789abcdef\n");
+  expect(lstatSync(join(root, "etc/machine-id")).mode & 0o777).toBe(0o444);
+  for (const bad of ["", "0123", "0123456789ABCDEF0123456789ABCDEF", "0123456789abcdef0123456789abcdef\n"])
+    expect(() => personalize({ root, interfaces: [], machineId: bad, runDir: join(root, "run") })).toThrow(/machine id/);
+});
