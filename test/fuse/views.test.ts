@@ -199,4 +199,27 @@ describe("real FUSE mount", () => {
     expect(released).toBe(reads);
     expect(doubles).toBe(0);
   }, 180_000);
+
+  test("a views answer arriving after the connection was aborted is still released exactly once", async () => {
+    const dir = scratchDir("airroot-views-");
+    let resolveHeld!: (v: ReadViews) => void;
+    let releases = 0;
+    const held: ExposedFile = { name: "held", size: 1 << 20, mtimeMs: 0,
+                                read: () => new Promise<ReadViews>((r) => (resolveHeld = r)) };
+    const mp = join(dir, "mnt");
+    mkdirSync(mp);
+    const m = await mountFuse({ mountpoint: mp, files: [held], log: () => {} });
+    live.push(m);
+    const reader = run(["dd", `if=${join(mp, "held")}`, "of=/dev/null", "bs=4k", "count=1", "iflag=direct"], { timeoutMs: 20_000 });
+    for (let i = 0; i < 100 && m.stats().readsInFlight === 0; i++) await Bun.sleep(20);
+    expect(m.stats().readsInFlight).toBe(1);
+    m.abort();
+    expect((await reader).code).not.toBe(0);
+    await m.closed;
+    resolveHeld({ views: [new Uint8Array(4096)], release: () => { releases++; } });
+    await Bun.sleep(20);
+    expect(releases).toBe(1);
+    expect(m.stats().readsInFlight).toBe(0);
+    await m.unmount();
+  }, 30_000);
 });
