@@ -27,6 +27,7 @@ const BOOT_MS = 100_000;
 let dir = "", vmlinuz = "", initrd = "", clientKey = "", pki: TestPki;
 let img: DataImage;
 let tamperedChunks: number[] = [];
+let deadPort = 0; // a loopback port where nothing listens: every guest address without a server forwards there
 const servers = new Map<string, Nginx>();
 const vms: { name: string; vm: Vm }[] = [];
 
@@ -50,11 +51,9 @@ function boot(name: string, imageUrls: string[], manifestIp: string, extra = "",
   vms.push({ name, vm });
   return vm;
 }
-let deadPort = 0;
-
 /** What every one of these boots must show: root from N servers on demand, then every data file intact. */
-function expectGoodBoot(out: string, servers: number): void {
-  expect(out).toMatch(new RegExp(`\\] Mounting the root filesystem\\.\\.\\.overlay on /sysroot: /mnt/image/root\\.sfs via /dev/loop0, tmpfs 50% \\(on demand from ${servers} servers`));
+function expectGoodBoot(out: string, serverCount: number): void {
+  expect(out).toMatch(new RegExp(`\\] Mounting the root filesystem\\.\\.\\.overlay on /sysroot: /mnt/image/root\\.sfs via /dev/loop0, tmpfs 50% \\(on demand from ${serverCount} servers`));
   expect(out).toMatch(/AIRROOT-FO-INIT: pid 1/);
   expect(out).toMatch(/AIRROOT-FO-ROOT: airroot \/ overlay rw,.*lowerdir=\/mnt\/remote/);
   expect(out).toContain(`AIRROOT-FO-DATA: OK ${img.files.length} files`);
@@ -88,7 +87,7 @@ describe.skipIf(SKIP)("QEMU boot with failing mirrors", () => {
     await serve("good0", join(dir, "www/good"));
     await serve("good1", join(dir, "www/good"));
     await serve("tampered", join(dir, "www/bad"));
-    deadPort = await freePort("127.0.0.1"); // nothing listens there: a server that is down
+    deadPort = await freePort("127.0.0.1");
     initrd = initramfsForTests(join(dir, "initrd.zst"), join(dir, "site"), kdir);
   }, 300_000);
 
