@@ -186,12 +186,13 @@ describe.skipIf(SKIP)("QEMU boot into systemd from an airroot site", () => {
       }
       if (!ok) throw new Error(`ssh on 22 with the host certificate failed: ${last}`);
 
-      const os = await ssh(p22, "grep ' / ' /proc/mounts; systemctl is-system-running --wait; nmcli -t -f NAME,DEVICE c show --active; hostname; cat /etc/machine-id");
+      const os = await ssh(p22, "grep ' / ' /proc/mounts; systemctl is-system-running --wait; nmcli -t -f NAME,DEVICE c show --active; hostname; cat /etc/machine-id; grep '^@cert-authority \\* ' /etc/ssh/ssh_known_hosts");
       expect(os.out).toMatch(/^airroot \/ overlay rw,.*lowerdir=\/mnt\/remote,upperdir=\/mnt\/overlay\/upper,workdir=\/mnt\/overlay\/work/m);
       expect(os.out).toMatch(/^(running|degraded)$/m);
       expect(os.out).toMatch(/^eth0:eth0$/m); // our keyfile connection, assumed by NetworkManager
       expect(os.out).toMatch(/^n001$/m);      // host name from the server's config
       expect(os.out).toMatch(/^[0-9a-f]{32}$/m);
+      expect(os.out).toContain(`@cert-authority * ${readFileSync(statePaths(state).sshCaPub, "utf8").trim()}`);
       const initramfs = await ssh(p2222, "grep ' / ' /proc/mounts");
       expect(initramfs.code).toBe(0); // the debug sshd presents its certificate too (StrictHostKeyChecking=yes)
       expect(initramfs.out).toMatch(/^rootfs \/ rootfs /m);
