@@ -85,16 +85,25 @@ export async function runTrust(o: TrustStepOptions): Promise<{ trusted: Trusted;
 }
 
 /**
- * Reports a boot stage to the servers (first that answers). Never fails the boot: the node boots even while every
- * server is away, it just shows an older stage in `airroot node list`.
+ * Reports a boot stage to the servers (first that answers), within `budgetMs` in all. Never fails the boot: the node
+ * boots even while every server is away (or black-holed), it just shows an older stage in `airroot node list`.
  */
-export async function reportStage(t: Trusted, siteCa: string, stage: string, detail: string, log: (l: string) => void, digest?: string): Promise<void> {
+export async function reportStage(t: Trusted, siteCa: string, stage: string, detail: string, log: (l: string) => void,
+  digest?: string, budgetMs = 5000): Promise<void> {
   const errors: string[] = [];
-  for (const s of t.servers) {
-    const api = new NodeApi(s, siteCa, t.credential);
-    try { await api.status(stage, detail.slice(0, 500), digest); return; } catch (e) { errors.push((e as Error).message); } finally { await api.close(); }
-  }
-  log(`warning: could not report stage ${stage}: ${errors.join("; ")}`);
+  const attempt = async (): Promise<boolean> => {
+    for (const s of t.servers) {
+      const api = new NodeApi(s, siteCa, t.credential);
+      try { await api.status(stage, detail.slice(0, 500), digest); return true; } catch (e) { errors.push((e as Error).message); } finally { await api.close(); }
+    }
+    return false;
+  };
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timedOut = new Promise<"timeout">((ok) => { timer = setTimeout(() => ok("timeout"), budgetMs); });
+  const r = await Promise.race([attempt(), timedOut]);
+  clearTimeout(timer);
+  if (r === true) return;
+  log(`warning: could not report stage ${stage}${r === "timeout" ? ` within ${budgetMs / 1000} s` : ""}: ${errors.join("; ") || "no answer"}`);
 }
 
 /**

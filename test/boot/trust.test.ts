@@ -153,3 +153,18 @@ test("server lists from the site file: comments and blanks ignored, junk is a cl
   expect(findTpm([join(dir, "none"), f])).toBe(`device:${f}`);
   expect(existsSync(f)).toBe(true);
 });
+
+test("stage reports are bounded: a silent server costs at most the budget and gives a warning", async () => {
+  const { createServer } = await import("node:net");
+  const silent = createServer(() => {}); // accepts and never answers: a black-holed server as seen from TLS
+  await new Promise<void>((ok) => silent.listen(0, "127.0.0.1", ok));
+  const port = (silent.address() as { port: number }).port;
+  const cred = { keyPem: "", certPem: "", node: "n1", serial: "1", notAfter: "" };
+  const t = { servers: [`https://127.0.0.1:${port}`], credential: cred } as never;
+  const logs: string[] = [];
+  const t0 = Date.now();
+  await reportStage(t, readFileSync(join(site, "ca.pem"), "utf8"), "root-mounted", "x", (l) => logs.push(l), undefined, 800);
+  expect(Date.now() - t0).toBeLessThan(3000);
+  expect(logs[0]).toMatch(/could not report stage root-mounted within 0.8 s/);
+  silent.close();
+});
