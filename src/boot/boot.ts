@@ -205,9 +205,16 @@ export const STEPS: Step<BootContext>[] = [
         if (rs.manifestUrls.length && rs.imageKeyPem) {
           manifest = await fetchVerifiedManifest(rs.manifestUrls, rs.imageKeyPem, readFileSync(caFile, "utf8"), rs.expectDigest, (l) => ctx.sc.log(l));
         } else ctx.sc.log("warning: no signed manifest for the root image (airroot.imageurl without airroot.manifest): its bytes are not verified");
-        const keyFile = "/run/airroot/image-key.pem";
-        if (manifest) { mkdirSync("/run/airroot", { recursive: true }); writeFileSync(keyFile, rs.imageKeyPem!, { mode: 0o644 }); }
-        const src = { urls: rs.urls, caFile, manifestUrl: manifest?.url, imageKeyFile: manifest ? keyFile : undefined };
+        // The mount engine gets the manifest just verified as a file, not a URL to fetch again: a server that dies
+        // (or answers differently) in between can then neither stop the mount nor swap the image.
+        const keyFile = "/run/airroot/image-key.pem", manifestFile = "/run/airroot/root.manifest";
+        if (manifest) {
+          mkdirSync("/run/airroot", { recursive: true });
+          writeFileSync(keyFile, rs.imageKeyPem!, { mode: 0o644 });
+          writeFileSync(manifestFile, manifest.bytes, { mode: 0o644 });
+        }
+        const src = { urls: rs.urls, caFile, manifestUrl: manifest ? manifestFile : undefined, imageKeyFile: manifest ? keyFile : undefined,
+          expectDigest: manifest ? rs.expectDigest : undefined };
         const n = rs.urls.length;
         if (o.imageMethod === "copy") {
           const m = manifest?.manifest;

@@ -92,7 +92,7 @@ export interface BootOptions {
   noTpm: "refuse" | "warn";
   /** Direct image URLs (mirrors of one file); only used when no server config names an image. */
   imageUrls: string[];
-  manifestUrl: string | undefined;
+  manifestUrls: string[];
   init: string;
   skip: string[];
   debugSshd: boolean;
@@ -133,8 +133,8 @@ export const OPTION_DOCS: OptionDoc[] = [
     description: "Size of the tmpfs holding the writable overlay (tmpfs size= syntax: 50%, 4g, ...)." },
   { name: "airroot.imageurl", syntax: "URL[,URL...]", default: "(from the server)",
     description: "https URLs of the root image on several servers (mirrors of one file), trusted through the site CA /etc/airroot/site/ca.pem. Used only when no server config names an image; given with no server configured (no airroot.server, no site servers list), the trust step is skipped: a boot without a deployment server." },
-  { name: "airroot.manifest", syntax: "URL", default: "(none)",
-    description: "https URL of the image's signed manifest for airroot.imageurl; checked with /etc/airroot/site/image-key.pem, chunk by chunk. The server config's manifest wins." },
+  { name: "airroot.manifest", syntax: "URL[,URL...]", default: "(none)",
+    description: "https URLs of the image's signed manifest for airroot.imageurl (tried in order, so one dead server is no single point of failure); checked with /etc/airroot/site/image-key.pem, then every chunk against it. The server config's manifest wins." },
   { name: "airroot.rootimage", syntax: "PATH", default: "(from the servers)",
     description: "A squashfs file already present in the initramfs to use as the root image (tests, rescue)." },
   { name: "airroot.init", syntax: "PATH", default: "/sbin/init",
@@ -199,7 +199,6 @@ export function bootOptions(c: Cmdline): { options: BootOptions; unknown: string
   for (const u of imageUrls)
     if (new URL(u).pathname.endsWith("/")) throw new CmdlineError(`airroot.imageurl: "${u}" must name a file`);
   const manifests = httpsList("airroot.manifest");
-  if (manifests.length > 1) throw new CmdlineError("airroot.manifest: give one URL");
   const methodP = get("airroot.imagemethod");
   const imageMethod = (methodP?.value ?? "ondemand") as ImageMethod;
   if (imageMethod !== "ondemand" && imageMethod !== "copy")
@@ -239,7 +238,7 @@ export function bootOptions(c: Cmdline): { options: BootOptions; unknown: string
     overlaySize,
     rootImage: pathOpt("airroot.rootimage"),
     imageUrls,
-    manifestUrl: manifests[0],
+    manifestUrls: manifests,
     init: pathOpt("airroot.init") ?? "/sbin/init",
     skip: parseList(get("airroot.skip")),
     debugSshd: parseBool(get("airroot.debugsshd"), true),

@@ -11,6 +11,8 @@ export interface ImageSource {
   /** Signed manifest URL and the image-signing public key (PEM file), verified chunk by chunk by the mount engine. */
   manifestUrl?: string;
   imageKeyFile?: string;
+  /** The digest the server told this node to boot: the mount engine refuses a manifest for any other image. */
+  expectDigest?: string;
 }
 
 /** Name of the mount engine process: '@' makes systemd spare it at switch-root and shutdown (it serves /). */
@@ -26,6 +28,7 @@ export async function mountImageOnDemand(src: ImageSource, mountpoint = "/mnt/im
   mkdirSync(mountpoint, { recursive: true });
   const args = ["--ca", src.caFile, "--argv0", ROOT_DAEMON_ARGV0];
   if (src.manifestUrl && src.imageKeyFile) args.push("--manifest", src.manifestUrl, "--image-key", src.imageKeyFile);
+  if (src.manifestUrl && src.expectDigest) args.push("--expect-digest", src.expectDigest);
   const pid = await withStderrLines(log, () => startDetachedDaemon([...args, ...src.urls, mountpoint], mountpoint, ROOT_DAEMON_ARGV0));
   try { writeFileSync(`/proc/${pid}/oom_score_adj`, "-1000"); } catch {}
   const path = join(mountpoint, basename(new URL(src.urls[0]).pathname));

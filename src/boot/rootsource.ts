@@ -19,7 +19,7 @@ export interface RootSource {
 }
 
 export interface RootSourceInputs {
-  options: Pick<BootOptions, "imageUrls" | "manifestUrl">;
+  options: Pick<BootOptions, "imageUrls" | "manifestUrls">;
   config?: Pick<NodeConfig, "image" | "imagePublicKey">;
   /** The site's image key from the initramfs (/etc/airroot/site/image-key.pem), if it has one. */
   siteImageKeyPem?: string;
@@ -38,8 +38,8 @@ export function chooseRootSource(i: RootSourceInputs): RootSource | undefined {
     return { urls: img.urls, manifestUrls: img.manifestUrls, imageKeyPem: key, expectDigest: img.digest, from: "server" };
   }
   if (i.options.imageUrls.length) {
-    const m = i.options.manifestUrl;
-    return { urls: i.options.imageUrls, manifestUrls: m ? [m] : [], imageKeyPem: m ? i.siteImageKeyPem : undefined, from: "cmdline" };
+    const m = i.options.manifestUrls;
+    return { urls: i.options.imageUrls, manifestUrls: m, imageKeyPem: m.length ? i.siteImageKeyPem : undefined, from: "cmdline" };
   }
   return undefined;
 }
@@ -53,7 +53,7 @@ export function readSiteImageKey(file: string): string | undefined {
  * expected digest when given). A server that sends an old or altered manifest is skipped like a dead one.
  */
 export async function fetchVerifiedManifest(urls: string[], keyPem: string, ca: string, expectDigest?: string,
-  log?: (l: string) => void, timeoutMs = 60_000): Promise<{ url: string; manifest: Manifest }> {
+  log?: (l: string) => void, timeoutMs = 60_000): Promise<{ url: string; manifest: Manifest; bytes: Uint8Array }> {
   const errors: string[] = [];
   for (const url of urls) {
     try {
@@ -61,7 +61,7 @@ export async function fetchVerifiedManifest(urls: string[], keyPem: string, ca: 
       if (res.status !== 200) throw new Error(`HTTP ${res.status}`);
       if (Number(res.headers.get("content-length") ?? "0") > MAX_MANIFEST_BYTES) throw new Error("manifest too large");
       const bytes = new Uint8Array(await res.arrayBuffer());
-      return { url, manifest: loadManifest(bytes, keyPem, { expectDigest }) };
+      return { url, manifest: loadManifest(bytes, keyPem, { expectDigest }), bytes };
     } catch (e) {
       errors.push(`${url}: ${(e as Error).message}`);
       log?.(`image manifest ${url} not usable: ${(e as Error).message}`);

@@ -18,7 +18,8 @@ export const mountCommand = defineCommand({
     "cache-mb": { type: "string", description: "RAM block cache beside the kernel page cache, MiB", default: String(MOUNT_DEFAULTS.cacheMb) },
     "io-timeout": { type: "string", description: "give readers EIO after this long with no server (e.g. 5m); default: wait forever, right for a root fs" },
     "stall-timeout": { type: "string", description: "a request with no progress for this long fails over to the next server", default: `${MOUNT_DEFAULTS.stallTimeoutMs / 1000}s` },
-    manifest: { type: "string", description: "https URL of the signed image manifest: every chunk is verified before the kernel sees it" },
+    manifest: { type: "string", description: "signed image manifest (https URL or local file): every chunk is verified before the kernel sees it" },
+    "expect-digest": { type: "string", description: "SHA-256 of the image you were told to boot: a manifest for any other (older) image is refused" },
     "image-key": { type: "string", description: "image-signing public key (PEM) that must have signed --manifest" },
     foreground: { type: "boolean", description: "stay attached; stop with Ctrl-C / SIGTERM (unmounts)" },
     argv0: { type: "string", description: "process name of the daemon, e.g. @airroot-root (systemd spares '@' processes at switch-root and shutdown)" },
@@ -29,7 +30,7 @@ export const mountCommand = defineCommand({
     const cfg = parseMountConfig({
       positional: args._ as string[], ca: args.ca, order: args.order, nodeId: args["node-id"], cacheMb: args["cache-mb"],
       ioTimeout: args["io-timeout"], stallTimeout: args["stall-timeout"], foreground: args.foreground,
-      argv0: args.argv0, manifest: args.manifest, imageKey: args["image-key"], verbose: args.verbose,
+      argv0: args.argv0, manifest: args.manifest, imageKey: args["image-key"], expectDigest: args["expect-digest"], verbose: args.verbose,
     });
     if (cfg.foreground) {
       await runMountDaemon(cfg, args["notify-ready"] ? () => writeSync(1, `${READY_LINE}\n`) : undefined);

@@ -17,8 +17,9 @@ export interface MountConfig {
   stallTimeoutMs: number;
   foreground: boolean;
   argv0?: string;
-  manifestUrl?: string;
+  manifestUrl?: string;        // https URL, or a local file already fetched (e.g. by the boot's root step)
   imageKeyFile?: string;
+  expectDigest?: string;       // the image digest the caller was told to boot: refuses an older, validly signed one
   verbose: boolean;
 }
 
@@ -33,7 +34,7 @@ export class MountConfigError extends Error {
 export interface RawMountArgs {
   positional: string[];
   ca?: string; order?: string; nodeId?: string; cacheMb?: string; ioTimeout?: string; stallTimeout?: string;
-  foreground?: boolean; argv0?: string; manifest?: string; imageKey?: string; verbose?: boolean;
+  foreground?: boolean; argv0?: string; manifest?: string; imageKey?: string; expectDigest?: string; verbose?: boolean;
 }
 
 export function parseMountConfig(raw: RawMountArgs): MountConfig {
@@ -61,12 +62,19 @@ export function parseMountConfig(raw: RawMountArgs): MountConfig {
   if (imageKeyFile) readableOrFail(imageKeyFile, "--image-key", fail);
   if (raw.manifest && !imageKeyFile) fail("--manifest needs --image-key (the image-signing public key that vouches for it)");
   if (imageKeyFile && !raw.manifest) fail("--image-key needs --manifest URL");
-  if (raw.manifest && !/^https:\/\//i.test(raw.manifest)) fail(`--manifest "${raw.manifest}" is not an https:// URL`);
+  let manifest = raw.manifest;
+  if (manifest && !/^https:\/\//i.test(manifest)) {
+    if (/^[a-z]+:\/\//i.test(manifest)) fail(`--manifest "${manifest}" is neither an https:// URL nor a local file`);
+    manifest = resolve(manifest);
+    readableOrFail(manifest, "--manifest", fail);
+  }
+  if (raw.expectDigest !== undefined && !/^[0-9a-f]{64}$/.test(raw.expectDigest)) fail(`--expect-digest must be 64 lower-case hex digits (a SHA-256), got "${raw.expectDigest}"`);
+  if (raw.expectDigest && !manifest) fail("--expect-digest needs --manifest (the digest is checked against the signed manifest)");
   if (raw.argv0 !== undefined && (raw.argv0 === "" || raw.argv0.includes("\0"))) fail("--argv0 must be a non-empty name");
 
   return {
     urls, mountpoint, caFile, order, nodeId: raw.nodeId, cacheMb, ioTimeoutMs: ioTimeoutMs || undefined, stallTimeoutMs,
-    foreground: !!raw.foreground, argv0: raw.argv0, manifestUrl: raw.manifest, imageKeyFile, verbose: !!raw.verbose,
+    foreground: !!raw.foreground, argv0: raw.argv0, manifestUrl: manifest, imageKeyFile, expectDigest: raw.expectDigest, verbose: !!raw.verbose,
   };
 }
 

@@ -55,7 +55,7 @@ export async function startMountDaemon(cfg: MountConfig, log: Logger = createLog
   const ca = cfg.caFile ? readFileSync(cfg.caFile) : undefined;
   let verified: LoadedVerifier | undefined;
   if (cfg.manifestUrl && cfg.imageKeyFile) {
-    verified = await loadImageVerifier(cfg.manifestUrl, readFileSync(cfg.imageKeyFile, "utf8"), ca, log);
+    verified = await loadImageVerifier(cfg.manifestUrl, readFileSync(cfg.imageKeyFile, "utf8"), ca, log, cfg.expectDigest);
   }
   const image = await RemoteImage.open(cfg.urls, {
     ca, order: cfg.order, nodeId: cfg.nodeId, cacheMb: cfg.cacheMb, ioTimeoutMs: cfg.ioTimeoutMs,

@@ -13,9 +13,15 @@ export interface LoadedVerifier {
 
 const MAX_MANIFEST_BYTES = 64 * 1048576;
 
-export async function loadImageVerifier(manifestUrl: string, publicKeyPem: string, ca: Buffer | undefined, log: Logger): Promise<LoadedVerifier> {
+export async function loadImageVerifier(manifestUrl: string, publicKeyPem: string, ca: Buffer | undefined, log: Logger,
+  expectDigest?: string): Promise<LoadedVerifier> {
   let bytes: Uint8Array;
-  try {
+  if (!/^https:\/\//i.test(manifestUrl)) {
+    // A local file: the caller fetched (and checked) it already; read it once, bounded.
+    const file = Bun.file(manifestUrl);
+    if (file.size > MAX_MANIFEST_BYTES) throw new Error(`manifest ${manifestUrl} too large (${file.size} bytes)`);
+    bytes = new Uint8Array(await file.arrayBuffer());
+  } else try {
     const res = await fetch(manifestUrl, { tls: ca ? { ca: ca.toString() } : undefined, signal: AbortSignal.timeout(60_000) } as RequestInit);
     if (res.status !== 200) throw new Error(`HTTP ${res.status}`);
     const declared = Number(res.headers.get("content-length") ?? "0");
@@ -27,7 +33,7 @@ export async function loadImageVerifier(manifestUrl: string, publicKeyPem: strin
   }
   let manifest;
   try {
-    manifest = loadManifest(bytes, publicKeyPem);
+    manifest = loadManifest(bytes, publicKeyPem, { expectDigest });
   } catch (e) {
     throw new Error(`refusing to mount: manifest ${manifestUrl} is not valid: ${(e as Error).message}`);
   }

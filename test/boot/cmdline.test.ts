@@ -59,13 +59,13 @@ describe("bootOptions", () => {
       "airroot.ip=eth0:172.30.1.5/16:172.30.0.1 airroot.dhcptimeout=5 airroot.modules=e1000e,igb airroot.blacklist=nouveau " +
       "airroot.overlaysize=4g airroot.rootimage=/root.sfs airroot.init=/bin/sh airroot.skip=console,net airroot.debugsshd=off " +
       "airroot.debug airroot.rescue=poweroff airroot.imageurl=https://10.0.2.100/r.sfs,https://10.0.2.101/r.sfs " +
-      "airroot.manifest=https://10.0.2.100/r.manifest airroot.notpm=warn airroot.frobnicate=1"));
+      "airroot.manifest=https://10.0.2.100/r.manifest,https://10.0.2.101/r.manifest airroot.notpm=warn airroot.frobnicate=1"));
     expect(options).toEqual({
       servers: ["https://10.0.2.100/x", "https://[::1]:8443/"], shell: true, poweroff: false, imageMethod: "copy",
       ip: { iface: "eth0", address: "172.30.1.5", prefix: 16, gateway: "172.30.0.1" }, dhcpTimeoutSec: 5,
       modules: ["e1000e", "igb"], blacklist: ["nouveau"], overlaySize: "4g", rootImage: "/root.sfs", init: "/bin/sh",
       skip: ["console", "net"], debugSshd: false, debug: true, rescue: "poweroff",
-      imageUrls: ["https://10.0.2.100/r.sfs", "https://10.0.2.101/r.sfs"], manifestUrl: "https://10.0.2.100/r.manifest", noTpm: "warn",
+      imageUrls: ["https://10.0.2.100/r.sfs", "https://10.0.2.101/r.sfs"], manifestUrls: ["https://10.0.2.100/r.manifest", "https://10.0.2.101/r.manifest"], noTpm: "warn",
     });
     expect(unknown).toEqual(["airroot.frobnicate"]);
   });
@@ -74,7 +74,7 @@ describe("bootOptions", () => {
     const bad = ["airroot.server=http://x/", "airroot.server=nope", "airroot.imagemethod=nfs", "airroot.ip=eth0:300.1.1.1/24",
       "airroot.ip=10.0.0.1", "airroot.notpm=maybe", "airroot.dhcptimeout=0", "airroot.dhcptimeout=abc", "airroot.modules=a/b", "airroot.overlaysize=lots",
       "airroot.rootimage=relative", "airroot.shell=maybe", "airroot.rescue=reboot",
-      "airroot.imageurl=https://x/", "airroot.imageurl=http://x/r.sfs", "airroot.manifest=https://a/m,https://b/m"];
+      "airroot.imageurl=https://x/", "airroot.imageurl=http://x/r.sfs", "airroot.manifest=https://a/m,http://b/m"];
     for (const b of bad) expect(() => bootOptions(parseCmdline(b))).toThrow(new RegExp(b.split("=")[0].replace(".", "\\.")));
   });
 

@@ -85,7 +85,7 @@ test("no TPM: refused by default with what to do; with notpm=warn the node enrol
   expect(JSON.stringify(nodes)).toContain("root-mounted");
 
   // The root source comes from the config, with the expected digest; the manifest is checked against it.
-  const rs = chooseRootSource({ options: { imageUrls: ["https://cmdline.example/x.sfs"], manifestUrl: undefined }, config: trusted.config,
+  const rs = chooseRootSource({ options: { imageUrls: ["https://cmdline.example/x.sfs"], manifestUrls: [] }, config: trusted.config,
     siteImageKeyPem: readFileSync(join(site, "image-key.pem"), "utf8") })!;
   expect(rs.from).toBe("server");
   expect(rs.urls[0]).toBe(`${base}/images/${digests[1]}.sfs`);
@@ -127,12 +127,12 @@ test("static network from the config is applied to the boot interface's entry; c
 
 test("root source rules: config needs a manifest and key; cmdline without manifest is unverified; nothing → undefined", () => {
   const img = { digest: "a".repeat(64), size: 1, urls: ["https://s/images/a.sfs"], manifestUrls: ["https://s/images/a.manifest"] };
-  expect(() => chooseRootSource({ options: { imageUrls: [], manifestUrl: undefined }, config: { image: { ...img, manifestUrls: [] }, imagePublicKey: "k" } })).toThrow(/unverifiable/);
-  expect(chooseRootSource({ options: { imageUrls: [], manifestUrl: undefined }, config: { image: img, imagePublicKey: "cfg" } })?.imageKeyPem).toBe("cfg");
-  expect(chooseRootSource({ options: { imageUrls: [], manifestUrl: undefined }, config: { image: img, imagePublicKey: "cfg" }, siteImageKeyPem: "site" })?.imageKeyPem).toBe("site");
-  expect(chooseRootSource({ options: { imageUrls: ["https://x/r.sfs"], manifestUrl: undefined }, config: { image: null, imagePublicKey: "k" } }))
+  expect(() => chooseRootSource({ options: { imageUrls: [], manifestUrls: [] }, config: { image: { ...img, manifestUrls: [] }, imagePublicKey: "k" } })).toThrow(/unverifiable/);
+  expect(chooseRootSource({ options: { imageUrls: [], manifestUrls: [] }, config: { image: img, imagePublicKey: "cfg" } })?.imageKeyPem).toBe("cfg");
+  expect(chooseRootSource({ options: { imageUrls: [], manifestUrls: [] }, config: { image: img, imagePublicKey: "cfg" }, siteImageKeyPem: "site" })?.imageKeyPem).toBe("site");
+  expect(chooseRootSource({ options: { imageUrls: ["https://x/r.sfs"], manifestUrls: [] }, config: { image: null, imagePublicKey: "k" } }))
     .toEqual({ urls: ["https://x/r.sfs"], manifestUrls: [], imageKeyPem: undefined, from: "cmdline" });
-  expect(chooseRootSource({ options: { imageUrls: [], manifestUrl: undefined } })).toBeUndefined();
+  expect(chooseRootSource({ options: { imageUrls: [], manifestUrls: [] } })).toBeUndefined();
 });
 
 test("server lists from the site file: comments and blanks ignored, junk is a clear error (fuzzed), TPM detection", () => {

@@ -148,4 +148,28 @@ describe("airroot mount with a signed manifest", () => {
     expect(isMounted(mnt)).toBe(false);
     expect(existsSync(join(mnt, `${packed.digest}.sfs`))).toBe(false);
   });
+
+  test("a local manifest file with --expect-digest mounts; a digest of another image refuses", async () => {
+    const local = join(base, "local.manifest");
+    writeFileSync(local, readFileSync(join(state, "images", `${packed.digest}.manifest`)));
+    const mnt = join(base, "m4"), bad = join(base, "m5");
+    mkdirSync(mnt); mkdirSync(bad);
+    mounts.push(mnt, bad);
+    const refused = await sh([...cli, "mount", "--ca", pki.caCert, "--manifest", local, "--expect-digest", "0".repeat(64),
+      "--image-key", imageKeyPaths(state).publicKey, `${url.nginx}.sfs`, bad]);
+    expect(refused.code).not.toBe(0);
+    expect(refused.err).toContain("refusing to mount");
+    expect(isMounted(bad)).toBe(false);
+    const m = await sh([...cli, "mount", "--ca", pki.caCert, "--manifest", local, "--expect-digest", packed.digest,
+      "--image-key", imageKeyPaths(state).publicKey, `${url.nginx}.sfs`, mnt]);
+    expect(m.err).toContain(`verified manifest ${local}`);
+    expect(m.code).toBe(0);
+    const st = JSON.parse((await sh([...cli, "status", "--json", mnt])).out);
+    pids.push(st.pid);
+    const sum = await sh(["sha256sum", join(mnt, `${packed.digest}.sfs`)], 120_000);
+    expect(sum.out.split(" ")[0]).toBe(packed.digest);
+    process.kill(st.pid, "SIGTERM");
+    for (let i = 0; i < 100 && isMounted(mnt); i++) await Bun.sleep(100);
+    expect(isMounted(mnt)).toBe(false);
+  });
 });

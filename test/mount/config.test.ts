@@ -23,6 +23,8 @@ describe("airroot mount options", () => {
     expect(c).toMatchObject({ order: "spread", nodeId: "n1", cacheMb: 8, ioTimeoutMs: 300_000, stallTimeoutMs: 750, foreground: true, argv0: "@airroot-root", caFile: ca });
     expect(c.urls).toHaveLength(2);
     expect(parseMountConfig({ positional: [url, dir], ioTimeout: "0" }).ioTimeoutMs).toBeUndefined();
+    const local = parseMountConfig({ positional: [url, dir], manifest: ca, imageKey: ca, expectDigest: "b".repeat(64) });
+    expect(local).toMatchObject({ manifestUrl: ca, imageKeyFile: ca, expectDigest: "b".repeat(64) });
   });
 
   const bad: [string, Parameters<typeof parseMountConfig>[0], RegExp][] = [
@@ -38,6 +40,10 @@ describe("airroot mount options", () => {
     ["unreadable CA", { positional: [url, dir], ca: join(dir, "missing.pem") }, /--ca .*cannot read \(ENOENT\)/],
     ["manifest without key", { positional: [url, dir], manifest: "https://127.0.0.1/m" }, /--manifest needs --image-key/],
     ["key without manifest", { positional: [url, dir], imageKey: ca }, /--image-key needs --manifest/],
+    ["missing manifest file", { positional: [url, dir], manifest: join(dir, "none.manifest"), imageKey: ca }, /--manifest .*cannot read \(ENOENT\)/],
+    ["manifest over http", { positional: [url, dir], manifest: "http://127.0.0.1/m", imageKey: ca }, /neither an https:\/\/ URL nor a local file/],
+    ["short digest", { positional: [url, dir], manifest: ca, imageKey: ca, expectDigest: "abc" }, /--expect-digest must be 64 lower-case hex/],
+    ["digest without manifest", { positional: [url, dir], expectDigest: "a".repeat(64) }, /--expect-digest needs --manifest/],
   ];
   for (const [name, raw, msg] of bad) {
     test(`refuses ${name} with a clear message`, () => {
