@@ -5,8 +5,8 @@
 // handed out, above all the rest of a block fetched whole for a small random read (reads are rarely block-aligned, and
 // a boot reads most of its image sooner or later). Plain LRU evicted those under a stream of fresh fetches and the
 // engine fetched them again (issue 2: ~1.4-1.8x the distinct bytes). So eviction goes, each class in LRU order:
-// "spent" blocks (every byte served) first, then "untouched" ones (no byte served yet: readahead the reader did not
-// reach), and "partial" ones (some bytes served, some not) last.
+// "spent" blocks (every byte served) first; then "untouched" ones (no byte served yet: readahead the reader has not
+// reached) beyond a reserve for readahead; then "partial" ones (some bytes served, some not); untouched ones last.
 
 /** Served bytes are tracked per 4 KiB page, the kernel's unit of reading a file through its page cache. */
 const PAGE = 4096;
@@ -19,9 +19,15 @@ export class BlockCache {
   private partial = new Map<number, Pending>();
   private spent = new Map<number, Uint8Array>();
   private used = 0;
+  private untouchedBytes = 0;
 
-  /** onEvict receives each block that leaves the cache (evicted or replaced), e.g. to recycle its buffer. */
-  constructor(readonly maxBytes: number, private readonly onEvict: (bytes: Uint8Array) => void = () => {}) {
+  /**
+   * onEvict receives each block that leaves the cache (evicted or replaced), e.g. to recycle its buffer.
+   * untouchedReserve: bytes of untouched blocks (readahead) kept ahead of partial ones (default 0; the engine passes
+   * its readahead window, so a stream's lookahead is not evicted before the reader gets there).
+   */
+  constructor(readonly maxBytes: number, private readonly onEvict: (bytes: Uint8Array) => void = () => {},
+    private readonly untouchedReserve = 0) {
     if (!Number.isFinite(maxBytes) || maxBytes < 0) throw new RangeError(`cache size must be ≥ 0 bytes, got ${maxBytes}`);
   }
 
@@ -29,9 +35,11 @@ export class BlockCache {
   get size(): number { return this.untouched.size + this.partial.size + this.spent.size; }
   /** Blocks holding bytes never served yet (for status and tests). */
   get pendingBlocks(): number { return this.untouched.size + this.partial.size; }
+  /** Bytes in blocks no byte of which has been served yet (readahead not reached yet). */
+  get untouchedSize(): number { return this.untouchedBytes; }
 
   get(index: number): Uint8Array | undefined {
-    for (const m of [this.partial, this.untouched]) {
+    for (const m of [this.untouched, this.partial]) {
       const p = m.get(index);
       if (p !== undefined) { m.delete(index); m.set(index, p); return p.bytes; } // refresh recency
     }
@@ -39,6 +47,9 @@ export class BlockCache {
     if (v !== undefined) { this.spent.delete(index); this.spent.set(index, v); }
     return v;
   }
+
+  /** Whether the block is cached and none of its bytes has been served yet. */
+  isUntouched(index: number): boolean { return this.untouched.has(index); }
 
   has(index: number): boolean { return this.untouched.has(index) || this.partial.has(index) || this.spent.has(index); }
 
@@ -48,7 +59,7 @@ export class BlockCache {
     this.remove(index, bytes);
     const pages = Math.ceil(bytes.length / PAGE);
     if (pages === 0) this.spent.set(index, bytes);
-    else this.untouched.set(index, { bytes, unread: new Uint8Array(pages).fill(1), left: pages });
+    else { this.untouched.set(index, { bytes, unread: new Uint8Array(pages).fill(1), left: pages }); this.untouchedBytes += bytes.length; }
     this.used += bytes.length;
     this.evict(index);
   }
@@ -65,20 +76,20 @@ export class BlockCache {
     from = Math.max(0, from); to = Math.min(len, to);
     const first = Math.ceil(from / PAGE), last = to === len ? p.unread.length : Math.floor(to / PAGE); // pages [first, last)
     for (let i = first; i < last; i++) if (p.unread[i]) { p.unread[i] = 0; p.left--; }
-    this.untouched.delete(index);
+    if (this.untouched.delete(index)) this.untouchedBytes -= p.bytes.length;
     this.partial.delete(index);
     if (p.left > 0) { this.partial.set(index, p); return false; }
     this.spent.set(index, p.bytes); // most recently used among the spent ones
     return true;
   }
 
-  clear(): void { this.untouched.clear(); this.partial.clear(); this.spent.clear(); this.used = 0; }
+  clear(): void { this.untouched.clear(); this.partial.clear(); this.spent.clear(); this.used = 0; this.untouchedBytes = 0; }
 
   /** Drops the entry at `index` (if any) before it is replaced by `next`. */
   private remove(index: number, next: Uint8Array): void {
     const old = this.partial.get(index)?.bytes ?? this.untouched.get(index)?.bytes ?? this.spent.get(index);
     if (old === undefined) return;
-    this.untouched.delete(index);
+    if (this.untouched.delete(index)) this.untouchedBytes -= old.length;
     this.partial.delete(index);
     this.spent.delete(index);
     this.used -= old.length;
@@ -87,21 +98,21 @@ export class BlockCache {
 
   /** Frees space down to the budget, never taking `keep` (the block just added: it was fetched to be used). */
   private evict(keep: number): void {
-    for (const [k, v] of this.spent) {
-      if (this.used <= this.maxBytes) return;
-      if (k === keep) continue;
-      this.spent.delete(k);
-      this.used -= v.length;
-      this.onEvict(v);
-    }
-    for (const m of [this.untouched, this.partial]) {
-      for (const [k, p] of m) {
-        if (this.used <= this.maxBytes) return;
+    const over = () => this.used > this.maxBytes;
+    const drop = (m: Map<number, Uint8Array> | Map<number, Pending>, until: () => boolean) => {
+      for (const [k, v] of m) {
+        if (!over() || until()) return;
         if (k === keep) continue;
+        const bytes = v instanceof Uint8Array ? v : v.bytes;
         m.delete(k);
-        this.used -= p.bytes.length;
-        this.onEvict(p.bytes);
+        this.used -= bytes.length;
+        if (m === this.untouched) this.untouchedBytes -= bytes.length;
+        this.onEvict(bytes);
       }
-    }
+    };
+    drop(this.spent, () => false);
+    drop(this.untouched, () => this.untouchedBytes <= this.untouchedReserve);
+    drop(this.partial, () => false);
+    drop(this.untouched, () => false);
   }
 }

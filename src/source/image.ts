@@ -112,6 +112,8 @@ export class RemoteImage {
   private readonly readahead: Readahead;
   private inflight = new Map<number, Span>();
   private readonly servedBits: Uint8Array; // one bit per block: every byte of it was handed to a reader at least once
+  private readonly raMax: number;          // unread readahead (cached or in flight), all streams together, stays within this
+  private raPending = 0;                   // bytes of readahead spans not yet fetched or promoted
   private demandQ: Span[] = [];
   private raQ: Span[] = [];
   private running = 0;
@@ -137,12 +139,14 @@ export class RemoteImage {
     const cacheBytes = Math.floor((opts.cacheMb ?? DEFAULTS.cacheMb) * MiB);
     // Blocks leaving the cache are recycled for later fetches (see pool.ts for when that is safe).
     this.pool = new BlockPool({ blockSize: this.bs, maxFree: this.maxInFlight * this.spanBlocks, maxQuarantine: this.maxInFlight * this.spanBlocks });
-    this.cache = new BlockCache(cacheBytes, (b) => this.pool.release(b));
     this.servedBits = new Uint8Array(Math.ceil(Math.ceil(img.size / this.bs) / 8)); // 10 KiB per GiB at 128 KiB blocks
     // Readahead must leave most of the cache to the unread rest of blocks fetched for random reads: with half the
     // cache, a boot-like workload fetched 1.1-1.35x its distinct bytes (issue 2; test/source/refetch.test.ts), with a
     // quarter ~1.03x. Through FUSE the kernel's own readahead (8 MiB) keeps sequential reads going anyway.
     const raMax = Math.min(opts.readaheadMaxBytes ?? DEFAULTS.readaheadMaxBytes, Math.floor(cacheBytes / 4));
+    this.raMax = raMax;
+    // One readahead window of not-yet-read blocks is kept ahead of partly read ones (see cache.ts).
+    this.cache = new BlockCache(cacheBytes, (b) => this.pool.release(b), raMax);
     this.readahead = new Readahead({ maxBytes: raMax, initialBytes: Math.min(raMax, Math.max(this.bs, 256 * KiB)) });
     this.servers = new ServerSet(sources, img, {
       order: this.order, nodeId: opts.nodeId ?? hostname(), timeouts: this.timeouts, caGiven: this.caGiven,
@@ -324,7 +328,7 @@ export class RemoteImage {
     // A readahead fetch that a reader joined is promoted to demand and never dropped; the loop is a safety net.
     for (let attempt = 0; attempt < 100; attempt++) {
       const parts = this.blocks(b0, b1);
-      if (ra && attempt === 0) this.prefetch(ra.start, ra.end);
+      if (ra && attempt === 0) this.prefetch(ra.start, ra.end, b0, b1);
       let blocks: Uint8Array[];
       try { blocks = await Promise.all(parts); } catch (e) { if (e instanceof Dropped) continue; throw e; }
       const views = new Array<Uint8Array>(blocks.length);
@@ -368,15 +372,24 @@ export class RemoteImage {
     return res;
   }
 
-  private prefetch(start: number, end: number): void {
-    end = Math.min(end, this.size);
+  /** Reads ahead [start, end) for the read of blocks r0..r1, which is about to consume its own blocks. */
+  private prefetch(start: number, end: number, r0: number, r1: number): void {
+    // Cap readahead waste: unread readahead (several streams together) stays within one window, so it cannot push
+    // partly read blocks, or itself, out of the cache before the reader gets there.
+    let unread = this.cache.untouchedSize + this.raPending;
+    for (let b = r0; b <= r1; b++) if (this.cache.isUntouched(b)) unread -= this.bs; // being read right now
+    const cut = Math.min(end, this.size, start + Math.max(0, this.raMax - unread));
+    if (cut < end) this.readahead.shortened(cut);
+    end = Math.min(cut, this.size);
     if (end <= start) return;
     const b0 = Math.floor(start / this.bs), b1 = Math.floor((end - 1) / this.bs);
     let runStart = -1;
     const flush = (upTo: number) => {
       if (runStart < 0) return;
+      const bytes = Math.min(this.size, upTo * this.bs) - runStart * this.bs;
+      this.c.readaheadBytes += bytes;
+      this.raPending += bytes;
       this.newSpan(runStart, upTo - runStart, "readahead");
-      this.c.readaheadBytes += Math.min(this.size, upTo * this.bs) - runStart * this.bs;
       runStart = -1;
     };
     for (let b = b0; b <= b1; b++) {
@@ -412,6 +425,7 @@ export class RemoteImage {
   private promote(sp: Span): void {
     if (sp.kind === "demand") return;
     sp.kind = "demand";
+    this.raPending -= this.spanBytes(sp);
     if (!sp.started) {
       this.raQ = this.raQ.filter((x) => x !== sp);
       this.demandQ.push(sp);
@@ -435,6 +449,10 @@ export class RemoteImage {
     }
   }
 
+  private spanBytes(sp: Span): number {
+    return Math.min(this.size, (sp.first + sp.count) * this.bs) - sp.first * this.bs;
+  }
+
   private async runSpan(sp: Span): Promise<void> {
     try {
       const blocks = await this.fetchSpan(sp);
@@ -443,6 +461,7 @@ export class RemoteImage {
     } catch (e) {
       sp.reject(e);
     } finally {
+      if (sp.kind === "readahead") this.raPending -= this.spanBytes(sp); // now cached (untouched) or dropped
       for (let b = sp.first; b < sp.first + sp.count; b++) if (this.inflight.get(b) === sp) this.inflight.delete(b);
     }
   }

@@ -48,6 +48,15 @@ export class Readahead {
     return { start: from, end: to };
   }
 
+  /**
+   * The caller fetched only up to `end` of the range observe() just returned (its readahead budget was spent): the
+   * stream must not count the rest as issued, or it would never ask for it again.
+   */
+  shortened(end: number): void {
+    const s = this.streams[this.streams.length - 1]; // observe() moved the stream it answered for to the end
+    if (s && end < s.issued) s.issued = Math.max(s.next, end);
+  }
+
   /** The current windows (for status and tests). */
   windows(): number[] { return this.streams.map((s) => s.window); }
 }
