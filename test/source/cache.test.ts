@@ -2,6 +2,7 @@
 // partially served ones; plus a random-operations property test against a simple model.
 import { expect, test } from "bun:test";
 import { BlockCache } from "../../src/source/cache";
+import { Readahead } from "../../src/source/readahead";
 
 const KiB = 1024;
 const block = (n: number) => new Uint8Array(n);
@@ -67,4 +68,16 @@ test("property: random set/get/served never exceed the byte budget, never lose a
     c.clear();
     expect(c.bytes).toBe(0);
   }
+});
+
+test("Readahead.shortened: a range the engine fetched only in part is asked for again", () => {
+  const ra = new Readahead({ maxBytes: 1024 * KiB, initialBytes: 256 * KiB });
+  expect(ra.observe(0, 128 * KiB)).toBeNull();
+  const r1 = ra.observe(128 * KiB, 128 * KiB)!;
+  expect(r1).toEqual({ start: 256 * KiB, end: 512 * KiB });
+  ra.shortened(300 * KiB);                           // budget spent: only [256, 300) KiB was fetched
+  const r2 = ra.observe(256 * KiB, 128 * KiB)!;
+  expect(r2.start).toBe(384 * KiB);                  // from the stream's head: the cut part is not lost
+  ra.shortened(0);                                   // never moves behind the head
+  expect(ra.observe(384 * KiB, 128 * KiB)!.start).toBe(512 * KiB);
 });

@@ -101,3 +101,29 @@ cat big/b1 big/b0 > /dev/null`;
   expect(served.distinctBytes).toBeGreaterThan(20 * MiB);
   expect(ratio).toBeLessThanOrEqual(1.1);
 }, 300_000);
+
+test("readahead of many interleaved sequential streams stays within one window of unread bytes, bytes exact", async () => {
+  const eng = await RemoteImage.open([url], { ca, log: memoryLogger() }); // 8 MiB cache → 2 MiB readahead window
+  try {
+    const want = readFileSync(join(dir, "www/root.sfs"));
+    const peek = eng as unknown as { cache: { untouchedSize: number }; raPending: number; raMax: number };
+    let worst = 0, bad = 0;
+    // 4 streams (as many as the detector tracks), each reading 128 KiB at a time from its own region, interleaved.
+    const streams = Array.from({ length: 4 }, (_, i) => Math.floor((i * want.length) / 4 / 4096) * 4096);
+    for (let step = 0; step < 40; step++) {
+      await Promise.all(streams.map(async (off, i) => {
+        const got = await eng.read(off, 128 * KiB);
+        if (!Buffer.from(got).equals(want.subarray(off, off + 128 * KiB))) bad++;
+        streams[i] = off + 128 * KiB;
+        worst = Math.max(worst, peek.cache.untouchedSize + peek.raPending);
+      }));
+    }
+    expect(bad).toBe(0);
+    expect(peek.raMax).toBe(2 * MiB);
+    // One window plus at most the blocks of the reads being served at that moment (counted out of the budget).
+    expect(worst).toBeLessThanOrEqual(peek.raMax + 4 * 2 * 128 * KiB);
+    expect(eng.status().readaheadBytes).toBeGreaterThan(2 * MiB); // readahead still happens
+  } finally {
+    await eng.close();
+  }
+}, 120_000);
