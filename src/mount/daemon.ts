@@ -57,8 +57,12 @@ export async function startMountDaemon(cfg: MountConfig, log: Logger = createLog
   if (cfg.manifestUrl && cfg.imageKeyFile) {
     verified = await loadImageVerifier(cfg.manifestUrl, readFileSync(cfg.imageKeyFile, "utf8"), ca, log, cfg.expectDigest);
   }
+  // The cache holds whole blocks. A signed manifest makes the block its chunk size (256 KiB by default): keep the same
+  // number of blocks as with 128 KiB ones, or partly read blocks are evicted and fetched twice (measured on a
+  // boot-like squashfs workload: 1.21x the distinct bytes with 8 MiB of 256 KiB blocks, 1.00x with 16 MiB).
+  const blockScale = verified ? Math.max(1, verified.verifier.chunkSize / (128 * 1024)) : 1;
   const image = await RemoteImage.open(cfg.urls, {
-    ca, order: cfg.order, nodeId: cfg.nodeId, cacheMb: cfg.cacheMb, ioTimeoutMs: cfg.ioTimeoutMs,
+    ca, order: cfg.order, nodeId: cfg.nodeId, cacheMb: cfg.cacheMb * blockScale, ioTimeoutMs: cfg.ioTimeoutMs,
     stallTimeoutMs: cfg.stallTimeoutMs, verifier: verified?.verifier, log,
   });
   if (verified && verified.size !== image.size) {
