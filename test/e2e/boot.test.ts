@@ -9,6 +9,7 @@ import { makeTestPki } from "../helpers/pki";
 import { startNginx, type Nginx } from "../helpers/nginx";
 import { removeScratchDirs, scratchDir } from "../helpers/tmp";
 import { buildTestInitramfs, kernelDir, makeTestRootImage } from "../helpers/boot";
+import { startVm as startQemu, type Vm } from "../helpers/qemu";
 
 const SKIP = process.env.AIRROOT_SKIP_VM === "1";
 if (SKIP) console.warn("test/e2e/boot.test.ts: skipped because AIRROOT_SKIP_VM=1");
@@ -22,46 +23,8 @@ const MIRROR_IPS = ["10.0.2.100", "10.0.2.101"];
 const DEAD_IP = "10.0.2.102";
 let guestfwd = "";
 
-interface Vm {
-  /** Everything the serial console printed so far, without CRs. */
-  output(): string;
-  /** Waits until the console output matches; throws with the output so far on timeout or VM exit. */
-  waitFor(re: RegExp, timeoutMs: number): Promise<RegExpMatchArray>;
-  type(text: string): void;
-  exited: Promise<number>;
-  kill(): void;
-}
-
 /** Starts QEMU with the serial console on stdio and user networking with restrict=on (no way out of the VM). */
-function startVm(append: string, hostfwd = ""): Vm {
-  const proc = Bun.spawn(["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "1", "-nographic",
-    "-no-reboot", "-kernel", vmlinuz, "-initrd", initrd, "-append", append,
-    "-netdev", `user,id=n0,restrict=on${hostfwd}`, "-device", "virtio-net-pci,netdev=n0"], { stdin: "pipe", stdout: "pipe", stderr: "pipe" });
-  let out = "";
-  let done = false;
-  const exited = proc.exited.then((c) => { done = true; return c; });
-  (async () => {
-    const dec = new TextDecoder();
-    for await (const chunk of proc.stdout) out += dec.decode(chunk, { stream: true }).replace(/\r/g, "");
-  })();
-  (async () => { for await (const chunk of proc.stderr) out += new TextDecoder().decode(chunk); })();
-  return {
-    output: () => out,
-    async waitFor(re, timeoutMs) {
-      const deadline = Date.now() + timeoutMs;
-      for (;;) {
-        const m = out.match(re);
-        if (m) return m;
-        if (done) throw new Error(`VM exited before ${re}; console:\n${out}`);
-        if (Date.now() > deadline) throw new Error(`timeout waiting for ${re}; console:\n${out}`);
-        await Bun.sleep(100);
-      }
-    },
-    type(text) { proc.stdin.write(text); proc.stdin.flush(); },
-    exited,
-    kill() { proc.kill("SIGKILL"); },
-  };
-}
+const startVm = (append: string, netdevExtra = ""): Vm => startQemu({ kernel: vmlinuz, initrd, append, netdevExtra });
 
 describe.skipIf(SKIP)("QEMU boot", () => {
   beforeAll(async () => {

@@ -12,6 +12,8 @@ export interface VmOptions {
   guestfwd?: { guest: string; hostPort: number }[];
   /** Guest TCP port -> host port on 127.0.0.1. */
   hostfwd?: { guestPort: number; hostPort: number }[];
+  /** Extra ",key=value" text for -netdev user (prebuilt hostfwd/guestfwd lists). */
+  netdevExtra?: string;
 }
 
 export interface Vm {
@@ -35,7 +37,7 @@ export function qemuArgs(o: VmOptions): string[] {
       const [ip, port = "443"] = f.guest.split(":");
       return `,guestfwd=tcp:${ip}:${port}-cmd:nc 127.0.0.1 ${f.hostPort}`;
     }),
-  ].join("");
+  ].join("") + (o.netdevExtra ?? "");
   return ["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-m", String(o.memoryMiB ?? 1024), "-smp", "1", "-nographic",
     "-no-reboot", "-kernel", o.kernel, "-initrd", o.initrd, "-append", o.append,
     "-netdev", `user,id=n0,restrict=on${fwd}`, "-device", "virtio-net-pci,netdev=n0"];
