@@ -18,6 +18,7 @@ import { FinalError, runSequence, StepConsole, stdoutConsole, uptimeClock, type 
 import { DEFAULT_PATHS, generateHostKeys, sshdConfig, startSshdSupervisor, testSshdConfig, waitForListener, writeAuthorizedKeys } from "./sshd";
 import { switchRoot } from "./switchroot";
 import { powerOff } from "../sys/power";
+import { mount, MS_BIND } from "../sys/libc";
 
 export interface BootContext {
   cmdline: Cmdline;
@@ -335,9 +336,23 @@ export async function runInit(o: InitOptions = {}): Promise<void> {
     sc.log(`Switching root to /sysroot and starting ${options.init}`);
     switchRoot({ newRoot: ctx.rootfs?.sysroot ?? "/sysroot", init: options.init, args: cmdline.initArgs,
       // The debug sshd checks its privilege separation directory on every connection.
-      afterRemount: () => { mkdirSync(DEFAULT_PATHS.privsepDir, { recursive: true, mode: 0o755 }); mkdirSync("/run/airroot", { recursive: true }); } });
+      afterRemount: () => {
+        mkdirSync(DEFAULT_PATHS.privsepDir, { recursive: true, mode: 0o755 });
+        keepStatusSockets("/sysroot/run/airroot/mounts", "/run/airroot/mounts");
+      } });
   } catch (e) {
     await rescue({ failure: { step: "switchroot", title: "Switching to the new root", error: e as Error }, tty: ttyOf(),
       sshd: ctx.sshdPid !== undefined, then: options.rescue, ownChildren: own() });
   }
+}
+
+/**
+ * The mount engine's status sockets live in /run, which moves into the new root; bind them back into the initramfs's
+ * fresh /run so `airroot status /mnt/image` works from the 2222 debug sshd after switch_root. Best effort: a failure
+ * here only costs that convenience, never the boot.
+ */
+function keepStatusSockets(moved: string, target: string): void {
+  mkdirSync(target, { recursive: true, mode: 0o700 });
+  if (!existsSync(moved)) return;
+  try { mount({ source: moved, target, fstype: null, flags: MS_BIND }); } catch { /* status from 2222 unavailable */ }
 }
