@@ -3,6 +3,7 @@ import { closeSync, existsSync, openSync, readFileSync, realpathSync, statSync, 
 import { resolve } from "node:path";
 import * as libc from "../sys/libc.ts";
 import { FuseReader } from "./reader.ts";
+import { FuseWriterThread } from "./writer.ts";
 import { FuseSession, fdWriter, type FrameWriter, type SessionStats } from "./session.ts";
 import { Tree, type ExposedFile } from "./tree.ts";
 
@@ -44,6 +45,8 @@ export interface FuseMount {
 
 /** The subtype becomes the fs type "fuse.<subtype>": keep it to a plain word. */
 const SUBTYPE = /^[A-Za-z0-9._-]{1,64}$/;
+/** Replies at least this large (READ data) are written by the writer thread. */
+const WRITER_THREAD_MIN = 64 * 1024;
 
 /** Mounts `files` read-only at `mountpoint`; resolves once the kernel's INIT is answered. */
 export async function mountFuse(opts: FuseMountOptions): Promise<FuseMount> {
@@ -82,13 +85,22 @@ export async function mountFuse(opts: FuseMountOptions): Promise<FuseMount> {
     throw new Error(`FUSE mount: cannot open /dev/fuse (${(e as { code?: string }).code ?? (e as Error).message}); ` +
                     `load the fuse module (modprobe fuse) and run as root`);
   }
-  write = fdWriter(fd, log);
+  // Large replies (READ data) go through a writer thread, so the kernel's copy runs beside our TLS work; small ones
+  // (attributes, names) are written at once: a thread round trip would only add latency to them.
+  const direct = fdWriter(fd, log);
+  const writer = new FuseWriterThread(fd, log);
+  write = (chunks) => {
+    let n = 0;
+    for (const c of chunks) n += c.length;
+    return n >= WRITER_THREAD_MIN ? writer.write(chunks) : direct(chunks);
+  };
 
   try {
     libc.mount({ source: fsname, target: mountpoint, fstype: `fuse.${subtype}`,
                  flags: libc.MS_RDONLY | libc.MS_NOSUID | libc.MS_NODEV,
                  data: `fd=${fd},rootmode=40000,user_id=0,group_id=0,allow_other,max_read=${maxRead}` });
   } catch (e) {
+    writer.stop();
     closeSync(fd);
     throw e;
   }
@@ -107,9 +119,10 @@ export async function mountFuse(opts: FuseMountOptions): Promise<FuseMount> {
     if (error) log(error.message);
     log(`FUSE: session on ${mountpoint} ended (${reason})`);
     for (const t of threads) t.stop();
-    // Close the fd only once no reader thread can call read() on its number again.
+    writer.stop();
+    // Close the fd only once no reader or writer thread can use its number again.
     let timer: ReturnType<typeof setTimeout> | undefined;
-    const gone = Promise.all(threads.map((t) => t.exited)).then(() => true);
+    const gone = Promise.all([...threads.map((t) => t.exited), writer.exited]).then(() => true);
     const late = new Promise<false>((r) => { timer = setTimeout(() => r(false), 5000); });
     void Promise.race([gone, late]).then((ok) => {
       clearTimeout(timer);

@@ -28,8 +28,11 @@ export type SessionStats = {
   kernelProtocol: string;
 };
 
-/** Writes one whole reply frame (possibly in pieces that writev joins into one frame). */
-export type FrameWriter = (chunks: Uint8Array[]) => void;
+/**
+ * Writes one whole reply frame (possibly in pieces that writev joins into one frame). A writer that hands the frame to
+ * another thread returns a promise: the pieces must stay untouched until it resolves.
+ */
+export type FrameWriter = (chunks: Uint8Array[]) => void | Promise<void>;
 
 /** The writer for a real /dev/fuse fd. ENOENT means the request was interrupted/aborted: nothing to do. */
 export function fdWriter(fd: number, log: (l: string) => void): FrameWriter {
@@ -227,6 +230,7 @@ export class FuseSession {
       (data) => {
         this.readsInFlight--;
         const release = data instanceof Uint8Array ? undefined : releaseOnce(data);
+        let written: void | Promise<void> = undefined;
         try {
           const chunks = replyChunks(data, length);
           if (typeof chunks === "string") {
@@ -235,12 +239,13 @@ export class FuseSession {
             return;
           }
           chunks[0] = codec.encodeOkHeader(r.h.unique, length);
-          this.write(chunks);
+          written = this.write(chunks);
         } catch (e) {
           // Only a custom writer throws (fdWriter logs instead); this runs in a promise callback, so no one else would see it.
           this.log(`FUSE: writing the reply to a read of ${f.name} failed: ${(e as Error)?.message ?? String(e)}`);
         } finally {
-          release?.(); // after the write returned: the kernel has copied the bytes
+          // Only once the kernel has copied the bytes: when the write returned, or when another thread's write did.
+          if (release) { if (written) written.then(release, release); else release(); }
         }
       },
       (e) => {

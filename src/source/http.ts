@@ -1,9 +1,10 @@
-// HTTPS to one image server: an undici Pool with our own TLS connector, and range GETs whose replies are validated
-// byte-for-byte (206, exact Content-Range, full length, same validator) before any data is handed back.
+// HTTPS to one image server: a small keep-alive pool of our own connections (conn.ts), and range GETs whose replies
+// are validated byte-for-byte (206, exact Content-Range, full length, same validator) before any data is handed back.
 import tls from "node:tls";
-import { Pool } from "undici/index.js"; // the real package: Bun's built-in "undici" stub ignores `ca`
 import type { ImageUrl } from "./url";
 import { HeaderError, parseContentRange, validatorOf } from "./headers";
+import { ConnectionError, HttpsConnection } from "./conn";
+import { ReplyError, closesAfter, keepAliveMs, type ResponseHead } from "./response";
 
 /** A problem attributable to one server (network, TLS, timeout, bad reply). The engine fails over on it. */
 export class SourceFault extends Error {
@@ -31,33 +32,103 @@ export function systemCa(): string[] | undefined {
   return systemStore ?? undefined;
 }
 
-export function createPool(u: ImageUrl, o: PoolOptions): Pool {
-  // "No --ca" means the system store, as for curl: a site CA installed in /etc/ssl/certs must work.
-  const ca = o.ca ?? systemCa();
-  // Custom connector: node:tls can dial an IPv6 zone ("fe80::1%eth0") that undici's URL handling cannot carry,
-  // and we check the certificate against the address without the zone. No SNI for IP literals (RFC 6066).
-  const connect = (_opts: unknown, cb: (err: Error | null, sock: tls.TLSSocket | null) => void) => {
-    let done = false;
-    const sock = tls.connect({
-      host: u.host, port: u.port, ca, servername: u.isIp ? undefined : u.certHost,
-      ALPNProtocols: ["http/1.1"], rejectUnauthorized: true,
-      checkServerIdentity: (_h, cert) => tls.checkServerIdentity(u.certHost, cert),
-    });
-    const timer = setTimeout(() => finish(Object.assign(new Error("connect timed out"), { code: "UND_ERR_CONNECT_TIMEOUT" })), o.connectTimeoutMs);
-    const finish = (err: Error | null) => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      if (err) { sock.destroy(); cb(err, null); } else cb(null, sock);
-    };
-    sock.once("secureConnect", () => finish(null));
-    sock.once("error", (e) => finish(e));
-  };
-  return new Pool(u.origin, {
-    connect: connect as unknown as Pool.Options["connect"], connections: o.connections, pipelining: 1,          // keep-alive, no pipelining
-    keepAliveTimeout: 30_000, keepAliveMaxTimeout: 120_000,
-    headersTimeout: 0, bodyTimeout: 0,                             // our own stall/deadline timers govern
-  });
+const IDLE_MS = 30_000; // our keep-alive limit; a server announcing a shorter one (Apache: 5 s) gets that minus a margin
+
+/**
+ * Up to `connections` keep-alive connections to one server, one request at a time on each (no pipelining).
+ * Requests beyond that wait in FIFO order for a free connection.
+ */
+export class HttpsPool {
+  private readonly idle: HttpsConnection[] = [];
+  private readonly waiters: { take(c: HttpsConnection | null): void }[] = [];
+  private open = 0; // connected or connecting
+  private destroyed = false;
+  private readonly ca: string | Buffer | string[] | undefined;
+
+  constructor(readonly url: ImageUrl, private readonly o: PoolOptions) {
+    // "No --ca" means the system store, as for curl: a site CA installed in /etc/ssl/certs must work.
+    this.ca = o.ca ?? systemCa();
+  }
+
+  /**
+   * A connection for one exchange: an idle one, a new one while under the limit, else the next one released.
+   * `fresh` skips idle connections (a retry after a reused one turned out to be closed by the server).
+   */
+  async acquire(signal: AbortSignal, fresh = false): Promise<{ conn: HttpsConnection; reused: boolean }> {
+    for (;;) {
+      if (this.destroyed) throw new ConnectionError("connection pool closed", "UND_ERR_DESTROYED");
+      if (signal.aborted) throw new ConnectionError("aborted");
+      if (!fresh) {
+        const c = this.idle.pop();
+        if (c) { clearTimeout(idleTimers.get(c)); return { conn: c, reused: true }; }
+      } else if (this.open >= this.o.connections && this.idle.length > 0) {
+        this.idle.shift()!.destroy(); // make room for the fresh one
+        this.open--;
+      }
+      if (this.open < this.o.connections) {
+        this.open++;
+        try {
+          const conn = await HttpsConnection.open(this.url, { ca: this.ca, connectTimeoutMs: this.o.connectTimeoutMs });
+          return { conn, reused: false };
+        } catch (e) {
+          this.open--;
+          this.wakeOne();
+          throw e;
+        }
+      }
+      // Wait for a release; null means "a slot freed up, try again".
+      const got = await new Promise<HttpsConnection | null>((resolve, reject) => {
+        const w = { take: (c: HttpsConnection | null) => { signal.removeEventListener("abort", onAbort); resolve(c); } };
+        const onAbort = () => { const i = this.waiters.indexOf(w); if (i >= 0) this.waiters.splice(i, 1); reject(new ConnectionError("aborted")); };
+        signal.addEventListener("abort", onAbort, { once: true });
+        this.waiters.push(w);
+      });
+      if (got) return { conn: got, reused: true };
+    }
+  }
+
+  /** Gives a connection back after an exchange: reused if it is still good, else closed and its slot freed. */
+  release(conn: HttpsConnection, head: ResponseHead | undefined): void {
+    if (head && closesAfter(head)) conn.reusable = false;
+    if (this.destroyed || conn.closed || !conn.reusable) {
+      if (!conn.closed) conn.destroy();
+      this.open--;
+      this.wakeOne();
+      return;
+    }
+    const w = this.waiters.shift();
+    if (w) { w.take(conn); return; }
+    const ka = head ? keepAliveMs(head) : undefined;
+    const idleFor = ka === undefined ? IDLE_MS : Math.max(500, Math.min(IDLE_MS, ka - 1000));
+    const timer = setTimeout(() => this.dropIdle(conn, true), idleFor);
+    timer.unref?.();
+    idleTimers.set(conn, timer);
+    conn.onceClosed(() => this.dropIdle(conn, false)); // the server closed it while idle
+    this.idle.push(conn);
+  }
+
+  private dropIdle(conn: HttpsConnection, close: boolean): void {
+    const i = this.idle.indexOf(conn);
+    if (i < 0) return;
+    this.idle.splice(i, 1);
+    clearTimeout(idleTimers.get(conn));
+    if (close) conn.destroy();
+    this.open--;
+    this.wakeOne();
+  }
+
+  private wakeOne(): void { this.waiters.shift()?.take(null); }
+
+  async destroy(): Promise<void> {
+    this.destroyed = true;
+    for (const c of this.idle.splice(0)) { clearTimeout(idleTimers.get(c)); c.destroy("connection pool closed"); }
+    for (const w of this.waiters.splice(0)) w.take(null); // they see `destroyed` and throw
+  }
+}
+const idleTimers = new WeakMap<HttpsConnection, ReturnType<typeof setTimeout>>();
+
+export function createPool(u: ImageUrl, o: PoolOptions): HttpsPool {
+  return new HttpsPool(u, o);
 }
 
 export interface RangeTimeouts { stallMs: number; requestMs: number }
@@ -100,89 +171,117 @@ export function describeError(e: unknown, u: ImageUrl, caGiven: boolean): string
   return err?.message ? String(err.message).slice(0, 200) : String(e).slice(0, 200);
 }
 
+/** The request head for one range: Host without the IPv6 zone (RFC 6874 §4: a zone is local, never sent). */
+function rangeRequest(u: ImageUrl, start: number, end: number): string {
+  const host = u.certHost.includes(":") ? `[${u.certHost}]` : u.certHost;
+  return `GET ${u.path} HTTP/1.1\r\nHost: ${host}:${u.port}\r\nRange: bytes=${start}-${end}\r\n` +
+    `Accept-Encoding: identity\r\nUser-Agent: airroot\r\n\r\n`;
+}
+
 /**
  * GET bytes [start, start+length) and return them only if the reply is a 206 for exactly that range, with the full
  * length, and (when `expect` is given) the expected size and validator. Anything else throws SourceFault.
  */
-export async function getRange(pool: Pool, u: ImageUrl, start: number, length: number, t: RangeTimeouts,
+export async function getRange(pool: HttpsPool, u: ImageUrl, start: number, length: number, t: RangeTimeouts,
   expect: Expect | undefined, caGiven: boolean, pieceSize = length, alloc: PieceAllocator = FRESH): Promise<RangeReply> {
   const end = start + length - 1;
   const ac = new AbortController();
   let why = "";
-  const abort = (reason: string) => { if (!why) { why = reason; ac.abort(); } };
-  // Progress is stamped per chunk and checked a few times per stall period: cheaper than re-arming a timer per chunk.
-  let lastProgress = performance.now();
-  const poke = () => { lastProgress = performance.now(); };
+  let conn: HttpsConnection | undefined;
+  const abort = (reason: string) => { if (!why) { why = reason; ac.abort(); conn?.destroy(reason); } };
+  // The connection stamps each received chunk; checking that a few times per stall period is cheaper than re-arming
+  // a timer per chunk. Before a connection is ours (connecting, or queued for a free one) the clock runs from the start.
+  let waitedSince = performance.now();
   const stall = setInterval(() => {
-    if (performance.now() - lastProgress >= t.stallMs) abort(`stalled for ${secs(t.stallMs)}`);
+    const last = conn ? conn.lastActivity : waitedSince;
+    if (performance.now() - last >= t.stallMs) abort(`stalled for ${secs(t.stallMs)}`);
   }, Math.max(5, Math.min(1000, t.stallMs / 5)));
   const deadline = setTimeout(() => abort(`no complete reply within ${secs(t.requestMs)}`), t.requestMs);
-  let res: Awaited<ReturnType<Pool["request"]>> | undefined;
   const parts: Uint8Array[] = [];
   let handedOver = false;
+  let reply: { size: number; validator: string; lastModifiedMs?: number } | undefined;
+  let got = 0;
+  const sink = {
+    head(h: ResponseHead) {
+      if (h.status === 200) throw new SourceFault("ignored Range (HTTP 200)");
+      if (h.status !== 206) throw new SourceFault(`HTTP ${h.status} for ${u.path}`);
+      let cr, validator;
+      try {
+        cr = parseContentRange(h.headers["content-range"]);
+        validator = validatorOf(h.headers);
+      } catch (e) {
+        if (e instanceof HeaderError) throw new SourceFault(e.message);
+        throw e;
+      }
+      if (cr.start !== start || cr.end !== end) {
+        throw new SourceFault(`wrong Content-Range: asked bytes ${start}-${end}, got ${cr.start}-${cr.end}`);
+      }
+      if (expect && cr.size !== expect.size) throw new SourceFault(`image size changed from ${expect.size} to ${cr.size} bytes`, true);
+      if (expect && validator !== expect.validator) {
+        throw new SourceFault(`image changed on the server (validator ${validator}, expected ${expect.validator})`, true);
+      }
+      const ce = h.headers["content-encoding"];
+      if (ce !== undefined && String(ce).toLowerCase() !== "identity") throw new SourceFault(`unexpected Content-Encoding ${String(ce).slice(0, 20)}`);
+      const cl = h.headers["content-length"];
+      if (cl !== String(length)) throw new SourceFault(`Content-Length ${String(cl).slice(0, 20)} for a ${length}-byte range`);
+      const lm = Date.parse(String(h.headers["last-modified"] ?? ""));
+      reply = { size: cr.size, validator, lastModifiedMs: Number.isFinite(lm) ? lm : undefined };
+      for (let o = 0; o < length; o += pieceSize) parts.push(alloc.take(Math.min(pieceSize, length - o)));
+    },
+    body(chunk: Uint8Array) {
+      // The connection never passes more than Content-Length bytes, which head() checked equals `length`.
+      for (let c = 0; c < chunk.length;) {
+        const pi = Math.floor(got / pieceSize), po = got - pi * pieceSize, part = parts[pi];
+        const take = Math.min(part.length - po, chunk.length - c);
+        part.set(chunk.subarray(c, c + take), po);
+        c += take;
+        got += take;
+      }
+    },
+  };
   try {
-    try {
-      res = await pool.request({ path: u.path, method: "GET", headers: { range: `bytes=${start}-${end}` }, signal: ac.signal });
-    } catch (e) {
-      throw new SourceFault(why || describeError(e, u, caGiven));
-    }
-    // Errors surface through the listeners below; this one keeps a destroyed body from raising an unhandled error.
-    res.body.on("error", () => {});
-    poke();
-    const status = res.statusCode;
-    if (status === 200) throw new SourceFault("ignored Range (HTTP 200)");
-    if (status !== 206) throw new SourceFault(`HTTP ${status} for ${u.path}`);
-    let cr, validator;
-    try {
-      cr = parseContentRange(res.headers["content-range"]);
-      validator = validatorOf(res.headers);
-    } catch (e) {
-      if (e instanceof HeaderError) throw new SourceFault(e.message);
-      throw e;
-    }
-    if (cr.start !== start || cr.end !== end) {
-      throw new SourceFault(`wrong Content-Range: asked bytes ${start}-${end}, got ${cr.start}-${cr.end}`);
-    }
-    if (expect && cr.size !== expect.size) throw new SourceFault(`image size changed from ${expect.size} to ${cr.size} bytes`, true);
-    if (expect && validator !== expect.validator) {
-      throw new SourceFault(`image changed on the server (validator ${validator}, expected ${expect.validator})`, true);
-    }
-    const ce = res.headers["content-encoding"];
-    if (ce !== undefined && String(ce).toLowerCase() !== "identity") throw new SourceFault(`unexpected Content-Encoding ${String(ce).slice(0, 20)}`);
-    const cl = res.headers["content-length"];
-    if (cl !== undefined && cl !== String(length)) throw new SourceFault(`Content-Length ${String(cl).slice(0, 20)} for a ${length}-byte range`);
-    for (let o = 0; o < length; o += pieceSize) parts.push(alloc.take(Math.min(pieceSize, length - o)));
-    const body = res.body;
-    // 'data' events rather than async iteration: measurably faster for 128 KiB+ bodies in Bun.
-    const got = await new Promise<number>((resolve, reject) => {
-      let n = 0;
-      body.on("data", (chunk: Uint8Array) => {
-        if (n + chunk.length > length) { reject(new SourceFault(`body longer than the ${length} bytes asked for`)); body.destroy(); return; }
-        for (let c = 0; c < chunk.length;) {
-          const pi = Math.floor(n / pieceSize), po = n - pi * pieceSize, part = parts[pi];
-          const take = Math.min(part.length - po, chunk.length - c);
-          part.set(chunk.subarray(c, c + take), po);
-          c += take;
-          n += take;
+    // A reused connection the server closed while idle fails before any reply byte: GET is idempotent, so that one
+    // case is retried once on a new connection instead of being blamed on the server.
+    for (let attempt = 0; ; attempt++) {
+      let reused = false;
+      try {
+        const a = await pool.acquire(ac.signal, attempt > 0);
+        conn = a.conn;
+        reused = a.reused;
+      } catch (e) {
+        throw new SourceFault(why || describeError(e, u, caGiven));
+      }
+      let head: ResponseHead | undefined;
+      try {
+        await conn.exchange(rangeRequest(u, start, end), { head: (h) => { head = h; sink.head(h); }, body: sink.body });
+        pool.release(conn, head);
+        conn = undefined;
+        break;
+      } catch (e) {
+        pool.release(conn!, undefined); // not reusable after a failed exchange: closed, slot freed
+        conn = undefined;
+        if (why) throw new SourceFault(why);
+        if (e instanceof SourceFault) throw e;
+        if (e instanceof ReplyError) throw new SourceFault(`bad HTTP reply: ${e.message}`);
+        if (reused && attempt === 0 && e instanceof ConnectionError && e.beforeReply) {
+          for (const p of parts.splice(0)) alloc.release(p);
+          got = 0;
+          waitedSince = performance.now();
+          continue;
         }
-        poke();
-      });
-      body.once("end", () => resolve(n));
-      body.once("error", (e) => reject(e instanceof SourceFault ? e : new SourceFault(why || describeError(e, u, caGiven))));
-      body.once("close", () => reject(new SourceFault(why || `connection closed after ${n} of ${length} bytes`))); // no-op after end
-    });
+        if (reply && e instanceof ConnectionError) throw new SourceFault(`connection closed after ${got} of ${length} bytes`);
+        throw new SourceFault(describeError(e, u, caGiven));
+      }
+    }
     if (why) throw new SourceFault(why);
-    if (got !== length) throw new SourceFault(`short body: got ${got} of ${length} bytes`);
-    const lm = Date.parse(String(res.headers["last-modified"] ?? ""));
-    res = undefined; // fully consumed: the connection goes back to the pool
+    if (!reply || got !== length) throw new SourceFault(`short body: got ${got} of ${length} bytes`);
     handedOver = true;
-    return { parts, size: cr.size, validator, lastModifiedMs: Number.isFinite(lm) ? lm : undefined };
+    return { parts, ...reply };
   } finally {
     clearInterval(stall);
     clearTimeout(deadline);
-    // Never leave an unread body behind (a 200 with a whole image): destroying it closes that connection.
-    if (res) { try { res.body.destroy(); } catch { /* already gone */ } }
-    // After destroy() no 'data' event can write into them any more.
+    if (conn) pool.release(conn, undefined);
+    // Once the exchange has ended, no more body bytes can arrive into these.
     if (!handedOver) for (const p of parts) alloc.release(p);
   }
 }

@@ -33,7 +33,10 @@ export class BlockPool {
       if (b) { this.c.reused++; return b; }
     }
     this.c.allocated++;
-    return Buffer.allocUnsafe(length); // no zero-fill: every byte is overwritten or the buffer is discarded
+    // Pooled blocks live in shared memory: the FUSE writer thread (src/fuse/writer.ts) writes views of them to
+    // /dev/fuse without a copy. Others (an image's short last block) need no sharing: no zero-fill, every byte is
+    // overwritten or the buffer is discarded.
+    return length === this.o.blockSize ? new Uint8Array(new SharedArrayBuffer(length)) : Buffer.allocUnsafe(length);
   }
 
   /** Gives a block back. It is reused only after every read begun so far has ended (see the module comment). */

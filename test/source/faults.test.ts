@@ -1,4 +1,4 @@
-// Reply faults nginx cannot be made to produce (short body, wrong Content-Range, body longer than asked, a changed
+// Reply faults nginx cannot be made to produce (short body, chunked framing, wrong Content-Range, body longer than asked, a changed
 // ETag, error statuses, no reply at all): a small node:https server injects them, as a mock for those faults only.
 // nginx stays the good source; the engine must never return the faulty bytes and must fail over without an error.
 import { afterAll, beforeAll, expect, test } from "bun:test";
@@ -20,7 +20,7 @@ let dir: string, pki: TestPki, ca: Buffer, data: Buffer, etag: string;
 let A: Nginx;
 let mock: https.Server, mockUrl: string;
 const mockSockets = new Set<Socket>();
-type Mode = "good" | "short" | "wrong-range" | "long" | "etag-change" | "http-500" | "no-content-range" | "silent";
+type Mode = "good" | "short" | "chunked" | "wrong-range" | "long" | "etag-change" | "http-500" | "no-content-range" | "silent";
 let mode: Mode = "good";
 
 function handler(req: IncomingMessage, res: ServerResponse) {
@@ -33,10 +33,13 @@ function handler(req: IncomingMessage, res: ServerResponse) {
   const fault: Mode = start === 0 && end === 0 ? "good" : mode;
   switch (fault) {
     case "good": res.writeHead(206, { "content-range": cr, "content-length": body.length, etag }); res.end(body); return;
-    case "short": // chunked, ends cleanly after half the bytes
-      res.writeHead(206, { "content-range": cr, etag }); res.end(body.subarray(0, body.length >> 1)); return;
-    case "long":
-      res.writeHead(206, { "content-range": cr, etag }); res.end(Buffer.concat([body, Buffer.from("extra")])); return;
+    case "short": // announces the full length, sends half, hangs up
+      res.writeHead(206, { "content-range": cr, "content-length": body.length, etag });
+      res.write(body.subarray(0, body.length >> 1), () => res.socket?.destroy()); return;
+    case "chunked": // a framing image servers do not use for ranges: refused, not decoded
+      res.writeHead(206, { "content-range": cr, etag }); res.end(body); return;
+    case "long": // more bytes than asked for
+      res.writeHead(206, { "content-range": cr, "content-length": body.length + 5, etag }); res.end(Buffer.concat([body, Buffer.from("extra")])); return;
     case "wrong-range": { // a neighbouring range, consistent in itself
       const s2 = start + 4096, e2 = end + 4096;
       res.writeHead(206, { "content-range": `bytes ${s2}-${e2}/${data.length}`, "content-length": e2 - s2 + 1, etag });
@@ -76,8 +79,9 @@ afterAll(async () => {
 }, 60_000);
 
 const cases: [Mode, RegExp][] = [
-  ["short", /^short body: got \d+ of \d+ bytes$/],
-  ["long", /^body longer than the \d+ bytes asked for$/],
+  ["short", /^connection closed after \d+ of \d+ bytes$/],
+  ["chunked", /^bad HTTP reply: reply uses Transfer-Encoding instead of a Content-Length$/],
+  ["long", /^Content-Length \d+ for a \d+-byte range$/],
   ["wrong-range", /^wrong Content-Range: asked bytes \d+-\d+, got \d+-\d+$/],
   ["etag-change", /^image changed on the server \(validator "changed", expected /],
   ["http-500", /^HTTP 500 for \/img\.sfs$/],
