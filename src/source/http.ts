@@ -248,6 +248,10 @@ export async function getRange(pool: HttpsPool, u: ImageUrl, start: number, leng
         const a = await pool.acquire(ac.signal, attempt > 0);
         conn = a.conn;
         reused = a.reused;
+        // The stall or deadline may have fired while we were connecting (acquire does not watch the signal then):
+        // abort() had no connection to destroy, so nothing would end an exchange started now. The fresh connection
+        // itself is fine: `finally` hands it back to the pool.
+        if (why) throw new SourceFault(why);
       } catch (e) {
         throw new SourceFault(why || describeError(e, u, caGiven));
       }
