@@ -1,7 +1,7 @@
 // The servers of one image as a set: preference order, which server a request tries next, logging each change of
 // state once, and the jittered background probe that brings recovered servers back (fail-back).
 import type { Logger } from "../util/log";
-import { getRange, SourceFault, type RangeTimeouts } from "./http";
+import { SourceFault, type RangeTimeouts } from "./http";
 import { rankSources, type SourceOrder } from "./order";
 import type { ImageIdentity } from "./probe";
 import type { Source } from "./source";
@@ -10,7 +10,6 @@ export interface ServerSetOptions {
   order: SourceOrder;
   nodeId: string;
   timeouts: RangeTimeouts;
-  caGiven: boolean;
   probeIntervalMs: number;
   holdDownMs: number;
   ioTimeoutMs: number;       // only for the wording of the "all down" line
@@ -136,7 +135,7 @@ export class ServerSet {
     if (wasDown) s.state = "probing";
     try {
       const t0 = performance.now();
-      await getRange(s.pool, s.url, 0, 1, this.o.timeouts, this.image, this.o.caGiven);
+      await s.fetcher.get(0, 1, this.o.timeouts, this.image);
       s.noteRtt(performance.now() - t0);
       if (this.closed || s.state === "excluded") return;
       if (s.state === "probing" || s.state === "degraded") {

@@ -131,6 +131,23 @@ export function createPool(u: ImageUrl, o: PoolOptions): HttpsPool {
   return new HttpsPool(u, o);
 }
 
+/** Range GETs from one server, wherever they run (this thread: directFetcher; the fetch thread: fetch-thread.ts). */
+export interface RangeFetcher {
+  /** getRange's contract: exact bytes of a validated 206, else SourceFault. */
+  get(start: number, length: number, t: RangeTimeouts, expect?: Expect, pieceSize?: number, alloc?: PieceAllocator): Promise<RangeReply>;
+  destroy(): Promise<void>;
+}
+
+/** A fetcher running in the calling thread, over its own connection pool. */
+export function directFetcher(u: ImageUrl, o: PoolOptions): RangeFetcher {
+  const pool = createPool(u, o);
+  const caGiven = o.ca !== undefined;
+  return {
+    get: (start, length, t, expect, pieceSize = length, alloc = FRESH) => getRange(pool, u, start, length, t, expect, caGiven, pieceSize, alloc),
+    destroy: () => pool.destroy(),
+  };
+}
+
 export interface RangeTimeouts { stallMs: number; requestMs: number }
 export interface Expect { size: number; validator: string }
 /** The body comes back split into `pieceSize` pieces (the engine's cache blocks), so each can be freed on its own. */

@@ -4,7 +4,8 @@
 import { hostname } from "node:os";
 import { createLogger, type Logger } from "../util/log";
 import { parseImageUrl, type ImageUrl } from "./url";
-import { createPool, getRange, SourceFault, type RangeTimeouts } from "./http";
+import { directFetcher, SourceFault, type PoolOptions, type RangeTimeouts } from "./http";
+import { FetchThread } from "./fetch-thread";
 import { AGREEMENT_RULE, chooseImage, probeSource, type ImageIdentity } from "./probe";
 import { Source, type SourceStatus } from "./source";
 import { BlockCache } from "./cache";
@@ -38,6 +39,7 @@ export interface RemoteImageOptions {
   blockSize?: number;          // cache/fetch unit without a verifier (default 128 KiB); the verifier's chunkSize wins
   maxRequestBytes?: number;    // largest single range request (default 1 MiB; at least one block)
   verifier?: ChunkVerifier;
+  fetchThread?: boolean;       // HTTPS on a thread of its own (default true; see fetch-thread.ts); false: this thread
   log?: Logger;
 }
 
@@ -105,7 +107,7 @@ export class RemoteImage {
   private readonly connections: number;
   private readonly timeouts: RangeTimeouts;
   private readonly ioTimeoutMs: number;
-  private readonly caGiven: boolean;
+  private readonly fetchThread?: FetchThread;
   private readonly verifier?: ChunkVerifier;
   private readonly cache: BlockCache;
   private readonly pool: BlockPool;
@@ -122,7 +124,9 @@ export class RemoteImage {
   private readonly started = Date.now();
   private c = { bytesFetched: 0, cacheHits: 0, cacheMisses: 0, readsInFlight: 0, readsTotal: 0, coalesced: 0, fetches: 0, readaheadBytes: 0 };
 
-  private constructor(private readonly sources: Source[], img: ImageIdentity, name: string, opts: RemoteImageOptions, log: Logger) {
+  private constructor(private readonly sources: Source[], img: ImageIdentity, name: string, opts: RemoteImageOptions, log: Logger,
+    fetchThread: FetchThread | undefined) {
+    this.fetchThread = fetchThread;
     this.name = name;
     this.size = img.size;
     this.validator = img.validator;
@@ -135,7 +139,6 @@ export class RemoteImage {
     this.connections = opts.connectionsPerSource ?? DEFAULTS.connectionsPerSource;
     this.timeouts = { stallMs: opts.stallTimeoutMs ?? DEFAULTS.stallTimeoutMs, requestMs: opts.requestTimeoutMs ?? DEFAULTS.requestTimeoutMs };
     this.ioTimeoutMs = opts.ioTimeoutMs ?? 0;
-    this.caGiven = opts.ca !== undefined;
     const cacheBytes = Math.floor((opts.cacheMb ?? DEFAULTS.cacheMb) * MiB);
     // Blocks leaving the cache are recycled for later fetches (see pool.ts for when that is safe).
     this.pool = new BlockPool({ blockSize: this.bs, maxFree: this.maxInFlight * this.spanBlocks, maxQuarantine: this.maxInFlight * this.spanBlocks });
@@ -149,7 +152,7 @@ export class RemoteImage {
     this.cache = new BlockCache(cacheBytes, (b) => this.pool.release(b), raMax);
     this.readahead = new Readahead({ maxBytes: raMax, initialBytes: Math.min(raMax, Math.max(this.bs, 256 * KiB)) });
     this.servers = new ServerSet(sources, img, {
-      order: this.order, nodeId: opts.nodeId ?? hostname(), timeouts: this.timeouts, caGiven: this.caGiven,
+      order: this.order, nodeId: opts.nodeId ?? hostname(), timeouts: this.timeouts,
       probeIntervalMs: opts.probeIntervalMs ?? DEFAULTS.probeIntervalMs, holdDownMs: opts.holdDownMs ?? DEFAULTS.holdDownMs,
       ioTimeoutMs: this.ioTimeoutMs, log,
       onRecovered: () => { for (const wake of [...this.sleepers]) wake(); }, // retry now rather than after the backoff
@@ -188,16 +191,18 @@ export class RemoteImage {
     for (const p of parsed) {
       if (p.name !== name) log.warn(`${p.href} names the image ${JSON.stringify(p.name)}; using the first URL's name ${JSON.stringify(name)}`);
     }
-    const sources = parsed.map((u, i) => new Source(u, createPool(u, {
+    const poolOpts: PoolOptions = {
       ca: opts.ca, connections: opts.connectionsPerSource ?? DEFAULTS.connectionsPerSource,
       connectTimeoutMs: opts.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs,
-    }), i));
+    };
+    const thread = opts.fetchThread === false ? undefined : new FetchThread(parsed, poolOpts, (l) => log.warn(l));
+    const sources = parsed.map((u, i) => new Source(u, thread ? thread.fetcher(i) : directFetcher(u, poolOpts), i));
+    const closeAll = () => Promise.all([...sources.map((s) => s.fetcher.destroy().catch(() => {})), thread?.close()]);
     const timeouts = { stallMs: opts.stallTimeoutMs ?? DEFAULTS.stallTimeoutMs, requestMs: opts.requestTimeoutMs ?? DEFAULTS.requestTimeoutMs };
-    const caGiven = opts.ca !== undefined;
 
-    const results = await Promise.all(sources.map((s) => probeSource(s, timeouts, caGiven, opts.order === "latency")))
+    const results = await Promise.all(sources.map((s) => probeSource(s, timeouts, opts.order === "latency")))
       .catch(async (e) => {
-        await Promise.all(sources.map((s) => s.pool.destroy().catch(() => {}))); // no pool outlives a failed open
+        await closeAll(); // no pool or thread outlives a failed open
         throw e;
       });
     const failures: string[] = [];
@@ -210,7 +215,7 @@ export class RemoteImage {
     });
     const agreed = chooseImage(results);
     if (!agreed) {
-      await Promise.all(sources.map((s) => s.pool.destroy().catch(() => {})));
+      await closeAll();
       throw new Error(`cannot reach any image server: ${failures.join("; ")}`);
     }
     const img = agreed.image;
@@ -225,7 +230,7 @@ export class RemoteImage {
       s.exclude(why);
       log.error(`excluding ${s.href}: ${why}`);
     });
-    const image = new RemoteImage(sources, img, name, opts, log);
+    const image = new RemoteImage(sources, img, name, opts, log, thread);
     image.servers.start();
     return image;
   }
@@ -314,7 +319,8 @@ export class RemoteImage {
     for (const sp of [...this.demandQ, ...this.raQ]) sp.reject(closedErr);
     this.demandQ = [];
     this.raQ = [];
-    await Promise.all(this.sources.map((s) => s.pool.destroy().catch(() => {})));
+    await Promise.all(this.sources.map((s) => s.fetcher.destroy().catch(() => {})));
+    await this.fetchThread?.close();
     this.cache.clear();
     this.pool.clear();
   }
@@ -482,8 +488,7 @@ export class RemoteImage {
         this.c.fetches++;
         const sentAt = Date.now();
         try {
-          const r = await getRange(src.pool, src.url, start, len, this.timeouts, { size: this.size, validator: this.validator },
-            this.caGiven, this.bs, this.pool);
+          const r = await src.fetcher.get(start, len, this.timeouts, { size: this.size, validator: this.validator }, this.bs, this.pool);
           if (this.verifier) {
             const bad = r.parts.findIndex((bytes, k) => !this.verifier!.verify(sp.first + k, bytes));
             if (bad >= 0) {

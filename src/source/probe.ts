@@ -1,5 +1,5 @@
 // Probing image servers at open, and the rule that decides which image they agree on.
-import { getRange, SourceFault, type RangeTimeouts } from "./http";
+import { SourceFault, type RangeTimeouts } from "./http";
 import type { Source } from "./source";
 
 /** What a server says about the image: size, validator (ETag or Last-Modified), mtime. */
@@ -10,11 +10,11 @@ export type ProbeResult = { ok: true; image: ImageIdentity } | { ok: false; reas
  * A 1-byte range GET: tells size (Content-Range), validator and RTT, and that Range is honoured.
  * With `warm`, a second probe measures RTT on the now-open connection (for "latency" order).
  */
-export async function probeSource(s: Source, t: RangeTimeouts, caGiven: boolean, warm = false): Promise<ProbeResult> {
+export async function probeSource(s: Source, t: RangeTimeouts, warm = false): Promise<ProbeResult> {
   try {
     let t0 = performance.now();
-    let r = await getRange(s.pool, s.url, 0, 1, t, undefined, caGiven);
-    if (warm) { t0 = performance.now(); r = await getRange(s.pool, s.url, 0, 1, t, undefined, caGiven); }
+    let r = await s.fetcher.get(0, 1, t);
+    if (warm) { t0 = performance.now(); r = await s.fetcher.get(0, 1, t); }
     s.noteRtt(performance.now() - t0);
     return { ok: true, image: { size: r.size, validator: r.validator, lastModifiedMs: r.lastModifiedMs } };
   } catch (e) {

@@ -1,5 +1,5 @@
-// One image server: its connection pool, health state, measured RTT and counters.
-import type { HttpsPool } from "./http";
+// One image server: its fetcher (connection pool), health state, measured RTT and counters.
+import type { RangeFetcher } from "./http";
 import type { ImageUrl } from "./url";
 
 export type SourceState = "healthy" | "degraded" | "down" | "excluded" | "probing";
@@ -20,7 +20,7 @@ export class Source {
   lastFaultAt = 0;              // Date.now() of the last fault, for the fail-back hold-down
   preferredRank = 0;            // 0 = most preferred
 
-  constructor(readonly url: ImageUrl, readonly pool: HttpsPool, readonly index: number) {}
+  constructor(readonly url: ImageUrl, readonly fetcher: RangeFetcher, readonly index: number) {}
 
   get href(): string { return this.url.href; }
   get usable(): boolean { return this.state === "healthy" || this.state === "degraded"; }
