@@ -11,6 +11,11 @@ const result = await Bun.build({
   entrypoints: ["src/cli/main.ts", "src/source/fetch-worker.ts"],
   compile: { target: target as any, outfile },
   minify: true,
+  // Precompiled bytecode in the executable: JSC loads it instead of parsing and compiling the bundle at start, so
+  // every process starts with less private memory (the idle mount daemon: RssAnon ~23 -> ~19-20 MiB, VmRSS ~75 -> ~72
+  // MiB) for ~6 MiB more executable. Bytecode needs the ESM output format for the top-level await in main.ts.
+  bytecode: true,
+  format: "esm",
   sourcemap: "none",
   define: { AIRROOT_VERSION: JSON.stringify(pkg.version) },
 });

@@ -14,7 +14,7 @@ export async function startDetachedDaemon(mountArgs: string[], mountpoint: strin
   const logPath = statusLogPath(mountpoint);
   const logFd = openSync(logPath, "w", 0o600);
   const child = spawn(exe, [...pre, "mount", "--foreground", "--notify-ready", ...mountArgs], {
-    argv0: argv0 ?? exe, detached: true, stdio: ["ignore", "pipe", logFd],
+    argv0: argv0 ?? exe, detached: true, stdio: ["ignore", "pipe", logFd], env: daemonEnv(mountArgs),
   });
   closeSync(logFd);
   const echo = tailTo(logPath, (text) => process.stderr.write(text));
@@ -36,6 +36,26 @@ export async function startDetachedDaemon(mountArgs: string[], mountpoint: strin
   } finally {
     echo.stop();
   }
+}
+
+/**
+ * The daemon's environment: the caller's, plus allocator and GC settings that keep a long-lived daemon small (the
+ * caller's own values win). Measured on the compiled daemon, 1 GiB cold sequential read, default 8 MiB cache, 4
+ * alternating runs each (medians): peak VmRSS 187 -> 159 MiB, RssAnon right after the read 109 -> 84 MiB, idle
+ * RssAnon 20 -> 19 MiB, throughput and daemon CPU within the run's noise (693 vs 634 MB/s, 1.46 vs 1.54 s/GiB).
+ * - MIMALLOC_PURGE_DELAY=0: mimalloc returns freed pages to the kernel at once instead of after 100 ms.
+ * - BUN_JSC_forceRAMSize: JSC sizes its heap and decides it is under memory pressure (a footprint above 80% of
+ *   "RAM") from the machine's RAM; telling it a daemon-sized RAM makes it collect before the TLS chunks pile up.
+ *   Scaled with --cache-mb so a large cache does not leave JSC permanently "over" that threshold.
+ */
+export function daemonEnv(mountArgs: string[], base: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  let cacheMb = 8;
+  for (let i = 0; i < mountArgs.length; i++) {
+    const a = mountArgs[i];
+    const v = a === "--cache-mb" ? mountArgs[i + 1] : a.startsWith("--cache-mb=") ? a.slice(11) : undefined;
+    if (v !== undefined && Number.isFinite(Number(v)) && Number(v) > 0) cacheMb = Number(v);
+  }
+  return { MIMALLOC_PURGE_DELAY: "0", BUN_JSC_forceRAMSize: String((256 + 2 * cacheMb) * 1048576), ...base };
 }
 
 /** Echo what is appended to a file until stopped (then one last read, so no line is lost). */

@@ -82,6 +82,7 @@ type Kind = "demand" | "readahead";
 interface Span {
   first: number; count: number; kind: Kind; started: boolean;
   promise: Promise<Uint8Array[]>; resolve(blocks: Uint8Array[]): void; reject(e: unknown): void; // one entry per block
+  joins?: number[];   // per block: reads waiting for it, each pinned as the span completes (see pool.ts)
 }
 /** A readahead fetch that gave up; readers never see it (they re-request as demand). */
 class Dropped extends Error {}
@@ -141,7 +142,7 @@ export class RemoteImage {
     this.ioTimeoutMs = opts.ioTimeoutMs ?? 0;
     const cacheBytes = Math.floor((opts.cacheMb ?? DEFAULTS.cacheMb) * MiB);
     // Blocks leaving the cache are recycled for later fetches (see pool.ts for when that is safe).
-    this.pool = new BlockPool({ blockSize: this.bs, maxFree: this.maxInFlight * this.spanBlocks, maxQuarantine: this.maxInFlight * this.spanBlocks });
+    this.pool = new BlockPool({ blockSize: this.bs, maxFree: this.maxInFlight * this.spanBlocks });
     this.servedBits = new Uint8Array(Math.ceil(Math.ceil(img.size / this.bs) / 8)); // 10 KiB per GiB at 128 KiB blocks
     // Readahead must leave most of the cache to the unread rest of blocks fetched for random reads: with half the
     // cache, a boot-like workload fetched 1.1-1.35x its distinct bytes (issue 2; test/source/refetch.test.ts), with a
@@ -255,8 +256,8 @@ export class RemoteImage {
   /**
    * The same bytes as read(), without a copy: views of cached blocks, in order, pinned (never recycled for another
    * fetch) until release() is called. Call release() exactly once, as soon as the bytes have been used (a second
-   * call does nothing); until then the pool cannot recycle blocks evicted after this read began, so a forgotten
-   * release costs memory (blocks go to the garbage collector instead), never correctness. Never write into the views.
+   * call does nothing); until then the pool cannot recycle those blocks, so a forgotten release costs memory, never
+   * correctness. Never write into the views.
    */
   async readViews(offset: number, length: number): Promise<ImageViews> {
     if (this.closed) throw new Error(`read of ${this.name} after close`);
@@ -267,30 +268,30 @@ export class RemoteImage {
     if (end <= offset) return { views: [], release: () => {} };
     this.c.readsTotal++;
     this.c.readsInFlight++;
-    // Blocks this read obtains are not recycled before its epoch ends: at release(), or when it fails.
-    const epoch = this.pool.beginRead();
+    // The blocks this read obtains stay pinned until release(), or until it fails.
     const work = this.readBlocks(offset, end);
+    const unpin = (r: { blocks: Uint8Array[] }) => { for (const b of r.blocks) this.pool.unpin(b); };
     let handedOver = false;
     let timer: ReturnType<typeof setTimeout> | undefined;
     try {
-      let views: Uint8Array[];
-      if (!this.ioTimeoutMs) views = await work;
+      let got: { views: Uint8Array[]; blocks: Uint8Array[] };
+      if (!this.ioTimeoutMs) got = await work;
       else {
         work.catch(() => {}); // if the timeout wins, a late failure must not be unhandled
         const timeout = new Promise<never>((_, reject) => {
           timer = setTimeout(() => reject(new IoError(`I/O error reading ${this.name} bytes ${offset}-${end - 1}: ` +
             `no image server delivered them within ${secs(this.ioTimeoutMs)} (io timeout)`)), this.ioTimeoutMs);
         });
-        views = await Promise.race([work, timeout]);
+        got = await Promise.race([work, timeout]);
       }
       handedOver = true;
       let released = false;
-      return { views, release: () => { if (!released) { released = true; this.pool.endRead(epoch); } } };
+      return { views: got.views, release: () => { if (!released) { released = true; unpin(got); } } };
     } finally {
       clearTimeout(timer);
       this.c.readsInFlight--;
-      // Failed or timed out: the epoch ends once the work has settled (a timed-out read may still hold blocks).
-      if (!handedOver) work.then(() => this.pool.endRead(epoch), () => this.pool.endRead(epoch));
+      // Timed out: the blocks it still gets are unpinned once the work has settled (a failed one unpinned its own).
+      if (!handedOver) work.then(unpin, () => {});
     }
   }
 
@@ -327,16 +328,23 @@ export class RemoteImage {
 
   // ---- read path ----
 
-  /** Views of the bytes [offset, end) in the blocks holding them; the caller's pool epoch keeps those blocks. */
-  private async readBlocks(offset: number, end: number): Promise<Uint8Array[]> {
+  /** Views of the bytes [offset, end), and the blocks holding them, pinned for the caller (unpinned if this fails). */
+  private async readBlocks(offset: number, end: number): Promise<{ views: Uint8Array[]; blocks: Uint8Array[] }> {
     const ra = this.readahead.observe(offset, end - offset);
     const b0 = Math.floor(offset / this.bs), b1 = Math.floor((end - 1) / this.bs);
     // A readahead fetch that a reader joined is promoted to demand and never dropped; the loop is a safety net.
     for (let attempt = 0; attempt < 100; attempt++) {
       const parts = this.blocks(b0, b1);
       if (ra && attempt === 0) this.prefetch(ra.start, ra.end, b0, b1);
-      let blocks: Uint8Array[];
-      try { blocks = await Promise.all(parts); } catch (e) { if (e instanceof Dropped) continue; throw e; }
+      // Every part settles before we go on: the ones that arrived are pinned and must be unpinned if another failed.
+      const settled = await Promise.allSettled(parts);
+      const failed = settled.find((r) => r.status === "rejected");
+      const blocks = settled.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
+      if (failed) {
+        for (const b of blocks) this.pool.unpin(b);
+        if (failed.reason instanceof Dropped) continue;
+        throw failed.reason;
+      }
       const views = new Array<Uint8Array>(blocks.length);
       for (let i = 0; i < blocks.length; i++) {
         const blockStart = (b0 + i) * this.bs;
@@ -346,19 +354,22 @@ export class RemoteImage {
         const whole = from === blockStart && to === blockStart + blocks[i].length;
         if (this.cache.served(b0 + i, from - blockStart, to - blockStart) || whole) this.markServed(b0 + i);
       }
-      return views;
+      return { views, blocks };
     }
     throw new Error(`internal: read of ${this.name} at ${offset} kept losing its fetches`);
   }
 
-  /** Blocks b0..b1 (inclusive), from cache, from a fetch in flight, or from new demand fetches. */
+  /**
+   * Blocks b0..b1 (inclusive), from cache, from a fetch in flight, or from new demand fetches, each pinned for the
+   * caller: a cached one now, a fetched one by its span as it completes (no gap in which it could be recycled).
+   */
   private blocks(b0: number, b1: number): (Uint8Array | Promise<Uint8Array>)[] {
     const res: (Uint8Array | Promise<Uint8Array>)[] = [];
     let runStart = -1;
     const flush = (upTo: number) => {
       if (runStart < 0) return;
       const sp = this.newSpan(runStart, upTo - runStart, "demand");
-      for (let b = runStart; b < upTo; b++) res.push(this.blockOf(sp, b));
+      for (let b = runStart; b < upTo; b++) res.push(this.join(sp, b));
       runStart = -1;
     };
     for (let b = b0; b <= b1; b++) {
@@ -366,8 +377,8 @@ export class RemoteImage {
       const sp = cached ? undefined : this.inflight.get(b);
       if (cached || sp) {
         flush(b);
-        if (cached) { this.c.cacheHits++; res.push(cached); }
-        else { this.c.coalesced++; this.promote(sp!); res.push(this.blockOf(sp!, b)); }
+        if (cached) { this.c.cacheHits++; this.pool.pin(cached); res.push(cached); }
+        else { this.c.coalesced++; this.promote(sp!); res.push(this.join(sp!, b)); }
         continue;
       }
       this.c.cacheMisses++;
@@ -410,7 +421,10 @@ export class RemoteImage {
   private markServed(b: number): void { this.servedBits[b >> 3] |= 1 << (b & 7); }
   private wasServed(b: number): boolean { return (this.servedBits[b >> 3] & (1 << (b & 7))) !== 0; }
 
-  private blockOf(sp: Span, b: number): Promise<Uint8Array> {
+  /** Block b of a span in flight, pinned by the span for this caller when it completes. */
+  private join(sp: Span, b: number): Promise<Uint8Array> {
+    sp.joins ??= new Array<number>(sp.count).fill(0);
+    sp.joins[b - sp.first]++;
     return sp.promise.then((blocks) => blocks[b - sp.first]);
   }
 
@@ -462,6 +476,8 @@ export class RemoteImage {
   private async runSpan(sp: Span): Promise<void> {
     try {
       const blocks = await this.fetchSpan(sp);
+      // Pinned for the reads waiting on them before anything (this cache.set included) can evict and recycle them.
+      if (sp.joins) blocks.forEach((bytes, k) => { for (let j = sp.joins![k]; j > 0; j--) this.pool.pin(bytes); });
       blocks.forEach((bytes, k) => this.cache.set(sp.first + k, bytes)); // separate buffers: evicted one by one
       sp.resolve(blocks);
     } catch (e) {

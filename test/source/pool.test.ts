@@ -1,64 +1,82 @@
-// BlockPool: a released block is never handed out while a read that began before the release is still running.
+// BlockPool: a block is never handed out again while some read holds it pinned.
 import { expect, test } from "bun:test";
 import { BlockPool } from "../../src/source/pool";
 import { BlockCache } from "../../src/source/cache";
 
-test("reuses blocks only after older reads end; other sizes are never pooled", () => {
-  const p = new BlockPool({ blockSize: 16, maxFree: 4, maxQuarantine: 4 });
+test("a released block is reused at once unless pinned; then only after its last unpin", () => {
+  const p = new BlockPool({ blockSize: 16, maxFree: 4 });
   const a = p.take(16);
-  p.release(a);                 // no read running: free at once
+  expect(a.buffer).toBeInstanceOf(SharedArrayBuffer); // the fetch and writer threads share it without a copy
+  p.release(a);
   expect(p.take(16)).toBe(a);
-  const r1 = p.beginRead();
-  p.release(a);                 // r1 may still hold a
+  p.pin(a);
+  p.pin(a);
+  p.release(a);                 // the cache lets go while two reads hold it
+  expect(p.stats().retired).toBe(1);
   expect(p.take(16)).not.toBe(a);
-  const r2 = p.beginRead();     // began after the release: cannot see a
-  p.endRead(r1);
-  expect(p.stats().quarantined).toBe(0);
+  p.unpin(a);
+  expect(p.take(16)).not.toBe(a);
+  p.unpin(a);                   // last pin: free now
+  expect(p.stats()).toMatchObject({ retired: 0, pinned: 0, free: 1 });
   expect(p.take(16)).toBe(a);
-  p.endRead(r2);
-  const short = p.take(10);
+  p.unpin(a);                   // unbalanced unpin: ignored
+  expect(p.stats().pinned).toBe(0);
+});
+
+test("pinning a free block that was not handed out again takes it back", () => {
+  const p = new BlockPool({ blockSize: 8, maxFree: 4 });
+  const a = p.take(8);
+  a.fill(7);
+  p.release(a);                 // evicted: free
+  p.pin(a);                     // a read obtained it just before: it must not be handed out
+  expect(p.take(8)).not.toBe(a);
+  expect(a[0]).toBe(7);
+  p.unpin(a);
+  expect(p.take(8)).toBe(a);
+});
+
+test("other sizes are never pooled; the free list stays bounded; trim empties it", () => {
+  const p = new BlockPool({ blockSize: 8, maxFree: 2 });
+  const short = p.take(5);
   p.release(short);
-  expect(p.take(10)).not.toBe(short);
+  expect(p.take(5)).not.toBe(short);
+  for (let i = 0; i < 5; i++) p.release(p.take(8));
+  for (let i = 0; i < 5; i++) p.release(new Uint8Array(new SharedArrayBuffer(8)));
+  expect(p.stats().free).toBe(2);
+  expect(p.stats().dropped).toBe(4);
+  p.trim();
   expect(p.stats().free).toBe(0);
 });
 
-test("quarantine and free list stay bounded", () => {
-  const p = new BlockPool({ blockSize: 8, maxFree: 2, maxQuarantine: 3 });
-  const r = p.beginRead();
-  for (let i = 0; i < 10; i++) p.release(new Uint8Array(8));
-  expect(p.stats().quarantined).toBe(3);
-  p.endRead(r);
-  expect(p.stats().free).toBe(2);
-  expect(p.stats().quarantined).toBe(0);
-});
-
-// Property: a random interleaving of reads (taking blocks from a cache), evictions and fetches (taking pool blocks
-// and filling them) never overwrites a block a running read obtained. Bounded iterations, seeded.
-test("random interleavings never recycle a block a running read holds", () => {
+// Property: a random interleaving of reads (pinning blocks from a cache), evictions, fetches (taking pool blocks and
+// filling them) and read ends (unpinning) never overwrites a block a read holds. Bounded iterations, seeded.
+test("random interleavings never recycle a block a read holds", () => {
   let seed = 12345;
   const rnd = (n: number) => { seed = (seed * 1103515245 + 12345) >>> 0; return (seed >>> 16) % n; }; // high bits: the low bits of an LCG cycle quickly
   for (let round = 0; round < 50; round++) {
-    const pool = new BlockPool({ blockSize: 4, maxFree: 1 + rnd(6), maxQuarantine: 1 + rnd(8) });
+    const pool = new BlockPool({ blockSize: 4, maxFree: 1 + rnd(6) });
     const cache = new BlockCache(4 * (1 + rnd(6)), (b) => pool.release(b));
     let stamp = 1;
-    const reads: { epoch: number; held: { buf: Uint8Array; value: number }[] }[] = [];
+    const reads: { buf: Uint8Array; value: number }[][] = [];
     for (let step = 0; step < 400; step++) {
       const op = rnd(4);
-      if (op === 0) reads.push({ epoch: pool.beginRead(), held: [] });
+      if (op === 0) reads.push([]);
       else if (op === 1 && reads.length) {
         const rd = reads[rnd(reads.length)];
         const b = cache.get(rnd(10));
-        if (b) rd.held.push({ buf: b, value: b[0] });
+        if (b && !rd.some((h) => h.buf === b)) { pool.pin(b); rd.push({ buf: b, value: b[0] }); }
       } else if (op === 2) {
         const buf = pool.take(4);
         buf.fill(stamp++ & 255);        // a fetch writes the whole block
         cache.set(rnd(10), buf);
       } else if (op === 3 && reads.length) {
         const [rd] = reads.splice(rnd(reads.length), 1);
-        for (const h of rd.held) expect(h.buf[0]).toBe(h.value); // what it obtained is intact when it copies out
-        pool.endRead(rd.epoch);
+        for (const h of rd) { expect(h.buf[0]).toBe(h.value); pool.unpin(h.buf); } // intact until it is done
       }
-      for (const rd of reads) for (const h of rd.held) expect(h.buf[0]).toBe(h.value);
+      for (const rd of reads) for (const h of rd) expect(h.buf[0]).toBe(h.value);
     }
+    for (const rd of reads) for (const h of rd) pool.unpin(h.buf);
+    expect(pool.stats().pinned).toBe(0);
+    expect(pool.stats().retired).toBe(0);
   }
 });
