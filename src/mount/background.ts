@@ -43,6 +43,7 @@ export async function startDetachedDaemon(mountArgs: string[], mountpoint: strin
  * caller's own values win). Measured on the compiled daemon, 1 GiB cold sequential read, default 8 MiB cache, 4
  * alternating runs each (medians): peak VmRSS 187 -> 159 MiB, RssAnon right after the read 109 -> 84 MiB, idle
  * RssAnon 20 -> 19 MiB, throughput and daemon CPU within the run's noise (693 vs 634 MB/s, 1.46 vs 1.54 s/GiB).
+ * With the fetch thread (no undici on the data path), 3 runs: peak 166 -> 137 MiB, within that run's large spread.
  * - MIMALLOC_PURGE_DELAY=0: mimalloc returns freed pages to the kernel at once instead of after 100 ms.
  * - BUN_JSC_forceRAMSize: JSC sizes its heap and decides it is under memory pressure (a footprint above 80% of
  *   "RAM") from the machine's RAM; telling it a daemon-sized RAM makes it collect before the TLS chunks pile up.
