@@ -21,10 +21,11 @@ export interface FuseMountOptions {
   readers?: number;
   /**
    * Kernel readahead for the mount (/sys/class/bdi/<dev>/read_ahead_kb); 0 keeps the kernel's 128 KiB. Default
-   * 16 MiB: sequential reads then keep enough 1 MiB requests in flight (measured, dd of 1 GiB with 2 ms per read:
-   * 1 MiB 0.74 GB/s, 4 MiB 1.7, 8 MiB 3.1, 16 MiB 3.9; through HTTPS at 2 ms RTT, make bench, 2 runs each: 8 MiB
-   * 60-66% of curl, 16 MiB 68%). Random reads are not inflated: the kernel grows the window only on sequential
-   * access. Each request in flight holds its buffer in the daemon, so more costs RSS.
+   * 8 MiB: sequential reads then keep ~16 requests of 1 MiB in flight (measured, dd of 1 GiB with 2 ms per read:
+   * 1 MiB 0.74 GB/s, 4 MiB 1.7, 8 MiB 3.1, 16 MiB 3.9). Random reads are not inflated: the kernel grows the window
+   * only on sequential access. Each request in flight holds its buffer in the daemon, so more costs RSS. 16 MiB was
+   * measured too (HTTPS at 2 ms RTT, make bench: 68% of curl against 60-66% with 8 MiB), but a boot-like workload
+   * then fetched 1.08-1.11x its distinct bytes instead of 1.02-1.03x (test/source/refetch.test.ts): kept 8 MiB.
    */
   readAheadKb?: number;
   /** How long to wait for the kernel's INIT. Default 10 s. */
@@ -66,7 +67,7 @@ export async function mountFuse(opts: FuseMountOptions): Promise<FuseMount> {
     throw new Error(`FUSE mount: fsname ${JSON.stringify(fsname)} must be 1-255 characters without control characters`);
   if (!Number.isInteger(readers) || readers < 1 || readers > 16)
     throw new Error(`FUSE mount: readers must be 1..16, got ${opts.readers}`);
-  const readAheadKb = opts.readAheadKb ?? 16384;
+  const readAheadKb = opts.readAheadKb ?? 8192;
   if (!Number.isInteger(readAheadKb) || readAheadKb < 0 || readAheadKb > 1024 * 1024)
     throw new Error(`FUSE mount: readAheadKb must be 0..1048576, got ${opts.readAheadKb}`);
   // Checked before stat(): stat() of a FUSE mount that this very process serves would deadlock.

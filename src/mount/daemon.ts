@@ -1,5 +1,5 @@
 // The `airroot mount` daemon: one remote image (range engine) exposed through the FUSE server, plus the
-// status socket, until unmounted or signalled. The read path is fuse → RemoteImage.read → undici.
+// status socket, until unmounted or signalled. The read path is fuse → RemoteImage.readViews → the fetch thread.
 import { readFileSync } from "node:fs";
 import { basename } from "node:path";
 import { RemoteImage } from "../source/image";

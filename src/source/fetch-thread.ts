@@ -7,7 +7,7 @@
 // Blocks are SharedArrayBuffer views (src/source/pool.ts), filled in place: no data crosses postMessage.
 import type { ImageUrl } from "./url";
 import { isCompiledBinary } from "../util/self";
-import { SourceFault, type Expect, type PieceAllocator, type PoolOptions, type RangeFetcher, type RangeReply,
+import { SourceFault, takePieces, type Expect, type PieceAllocator, type PoolOptions, type RangeFetcher, type RangeReply,
   type RangeTimeouts } from "./http";
 
 export type FetchRequest =
@@ -87,8 +87,7 @@ export class FetchThread {
     // Blocks are taken here, in the thread that owns the pool; shared ones are filled in place by the fetch thread.
     let parts: Uint8Array[] | undefined;
     if (alloc) {
-      parts = [];
-      for (let o = 0; o < length; o += pieceSize) parts.push(alloc.take(Math.min(pieceSize, length - o)));
+      parts = takePieces(length, pieceSize, alloc);
       if (!parts.every(isShared)) { for (const p of parts) alloc.release(p); parts = undefined; } // cannot be shared: copy back
     }
     const id = this.nextId++;

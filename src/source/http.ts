@@ -62,7 +62,9 @@ export class HttpsPool {
         const c = this.idle.pop();
         if (c) { clearTimeout(idleTimers.get(c)); return { conn: c, reused: true }; }
       } else if (this.open >= this.o.connections && this.idle.length > 0) {
-        this.idle.shift()!.destroy(); // make room for the fresh one
+        const stale = this.idle.shift()!; // make room for the fresh one
+        clearTimeout(idleTimers.get(stale));
+        stale.destroy();
         this.open--;
       }
       if (this.open < this.o.connections) {
@@ -155,6 +157,12 @@ export interface RangeReply { parts: Uint8Array[]; size: number; validator: stri
 
 /** Where reply pieces come from (the engine's block pool); pieces of a rejected reply are given back. */
 export interface PieceAllocator { take(length: number): Uint8Array; release(piece: Uint8Array): void }
+/** The pieces (blocks) a `length`-byte reply is split into, in order: `pieceSize` each, the last one shorter. */
+export function takePieces(length: number, pieceSize: number, alloc: PieceAllocator): Uint8Array[] {
+  const parts: Uint8Array[] = [];
+  for (let o = 0; o < length; o += pieceSize) parts.push(alloc.take(Math.min(pieceSize, length - o)));
+  return parts;
+}
 // allocUnsafe: no zero-fill, every byte is overwritten (or the whole reply is discarded on any shortfall).
 const FRESH: PieceAllocator = { take: (n) => Buffer.allocUnsafe(n), release: () => {} };
 
@@ -243,7 +251,7 @@ export async function getRange(pool: HttpsPool, u: ImageUrl, start: number, leng
       if (cl !== String(length)) throw new SourceFault(`Content-Length ${String(cl).slice(0, 20)} for a ${length}-byte range`);
       const lm = Date.parse(String(h.headers["last-modified"] ?? ""));
       reply = { size: cr.size, validator, lastModifiedMs: Number.isFinite(lm) ? lm : undefined };
-      for (let o = 0; o < length; o += pieceSize) parts.push(alloc.take(Math.min(pieceSize, length - o)));
+      parts.push(...takePieces(length, pieceSize, alloc));
     },
     body(chunk: Uint8Array) {
       // The connection never passes more than Content-Length bytes, which head() checked equals `length`.

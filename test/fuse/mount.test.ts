@@ -68,8 +68,8 @@ test("256 MiB file: sha256sum, stat, ls, df through the mount; unmount ends `clo
   const line = mountedUnder(mp)[0]!;
   expect(line).toContain("fuse.airroot");
   expect(line).toContain("max_read=1048576");
-  // Kernel readahead was raised for this mount's bdi (default 16 MiB).
-  expect(readFileSync(`/sys/class/bdi/${mountDevice(mp)}/read_ahead_kb`, "utf8").trim()).toBe("16384");
+  // Kernel readahead was raised for this mount's bdi (default 8 MiB).
+  expect(readFileSync(`/sys/class/bdi/${mountDevice(mp)}/read_ahead_kb`, "utf8").trim()).toBe("8192");
 
   await m.unmount();
   await m.closed;
