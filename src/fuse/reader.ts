@@ -8,6 +8,8 @@
 // Measured: the first reader costs ~11 MB RSS, each further one ~2 MB; one reader already keeps 64 requests in
 // flight (80 parallel O_DIRECT readers → 64 = max_background) because replies are asynchronous, not the reads.
 
+import { workerErrorText } from "../util/worker-error.ts";
+
 const WORKER_SOURCE = `
 const fs = require("node:fs");
 self.onmessage = (ev) => {
@@ -69,7 +71,7 @@ export class FuseReader {
     this.worker.onerror = (e: ErrorEvent) => {
       if (this.done) return;
       this.done = true;
-      ev.onEnd("reader worker crashed", new Error(`FUSE reader worker crashed: ${e.message}`));
+      ev.onEnd("reader worker crashed", new Error(`FUSE reader worker crashed: ${workerErrorText(e)}`));
     };
     this.worker.postMessage({ fd, bufSize });
   }

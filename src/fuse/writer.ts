@@ -6,6 +6,8 @@
 // The data is not copied to get there: the range engine's blocks live in SharedArrayBuffers (src/source/pool.ts), and
 // a view of shared memory crosses postMessage as a view of the same memory. Other views are copied (correct, slower).
 
+import { workerErrorText } from "../util/worker-error.ts";
+
 const WORKER_SOURCE = `
 const fs = require("node:fs");
 let fd = -1;
@@ -44,7 +46,7 @@ export class FuseWriterThread {
       done?.();
     };
     this.worker.onerror = (e: ErrorEvent) => {
-      this.log(`FUSE: the reply writer thread crashed: ${e.message}`);
+      this.log(`FUSE: the reply writer thread crashed: ${workerErrorText(e)}`);
       this.stop();
     };
     this.worker.postMessage({ fd });

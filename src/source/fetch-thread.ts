@@ -7,6 +7,7 @@
 // Blocks are SharedArrayBuffer views (src/source/pool.ts), filled in place: no data crosses postMessage.
 import type { ImageUrl } from "./url";
 import { isCompiledBinary } from "../util/self";
+import { workerErrorText } from "../util/worker-error";
 import { SourceFault, takePieces, type Expect, type PieceAllocator, type PoolOptions, type RangeFetcher, type RangeReply,
   type RangeTimeouts } from "./http";
 
@@ -64,8 +65,9 @@ export class FetchThread {
     };
     w.onerror = (e: ErrorEvent) => {
       // Requests in flight become source faults (the engine retries them); the next request starts a new thread.
-      this.log(`fetch thread crashed (${e.message}); starting a new one`);
-      this.stopWorker(`fetch thread crashed: ${e.message}`);
+      const why = workerErrorText(e);
+      this.log(`fetch thread crashed (${why}); starting a new one`);
+      this.stopWorker(`fetch thread crashed: ${why}`);
     };
     w.postMessage({ t: "init", urls: this.urls, pool: this.pool } satisfies FetchRequest);
     this.worker = w;
