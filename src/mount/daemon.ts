@@ -17,13 +17,13 @@ export interface DaemonHandle {
   stop(reason: string): Promise<void>;
 }
 
-// Garbage at line rate: the TLS socket allocates a buffer per chunk (~1 byte of garbage per byte served; before
-// zero-copy READ replies, every READ also got a fresh reply buffer). JSC collects that lazily (measured: 250-400 MiB
-// RSS during a 1 GiB read), and its cheap eden collections leave the buffers' memory in place, so we run a full
-// collection per `everyBytes` served (at most one per `minIntervalMs`: each costs a few ms) and one more, with the
-// pool's spare blocks dropped, once reads stop. Measured (512 MiB cold read, 8 MiB cache, bench/profile-read.ts
-// --mode bin): peak RSS ~230 → ~195 MiB and ~50 MiB less right after the read, for ~10% more daemon CPU; pacing per
-// 128 MiB saved no RSS at all.
+// Garbage at line rate. With the fetch thread, the TLS socket's per-chunk buffers live in that thread's heap (its JSC
+// collects them; see src/source/fetch-thread.ts and BUN_JSC_forceRAMSize in background.ts); this thread still gets
+// one structured-clone message per fetch and per written reply, plus promises and views. History: on one thread with
+// undici, JSC collected lazily (250-400 MiB RSS during a 1 GiB read), so we run a full collection per `everyBytes`
+// served (at most one per `minIntervalMs`) and one more, with the pool's spare blocks dropped, once reads stop.
+// Re-measured with the fetch thread (compiled daemon, 1 GiB from two nginx, 3 alternating runs): without the paced
+// collections 854-933 vs 834-873 MB/s but peak VmRSS 161-164 vs 141-146 MiB: kept, since RSS is a target too.
 const GC = { everyBytes: 32 * 1024 * 1024, minIntervalMs: 100, idleMs: 1000 };
 
 function gcPacer(onIdle: () => void): { served(bytes: number): void; stop(): void } {
