@@ -2,9 +2,10 @@
 // (`--mode engine`: the FUSE kernel's pattern of N concurrent sequential reads, in process) or the whole mount daemon in
 // this process (`--mode fuse`: dd through a real FUSE mount). Prints MB/s, this process's CPU and RSS (now/peak) and
 // nginx's CPU, so levers can be compared in one place. Run under `bun --cpu-prof-md` to see where the CPU goes.
+// `--mode bin` runs the compiled daemon (as make bench does) and also prints its CPU per thread (main, fetch, writer...).
 //   node_modules/.bin/bun run bench/profile-read.ts --mode fuse --mib 512 [--cache-mb 32] [--rtt 2]
 import { join } from "node:path";
-import { mkdirSync, readFileSync } from "node:fs";
+import { mkdirSync, readFileSync, readdirSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { scratchDir, removeScratchDirs } from "../test/helpers/tmp";
 import { makeTestPki } from "../test/helpers/pki";
@@ -25,6 +26,18 @@ const IMAGE_MIB = Number(a.mib), RTT = Number(a.rtt), CACHE_MB = Number(a["cache
 function procStatus(pid: number | "self", field: string): number {
   const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, "utf8"));
   return m ? Number(m[1]) / 1024 : NaN;
+}
+/** CPU seconds per thread ("tid:name"): which of the daemon's threads (main, fetch, writer, JIT, GC) does the work. */
+function threadCpu(pid: number): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const f = readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8");
+      const rest = f.slice(f.lastIndexOf(")") + 2).split(" ");
+      out.set(`${tid}:${f.slice(f.indexOf("(") + 1, f.lastIndexOf(")"))}`, (Number(rest[11]) + Number(rest[12])) / 100);
+    } catch { /* the thread ended meanwhile */ }
+  }
+  return out;
 }
 /** user+system CPU seconds of a process and its threads. */
 function cpuSec(pid: number | "self"): number {
@@ -78,10 +91,12 @@ async function main() {
       try {
         const pid = JSON.parse((await run([bin, "status", "--json", mnt])).out).pid;
         const idle = procStatus(pid, "VmRSS"), idleAnon = procStatus(pid, "RssAnon"), c0 = cpuSec(pid), n0 = nginxCpu(ng), t1 = performance.now();
+        const threads0 = threadCpu(pid);
         const p = Bun.spawn(["dd", `if=${join(mnt, "image.bin")}`, "of=/dev/null", "bs=1M", "status=none"], { stdout: "ignore", stderr: "inherit", timeout: 300_000 });
         await p.exited;
         const s = (performance.now() - t1) / 1000;
         const after = procStatus(pid, "VmRSS"), afterAnon = procStatus(pid, "RssAnon"), cpu = cpuSec(pid) - c0;
+        const perThread = [...threadCpu(pid)].map(([k, v]) => [k, v - (threads0.get(k) ?? 0)] as const).filter(([, v]) => v >= 0.01);
         await Bun.sleep(1500);
         // RssAnon is the daemon's private memory; VmRSS adds ~50 MiB of the executable's shared, reclaimable text.
         console.log(`mode bin rtt ${RTT} ms cache ${CACHE_MB} MiB: ${(bytes / MiB / s).toFixed(0)} MB/s; cpu daemon ${cpu.toFixed(2)} s ` +
@@ -89,6 +104,7 @@ async function main() {
           `daemon RSS idle ${idle.toFixed(0)} MiB, after ${after.toFixed(0)}, 1.5 s later ${procStatus(pid, "VmRSS").toFixed(0)} ` +
           `(peak ${procStatus(pid, "VmHWM").toFixed(0)}); RssAnon idle ${idleAnon.toFixed(0)}, after ${afterAnon.toFixed(0)}, ` +
           `1.5 s later ${procStatus(pid, "RssAnon").toFixed(0)}`);
+        console.log(`daemon threads (CPU s): ${perThread.map(([k, v]) => `${k}=${v.toFixed(2)}`).join(" ")}`);
       } finally {
         await run([bin, "umount", mnt]);
       }
