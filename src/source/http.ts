@@ -129,10 +129,6 @@ export class HttpsPool {
 }
 const idleTimers = new WeakMap<HttpsConnection, ReturnType<typeof setTimeout>>();
 
-export function createPool(u: ImageUrl, o: PoolOptions): HttpsPool {
-  return new HttpsPool(u, o);
-}
-
 /** Range GETs from one server, wherever they run (this thread: directFetcher; the fetch thread: fetch-thread.ts). */
 export interface RangeFetcher {
   /** getRange's contract: exact bytes of a validated 206, else SourceFault. */
@@ -142,7 +138,7 @@ export interface RangeFetcher {
 
 /** A fetcher running in the calling thread, over its own connection pool. */
 export function directFetcher(u: ImageUrl, o: PoolOptions): RangeFetcher {
-  const pool = createPool(u, o);
+  const pool = new HttpsPool(u, o);
   const caGiven = o.ca !== undefined;
   return {
     get: (start, length, t, expect, pieceSize = length, alloc = FRESH) => getRange(pool, u, start, length, t, expect, caGiven, pieceSize, alloc),

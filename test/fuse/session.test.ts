@@ -1,48 +1,12 @@
 // Dispatch tests of the FUSE session without the kernel: request frames in, reply frames out.
 import { describe, expect, test } from "bun:test";
-import * as codec from "../../src/fuse/codec";
 import { Op, Errno, InitFlag, FOPEN_KEEP_CACHE } from "../../src/fuse/protocol";
-import { FuseSession } from "../../src/fuse/session";
 import { Tree, type ExposedFile } from "../../src/fuse/tree";
+import { capturedSession, readIn, u32s } from "../helpers/fuse-session";
 
 const enc = new TextEncoder();
 const cstr = (s: string) => enc.encode(s + "\0");
-function u32s(...xs: number[]): Uint8Array {
-  const b = new Uint8Array(xs.length * 4);
-  xs.forEach((x, i) => new DataView(b.buffer).setUint32(i * 4, x >>> 0, true));
-  return b;
-}
-function readIn(offset: number, size: number): Uint8Array {
-  const b = new Uint8Array(40);
-  const v = new DataView(b.buffer);
-  v.setBigUint64(8, BigInt(offset), true);
-  v.setUint32(16, size, true);
-  return b;
-}
-
-interface Reply { unique: bigint; error: number; payload: Uint8Array }
-
-function setup(files: ExposedFile[], opts = {}) {
-  const replies: Reply[] = [];
-  const s = new FuseSession(new Tree(files), (chunks) => {
-    const total = chunks.reduce((n, c) => n + c.length, 0);
-    const f = new Uint8Array(total);
-    let o = 0;
-    for (const c of chunks) { f.set(c, o); o += c.length; }
-    const h = codec.decodeReplyHeader(f);
-    expect(h.len).toBe(total); // whole frames only
-    replies.push({ unique: h.unique, error: h.error, payload: f.subarray(16) });
-  }, opts);
-  let unique = 100n;
-  const send = (op: number, nodeid: number, body?: Uint8Array) => {
-    const u = unique++;
-    s.handleFrame(codec.encodeRequest(op, u, nodeid, body));
-    return u;
-  };
-  const last = () => replies[replies.length - 1]!;
-  const init = (minor = 45, flags = 0xffffffff) => send(Op.INIT, 0, new Uint8Array([...u32s(7, minor, 131072, flags, 0), ...new Uint8Array(44)]));
-  return { s, replies, send, last, init };
-}
+const setup = capturedSession;
 
 const data = new Uint8Array(10000).map((_, i) => (i * 7) & 255);
 const memFile = (name = "img", over: Partial<ExposedFile> = {}): ExposedFile => ({

@@ -4,48 +4,22 @@ import { afterAll, afterEach, describe, expect, test } from "bun:test";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
-import * as codec from "../../src/fuse/codec";
 import { Op, Errno } from "../../src/fuse/protocol";
-import { FuseSession } from "../../src/fuse/session";
-import { Tree, type ExposedFile, type ReadViews } from "../../src/fuse/tree";
+import type { ExposedFile, ReadViews } from "../../src/fuse/tree";
 import { mountFuse, type FuseMount } from "../../src/fuse/mount";
 import { scratchDir, removeScratchDirs } from "../helpers/tmp";
 import { run, runOk } from "../helpers/run-async";
-
-interface Reply { unique: bigint; error: number; payload: Uint8Array }
-
-function readIn(offset: number, size: number): Uint8Array {
-  const b = new Uint8Array(40);
-  const v = new DataView(b.buffer);
-  v.setBigUint64(8, BigInt(offset), true);
-  v.setUint32(16, size, true);
-  return b;
-}
+import { capturedSession, readIn } from "../helpers/fuse-session";
 
 /** A session over `files` whose frames are captured; `events` records writes and releases in order. */
 function setup(files: ExposedFile[], opts: { throwOnWrite?: boolean; log?: (l: string) => void; events?: string[] } = {}) {
-  const replies: Reply[] = [];
   const events: string[] = opts.events ?? [];
-  const s = new FuseSession(new Tree(files), (chunks) => {
-    const total = chunks.reduce((n, c) => n + c.length, 0);
-    const f = new Uint8Array(total);
-    let o = 0;
-    for (const c of chunks) { f.set(c, o); o += c.length; }
-    const h = codec.decodeReplyHeader(f);
-    expect(h.len).toBe(total); // whole frames only
-    if (h.unique !== 0n && total > 16) events.push(`write ${h.unique}`);
+  const t = capturedSession(files, { log: opts.log }, (r, total) => {
+    if (r.unique !== 0n && total > 16) events.push(`write ${r.unique}`);
     if (opts.throwOnWrite && total > 80) throw new Error("writer failed (test)");
-    replies.push({ unique: h.unique, error: h.error, payload: f.subarray(16) });
-  }, { log: opts.log });
-  let unique = 100n;
-  const send = (op: number, nodeid: number, body?: Uint8Array) => {
-    const u = unique++;
-    s.handleFrame(codec.encodeRequest(op, u, nodeid, body));
-    return u;
-  };
-  const u32 = (...xs: number[]) => new Uint8Array(new Uint32Array(xs).buffer);
-  send(Op.INIT, 0, new Uint8Array([...u32(7, 45, 131072, 0xffffffff, 0), ...new Uint8Array(44)]));
-  return { s, replies, events, send, last: () => replies[replies.length - 1]! };
+  });
+  t.init();
+  return { ...t, events };
 }
 
 const data = randomBytes(300_000);

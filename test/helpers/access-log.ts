@@ -7,17 +7,22 @@ export const accessLogDirective = (path: string) => `access_log ${path} combined
 
 export interface Served { requests: number; status: Record<string, number>; bodyBytes: number }
 
+/**
+ * The matches of `re` (group 1: the request path) on the log's whole lines, for paths ending in `suffix`. The text
+ * after the last newline is left out: empty, or a line nginx is still writing. Malformed lines are skipped.
+ */
+function logMatches(path: string, re: RegExp, suffix: string): RegExpMatchArray[] {
+  if (!existsSync(path)) return [];
+  const lines = readFileSync(path, "utf8").split("\n");
+  lines.pop();
+  return lines.map((l) => l.match(re)).filter((m): m is RegExpMatchArray => !!m && m[1].split("?")[0].endsWith(suffix));
+}
+
 /** Requests and response body bytes for paths ending in `suffix` (all paths when empty). Malformed lines are skipped. */
 export function servedFromLog(path: string, suffix = ""): Served {
   const out: Served = { requests: 0, status: {}, bodyBytes: 0 };
-  if (!existsSync(path)) return out;
-  // combined: addr - user [time] "METHOD PATH PROTO" STATUS BYTES "referer" "agent"; whole lines only.
-  const re = /^\S+ \S+ \S+ \[[^\]]+\] "[A-Z]+ (\S+) [^"]*" (\d{3}) (\d+|-) "[^"]*" "[^"]*"$/;
-  const lines = readFileSync(path, "utf8").split("\n");
-  lines.pop(); // after the last newline: empty, or a line nginx is still writing
-  for (const line of lines) {
-    const m = line.match(re);
-    if (!m || !m[1].split("?")[0].endsWith(suffix)) continue;
+  // combined: addr - user [time] "METHOD PATH PROTO" STATUS BYTES "referer" "agent"
+  for (const m of logMatches(path, /^\S+ \S+ \S+ \[[^\]]+\] "[A-Z]+ (\S+) [^"]*" (\d{3}) (\d+|-) "[^"]*" "[^"]*"$/, suffix)) {
     out.requests++;
     out.status[m[2]] = (out.status[m[2]] ?? 0) + 1;
     if (m[3] !== "-") out.bodyBytes += Number(m[3]);
@@ -36,14 +41,8 @@ export interface ServedRanges { requests: number; bodyBytes: number; distinctByt
 /** From a RANGE_LOG_FORMAT log: requests, body bytes, and distinct file bytes sent (200s and single-range 206s). */
 export function servedRanges(path: string, suffix = ""): ServedRanges {
   const out: ServedRanges = { requests: 0, bodyBytes: 0, distinctBytes: 0 };
-  if (!existsSync(path)) return out;
-  const re = /^"[A-Z]+ (\S+) [^"]*" (\d{3}) (\d+) "(?:bytes=(\d+)-(\d*)|-)"$/;
   const spans: [number, number][] = [];
-  const lines = readFileSync(path, "utf8").split("\n");
-  lines.pop(); // after the last newline: empty, or a line nginx is still writing
-  for (const line of lines) {
-    const m = line.match(re);
-    if (!m || !m[1].split("?")[0].endsWith(suffix)) continue;
+  for (const m of logMatches(path, /^"[A-Z]+ (\S+) [^"]*" (\d{3}) (\d+) "(?:bytes=(\d+)-(\d*)|-)"$/, suffix)) {
     out.requests++;
     const sent = Number(m[3]);
     out.bodyBytes += sent;

@@ -110,3 +110,16 @@ test("a Worker's error report is cut down to the error line for logs", async () 
   expect(workerErrorText({ message: "something odd\nmore" })).toBe("something odd");
   expect(workerErrorText(undefined)).toBe("unknown error");
 });
+
+test("RemoteImage with fetchThread: false fetches in the calling thread, same bytes", async () => {
+  const { RemoteImage } = await import("../../src/source/image");
+  const { memoryLogger } = await import("../../src/util/log");
+  const img = await RemoteImage.open([url.href], { ca, fetchThread: false, log: memoryLogger() });
+  try {
+    expect((img as unknown as { fetchThread?: unknown }).fetchThread).toBeUndefined();
+    const got = await img.read(300_000, 500 * KiB);
+    expect(Buffer.from(got).equals(data.subarray(300_000, 300_000 + 500 * KiB))).toBe(true);
+  } finally {
+    await img.close();
+  }
+});
