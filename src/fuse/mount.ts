@@ -17,7 +17,11 @@ export interface FuseMountOptions {
   maxRead?: number;         // default 1 MiB
   maxBackground?: number;   // default 64
   log?: (line: string) => void;
-  /** Threads blocking in read(2) on /dev/fuse. Default 2: one can hand over a frame while the other waits. */
+  /**
+   * Threads blocking in read(2) on /dev/fuse. Default 1: a reader only reads frames and posts them (replies are
+   * written elsewhere), so one keeps 64 requests in flight. Measured against 2 (make bench at 0 ms, compiled daemon,
+   * 2 alternating pairs): same MB/s and 4 KiB IOPS within noise, 2-3 MiB less RSS.
+   */
   readers?: number;
   /**
    * Kernel readahead for the mount (/sys/class/bdi/<dev>/read_ahead_kb); 0 keeps the kernel's 128 KiB. Default
@@ -60,7 +64,7 @@ export async function mountFuse(opts: FuseMountOptions): Promise<FuseMount> {
   const fsname = opts.fsname ?? "airroot", subtype = opts.subtype ?? "airroot";
   const maxRead = opts.maxRead ?? 1024 * 1024;
   const log = opts.log ?? (() => {});
-  const readers = opts.readers ?? 2;
+  const readers = opts.readers ?? 1;
   if (!SUBTYPE.test(subtype)) throw new Error(`FUSE mount: subtype "${subtype}" must be 1-64 characters of [A-Za-z0-9._-]`);
   // fsname is mount(2)'s source argument (not part of the option string); it only has to be one printable line.
   if (fsname.length === 0 || fsname.length > 255 || /[\0-\x1f]/.test(fsname))
