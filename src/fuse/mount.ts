@@ -3,7 +3,7 @@ import { closeSync, existsSync, openSync, readFileSync, realpathSync, statSync, 
 import { resolve } from "node:path";
 import * as libc from "../sys/libc.ts";
 import { FuseReader } from "./reader.ts";
-import { FuseWriterThread } from "./writer.ts";
+import { FuseReplyWriter } from "./writer.ts";
 import { FuseSession, fdWriter, type FrameWriter, type SessionStats } from "./session.ts";
 import { Tree, type ExposedFile } from "./tree.ts";
 
@@ -51,8 +51,8 @@ export interface FuseMount {
 
 /** The subtype becomes the fs type "fuse.<subtype>": keep it to a plain word. */
 const SUBTYPE = /^[A-Za-z0-9._-]{1,64}$/;
-/** Replies at least this large (READ data) are written by the writer thread. */
-const WRITER_THREAD_MIN = 64 * 1024;
+/** Replies at least this large (READ data) are written off the main thread (writer.ts). */
+const POOL_WRITE_MIN = 64 * 1024;
 
 /** Mounts `files` read-only at `mountpoint`; resolves once the kernel's INIT is answered. */
 export async function mountFuse(opts: FuseMountOptions): Promise<FuseMount> {
@@ -91,14 +91,14 @@ export async function mountFuse(opts: FuseMountOptions): Promise<FuseMount> {
     throw new Error(`FUSE mount: cannot open /dev/fuse (${(e as { code?: string }).code ?? (e as Error).message}); ` +
                     `load the fuse module (modprobe fuse) and run as root`);
   }
-  // Large replies (READ data) go through a writer thread, so the kernel's copy runs beside our TLS work; small ones
+  // Large replies (READ data) are written on another thread, so the kernel's copy runs beside our own work; small ones
   // (attributes, names) are written at once: a thread round trip would only add latency to them.
   const direct = fdWriter(fd, log);
-  const writer = new FuseWriterThread(fd, log);
+  const writer = new FuseReplyWriter(fd, log);
   write = (chunks) => {
     let n = 0;
     for (const c of chunks) n += c.length;
-    return n >= WRITER_THREAD_MIN ? writer.write(chunks) : direct(chunks);
+    return n >= POOL_WRITE_MIN ? writer.write(chunks) : direct(chunks);
   };
 
   try {
@@ -126,14 +126,14 @@ export async function mountFuse(opts: FuseMountOptions): Promise<FuseMount> {
     log(`FUSE: session on ${mountpoint} ended (${reason})`);
     for (const t of threads) t.stop();
     writer.stop();
-    // Close the fd only once no reader or writer thread can use its number again.
+    // Close the fd only once no reader thread or pending write can use its number again.
     let timer: ReturnType<typeof setTimeout> | undefined;
-    const gone = Promise.all([...threads.map((t) => t.exited), writer.exited]).then(() => true);
+    const gone = Promise.all([...threads.map((t) => t.exited), writer.drained()]).then(() => true);
     const late = new Promise<false>((r) => { timer = setTimeout(() => r(false), 5000); });
     void Promise.race([gone, late]).then((ok) => {
       clearTimeout(timer);
       if (ok) { try { closeSync(fd); } catch {} }
-      else log(`FUSE: reader threads of ${mountpoint} did not stop within 5 s; leaving fd ${fd} open`);
+      else log(`FUSE: reader threads or reply writes of ${mountpoint} did not finish within 5 s; leaving fd ${fd} open`);
       resolveClosed();
     });
   };

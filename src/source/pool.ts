@@ -38,8 +38,8 @@ export class BlockPool {
       }
     }
     this.c.allocated++;
-    // Pooled blocks live in shared memory: the fetch thread (fetch-thread.ts) fills them and the FUSE writer thread
-    // (src/fuse/writer.ts) writes views of them to /dev/fuse, both without a copy. Others (an image's short last
+    // Pooled blocks live in shared memory: the fetch thread (fetch-thread.ts) fills them and a thread of Bun's I/O
+    // pool (src/fuse/writer.ts) writes views of them to /dev/fuse, both without a copy. Others (an image's short last
     // block) need no sharing: no zero-fill, every byte is overwritten or the buffer is discarded.
     return length === this.o.blockSize ? new Uint8Array(new SharedArrayBuffer(length)) : Buffer.allocUnsafe(length);
   }

@@ -170,7 +170,7 @@ describe("real FUSE mount", () => {
     const direct = await run(["dd", `if=${join(mp, "big.img")}`, "of=/dev/null", "bs=1M", "iflag=direct", "status=none"], { timeoutMs: 60_000 });
     expect(direct.code).toBe(0);
     expect(reads).toBeGreaterThan(0);
-    // Large replies are written by the writer thread; its "done" for the last ones may still be on its way here.
+    // Large replies are written on Bun's I/O pool; its "done" for the last ones may still be on its way here.
     for (let i = 0; i < 100 && released < reads; i++) await Bun.sleep(20);
     expect(released).toBe(reads);
     expect(doubles).toBe(0);
