@@ -24,33 +24,36 @@ export interface DaemonHandle {
 // served (at most one per `minIntervalMs`) and one more, with the pool's spare blocks dropped, once reads stop.
 // Re-measured with the fetch thread (compiled daemon, 1 GiB from two nginx, 3 alternating runs): without the paced
 // collections 854-933 vs 834-873 MB/s but peak VmRSS 161-164 vs 141-146 MiB: kept, since RSS is a target too.
-const GC = { everyBytes: 32 * 1024 * 1024, minIntervalMs: 100, idleMs: 1000 };
+// After `longIdleMs` without reads the engine's cache is given back as well (RemoteImage.releaseIdleMemory).
+const GC_TIMING = { everyBytes: 32 * 1024 * 1024, minIntervalMs: 100, idleMs: 1000, longIdleMs: 60_000 };
 
-function gcPacer(onIdle: () => void): { served(bytes: number): void; stop(): void } {
-  let debt = 0, last = 0, lastRead = 0, idleDone = true;
+export function gcPacer(onIdle: (longIdle: boolean) => void, timing = GC_TIMING): { served(bytes: number): void; stop(): void } {
+  let debt = 0, last = 0, lastRead = 0, stage: "reading" | "idle" | "long idle" = "long idle";
   const collect = () => {
     Bun.gc(true);
     last = performance.now();
     debt = 0;
   };
   const idle = setInterval(() => {
-    if (idleDone || performance.now() - lastRead < GC.idleMs) return;
-    idleDone = true;
-    onIdle();
+    const quiet = performance.now() - lastRead;
+    if (stage === "reading" && quiet >= timing.idleMs) stage = "idle";
+    else if (stage === "idle" && quiet >= timing.longIdleMs) stage = "long idle";
+    else return;
+    onIdle(stage === "long idle");
     collect();
     // Once reads stop, also let JSC drop what it can regenerate (compiled code, unlinked bytecode) and hand free
     // memory back: after a 1 GiB cold read, RssAnon 5 s later ~47 → ~40 MiB (bench in src/source/README.md); it only
     // runs when idle, so it costs no throughput (the JIT recompiles within the first milliseconds of the next burst).
     // Bun marks Bun.shrink deprecated: guarded so a Bun without it only loses this saving.
     (Bun as { shrink?: () => void }).shrink?.();
-  }, GC.idleMs);
+  }, timing.idleMs);
   idle.unref();
   return {
     served(bytes) {
       lastRead = performance.now();
-      idleDone = false;
+      stage = "reading";
       debt += bytes;
-      if (debt >= GC.everyBytes && lastRead - last >= GC.minIntervalMs) collect();
+      if (debt >= timing.everyBytes && lastRead - last >= timing.minIntervalMs) collect();
     },
     stop() { clearInterval(idle); },
   };
@@ -74,7 +77,7 @@ export async function startMountDaemon(cfg: MountConfig, log: Logger = createLog
     await image.close();
     throw new Error(`the signed manifest describes ${verified.size} bytes but the servers offer ${image.size} bytes of ${image.name}: refusing to mount`);
   }
-  const gc = gcPacer(() => image.releaseIdleMemory());
+  const gc = gcPacer((longIdle) => image.releaseIdleMemory(longIdle));
   let fuse: FuseMount;
   try {
     fuse = await mountFuse({

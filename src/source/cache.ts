@@ -83,6 +83,23 @@ export class BlockCache {
     return true;
   }
 
+  /**
+   * Gives back blocks (each through onEvict): with `all` false only the spent ones (the kernel's page cache holds their
+   * bytes, so they are the first to go anyway), with `all` true every block.
+   */
+  release(all: boolean): void {
+    const maps: (Map<number, Uint8Array> | Map<number, Pending>)[] = all ? [this.spent, this.untouched, this.partial] : [this.spent];
+    for (const m of maps) {
+      for (const v of m.values()) {
+        const bytes = v instanceof Uint8Array ? v : v.bytes;
+        this.used -= bytes.length;
+        if (m === this.untouched) this.untouchedBytes -= bytes.length;
+        this.onEvict(bytes);
+      }
+      m.clear();
+    }
+  }
+
   clear(): void { this.untouched.clear(); this.partial.clear(); this.spent.clear(); this.used = 0; this.untouchedBytes = 0; }
 
   /** Drops the entry at `index` (if any) before it is replaced by `next`. */

@@ -15,6 +15,7 @@ export type FetchRequest =
   | { t: "init"; urls: ImageUrl[]; pool: PoolOptions }
   | { t: "get"; id: number; src: number; start: number; length: number; timeouts: RangeTimeouts; expect?: Expect;
       pieceSize: number; parts?: Uint8Array[] }
+  | { t: "idle" }
   | { t: "destroy"; id: number };
 
 export type FetchResponse =
@@ -42,6 +43,11 @@ export class FetchThread {
       get: (start, length, t, expect, pieceSize = length, alloc) => this.get(i, start, length, t, expect, pieceSize, alloc),
       destroy: async () => {}, // the thread's pools go with the thread (close)
     };
+  }
+
+  /** Reads have paused: the thread collects its garbage and hands free memory back (as the main thread does). */
+  idle(): void {
+    this.worker?.postMessage({ t: "idle" } satisfies FetchRequest);
   }
 
   async close(): Promise<void> {

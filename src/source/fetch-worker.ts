@@ -11,6 +11,7 @@ function reply(m: FetchResponse): void { self.postMessage(m); }
 self.onmessage = (ev: MessageEvent<FetchRequest>) => {
   const m = ev.data;
   if (m.t === "init") { fetchers = m.urls.map((u) => directFetcher(u, m.pool)); return; }
+  if (m.t === "idle") { Bun.gc(true); (Bun as { shrink?: () => void }).shrink?.(); return; }
   if (m.t === "destroy") {
     void Promise.all(fetchers.map((f) => f.destroy().catch(() => {}))).then(() => reply({ t: "destroyed", id: m.id }));
     return;

@@ -27,6 +27,26 @@ test("spent blocks are evicted before untouched ones, untouched before partially
   expect(c.pendingBlocks).toBe(4);
 });
 
+test("release: idle gives back only spent blocks, a long idle every block; each through onEvict once", () => {
+  const evicted: Uint8Array[] = [];
+  const c = new BlockCache(1 << 20, (b) => evicted.push(b), 16 * KiB);
+  const b = [0, 1, 2].map(() => block(8 * KiB));
+  b.forEach((x, i) => c.set(i, x));
+  c.served(0, 0, 8 * KiB);                           // spent
+  c.served(1, 0, 4 * KiB);                           // partial; block 2 untouched
+  c.release(false);
+  expect(evicted).toEqual([b[0]]);
+  expect(c.has(0)).toBe(false);
+  expect(c.bytes).toBe(16 * KiB);
+  expect(c.untouchedSize).toBe(8 * KiB);
+  c.release(true);
+  expect(new Set(evicted)).toEqual(new Set(b));
+  expect(evicted.length).toBe(3);
+  expect([c.bytes, c.size, c.untouchedSize, c.pendingBlocks]).toEqual([0, 0, 0, 0]);
+  c.set(5, block(8 * KiB));                          // still usable afterwards
+  expect(c.get(5)?.length).toBe(8 * KiB);
+});
+
 test("served pages: partial pages do not count, the short last page counts when read to the end", () => {
   const c = new BlockCache(1 << 20);
   c.set(0, block(10_000));                           // pages [0,4096) [4096,8192) [8192,10000)

@@ -247,6 +247,26 @@ test("duplicate reads coalesce onto one fetch; sequential reads grow readahead (
   await img.close();
 }, 60_000);
 
+test("idle release: spent blocks go first, a long idle frees the whole cache; reads stay exact afterwards", async () => {
+  const { img } = await open([A.urlFor("small.bin")], { readaheadMaxBytes: 0 });
+  const bs = img.status().blockSize;
+  // Block 0 read in full (spent), block 2 read in part (the rest may still be asked for).
+  expect(same(await img.read(0, bs), small.subarray(0, bs))).toBe(true);
+  expect(same(await img.read(2 * bs, 4096), small.subarray(2 * bs, 2 * bs + 4096))).toBe(true);
+  expect(img.status().cacheBytes).toBe(2 * bs);
+  img.releaseIdleMemory(false);
+  expect(img.status().cacheBytes).toBe(bs);        // the partly read block stays
+  const fetched = img.status().bytesFetched;
+  expect(same(await img.read(2 * bs + 4096, 8192), small.subarray(2 * bs + 4096, 2 * bs + 12288))).toBe(true);
+  expect(img.status().bytesFetched).toBe(fetched); // ... and serves its rest without a fetch
+  img.releaseIdleMemory(true);
+  expect(img.status().cacheBytes).toBe(0);
+  await Bun.sleep(50); // the fetch thread has collected its garbage meanwhile; it must still serve
+  expect(same(await img.read(2 * bs, bs), small.subarray(2 * bs, 3 * bs))).toBe(true);
+  expect(same(await img.read(5 * MiB + 7, 300_000), small.subarray(5 * MiB + 7, 5 * MiB + 300_007))).toBe(true);
+  await img.close();
+}, 60_000);
+
 test("fail-back: the preferred server is used again once its probe succeeds", async () => {
   let P = await serve("127.0.0.4", good);
   const urls = [P.urlFor("small.bin"), B.urlFor("small.bin")];
