@@ -17,8 +17,8 @@ const RTTS_MS = (process.env.BENCH_RTTS ?? "0,2,20").split(",").map(Number);
 const airroot = join(import.meta.dir, "..", "dist", "airroot");
 
 interface Row { rttMs: number; curlMBs: number; seqMBs: number; seqRatio: number; seqBytes: number;
-  randIops: number; randP50us: number; randP99us: number; daemonRssMiB: number; daemonPeakRssMiB: number;
-  daemonAnonMiB: number } // RssAnon: private memory; VmRSS also counts ~50 MiB of shared executable text
+  randIops: number; randP50us: number; randP99us: number; daemonIdleRssMiB: number; daemonRssMiB: number;
+  daemonPeakRssMiB: number; daemonAnonMiB: number } // RssAnon: private memory; VmRSS also counts ~50 MiB of shared executable text
 
 // Always asynchronous: the delaying relays run in this process, so a blocking spawn would stall them.
 async function run(cmd: string[], timeoutMs = 300_000): Promise<{ out: string; err: string; code: number; ms: number }> {
@@ -33,6 +33,7 @@ function must(r: Awaited<ReturnType<typeof run>>, what: string) {
 }
 
 /** How much to read sequentially at a given RTT, so the whole benchmark stays within a few minutes. */
+const REST_S = 65; // past the daemon's 60 s long-idle release (src/mount/daemon.ts)
 const seqBytesFor = (rtt: number) => Math.min(IMAGE_MIB, rtt >= 20 ? 256 : IMAGE_MIB) * MiB;
 
 async function daemonPid(mnt: string): Promise<number> {
@@ -51,6 +52,7 @@ async function main() {
   const relays: DelayRelay[] = [];
   const rows: Row[] = [];
   let serving: { nginxMBs: number; airrootMBs: number } | undefined;
+  let atRest: { rttMs: number; seconds: number; vmRssMiB: number; rssAnonMiB: number } | undefined;
   try {
     console.log(`bench: making a ${IMAGE_MIB} MiB random image`);
     mkdirSync(join(dir, "www"));
@@ -84,15 +86,22 @@ async function main() {
         return mnt;
       };
       let mnt = await mount("seq");
-      let seqMBs = NaN, daemonRssMiB = NaN, daemonPeakRssMiB = NaN, daemonAnonMiB = NaN;
+      let seqMBs = NaN, daemonIdleRssMiB = NaN, daemonRssMiB = NaN, daemonPeakRssMiB = NaN, daemonAnonMiB = NaN;
       try {
         const pid = await daemonPid(mnt);
+        daemonIdleRssMiB = rssMiB(pid, "VmRSS");
         console.log(`bench: RTT +${rtt} ms: cold sequential read through airroot mount`);
         const seq = must(await run(["dd", `if=${join(mnt, "image.bin")}`, "of=/dev/null", "bs=1M", `count=${bytes / MiB}`, "status=none"]), "dd through the mount");
         seqMBs = bytes / MiB / (seq.ms / 1000);
         daemonRssMiB = rssMiB(pid, "VmRSS");
         daemonPeakRssMiB = rssMiB(pid, "VmHWM");
         daemonAnonMiB = rssMiB(pid, "RssAnon");
+        if (rtt === RTTS_MS[0]) {
+          // At rest: the daemon gives memory back after 1 s without reads and its whole cache after 60 s.
+          console.log(`bench: RTT +${rtt} ms: daemon memory at rest (${REST_S} s after the read)`);
+          await Bun.sleep(REST_S * 1000);
+          atRest = { rttMs: rtt, seconds: REST_S, vmRssMiB: rssMiB(pid, "VmRSS"), rssAnonMiB: rssMiB(pid, "RssAnon") };
+        }
       } finally {
         await run([airroot, "umount", mnt]);
       }
@@ -106,7 +115,7 @@ async function main() {
         const pct = job.clat_ns?.percentile ?? {};
         rows.push({ rttMs: rtt, curlMBs, seqMBs, seqRatio: seqMBs / curlMBs, seqBytes: bytes,
           randIops: job.iops, randP50us: (pct["50.000000"] ?? NaN) / 1000, randP99us: (pct["99.000000"] ?? NaN) / 1000,
-          daemonRssMiB, daemonPeakRssMiB, daemonAnonMiB });
+          daemonIdleRssMiB, daemonRssMiB, daemonPeakRssMiB, daemonAnonMiB });
       } finally {
         await run([airroot, "umount", mnt]);
       }
@@ -118,14 +127,15 @@ async function main() {
     removeScratchDirs();
   }
   const fmt = (n: number, d = 0) => (Number.isFinite(n) ? n.toFixed(d) : "-");
-  console.log("\n| added RTT | curl MB/s (limit) | airroot seq MB/s | ratio | 4k rand IOPS | p50 µs | p99 µs | daemon RSS MiB (peak) | daemon RssAnon MiB |");
+  console.log("\n| added RTT | curl MB/s (limit) | airroot seq MB/s | ratio | 4k rand IOPS | p50 µs | p99 µs | daemon VmRSS MiB idle / after read (peak) | daemon RssAnon MiB after read |");
   console.log("|---|---|---|---|---|---|---|---|---|");
-  for (const r of rows) console.log(`| ${r.rttMs} ms | ${fmt(r.curlMBs)} | ${fmt(r.seqMBs)} | ${fmt(r.seqRatio * 100)}% | ${fmt(r.randIops)} | ${fmt(r.randP50us)} | ${fmt(r.randP99us)} | ${fmt(r.daemonRssMiB, 1)} (${fmt(r.daemonPeakRssMiB, 1)}) | ${fmt(r.daemonAnonMiB, 1)} |`);
+  for (const r of rows) console.log(`| ${r.rttMs} ms | ${fmt(r.curlMBs)} | ${fmt(r.seqMBs)} | ${fmt(r.seqRatio * 100)}% | ${fmt(r.randIops)} | ${fmt(r.randP50us)} | ${fmt(r.randP99us)} | ${fmt(r.daemonIdleRssMiB, 1)} / ${fmt(r.daemonRssMiB, 1)} (${fmt(r.daemonPeakRssMiB, 1)}) | ${fmt(r.daemonAnonMiB, 1)} |`);
+  if (atRest) console.log(`\ndaemon at rest ${atRest.seconds} s after the ${atRest.rttMs} ms read: VmRSS ${fmt(atRest.vmRssMiB, 1)} MiB, RssAnon ${fmt(atRest.rssAnonMiB, 1)} MiB`);
   if (serving) console.log(`\nserving the same image to curl: airroot serve ${fmt(serving.airrootMBs)} MB/s, nginx ${fmt(serving.nginxMBs)} MB/s (ratio ${fmt(serving.airrootMBs / serving.nginxMBs * 100)}%)`);
   const verify = benchVerify();
   console.log(`\nmanifest verification (SHA-256 of 256 KiB chunks in the read path): ${verify.mbPerSecond.toFixed(0)} MB/s`);
   mkdirSync(join(import.meta.dir, "results"), { recursive: true });
-  const out = { date: new Date().toISOString(), imageMiB: IMAGE_MIB, rows, verifyMBs: verify.mbPerSecond, serving,
+  const out = { date: new Date().toISOString(), imageMiB: IMAGE_MIB, rows, atRest, verifyMBs: verify.mbPerSecond, serving,
     targets: { seqRatioNoRtt: 0.8, seqRatio2ms: 0.6, daemonRssMiB: 64 } };
   writeFileSync(join(import.meta.dir, "results", "latest.json"), JSON.stringify(out, null, 2));
   console.log(`\nwrote bench/results/latest.json`);
