@@ -9,6 +9,8 @@
 // same or slightly more MB/s (make bench: 923/970 vs 908/823 MB/s at 0 ms, 701/719 vs 663/673 at 2 ms), ~0.15 vs
 // ~0.2 CPU s/GiB for the writes, 2-4 MiB less RSS (no second JS heap) and no message per reply. A write to
 // /dev/fuse waits for nothing but that copy, so it never parks a pool thread (a read of /dev/fuse would: reader.ts).
+// The rule this adds: the process serving a mount must not read that mount with Bun's async fs, whose reads would
+// hold the pool threads the replies need (the daemon does no async fs at all; tests read mounts from other processes).
 import { writev } from "node:fs";
 
 export class FuseReplyWriter {
