@@ -21,7 +21,8 @@ export interface DaemonHandle {
 // collects them; see src/source/fetch-thread.ts and BUN_JSC_forceRAMSize in background.ts); this thread still gets
 // one structured-clone message per fetch and per written reply, plus promises and views. History: on one thread with
 // undici, JSC collected lazily (250-400 MiB RSS during a 1 GiB read), so we run a full collection per `everyBytes`
-// served (at most one per `minIntervalMs`) and one more, with the pool's spare blocks dropped, once reads stop.
+// served (at most one per `minIntervalMs`) and one more once reads stop, after the engine has given back its spare and
+// spent blocks (and the fetch thread has collected too).
 // Re-measured with the fetch thread (compiled daemon, 1 GiB from two nginx, 3 alternating runs): without the paced
 // collections 854-933 vs 834-873 MB/s but peak VmRSS 161-164 vs 141-146 MiB: kept, since RSS is a target too.
 // After `longIdleMs` without reads the engine's cache is given back as well (RemoteImage.releaseIdleMemory).

@@ -309,7 +309,6 @@ export class RemoteImage {
     };
   }
 
-  /** Gives up buffers kept for reuse (call when reads have stopped for a while, before a GC). Data stays cached. */
   /**
    * Reads have paused: gives back the blocks kept for reuse and the cached blocks the kernel has read in full. After a
    * long pause (`longIdle`) every cached block goes: a node that has booted rarely asks for the unread rest of a block
