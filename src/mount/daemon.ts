@@ -17,9 +17,8 @@ export interface DaemonHandle {
   stop(reason: string): Promise<void>;
 }
 
-// Garbage at line rate. With the fetch thread, the TLS socket's per-chunk buffers live in that thread's heap (its JSC
-// collects them; see src/source/fetch-thread.ts and BUN_JSC_forceRAMSize in background.ts); this thread still gets
-// one structured-clone message per fetch and per written reply, plus promises and views. History: on one thread with
+// Garbage at line rate. The TLS socket's per-chunk buffers live in the fetch thread and are freed as soon as they are
+// copied (src/source/conn.ts); this thread still gets one structured-clone message per fetch, plus promises and views. History: on one thread with
 // undici, JSC collected lazily (250-400 MiB RSS during a 1 GiB read), so we run a full collection per `everyBytes`
 // served (at most one per `minIntervalMs`) and one more once reads stop, after the engine has given back its spare and
 // spent blocks (and the fetch thread has collected too).
