@@ -18,15 +18,39 @@ const airroot = join(import.meta.dir, "..", "dist", "airroot");
 
 interface Row { rttMs: number; curlMBs: number; seqMBs: number; seqRatio: number; seqBytes: number;
   randIops: number; randP50us: number; randP99us: number; daemonIdleRssMiB: number; daemonRssMiB: number;
-  daemonPeakRssMiB: number; daemonAnonMiB: number } // RssAnon: private memory; VmRSS also counts ~50 MiB of shared executable text
+  daemonPeakRssMiB: number; daemonAnonMiB: number; // RssAnon: private memory; VmRSS also counts ~46 MiB of shared executable text
+  cpu: CpuPerGiB }
+/**
+ * CPU seconds per GiB moved, per process, for the two sequential transfers of a row: where the limit comes from when
+ * both share the machine's cores (this process's own share is the delaying relay at 2/20 ms).
+ */
+interface CpuPerGiB { curl: number; nginxForCurl: number; relayForCurl: number;
+  daemon: number; dd: number; nginxForAirroot: number; relayForAirroot: number }
 
 // Always asynchronous: the delaying relays run in this process, so a blocking spawn would stall them.
-async function run(cmd: string[], timeoutMs = 300_000): Promise<{ out: string; err: string; code: number; ms: number }> {
+async function run(cmd: string[], timeoutMs = 300_000): Promise<{ out: string; err: string; code: number; ms: number; cpuS: number }> {
   const t0 = performance.now();
   const p = Bun.spawn(cmd, { stdout: "pipe", stderr: "pipe", timeout: timeoutMs });
   const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
-  return { out, err, code: code ?? -1, ms: performance.now() - t0 };
+  const cpuS = Number(p.resourceUsage()?.cpuTime.total ?? NaN) / 1e6;
+  return { out, err, code: code ?? -1, ms: performance.now() - t0, cpuS };
 }
+/** user+system CPU seconds of a process so far (/proc/PID/stat, clock ticks of 1/100 s). */
+function procCpuS(pid: number): number {
+  const f = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const rest = f.slice(f.lastIndexOf(")") + 2).split(" ");
+  return (Number(rest[11]) + Number(rest[12])) / 100;
+}
+/** CPU seconds so far of every nginx worker (the master only supervises). */
+function nginxCpuS(servers: Nginx[]): number {
+  let sum = 0;
+  for (const s of servers) {
+    const kids = readFileSync(`/proc/${s.proc.pid}/task/${s.proc.pid}/children`, "utf8").trim().split(/\s+/).filter(Boolean);
+    for (const k of kids) { try { sum += procCpuS(Number(k)); } catch { /* gone */ } }
+  }
+  return sum;
+}
+const selfCpuS = () => { const u = process.cpuUsage(); return (u.user + u.system) / 1e6; };
 function must(r: Awaited<ReturnType<typeof run>>, what: string) {
   if (r.code !== 0) throw new Error(`${what} failed (exit ${r.code}): ${r.err.trim().slice(0, 500)}`);
   return r;
@@ -74,9 +98,13 @@ async function main() {
       }
       const bytes = seqBytesFor(rtt);
       console.log(`bench: RTT +${rtt} ms: curl limit over ${bytes / MiB} MiB`);
+      const ng0 = nginxCpuS(servers), self0 = selfCpuS();
       const curl = must(await run(["curl", "-sS", "-o", "/dev/null", "--cacert", pki.caCert, "-r", `0-${bytes - 1}`, "-w", "%{size_download} %{time_total}", urls[0]]), "curl");
       const [cBytes, cSecs] = curl.out.trim().split(" ").map(Number);
       const curlMBs = cBytes / MiB / cSecs;
+      const gib = bytes / 1024 / MiB;
+      const cpu: CpuPerGiB = { curl: curl.cpuS / gib, nginxForCurl: (nginxCpuS(servers) - ng0) / gib, relayForCurl: (selfCpuS() - self0) / gib,
+        daemon: NaN, dd: NaN, nginxForAirroot: NaN, relayForAirroot: NaN };
 
       // Sequential and random each on a fresh mount: a new FUSE inode starts with an empty page cache (cold).
       const mount = async (tag: string) => {
@@ -91,7 +119,10 @@ async function main() {
         const pid = await daemonPid(mnt);
         daemonIdleRssMiB = rssMiB(pid, "VmRSS");
         console.log(`bench: RTT +${rtt} ms: cold sequential read through airroot mount`);
+        const d0 = procCpuS(pid), n0 = nginxCpuS(servers), s0 = selfCpuS();
         const seq = must(await run(["dd", `if=${join(mnt, "image.bin")}`, "of=/dev/null", "bs=1M", `count=${bytes / MiB}`, "status=none"]), "dd through the mount");
+        Object.assign(cpu, { daemon: (procCpuS(pid) - d0) / gib, dd: seq.cpuS / gib, nginxForAirroot: (nginxCpuS(servers) - n0) / gib,
+          relayForAirroot: (selfCpuS() - s0) / gib });
         seqMBs = bytes / MiB / (seq.ms / 1000);
         daemonRssMiB = rssMiB(pid, "VmRSS");
         daemonPeakRssMiB = rssMiB(pid, "VmHWM");
@@ -115,7 +146,7 @@ async function main() {
         const pct = job.clat_ns?.percentile ?? {};
         rows.push({ rttMs: rtt, curlMBs, seqMBs, seqRatio: seqMBs / curlMBs, seqBytes: bytes,
           randIops: job.iops, randP50us: (pct["50.000000"] ?? NaN) / 1000, randP99us: (pct["99.000000"] ?? NaN) / 1000,
-          daemonIdleRssMiB, daemonRssMiB, daemonPeakRssMiB, daemonAnonMiB });
+          daemonIdleRssMiB, daemonRssMiB, daemonPeakRssMiB, daemonAnonMiB, cpu });
       } finally {
         await run([airroot, "umount", mnt]);
       }
@@ -130,6 +161,14 @@ async function main() {
   console.log("\n| added RTT | curl MB/s (limit) | airroot seq MB/s | ratio | 4k rand IOPS | p50 µs | p99 µs | daemon VmRSS MiB idle / after read (peak) | daemon RssAnon MiB after read |");
   console.log("|---|---|---|---|---|---|---|---|---|");
   for (const r of rows) console.log(`| ${r.rttMs} ms | ${fmt(r.curlMBs)} | ${fmt(r.seqMBs)} | ${fmt(r.seqRatio * 100)}% | ${fmt(r.randIops)} | ${fmt(r.randP50us)} | ${fmt(r.randP99us)} | ${fmt(r.daemonIdleRssMiB, 1)} / ${fmt(r.daemonRssMiB, 1)} (${fmt(r.daemonPeakRssMiB, 1)}) | ${fmt(r.daemonAnonMiB, 1)} |`);
+  console.log("\nCPU seconds per GiB, sequential (curl's side | airroot's side; relay = the delaying relay in this process):");
+  console.log("| added RTT | curl | nginx | relay | sum | airroot daemon | dd | nginx | relay | sum |");
+  console.log("|---|---|---|---|---|---|---|---|---|---|");
+  for (const r of rows) {
+    const c = r.cpu, f = (n: number) => fmt(n, 2);
+    console.log(`| ${r.rttMs} ms | ${f(c.curl)} | ${f(c.nginxForCurl)} | ${f(c.relayForCurl)} | ${f(c.curl + c.nginxForCurl + c.relayForCurl)} | ` +
+      `${f(c.daemon)} | ${f(c.dd)} | ${f(c.nginxForAirroot)} | ${f(c.relayForAirroot)} | ${f(c.daemon + c.dd + c.nginxForAirroot + c.relayForAirroot)} |`);
+  }
   if (atRest) console.log(`\ndaemon at rest ${atRest.seconds} s after the ${atRest.rttMs} ms read: VmRSS ${fmt(atRest.vmRssMiB, 1)} MiB, RssAnon ${fmt(atRest.rssAnonMiB, 1)} MiB`);
   if (serving) console.log(`\nserving the same image to curl: airroot serve ${fmt(serving.airrootMBs)} MB/s, nginx ${fmt(serving.nginxMBs)} MB/s (ratio ${fmt(serving.airrootMBs / serving.nginxMBs * 100)}%)`);
   const verify = benchVerify();
