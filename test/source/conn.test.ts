@@ -237,6 +237,22 @@ test("a CA that did not sign nginx's certificate: refused, and the reason names 
   } finally { await sys.destroy(); }
 }, 30_000);
 
+test("each body chunk is freed right after the sink's call (the contract: copy what you keep), bytes stay exact", async () => {
+  const conn = await HttpsConnection.open(ngUrl, { ca, connectTimeoutMs: 5000 });
+  try {
+    const kept: Uint8Array[] = [];
+    const copy: Buffer[] = [];
+    await conn.exchange(`GET ${ngUrl.path} HTTP/1.1\r\nHost: 127.0.0.2:${ngUrl.port}\r\nRange: bytes=0-${2 * MiB - 1}\r\n\r\n`,
+      { head: () => {}, body: (c) => { kept.push(c); copy.push(Buffer.from(c)); } });
+    expect(Buffer.concat(copy).equals(data.subarray(0, 2 * MiB))).toBe(true);
+    // Every chunk that owned its whole buffer is detached now (a view into a larger one, such as the chunk that also
+    // carried the head, is left to the GC).
+    const freed = kept.filter((c) => c.byteLength === 0).length;
+    expect(freed).toBeGreaterThan(0);
+    expect(freed).toBeGreaterThanOrEqual(kept.length - 1);
+  } finally { conn.destroy(); }
+});
+
 // ---- node:tls mock, for faults only ----
 
 interface MockReq { conn: number; nth: number; start: number; end: number }
