@@ -5,6 +5,7 @@ import { basename } from "node:path";
 import { RemoteImage } from "../source/image";
 import { mountFuse, type FuseMount } from "../fuse/mount";
 import { createLogger, type Logger } from "../util/log";
+import { processMemory } from "../util/procmem";
 import type { MountConfig } from "./config";
 import { serveStatus, type DaemonStatus } from "./status";
 import { loadImageVerifier, type LoadedVerifier } from "./verify";
@@ -98,6 +99,7 @@ export async function startMountDaemon(cfg: MountConfig, log: Logger = createLog
   const snapshot = (): DaemonStatus => ({
     mountpoint: cfg.mountpoint, pid: process.pid, argv0, startedAt,
     image: image.status(), fuse: fuse.stats(),
+    memory: { ...processMemory(), cacheMiB: image.status().cacheBytes / 1048576 },
     verified: verified && { manifest: verified.manifestUrl, chunkSize: verified.verifier.chunkSize, badChunks: verified.badChunks() },
   });
   let resolveStopped!: () => void;

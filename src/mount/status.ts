@@ -17,6 +17,7 @@ export interface DaemonStatus {
       errors: number; lastError?: string; preferredRank: number }[];
   };
   fuse: Record<string, number | string>;
+  memory?: { vmRssMiB: number; rssAnonMiB: number; cacheMiB: number }; // daemons before session 3 did not report it
   verified?: { manifest: string; chunkSize: number; badChunks: number };
 }
 
@@ -80,6 +81,11 @@ export function formatStatus(s: DaemonStatus): string {
     `fetched ${(img.bytesFetched / MiB).toFixed(1)} MiB, cache hits ${img.cacheHits} / misses ${img.cacheMisses}, ` +
       `reads in flight ${img.readsInFlight}, reads total ${img.readsTotal}`,
   ];
+  const m = s.memory;
+  if (m) {
+    const mib = (n: number) => (Number.isFinite(n) ? n.toFixed(1) : "-");
+    lines.push(`memory: VmRSS ${mib(m.vmRssMiB)} MiB, private ${mib(m.rssAnonMiB)} MiB (of which block cache ${mib(m.cacheMiB)} MiB)`);
+  }
   if (s.verified) lines.push(`verified against ${s.verified.manifest} (chunk ${s.verified.chunkSize / 1024} KiB), bad chunks seen ${s.verified.badChunks}`);
   lines.push("", "  RANK STATE     RTT      MiB       REQS  ERRS  URL");
   for (const src of [...img.sources].sort((a, b) => a.preferredRank - b.preferredRank)) {

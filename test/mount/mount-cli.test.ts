@@ -65,8 +65,12 @@ describe("airroot mount (built binary)", () => {
     expect(st.image.name).toBe("root.sfs");
     expect(st.image.sources.map((s: { url: string }) => s.url).sort()).toEqual([...urls].sort());
     expect(st.image.bytesFetched).toBeGreaterThan(0);
+    expect(st.memory.vmRssMiB).toBeGreaterThan(st.memory.rssAnonMiB);
+    expect(st.memory.rssAnonMiB).toBeGreaterThan(0);
+    expect(st.memory.cacheMiB).toBeGreaterThanOrEqual(0);
     const human = sh([airroot, "status", mnt]).out;
     expect(human).toContain("root.sfs");
+    expect(human).toMatch(/^memory: VmRSS \d+\.\d MiB, private \d+\.\d MiB \(of which block cache \d+\.\d MiB\)$/m);
     expect(readFileSync(`/proc/${st.pid}/cmdline`, "utf8").split("\0")[0]).toBe("@airroot-test");
 
     expect(sh(["umount", root]).code).toBe(0);

@@ -1,0 +1,23 @@
+// This process's memory as the kernel counts it, for `airroot status`: an admin asking "how much RAM does the root
+// filesystem daemon take on my nodes" wants these two numbers.
+import { readFileSync } from "node:fs";
+
+export interface ProcessMemory {
+  /** Resident set: private memory plus the executable's mapped pages (shared, reclaimable). MiB. */
+  vmRssMiB: number;
+  /** Private memory only (heaps, blocks). MiB. */
+  rssAnonMiB: number;
+}
+
+/** Reads /proc/self/status; a field that is missing (no procfs) comes back as NaN. */
+export function processMemory(statusText?: string): ProcessMemory {
+  let text = statusText;
+  if (text === undefined) {
+    try { text = readFileSync("/proc/self/status", "utf8"); } catch { text = ""; }
+  }
+  const field = (name: string) => {
+    const m = new RegExp(`^${name}:\\s+(\\d+) kB$`, "m").exec(text!);
+    return m ? Number(m[1]) / 1024 : NaN;
+  };
+  return { vmRssMiB: field("VmRSS"), rssAnonMiB: field("RssAnon") };
+}
