@@ -6,6 +6,7 @@ import { RemoteImage } from "../source/image";
 import { mountFuse, type FuseMount } from "../fuse/mount";
 import { createLogger, type Logger } from "../util/log";
 import { processMemory } from "../util/procmem";
+import { giveMemoryBack } from "../util/gc";
 import type { MountConfig } from "./config";
 import { serveStatus, type DaemonStatus } from "./status";
 import { loadImageVerifier, type LoadedVerifier } from "./verify";
@@ -19,10 +20,11 @@ export interface DaemonHandle {
 }
 
 // Garbage at line rate. The TLS socket's per-chunk buffers live in the fetch thread and are freed as soon as they are
-// copied (src/source/conn.ts); this thread still gets one structured-clone message per fetch, plus promises and views. History: on one thread with
-// undici, JSC collected lazily (250-400 MiB RSS during a 1 GiB read), so we run a full collection per `everyBytes`
-// served (at most one per `minIntervalMs`) and one more once reads stop, after the engine has given back its spare and
-// spent blocks (and the fetch thread has collected too).
+// copied (src/source/conn.ts); this thread still gets one structured-clone message per fetch, plus promises and views.
+// History: on one thread with undici, JSC collected lazily (250-400 MiB RSS during a 1 GiB read), so we run a full
+// collection per `everyBytes` served (at most one per `minIntervalMs`) and one more once reads stop, after the engine
+// has given back its spare and spent blocks (and the fetch thread has collected too); that one also shrinks JSC's
+// heap (after a 1 GiB cold read, RssAnon 5 s later ~47 → ~40 MiB: src/source/README.md).
 // Re-measured with the fetch thread (compiled daemon, 1 GiB from two nginx, 3 alternating runs): without the paced
 // collections 854-933 vs 834-873 MB/s but peak VmRSS 161-164 vs 141-146 MiB: kept, since RSS is a target too.
 // After `longIdleMs` without reads the engine's cache is given back as well (RemoteImage.releaseIdleMemory).
@@ -30,8 +32,8 @@ const GC_TIMING = { everyBytes: 32 * 1024 * 1024, minIntervalMs: 100, idleMs: 10
 
 export function gcPacer(onIdle: (longIdle: boolean) => void, timing = GC_TIMING): { served(bytes: number): void; stop(): void } {
   let debt = 0, last = 0, lastRead = 0, stage: "reading" | "idle" | "long idle" = "long idle";
-  const collect = () => {
-    Bun.gc(true);
+  const collect = (readsStopped: boolean) => {
+    if (readsStopped) giveMemoryBack(); else Bun.gc(true);
     last = performance.now();
     debt = 0;
   };
@@ -41,12 +43,7 @@ export function gcPacer(onIdle: (longIdle: boolean) => void, timing = GC_TIMING)
     else if (stage === "idle" && quiet >= timing.longIdleMs) stage = "long idle";
     else return;
     onIdle(stage === "long idle");
-    collect();
-    // Once reads stop, also let JSC drop what it can regenerate (compiled code, unlinked bytecode) and hand free
-    // memory back: after a 1 GiB cold read, RssAnon 5 s later ~47 → ~40 MiB (bench in src/source/README.md); it only
-    // runs when idle, so it costs no throughput (the JIT recompiles within the first milliseconds of the next burst).
-    // Bun marks Bun.shrink deprecated: guarded so a Bun without it only loses this saving.
-    (Bun as { shrink?: () => void }).shrink?.();
+    collect(true);
   }, timing.idleMs);
   idle.unref();
   return {
@@ -54,7 +51,7 @@ export function gcPacer(onIdle: (longIdle: boolean) => void, timing = GC_TIMING)
       lastRead = performance.now();
       stage = "reading";
       debt += bytes;
-      if (debt >= timing.everyBytes && lastRead - last >= timing.minIntervalMs) collect();
+      if (debt >= timing.everyBytes && lastRead - last >= timing.minIntervalMs) collect(false);
     },
     stop() { clearInterval(idle); },
   };
@@ -96,12 +93,14 @@ export async function startMountDaemon(cfg: MountConfig, log: Logger = createLog
   }
   const startedAt = new Date().toISOString();
   const argv0 = cfg.argv0 ?? basename(process.argv0 || "airroot");
-  const snapshot = (): DaemonStatus => ({
-    mountpoint: cfg.mountpoint, pid: process.pid, argv0, startedAt,
-    image: image.status(), fuse: fuse.stats(),
-    memory: { ...processMemory(), cacheMiB: image.status().cacheBytes / 1048576 },
-    verified: verified && { manifest: verified.manifestUrl, chunkSize: verified.verifier.chunkSize, badChunks: verified.badChunks() },
-  });
+  const snapshot = (): DaemonStatus => {
+    const img = image.status();
+    return {
+      mountpoint: cfg.mountpoint, pid: process.pid, argv0, startedAt, image: img, fuse: fuse.stats(),
+      memory: { ...processMemory(), cacheMiB: img.cacheBytes / 1048576 },
+      verified: verified && { manifest: verified.manifestUrl, chunkSize: verified.verifier.chunkSize, badChunks: verified.badChunks() },
+    };
+  };
   let resolveStopped!: () => void;
   const stopped = new Promise<void>((r) => (resolveStopped = r));
   let stopping: Promise<void> | undefined;

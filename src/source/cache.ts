@@ -89,15 +89,7 @@ export class BlockCache {
    */
   release(all: boolean): void {
     const maps: (Map<number, Uint8Array> | Map<number, Pending>)[] = all ? [this.spent, this.untouched, this.partial] : [this.spent];
-    for (const m of maps) {
-      for (const v of m.values()) {
-        const bytes = v instanceof Uint8Array ? v : v.bytes;
-        this.used -= bytes.length;
-        if (m === this.untouched) this.untouchedBytes -= bytes.length;
-        this.onEvict(bytes);
-      }
-      m.clear();
-    }
+    for (const m of maps) for (const [k, v] of m) this.drop(m, k, v);
   }
 
   clear(): void { this.untouched.clear(); this.partial.clear(); this.spent.clear(); this.used = 0; this.untouchedBytes = 0; }
@@ -116,20 +108,24 @@ export class BlockCache {
   /** Frees space down to the budget, never taking `keep` (the block just added: it was fetched to be used). */
   private evict(keep: number): void {
     const over = () => this.used > this.maxBytes;
-    const drop = (m: Map<number, Uint8Array> | Map<number, Pending>, until: () => boolean) => {
+    const dropFrom = (m: Map<number, Uint8Array> | Map<number, Pending>, until: () => boolean) => {
       for (const [k, v] of m) {
         if (!over() || until()) return;
-        if (k === keep) continue;
-        const bytes = v instanceof Uint8Array ? v : v.bytes;
-        m.delete(k);
-        this.used -= bytes.length;
-        if (m === this.untouched) this.untouchedBytes -= bytes.length;
-        this.onEvict(bytes);
+        if (k !== keep) this.drop(m, k, v);
       }
     };
-    drop(this.spent, () => false);
-    drop(this.untouched, () => this.untouchedBytes <= this.untouchedReserve);
-    drop(this.partial, () => false);
-    drop(this.untouched, () => false);
+    dropFrom(this.spent, () => false);
+    dropFrom(this.untouched, () => this.untouchedBytes <= this.untouchedReserve);
+    dropFrom(this.partial, () => false);
+    dropFrom(this.untouched, () => false);
+  }
+
+  /** Takes one entry out of its class map, keeps the byte counts right and hands its buffer to onEvict. */
+  private drop(m: Map<number, Uint8Array> | Map<number, Pending>, k: number, v: Uint8Array | Pending): void {
+    const bytes = v instanceof Uint8Array ? v : v.bytes;
+    m.delete(k);
+    this.used -= bytes.length;
+    if (m === this.untouched) this.untouchedBytes -= bytes.length;
+    this.onEvict(bytes);
   }
 }

@@ -2,6 +2,7 @@
 // connection pools. Blocks to fill arrive as views of shared memory; only a verdict goes back.
 import { directFetcher, SourceFault, type PieceAllocator, type RangeFetcher } from "./http";
 import type { FetchRequest, FetchResponse } from "./fetch-thread";
+import { giveMemoryBack } from "../util/gc";
 
 declare const self: Worker;
 let fetchers: RangeFetcher[] = [];
@@ -11,7 +12,7 @@ function reply(m: FetchResponse): void { self.postMessage(m); }
 self.onmessage = (ev: MessageEvent<FetchRequest>) => {
   const m = ev.data;
   if (m.t === "init") { fetchers = m.urls.map((u) => directFetcher(u, m.pool)); return; }
-  if (m.t === "idle") { Bun.gc(true); (Bun as { shrink?: () => void }).shrink?.(); return; }
+  if (m.t === "idle") { giveMemoryBack(); return; }
   if (m.t === "destroy") {
     void Promise.all(fetchers.map((f) => f.destroy().catch(() => {}))).then(() => reply({ t: "destroyed", id: m.id }));
     return;
