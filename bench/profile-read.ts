@@ -39,6 +39,20 @@ function threadCpu(pid: number): Map<string, number> {
   }
   return out;
 }
+/** The process's resident memory (MiB) by kind of mapping: the executable, [heap], [stack], anonymous, other files. */
+function smapsByMapping(pid: number): Map<string, number> {
+  const out = new Map<string, number>();
+  let name = "";
+  try {
+    for (const line of readFileSync(`/proc/${pid}/smaps`, "utf8").split("\n")) {
+      const head = /^[0-9a-f]+-[0-9a-f]+ (\S+) \S+ \S+ \d+\s*(.*)$/.exec(line);
+      if (head) { name = head[2].startsWith("/") ? (head[2].endsWith("/airroot") ? `executable ${head[1]}` : "other files") : head[2] || "anonymous"; continue; }
+      const rss = /^Rss:\s+(\d+) kB/.exec(line);
+      if (rss) out.set(name, (out.get(name) ?? 0) + Number(rss[1]) / 1024);
+    }
+  } catch { /* the daemon ended */ }
+  return out;
+}
 /** user+system CPU seconds of a process and its threads. */
 function cpuSec(pid: number | "self"): number {
   const f = readFileSync(`/proc/${pid}/stat`, "utf8");
@@ -92,8 +106,16 @@ async function main() {
         const pid = JSON.parse((await run([bin, "status", "--json", mnt])).out).pid;
         const idle = procStatus(pid, "VmRSS"), idleAnon = procStatus(pid, "RssAnon"), c0 = cpuSec(pid), n0 = nginxCpu(ng), t1 = performance.now();
         const threads0 = threadCpu(pid);
+        const idleMap = smapsByMapping(pid);
         const p = Bun.spawn(["dd", `if=${join(mnt, "image.bin")}`, "of=/dev/null", "bs=1M", "status=none"], { stdout: "ignore", stderr: "inherit", timeout: 300_000 });
+        // Where the RSS is at its largest during the read: sampled every 200 ms, the sample with the most VmRSS kept.
+        let peakMap = idleMap, peakSum = 0;
+        const sampler = setInterval(() => {
+          const m = smapsByMapping(pid), sum = [...m.values()].reduce((x, y) => x + y, 0);
+          if (sum > peakSum) { peakSum = sum; peakMap = m; }
+        }, 200);
         await p.exited;
+        clearInterval(sampler);
         const s = (performance.now() - t1) / 1000;
         const after = procStatus(pid, "VmRSS"), afterAnon = procStatus(pid, "RssAnon"), cpu = cpuSec(pid) - c0;
         const perThread = [...threadCpu(pid)].map(([k, v]) => [k, v - (threads0.get(k) ?? 0)] as const).filter(([, v]) => v >= 0.01);
@@ -104,6 +126,9 @@ async function main() {
           `daemon RSS idle ${idle.toFixed(0)} MiB, after ${after.toFixed(0)}, 1.5 s later ${procStatus(pid, "VmRSS").toFixed(0)} ` +
           `(peak ${procStatus(pid, "VmHWM").toFixed(0)}); RssAnon idle ${idleAnon.toFixed(0)}, after ${afterAnon.toFixed(0)}, ` +
           `1.5 s later ${procStatus(pid, "RssAnon").toFixed(0)}`);
+        const names = [...new Set([...idleMap.keys(), ...peakMap.keys()])].sort((x, y) => (peakMap.get(y) ?? 0) - (peakMap.get(x) ?? 0));
+        console.log(`daemon RSS by mapping, idle -> largest sample during the read (MiB): ` +
+          names.map((n) => `${n} ${(idleMap.get(n) ?? 0).toFixed(1)} -> ${(peakMap.get(n) ?? 0).toFixed(1)}`).join("; "));
         console.log(`daemon threads (CPU s): ${perThread.map(([k, v]) => `${k}=${v.toFixed(2)}`).join(" ")}`);
       } finally {
         await run([bin, "umount", mnt]);

@@ -15,7 +15,7 @@ export const mountCommand = defineCommand({
     ca: { type: "string", description: "PEM file of the CA(s) that must have signed the servers' certificates (default: system store)" },
     order: { type: "string", description: "source preference: listed | latency | spread (rendezvous hash on --node-id)", default: MOUNT_DEFAULTS.order },
     "node-id": { type: "string", description: "node identity for --order spread (default: hostname)" },
-    "cache-mb": { type: "string", description: "RAM block cache beside the kernel page cache, MiB", default: String(MOUNT_DEFAULTS.cacheMb) },
+    "cache-mb": { type: "string", description: "RAM for image blocks beside the kernel page cache, cached or being fetched (plus one 1 MiB request), MiB", default: String(MOUNT_DEFAULTS.cacheMb) },
     "io-timeout": { type: "string", description: "give readers EIO after this long with no server (e.g. 5m); default: wait forever, right for a root fs" },
     "stall-timeout": { type: "string", description: "a request with no progress for this long fails over to the next server", default: `${MOUNT_DEFAULTS.stallTimeoutMs / 1000}s` },
     manifest: { type: "string", description: "signed image manifest (https URL or local file): every chunk is verified before the kernel sees it" },

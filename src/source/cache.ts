@@ -92,6 +92,17 @@ export class BlockCache {
     for (const m of maps) for (const [k, v] of m) this.drop(m, k, v);
   }
 
+  /**
+   * Evicts spent blocks (least recently used first) until at most `budget` bytes are cached, or none is left: room for
+   * blocks about to be fetched, taken only from blocks whose bytes the kernel's page cache already holds.
+   */
+  shedSpent(budget: number): void {
+    for (const [k, v] of this.spent) {
+      if (this.used <= budget) return;
+      this.drop(this.spent, k, v);
+    }
+  }
+
   clear(): void { this.untouched.clear(); this.partial.clear(); this.spent.clear(); this.used = 0; this.untouchedBytes = 0; }
 
   /** Drops the entry at `index` (if any) before it is replaced by `next`. */

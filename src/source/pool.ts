@@ -12,10 +12,15 @@
 // An earlier version kept every released block until all reads begun before the release had ended: a read waiting on
 // a slow fetch then held back every release, the bounded quarantine overflowed, and ~20% of the blocks of a 1 GiB read
 // were fresh allocations (bench: pool stats allocated 1756 / reused 6436). Pins hold exactly what is in use.
+//
+// Budget: at most maxBlocks blocks exist at once (in a fetch, in the cache, held by a read, or free). The engine asks
+// spare() before it starts a fetch, so a long read reuses the same blocks instead of growing a free list beside them;
+// take() itself never refuses (a fetch that had to go over the budget is given back to the GC when released).
 
 export interface BlockPoolOptions {
   blockSize: number;    // only buffers of exactly this length are pooled (an image's short last block is not)
-  maxFree: number;      // blocks kept ready for reuse; more are left to the GC
+  maxBlocks: number;    // the budget: blocks that exist at once (handed out, pinned or free); more are left to the GC
+  onFree?: () => void;  // a block became free (the engine may start a fetch that waited for one)
 }
 
 export class BlockPool {
@@ -23,6 +28,7 @@ export class BlockPool {
   private readonly pins = new Map<Uint8Array, number>();
   private readonly retired = new Set<Uint8Array>();  // let go of by the cache while pinned
   private c = { reused: 0, allocated: 0, dropped: 0 };
+  private owned = 0; // pooled blocks in existence: handed out (in a fetch, the cache or a read) or free
 
   constructor(readonly o: BlockPoolOptions) {
     if (!Number.isInteger(o.blockSize) || o.blockSize < 1) throw new RangeError(`block pool: bad block size ${o.blockSize}`);
@@ -38,6 +44,7 @@ export class BlockPool {
       }
     }
     this.c.allocated++;
+    if (length === this.o.blockSize) this.owned++;
     // Pooled blocks live in shared memory: the fetch thread (fetch-thread.ts) fills them and a thread of Bun's I/O
     // pool (src/fuse/writer.ts) writes views of them to /dev/fuse, both without a copy. Others (an image's short last
     // block) need no sharing: no zero-fill, every byte is overwritten or the buffer is discarded.
@@ -65,17 +72,21 @@ export class BlockPool {
     if (this.retired.delete(buf)) this.toFree(buf);
   }
 
+  /** Blocks that can be taken now without going over the budget. */
+  spare(): number { return this.free.size + Math.max(0, this.o.maxBlocks - this.owned); }
+
   private toFree(buf: Uint8Array): void {
-    if (this.free.size < this.o.maxFree) this.free.add(buf);
-    else this.c.dropped++;
+    if (this.owned > this.o.maxBlocks) { this.owned--; this.c.dropped++; return; }
+    this.free.add(buf);
+    this.o.onFree?.();
   }
 
-  stats(): { free: number; pinned: number; retired: number; reused: number; allocated: number; dropped: number } {
-    return { free: this.free.size, pinned: this.pins.size, retired: this.retired.size, ...this.c };
+  stats(): { free: number; pinned: number; retired: number; owned: number; reused: number; allocated: number; dropped: number } {
+    return { free: this.free.size, pinned: this.pins.size, retired: this.retired.size, owned: this.owned, ...this.c };
   }
 
   /** Drops the blocks kept for reuse (idle: give the memory back); retired ones follow as their pins go. */
-  trim(): void { this.free.clear(); }
+  trim(): void { this.owned = Math.max(0, this.owned - this.free.size); this.free.clear(); }
 
-  clear(): void { this.free.clear(); this.retired.clear(); }
+  clear(): void { this.owned = 0; this.free.clear(); this.retired.clear(); }
 }

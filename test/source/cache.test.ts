@@ -47,6 +47,20 @@ test("release: idle gives back only spent blocks, a long idle every block; each 
   expect(c.get(5)?.length).toBe(8 * KiB);
 });
 
+test("shedSpent: only spent blocks make room for a fetch, least recently used first, down to the budget given", () => {
+  const evicted: Uint8Array[] = [];
+  const c = new BlockCache(1 << 20, (b) => evicted.push(b));
+  const b = [0, 1, 2, 3, 4].map(() => block(8 * KiB));
+  b.forEach((x, i) => c.set(i, x));
+  for (const i of [3, 0, 1]) c.served(i, 0, 8 * KiB);  // spent, in this order of use
+  c.served(2, 0, 4 * KiB);                             // partial; block 4 untouched
+  c.shedSpent(c.bytes - 12 * KiB);                     // room for 12 KiB: two spent blocks go
+  expect(evicted).toEqual([b[3], b[0]]);
+  c.shedSpent(0);                                      // as much room as possible: still only spent blocks
+  expect(evicted).toEqual([b[3], b[0], b[1]]);
+  expect([c.has(2), c.has(4), c.bytes]).toEqual([true, true, 16 * KiB]);
+});
+
 test("served pages: partial pages do not count, the short last page counts when read to the end", () => {
   const c = new BlockCache(1 << 20);
   c.set(0, block(10_000));                           // pages [0,4096) [4096,8192) [8192,10000)

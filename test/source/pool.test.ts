@@ -4,7 +4,7 @@ import { BlockPool } from "../../src/source/pool";
 import { BlockCache } from "../../src/source/cache";
 
 test("a released block is reused at once unless pinned; then only after its last unpin", () => {
-  const p = new BlockPool({ blockSize: 16, maxFree: 4 });
+  const p = new BlockPool({ blockSize: 16, maxBlocks: 4 });
   const a = p.take(16);
   expect(a.buffer).toBeInstanceOf(SharedArrayBuffer); // the fetch thread and the FUSE reply writes share it without a copy
   p.release(a);
@@ -24,7 +24,7 @@ test("a released block is reused at once unless pinned; then only after its last
 });
 
 test("pinning a free block that was not handed out again takes it back", () => {
-  const p = new BlockPool({ blockSize: 8, maxFree: 4 });
+  const p = new BlockPool({ blockSize: 8, maxBlocks: 4 });
   const a = p.take(8);
   a.fill(7);
   p.release(a);                 // evicted: free
@@ -35,17 +35,35 @@ test("pinning a free block that was not handed out again takes it back", () => {
   expect(p.take(8)).toBe(a);
 });
 
-test("other sizes are never pooled; the free list stays bounded; trim empties it", () => {
-  const p = new BlockPool({ blockSize: 8, maxFree: 2 });
+test("other sizes are never pooled; blocks beyond the budget go to the GC; trim empties the free list", () => {
+  let freed = 0;
+  const p = new BlockPool({ blockSize: 8, maxBlocks: 2, onFree: () => freed++ });
   const short = p.take(5);
   p.release(short);
   expect(p.take(5)).not.toBe(short);
-  for (let i = 0; i < 5; i++) p.release(p.take(8));
-  for (let i = 0; i < 5; i++) p.release(new Uint8Array(new SharedArrayBuffer(8)));
-  expect(p.stats().free).toBe(2);
-  expect(p.stats().dropped).toBe(4);
+  expect(p.spare()).toBe(2);
+  const taken = Array.from({ length: 5 }, () => p.take(8)); // take() never refuses: the caller asks spare() first
+  expect(p.spare()).toBe(0);
+  for (const b of taken) p.release(b);
+  expect(p.stats()).toMatchObject({ free: 2, owned: 2, dropped: 3 });
+  expect(freed).toBe(2);        // only blocks kept for reuse wake a waiting fetch
+  expect(p.spare()).toBe(2);
   p.trim();
-  expect(p.stats().free).toBe(0);
+  expect(p.stats()).toMatchObject({ free: 0, owned: 0 });
+  expect(p.spare()).toBe(2);    // trimmed blocks are the GC's: the budget is whole again
+});
+
+test("spare() counts free blocks and unused budget; pinned and retired blocks use the budget until freed", () => {
+  const p = new BlockPool({ blockSize: 8, maxBlocks: 3 });
+  const a = p.take(8), b = p.take(8);
+  expect(p.spare()).toBe(1);
+  p.pin(a);
+  p.release(a);                 // evicted while a read holds it: retired, still using the budget
+  p.release(b);                 // free: can be taken again
+  expect(p.spare()).toBe(2);
+  p.unpin(a);
+  expect(p.spare()).toBe(3);
+  expect(p.stats()).toMatchObject({ free: 2, owned: 2, retired: 0 });
 });
 
 // Property: a random interleaving of reads (pinning blocks from a cache), evictions, fetches (taking pool blocks and
@@ -54,7 +72,7 @@ test("random interleavings never recycle a block a read holds", () => {
   let seed = 12345;
   const rnd = (n: number) => { seed = (seed * 1103515245 + 12345) >>> 0; return (seed >>> 16) % n; }; // high bits: the low bits of an LCG cycle quickly
   for (let round = 0; round < 50; round++) {
-    const pool = new BlockPool({ blockSize: 4, maxFree: 1 + rnd(6) });
+    const pool = new BlockPool({ blockSize: 4, maxBlocks: 1 + rnd(6) });
     const cache = new BlockCache(4 * (1 + rnd(6)), (b) => pool.release(b));
     let stamp = 1;
     const reads: { buf: Uint8Array; value: number }[][] = [];

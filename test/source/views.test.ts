@@ -32,7 +32,7 @@ async function open(url: string, opts: RemoteImageOptions = {}): Promise<RemoteI
   return img;
 }
 const poolStats = (img: RemoteImage) =>
-  (img as unknown as { pool: { stats(): { pinned: number; retired: number; reused: number } } }).pool.stats();
+  (img as unknown as { pool: { stats(): { pinned: number; retired: number; reused: number; owned: number } } }).pool.stats();
 const joined = (r: ImageViews) => Buffer.concat(r.views.map((v) => Buffer.from(v.buffer, v.byteOffset, v.length)));
 const rand = (n: number) => Math.floor(Math.random() * n);
 
@@ -85,6 +85,29 @@ test("property: random concurrent reads under eviction pressure, some releases d
   expect(st.reused).toBeGreaterThan(0); // blocks really were recycled, so the test had teeth
   expect(st.pinned).toBe(0);       // every pin was released
 }, 90_000);
+
+test("a long sequential read (4 readers in step, like the kernel's readahead) stays within the block budget", async () => {
+  // 32 KiB blocks, a 256 KiB cache (8 blocks) and 64 KiB requests (2 blocks): the budget is 10 blocks. Without it, a
+  // cache full of spent blocks beside 8 requests in flight held 24; going over by one request is allowed only when
+  // nothing else is in flight.
+  const img = await open(ng.urlFor("img.bin"), { blockSize: 32 * KiB, cacheMb: 0.25, maxRequestBytes: 64 * KiB });
+  const step = 128 * KiB;
+  let next = 0, maxOwned = 0;
+  const reader = async () => {
+    while (next < src.length) {
+      const off = next;
+      next += step;
+      const r = await img.readViews(off, step);
+      expect(joined(r).equals(src.subarray(off, off + step))).toBe(true);
+      maxOwned = Math.max(maxOwned, poolStats(img).owned);
+      r.release();
+    }
+  };
+  await Promise.all(Array.from({ length: 4 }, reader));
+  expect(maxOwned).toBeLessThanOrEqual(10 + 2);
+  expect(poolStats(img).reused).toBeGreaterThan(100);
+  expect(poolStats(img).owned).toBeLessThanOrEqual(10);
+}, 60_000);
 
 test("a held view survives a full turnover of the cache; release is idempotent and unpins", async () => {
   const img = await open(ng.urlFor("img.bin"), { blockSize: 32 * KiB, cacheMb: 0.125, maxRequestBytes: 64 * KiB });
