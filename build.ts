@@ -7,8 +7,7 @@ const target = process.env.AIRROOT_TARGET ?? "bun-linux-x64-baseline";
 const outfile = process.env.AIRROOT_OUT ?? "dist/airroot";
 await $`mkdir -p ${require("node:path").dirname(outfile)}`;
 const result = await Bun.build({
-  // The fetch thread's Worker entry point must be in the executable too (src/source/fetch-thread.ts).
-  entrypoints: ["src/cli/main.ts", "src/source/fetch-worker.ts"],
+  entrypoints: ["src/cli/main.ts"],
   compile: { target: target as any, outfile },
   minify: true,
   // Precompiled bytecode in the executable: JSC loads it instead of parsing and compiling the bundle at start, so

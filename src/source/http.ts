@@ -129,7 +129,7 @@ export class HttpsPool {
 }
 const idleTimers = new WeakMap<HttpsConnection, ReturnType<typeof setTimeout>>();
 
-/** Range GETs from one server, wherever they run (this thread: directFetcher; the fetch thread: fetch-thread.ts). */
+/** Range GETs from one server (directFetcher; tests may stand in their own). */
 export interface RangeFetcher {
   /** getRange's contract: exact bytes of a validated 206, else SourceFault. */
   get(start: number, length: number, t: RangeTimeouts, expect?: Expect, pieceSize?: number, alloc?: PieceAllocator): Promise<RangeReply>;
@@ -218,7 +218,9 @@ export async function getRange(pool: HttpsPool, u: ImageUrl, start: number, leng
     if (performance.now() - last >= t.stallMs) abort(`stalled for ${secs(t.stallMs)}`);
   }, Math.max(5, Math.min(1000, t.stallMs / 5)));
   const deadline = setTimeout(() => abort(`no complete reply within ${secs(t.requestMs)}`), t.requestMs);
-  const parts: Uint8Array[] = [];
+  // Blocks are taken before the request is sent, not when the reply arrives: the engine checks its block budget when
+  // it starts a fetch, and blocks taken later would let every fetch started meanwhile pass the same check.
+  const parts = takePieces(length, pieceSize, alloc);
   let handedOver = false;
   let reply: { size: number; validator: string; lastModifiedMs?: number } | undefined;
   let got = 0;
@@ -247,7 +249,6 @@ export async function getRange(pool: HttpsPool, u: ImageUrl, start: number, leng
       if (cl !== String(length)) throw new SourceFault(`Content-Length ${String(cl).slice(0, 20)} for a ${length}-byte range`);
       const lm = Date.parse(String(h.headers["last-modified"] ?? ""));
       reply = { size: cr.size, validator, lastModifiedMs: Number.isFinite(lm) ? lm : undefined };
-      parts.push(...takePieces(length, pieceSize, alloc));
     },
     body(chunk: Uint8Array) {
       // The connection never passes more than Content-Length bytes, which head() checked equals `length`.
@@ -289,8 +290,7 @@ export async function getRange(pool: HttpsPool, u: ImageUrl, start: number, leng
         if (e instanceof SourceFault) throw e;
         if (e instanceof ReplyError) throw new SourceFault(`bad HTTP reply: ${e.message}`);
         if (reused && attempt === 0 && e instanceof ConnectionError && e.beforeReply) {
-          for (const p of parts.splice(0)) alloc.release(p);
-          got = 0;
+          got = 0; // the same blocks take the retried reply
           waitedSince = performance.now();
           continue;
         }

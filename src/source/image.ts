@@ -5,7 +5,6 @@ import { hostname } from "node:os";
 import { createLogger, type Logger } from "../util/log";
 import { parseImageUrl, type ImageUrl } from "./url";
 import { directFetcher, SourceFault, type PoolOptions, type RangeTimeouts } from "./http";
-import { FetchThread } from "./fetch-thread";
 import { AGREEMENT_RULE, chooseImage, probeSource, type ImageIdentity } from "./probe";
 import { Source, type SourceStatus } from "./source";
 import { BlockCache } from "./cache";
@@ -40,7 +39,6 @@ export interface RemoteImageOptions {
   blockSize?: number;          // cache/fetch unit without a verifier (default 128 KiB); the verifier's chunkSize wins
   maxRequestBytes?: number;    // largest single range request (default 1 MiB; at least one block)
   verifier?: ChunkVerifier;
-  fetchThread?: boolean;       // HTTPS on a thread of its own (default true; see fetch-thread.ts); false: this thread
   log?: Logger;
 }
 
@@ -112,7 +110,6 @@ export class RemoteImage {
   private readonly connections: number;
   private readonly timeouts: RangeTimeouts;
   private readonly ioTimeoutMs: number;
-  private readonly fetchThread?: FetchThread;
   private readonly verifier?: ChunkVerifier;
   private readonly cache: BlockCache;
   private readonly pool: BlockPool;
@@ -129,9 +126,7 @@ export class RemoteImage {
   private readonly started = Date.now();
   private c = { bytesFetched: 0, cacheHits: 0, cacheMisses: 0, readsInFlight: 0, readsTotal: 0, coalesced: 0, fetches: 0, readaheadBytes: 0 };
 
-  private constructor(private readonly sources: Source[], img: ImageIdentity, name: string, opts: RemoteImageOptions, log: Logger,
-    fetchThread: FetchThread | undefined) {
-    this.fetchThread = fetchThread;
+  private constructor(private readonly sources: Source[], img: ImageIdentity, name: string, opts: RemoteImageOptions, log: Logger) {
     this.name = name;
     this.size = img.size;
     this.validator = img.validator;
@@ -206,14 +201,13 @@ export class RemoteImage {
       ca: opts.ca, connections: opts.connectionsPerSource ?? DEFAULTS.connectionsPerSource,
       connectTimeoutMs: opts.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs,
     };
-    const thread = opts.fetchThread === false ? undefined : new FetchThread(parsed, poolOpts, (l) => log.warn(l));
-    const sources = parsed.map((u, i) => new Source(u, thread ? thread.fetcher(i) : directFetcher(u, poolOpts), i));
-    const closeAll = () => Promise.all([...sources.map((s) => s.fetcher.destroy().catch(() => {})), thread?.close()]);
+    const sources = parsed.map((u, i) => new Source(u, directFetcher(u, poolOpts), i));
+    const closeAll = () => Promise.all(sources.map((s) => s.fetcher.destroy().catch(() => {})));
     const timeouts = { stallMs: opts.stallTimeoutMs ?? DEFAULTS.stallTimeoutMs, requestMs: opts.requestTimeoutMs ?? DEFAULTS.requestTimeoutMs };
 
     const results = await Promise.all(sources.map((s) => probeSource(s, timeouts, opts.order === "latency")))
       .catch(async (e) => {
-        await closeAll(); // no pool or thread outlives a failed open
+        await closeAll(); // no connection pool outlives a failed open
         throw e;
       });
     const failures: string[] = [];
@@ -241,7 +235,7 @@ export class RemoteImage {
       s.exclude(why);
       log.error(`excluding ${s.href}: ${why}`);
     });
-    const image = new RemoteImage(sources, img, name, opts, log, thread);
+    const image = new RemoteImage(sources, img, name, opts, log);
     image.servers.start();
     return image;
   }
@@ -324,7 +318,6 @@ export class RemoteImage {
   releaseIdleMemory(longIdle = false): void {
     this.cache.release(longIdle);
     this.pool.trim();
-    this.fetchThread?.idle();
   }
 
   async close(): Promise<void> {
@@ -337,7 +330,6 @@ export class RemoteImage {
     this.demandQ = [];
     this.raQ = [];
     await Promise.all(this.sources.map((s) => s.fetcher.destroy().catch(() => {})));
-    await this.fetchThread?.close();
     this.cache.clear();
     this.pool.clear();
   }
