@@ -1,5 +1,5 @@
 // The `airroot mount` daemon: one remote image (range engine) exposed through the FUSE server, plus the
-// status socket, until unmounted or signalled. The read path is fuse → RemoteImage.readViews → the fetch thread.
+// status socket, until unmounted or signalled. The read path is fuse → RemoteImage.readViews → http.ts.
 import { readFileSync } from "node:fs";
 import { basename } from "node:path";
 import { RemoteImage } from "../source/image";
@@ -19,14 +19,15 @@ export interface DaemonHandle {
   stop(reason: string): Promise<void>;
 }
 
-// Garbage at line rate. The TLS socket's per-chunk buffers live in the fetch thread and are freed as soon as they are
-// copied (src/source/conn.ts); this thread still gets one structured-clone message per fetch, plus promises and views.
+// Garbage at line rate. The TLS socket's per-chunk buffers are freed as soon as they are copied (src/source/conn.ts);
+// what is left is promises, views and the socket layer's small objects per chunk.
 // History: on one thread with undici, JSC collected lazily (250-400 MiB RSS during a 1 GiB read), so we run a full
 // collection per `everyBytes` served (at most one per `minIntervalMs`) and one more once reads stop, after the engine
-// has given back its spare and spent blocks (and the fetch thread has collected too); that one also shrinks JSC's
+// has given back its spare and spent blocks; that one also shrinks JSC's
 // heap (after a 1 GiB cold read, RssAnon 5 s later ~47 → ~40 MiB: src/source/README.md).
-// Re-measured with the fetch thread (compiled daemon, 1 GiB from two nginx, 3 alternating runs): without the paced
-// collections 854-933 vs 834-873 MB/s but peak VmRSS 161-164 vs 141-146 MiB: kept, since RSS is a target too.
+// Re-measured with HTTPS on this thread (session 4; compiled daemon, 1 GiB from nginx, 3 alternating runs): without
+// the paced collections 980-1110 vs 1021-1052 MB/s, 0.76-0.87 vs 0.83-0.84 CPU s/GiB, but peak VmRSS 87-89 vs 75-80
+// MiB: kept, since RSS is a target too.
 // After `longIdleMs` without reads the engine's cache is given back as well (RemoteImage.releaseIdleMemory).
 const GC_TIMING = { everyBytes: 32 * 1024 * 1024, minIntervalMs: 100, idleMs: 1000, longIdleMs: 60_000 };
 
