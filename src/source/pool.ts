@@ -45,9 +45,10 @@ export class BlockPool {
     }
     this.c.allocated++;
     if (length === this.o.blockSize) this.owned++;
-    // Pooled blocks live in shared memory: a thread of Bun's I/O pool (src/fuse/writer.ts) writes views of them to
-    // /dev/fuse without a copy while this thread goes on. Others (an image's short last block) are never written that
-    // way: no zero-fill, every byte is overwritten or the buffer is discarded.
+    // Pooled blocks live in shared memory, the type meant for bytes another thread reads: a thread of Bun's I/O pool
+    // (src/fuse/writer.ts) writes views of them to /dev/fuse while this thread goes on (plain buffers measured the same
+    // MB/s and RSS). Others (an image's short last block) are allocated without zero-fill: every byte is overwritten
+    // or the buffer is discarded.
     return length === this.o.blockSize ? new Uint8Array(new SharedArrayBuffer(length)) : Buffer.allocUnsafe(length);
   }
 
