@@ -18,12 +18,6 @@ export interface FuseMountOptions {
   maxBackground?: number;   // default 64
   log?: (line: string) => void;
   /**
-   * Threads blocking in read(2) on /dev/fuse. Default 1: a reader only reads frames and posts them (replies are
-   * written elsewhere), so one keeps 64 requests in flight. Measured against 2 (make bench at 0 ms, compiled daemon,
-   * 2 alternating pairs): same MB/s and 4 KiB IOPS within noise, 2-3 MiB less RSS.
-   */
-  readers?: number;
-  /**
    * Kernel readahead for the mount (/sys/class/bdi/<dev>/read_ahead_kb); 0 keeps the kernel's 128 KiB. Default
    * 8 MiB: sequential reads then keep ~16 requests of 1 MiB in flight (measured, dd of 1 GiB with 2 ms per read:
    * 1 MiB 0.74 GB/s, 4 MiB 1.7, 8 MiB 3.1, 16 MiB 3.9). Random reads are not inflated: the kernel grows the window
@@ -64,13 +58,10 @@ export async function mountFuse(opts: FuseMountOptions): Promise<FuseMount> {
   const fsname = opts.fsname ?? "airroot", subtype = opts.subtype ?? "airroot";
   const maxRead = opts.maxRead ?? 1024 * 1024;
   const log = opts.log ?? (() => {});
-  const readers = opts.readers ?? 1;
   if (!SUBTYPE.test(subtype)) throw new Error(`FUSE mount: subtype "${subtype}" must be 1-64 characters of [A-Za-z0-9._-]`);
   // fsname is mount(2)'s source argument (not part of the option string); it only has to be one printable line.
   if (fsname.length === 0 || fsname.length > 255 || /[\0-\x1f]/.test(fsname))
     throw new Error(`FUSE mount: fsname ${JSON.stringify(fsname)} must be 1-255 characters without control characters`);
-  if (!Number.isInteger(readers) || readers < 1 || readers > 16)
-    throw new Error(`FUSE mount: readers must be 1..16, got ${opts.readers}`);
   const readAheadKb = opts.readAheadKb ?? 8192;
   if (!Number.isInteger(readAheadKb) || readAheadKb < 0 || readAheadKb > 1024 * 1024)
     throw new Error(`FUSE mount: readAheadKb must be 0..1048576, got ${opts.readAheadKb}`);
@@ -113,32 +104,31 @@ export async function mountFuse(opts: FuseMountOptions): Promise<FuseMount> {
   // The connection's device, read back from mountinfo: identifies our mount later (and its fusectl directory).
   const dev = findMount(mountpoint)?.dev ?? "";
 
-  // Readers start only after mount(2): before it, read() on the fd fails with EPERM.
+  // Reading starts only after mount(2): before it, read() on the fd fails with EPERM.
   let resolveClosed!: () => void;
   const closed = new Promise<void>((r) => (resolveClosed = r));
   let ended = false;
-  const threads: FuseReader[] = [];
+  let reader: FuseReader | undefined;
   const onEnd = (reason: string, error?: Error) => {
     if (ended) return;
     ended = true;
     write = () => {};
     if (error) log(error.message);
     log(`FUSE: session on ${mountpoint} ended (${reason})`);
-    for (const t of threads) t.stop();
+    reader?.stop();
     writer.stop();
-    // Close the fd only once no reader thread or pending write can use its number again.
+    // Close the fd only once no parked read or pending write can use its number again.
     let timer: ReturnType<typeof setTimeout> | undefined;
-    const gone = Promise.all([...threads.map((t) => t.exited), writer.drained()]).then(() => true);
+    const gone = Promise.all([reader?.exited, writer.drained()]).then(() => true);
     const late = new Promise<false>((r) => { timer = setTimeout(() => r(false), 5000); });
     void Promise.race([gone, late]).then((ok) => {
       clearTimeout(timer);
       if (ok) { try { closeSync(fd); } catch {} }
-      else log(`FUSE: reader threads or reply writes of ${mountpoint} did not finish within 5 s; leaving fd ${fd} open`);
+      else log(`FUSE: the read or reply writes of ${mountpoint} did not finish within 5 s; leaving fd ${fd} open`);
       resolveClosed();
     });
   };
-  for (let i = 0; i < readers; i++)
-    threads.push(new FuseReader(fd, 64 * 1024, { onFrame: (f) => session.handleFrame(f), onEnd }));
+  reader = new FuseReader(fd, 64 * 1024, { onFrame: (f) => session.handleFrame(f), onEnd });
 
   const unmount = makeUnmount(mountpoint, dev, closed, () => ended, log);
   try {
@@ -174,7 +164,7 @@ function waitReady(ready: Promise<void>, closed: Promise<void>, timeoutMs: numbe
 
 /**
  * umount2 if our mount is still there; a busy mount (open files, a loop device on top) is detached lazily instead.
- * After a plain umount the kernel ends the connection at once and the readers see ENODEV: wait for that.
+ * After a plain umount the kernel ends the connection at once and the parked read sees ENODEV: wait for that.
  */
 function makeUnmount(mp: string, dev: string, closed: Promise<void>, isEnded: () => boolean, log: (l: string) => void) {
   let pending: Promise<void> | undefined;
