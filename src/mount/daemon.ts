@@ -98,7 +98,7 @@ export async function startMountDaemon(cfg: MountConfig, log: Logger = createLog
     const img = image.status();
     return {
       mountpoint: cfg.mountpoint, pid: process.pid, argv0, startedAt, image: img, fuse: fuse.stats(),
-      memory: { ...processMemory(), cacheMiB: img.cacheBytes / 1048576 },
+      memory: { ...processMemory(), cacheMiB: img.cacheBytes / 1048576, blocksMiB: img.blockBytes / 1048576 },
       verified: verified && { manifest: verified.manifestUrl, chunkSize: verified.verifier.chunkSize, badChunks: verified.badChunks() },
     };
   };

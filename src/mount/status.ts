@@ -17,7 +17,8 @@ export interface DaemonStatus {
       errors: number; lastError?: string; preferredRank: number }[];
   };
   fuse: Record<string, number | string>;
-  memory?: { vmRssMiB: number; rssAnonMiB: number; cacheMiB: number }; // daemons before session 3 did not report it
+  // Daemons before session 3 did not report memory, before session 4 not blocksMiB.
+  memory?: { vmRssMiB: number; rssAnonMiB: number; cacheMiB: number; blocksMiB?: number };
   verified?: { manifest: string; chunkSize: number; badChunks: number };
 }
 
@@ -84,7 +85,8 @@ export function formatStatus(s: DaemonStatus): string {
   const m = s.memory;
   if (m) {
     const mib = (n: number) => (Number.isFinite(n) ? n.toFixed(1) : "-");
-    lines.push(`memory: VmRSS ${mib(m.vmRssMiB)} MiB, private ${mib(m.rssAnonMiB)} MiB (of which block cache ${mib(m.cacheMiB)} MiB)`);
+    const blocks = m.blocksMiB === undefined ? "" : `image blocks ${mib(m.blocksMiB)} MiB, `;
+    lines.push(`memory: VmRSS ${mib(m.vmRssMiB)} MiB, private ${mib(m.rssAnonMiB)} MiB (of which ${blocks}in the cache ${mib(m.cacheMiB)} MiB)`);
   }
   if (s.verified) lines.push(`verified against ${s.verified.manifest} (chunk ${s.verified.chunkSize / 1024} KiB), bad chunks seen ${s.verified.badChunks}`);
   lines.push("", "  RANK STATE     RTT      MiB       REQS  ERRS  URL");

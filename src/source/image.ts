@@ -53,6 +53,7 @@ export interface ImageStatus {
   fetches: number;        // range requests sent (including failed ones)
   readaheadBytes: number; // bytes requested by readahead
   blockSize: number; cacheBytes: number;
+  blockBytes: number;     // every image block held: cached, being fetched, held by a read, or spare (the block budget)
 }
 
 /** A zero-copy read: views of cached blocks and the call that unpins them (see RemoteImage.readViews). */
@@ -306,7 +307,7 @@ export class RemoteImage {
       readsInFlight: this.c.readsInFlight, readsTotal: this.c.readsTotal,
       uptimeSec: Math.round((Date.now() - this.started) / 1000), order: this.order,
       coalescedReads: this.c.coalesced, fetches: this.c.fetches, readaheadBytes: this.c.readaheadBytes,
-      blockSize: this.bs, cacheBytes: this.cache.bytes,
+      blockSize: this.bs, cacheBytes: this.cache.bytes, blockBytes: this.pool.stats().owned * this.bs,
     };
   }
 

@@ -68,9 +68,12 @@ describe("airroot mount (built binary)", () => {
     expect(st.memory.vmRssMiB).toBeGreaterThan(st.memory.rssAnonMiB);
     expect(st.memory.rssAnonMiB).toBeGreaterThan(0);
     expect(st.memory.cacheMiB).toBeGreaterThanOrEqual(0);
+    // The block budget: the default 8 MiB cache plus one 1 MiB request (one more if a fetch had to go over it).
+    expect(st.memory.blocksMiB).toBeGreaterThanOrEqual(0);
+    expect(st.memory.blocksMiB).toBeLessThanOrEqual(10);
     const human = sh([airroot, "status", mnt]).out;
     expect(human).toContain("root.sfs");
-    expect(human).toMatch(/^memory: VmRSS \d+\.\d MiB, private \d+\.\d MiB \(of which block cache \d+\.\d MiB\)$/m);
+    expect(human).toMatch(/^memory: VmRSS \d+\.\d MiB, private \d+\.\d MiB \(of which image blocks \d+\.\d MiB, in the cache \d+\.\d MiB\)$/m);
     expect(readFileSync(`/proc/${st.pid}/cmdline`, "utf8").split("\0")[0]).toBe("@airroot-test");
 
     expect(sh(["umount", root]).code).toBe(0);
