@@ -4,9 +4,9 @@
 // private) for a loop around read(2). Measured on the compiled daemon, 1 GiB cold read, alternating runs: idle VmRSS
 // 55-56 → 51 MiB, peak 76-77 → 72-73 MiB, same MB/s.
 // Why exactly one read: a read of /dev/fuse blocks until the kernel has a request, and Bun's pool has max(CPUs, 2)
-// threads; two parked reads on a 2-core machine starve every other async file operation, the READ replies included
-// (src/fuse/writer.ts writes them on the same pool). One is enough: replies are asynchronous, so a single reader keeps
-// the kernel's 64 background requests in flight.
+// threads; two parked reads on a 2-core machine starve every other async operation that needs the pool (measured: an
+// fs.promises.writeFile then never completes). Replies do not need it (mount.ts writes them on the main thread), and
+// one reader is enough: replies are asynchronous, so a single read keeps the kernel's 64 background requests in flight.
 import { read } from "node:fs";
 
 export interface ReaderEvents {

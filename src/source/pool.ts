@@ -45,11 +45,9 @@ export class BlockPool {
     }
     this.c.allocated++;
     if (length === this.o.blockSize) this.owned++;
-    // Pooled blocks live in shared memory, the type meant for bytes another thread reads: a thread of Bun's I/O pool
-    // (src/fuse/writer.ts) writes views of them to /dev/fuse while this thread goes on (plain buffers measured the same
-    // MB/s and RSS). Others (an image's short last block) are allocated without zero-fill: every byte is overwritten
-    // or the buffer is discarded.
-    return length === this.o.blockSize ? new Uint8Array(new SharedArrayBuffer(length)) : Buffer.allocUnsafe(length);
+    // No zero-fill: every byte is overwritten by a fetch, or the block is given back unused. (Until session 4 pooled
+    // blocks were SharedArrayBuffers, filled by a fetch thread and written out by the I/O pool; both are gone.)
+    return Buffer.allocUnsafe(length);
   }
 
   /** The cache (or a failed fetch) lets go of a block: free now, or when its last pin goes. */
