@@ -6,6 +6,7 @@ import tls from "node:tls";
 import type { Socket } from "bun";
 import type { ImageUrl } from "./url";
 import { MAX_HEAD_BYTES, ReplyError, bodyLength, findHeadEnd, parseResponseHead, type ResponseHead } from "./response";
+import { setRcvLowat } from "../sys/libc";
 
 export interface ConnectOptions {
   ca?: string | Buffer | string[];  // undefined: the runtime's bundled roots
@@ -32,6 +33,17 @@ function freeNow(chunk: Uint8Array): void {
   const b = chunk.buffer;
   if (b instanceof ArrayBuffer && chunk.byteOffset === 0 && chunk.byteLength === b.byteLength) b.transfer(0);
 }
+
+// Batched socket reads. Bun hands over what one read(2) returned, ~30 KiB at a time on loopback: ~17000 data events
+// per GiB, each a fresh buffer, a copy and a call into JS. While a long body is still coming, SO_RCVLOWAT at 128 KiB
+// makes the kernel wake us once that much is queued: ~4000 events per GiB. Bare client loop (1 MiB ranges, 8
+// connections, same run): 0.47-0.50 → 0.30-0.32 CPU s per GiB and +5-7% MB/s; 64 KiB gave 0.39, 256 KiB 0.30-0.31.
+// Never stuck: the mark drops back to 1 byte once fewer than RCV_BATCH + RCV_MARGIN body bytes are still to come, so
+// what is still to arrive always reaches it (at most one partial TLS record, < 17 KiB, can wait inside the TLS layer),
+// and no connection goes back to the pool with it raised (the next reply's head is small). The cost: progress shows
+// in steps of up to 128 KiB, so a server slower than that per stall timeout (~26 KB/s at the default 5 s) counts as
+// stalled and its requests move to another server.
+const RCV_BATCH = 128 * 1024, RCV_MARGIN = 32 * 1024;
 
 interface Exchange {
   sink: ReplySink;
@@ -60,6 +72,7 @@ export class HttpsConnection {
   private readonly headBuf = new Uint8Array(MAX_HEAD_BYTES);
   private headLen = 0;
   private onClose?: () => void;
+  private rcvLowat = 1; // the socket's SO_RCVLOWAT (see RCV_BATCH)
 
   private constructor(readonly url: ImageUrl) {}
 
@@ -151,6 +164,22 @@ export class HttpsConnection {
     ex?.reject(e);
   }
 
+  /** Raises the socket's receive low mark while much of the body is still to come, lowers it for the rest. */
+  private batchReads(bodyLeft: number): void {
+    const want = bodyLeft >= RCV_BATCH + RCV_MARGIN ? RCV_BATCH : 1;
+    if (want === this.rcvLowat) return;
+    try {
+      const fd = (this.sock as unknown as { fd?: unknown }).fd;
+      if (typeof fd !== "number" || fd < 0) throw new Error("the socket has no file descriptor");
+      setRcvLowat(fd, want);
+      this.rcvLowat = want;
+    } catch {
+      // Only an optimisation: without it data comes in smaller pieces. A mark that could not be lowered again must not
+      // meet the next reply's head, so then the connection is not reused.
+      if (this.rcvLowat !== 1) this.reusable = false;
+    }
+  }
+
   private onData(d: Uint8Array): void {
     this.lastActivity = performance.now();
     const ex = this.ex;
@@ -178,10 +207,9 @@ export class HttpsConnection {
         ex.sink.head(head);
       }
       if (rest.length > ex.bodyLeft) throw new ReplyError(`body longer than its Content-Length (${rest.length - ex.bodyLeft} extra bytes)`);
-      if (rest.length > 0) {
-        ex.bodyLeft -= rest.length;
-        ex.sink.body(rest);
-      }
+      ex.bodyLeft -= rest.length;
+      this.batchReads(ex.bodyLeft);
+      if (rest.length > 0) ex.sink.body(rest);
       if (ex.bodyLeft === 0) {
         this.ex = undefined;
         ex.resolve(true);

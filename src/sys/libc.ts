@@ -18,6 +18,7 @@ function open() {
     ioctl: { args: [i32, u64, P], returns: i32 },
     setsid: { args: [], returns: i32 },
     prctl: { args: [i32, u64, u64, u64, u64], returns: i32 },
+    setsockopt: { args: [i32, i32, i32, P, i32], returns: i32 },
     // glibc has no wrapper for pivot_root or finit_module: go through syscall(2). Its variadic
     // int/pointer arguments travel in the same registers as fixed ones on x86-64.
     syscall: { args: [i64, u64, u64, u64], returns: i64 },
@@ -182,6 +183,15 @@ export function ioctl(fd: number, request: number, arg: ArrayBufferView | null, 
 /** setsid(2): returns the new session id. */
 export function setsid(): number {
   return check(libc().setsid(), () => "setsid()");
+}
+
+const SOL_SOCKET = 1, SO_RCVLOWAT = 18;
+const intArg = new Int32Array(1);
+
+/** setsockopt(SO_RCVLOWAT): poll and epoll report the socket readable only once `bytes` are queued (or at EOF). */
+export function setRcvLowat(fd: number, bytes: number): void {
+  intArg[0] = bytes;
+  check(libc().setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, intArg, 4), () => `setsockopt(fd ${fd}, SO_RCVLOWAT, ${bytes})`);
 }
 
 /** prctl(2) with integer arguments. */

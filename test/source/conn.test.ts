@@ -253,6 +253,38 @@ test("each body chunk is freed right after the sink's call (the contract: copy w
   } finally { conn.destroy(); }
 });
 
+test("socket reads are batched during a long body (SO_RCVLOWAT), and the next small reply on the connection is not held back", async () => {
+  // The socket option itself, read back with getsockopt(2) (test-only FFI): 128 KiB while much of a body is still to
+  // come, 1 byte again before the exchange ends.
+  const { dlopen, FFIType, ptr } = await import("bun:ffi");
+  const { getsockopt } = dlopen("libc.so.6", { getsockopt: { args: [FFIType.i32, FFIType.i32, FFIType.i32, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 } }).symbols;
+  const val = new Int32Array(1), len = new Uint32Array([4]);
+  const lowat = (fd: number) => { len[0] = 4; expect(getsockopt(fd, 1, 18, ptr(val), ptr(len))).toBe(0); return val[0]; };
+  const conn = await HttpsConnection.open(ngUrl, { ca, connectTimeoutMs: 5000 });
+  const fd = (conn as unknown as { sock: { fd: number } }).sock.fd;
+  const get = (start: number, end: number, seen: number[] = []) => {
+    const got: Buffer[] = [];
+    let received = 0;
+    const done = conn.exchange(`GET ${ngUrl.path} HTTP/1.1\r\nHost: 127.0.0.2:${ngUrl.port}\r\nRange: bytes=${start}-${end}\r\n\r\n`,
+      { head: () => {}, body: (c) => { got.push(Buffer.from(c)); received += c.length; if (end + 1 - start - received > 1 * MiB) seen.push(lowat(fd)); } });
+    return done.then(() => got);
+  };
+  try {
+    for (let round = 0; round < 3; round++) {
+      const seen: number[] = [];
+      const big = await get(0, 4 * MiB - 1, seen);
+      expect(Buffer.concat(big).equals(data)).toBe(true);
+      expect(seen.length).toBeGreaterThan(0);
+      expect(seen.every((v) => v === 128 * KiB)).toBe(true); // raised after the head, while > 1 MiB was still to come
+      expect(lowat(fd)).toBe(1);
+      // A 10-byte reply right after: with the mark still raised this would wait for ever.
+      const small = await get(100, 109);
+      expect(Buffer.concat(small).equals(data.subarray(100, 110))).toBe(true);
+    }
+    expect(conn.reusable).toBe(true);
+  } finally { conn.destroy(); }
+});
+
 // ---- node:tls mock, for faults only ----
 
 interface MockReq { conn: number; nth: number; start: number; end: number }
