@@ -41,8 +41,8 @@ function freeNow(chunk: Uint8Array): void {
 // Never stuck: the mark drops back to 1 byte once fewer than RCV_BATCH + RCV_MARGIN body bytes are still to come, so
 // what is still to arrive always reaches it (at most one partial TLS record, < 17 KiB, can wait inside the TLS layer),
 // and no connection goes back to the pool with it raised (the next reply's head is small). The cost: progress shows
-// in steps of up to 128 KiB, so a server slower than that per stall timeout (~26 KB/s at the default 5 s) counts as
-// stalled and its requests move to another server.
+// in steps of up to 128 KiB, so a server slower than that per stall timeout (~13 KB/s at `airroot mount`'s 10 s)
+// counts as stalled and its requests move to another server.
 const RCV_BATCH = 128 * 1024, RCV_MARGIN = 32 * 1024;
 
 interface Exchange {
