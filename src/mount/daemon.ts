@@ -6,7 +6,6 @@ import { RemoteImage } from "../source/image";
 import { mountFuse, type FuseMount } from "../fuse/mount";
 import { createLogger, type Logger } from "../util/log";
 import { processMemory } from "../util/procmem";
-import { giveMemoryBack } from "../util/gc";
 import type { MountConfig } from "./config";
 import { serveStatus, type DaemonStatus } from "./status";
 import { loadImageVerifier, type LoadedVerifier } from "./verify";
@@ -34,7 +33,11 @@ const GC_TIMING = { everyBytes: 32 * 1024 * 1024, minIntervalMs: 100, idleMs: 10
 export function gcPacer(onIdle: (longIdle: boolean) => void, timing = GC_TIMING): { served(bytes: number): void; stop(): void } {
   let debt = 0, last = 0, lastRead = 0, stage: "reading" | "idle" | "long idle" = "long idle";
   const collect = (readsStopped: boolean) => {
-    if (readsStopped) giveMemoryBack(); else Bun.gc(true);
+    Bun.gc(true);
+    // Once reads stop, also let JSC drop what it can regenerate (compiled code, unlinked bytecode) and return free
+    // pages; the JIT recompiles within the first milliseconds of the next burst. Bun marks Bun.shrink deprecated:
+    // guarded, so a Bun without it only loses that part.
+    if (readsStopped) (Bun as { shrink?: () => void }).shrink?.();
     last = performance.now();
     debt = 0;
   };
