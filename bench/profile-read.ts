@@ -2,7 +2,8 @@
 // (`--mode engine`: the FUSE kernel's pattern of N concurrent sequential reads, in process) or the whole mount daemon in
 // this process (`--mode fuse`: dd through a real FUSE mount). Prints MB/s, this process's CPU and RSS (now/peak) and
 // nginx's CPU, so levers can be compared in one place. Run under `bun --cpu-prof-md` to see where the CPU goes.
-// `--mode bin` runs the compiled daemon (as make bench does) and also prints its CPU per thread (main, fetch, writer...).
+// `--mode bin` runs the compiled daemon (as make bench does) and also prints its CPU per thread (main, fetch, writer...);
+// with `--series`, its memory every 20 ms of the read.
 //   node_modules/.bin/bun run bench/profile-read.ts --mode fuse --mib 512 [--cache-mb 32] [--rtt 2]
 import { join } from "node:path";
 import { mkdirSync, readFileSync, readdirSync } from "node:fs";
@@ -19,7 +20,7 @@ import { createLogger } from "../src/util/log";
 const MiB = 1048576;
 const { values: a } = parseArgs({ options: {
   mode: { type: "string", default: "fuse" }, mib: { type: "string", default: "512" }, "cache-mb": { type: "string", default: "32" },
-  rtt: { type: "string", default: "0" }, inflight: { type: "string", default: "16" }, "read-kb": { type: "string", default: "1024" },
+  rtt: { type: "string", default: "0" }, series: { type: "boolean", default: false }, inflight: { type: "string", default: "16" }, "read-kb": { type: "string", default: "1024" },
 } });
 const IMAGE_MIB = Number(a.mib), RTT = Number(a.rtt), CACHE_MB = Number(a["cache-mb"]);
 
@@ -114,13 +115,17 @@ async function main() {
           const m = smapsByMapping(pid), sum = [...m.values()].reduce((x, y) => x + y, 0);
           if (sum > peakSum) { peakSum = sum; peakMap = m; }
         }, 200);
+        // --series: the daemon's memory every 20 ms (where in the read the peak comes: file = code and data pages).
+        const series = a.series ? setInterval(() => console.log(`  t ${((performance.now() - t1) / 1000).toFixed(2)} s: ` +
+          ["VmRSS", "RssFile", "RssAnon", "VmHWM"].map((f) => `${f} ${procStatus(pid, f).toFixed(1)}`).join(" ")), 20) : undefined;
         await p.exited;
         clearInterval(sampler);
+        clearInterval(series);
         const s = (performance.now() - t1) / 1000;
         const after = procStatus(pid, "VmRSS"), afterAnon = procStatus(pid, "RssAnon"), cpu = cpuSec(pid) - c0;
         const perThread = [...threadCpu(pid)].map(([k, v]) => [k, v - (threads0.get(k) ?? 0)] as const).filter(([, v]) => v >= 0.01);
         await Bun.sleep(1500);
-        // RssAnon is the daemon's private memory; VmRSS adds ~50 MiB of the executable's shared, reclaimable text.
+        // RssAnon is the daemon's private memory; VmRSS adds the executable's pages in use (~20-35 MiB, src/sys/codepages.ts).
         console.log(`mode bin rtt ${RTT} ms cache ${CACHE_MB} MiB: ${(bytes / MiB / s).toFixed(0)} MB/s; cpu daemon ${cpu.toFixed(2)} s ` +
           `(${(cpu / (bytes / 1024 / MiB)).toFixed(2)} s/GiB), nginx ${(nginxCpu(ng) - n0).toFixed(2)} s over ${s.toFixed(2)} s; ` +
           `daemon RSS idle ${idle.toFixed(0)} MiB, after ${after.toFixed(0)}, 1.5 s later ${procStatus(pid, "VmRSS").toFixed(0)} ` +

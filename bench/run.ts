@@ -14,11 +14,11 @@ const MiB = 1048576;
 const IMAGE_MIB = Number(process.env.BENCH_IMAGE_MIB ?? 1024);
 // BENCH_RTTS=2,20 runs only those rows (quick tuning runs); `make bench` runs all three.
 const RTTS_MS = (process.env.BENCH_RTTS ?? "0,2,20").split(",").map(Number);
-const airroot = join(import.meta.dir, "..", "dist", "airroot");
+const airroot = process.env.AIRROOT_BENCH_AIRROOT ?? join(import.meta.dir, "..", "dist", "airroot");
 
 interface Row { rttMs: number; curlMBs: number; seqMBs: number; seqRatio: number; seqBytes: number;
   randIops: number; randP50us: number; randP99us: number; daemonIdleRssMiB: number; daemonRssMiB: number;
-  daemonPeakRssMiB: number; daemonAnonMiB: number; // RssAnon: private memory; VmRSS also counts ~46 MiB of shared executable text
+  daemonPeakRssMiB: number; daemonAnonMiB: number; // RssAnon: private memory; VmRSS also counts the executable's pages in use (src/sys/codepages.ts)
   cpu: CpuPerGiB }
 /**
  * CPU seconds per GiB moved, per process, for the two sequential transfers of a row: where the limit comes from when

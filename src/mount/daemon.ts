@@ -6,6 +6,7 @@ import { RemoteImage } from "../source/image";
 import { mountFuse, type FuseMount } from "../fuse/mount";
 import { createLogger, type Logger } from "../util/log";
 import { processMemory } from "../util/procmem";
+import { dropExecutableCode } from "../sys/codepages";
 import type { MountConfig } from "./config";
 import { serveStatus, type DaemonStatus } from "./status";
 import { loadImageVerifier, type LoadedVerifier } from "./verify";
@@ -37,7 +38,12 @@ export function gcPacer(onIdle: (longIdle: boolean) => void, timing = GC_TIMING)
     // Once reads stop, also let JSC drop what it can regenerate (compiled code, unlinked bytecode) and return free
     // pages; the JIT recompiles within the first milliseconds of the next burst. Bun marks Bun.shrink deprecated:
     // guarded, so a Bun without it only loses that part.
-    if (readsStopped) (Bun as { shrink?: () => void }).shrink?.();
+    // And unmap the executable's code pages: those the next burst runs fault back in (src/sys/codepages.ts). Not
+    // during a read: the burst's peak comes in its first tens of milliseconds, before any paced collection.
+    if (readsStopped) {
+      (Bun as { shrink?: () => void }).shrink?.();
+      dropExecutableCode();
+    }
     last = performance.now();
     debt = 0;
   };
@@ -118,6 +124,8 @@ export async function startMountDaemon(cfg: MountConfig, log: Logger = createLog
   })());
   const status = serveStatus(cfg.mountpoint, snapshot, () => void stop("unmount requested"));
   fuse.closed.then(() => stop("the kernel ended the FUSE session (unmounted)"));
+  // Start-up code (argument parsing, probing, mounting) is not needed again: let only what serving runs stay resident.
+  dropExecutableCode();
   log.info(`serving ${image.name} (${image.size} bytes) at ${cfg.mountpoint}/${image.name}`);
   return { image, fuse, stopped, stop };
 }

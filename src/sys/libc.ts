@@ -19,6 +19,7 @@ function open() {
     setsid: { args: [], returns: i32 },
     prctl: { args: [i32, u64, u64, u64, u64], returns: i32 },
     setsockopt: { args: [i32, i32, i32, P, i32], returns: i32 },
+    madvise: { args: [u64, u64, i32], returns: i32 },
     // glibc has no wrapper for pivot_root or finit_module: go through syscall(2). Its variadic
     // int/pointer arguments travel in the same registers as fixed ones on x86-64.
     syscall: { args: [i64, u64, u64, u64], returns: i64 },
@@ -198,4 +199,11 @@ export function setRcvLowat(fd: number, bytes: number): void {
 export function prctl(option: number, arg2: number | bigint = 0, arg3: number | bigint = 0,
                       arg4: number | bigint = 0, arg5: number | bigint = 0): number {
   return check(libc().prctl(option, arg2, arg3, arg4, arg5), () => `prctl(${option})`);
+}
+
+export const MADV_DONTNEED = 4;
+
+/** madvise(2) on a page-aligned address range. */
+export function madvise(addr: number, length: number, advice: number): void {
+  check(libc().madvise(addr, length, advice), () => `madvise(0x${addr.toString(16)}, ${length}, ${advice})`);
 }
