@@ -3,7 +3,7 @@
 // this process (`--mode fuse`: dd through a real FUSE mount). Prints MB/s, this process's CPU and RSS (now/peak) and
 // nginx's CPU, so levers can be compared in one place. Run under `bun --cpu-prof-md` to see where the CPU goes.
 // `--mode bin` runs the compiled daemon (as make bench does) and also prints its CPU per thread (main, fetch, writer...);
-// with `--series`, its memory every 20 ms of the read.
+// with `--series`, its memory every 20 ms of the read. `--mode curl` measures the limit (curl over the same HTTPS).
 //   node_modules/.bin/bun run bench/profile-read.ts --mode fuse --mib 512 [--cache-mb 32] [--rtt 2]
 import { join } from "node:path";
 import { mkdirSync, readFileSync, readdirSync } from "node:fs";
@@ -54,6 +54,12 @@ function smapsByMapping(pid: number): Map<string, number> {
   } catch { /* the daemon ended */ }
   return out;
 }
+/** The machine's CPU time so far (jiffies): [busy, idle + iowait]. */
+function machineCpu(): [number, number] {
+  const f = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).slice(1).map(Number);
+  const idle = f[3] + f[4];
+  return [f.reduce((x, y) => x + y, 0) - idle, idle];
+}
 /** user+system CPU seconds of a process and its threads. */
 function cpuSec(pid: number | "self"): number {
   const f = readFileSync(`/proc/${pid}/stat`, "utf8");
@@ -84,7 +90,16 @@ async function main() {
     const log = createLogger({ prefix: "prof", kmsg: false });
     const cpu0 = cpuSec("self"), ng0 = nginxCpu(ng), t0 = performance.now();
     const bytes = IMAGE_MIB * MiB;
-    if (a.mode === "engine") {
+    if (a.mode === "curl") {
+      // The limit, as make bench measures it, with the machine's CPU use beside it.
+      const m0 = machineCpu();
+      const c = Bun.spawn(["curl", "-sS", "-o", "/dev/null", "--cacert", pki.caCert, "-w", "%{size_download} %{time_total}", url], { stdout: "pipe" });
+      const [out] = await Promise.all([new Response(c.stdout).text(), c.exited]);
+      const m1 = machineCpu(), busy = m1[0] - m0[0], idle = m1[1] - m0[1];
+      const [n, secs] = out.trim().split(" ").map(Number);
+      console.log(`mode curl rtt ${RTT} ms: ${(n / MiB / secs).toFixed(0)} MB/s; nginx ${(nginxCpu(ng) - ng0).toFixed(2)} s; ` +
+        `the machine's CPUs ${(100 * busy / (busy + idle)).toFixed(0)}% busy`);
+    } else if (a.mode === "engine") {
       const img = await RemoteImage.open([url], { ca, cacheMb: CACHE_MB, log });
       const readLen = Number(a["read-kb"]) * 1024, inflight = Number(a.inflight);
       let next = 0;
@@ -106,7 +121,7 @@ async function main() {
       try {
         const pid = JSON.parse((await run([bin, "status", "--json", mnt])).out).pid;
         const idle = procStatus(pid, "VmRSS"), idleAnon = procStatus(pid, "RssAnon"), c0 = cpuSec(pid), n0 = nginxCpu(ng), t1 = performance.now();
-        const threads0 = threadCpu(pid);
+        const threads0 = threadCpu(pid), machine0 = machineCpu();
         const idleMap = smapsByMapping(pid);
         const p = Bun.spawn(["dd", `if=${join(mnt, "image.bin")}`, "of=/dev/null", "bs=1M", "status=none"], { stdout: "ignore", stderr: "inherit", timeout: 300_000 });
         // Where the RSS is at its largest during the read: sampled every 200 ms, the sample with the most VmRSS kept.
@@ -123,6 +138,7 @@ async function main() {
         clearInterval(series);
         const s = (performance.now() - t1) / 1000;
         const after = procStatus(pid, "VmRSS"), afterAnon = procStatus(pid, "RssAnon"), cpu = cpuSec(pid) - c0;
+        const machine1 = machineCpu(), busy = machine1[0] - machine0[0], idleJ = machine1[1] - machine0[1];
         const perThread = [...threadCpu(pid)].map(([k, v]) => [k, v - (threads0.get(k) ?? 0)] as const).filter(([, v]) => v >= 0.01);
         await Bun.sleep(1500);
         // RssAnon is the daemon's private memory; VmRSS adds the executable's pages in use (~20-35 MiB, src/sys/codepages.ts).
@@ -130,7 +146,7 @@ async function main() {
           `(${(cpu / (bytes / 1024 / MiB)).toFixed(2)} s/GiB), nginx ${(nginxCpu(ng) - n0).toFixed(2)} s over ${s.toFixed(2)} s; ` +
           `daemon RSS idle ${idle.toFixed(0)} MiB, after ${after.toFixed(0)}, 1.5 s later ${procStatus(pid, "VmRSS").toFixed(0)} ` +
           `(peak ${procStatus(pid, "VmHWM").toFixed(0)}); RssAnon idle ${idleAnon.toFixed(0)}, after ${afterAnon.toFixed(0)}, ` +
-          `1.5 s later ${procStatus(pid, "RssAnon").toFixed(0)}`);
+          `1.5 s later ${procStatus(pid, "RssAnon").toFixed(0)}; the machine's CPUs ${(100 * busy / (busy + idleJ)).toFixed(0)}% busy`);
         const names = [...new Set([...idleMap.keys(), ...peakMap.keys()])].sort((x, y) => (peakMap.get(y) ?? 0) - (peakMap.get(x) ?? 0));
         console.log(`daemon RSS by mapping, idle -> largest sample during the read (MiB): ` +
           names.map((n) => `${n} ${(idleMap.get(n) ?? 0).toFixed(1)} -> ${(peakMap.get(n) ?? 0).toFixed(1)}`).join("; "));
