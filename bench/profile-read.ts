@@ -54,6 +54,10 @@ function smapsByMapping(pid: number): Map<string, number> {
   } catch { /* the daemon ended */ }
   return out;
 }
+/** /proc/PID/schedstat: [ns on CPU, ns runnable but waiting for a CPU, time slices]; zeros once the process is gone. */
+function schedStat(pid: number): number[] {
+  try { return readFileSync(`/proc/${pid}/schedstat`, "utf8").trim().split(" ").map(Number); } catch { return [0, 0, 0]; }
+}
 /** The machine's CPU time so far (jiffies): [busy, idle + iowait]. */
 function machineCpu(): [number, number] {
   const f = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).slice(1).map(Number);
@@ -94,7 +98,16 @@ async function main() {
       // The limit, as make bench measures it, with the machine's CPU use beside it.
       const m0 = machineCpu();
       const c = Bun.spawn(["curl", "-sS", "-o", "/dev/null", "--cacert", pki.caCert, "-w", "%{size_download} %{time_total}", url], { stdout: "pipe" });
+      const ngKids = Bun.spawnSync(["pgrep", "-P", String(ng.proc.pid)]).stdout.toString().trim().split("\n").filter(Boolean).map(Number);
+      const n0s = ngKids.map(schedStat), tc = performance.now();
+      let curlLast = [0, 0, 0];
+      const poll = setInterval(() => { const v = schedStat(c.pid); if (v[0]) curlLast = v; }, 5);
       const [out] = await Promise.all([new Response(c.stdout).text(), c.exited]);
+      clearInterval(poll);
+      const n1s = ngKids.map(schedStat), wallNs = (performance.now() - tc) * 1e6;
+      const share = (a: number[], b: number[]) =>
+        `on CPU ${((b[0] - a[0]) / wallNs * 100).toFixed(0)}%, waiting for one ${((b[1] - a[1]) / wallNs * 100).toFixed(0)}%, ${b[2] - a[2]} slices`;
+      console.log(`scheduler, share of the download's time: curl ${share([0, 0, 0], curlLast)}; nginx ${ngKids.map((_, i) => share(n0s[i], n1s[i])).join(" | ")}`);
       const m1 = machineCpu(), busy = m1[0] - m0[0], idle = m1[1] - m0[1];
       const [n, secs] = out.trim().split(" ").map(Number);
       console.log(`mode curl rtt ${RTT} ms: ${(n / MiB / secs).toFixed(0)} MB/s; nginx ${(nginxCpu(ng) - ng0).toFixed(2)} s; ` +
@@ -122,6 +135,10 @@ async function main() {
         const pid = JSON.parse((await run([bin, "status", "--json", mnt])).out).pid;
         const idle = procStatus(pid, "VmRSS"), idleAnon = procStatus(pid, "RssAnon"), c0 = cpuSec(pid), n0 = nginxCpu(ng), t1 = performance.now();
         const threads0 = threadCpu(pid), machine0 = machineCpu();
+        // Scheduler view (/proc/PID/schedstat: ns on CPU, ns runnable but waiting for a CPU, slices) of the three
+        // processes that share the machine's cores during the read.
+        const ngKids = Bun.spawnSync(["pgrep", "-P", String(ng.proc.pid)]).stdout.toString().trim().split("\n").filter(Boolean).map(Number);
+        const d0 = schedStat(pid), n0s = ngKids.map(schedStat);
         const idleMap = smapsByMapping(pid);
         const p = Bun.spawn(["dd", `if=${join(mnt, "image.bin")}`, "of=/dev/null", "bs=1M", "status=none"], { stdout: "ignore", stderr: "inherit", timeout: 300_000 });
         // Where the RSS is at its largest during the read: sampled every 200 ms, the sample with the most VmRSS kept.
@@ -133,7 +150,15 @@ async function main() {
         // --series: the daemon's memory every 20 ms (where in the read the peak comes: file = code and data pages).
         const series = a.series ? setInterval(() => console.log(`  t ${((performance.now() - t1) / 1000).toFixed(2)} s: ` +
           ["VmRSS", "RssFile", "RssAnon", "VmHWM"].map((f) => `${f} ${procStatus(pid, f).toFixed(1)}`).join(" ")), 20) : undefined;
+        let ddLast = [0, 0, 0];
+        const ddPoll = setInterval(() => { const v = schedStat(p.pid); if (v[0]) ddLast = v; }, 5); // gone once dd exits
         await p.exited;
+        clearInterval(ddPoll);
+        const d1 = schedStat(pid), n1s = ngKids.map(schedStat), wallNs = (performance.now() - t1) * 1e6;
+        const share = (a: number[], b: number[]) =>
+          `on CPU ${((b[0] - a[0]) / wallNs * 100).toFixed(0)}%, waiting for one ${((b[1] - a[1]) / wallNs * 100).toFixed(0)}%, ${b[2] - a[2]} slices`;
+        console.log(`scheduler, share of the read's time: daemon main thread ${share(d0, d1)}; dd ${share([0, 0, 0], ddLast)}; ` +
+          `nginx ${ngKids.map((_, i) => share(n0s[i], n1s[i])).join(" | ")}`);
         clearInterval(sampler);
         clearInterval(series);
         const s = (performance.now() - t1) / 1000;
