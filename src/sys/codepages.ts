@@ -50,7 +50,7 @@ export function droppableCodeRanges(smaps: string, exePath: string): CodeRange[]
  */
 export function dropExecutableCode(): number {
   try {
-    // The link's text, as smaps names the mapping: "/airroot (deleted)" too once switch_root has emptied the initramfs.
+    // The link's text, as smaps names the mapping: "/path/airroot (deleted)" too if the file was replaced meanwhile.
     const ranges = droppableCodeRanges(readFileSync("/proc/self/smaps", "utf8"), readlinkSync("/proc/self/exe"));
     let advised = 0;
     for (const r of ranges) {

@@ -25,7 +25,7 @@ test("only the executable's clean read-only mappings are dropped", () => {
   expect(droppableCodeRanges(smaps, EXE)).toEqual([{ start: 0x400000, length: 0x200000 }, { start: 0x600000, length: 0x400000 }]);
 });
 
-test("an executable deleted after start (switch_root empties the initramfs) is still found by its link's name", () => {
+test("an executable replaced after start (an upgrade) is still found by its link's name", () => {
   const gone = "/airroot (deleted)";
   expect(droppableCodeRanges(mapping("00600000-00a00000", "r-xp", gone, 0), gone)).toEqual([{ start: 0x600000, length: 0x400000 }]);
 });
