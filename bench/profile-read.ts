@@ -16,6 +16,7 @@ import { startDelayRelay, type DelayRelay } from "../test/helpers/relay";
 import { RemoteImage } from "../src/source/image";
 import { startMountDaemon } from "../src/mount/daemon";
 import { createLogger } from "../src/util/log";
+import { statusFieldMiB } from "../src/util/procmem";
 
 const MiB = 1048576;
 const { values: a } = parseArgs({ options: {
@@ -24,10 +25,7 @@ const { values: a } = parseArgs({ options: {
 } });
 const IMAGE_MIB = Number(a.mib), RTT = Number(a.rtt), CACHE_MB = Number(a["cache-mb"]);
 
-function procStatus(pid: number | "self", field: string): number {
-  const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-  return m ? Number(m[1]) / 1024 : NaN;
-}
+const procStatus = (pid: number | "self", field: string) => statusFieldMiB(readFileSync(`/proc/${pid}/status`, "utf8"), field);
 /** CPU seconds per thread ("tid:name"): which of the daemon's threads (main, fetch, writer, JIT, GC) does the work. */
 function threadCpu(pid: number): Map<string, number> {
   const out = new Map<string, number>();
@@ -70,10 +68,28 @@ function cpuSec(pid: number | "self"): number {
   const rest = f.slice(f.lastIndexOf(")") + 2).split(" ");
   return (Number(rest[11]) + Number(rest[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
 }
-const nginxCpu = (ng: Nginx) => {
-  const kids = Bun.spawnSync(["pgrep", "-P", String(ng.proc.pid)]).stdout.toString().trim().split("\n").filter(Boolean);
-  return kids.reduce((s, k) => s + cpuSec(Number(k)), 0);
-};
+const nginxWorkers = (ng: Nginx) =>
+  Bun.spawnSync(["pgrep", "-P", String(ng.proc.pid)]).stdout.toString().trim().split("\n").filter(Boolean).map(Number);
+const nginxCpu = (ng: Nginx) => nginxWorkers(ng).reduce((s, k) => s + cpuSec(k), 0);
+
+/**
+ * Each process's share of a transfer's time, from /proc/PID/schedstat: on a CPU, runnable but waiting for one, and
+ * slices. `running` are there before and after; `child` ends with the transfer, so its last reading is polled.
+ */
+function schedShares(running: [string, number][], child: [string, number]): { end(): string } {
+  const t0 = performance.now(), before = running.map(([, pid]) => schedStat(pid));
+  let childLast = [0, 0, 0];
+  const poll = setInterval(() => { const v = schedStat(child[1]); if (v[0]) childLast = v; }, 5);
+  return {
+    end() {
+      clearInterval(poll);
+      const wallNs = (performance.now() - t0) * 1e6;
+      const share = (label: string, a: number[], b: number[]) => `${label} on CPU ${((b[0] - a[0]) / wallNs * 100).toFixed(0)}%, ` +
+        `waiting for one ${((b[1] - a[1]) / wallNs * 100).toFixed(0)}%, ${b[2] - a[2]} slices`;
+      return [share(child[0], [0, 0, 0], childLast), ...running.map(([label, pid], i) => share(label, before[i], schedStat(pid)))].join("; ");
+    },
+  };
+}
 
 async function main() {
   const dir = scratchDir("airroot-prof-");
@@ -98,16 +114,9 @@ async function main() {
       // The limit, as make bench measures it, with the machine's CPU use beside it.
       const m0 = machineCpu();
       const c = Bun.spawn(["curl", "-sS", "-o", "/dev/null", "--cacert", pki.caCert, "-w", "%{size_download} %{time_total}", url], { stdout: "pipe" });
-      const ngKids = Bun.spawnSync(["pgrep", "-P", String(ng.proc.pid)]).stdout.toString().trim().split("\n").filter(Boolean).map(Number);
-      const n0s = ngKids.map(schedStat), tc = performance.now();
-      let curlLast = [0, 0, 0];
-      const poll = setInterval(() => { const v = schedStat(c.pid); if (v[0]) curlLast = v; }, 5);
+      const sched = schedShares(nginxWorkers(ng).map((pid) => ["nginx", pid]), ["curl", c.pid]);
       const [out] = await Promise.all([new Response(c.stdout).text(), c.exited]);
-      clearInterval(poll);
-      const n1s = ngKids.map(schedStat), wallNs = (performance.now() - tc) * 1e6;
-      const share = (a: number[], b: number[]) =>
-        `on CPU ${((b[0] - a[0]) / wallNs * 100).toFixed(0)}%, waiting for one ${((b[1] - a[1]) / wallNs * 100).toFixed(0)}%, ${b[2] - a[2]} slices`;
-      console.log(`scheduler, share of the download's time: curl ${share([0, 0, 0], curlLast)}; nginx ${ngKids.map((_, i) => share(n0s[i], n1s[i])).join(" | ")}`);
+      console.log(`scheduler, share of the download's time: ${sched.end()}`);
       const m1 = machineCpu(), busy = m1[0] - m0[0], idle = m1[1] - m0[1];
       const [n, secs] = out.trim().split(" ").map(Number);
       console.log(`mode curl rtt ${RTT} ms: ${(n / MiB / secs).toFixed(0)} MB/s; nginx ${(nginxCpu(ng) - ng0).toFixed(2)} s; ` +
@@ -135,10 +144,6 @@ async function main() {
         const pid = JSON.parse((await run([bin, "status", "--json", mnt])).out).pid;
         const idle = procStatus(pid, "VmRSS"), idleAnon = procStatus(pid, "RssAnon"), c0 = cpuSec(pid), n0 = nginxCpu(ng), t1 = performance.now();
         const threads0 = threadCpu(pid), machine0 = machineCpu();
-        // Scheduler view (/proc/PID/schedstat: ns on CPU, ns runnable but waiting for a CPU, slices) of the three
-        // processes that share the machine's cores during the read.
-        const ngKids = Bun.spawnSync(["pgrep", "-P", String(ng.proc.pid)]).stdout.toString().trim().split("\n").filter(Boolean).map(Number);
-        const d0 = schedStat(pid), n0s = ngKids.map(schedStat);
         const idleMap = smapsByMapping(pid);
         const p = Bun.spawn(["dd", `if=${join(mnt, "image.bin")}`, "of=/dev/null", "bs=1M", "status=none"], { stdout: "ignore", stderr: "inherit", timeout: 300_000 });
         // Where the RSS is at its largest during the read: sampled every 200 ms, the sample with the most VmRSS kept.
@@ -150,15 +155,10 @@ async function main() {
         // --series: the daemon's memory every 20 ms (where in the read the peak comes: file = code and data pages).
         const series = a.series ? setInterval(() => console.log(`  t ${((performance.now() - t1) / 1000).toFixed(2)} s: ` +
           ["VmRSS", "RssFile", "RssAnon", "VmHWM"].map((f) => `${f} ${procStatus(pid, f).toFixed(1)}`).join(" ")), 20) : undefined;
-        let ddLast = [0, 0, 0];
-        const ddPoll = setInterval(() => { const v = schedStat(p.pid); if (v[0]) ddLast = v; }, 5); // gone once dd exits
+        // The three processes that share the machine's cores during the read.
+        const sched = schedShares([["daemon main thread", pid], ...nginxWorkers(ng).map((w): [string, number] => ["nginx", w])], ["dd", p.pid]);
         await p.exited;
-        clearInterval(ddPoll);
-        const d1 = schedStat(pid), n1s = ngKids.map(schedStat), wallNs = (performance.now() - t1) * 1e6;
-        const share = (a: number[], b: number[]) =>
-          `on CPU ${((b[0] - a[0]) / wallNs * 100).toFixed(0)}%, waiting for one ${((b[1] - a[1]) / wallNs * 100).toFixed(0)}%, ${b[2] - a[2]} slices`;
-        console.log(`scheduler, share of the read's time: daemon main thread ${share(d0, d1)}; dd ${share([0, 0, 0], ddLast)}; ` +
-          `nginx ${ngKids.map((_, i) => share(n0s[i], n1s[i])).join(" | ")}`);
+        console.log(`scheduler, share of the read's time: ${sched.end()}`);
         clearInterval(sampler);
         clearInterval(series);
         const s = (performance.now() - t1) / 1000;

@@ -9,6 +9,7 @@ import { startNginx, type Nginx } from "../test/helpers/nginx";
 import { freePort, waitForPort } from "../test/helpers/ports";
 import { startDelayRelay, type DelayRelay } from "../test/helpers/relay";
 import { benchVerify } from "../src/image/verify";
+import { statusFieldMiB } from "../src/util/procmem";
 
 const MiB = 1048576;
 const IMAGE_MIB = Number(process.env.BENCH_IMAGE_MIB ?? 1024);
@@ -64,10 +65,7 @@ async function daemonPid(mnt: string): Promise<number> {
   const r = must(await run([airroot, "status", "--json", mnt]), "airroot status");
   return JSON.parse(r.out).pid;
 }
-function rssMiB(pid: number, field: "VmRSS" | "VmHWM" | "RssAnon"): number {
-  const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-  return m ? Number(m[1]) / 1024 : NaN;
-}
+const rssMiB = (pid: number, field: "VmRSS" | "VmHWM" | "RssAnon") => statusFieldMiB(readFileSync(`/proc/${pid}/status`, "utf8"), field);
 
 async function main() {
   if (!existsSync(airroot)) throw new Error("dist/airroot missing: run make first");

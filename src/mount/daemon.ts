@@ -23,8 +23,8 @@ export interface DaemonHandle {
 // what is left is promises, views and the socket layer's small objects per chunk.
 // History: on one thread with undici, JSC collected lazily (250-400 MiB RSS during a 1 GiB read), so we run a full
 // collection per `everyBytes` served (at most one per `minIntervalMs`) and one more once reads stop, after the engine
-// has given back its spare and spent blocks; that one also shrinks JSC's
-// heap (after a 1 GiB cold read, RssAnon 5 s later ~47 → ~40 MiB: src/source/README.md).
+// has given back its spare and spent blocks; that one also shrinks JSC's heap (after a 1 GiB cold read, RssAnon 5 s
+// later ~47 → ~40 MiB: src/source/README.md) and unmaps the executable's code pages (src/sys/codepages.ts).
 // Re-measured with HTTPS on this thread (session 4; compiled daemon, 1 GiB from nginx, 3 alternating runs): without
 // the paced collections 980-1110 vs 1021-1052 MB/s, 0.76-0.87 vs 0.83-0.84 CPU s/GiB, but peak VmRSS 87-89 vs 75-80
 // MiB: kept, since RSS is a target too.
@@ -36,10 +36,9 @@ export function gcPacer(onIdle: (longIdle: boolean) => void, timing = GC_TIMING)
   const collect = (readsStopped: boolean) => {
     Bun.gc(true);
     // Once reads stop, also let JSC drop what it can regenerate (compiled code, unlinked bytecode) and return free
-    // pages; the JIT recompiles within the first milliseconds of the next burst. Bun marks Bun.shrink deprecated:
-    // guarded, so a Bun without it only loses that part.
-    // And unmap the executable's code pages: those the next burst runs fault back in (src/sys/codepages.ts). Not
-    // during a read: the burst's peak comes in its first tens of milliseconds, before any paced collection.
+    // pages (the JIT recompiles within the first milliseconds of the next burst; Bun marks Bun.shrink deprecated:
+    // guarded, so a Bun without it only loses that part), and unmap the executable's code pages, which the next burst
+    // faults back in. Not during a read: its peak comes in its first tens of milliseconds, before any paced collection.
     if (readsStopped) {
       (Bun as { shrink?: () => void }).shrink?.();
       dropExecutableCode();

@@ -17,7 +17,7 @@ export interface DaemonStatus {
       errors: number; lastError?: string; preferredRank: number }[];
   };
   fuse: Record<string, number | string>;
-  // Daemons before session 3 did not report memory, before session 4 not blocksMiB.
+  // Optional: older daemons report no memory, or no blocksMiB; `airroot status` must still show them.
   memory?: { vmRssMiB: number; rssAnonMiB: number; cacheMiB: number; blocksMiB?: number };
   verified?: { manifest: string; chunkSize: number; badChunks: number };
 }

@@ -9,15 +9,17 @@ export interface ProcessMemory {
   rssAnonMiB: number;
 }
 
+/** A "kB" field of a /proc/PID/status text (VmRSS, VmHWM, RssAnon, ...) in MiB; NaN when it is missing. */
+export function statusFieldMiB(statusText: string, name: string): number {
+  const m = new RegExp(`^${name}:\\s+(\\d+) kB$`, "m").exec(statusText);
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+
 /** Reads /proc/self/status; a field that is missing (no procfs) comes back as NaN. */
 export function processMemory(statusText?: string): ProcessMemory {
   let text = statusText;
   if (text === undefined) {
     try { text = readFileSync("/proc/self/status", "utf8"); } catch { text = ""; }
   }
-  const field = (name: string) => {
-    const m = new RegExp(`^${name}:\\s+(\\d+) kB$`, "m").exec(text!);
-    return m ? Number(m[1]) / 1024 : NaN;
-  };
-  return { vmRssMiB: field("VmRSS"), rssAnonMiB: field("RssAnon") };
+  return { vmRssMiB: statusFieldMiB(text, "VmRSS"), rssAnonMiB: statusFieldMiB(text, "RssAnon") };
 }
