@@ -2,7 +2,7 @@
 BUN := node_modules/.bin/bun
 SRC := $(shell find src -name '*.ts' 2>/dev/null) build.ts package.json
 
-.PHONY: all deps build test test-unit typecheck demo bench initramfs clean
+.PHONY: all deps build test test-unit typecheck demo demo-mount bench initramfs clean
 all: build
 
 deps:
@@ -19,16 +19,23 @@ typecheck: deps
 test: deps build
 	$(BUN) test --timeout 300000
 
+# The README's deployment walk-through for real, then a node booting through airroot in QEMU (TCG), loopback only.
 demo: deps build
 	$(BUN) run scripts/demo.ts
+
+# Quick, no VM: airroot mount over three HTTPS servers on loopback, status, failover.
+demo-mount: deps build
+	$(BUN) run scripts/demo-mount.ts
 
 bench: deps build
 	$(BUN) run bench/run.ts
 
-# The node initramfs: Debian bookworm's kernel modules + dist/airroot + busybox + sshd, zstd cpio.
-# SITE=DIR adds a site config directory (ca.pem, image-key.pem, authorized_keys) as /etc/airroot/site.
+# The node's boot files: dist/vmlinuz (Debian bookworm's kernel) and dist/initramfs.cpio.zst (its modules +
+# dist/airroot + busybox + sshd, zstd cpio). SITE=DIR adds a site directory (`airroot serve site-config`).
 initramfs: build
-	$(BUN) initramfs/build.ts --kernel-dir $$(bash initramfs/fetch-kernel.sh .cache/kernel) --out dist/initramfs.cpio.zst $(if $(SITE),--site $(SITE))
+	@kdir=$$(bash initramfs/fetch-kernel.sh .cache/kernel) && cp "$$kdir/vmlinuz" dist/vmlinuz && \
+	  $(BUN) initramfs/build.ts --kernel-dir "$$kdir" --out dist/initramfs.cpio.zst $(if $(SITE),--site $(SITE))
+	@echo "boot files: dist/vmlinuz dist/initramfs.cpio.zst"
 
 clean:
 	rm -rf dist .cache

@@ -12,6 +12,7 @@ APT_PACKAGES=(
   openssh-server openssh-client           # sshd/ssh-keygen/ssh for host keys and certificates
   qemu-system-x86 mmdebstrap zstd cpio    # whole-boot tests: root image, initramfs, VM
   iproute2 netcat-openbsd busybox-static  # network namespaces, guestfwd relays, initramfs shell
+  rsync                                   # copies images to a mirror (the README walk-through)
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
