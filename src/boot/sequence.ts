@@ -72,21 +72,23 @@ export class StepConsole {
   private show(): void {
     if (this.title === undefined || this.shown) return;
     clearTimeout(this.timer);
-    this.out.write(`${stamp(this.startedAt)} ${this.title}...`);
+    this.out.write(`${stamp(this.clock())} ${this.title}...`);
     this.shown = true;
     this.announced = true;
   }
 
   /**
-   * Ends the current step with "...text", or replaces its whole line with `line`. The stamp is the step's start;
-   * steps that took a while get their duration appended.
+   * Ends the current step with "...text", or replaces its whole line with `line`. Every line is stamped with the time
+   * it is written (so stamps never go backwards, even after a step's own log lines); steps that took a while get their
+   * duration appended.
    */
   end(text: string, line?: string): void {
     clearTimeout(this.timer);
-    const took = this.clock() - this.startedAt;
+    const now = this.clock();
+    const took = now - this.startedAt;
     const dur = took >= 500 ? ` (${(took / 1000).toFixed(1)} s)` : "";
-    if (this.shown) this.out.write(line !== undefined ? `\n${stamp(this.startedAt)} ${line}${dur}\n` : `${text}${dur}\n`);
-    else this.out.write(`${stamp(this.startedAt)} ${line ?? `${this.title}...${text}`}${dur}\n`);
+    if (this.shown) this.out.write(line !== undefined ? `\n${stamp(now)} ${line}${dur}\n` : `${text}${dur}\n`);
+    else this.out.write(`${stamp(now)} ${line ?? `${this.title}...${text}`}${dur}\n`);
     this.title = undefined;
     this.shown = false;
   }

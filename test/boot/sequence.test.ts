@@ -9,7 +9,7 @@ function capture() {
   return { sc, get text() { return text; }, tick: (ms: number) => { now += ms; } };
 }
 
-test("one line per step with start stamp, duration for slow steps, stops at the failing step", async () => {
+test("one line per step stamped when written, duration for slow steps, stops at the failing step", async () => {
   const c = capture();
   const ran: string[] = [];
   const steps: Step<{}>[] = [
@@ -25,8 +25,8 @@ test("one line per step with start stamp, duration for slow steps, stops at the 
   if (!r.ok) { expect(r.step).toBe("d"); expect(r.error.message).toBe("root image /x does not exist"); }
   expect(ran).toEqual(["a", "b"]);
   expect(c.text.split("\n")).toEqual([
-    "[   0.000] Loading drivers...done",
-    "[   0.100] Scanning...Setting up eth0 via DHCP at 10.0.2.15/24 (2.0 s)",
+    "[   0.100] Loading drivers...done",
+    "[   2.100] Scanning...Setting up eth0 via DHCP at 10.0.2.15/24 (2.0 s)",
     "[   2.100] Skipped one...skipped",
     "[   2.100] Automatic console configured for ttyS0,115200",
     "[   2.100] Mounting...FAILED: root image /x does not exist",
@@ -37,14 +37,27 @@ test("one line per step with start stamp, duration for slow steps, stops at the 
 test("a slow step shows its title early; log lines inside a step keep lines whole", async () => {
   const c = capture();
   await runSequence([{ name: "x", title: "Waiting", run: async () => { await Bun.sleep(120); c.sc.log("still waiting"); c.tick(700); } }], {}, c.sc);
-  expect(c.text).toBe("[   0.000] Waiting...\n[   0.000]   still waiting\n[   0.000] Waiting...done (0.7 s)\n");
+  expect(c.text).toBe("[   0.000] Waiting...\n[   0.000]   still waiting\n[   0.700] Waiting...done (0.7 s)\n");
   expect(stamp(1234567)).toBe("[1234.567]");
 });
 
 test("a log line from a step whose title is not shown yet comes after the title, not above it", async () => {
   const c = capture();
   await runSequence([{ name: "t", title: "Contacting", run: async () => { c.tick(260); c.sc.log("enrolling"); c.tick(10); return { line: "Enrolled as n1" }; } }], {}, c.sc);
-  expect(c.text).toBe("[   0.000] Contacting...\n[   0.260]   enrolling\n[   0.000] Enrolled as n1\n");
+  expect(c.text).toBe("[   0.260] Contacting...\n[   0.260]   enrolling\n[   0.270] Enrolled as n1\n");
+});
+
+test("stamps never go backwards: a summary line after a step's own later lines carries the time it is written", async () => {
+  const c = capture();
+  await runSequence([
+    { name: "t", title: "Contacting the deployment servers", run: async () => {
+      c.tick(1000); c.sc.log("no sealed credential in the TPM: enrolling"); c.tick(1700); c.sc.log("sealed the new credential in the TPM");
+      c.tick(300); return { line: "Enrolled as n001" }; } },
+    { name: "r", title: "Mounting the root filesystem", run: async () => { c.tick(40); return "overlay on /sysroot"; } },
+  ], {}, c.sc);
+  const stamps = c.text.trim().split("\n").map((l) => Number(/^\[\s*([\d.]+)\]/.exec(l)![1]));
+  for (let i = 1; i < stamps.length; i++) expect(stamps[i]).toBeGreaterThanOrEqual(stamps[i - 1]);
+  expect(c.text).toContain("[   3.000] Enrolled as n001 (3.0 s)\n[   3.040] Mounting the root filesystem...overlay on /sysroot\n");
 });
 
 test("retries: a step that fails twice then succeeds; one that keeps failing stops after its attempts", async () => {
