@@ -12,3 +12,18 @@ export function repeated(rawArgs: string[], name: string): string[] {
   }
   return out.flatMap((v) => v.split(",")).map((v) => v.trim()).filter(Boolean);
 }
+
+/**
+ * The last value of a string option, read from rawArgs. Needed where citty's parse loses it: citty turns every
+ * `--no-NAME` into "NAME is false" and drops its value, so `--no-tpm warn` also clobbers `--tpm SPEC`.
+ */
+export function lastValue(rawArgs: string[], name: string): string | undefined {
+  let v: string | undefined;
+  for (let i = 0; i < rawArgs.length; i++) {
+    const a = rawArgs[i];
+    if (a === "--") break;
+    if (a === `--${name}`) v = i + 1 < rawArgs.length ? rawArgs[++i] : "";
+    else if (a.startsWith(`--${name}=`)) v = a.slice(name.length + 3);
+  }
+  return v;
+}

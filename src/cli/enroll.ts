@@ -7,7 +7,16 @@ import { establishTrust } from "../client/trust.ts";
 import { credentialPaths, saveCredential, writePrivate } from "../client/credential.ts";
 import { localMacs, smbiosUuid } from "../client/identity.ts";
 import { normaliseMac } from "../server/schema.ts";
-import { repeated } from "./args.ts";
+import { lastValue, repeated } from "./args.ts";
+
+/** --tpm SPEC and --no-tpm refuse|warn, read from the raw arguments (see the "no-tpm" option). */
+export function tpmOptions(rawArgs: string[]): { tpm?: string; noTpm: "refuse" | "warn" } {
+  const tpm = lastValue(rawArgs, "tpm");
+  const noTpm = lastValue(rawArgs, "no-tpm") ?? "refuse";
+  if (tpm === "" || tpm?.startsWith("--")) throw new Error("enroll: --tpm needs a value: device, device:PATH or swtpm:HOST:PORT");
+  if (noTpm !== "refuse" && noTpm !== "warn") throw new Error(`enroll: --no-tpm must be refuse or warn (got "${noTpm}"), e.g. --no-tpm warn`);
+  return { tpm, noTpm };
+}
 
 export const enrollCommand = defineCommand({
   meta: {
@@ -23,7 +32,8 @@ export const enrollCommand = defineCommand({
     name: { type: "string", description: "expected node name (refused if the MACs/UUID belong to another node)" },
     "host-key": { type: "string", description: "SSH host public key file to certify (repeatable); writes KEY-cert.pub beside it" },
     tpm: { type: "string", description: "keep the credential sealed in this TPM and prove enrollment with it: device, device:/dev/tpmrm0 or swtpm:HOST:PORT; a sealed credential the server still accepts is reused (no arming needed)" },
-    "no-tpm": { type: "string", description: "with --tpm but no TPM present: refuse (default) or warn (enroll without TPM, loudly)" },
+    // Read from rawArgs (tpmOptions): citty parses any `--no-X` as "X is false" and would lose the value and --tpm.
+    "no-tpm": { type: "string", description: "with --tpm but no TPM present: refuse (default) or warn (enroll without TPM, loudly); `--no-tpm warn`" },
     lock: { type: "boolean", description: "with --tpm: afterwards extend the lock PCR so nothing later in this boot can unseal the credential" },
     "discovery-timeout": { type: "string", description: "seconds to wait for discovery replies (default 3)" },
   },
@@ -34,12 +44,11 @@ export const enrollCommand = defineCommand({
     if (macs.length === 0 && !uuid) throw new Error("enroll: no MAC address or UUID found; pass --mac or --uuid");
     const keyFiles = repeated(rawArgs, "host-key").map((f) => resolve(f.endsWith(".pub") ? f : `${f}.pub`));
     for (const k of keyFiles) if (!existsSync(k)) throw new Error(`enroll: host key ${k} does not exist`);
-    if (!args.out && !args.tpm) throw new Error("enroll: give --out DIR (credential in files) or --tpm SPEC (credential sealed in the TPM)");
-    const noTpm = args["no-tpm"] ?? "refuse";
-    if (noTpm !== "refuse" && noTpm !== "warn") throw new Error(`enroll: --no-tpm must be refuse or warn (got "${noTpm}")`);
+    const { tpm, noTpm } = tpmOptions(rawArgs);
+    if (!args.out && !tpm) throw new Error("enroll: give --out DIR (credential in files) or --tpm SPEC (credential sealed in the TPM)");
     const r = await establishTrust({
       siteCa: ca, servers: repeated(rawArgs, "server"), macs, uuid, name: args.name,
-      tpm: args.tpm, noTpm, lock: args.lock,
+      tpm, noTpm, lock: args.lock,
       hostKeys: keyFiles.map((k) => readFileSync(k, "utf8")),
       discoveryTimeoutMs: Number(args["discovery-timeout"] ?? 3) * 1000,
       log: (l) => console.error(l),

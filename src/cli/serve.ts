@@ -75,7 +75,8 @@ export const serveCommand = defineCommand({
   args: {
     state: { type: "string", description: "server state directory (made by `airroot serve init`)" },
     listen: { type: "string", description: "IPV4:PORT or [IPV6]:PORT to listen on (repeatable; default [::]:PORT from config.json)" },
-    "no-discovery": { type: "boolean", description: "do not answer multicast discovery queries" },
+    // citty reads `--no-discovery` as discovery=false (an option named "no-discovery" would never be set).
+    discovery: { type: "boolean", default: true, description: "answer multicast discovery queries (UDP port 7413, groups 239.255.74.13 and ff02::7413)", negativeDescription: "do not answer multicast discovery queries (binds no UDP socket)" },
     "discovery-port": { type: "string", description: "UDP port for discovery (default from config.json, 7413)" },
     verbose: { type: "boolean", description: "log debug lines" },
   },
@@ -90,7 +91,7 @@ export const serveCommand = defineCommand({
     if (!args.state) throw new Error("serve: --state DIR is required (create it with `airroot serve init --state DIR --address ADDR`)");
     const log = createLogger({ prefix: "airroot serve", kmsg: false, verbose: args.verbose });
     const dport = args["discovery-port"] === undefined ? undefined : Number(args["discovery-port"]);
-    const srv = await serve({ stateDir: resolve(args.state), listen: repeated(rawArgs, "listen"), discovery: !args["no-discovery"], discoveryPort: dport, log });
+    const srv = await serve({ stateDir: resolve(args.state), listen: repeated(rawArgs, "listen"), discovery: args.discovery !== false, discoveryPort: dport, log });
     for (const l of srv.listening) console.log(`listening on ${l.host.includes(":") ? `[${l.host}]` : l.host}:${l.port}`);
     await new Promise<void>((done) => {
       const stop = (sig: string) => { log.info(`${sig}: shutting down`); srv.close().finally(done); };

@@ -7,6 +7,7 @@ import { scratchDir, removeScratchDirs } from "../helpers/tmp";
 import { freePort, waitForPort } from "../helpers/ports";
 import { statePaths } from "../../src/server/state.ts";
 import { startSwtpm } from "../helpers/swtpm";
+import { tpmOptions } from "../../src/cli/enroll.ts";
 
 const MAIN = join(import.meta.dir, "../../src/cli/main.ts");
 const BUN = process.execPath;
@@ -113,5 +114,39 @@ test("`airroot enroll --tpm swtpm:HOST:PORT` enrolls through the TPM challenge",
     srv.kill("SIGTERM");
     await srv.exited;
     await tpm.stop();
+  }
+}, 60_000);
+
+test("`--no-tpm warn` is read with its value and keeps --tpm (citty alone would parse it as tpm=false)", () => {
+  expect(tpmOptions(["--tpm", "swtpm:127.0.0.1:2321", "--no-tpm", "warn"])).toEqual({ tpm: "swtpm:127.0.0.1:2321", noTpm: "warn" });
+  expect(tpmOptions(["--no-tpm=warn", "--tpm=device"])).toEqual({ tpm: "device", noTpm: "warn" });
+  expect(tpmOptions(["--tpm", "device"])).toEqual({ tpm: "device", noTpm: "refuse" });
+  expect(tpmOptions([])).toEqual({ tpm: undefined, noTpm: "refuse" });
+  expect(() => tpmOptions(["--tpm", "device", "--no-tpm", "maybe"])).toThrow('--no-tpm must be refuse or warn (got "maybe")');
+  expect(() => tpmOptions(["--tpm", "device", "--no-tpm"])).toThrow("--no-tpm must be refuse or warn");
+});
+
+test("`airroot enroll --tpm SPEC --no-tpm warn` without a TPM enrolls loudly; without --no-tpm warn it refuses", async () => {
+  const dir = scratchDir();
+  const state = join(dir, "state");
+  expect((await airroot(["serve", "init", "--state", state, "--address", "127.0.0.1"])).code).toBe(0);
+  expect((await airroot(["node", "add", "w1", "--state", state, "--mac", "52:54:00:aa:00:0a", "--profile", "p"])).code).toBe(0);
+  const port = await freePort("127.0.0.1");
+  const srv = Bun.spawn([BUN, MAIN, "serve", "--state", state, "--listen", `127.0.0.1:${port}`, "--no-discovery"], { stdout: "pipe", stderr: "pipe" });
+  const enroll = (out: string, ...extra: string[]) => airroot(["enroll", "--server", `https://127.0.0.1:${port}`, "--ca", statePaths(state).siteCaCert,
+    "--out", join(dir, out), "--mac", "52:54:00:aa:00:0a", "--tpm", `device:${join(dir, "no-such-tpm")}`, ...extra]);
+  try {
+    await waitForPort("127.0.0.1", port, 20_000);
+    expect((await airroot(["node", "arm", "w1", "--state", state, "--once"])).code).toBe(0);
+    const refused = await enroll("cred1");
+    expect(refused.code).toBe(1);
+    expect(refused.err).toContain("no TPM");
+    const warned = await enroll("cred2", "--no-tpm", "warn");
+    expect(warned.err).toContain("continuing WITHOUT a TPM");
+    expect(warned.code).toBe(0);
+    expect(warned.out).toContain("enrolled as w1");
+  } finally {
+    srv.kill("SIGTERM");
+    await srv.exited;
   }
 }, 60_000);
