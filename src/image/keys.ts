@@ -23,21 +23,22 @@ function writeNewFile(path: string, data: string, mode: number): boolean {
 
 /**
  * Creates the image-signing key pair if it is missing (idempotent; `airroot serve init` and `image pack` call it).
- * Returns the paths. Throws if only one half exists, rather than silently making a key that no node trusts.
+ * Returns the paths and whether this call made the key pair (a public half restored from the private key counts as
+ * kept). Throws if only the public half exists, rather than silently making a key that no node trusts.
  */
-export function ensureImageKey(stateDir: string): ImageKeyPaths {
+export function ensureImageKey(stateDir: string): ImageKeyPaths & { created: boolean } {
   const paths = imageKeyPaths(stateDir);
   const dir = join(stateDir, "keys");
   mkdirSync(stateDir, { recursive: true, mode: 0o700 });
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   chmodSync(dir, 0o700);
   const hasKey = existsSync(paths.privateKey), hasPub = existsSync(paths.publicKey);
-  if (hasKey && hasPub) return paths;
+  if (hasKey && hasPub) return { ...paths, created: false };
   if (hasKey && !hasPub) {
     // The public half is derivable: restore it instead of failing.
     const pub = createPublicKey(createPrivateKey(readFileSync(paths.privateKey, "utf8")));
     writeNewFile(paths.publicKey, pub.export({ type: "spki", format: "pem" }) as string, 0o644);
-    return paths;
+    return { ...paths, created: false };
   }
   if (hasPub) {
     throw new Error(`image key: ${paths.publicKey} exists but ${paths.privateKey} is missing; restore the private key ` +
@@ -46,10 +47,10 @@ export function ensureImageKey(stateDir: string): ImageKeyPaths {
   const { privateKey, publicKey } = generateKeyPairSync("ed25519");
   if (writeNewFile(paths.privateKey, privateKey.export({ type: "pkcs8", format: "pem" }) as string, 0o600)) {
     writeNewFile(paths.publicKey, publicKey.export({ type: "spki", format: "pem" }) as string, 0o644);
-  } else {
-    ensureImageKey(stateDir); // someone else created it concurrently: derive the pub from theirs
+    return { ...paths, created: true };
   }
-  return paths;
+  ensureImageKey(stateDir); // someone else created it concurrently: derive the pub from theirs
+  return { ...paths, created: false };
 }
 
 export function readImagePrivateKey(stateDir: string): string {

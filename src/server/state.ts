@@ -179,7 +179,7 @@ export async function initState(stateDir: string, o: InitOptions): Promise<InitR
   } else note(false, p.sshCaKey, p.sshCaPub);
 
   const img = ensureImageKey(stateDir);
-  note(false, img.privateKey, img.publicKey);
+  note(img.created, img.privateKey, img.publicKey);
 
   const c = existsSync(p.config) ? readConfig(stateDir) : defaultConfig();
   if (o.addresses.length) c.addresses = [...new Set([...c.addresses, ...o.addresses])];

@@ -22,14 +22,15 @@ describe("image key", () => {
   test("created once with 0700 dir and 0600 key; the public half is restored if lost", () => {
     const state = join(scratchDir(), "state");
     const p = ensureImageKey(state);
+    expect(p.created).toBe(true);
     expect(statSync(join(state, "keys")).mode & 0o777).toBe(0o700);
     expect(statSync(p.privateKey).mode & 0o777).toBe(0o600);
     const pub = readFileSync(p.publicKey, "utf8");
     expect(pub).toContain("BEGIN PUBLIC KEY");
-    ensureImageKey(state);
+    expect(ensureImageKey(state).created).toBe(false);
     expect(readFileSync(p.publicKey, "utf8")).toBe(pub); // idempotent
     require("node:fs").unlinkSync(p.publicKey);
-    ensureImageKey(state);
+    expect(ensureImageKey(state).created).toBe(false); // restored from the private key: still the old key
     expect(readFileSync(p.publicKey, "utf8")).toBe(pub);
     require("node:fs").unlinkSync(p.privateKey);
     expect(() => ensureImageKey(state)).toThrow(/restore the private key/);

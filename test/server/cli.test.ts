@@ -26,12 +26,17 @@ test("serve init creates private keys once; re-running keeps them byte for byte"
   const r1 = await airroot(["serve", "init", "--state", state, "--address", "127.0.0.1", "--trusted-subnet", "10.1.0.0/16"]);
   expect(r1.code).toBe(0);
   expect(r1.out).toContain("server certificate names: 127.0.0.1");
+  // Every file of a fresh state dir is reported as created, the image key pair included.
+  expect(r1.out).toContain(`created ${join(state, "keys/image.key")}\n`);
+  expect(r1.out).toContain(`created ${join(state, "keys/image.pub")}\n`);
+  expect(r1.out).not.toContain("kept");
   const p = statePaths(state);
   const before = [p.siteCaKey, p.serverKey, p.nodeCaKey, p.sshCaKey].map((f) => readFileSync(f, "utf8"));
   for (const f of [p.siteCaKey, p.serverKey, p.nodeCaKey, p.sshCaKey, join(state, "keys/image.key")]) expect(statSync(f).mode & 0o777).toBe(0o600);
   const r2 = await airroot(["serve", "init", "--state", state, "--address", "127.0.0.1", "--address", "127.0.0.9"]);
   expect(r2.code).toBe(0);
   expect(r2.out).not.toContain("created");
+  expect(r2.out).toContain(`kept    ${join(state, "keys/image.key")}\n`);
   expect(r2.err).toContain("does not cover 127.0.0.9;");
   expect([p.siteCaKey, p.serverKey, p.nodeCaKey, p.sshCaKey].map((f) => readFileSync(f, "utf8"))).toEqual(before);
   expect(JSON.parse(readFileSync(p.config, "utf8")).trustedSubnets).toEqual(["10.1.0.0/16"]);
