@@ -7,7 +7,8 @@
 import { join, resolve } from "node:path";
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import type { Subprocess } from "bun";
-import { readWalkthrough, settingNames, usedNames, type WalkthroughLine } from "./demo/readme";
+import { readWalkthrough, settingNames } from "./demo/readme";
+import { demoSettings } from "./demo/settings";
 import { freePort, waitForPort } from "../test/helpers/ports";
 import { startNginxSite, type NginxSite } from "../test/helpers/nginx-site";
 
@@ -72,27 +73,6 @@ function sh(cmd: string[], env?: Record<string, string>): string {
   const r = Bun.spawnSync(cmd, { cwd: REPO, env, stdout: "pipe", stderr: "pipe" });
   if (r.exitCode !== 0) throw new Error(`${cmd.join(" ")}: ${r.stderr.toString().trim() || `exit ${r.exitCode}`}`);
   return r.stdout.toString();
-}
-
-/** The demo's own values for every setting of the README (paths under .cache/demo, loopback ports). */
-async function demoSettings(w: WalkthroughLine[]): Promise<Record<string, string>> {
-  const values: Record<string, string> = {
-    STATE: join(RUN, "state"),
-    ROOT: join(CACHE, "root-bookworm"),
-    SITE: join(RUN, "site"),
-    ADMIN_KEY: join(RUN, "id_ed25519.pub"),
-    LISTEN: `127.0.0.1:${await freePort()}`,
-    MIRROR_IMAGES: join(RUN, "mirror/images"),
-    MIRROR_TLS: join(RUN, "mirror/tls"),
-    MIRROR_LISTEN: `127.0.0.1:${await freePort()}`,
-    NGINX_CONF: join(RUN, "mirror/nginx-airroot.conf"),
-  };
-  const names = settingNames(w);
-  const unknown = names.filter((n) => !(n in values));
-  if (unknown.length) throw new Error(`README.md sets ${unknown.join(", ")}, which scripts/demo.ts gives no value: add it there`);
-  const unset = usedNames(w).filter((n) => !names.includes(n) && !["HOME", "PATH"].includes(n));
-  if (unset.length) throw new Error(`README.md's walk-through uses ${unset.join(", ")} without a demo:settings line`);
-  return values;
 }
 
 interface Boot { vm: Subprocess; console: () => string; tpm: Subprocess; p22: number; p2222: number }
@@ -199,7 +179,7 @@ async function powerOff(b: Boot, n: number, settings: Record<string, string>): P
 
 async function main(): Promise<void> {
   const w = readWalkthrough(join(REPO, "README.md"));
-  const settings = await demoSettings(w);
+  const settings = await demoSettings(w, CACHE);
   const env: Record<string, string> = { ...process.env as Record<string, string>, ...settings, PATH: `${join(REPO, "dist")}:${process.env.PATH}` };
   const airroot = (a: string) => sh(["bash", "-c", `airroot ${a}`], env);
   mkdirSync(LOGS, { recursive: true });

@@ -21,7 +21,7 @@ export function walkthrough(readme: string): WalkthroughLine[] {
     for (; j < lines.length && lines[j].trim() !== "```"; j++) {
       let text = lines[j];
       const start = j + 1;
-      while (text.endsWith("\\") && j + 1 < lines.length) text = text.slice(0, -1) + " " + lines[++j].trim();
+      while (text.endsWith("\\") && j + 1 < lines.length) text = text.slice(0, -1).trimEnd() + " " + lines[++j].trim();
       const split = splitComment(text);
       if (split.text) out.push({ kind, text: split.text, comment: split.comment, line: start });
     }
