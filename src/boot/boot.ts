@@ -219,7 +219,7 @@ export const STEPS: Step<BootContext>[] = [
         const n = rs.urls.length;
         if (o.imageMethod === "copy") {
           const m = manifest?.manifest;
-          const c = await copyImage(src, { progress: (l) => ctx.sc.log(l), verify: m ? (p) => verifyImageFile(p, m) : undefined });
+          const c = await copyImage(src, { progress: (l) => ctx.sc.log(l), verify: m ? (p) => verifyImageFile(p, m) : undefined, maxBytes: m?.size });
           image = c.path;
           how = ` (copied ${(c.bytes / 1048576).toFixed(1)} MiB from ${c.url}${m ? ", verified against the signed manifest" : ""})`;
         } else {

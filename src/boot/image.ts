@@ -72,6 +72,8 @@ export interface CopyOptions {
   timeoutMs?: number;
   /** Checks the finished file (e.g. against the signed manifest); a failure moves on to the next server. */
   verify?: (path: string) => Promise<void>;
+  /** The image's size when known (the signed manifest): a longer body is cut, not written on into RAM. */
+  maxBytes?: number;
 }
 
 /**
@@ -91,15 +93,19 @@ export async function copyImage(src: ImageSource, o: CopyOptions = {}): Promise<
     const timer = setTimeout(() => ac.abort(), o.timeoutMs ?? 30 * 60_000);
     let fd = -1;
     try {
-      const res = await fetch(url, { tls: { ca }, signal: ac.signal } as RequestInit);
+      // No redirects: the image comes only from the URLs the config names (never plain http, never another host).
+      const res = await fetch(url, { tls: { ca }, redirect: "manual", signal: ac.signal } as RequestInit);
+      if (res.status >= 300 && res.status < 400) throw new Error(`HTTP ${res.status} redirect to ${(res.headers.get("location") ?? "").slice(0, 200)} refused`);
       if (res.status !== 200) throw new Error(`HTTP ${res.status}`);
       const total = Number(res.headers.get("content-length") ?? "0");
       if (!res.body) throw new Error("empty reply");
       fd = openSync(path, "w", 0o600);
       let got = 0, nextReport = 10;
       for await (const chunk of res.body) {
-        writeSync(fd, chunk);
         got += chunk.length;
+        if (o.maxBytes !== undefined && got > o.maxBytes) throw new Error(`more than the ${o.maxBytes} bytes the image has`);
+        if (total > 0 && got > total) throw new Error(`more than the ${total} bytes announced`);
+        writeSync(fd, chunk);
         if (total > 0 && (got * 100) / total >= nextReport) {
           o.progress?.(`Downloading ${url}: ${Math.floor((got * 100) / total)}% (${(got / 1048576).toFixed(1)} of ${(total / 1048576).toFixed(1)} MiB)`);
           nextReport = Math.floor((got * 100) / total / 10) * 10 + 10;

@@ -3,6 +3,7 @@
 import { createHash } from "node:crypto";
 import { createReadStream, existsSync, readFileSync, statSync } from "node:fs";
 import { loadManifest, MAX_MANIFEST_BYTES, type Manifest } from "../image/manifest";
+import { fetchBounded } from "../util/boundedfetch";
 import type { NodeConfig } from "../server/selfapi";
 import type { BootOptions } from "./cmdline";
 
@@ -57,10 +58,7 @@ export async function fetchVerifiedManifest(urls: string[], keyPem: string, ca: 
   const errors: string[] = [];
   for (const url of urls) {
     try {
-      const res = await fetch(url, { tls: { ca }, signal: AbortSignal.timeout(timeoutMs) } as RequestInit);
-      if (res.status !== 200) throw new Error(`HTTP ${res.status}`);
-      if (Number(res.headers.get("content-length") ?? "0") > MAX_MANIFEST_BYTES) throw new Error("manifest too large");
-      const bytes = new Uint8Array(await res.arrayBuffer());
+      const bytes = await fetchBounded(url, { ca, maxBytes: MAX_MANIFEST_BYTES, timeoutMs });
       return { url, manifest: loadManifest(bytes, keyPem, { expectDigest }), bytes };
     } catch (e) {
       errors.push(`${url}: ${(e as Error).message}`);

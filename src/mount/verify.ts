@@ -2,7 +2,8 @@
 // the status channel can count the bad chunks servers have sent.
 import type { ChunkVerifier } from "../source/image";
 import type { Logger } from "../util/log";
-import { loadManifest, manifestVerifier } from "../image/manifest";
+import { loadManifest, manifestVerifier, MAX_MANIFEST_BYTES } from "../image/manifest";
+import { fetchBounded } from "../util/boundedfetch";
 
 export interface LoadedVerifier {
   manifestUrl: string;
@@ -10,8 +11,6 @@ export interface LoadedVerifier {
   verifier: ChunkVerifier;
   badChunks(): number;
 }
-
-const MAX_MANIFEST_BYTES = 64 * 1048576;
 
 export async function loadImageVerifier(manifestUrl: string, publicKeyPem: string, ca: Buffer | undefined, log: Logger,
   expectDigest?: string): Promise<LoadedVerifier> {
@@ -22,12 +21,7 @@ export async function loadImageVerifier(manifestUrl: string, publicKeyPem: strin
     if (file.size > MAX_MANIFEST_BYTES) throw new Error(`manifest ${manifestUrl} too large (${file.size} bytes)`);
     bytes = new Uint8Array(await file.arrayBuffer());
   } else try {
-    const res = await fetch(manifestUrl, { tls: ca ? { ca: ca.toString() } : undefined, signal: AbortSignal.timeout(60_000) } as RequestInit);
-    if (res.status !== 200) throw new Error(`HTTP ${res.status}`);
-    const declared = Number(res.headers.get("content-length") ?? "0");
-    if (declared > MAX_MANIFEST_BYTES) throw new Error(`manifest too large (${declared} bytes)`);
-    bytes = new Uint8Array(await res.arrayBuffer());
-    if (bytes.length > MAX_MANIFEST_BYTES) throw new Error(`manifest too large (${bytes.length} bytes)`);
+    bytes = await fetchBounded(manifestUrl, { ca: ca?.toString(), maxBytes: MAX_MANIFEST_BYTES, timeoutMs: 60_000 });
   } catch (e) {
     throw new Error(`cannot fetch the image manifest ${manifestUrl}: ${(e as Error).message}`);
   }
