@@ -16,7 +16,8 @@ const init = defineCommand({
   },
   args: {
     state: { type: "string", description: "state directory to create (0700)", required: true },
-    address: { type: "string", description: "address nodes reach this server at (repeatable or comma-separated); added to the server certificate" },
+    address: { type: "string", description: "address nodes reach this server at (repeatable or comma-separated); added to the server certificate; nodes are told https://ADDRESS[:PORT] unless --advertise is given" },
+    advertise: { type: "string", description: "base URL nodes are told for this server, e.g. https://boot.example:8443 behind a port forward (repeatable; default https://ADDRESS[:PORT] for each --address); its host is added to a new server certificate" },
     port: { type: "string", description: "HTTPS port (default 443)" },
     "trusted-subnet": { type: "string", description: "extra subnet from which enrollment is accepted, e.g. 10.1.0.0/16 (repeatable)" },
     domain: { type: "string", description: "DNS domain of the nodes (FQDN principal in SSH host certificates)" },
@@ -25,12 +26,15 @@ const init = defineCommand({
     const port = args.port === undefined ? undefined : Number(args.port);
     if (port !== undefined && !(Number.isInteger(port) && port > 0 && port < 65536)) throw new Error(`serve init: --port "${args.port}" is not a port number`);
     const r = await initState(resolve(args.state), {
-      addresses: repeated(rawArgs, "address"), port, trustedSubnets: repeated(rawArgs, "trusted-subnet"), domain: args.domain,
+      addresses: repeated(rawArgs, "address"), advertise: repeated(rawArgs, "advertise"), port,
+      trustedSubnets: repeated(rawArgs, "trusted-subnet"), domain: args.domain,
     });
     for (const f of r.created) console.log(`created ${f}`);
     for (const f of r.kept) console.log(`kept    ${f}`);
     for (const w of r.warnings) console.error(`warning: ${w}`);
     if (r.sans.length) console.log(`server certificate names: ${r.sans.join(" ")}`);
+    console.log(`nodes are told: ${r.advertised.join(" ") || "(nothing)"}`);
+    for (const n of r.notes) console.log(`note: ${n}`);
     console.log(`nodes must trust ${statePaths(resolve(args.state)).siteCaCert} (put it in the initramfs)`);
   },
 });
@@ -54,7 +58,7 @@ const mirrorCert = defineCommand({
 });
 
 const SUBCOMMANDS = ["init", "mirror-cert", "mirror-config", "site-config"];
-const VALUE_FLAGS = ["--state", "--listen", "--discovery-port"];
+const VALUE_FLAGS = ["--state", "--listen", "--advertise", "--discovery-port"];
 
 /** True when the first positional word names a subcommand (skipping the values of serve's own options). */
 function invokedSubcommand(rawArgs: string[]): boolean {
@@ -74,7 +78,8 @@ export const serveCommand = defineCommand({
   },
   args: {
     state: { type: "string", description: "server state directory (made by `airroot serve init`)" },
-    listen: { type: "string", description: "IPV4:PORT or [IPV6]:PORT to listen on (repeatable; default [::]:PORT from config.json)" },
+    listen: { type: "string", description: "IPV4:PORT or [IPV6]:PORT to listen on (repeatable; default [::]:PORT from config.json); nodes are not told this address, see --advertise" },
+    advertise: { type: "string", description: "base URL nodes are told for this server, overriding config.json (repeatable), e.g. https://10.0.2.100 when --listen 127.0.0.1:8443 is port-forwarded" },
     // citty reads `--no-discovery` as discovery=false (an option named "no-discovery" would never be set).
     discovery: { type: "boolean", default: true, description: "answer multicast discovery queries (UDP port 7413, groups 239.255.74.13 and ff02::7413)", negativeDescription: "do not answer multicast discovery queries (binds no UDP socket)" },
     "discovery-port": { type: "string", description: "UDP port for discovery (default from config.json, 7413)" },
@@ -91,7 +96,7 @@ export const serveCommand = defineCommand({
     if (!args.state) throw new Error("serve: --state DIR is required (create it with `airroot serve init --state DIR --address ADDR`)");
     const log = createLogger({ prefix: "airroot serve", kmsg: false, verbose: args.verbose });
     const dport = args["discovery-port"] === undefined ? undefined : Number(args["discovery-port"]);
-    const srv = await serve({ stateDir: resolve(args.state), listen: repeated(rawArgs, "listen"), discovery: args.discovery !== false, discoveryPort: dport, log });
+    const srv = await serve({ stateDir: resolve(args.state), listen: repeated(rawArgs, "listen"), advertise: repeated(rawArgs, "advertise"), discovery: args.discovery !== false, discoveryPort: dport, log });
     for (const l of srv.listening) console.log(`listening on ${l.host.includes(":") ? `[${l.host}]` : l.host}:${l.port}`);
     await new Promise<void>((done) => {
       const stop = (sig: string) => { log.info(`${sig}: shutting down`); srv.close().finally(done); };

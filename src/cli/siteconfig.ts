@@ -5,13 +5,12 @@ import { chmodSync, copyFileSync, existsSync, mkdirSync, writeFileSync } from "n
 import { join, resolve } from "node:path";
 import { readConfig, statePaths, type ServerConfig } from "../server/state.ts";
 import { imageKeyPaths } from "../image/keys.ts";
+import { advertisedUrls, siteApiUrls, urlHostname } from "../server/urls.ts";
 
-/** Base URLs of this server (every configured address at the configured port) and of its peers. */
+/** The servers a node tries: this server's advertised URLs (as `airroot serve` gives them) and its peers. */
 export function siteServerUrls(c: ServerConfig): string[] {
-  const host = (a: string) => (a.includes(":") ? `[${a.replace(/%.*$/, "")}]` : a);
-  const own = c.addresses.filter((a) => !/^fe80:/i.test(a)) // link-local needs a zone: discovery finds those
-    .map((a) => `https://${host(a)}${c.port === 443 ? "" : `:${c.port}`}`);
-  return [...new Set([...own, ...c.peers])];
+  const own = advertisedUrls(c).filter((u) => !/^fe80:/i.test(urlHostname(u))); // link-local needs a zone: discovery finds those
+  return siteApiUrls(own, c.peers);
 }
 
 /** Writes the site directory; returns the files written. */

@@ -58,6 +58,15 @@ export function opt<T>(v: Validator<T>): Optional<T> {
   return f;
 }
 
+const DEFAULTED = Symbol("defaulted");
+
+/** A field that may be missing (e.g. added to a file format later): then it takes a copy of `value`. */
+export function withDefault<T>(v: Validator<T>, value: T): Validator<T> {
+  const f = ((x: unknown, path: string) => (x === undefined ? structuredClone(value) : v(x, path))) as Validator<T> & { [DEFAULTED]: true };
+  f[DEFAULTED] = true;
+  return f;
+}
+
 type Shape = Record<string, Validator<unknown>>;
 type ObjOf<S extends Shape> =
   { [K in keyof S as S[K] extends Optional<any> ? never : K]: Infer<S[K]> } &
@@ -77,7 +86,8 @@ export function obj<S extends Shape>(shape: S): Validator<ObjOf<S>> {
     for (const [k, f] of Object.entries(shape)) {
       const here = path ? `${path}.${k}` : k;
       const x = Object.hasOwn(v, k) ? (v as Record<string, unknown>)[k] : undefined;
-      if (x === undefined && !(f as Partial<Optional<unknown>>)[OPTIONAL]) throw new SchemaError(here, "is required");
+      const lax = f as { [OPTIONAL]?: true; [DEFAULTED]?: true };
+      if (x === undefined && !lax[OPTIONAL] && !lax[DEFAULTED]) throw new SchemaError(here, "is required");
       const r = f(x, here);
       if (r !== undefined) out[k] = r;
     }

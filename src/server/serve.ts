@@ -8,11 +8,14 @@ import { createApi } from "./api.ts";
 import { fileAudit, type Audit } from "./audit.ts";
 import { startResponder, type Responder } from "./discovery.ts";
 import type { Logger } from "../util/log.ts";
+import { advertiseNotes, advertisedUrls, advertiseWarnings, listenerUrls, parseBaseUrl, siteApiUrls } from "./urls.ts";
 
 export interface ServeOptions {
   stateDir: string;
   /** "ADDR:PORT" / "[V6]:PORT"; default every address on the configured port. */
   listen?: string[];
+  /** Base URLs nodes are given for this server, instead of config.json's (`advertise`, else addresses x port). */
+  advertise?: string[];
   discovery?: boolean;      // default: on unless config.discoveryPort is 0
   discoveryPort?: number;   // overrides config.discoveryPort
   log?: Logger;
@@ -20,7 +23,10 @@ export interface ServeOptions {
 }
 
 export interface RunningServer {
-  baseUrls: string[];
+  /** The advertised base URLs: what nodes are told (from the configuration, never from a listen address). */
+  readonly baseUrls: string[];
+  /** URLs of the actual listeners, for clients on this machine (a wildcard listener as loopback). */
+  localUrls: string[];
   listening: { host: string; port: number }[];
   close(): Promise<void>;
 }
@@ -32,16 +38,14 @@ export function parseListen(s: string): { host: string; port: number } {
   return { host: m[1] ?? m[2], port };
 }
 
-const urlHost = (h: string) => (h.includes(":") ? `[${h}]` : h);
-const base = (h: string, port: number) => `https://${urlHost(h)}${port === 443 ? "" : `:${port}`}`;
-
 export async function serve(o: ServeOptions): Promise<RunningServer> {
   const st = await loadState(o.stateDir);
   const c = st.config;
   const audit = o.audit ?? fileAudit(st.paths.audit, o.log);
   const db = openDatabase(o.stateDir);
   const listen = o.listen?.length ? o.listen.map(parseListen) : [{ host: "::", port: c.port }];
-  let baseUrls: string[] = [];
+  const override = o.advertise?.map((u) => parseBaseUrl(u, "--advertise"));
+  const baseUrls = override?.length ? [...new Set(override)] : advertisedUrls(c);
   const handler = createApi({
     db, imagesDir: st.paths.images, serverId: c.serverId, audit, log: o.log,
     enroll: {
@@ -51,8 +55,8 @@ export async function serve(o: ServeOptions): Promise<RunningServer> {
     self: {
       sshCa: st.sshCa, sshCaPub: st.sshCaPub, imagePublicKey: st.imagePublicKey, rootAuthorizedKeys: c.rootAuthorizedKeys,
       domain: c.domain, sshCertDays: c.sshCertDays,
-      imageBaseUrls: () => [...baseUrls, ...c.mirrors, ...c.peers],
-      apiBaseUrls: () => [...baseUrls, ...c.peers],
+      imageBaseUrls: () => [...new Set([...baseUrls, ...c.mirrors, ...c.peers])],
+      apiBaseUrls: () => siteApiUrls(baseUrls, c.peers),
     },
   });
   const start = (l: typeof listen) => startHttps({ listen: l, cert: st.serverCertPem, key: st.serverKeyPem, clientCa: st.nodeCaPem, handler, log: o.log });
@@ -63,25 +67,21 @@ export async function serve(o: ServeOptions): Promise<RunningServer> {
     o.log?.warn(`${(e as Error).message}; falling back to 0.0.0.0:${c.port}`);
     https = await start([{ host: "0.0.0.0", port: c.port }]);
   }
-  // Our own URLs: a specific listen address is used as is; a wildcard one stands for every configured address.
-  const urls = new Set<string>();
-  for (const l of https.addresses) {
-    if (l.host === "::" || l.host === "0.0.0.0") for (const a of c.addresses) urls.add(base(a, l.port));
-    else urls.add(base(l.host, l.port));
-  }
-  baseUrls = [...urls];
   let responder: Responder | undefined;
   const dport = o.discoveryPort ?? c.discoveryPort;
   if ((o.discovery ?? true) && dport !== 0) {
     try {
-      responder = await startResponder({ db, serverId: c.serverId, apiUrls: () => [...baseUrls, ...c.peers], port: dport, log: o.log });
+      responder = await startResponder({ db, serverId: c.serverId, apiUrls: () => siteApiUrls(baseUrls, c.peers), port: dport, log: o.log });
     } catch (e) {
       o.log?.warn(`${(e as Error).message}; serving without discovery`);
     }
   }
-  o.log?.info(`serving ${baseUrls.join(" ") || "(no configured address: add --address to serve init)"} state=${o.stateDir}`);
+  for (const w of advertiseWarnings(baseUrls)) o.log?.warn(w);
+  for (const n of advertiseNotes(baseUrls)) o.log?.info(n);
+  const localUrls = listenerUrls(https.addresses);
+  o.log?.info(`serving state=${o.stateDir}; nodes are told ${baseUrls.join(" ") || "(no URL)"}; listening on ${localUrls.join(" ")}`);
   return {
-    baseUrls, listening: https.addresses,
+    baseUrls, localUrls, listening: https.addresses,
     async close() { await responder?.close(); await https.close(); db.close(); },
   };
 }

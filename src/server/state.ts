@@ -7,7 +7,8 @@ import { join } from "node:path";
 import { createCa, issueServerCert, loadCa, type Ca } from "../pki/x509ca.ts";
 import { decodeOpenSshPrivate, ed25519Blob, encodeOpenSshPrivate, formatPublicKey, generateEd25519, type Ed25519Key } from "../pki/sshkey.ts";
 import { ensureImageKey, readImagePublicKey } from "../image/keys.ts";
-import { arr, bool, int, obj, opt, parseJson, str, type Infer } from "./schema.ts";
+import { arr, bool, int, obj, opt, parseJson, str, withDefault, type Infer } from "./schema.ts";
+import { advertiseNotes, advertisedUrls, advertiseWarnings, parseBaseUrl, urlHostname } from "./urls.ts";
 import { hostAddresses, parseCidr, parseIp } from "./netaddr.ts";
 
 export function statePaths(stateDir: string) {
@@ -35,6 +36,9 @@ export const configSchema = obj({
   version: int({ min: 1, max: 1 }),
   serverId: str({ max: 64, pattern: /^[A-Za-z0-9-]+$/ }),
   addresses: arr(address, { max: 64 }),      // addresses nodes reach this server at (for URLs and SANs)
+  // Base URLs nodes are given for this server; empty: https://ADDRESS[:PORT] for each address. Missing in state
+  // dirs made before it existed, hence the default.
+  advertise: withDefault(arr(baseUrl, { max: 64 }), []),
   port: int({ min: 1, max: 65535 }),
   domain: opt(str({ max: 200, pattern: /^[a-z0-9.-]+$/, what: "a DNS domain" })),
   trustedSubnets: arr(subnet, { max: 256 }),
@@ -54,7 +58,7 @@ export const DEFAULT_DISCOVERY_PORT = 7413;
 
 export function defaultConfig(): ServerConfig {
   return {
-    version: 1, serverId: randomBytes(8).toString("hex"), addresses: [], port: DEFAULT_PORT, trustedSubnets: [],
+    version: 1, serverId: randomBytes(8).toString("hex"), addresses: [], advertise: [], port: DEFAULT_PORT, trustedSubnets: [],
     trustLinkLocal: true, trustAttached: true, mirrors: [], peers: [], rootAuthorizedKeys: [],
     discoveryPort: DEFAULT_DISCOVERY_PORT, nodeCertDays: 365, sshCertDays: 365,
   };
@@ -94,10 +98,25 @@ function writeNew(path: string, data: string, mode: number): boolean {
 
 const ipKey = (a: string) => { const ip = parseIp(a); return ip ? `${ip.v}:${Buffer.from(ip.bytes).toString("hex")}` : a; };
 
-/** The IP addresses in a certificate's SANs, as comparable keys. */
-function certificateIps(pem: string): Set<string> {
+/** The names in a certificate's SANs: IP addresses as comparable keys, DNS names in lower case. */
+function certificateNames(pem: string): Set<string> {
   const san = new x509.X509Certificate(pem).getExtension(x509.SubjectAlternativeNameExtension);
-  return new Set((san?.names.items ?? []).filter((n) => n.type === "ip").map((n) => ipKey(n.value)));
+  return new Set((san?.names.items ?? []).flatMap((n) => n.type === "ip" ? [ipKey(n.value)] : n.type === "dns" ? [n.value.toLowerCase()] : []));
+}
+
+/** The hosts (IP addresses or DNS names) the server certificate in the state dir does not name; [] without one. */
+export function hostsNotInServerCert(stateDir: string, hosts: string[]): string[] {
+  const f = statePaths(stateDir).serverCert;
+  if (!existsSync(f)) return [];
+  const names = certificateNames(readFileSync(f, "utf8"));
+  return [...new Set(hosts)].filter((h) => !names.has(parseIp(h) ? ipKey(h) : h.toLowerCase()));
+}
+
+/** The warning for hosts the server certificate does not name. */
+export function certCoverageWarning(stateDir: string, missing: string[]): string {
+  const p = statePaths(stateDir);
+  return `the server certificate does not cover ${missing.join(", ")}; nodes using those will fail TLS. ` +
+    `To re-issue it, move ${p.serverCert} and ${p.serverKey} aside and run \`airroot serve init --state ${stateDir}\` again.`;
 }
 
 /** Either both halves exist (kept), or neither (create); one half alone is an operator problem, not ours to paper over. */
@@ -110,12 +129,19 @@ function pairState(a: string, b: string): "both" | "none" {
 
 export interface InitOptions {
   addresses: string[];
+  advertise?: string[];
   port?: number;
   trustedSubnets?: string[];
   domain?: string;
 }
 
-export interface InitResult { created: string[]; kept: string[]; sans: string[] /* only when the server cert was made */; warnings: string[] }
+export interface InitResult {
+  created: string[]; kept: string[];
+  sans: string[];        // only when the server cert was made
+  advertised: string[];  // the base URLs nodes are given for this server
+  warnings: string[];
+  notes: string[];
+}
 
 /** Server certificate SANs: the given addresses, every host address (IPv6 link-local without zone), the host name. */
 export function serverSans(addresses: string[]): string[] {
@@ -131,8 +157,9 @@ export function serverSans(addresses: string[]): string[] {
 export async function initState(stateDir: string, o: InitOptions): Promise<InitResult> {
   for (const a of o.addresses) if (!parseIp(a)) throw new Error(`serve init: --address "${a}" is not an IP address`);
   for (const s of o.trustedSubnets ?? []) parseCidr(s);
+  const advertise = (o.advertise ?? []).map((u) => parseBaseUrl(u, "serve init: --advertise"));
   const p = statePaths(stateDir);
-  const r: InitResult = { created: [], kept: [], sans: [], warnings: [] };
+  const r: InitResult = { created: [], kept: [], sans: [], advertised: [], warnings: [], notes: [] };
   mkdirSync(stateDir, { recursive: true, mode: 0o700 });
   chmodSync(stateDir, 0o700);
   mkdirSync(p.keys, { recursive: true, mode: 0o700 });
@@ -147,8 +174,9 @@ export async function initState(stateDir: string, o: InitOptions): Promise<InitR
     note(true, p.siteCaCert, p.siteCaKey);
   } else note(false, p.siteCaCert, p.siteCaKey);
 
+  const urlHosts = advertise.map(urlHostname);
   if (pairState(p.serverCert, p.serverKey) === "none") {
-    r.sans = serverSans(o.addresses);
+    r.sans = serverSans([...o.addresses, ...urlHosts]);
     const site = await loadCa(readFileSync(p.siteCaCert, "utf8"), readFileSync(p.siteCaKey, "utf8"));
     const s = await issueServerCert(site, r.sans, `airroot server ${hostname()}`);
     writeNew(p.serverKey, s.keyPem, 0o600);
@@ -156,12 +184,8 @@ export async function initState(stateDir: string, o: InitOptions): Promise<InitR
     note(true, p.serverCert, p.serverKey);
   } else {
     note(false, p.serverCert, p.serverKey);
-    const covered = certificateIps(readFileSync(p.serverCert, "utf8"));
-    const missing = o.addresses.filter((a) => !covered.has(ipKey(a)));
-    if (missing.length) {
-      r.warnings.push(`the existing server certificate does not cover ${missing.join(", ")}; nodes using those addresses will fail TLS. ` +
-        `To re-issue it, move ${p.serverCert} and ${p.serverKey} aside and run serve init again.`);
-    }
+    const missing = hostsNotInServerCert(stateDir, [...o.addresses, ...urlHosts]);
+    if (missing.length) r.warnings.push(certCoverageWarning(stateDir, missing));
   }
 
   if (pairState(p.nodeCaCert, p.nodeCaKey) === "none") {
@@ -183,12 +207,16 @@ export async function initState(stateDir: string, o: InitOptions): Promise<InitR
 
   const c = existsSync(p.config) ? readConfig(stateDir) : defaultConfig();
   if (o.addresses.length) c.addresses = [...new Set([...c.addresses, ...o.addresses])];
+  if (advertise.length) c.advertise = [...new Set([...c.advertise, ...advertise])];
   if (o.port) c.port = o.port;
   if (o.trustedSubnets?.length) c.trustedSubnets = [...new Set([...c.trustedSubnets, ...o.trustedSubnets])];
   if (o.domain) c.domain = o.domain;
   const hadConfig = existsSync(p.config);
   writeConfig(stateDir, c);
   note(!hadConfig, p.config);
+  r.advertised = advertisedUrls(c);
+  r.warnings.push(...advertiseWarnings(r.advertised));
+  r.notes.push(...advertiseNotes(r.advertised));
   return r;
 }
 

@@ -25,7 +25,7 @@ beforeAll(async () => {
 afterAll(async () => { await srv?.close(); db?.close(); removeScratchDirs(); });
 
 test("a refusal from the first server is final (no failover on 4xx)", async () => {
-  const e = await firstContact({ siteCa: ca, servers: [srv.baseUrls[0]], macs: [MAC] }).catch((x) => x);
+  const e = await firstContact({ siteCa: ca, servers: [srv.localUrls[0]], macs: [MAC] }).catch((x) => x);
   expect(e).toBeInstanceOf(ApiCallError);
   expect((e as ApiCallError).code).toBe("not-armed");
 });
@@ -36,8 +36,8 @@ test("an unreachable server is skipped; enrollment, config, host certificate and
   const hk = join(scratchDir(), "hk");
   Bun.spawnSync(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", hk]);
   const logs: string[] = [];
-  const r = await firstContact({ siteCa: ca, servers: [dead, srv.baseUrls[0]], macs: [MAC], hostKeys: [readFileSync(hk + ".pub", "utf8")], stage: "test-stage", log: (l) => logs.push(l) });
-  expect(r.server).toBe(srv.baseUrls[0]);
+  const r = await firstContact({ siteCa: ca, servers: [dead, srv.localUrls[0]], macs: [MAC], hostKeys: [readFileSync(hk + ".pub", "utf8")], stage: "test-stage", log: (l) => logs.push(l) });
+  expect(r.server).toBe(srv.localUrls[0]);
   expect(logs.join("\n")).toContain("trying the next server");
   expect(r.config.name).toBe("f1");
   expect(r.hostCertificates?.certificates[0].certificate).toStartWith("ssh-ed25519-cert-v01@openssh.com ");

@@ -54,7 +54,7 @@ beforeAll(async () => {
   addImage(db, { digest: DIGEST, size: 4096, created: Date.now(), profile: "compute" });
   setProfile(db, "compute", DIGEST);
   srv = await serve({ stateDir: state, listen: ["127.0.0.1:0"], discovery: false });
-  url = srv.baseUrls[0];
+  url = srv.localUrls[0];
   siteCa = readFileSync(statePaths(state).siteCaCert, "utf8");
 }, 60_000);
 
@@ -122,12 +122,15 @@ test("GET self/config with the client certificate returns the node's settings", 
     expect(c.network).toEqual({ mode: "static", ip: "10.0.2.17/24", gateway: "10.0.2.2", dns: ["10.0.2.3"] });
     expect(c.profile).toBe("compute");
     expect(c.image?.digest).toBe(DIGEST);
-    expect(c.image?.urls).toEqual([`${url}/images/${DIGEST}.sfs`]);
-    expect(c.image?.manifestUrls).toEqual([`${url}/images/${DIGEST}.manifest`]);
+    // Nodes are told the configured address at the configured port (443), not the listener 127.0.0.1:<random>.
+    const told = "https://127.0.0.1";
+    expect(srv.baseUrls).toEqual([told]);
+    expect(c.image?.urls).toEqual([`${told}/images/${DIGEST}.sfs`]);
+    expect(c.image?.manifestUrls).toEqual([`${told}/images/${DIGEST}.manifest`]);
     expect(c.imagePublicKey).toContain("BEGIN PUBLIC KEY");
     expect(c.sshCaPublicKey).toStartWith("ssh-ed25519 ");
     expect(c.rootAuthorizedKeys).toHaveLength(1);
-    expect(c.servers).toEqual([url]);
+    expect(c.servers).toEqual([told]);
     expect(Math.abs(Date.parse(c.serverTime) - Date.now())).toBeLessThan(60_000);
     expect(JSON.stringify(c)).not.toContain("PRIVATE KEY");
   } finally { await api.close(); }

@@ -21,7 +21,7 @@ beforeAll(async () => {
   await initState(state, { addresses: ["127.0.0.1"] });
   writeFileSync(join(statePaths(state).images, `${digest}.sfs`), data);
   srv = await serve({ stateDir: state, listen: ["127.0.0.1:0", "[::1]:0"], discovery: false });
-  url = srv.baseUrls[0];
+  url = srv.localUrls[0];
 }, 60_000);
 afterAll(async () => { await srv?.close(); removeScratchDirs(); });
 
@@ -34,8 +34,8 @@ async function curl(args: string[]): Promise<{ head: string; body: Buffer }> {
 }
 
 test("HEAD, full GET (sha256), single range, suffix range, 416, If-Range, on IPv4 and IPv6 listeners", async () => {
-  expect(srv.baseUrls).toHaveLength(2);
-  for (const base of srv.baseUrls) {
+  expect(srv.localUrls).toHaveLength(2);
+  for (const base of srv.localUrls) {
     const u = `${base}/images/${digest}.sfs`;
     const head = await curl(["-I", u]);
     expect(head.head).toMatch(/^HTTP\/1\.1 200/);

@@ -24,7 +24,7 @@ beforeAll(async () => {
   db = openDatabase(state);
   addNode(db, { name: "t1", macs: [MAC], profile: "p", net: { mode: "dhcp" } });
   srv = await serve({ stateDir: state, listen: ["127.0.0.1:0"], discovery: false });
-  url = srv.baseUrls[0];
+  url = srv.localUrls[0];
   ca = readFileSync(statePaths(state).siteCaCert, "utf8");
   tpmA = await startSwtpm(join(dir, "tpmA"));
   tpmB = await startSwtpm(join(dir, "tpmB"));
