@@ -5,12 +5,14 @@ import { chmodSync, copyFileSync, existsSync, mkdirSync, writeFileSync } from "n
 import { join, resolve } from "node:path";
 import { readConfig, statePaths, type ServerConfig } from "../server/state.ts";
 import { imageKeyPaths } from "../image/keys.ts";
-import { advertisedUrls, siteApiUrls, urlHostname } from "../server/urls.ts";
+import { advertisedUrls, siteApiUrls } from "../server/urls.ts";
 
-/** The servers a node tries: this server's advertised URLs (as `airroot serve` gives them) and its peers. */
+/**
+ * The servers a node tries: this server's advertised URLs and its peers, exactly what `airroot serve` gives nodes.
+ * Link-local URLs (https://[fe80::1]) are included: the node resolves them on its boot interface.
+ */
 export function siteServerUrls(c: ServerConfig): string[] {
-  const own = advertisedUrls(c).filter((u) => !/^fe80:/i.test(urlHostname(u))); // link-local needs a zone: discovery finds those
-  return siteApiUrls(own, c.peers);
+  return siteApiUrls(advertisedUrls(c), c.peers);
 }
 
 /** Writes the site directory; returns the files written. */

@@ -8,7 +8,7 @@ import { createCa, issueServerCert, loadCa, type Ca } from "../pki/x509ca.ts";
 import { decodeOpenSshPrivate, ed25519Blob, encodeOpenSshPrivate, formatPublicKey, generateEd25519, type Ed25519Key } from "../pki/sshkey.ts";
 import { ensureImageKey, readImagePublicKey } from "../image/keys.ts";
 import { arr, bool, int, obj, opt, parseJson, str, withDefault, type Infer } from "./schema.ts";
-import { advertiseNotes, advertisedUrls, advertiseWarnings, parseBaseUrl, urlHostname } from "./urls.ts";
+import { advertiseNotes, advertisedUrls, canonicalAddress, advertiseWarnings, parseBaseUrl, urlHostname } from "./urls.ts";
 import { hostAddresses, parseCidr, parseIp } from "./netaddr.ts";
 
 export function statePaths(stateDir: string) {
@@ -156,6 +156,8 @@ export function serverSans(addresses: string[]): string[] {
 /** Creates what is missing in the state dir; re-running never replaces an existing key or certificate. */
 export async function initState(stateDir: string, o: InitOptions): Promise<InitResult> {
   for (const a of o.addresses) if (!parseIp(a)) throw new Error(`serve init: --address "${a}" is not an IP address`);
+  // A zone (fe80::1%eth0) names an interface of this host; nodes resolve link-local on their own boot interface.
+  const addresses = o.addresses.map(canonicalAddress);
   for (const s of o.trustedSubnets ?? []) parseCidr(s);
   const advertise = (o.advertise ?? []).map((u) => parseBaseUrl(u, "serve init: --advertise"));
   const p = statePaths(stateDir);
@@ -176,7 +178,7 @@ export async function initState(stateDir: string, o: InitOptions): Promise<InitR
 
   const urlHosts = advertise.map(urlHostname);
   if (pairState(p.serverCert, p.serverKey) === "none") {
-    r.sans = serverSans([...o.addresses, ...urlHosts]);
+    r.sans = serverSans([...addresses, ...urlHosts]);
     const site = await loadCa(readFileSync(p.siteCaCert, "utf8"), readFileSync(p.siteCaKey, "utf8"));
     const s = await issueServerCert(site, r.sans, `airroot server ${hostname()}`);
     writeNew(p.serverKey, s.keyPem, 0o600);
@@ -184,7 +186,7 @@ export async function initState(stateDir: string, o: InitOptions): Promise<InitR
     note(true, p.serverCert, p.serverKey);
   } else {
     note(false, p.serverCert, p.serverKey);
-    const missing = hostsNotInServerCert(stateDir, [...o.addresses, ...urlHosts]);
+    const missing = hostsNotInServerCert(stateDir, [...addresses, ...urlHosts]);
     if (missing.length) r.warnings.push(certCoverageWarning(stateDir, missing));
   }
 
@@ -206,7 +208,7 @@ export async function initState(stateDir: string, o: InitOptions): Promise<InitR
   note(img.created, img.privateKey, img.publicKey);
 
   const c = existsSync(p.config) ? readConfig(stateDir) : defaultConfig();
-  if (o.addresses.length) c.addresses = [...new Set([...c.addresses, ...o.addresses])];
+  if (addresses.length) c.addresses = [...new Set([...c.addresses, ...addresses])];
   if (advertise.length) c.advertise = [...new Set([...c.advertise, ...advertise])];
   if (o.port) c.port = o.port;
   if (o.trustedSubnets?.length) c.trustedSubnets = [...new Set([...c.trustedSubnets, ...o.trustedSubnets])];

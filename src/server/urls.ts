@@ -79,6 +79,12 @@ export function parseBaseUrl(s: string, what = "URL"): string {
   return out;
 }
 
+/** An IP address as nodes are given it: no zone, IPv6 in canonical (lower-case, compressed) form. */
+export function canonicalAddress(a: string): string {
+  const bare = a.trim().replace(/%.*$/, "");
+  return bare.includes(":") ? new URL(`https://[${bare}]/`).hostname.slice(1, -1) : bare;
+}
+
 /** URLs of actual listeners, for clients on this machine: a wildcard stands for loopback. */
 export function listenerUrls(addresses: { host: string; port: number }[]): string[] {
   return [...new Set(addresses.map((l) => {

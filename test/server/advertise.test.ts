@@ -124,3 +124,19 @@ test("`serve init --advertise` records the URLs, names their hosts in the certif
   expect(bad.exitCode).toBe(1);
   expect(bad.stderr.toString()).toContain('--advertise "http://x" must start with https://');
 }, 60_000);
+
+test("link-local: `serve init --address fe80::1` works server-side, notes the boot interface, lists it for the initramfs", async () => {
+  const dir = scratchDir(), state = join(dir, "state");
+  const r = Bun.spawnSync([process.execPath, MAIN, "serve", "init", "--state", state, "--address", "10.0.2.100", "--address", "FE80:0::1%eth0"], { stdout: "pipe", stderr: "pipe" });
+  const out = r.stdout.toString();
+  expect(r.exitCode).toBe(0);
+  const c = readConfig(state);
+  expect(c.addresses).toEqual(["10.0.2.100", "fe80::1"]); // the zone names this host's interface: dropped
+  expect(out).toContain("nodes are told: https://10.0.2.100 https://[fe80::1]\n");
+  expect(out).toContain("note: link-local https://[fe80::1]: a node resolves a link-local address on its boot interface");
+  expect(out).toMatch(/server certificate names: .*\bfe80::1\b/);
+  // The initramfs servers list is what serve tells nodes, link-local included (the node adds its boot interface).
+  expect(siteServerUrls(c)).toEqual(["https://10.0.2.100", "https://[fe80::1]"]);
+  const srv = await serve({ stateDir: state, listen: ["127.0.0.1:0"], discovery: false });
+  try { expect(srv.baseUrls).toEqual(["https://10.0.2.100", "https://[fe80::1]"]); } finally { await srv.close(); }
+}, 60_000);
