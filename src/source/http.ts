@@ -147,6 +147,12 @@ export function directFetcher(u: ImageUrl, o: PoolOptions): RangeFetcher {
 }
 
 export interface RangeTimeouts { stallMs: number; requestMs: number }
+
+/**
+ * Body bytes a request must gain per stall period. Socket reads are batched in steps of up to 128 KiB (conn.ts), so a
+ * server that is merely slow shows progress in such steps or not at all; 16 KiB per period only refuses a drip.
+ */
+export const MIN_STALL_PERIOD_BYTES = 16 * 1024;
 export interface Expect { size: number; validator: string }
 /** The body comes back split into `pieceSize` pieces (the engine's cache blocks), so each can be freed on its own. */
 export interface RangeReply { parts: Uint8Array[]; size: number; validator: string; lastModifiedMs?: number }
@@ -213,9 +219,18 @@ export async function getRange(pool: HttpsPool, u: ImageUrl, start: number, leng
   // The connection stamps each received chunk; checking that a few times per stall period is cheaper than re-arming
   // a timer per chunk. Before a connection is ours (connecting, or queued for a free one) the clock runs from the start.
   let waitedSince = performance.now();
+  // Silence alone misses a server that drips (a byte a second keeps lastActivity fresh): each stall period on a
+  // connection must also bring MIN_STALL_PERIOD_BYTES of the body (or the rest of it), else the request fails over.
+  let windowStart = waitedSince, windowGot = 0;
   const stall = setInterval(() => {
+    const now = performance.now();
     const last = conn ? conn.lastActivity : waitedSince;
-    if (performance.now() - last >= t.stallMs) abort(`stalled for ${secs(t.stallMs)}`);
+    if (now - last >= t.stallMs) { abort(`stalled for ${secs(t.stallMs)}`); return; }
+    if (!conn) { windowStart = now; windowGot = got; return; }
+    if (now - windowStart < t.stallMs) return;
+    const gained = got - windowGot;
+    if (gained < Math.min(MIN_STALL_PERIOD_BYTES, length - windowGot)) abort(`too slow: ${gained} bytes in ${secs(now - windowStart)}`);
+    windowStart = now; windowGot = got;
   }, Math.max(5, Math.min(1000, t.stallMs / 5)));
   const deadline = setTimeout(() => abort(`no complete reply within ${secs(t.requestMs)}`), t.requestMs);
   // Blocks are taken before the request is sent, not when the reply arrives: the engine checks its block budget when

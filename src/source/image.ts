@@ -123,6 +123,12 @@ export class RemoteImage {
   private raQ: Span[] = [];
   private running = 0;
   private closed = false;
+  /**
+   * Set when a read ran out its io timeout with no server delivering; cleared by the next successful fetch. While
+   * set, reads not served from the cache fail at once (their fetch still goes on in the background), so the io
+   * timeout bounds a reader's whole wait: the kernel re-issues a failed read, and each attempt must not wait again.
+   */
+  private ioExpiredSince = 0;
   private sleepers = new Set<() => void>();
   private readonly started = Date.now();
   private c = { bytesFetched: 0, cacheHits: 0, cacheMisses: 0, readsInFlight: 0, readsTotal: 0, coalesced: 0, fetches: 0, readaheadBytes: 0 };
@@ -283,9 +289,14 @@ export class RemoteImage {
       if (!this.ioTimeoutMs) got = await work;
       else {
         work.catch(() => {}); // if the timeout wins, a late failure must not be unhandled
+        const expired = this.ioExpiredSince > 0;
         const timeout = new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new IoError(`I/O error reading ${this.name} bytes ${offset}-${end - 1}: ` +
-            `no image server delivered them within ${secs(this.ioTimeoutMs)} (io timeout)`)), this.ioTimeoutMs);
+          timer = setTimeout(() => {
+            if (!this.ioExpiredSince) this.ioExpiredSince = Date.now();
+            reject(new IoError(`I/O error reading ${this.name} bytes ${offset}-${end - 1}: ` + (expired
+              ? `no image server has delivered anything for ${secs(Date.now() - this.ioExpiredSince + this.ioTimeoutMs)} (io timeout passed; reads fail at once until a server delivers again)`
+              : `no image server delivered them within ${secs(this.ioTimeoutMs)} (io timeout)`)));
+          }, expired ? 0 : this.ioTimeoutMs); // a cached block still resolves first: its work settles in microtasks
         });
         got = await Promise.race([work, timeout]);
       }
@@ -543,6 +554,7 @@ export class RemoteImage {
           }
           this.c.bytesFetched += len;
           this.servers.noteSuccess(src, len, sentAt);
+          this.ioExpiredSince = 0; // a real read proved a source good: readers wait again
           return r.parts;
         } catch (e) {
           if (!(e instanceof SourceFault)) throw e;
