@@ -57,7 +57,7 @@ const mirrorCert = defineCommand({
   },
 });
 
-const SUBCOMMANDS = ["init", "mirror-cert", "mirror-config", "site-config"];
+const SUBCOMMANDS = ["init", "config", "mirror-cert", "mirror-config", "site-config"];
 const VALUE_FLAGS = ["--state", "--listen", "--advertise", "--discovery-port"];
 
 /** True when the first positional word names a subcommand (skipping the values of serve's own options). */
@@ -87,6 +87,7 @@ export const serveCommand = defineCommand({
   },
   subCommands: {
     init,
+    config: () => import("./serveconfig.ts").then((m) => m.configCommand),
     "mirror-cert": mirrorCert,
     "mirror-config": () => import("./image.ts").then((m) => m.mirrorConfigCommand),
     "site-config": () => import("./siteconfig.ts").then((m) => m.siteConfigCommand),
@@ -98,6 +99,11 @@ export const serveCommand = defineCommand({
     const dport = args["discovery-port"] === undefined ? undefined : Number(args["discovery-port"]);
     const srv = await serve({ stateDir: resolve(args.state), listen: repeated(rawArgs, "listen"), advertise: repeated(rawArgs, "advertise"), discovery: args.discovery !== false, discoveryPort: dport, log });
     for (const l of srv.listening) console.log(`listening on ${l.host.includes(":") ? `[${l.host}]` : l.host}:${l.port}`);
+    process.on("SIGHUP", () => {
+      try {
+        if (srv.reloadConfig().length === 0) log.info("SIGHUP: config.json re-read, nothing changed");
+      } catch (e) { log.error(`SIGHUP: config not reloaded, keeping the previous one: ${(e as Error).message}`); }
+    });
     await new Promise<void>((done) => {
       const stop = (sig: string) => { log.info(`${sig}: shutting down`); srv.close().finally(done); };
       process.once("SIGTERM", () => stop("SIGTERM"));

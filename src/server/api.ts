@@ -37,11 +37,12 @@ async function body<T>(req: Request, v: Validator<T>, what: string, audit: ApiDe
   }
 }
 
+/** d.enroll and d.self are read at every request: `airroot serve` updates them in place when config.json changes. */
 export function createApi(d: ApiDeps): Handler {
-  const enrollDeps: EnrollDeps = { ...d.enroll, db: d.db, audit: d.audit };
-  const selfDeps: SelfDeps = { ...d.self, db: d.db, audit: d.audit };
   const limiter = new RateLimiter(d.enrollRateLimit);
   return async (req, ctx) => {
+    const enrollDeps: EnrollDeps = { ...d.enroll, db: d.db, audit: d.audit };
+    const selfDeps: SelfDeps = { ...d.self, db: d.db, audit: d.audit };
     const url = new URL(req.url);
     const path = url.pathname;
     try {

@@ -1,14 +1,18 @@
 // `airroot serve`: loads the state dir and runs the HTTPS server (images + node API) and the discovery responder.
+// config.json is re-read when it changes (checked every CONFIG_CHECK_MS, and on reloadConfig(), which the CLI calls
+// on SIGHUP); listen address, port and discovery port wait for a restart.
+import { statSync } from "node:fs";
 import { openDatabase } from "./store/db.ts";
 import "./store/nodes.ts";
 import "./store/images.ts";
-import { loadState } from "./state.ts";
+import { certCoverageWarning, hostsNotInServerCert, loadState, readConfig, type ServerConfig } from "./state.ts";
 import { startHttps } from "./https.ts";
-import { createApi } from "./api.ts";
+import { createApi, type ApiDeps } from "./api.ts";
 import { fileAudit, type Audit } from "./audit.ts";
 import { startResponder, type Responder } from "./discovery.ts";
 import type { Logger } from "../util/log.ts";
-import { advertiseNotes, advertisedUrls, advertiseWarnings, listenerUrls, parseBaseUrl, siteApiUrls } from "./urls.ts";
+import { advertiseNotes, advertisedUrls, advertiseWarnings, listenerUrls, parseBaseUrl, siteApiUrls, urlHostname } from "./urls.ts";
+import { CONFIG_CHECK_MS, keyOfField } from "./configedit.ts";
 
 export interface ServeOptions {
   stateDir: string;
@@ -18,6 +22,8 @@ export interface ServeOptions {
   advertise?: string[];
   discovery?: boolean;      // default: on unless config.discoveryPort is 0
   discoveryPort?: number;   // overrides config.discoveryPort
+  /** How often config.json's mtime/size is checked (ms); 0: only on reloadConfig(). Default CONFIG_CHECK_MS. */
+  configCheckMs?: number;
   log?: Logger;
   audit?: Audit;
 }
@@ -28,6 +34,10 @@ export interface RunningServer {
   /** URLs of the actual listeners, for clients on this machine (a wildcard listener as loopback). */
   localUrls: string[];
   listening: { host: string; port: number }[];
+  /** The configuration in use. */
+  readonly config: ServerConfig;
+  /** Re-reads config.json now; returns the keys that changed. Throws (keeping the old config) if the file is invalid. */
+  reloadConfig(): string[];
   close(): Promise<void>;
 }
 
@@ -38,27 +48,33 @@ export function parseListen(s: string): { host: string; port: number } {
   return { host: m[1] ?? m[2], port };
 }
 
+// Read once at start: changing them needs new sockets (or is an identity change).
+const RESTART_ONLY = ["port", "discoveryPort", "serverId", "version"] as const;
+
 export async function serve(o: ServeOptions): Promise<RunningServer> {
   const st = await loadState(o.stateDir);
-  const c = st.config;
+  let c = st.config;
   const audit = o.audit ?? fileAudit(st.paths.audit, o.log);
   const db = openDatabase(o.stateDir);
   const listen = o.listen?.length ? o.listen.map(parseListen) : [{ host: "::", port: c.port }];
   const override = o.advertise?.map((u) => parseBaseUrl(u, "--advertise"));
-  const baseUrls = override?.length ? [...new Set(override)] : advertisedUrls(c);
-  const handler = createApi({
-    db, imagesDir: st.paths.images, serverId: c.serverId, audit, log: o.log,
-    enroll: {
-      nodeCa: st.nodeCa, nodeCertDays: c.nodeCertDays,
-      trust: { linkLocal: c.trustLinkLocal, attached: c.trustAttached, subnets: c.trustedSubnets },
-    },
-    self: {
-      sshCa: st.sshCa, sshCaPub: st.sshCaPub, imagePublicKey: st.imagePublicKey, rootAuthorizedKeys: c.rootAuthorizedKeys,
-      domain: c.domain, sshCertDays: c.sshCertDays,
-      imageBaseUrls: () => [...new Set([...baseUrls, ...c.mirrors, ...c.peers])],
-      apiBaseUrls: () => siteApiUrls(baseUrls, c.peers),
-    },
+  const advertised = (cfg: ServerConfig) => (override?.length ? [...new Set(override)] : advertisedUrls(cfg));
+  let baseUrls = advertised(c);
+
+  // The parts of the API that follow config.json; createApi reads these objects at every request.
+  const enroll = (cfg: ServerConfig): ApiDeps["enroll"] => ({
+    nodeCa: st.nodeCa, nodeCertDays: cfg.nodeCertDays,
+    trust: { linkLocal: cfg.trustLinkLocal, attached: cfg.trustAttached, subnets: cfg.trustedSubnets },
   });
+  const self = (cfg: ServerConfig): ApiDeps["self"] => ({
+    sshCa: st.sshCa, sshCaPub: st.sshCaPub, imagePublicKey: st.imagePublicKey, rootAuthorizedKeys: cfg.rootAuthorizedKeys,
+    domain: cfg.domain, sshCertDays: cfg.sshCertDays,
+    imageBaseUrls: () => [...new Set([...baseUrls, ...c.mirrors, ...c.peers])],
+    apiBaseUrls: () => siteApiUrls(baseUrls, c.peers),
+  });
+  const deps: ApiDeps = { db, imagesDir: st.paths.images, serverId: c.serverId, audit, log: o.log, enroll: enroll(c), self: self(c) };
+  const handler = createApi(deps);
+
   const start = (l: typeof listen) => startHttps({ listen: l, cert: st.serverCertPem, key: st.serverKeyPem, clientCa: st.nodeCaPem, handler, log: o.log });
   let https;
   try { https = await start(listen); } catch (e) {
@@ -76,12 +92,52 @@ export async function serve(o: ServeOptions): Promise<RunningServer> {
       o.log?.warn(`${(e as Error).message}; serving without discovery`);
     }
   }
-  for (const w of advertiseWarnings(baseUrls)) o.log?.warn(w);
-  for (const n of advertiseNotes(baseUrls)) o.log?.info(n);
+  const checkUrls = () => {
+    for (const w of advertiseWarnings(baseUrls)) o.log?.warn(w);
+    for (const n of advertiseNotes(baseUrls)) o.log?.info(n);
+    const missing = hostsNotInServerCert(o.stateDir, baseUrls.map(urlHostname));
+    if (missing.length) o.log?.warn(certCoverageWarning(o.stateDir, missing));
+  };
+  checkUrls();
   const localUrls = listenerUrls(https.addresses);
   o.log?.info(`serving state=${o.stateDir}; nodes are told ${baseUrls.join(" ") || "(no URL)"}; listening on ${localUrls.join(" ")}`);
+
+  // ---- live configuration ----
+  const fileStamp = () => { try { const s = statSync(st.paths.config); return `${s.ino}:${s.size}:${s.mtimeMs}`; } catch { return "missing"; } };
+  let stamp = fileStamp();
+  const reloadConfig = (): string[] => {
+    stamp = fileStamp();
+    const next = readConfig(o.stateDir); // throws on an invalid file: the old config stays
+    const changed = [...new Set([...Object.keys(c), ...Object.keys(next)])]
+      .filter((k) => JSON.stringify(next[k as keyof ServerConfig]) !== JSON.stringify(c[k as keyof ServerConfig]));
+    const later = changed.filter((k) => (RESTART_ONLY as readonly string[]).includes(k));
+    const now = changed.filter((k) => !later.includes(k));
+    for (const k of later) o.log?.warn(`config: ${keyOfField(k)} changed in config.json; takes effect when airroot serve restarts`);
+    const kept = Object.fromEntries(RESTART_ONLY.map((k) => [k, c[k]]));
+    c = { ...next, ...kept } as ServerConfig;
+    deps.enroll = enroll(c);
+    deps.self = self(c);
+    const before = baseUrls.join(" ");
+    baseUrls = advertised(c);
+    if (now.length) o.log?.info(`config reloaded: ${now.map(keyOfField).join(", ")} changed`);
+    if (baseUrls.join(" ") !== before) {
+      o.log?.info(`nodes are now told ${baseUrls.join(" ") || "(no URL)"}`);
+      checkUrls();
+    }
+    return now.map(keyOfField);
+  };
+  const poll = () => {
+    if (fileStamp() === stamp) return;
+    try { reloadConfig(); } catch (e) { o.log?.error(`config not reloaded, keeping the previous one: ${(e as Error).message}`); }
+  };
+  const every = o.configCheckMs ?? CONFIG_CHECK_MS;
+  const timer = every > 0 ? setInterval(poll, every) : undefined;
+  timer?.unref();
+
   return {
-    baseUrls, localUrls, listening: https.addresses,
-    async close() { await responder?.close(); await https.close(); db.close(); },
+    get baseUrls() { return baseUrls; },
+    get config() { return c; },
+    localUrls, listening: https.addresses, reloadConfig,
+    async close() { if (timer) clearInterval(timer); await responder?.close(); await https.close(); db.close(); },
   };
 }

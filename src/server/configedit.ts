@@ -1,0 +1,267 @@
+// `airroot serve config show|set|add|remove`: the settable keys of config.json, each value validated before anything
+// is written, and the whole file written atomically (writeConfig renames a temporary file) or not at all.
+import { readFileSync, statSync } from "node:fs";
+import { homedir } from "node:os";
+import { resolve } from "node:path";
+import { parsePublicKey } from "../pki/sshkey.ts";
+import { SshFormatError, SshReader } from "../pki/sshwire.ts";
+import { parseCidr, parseIp } from "./netaddr.ts";
+import { SchemaError } from "./schema.ts";
+import { configSchema, readConfig, writeConfig, certCoverageWarning, hostsNotInServerCert, type ServerConfig } from "./state.ts";
+import { advertiseNotes, advertisedUrls, advertiseWarnings, canonicalAddress, parseBaseUrl, urlHostname } from "./urls.ts";
+
+/** How often a running airroot serve looks at config.json's mtime and size. */
+export const CONFIG_CHECK_MS = 2000;
+
+type Field = Exclude<keyof ServerConfig, "version" | "serverId">;
+type Kind = "list" | "int" | "bool" | "optional-string";
+
+interface KeyDef {
+  key: string;
+  field: Field;
+  kind: Kind;
+  /** false: a running airroot serve keeps the old value until it restarts. */
+  live: boolean;
+  what: string;
+  /** Validates and normalises one value (a list item or the scalar); list keys may expand one value into several. */
+  parse: (v: string, key: string) => string[] | number | boolean | string;
+  min?: number; max?: number;
+}
+
+const intRange = (min: number, max: number) => (v: string, key: string) => {
+  if (!/^\d{1,10}$/.test(v) || Number(v) < min || Number(v) > max) throw new Error(`${key}: "${v}" is not a whole number between ${min} and ${max}`);
+  return Number(v);
+};
+
+const boolean = (v: string, key: string) => {
+  const t = v.toLowerCase();
+  if (["true", "yes", "on", "1"].includes(t)) return true;
+  if (["false", "no", "off", "0"].includes(t)) return false;
+  throw new Error(`${key}: "${v}" is not true or false`);
+};
+
+const ipAddress = (v: string, key: string) => {
+  if (!parseIp(v)) throw new Error(`${key}: "${v}" is not an IP address`);
+  return [canonicalAddress(v)];
+};
+
+const baseUrl = (v: string, key: string) => [parseBaseUrl(v, `${key}:`)];
+
+const subnet = (v: string, key: string) => {
+  try { return [parseCidr(v).text]; } catch (e) { throw new Error(`${key}: ${(e as Error).message}`); }
+};
+
+const domain = (v: string, key: string) => {
+  const d = v.trim().toLowerCase().replace(/\.$/, "");
+  if (!/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/.test(d) || d.length > 200) throw new Error(`${key}: "${v}" is not a DNS domain`);
+  return d;
+};
+
+// ---- root's authorized keys ----
+
+const SK_ED25519 = "sk-ssh-ed25519@openssh.com", SK_ECDSA = "sk-ecdsa-sha2-nistp256@openssh.com";
+
+/** Security-key (FIDO) public keys, which admins use and the host-key parser does not take. */
+function checkSkBlob(type: string, b64: string): void {
+  const blob = new Uint8Array(Buffer.from(b64, "base64"));
+  const r = new SshReader(blob, "public key");
+  if (r.text(64) !== type) throw new SshFormatError(`public key line says ${type} but the key is not`);
+  if (type === SK_ED25519) {
+    if (r.bytes().length !== 32) throw new SshFormatError("sk-ssh-ed25519 public key must be 32 bytes");
+  } else {
+    if (r.text(32) !== "nistp256") throw new SshFormatError("sk-ecdsa key: curve must be nistp256");
+    const q = r.bytes();
+    if (q.length !== 65 || q[0] !== 4) throw new SshFormatError("sk-ecdsa key: point is not an uncompressed P-256 point");
+  }
+  r.text(256); // application, e.g. "ssh:"
+  r.end();
+}
+
+export interface RootKey { line: string; id: string; comment: string }
+
+/** Parses one authorized_keys line (no options: the node keeps plain key lines only); throws naming what is wrong. */
+export function parseRootKey(text: string): RootKey {
+  const t = text.trim();
+  if (/^-----BEGIN/.test(t)) throw new Error("this is a PEM block (a private key?), not an OpenSSH public key line: give the .pub file");
+  const [type = "", b64 = "", ...rest] = t.split(/\s+/);
+  const comment = rest.join(" ");
+  if (!/^(ssh-|ecdsa-|sk-)/.test(type)) {
+    throw new Error(/=/.test(type) || /^(no-|restrict|cert-authority)/.test(type)
+      ? "authorized_keys options (from=, command=, restrict, ...) are not supported: give plain \"TYPE BASE64 [COMMENT]\" lines"
+      : "not an OpenSSH public key line: expected \"TYPE BASE64 [COMMENT]\", e.g. the contents of ~/.ssh/id_ed25519.pub");
+  }
+  if (!/^[A-Za-z0-9+/]+={0,2}$/.test(b64)) throw new Error(`${type} key: the second field is not base64`);
+  try {
+    if (type === SK_ED25519 || type === SK_ECDSA) checkSkBlob(type, b64);
+    else parsePublicKey(`${type} ${b64}${comment ? ` ${comment}` : ""}`);
+  } catch (e) {
+    if (e instanceof SshFormatError) throw new Error(`not a valid ${type} key (${e.message})`);
+    throw e;
+  }
+  return { line: `${type} ${b64}${comment ? ` ${comment}` : ""}`, id: `${type} ${b64}`, comment };
+}
+
+const expandHome = (p: string) => (p === "~" || p.startsWith("~/") ? homedir() + p.slice(1) : p);
+
+function readableFile(v: string): string | undefined {
+  if (/\s/.test(v)) return undefined;
+  const p = resolve(expandHome(v));
+  try { return statSync(p).isFile() ? p : undefined; } catch { return undefined; }
+}
+
+/** A VALUE for root-keys: a key line, several lines, or a readable file of them (blank and # lines skipped). */
+function rootKeyValues(v: string, key: string): string[] {
+  const file = readableFile(v);
+  if (file) {
+    let text: string;
+    try { text = readFileSync(file, "utf8"); } catch (e) { throw new Error(`${key}: cannot read ${file}: ${(e as Error).message}`); }
+    const lines = text.split("\n").map((l, i) => [l.trim(), i + 1] as const).filter(([l]) => l && !l.startsWith("#"));
+    if (lines.length === 0) throw new Error(`${key}: ${file} holds no public key`);
+    return lines.map(([l, n]) => {
+      try { return parseRootKey(l).line; } catch (e) { throw new Error(`${key}: ${file}:${n}: ${(e as Error).message}`); }
+    });
+  }
+  if (!/\s/.test(v.trim())) {
+    throw new Error(`${key}: "${v.slice(0, 80)}" is neither an OpenSSH public key line ("TYPE BASE64 [COMMENT]", quoted) nor a readable file`);
+  }
+  const lines = v.split("\n").map((l) => l.trim()).filter((l) => l && !l.startsWith("#"));
+  return lines.map((l, i) => {
+    try { return parseRootKey(l).line; } catch (e) {
+      throw new Error(`${key}: ${lines.length > 1 ? `line ${i + 1} ` : ""}"${l.length > 60 ? l.slice(0, 57) + "..." : l}": ${(e as Error).message}`);
+    }
+  });
+}
+
+// ---- the keys ----
+
+export const CONFIG_KEYS: readonly KeyDef[] = [
+  { key: "advertise", field: "advertise", kind: "list", live: true, parse: baseUrl,
+    what: "https:// base URLs nodes are told for this server (empty: https://ADDRESS[:PORT] for each address)" },
+  { key: "addresses", field: "addresses", kind: "list", live: true, parse: ipAddress,
+    what: "IP addresses nodes reach this server at (URLs when advertise is empty; server certificate names)" },
+  { key: "mirrors", field: "mirrors", kind: "list", live: true, parse: baseUrl,
+    what: "image mirrors (nginx/Apache from `serve mirror-config`): base URLs whose /images/ holds the images" },
+  { key: "peers", field: "peers", kind: "list", live: true, parse: baseUrl, what: "other airroot servers of the site (base URLs)" },
+  { key: "root-keys", field: "rootAuthorizedKeys", kind: "list", live: true, parse: rootKeyValues,
+    what: "root's authorized SSH keys on every node: key lines or .pub files" },
+  { key: "trusted-subnets", field: "trustedSubnets", kind: "list", live: true, parse: subnet,
+    what: "extra subnets enrollment is accepted from, e.g. 10.1.0.0/16" },
+  { key: "domain", field: "domain", kind: "optional-string", live: true, parse: domain,
+    what: "DNS domain of the nodes (FQDN principal in SSH host certificates); `set domain` without a value clears it" },
+  { key: "port", field: "port", kind: "int", live: false, parse: intRange(1, 65535), what: "HTTPS port airroot serve listens on by default and nodes are told" },
+  { key: "discovery-port", field: "discoveryPort", kind: "int", live: false, parse: intRange(0, 65535), what: "UDP port for discovery (0: no discovery responder)" },
+  { key: "node-cert-days", field: "nodeCertDays", kind: "int", live: true, parse: intRange(1, 3650), what: "validity of node client certificates, days" },
+  { key: "ssh-cert-days", field: "sshCertDays", kind: "int", live: true, parse: intRange(1, 3650), what: "validity of SSH host certificates, days" },
+  { key: "trust-link-local", field: "trustLinkLocal", kind: "bool", live: true, parse: boolean, what: "accept enrollment from link-local sources" },
+  { key: "trust-attached", field: "trustAttached", kind: "bool", live: true, parse: boolean, what: "accept enrollment from this host's attached subnets" },
+];
+
+export const keyNames = () => CONFIG_KEYS.map((k) => k.key);
+
+/** The key for a name as typed: kebab-case, or the config.json field name. */
+export function configKey(name: string): KeyDef {
+  const k = CONFIG_KEYS.find((d) => d.key === name || d.field === name);
+  if (k) return k;
+  if (name === "version" || name === "serverId" || name === "server-id") throw new Error(`${name} is not settable`);
+  throw new Error(`unknown key "${name}"; valid keys: ${keyNames().join(", ")}`);
+}
+
+/** config.json field names to the keys, for "config reloaded: KEYS changed". */
+export function keyOfField(field: string): string {
+  return CONFIG_KEYS.find((d) => d.field === field)?.key ?? field;
+}
+
+export type Verb = "set" | "add" | "remove";
+
+export interface EditResult {
+  key: KeyDef;
+  config: ServerConfig;
+  changed: boolean;
+  notes: string[];     // e.g. "already present"
+}
+
+function listOf(c: ServerConfig, f: Field): string[] { return [...(c[f] as string[])]; }
+
+/** Applies one edit to a copy of the config and validates the result; throws before anything is written. */
+export function applyEdit(c0: ServerConfig, verb: Verb, name: string, values: string[]): EditResult {
+  const k = configKey(name);
+  const c = structuredClone(c0);
+  const notes: string[] = [];
+  if (k.kind === "list") {
+    const parseAll = () => values.flatMap((v) => k.parse(v, k.key) as string[]);
+    const cur = listOf(c, k.field);
+    if (verb === "set") {
+      (c as Record<string, unknown>)[k.field] = [...new Set(parseAll())];
+    } else if (verb === "add") {
+      if (values.length === 0) throw new Error(`config add ${k.key}: give at least one value`);
+      const idOf = k.key === "root-keys" ? (l: string) => parseRootKey(l).id : (l: string) => l;
+      const have = new Set(cur.map((l) => { try { return idOf(l); } catch { return l; } }));
+      for (const it of parseAll()) {
+        if (have.has(idOf(it))) { notes.push(`${it.length > 70 ? it.slice(0, 67) + "..." : it} is already in ${k.key}`); continue; }
+        cur.push(it);
+        have.add(idOf(it));
+      }
+      (c as Record<string, unknown>)[k.field] = cur;
+    } else {
+      if (values.length === 0) throw new Error(`config remove ${k.key}: give at least one value`);
+      let next = cur;
+      if (k.key === "root-keys") {
+        // A key line or file matches by key (any comment); a single word matches keys with that comment.
+        for (const v of values) {
+          const word = !/\s/.test(v.trim()) && !readableFile(v);
+          const ids = word ? [] : rootKeyValues(v, k.key).map((l) => parseRootKey(l).id);
+          const hit = (l: string) => { try { const p = parseRootKey(l); return word ? p.comment === v.trim() : ids.includes(p.id); } catch { return l === v; } };
+          if (!next.some(hit)) notes.push(`no key in root-keys matches ${v.length > 70 ? v.slice(0, 67) + "..." : v}`);
+          next = next.filter((l) => !hit(l));
+        }
+      } else {
+        for (const it of parseAll()) {
+          if (!next.includes(it)) notes.push(`${it} is not in ${k.key}`);
+          next = next.filter((x) => x !== it);
+        }
+      }
+      (c as Record<string, unknown>)[k.field] = next;
+    }
+  } else {
+    if (verb !== "set") throw new Error(`${k.key} is a single value: use \`airroot serve config set ${k.key} VALUE\``);
+    if (values.length === 0 && k.kind === "optional-string") delete (c as Record<string, unknown>)[k.field];
+    else if (values.length !== 1) throw new Error(`config set ${k.key}: give exactly one value`);
+    else (c as Record<string, unknown>)[k.field] = k.parse(values[0], k.key);
+  }
+  let checked: ServerConfig;
+  try {
+    checked = configSchema(c, "");
+    checked.trustedSubnets.forEach(parseCidr);
+  } catch (e) {
+    // Schema errors name the config.json field ("rootAuthorizedKeys[3]: ..."): say the key instead.
+    const m = (e as Error).message;
+    throw new Error(e instanceof SchemaError ? m.replace(/^[A-Za-z]+/, (f) => keyOfField(f)) : `${k.key}: ${m}`);
+  }
+  return { key: k, config: checked, changed: JSON.stringify(checked) !== JSON.stringify(configSchema(c0, "")), notes };
+}
+
+export interface EditReport extends EditResult { warnings: string[]; written: boolean }
+
+/** Reads config.json, applies the edit and writes it atomically if anything changed. */
+export function editConfig(stateDir: string, verb: Verb, name: string, values: string[]): EditReport {
+  const before = readConfig(stateDir);
+  const r = applyEdit(before, verb, name, values);
+  if (r.changed) writeConfig(stateDir, r.config);
+  const warnings: string[] = [];
+  if (["advertise", "addresses", "port"].includes(r.key.key)) {
+    const urls = advertisedUrls(r.config);
+    warnings.push(...advertiseWarnings(urls));
+    r.notes.push(...advertiseNotes(urls));
+    const hosts = [...r.config.addresses, ...r.config.advertise.map(urlHostname)];
+    const missing = hostsNotInServerCert(stateDir, hosts);
+    if (missing.length) warnings.push(certCoverageWarning(stateDir, missing));
+  }
+  return { ...r, warnings, written: r.changed };
+}
+
+/** A value for display: lists joined one per line by the caller; undefined as "". */
+export function valueOf(c: ServerConfig, k: KeyDef): string[] | string | number | boolean {
+  const v = (c as Record<string, unknown>)[k.field];
+  if (k.kind === "list") return v as string[];
+  return (v ?? "") as string | number | boolean;
+}
