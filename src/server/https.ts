@@ -5,6 +5,7 @@ import http from "node:http";
 import { createHash } from "node:crypto";
 import type { PeerInfo } from "./selfapi.ts";
 import type { Logger } from "../util/log.ts";
+import { ConnectionDeadlines, type DeadlineOptions } from "./deadlines.ts";
 
 export interface RequestContext { remoteAddress: string; peer: PeerInfo }
 export type Handler = (req: Request, ctx: RequestContext) => Promise<Response>;
@@ -17,11 +18,15 @@ export interface HttpsOptions {
   handler: Handler;
   maxBodyBytes?: number;     // default 64 KiB: the API has no large uploads
   idleTimeoutMs?: number;    // default 120 s without any traffic on a connection
+  /** Handshake, request-head, request and keep-alive deadlines (src/server/deadlines.ts); enforced by our timers. */
+  deadlines?: DeadlineOptions;
   log?: Logger;
 }
 
 export interface HttpsServer {
   addresses: { host: string; port: number }[];
+  /** Connections open now, and those cut for a passed deadline. */
+  connections(): { open: number; cut: Record<string, number> };
   close(): Promise<void>;
 }
 
@@ -82,9 +87,13 @@ const plain = (res: http.ServerResponse, status: number, code: string, message: 
 /** Starts one TLS listener per address; each connection is handed to a shared node:http server. */
 export async function startHttps(o: HttpsOptions): Promise<HttpsServer> {
   const max = o.maxBodyBytes ?? 64 * 1024;
+  const deadlines = new ConnectionDeadlines(o.deadlines, (phase, sock) =>
+    o.log?.debug(`https: connection from ${sock.remoteAddress ?? "?"} cut: ${phase} deadline passed`));
   const httpServer = http.createServer(async (req, res) => {
     const sock = req.socket as tls.TLSSocket;
     const remoteAddress = (sock.remoteAddress ?? "").replace(/^::ffff:/, "");
+    deadlines.requestStarted(sock);
+    res.once("finish", () => deadlines.responseDone(sock));
     try {
       const url = req.url ?? "/";
       if (!url.startsWith("/") || url.length > MAX_URL) return plain(res, 400, "bad-request", "request target must be a path shorter than 4 KiB");
@@ -109,25 +118,21 @@ export async function startHttps(o: HttpsOptions): Promise<HttpsServer> {
       else res.destroy();
     }
   });
-  httpServer.headersTimeout = 15_000;
-  httpServer.requestTimeout = 30_000;
-  httpServer.keepAliveTimeout = 30_000;
   const servers: tls.Server[] = [];
-  const sockets = new Set<tls.TLSSocket>();
   const addresses: { host: string; port: number }[] = [];
   try {
     for (const l of o.listen) {
       const s = tls.createServer({
         cert: o.cert, key: o.key, ca: o.clientCa,
         requestCert: true, rejectUnauthorized: false, // the handshake succeeds without a client cert: /images and /enroll need none
-        minVersion: "TLSv1.2", handshakeTimeout: 10_000,
+        minVersion: "TLSv1.2",
       }, (sock) => {
-        sockets.add(sock);
-        sock.once("close", () => sockets.delete(sock));
-        // A connection with no traffic either way for this long is dropped (idle keep-alive, stalled readers).
+        deadlines.secured(sock);
+        // A connection with no traffic either way for this long is dropped (a stalled reader of a long reply).
         sock.setTimeout(o.idleTimeoutMs ?? 120_000, () => sock.destroy());
         httpServer.emit("connection", sock);
       });
+      s.on("connection", (sock: tls.TLSSocket) => deadlines.connected(sock));
       s.on("tlsClientError", () => { /* failed handshakes are the client's problem; nothing to log per attempt */ });
       await new Promise<void>((ok, fail) => { s.once("error", fail); s.listen(l.port, l.host, () => { s.off("error", fail); ok(); }); });
       servers.push(s);
@@ -140,10 +145,12 @@ export async function startHttps(o: HttpsOptions): Promise<HttpsServer> {
   }
   return {
     addresses,
+    connections: () => ({ open: deadlines.size, cut: { ...deadlines.cut } }),
     async close() {
       const closed = Promise.all(servers.map((s) => new Promise<void>((ok) => s.close(() => ok()))));
-      for (const s of sockets) s.destroy(); // idle keep-alive connections would otherwise hold close() open
-      await closed;
+      // Every connection, whatever its phase (mid-handshake included), or close() would wait on the clients.
+      deadlines.destroyAll();
+      await Promise.race([closed, Bun.sleep(2000)]);
       httpServer.close();
     },
   };
