@@ -6,7 +6,7 @@ import { openDatabase } from "../server/store/db";
 import { listImages, listProfiles } from "../server/store/images";
 import { packImage, DEFAULT_CHUNK_SIZE } from "../image/pack";
 import { gcImages, DEFAULT_GC_GRACE_MS } from "../image/gc";
-import { mirrorConfig, DEFAULT_MIRROR_CERT, DEFAULT_MIRROR_KEY, type MirrorServer } from "../server/mirror";
+import { checkImagesDir, mirrorConfig, DEFAULT_MIRROR_CERT, DEFAULT_MIRROR_KEY, NGINX_CONF_PATH, APACHE_CONF_PATH, type MirrorServer } from "../server/mirror";
 import { parseDuration, formatDuration } from "../util/duration";
 import { checkStoredImages } from "../image/check";
 import { assignProfile } from "../image/assign";
@@ -159,29 +159,41 @@ export const imageCommand = defineCommand({
   subCommands: { pack: packCommand, list: listCommand, assign: assignCommand, verify: verifyCommand, gc: gcCommand },
 });
 
-/** `airroot serve mirror-config nginx|apache`: part B wires this under `serve`. */
+/** `airroot serve mirror-config nginx|apache`: the config on stdout, notes and warnings on stderr. */
 export const mirrorConfigCommand = defineCommand({
   meta: {
     name: "mirror-config",
-    description: "Print a config for stock nginx or Apache httpd that serves STATE/images (or an rsync'd copy) as an image mirror: same URLs, byte ranges, immutable caching. Nodes verify every chunk against the signed manifest.",
+    description: `Print a config for stock nginx (save as ${NGINX_CONF_PATH}) or Apache httpd (${APACHE_CONF_PATH}) that serves an rsync'd copy of STATE/images (or STATE/images itself) as an image mirror: same URLs, byte ranges, immutable caching. Nodes verify every chunk against the signed manifest.`,
   },
   args: {
     server: { type: "positional", description: "nginx | apache", required: true },
-    state: { type: "string", description: "server state directory: serve STATE/images (on the server itself)" },
-    images: { type: "string", description: "or: the directory holding the images on this mirror (an rsync'd copy of STATE/images)" },
+    images: { type: "string", description: "the directory holding the images on this mirror (a copy: rsync -a STATE/images/ DIR/); must exist" },
+    state: { type: "string", description: "or: server state directory, to serve STATE/images on the server itself" },
     root: { type: "string", description: "URL path the images appear under (default /images/, like airroot serve); the server lists mirrors as base URLs + /images/, so keep it ending in images/" },
     listen: { type: "string", description: "PORT, IPV4:PORT or [IPV6]:PORT; repeatable or comma-separated (default 443, all addresses)" },
-    cert: { type: "string", description: `TLS certificate of this mirror, issued by the site CA (default ${DEFAULT_MIRROR_CERT})` },
-    key: { type: "string", description: `its private key (default ${DEFAULT_MIRROR_KEY})` },
+    cert: { type: "string", description: `TLS certificate of this mirror from \`airroot serve mirror-cert\` (PREFIX.crt; default ${DEFAULT_MIRROR_CERT})` },
+    key: { type: "string", description: `its private key (PREFIX.key; default ${DEFAULT_MIRROR_KEY})` },
     "server-name": { type: "string", description: "server name (default: any)" },
   },
   run({ args, rawArgs }) {
     const server = args.server as MirrorServer;
     if (server !== "nginx" && server !== "apache") throw new Error(`mirror-config: unknown server "${args.server}": use nginx or apache`);
-    process.stdout.write(mirrorConfig(server, {
+    if (args.images !== undefined && args.state !== undefined) throw new Error("mirror-config: give --images DIR (a mirror's copy) or --state DIR (serve STATE/images), not both");
+    if (args.images === undefined && args.state === undefined) throw new Error("mirror-config: pass --images DIR (the mirror's copy of STATE/images) or --state DIR (serves DIR/images)");
+    const dir = args.images !== undefined ? resolve(args.images) : imagesDir(resolve(args.state!));
+    const warnings = checkImagesDir(dir);
+    const text = mirrorConfig(server, {
       stateDir: args.state === undefined ? undefined : resolve(args.state),
       imagesDir: args.images === undefined ? undefined : resolve(args.images), urlPath: args.root, listen: repeated(rawArgs, "listen"),
       cert: args.cert, key: args.key, serverName: args["server-name"],
-    }));
+    });
+    for (const w of warnings) console.error(`warning: ${w}`);
+    if (args.cert === undefined || args.key === undefined) {
+      const cert = args.cert ?? DEFAULT_MIRROR_CERT, key = args.key ?? DEFAULT_MIRROR_KEY;
+      console.error(`note: the config reads the certificate from ${cert} and the key from ${key}` +
+        `${args.cert === undefined && args.key === undefined ? " (the defaults; --cert/--key to change)" : " (--cert/--key to change)"}; ` +
+        `make them with \`airroot serve mirror-cert --state STATE --address ADDR --out ${cert.replace(/\.crt$/, "")}\` on the server`);
+    }
+    process.stdout.write(text);
   },
 });

@@ -112,29 +112,77 @@ describe("airroot image", () => {
 
 describe("serve mirror-config", () => {
   async function capture(rawArgs: string[]): Promise<string> {
-    const chunks: string[] = [];
-    const orig = process.stdout.write.bind(process.stdout);
+    return (await captureAll(rawArgs)).out;
+  }
+  async function captureAll(rawArgs: string[]): Promise<{ out: string; err: string }> {
+    const chunks: string[] = [], errs: string[] = [];
+    const orig = process.stdout.write.bind(process.stdout), origErr = console.error;
     (process.stdout as { write: unknown }).write = (c: string | Uint8Array) => { chunks.push(String(c)); return true; };
-    try { await runCommand(mirrorConfigCommand, { rawArgs }); } finally { (process.stdout as { write: unknown }).write = orig; }
-    return chunks.join("");
+    console.error = (...a: unknown[]) => { errs.push(a.join(" ")); };
+    try { await runCommand(mirrorConfigCommand, { rawArgs }); } finally { (process.stdout as { write: unknown }).write = orig; console.error = origErr; }
+    return { out: chunks.join(""), err: errs.join("\n") };
+  }
+  /** A state dir with an images/ holding one (fake) image, and a mirror directory with the same. */
+  function dirs() {
+    const base = scratchDir();
+    const state = join(base, "airroot"), mirror = join(base, "mirror-img");
+    for (const d of [join(state, "images"), mirror]) {
+      mkdirSync(d, { recursive: true });
+      writeFileSync(join(d, `${"c".repeat(64)}.sfs`), "x");
+    }
+    return { base, state, mirror };
   }
 
   test("prints nginx and Apache configs; --listen repeats; --root changes the URL path", async () => {
-    const n = await capture(["nginx", "--state", "/srv/airroot", "--listen", "127.0.0.9:8443", "--listen", "[::1]:8443,9443", "--root", "/site/images"]);
+    const { state, mirror } = dirs();
+    const n = await capture(["nginx", "--state", state, "--listen", "127.0.0.9:8443", "--listen", "[::1]:8443,9443", "--root", "/site/images"]);
     expect(n).toContain("listen 127.0.0.9:8443 ssl;");
     expect(n).toContain("listen [::1]:8443 ssl;");
     expect(n).toContain("listen 9443 ssl;");
     expect(n).toContain("listen [::]:9443 ssl;");
     expect(n).toContain('location ~ "^/site/images/(?<digest>[0-9a-f]{64})\\.sfs$"');
-    expect(n).toContain("alias /srv/airroot/images/$digest.sfs;");
-    const a = await capture(["apache", "--state", "/srv/airroot", "--cert", "/etc/x.crt", "--key", "/etc/x.key"]);
+    expect(n).toContain(`alias ${state}/images/$digest.sfs;`);
+    const a = await capture(["apache", "--state", state, "--cert", "/etc/x.crt", "--key", "/etc/x.key"]);
     expect(a).toContain("<VirtualHost *:443>");
     expect(a).not.toContain("Listen ");
     expect(a).toContain("SSLCertificateFile /etc/x.crt");
-    expect(a).toContain('AliasMatch "^/images/([0-9a-f]{64})\\.(sfs|manifest)$" "/srv/airroot/images/$1.$2"');
-    await expect(capture(["lighttpd", "--state", "/srv"])).rejects.toThrow(/use nginx or apache/);
-    expect(await capture(["nginx", "--images", "/srv/mirror/img"])).toContain("alias /srv/mirror/img/$digest.sfs;");
-    await expect(capture(["nginx"])).rejects.toThrow(/--state DIR .* or --images DIR/);
+    expect(a).toContain(`AliasMatch "^/images/([0-9a-f]{64})\\.(sfs|manifest)$" "${state}/images/$1.$2"`);
+    await expect(capture(["lighttpd", "--state", state])).rejects.toThrow(/use nginx or apache/);
+    expect(await capture(["nginx", "--images", mirror])).toContain(`alias ${mirror}/$digest.sfs;`);
+    await expect(capture(["nginx"])).rejects.toThrow(/--images DIR .* or --state DIR/);
+  });
+
+  test("--images must exist (warned when it holds no image); not both --images and --state", async () => {
+    const { base, state, mirror } = dirs();
+    await expect(capture(["nginx", "--images", join(base, "typo")])).rejects.toThrow(`images directory ${join(base, "typo")} does not exist; create it and copy the images first: rsync -a STATE/images/`);
+    await expect(capture(["nginx", "--state", join(base, "nostate")])).rejects.toThrow(`images directory ${join(base, "nostate", "images")} does not exist`);
+    writeFileSync(join(base, "file"), "");
+    await expect(capture(["apache", "--images", join(base, "file")])).rejects.toThrow("is not a directory");
+    await expect(capture(["nginx", "--images", mirror, "--state", state])).rejects.toThrow("not both");
+    mkdirSync(join(base, "empty"));
+    const empty = await captureAll(["nginx", "--images", join(base, "empty"), "--cert", "/etc/m.crt", "--key", "/etc/m.key"]);
+    expect(empty.out).toContain("server {");
+    expect(empty.err).toBe(`warning: ${join(base, "empty")} holds no <sha256>.sfs image yet; copy them with: rsync -a STATE/images/ ${join(base, "empty")}/`);
+  });
+
+  test("default certificate paths are named on stderr; the header says where the file goes, how to copy images, where the cert comes from", async () => {
+    const { mirror } = dirs();
+    const n = await captureAll(["nginx", "--images", mirror]);
+    expect(n.err).toContain("note: the config reads the certificate from /etc/airroot/mirror.crt and the key from /etc/airroot/mirror.key (the defaults; --cert/--key to change)");
+    expect(n.err).toContain("airroot serve mirror-cert --state STATE --address ADDR --out /etc/airroot/mirror");
+    expect(n.out).toContain("ssl_certificate /etc/airroot/mirror.crt;");
+    expect(n.out).toContain("# Install: save this as /etc/nginx/conf.d/airroot.conf");
+    expect(n.out).toContain(`rsync -a --delay-updates --delete-after --exclude='.*' SERVER:STATE/images/ ${mirror}/`);
+    expect(n.out).toContain("#   airroot serve mirror-cert --state STATE --address <this mirror's addresses> --out /etc/airroot/mirror");
+    expect(n.out).toContain("#   airroot serve config add mirrors https://<this mirror> --state STATE");
+    expect(n.out).not.toContain("sites-enabled");
+    const a = await captureAll(["apache", "--images", mirror, "--cert", "/etc/ssl/m.pem", "--key", "/etc/ssl/m.key", "--root", "/m/images/"]);
+    expect(a.err).toBe("");
+    expect(a.out).toContain("# Install (Debian): save this as /etc/apache2/sites-available/airroot.conf");
+    expect(a.out).toContain("a2ensite airroot");
+    expect(a.out).toContain("RHEL: save it as /etc/httpd/conf.d/airroot.conf");
+    expect(a.out).toContain("then copy /tmp/mirror.crt to /etc/ssl/m.pem and /tmp/mirror.key to /etc/ssl/m.key");
+    expect(a.out).toContain("#   airroot serve config add mirrors https://<this mirror>/m --state STATE");
   });
 
   test("refuses input that would break or inject into the config", () => {
