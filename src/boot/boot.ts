@@ -11,10 +11,13 @@ import { mountOverlayRoot, type RootfsResult } from "./rootfs";
 import { copyImage, mountImageOnDemand, ROOT_DAEMON_ARGV0 } from "./image";
 import { chooseRootSource, fetchVerifiedManifest, readSiteImageKey, verifyImageFile } from "./rootsource";
 import { installSshTrust, addKnownHostsCa, machineIdFor, writeHostCertificates } from "./sshtrust";
-import { configuredServers, lockBeforeRescue, reportStage, runTrust, type Trusted } from "./trust";
+import { configuredServers, lockBeforeRescue, reportFailure, reportStage, runTrust, type Trusted } from "./trust";
 import { applyConfigNetwork } from "./net";
-import { personalize } from "./personalize";
-import { FinalError, runSequence, StepConsole, stdoutConsole, uptimeClock, type SequenceOutcome, type Step } from "./sequence";
+import { AIRROOT_IN_NEW_ROOT, bindAirroot, personalize } from "./personalize";
+import { bootedUnit, DEFAULT_RUNNING_WAIT_SEC, startReporter } from "./reporter";
+import { isCompiledBinary } from "../util/self";
+import { bootZone, zoner } from "./linklocal";
+import { FinalError, WaitError, runSequence, StepConsole, stdoutConsole, uptimeClock, type SequenceOutcome, type Step } from "./sequence";
 import { DEFAULT_PATHS, generateHostKeys, sshdConfig, startSshdSupervisor, testSshdConfig, waitForListener, writeAuthorizedKeys } from "./sshd";
 import { switchRoot } from "./switchroot";
 import { powerOff } from "../sys/power";
@@ -36,6 +39,8 @@ export interface BootContext {
   /** Credential, node config and host certificates from the trust step. */
   trusted?: Trusted;
   trustLine?: string;
+  /** The boot interface's IPv6 zone (its index) for zone-less link-local server URLs; undefined without a network step. */
+  zone?: string;
 }
 
 /** Site configuration copied into the initramfs by initramfs/build.ts --site. */
@@ -109,6 +114,74 @@ function reloadSshd(pidFile: string): void {
   } catch {}
 }
 
+const secondsOrForever = (s: number | undefined) => (s === undefined ? undefined : s * 1000);
+
+/**
+ * The root image from the servers (config) or airroot.imageurl: the signed manifest checked, then the mount engine
+ * started on it (or the image copied into RAM). Servers that do not answer are a WaitError, so the root step waits for
+ * them; what the attempt printed is kept until it succeeds (one console line per state while waiting, not per try).
+ */
+async function obtainRootImage(ctx: BootContext): Promise<BootContext["image"]> {
+  const o = ctx.options;
+  let rs: ReturnType<typeof chooseRootSource>;
+  try {
+    rs = chooseRootSource({ options: o, config: ctx.trusted?.config, siteImageKeyPem: readSiteImageKey(`${SITE_DIR}/image-key.pem`) });
+  } catch (e) { throw new FinalError((e as Error).message); } // the config will not change while we wait
+  if (!rs) return undefined;
+  const caFile = `${SITE_DIR}/ca.pem`;
+  if (!existsSync(caFile)) throw new FinalError(`site CA ${caFile} is missing: build the initramfs with SITE=DIR from \`airroot serve site-config\``);
+  const lines: string[] = [];
+  const note = (l: string) => { if (o.debug) ctx.sc.log(l); else lines.push(l); };
+  const flush = () => { if (!o.debug) for (const l of lines.splice(0)) ctx.sc.log(l); };
+  // The manifest is checked here first (signature, and the digest the server told us to boot), so an old, validly
+  // signed image cannot be substituted; the mount engine then verifies every chunk against it.
+  let manifest: Awaited<ReturnType<typeof fetchVerifiedManifest>> | undefined;
+  if (rs.manifestUrls.length && rs.imageKeyPem) {
+    try {
+      manifest = await fetchVerifiedManifest(rs.manifestUrls, rs.imageKeyPem, readFileSync(caFile, "utf8"), rs.expectDigest, note);
+    } catch (e) { throw new WaitError("image server", (e as Error).message); }
+  } else note("warning: no signed manifest for the root image (airroot.imageurl without airroot.manifest): its bytes are not verified");
+  // The mount engine gets the manifest just verified as a file, not a URL to fetch again: a server that dies (or
+  // answers differently) in between can then neither stop the mount nor swap the image.
+  const keyFile = "/run/airroot/image-key.pem", manifestFile = "/run/airroot/root.manifest";
+  if (manifest) {
+    mkdirSync("/run/airroot", { recursive: true });
+    writeFileSync(keyFile, rs.imageKeyPem!, { mode: 0o644 });
+    writeFileSync(manifestFile, manifest.bytes, { mode: 0o644 });
+  }
+  const src = { urls: rs.urls, caFile, manifestUrl: manifest ? manifestFile : undefined, imageKeyFile: manifest ? keyFile : undefined,
+    expectDigest: manifest ? rs.expectDigest : undefined };
+  const n = rs.urls.length;
+  const digest = manifest?.manifest.digest;
+  if (o.imageMethod === "copy") {
+    const m = manifest?.manifest;
+    let c: Awaited<ReturnType<typeof copyImage>>;
+    try {
+      c = await copyImage(src, { progress: (l) => { flush(); ctx.sc.log(l); }, verify: m ? (p) => verifyImageFile(p, m) : undefined, maxBytes: m?.size });
+    } catch (e) {
+      if (/^could not download the image from any server/.test((e as Error).message)) throw new WaitError("image server", (e as Error).message);
+      throw e;
+    }
+    flush();
+    return { path: c.path, digest,
+      how: ` (copied ${(c.bytes / 1048576).toFixed(1)} MiB from ${c.url}${m ? ", verified against the signed manifest" : ""})` };
+  }
+  let m: Awaited<ReturnType<typeof mountImageOnDemand>>;
+  try {
+    m = await mountImageOnDemand(src, "/mnt/image", note);
+  } catch (e) {
+    // The engine's own last words say whether no server answered (wait) or something local failed (do not).
+    const away = lines.map((l) => /cannot reach any image server: (.*)$/.exec(l)?.[0]).filter(Boolean).pop();
+    if (away) throw new WaitError("image server", away);
+    flush();
+    throw e;
+  }
+  flush();
+  ctx.rootDaemonPid = m.pid;
+  return { path: m.path, digest,
+    how: ` (on demand from ${n} server${n === 1 ? "" : "s"}${manifest ? ", verified" : ""}, ${ROOT_DAEMON_ARGV0} pid ${m.pid})` };
+}
+
 export const STEPS: Step<BootContext>[] = [
   {
     name: "pseudofs", title: "Mounting /proc /sys /dev /run",
@@ -156,6 +229,12 @@ export const STEPS: Step<BootContext>[] = [
     run: async (ctx) => {
       ctx.net = await configureNetwork({ ip: ctx.options.ip, dhcpTimeoutSec: ctx.options.dhcpTimeoutSec,
         log: (l) => ctx.sc.log(l) });
+      // Zone-less link-local server URLs from the command line get the boot interface (the site list and the
+      // server's config get it in the trust step).
+      ctx.zone = bootZone(ctx.net);
+      const z = zoner(ctx.zone);
+      ctx.options = { ...ctx.options, servers: ctx.options.servers.map(z), imageUrls: ctx.options.imageUrls.map(z),
+        manifestUrls: ctx.options.manifestUrls.map(z) };
       return ctx.net.summary;
     },
   },
@@ -169,7 +248,9 @@ export const STEPS: Step<BootContext>[] = [
   },
   {
     name: "trust", title: "Contacting the deployment servers",
-    retries: 3, // servers rebooting, a switch port still coming up; a refusal (4xx) is not retried by the client
+    retries: 3, // a refusal (4xx: not armed yet, ...) and TPM hiccups: a few tries
+    // Servers that do not answer (restarting mid-boot, a switch port still coming up): wait for them like the root step.
+    wait: { timeoutMs: (ctx) => secondsOrForever(ctx.options.rootTimeoutSec), option: "airroot.roottimeout" },
     run: async (ctx) => {
       // A direct image (airroot.imageurl/rootimage) with no server configured anywhere is a boot without a deployment
       // server: nothing to enroll with; without either, discovery finds the servers.
@@ -180,7 +261,7 @@ export const STEPS: Step<BootContext>[] = [
       // A retry after the credential was locked must not ask the TPM again: only the local part is redone.
       if (!ctx.trusted) {
         const r = await runTrust({ siteDir: SITE_DIR, servers: ctx.options.servers, noTpm: ctx.options.noTpm,
-          macs: macsOf(ctx), hostKeys: ctx.hostKeys, log: (l) => ctx.sc.log(l) });
+          macs: macsOf(ctx), hostKeys: ctx.hostKeys, mapUrl: zoner(ctx.zone), log: (l) => ctx.sc.log(l) });
         ctx.trusted = r.trusted;
         ctx.trustLine = r.line;
       }
@@ -190,48 +271,18 @@ export const STEPS: Step<BootContext>[] = [
   },
   {
     name: "root", title: "Mounting the root filesystem",
-    retries: 2, // servers rebooting
+    retries: 2, // a loop or overlay mount that fails once
+    // A root filesystem waits for its servers (a server restart during a boot storm must not strand nodes).
+    wait: { timeoutMs: (ctx) => secondsOrForever(ctx.options.rootTimeoutSec), option: "airroot.roottimeout" },
     run: async (ctx) => {
       const o = ctx.options;
-      let image = o.rootImage ?? ctx.image?.path;
-      let how = ctx.image?.how ?? "";
-      let digest = ctx.image?.digest;
-      const rs = image ? undefined : chooseRootSource({ options: o, config: ctx.trusted?.config, siteImageKeyPem: readSiteImageKey(`${SITE_DIR}/image-key.pem`) });
-      if (!image && rs) {
-        const caFile = `${SITE_DIR}/ca.pem`;
-        if (!existsSync(caFile)) throw new FinalError(`site CA ${caFile} is missing: build the initramfs with SITE=DIR from \`airroot serve site-config\``);
-        // The manifest is checked here first (signature, and the digest the server told us to boot), so an old,
-        // validly signed image cannot be substituted; the mount engine then verifies every chunk against it.
-        let manifest: Awaited<ReturnType<typeof fetchVerifiedManifest>> | undefined;
-        if (rs.manifestUrls.length && rs.imageKeyPem) {
-          manifest = await fetchVerifiedManifest(rs.manifestUrls, rs.imageKeyPem, readFileSync(caFile, "utf8"), rs.expectDigest, (l) => ctx.sc.log(l));
-        } else ctx.sc.log("warning: no signed manifest for the root image (airroot.imageurl without airroot.manifest): its bytes are not verified");
-        // The mount engine gets the manifest just verified as a file, not a URL to fetch again: a server that dies
-        // (or answers differently) in between can then neither stop the mount nor swap the image.
-        const keyFile = "/run/airroot/image-key.pem", manifestFile = "/run/airroot/root.manifest";
-        if (manifest) {
-          mkdirSync("/run/airroot", { recursive: true });
-          writeFileSync(keyFile, rs.imageKeyPem!, { mode: 0o644 });
-          writeFileSync(manifestFile, manifest.bytes, { mode: 0o644 });
-        }
-        const src = { urls: rs.urls, caFile, manifestUrl: manifest ? manifestFile : undefined, imageKeyFile: manifest ? keyFile : undefined,
-          expectDigest: manifest ? rs.expectDigest : undefined };
-        const n = rs.urls.length;
-        if (o.imageMethod === "copy") {
-          const m = manifest?.manifest;
-          const c = await copyImage(src, { progress: (l) => ctx.sc.log(l), verify: m ? (p) => verifyImageFile(p, m) : undefined, maxBytes: m?.size });
-          image = c.path;
-          how = ` (copied ${(c.bytes / 1048576).toFixed(1)} MiB from ${c.url}${m ? ", verified against the signed manifest" : ""})`;
-        } else {
-          const m = await mountImageOnDemand(src, "/mnt/image", (l) => ctx.sc.log(l));
-          ctx.rootDaemonPid = m.pid;
-          image = m.path;
-          how = ` (on demand from ${n} server${n === 1 ? "" : "s"}${manifest ? ", verified" : ""}, ${ROOT_DAEMON_ARGV0} pid ${m.pid})`;
-        }
-        if (manifest) digest = manifest.manifest.digest;
-      }
       // Kept so a retry after a failed overlay mount does not start a second mount engine or download.
-      if (image && !o.rootImage) ctx.image = { path: image, how, digest };
+      if (!ctx.image && !o.rootImage) {
+        const got = await obtainRootImage(ctx);
+        if (got) ctx.image = got;
+      }
+      const image = o.rootImage ?? ctx.image?.path;
+      const how = ctx.image?.how ?? "";
       if (!image) {
         throw new FinalError(ctx.trusted
           ? `the server has no image for node ${ctx.trusted.config.name} (profile ${ctx.trusted.config.profile}): pack one with \`airroot image pack\``
@@ -239,7 +290,7 @@ export const STEPS: Step<BootContext>[] = [
       }
       ctx.rootfs = mountOverlayRoot({ image, overlaySize: o.overlaySize });
       const summary = `overlay on ${ctx.rootfs.sysroot}: ${image} via ${ctx.rootfs.loopDevice}, tmpfs ${o.overlaySize}${how}`;
-      if (ctx.trusted) await reportStage(ctx.trusted, siteCa(), "root-mounted", summary, (l) => ctx.sc.log(l), digest);
+      if (ctx.trusted) await reportStage(ctx.trusted, siteCa(), "root-mounted", summary, (l) => ctx.sc.log(l), ctx.image?.digest);
       return summary;
     },
   },
@@ -253,10 +304,18 @@ export const STEPS: Step<BootContext>[] = [
       const cfg = ctx.trusted?.config;
       const r = personalize({ root: ctx.rootfs.sysroot, interfaces: ctx.net?.configured ?? [], console: ctx.console,
         hostname: cfg?.name ?? lease?.lease?.hostname, authorizedKeys,
-        machineId: machineIdFor(ctx.trusted?.uuid ?? smbiosUuid()) });
+        machineId: machineIdFor(ctx.trusted?.uuid ?? smbiosUuid()),
+        // The boot reporter runs only for a trusted node (it reports with the node's credential).
+        unit: ctx.trusted ? ["airroot-booted.service", bootedUnit(AIRROOT_IN_NEW_ROOT)] : undefined });
       if (ctx.hostKeys) r.written.push(...installSshTrust({ root: ctx.rootfs.sysroot, hostKeys: ctx.hostKeys, sshCaPublicKey: cfg?.sshCaPublicKey }));
       if (ctx.options.debug) for (const w of r.written) ctx.sc.log(`wrote /${w}`);
-      return `done (${r.written.length} file${r.written.length === 1 ? "" : "s"})`;
+      // `airroot status` in the booted system: the running binary, bind-mounted (not copied into the RAM overlay).
+      let bound = "";
+      if (isCompiledBinary()) {
+        try { bound = `, airroot at ${bindAirroot(ctx.rootfs.sysroot, process.execPath)}`; }
+        catch (e) { ctx.sc.log(`warning: airroot not made available in the booted system: ${(e as Error).message}`); }
+      }
+      return `done (${r.written.length} file${r.written.length === 1 ? "" : "s"}${bound})`;
     },
   },
 ];
@@ -314,6 +373,8 @@ export async function runInit(o: InitOptions = {}): Promise<void> {
     if (l) sc.log(l);
   };
   if (!outcome.ok) {
+    // `node list` must tell a failed boot from a stuck one: say so while the credential is still at hand.
+    if (ctx.trusted) await reportFailure(ctx.trusted, siteCa(), outcome.step, outcome.error, (l) => sc.log(l), ctx.image?.digest);
     if (options.rescue === "shell") await lockForShell();
     // The issue promises the 2222 sshd in rescue too: start it if the boot failed before the ssh step.
     if (options.rescue === "shell" && options.debugSshd && ctx.sshdPid === undefined && outcome.step !== "sshd") {
@@ -331,8 +392,17 @@ export async function runInit(o: InitOptions = {}): Promise<void> {
     sc.log(`airroot.poweroff: boot steps done in ${(outcome.elapsedMs / 1000).toFixed(1)} s, powering off`);
     powerOff();
   }
+  let reporterPid: number | undefined;
   try {
-    if (ctx.trusted) await reportStage(ctx.trusted, siteCa(), "switching-root", `starting ${options.init}`, (l) => sc.log(l), ctx.image?.digest);
+    if (ctx.trusted) {
+      await reportStage(ctx.trusted, siteCa(), "switching-root", `starting ${options.init}`, (l) => sc.log(l), ctx.image?.digest);
+      // PID 1 is about to become the new init: the reporter says "switched-root", then "running" once systemd is up.
+      try {
+        reporterPid = await startReporter({ servers: ctx.trusted.servers, siteCa: siteCa(), digest: ctx.image?.digest,
+          credential: { certPem: ctx.trusted.credential.certPem, keyPem: ctx.trusted.credential.keyPem, node: ctx.trusted.credential.node },
+          waitSec: DEFAULT_RUNNING_WAIT_SEC });
+      } catch (e) { sc.log(`warning: no boot reporter, the stage stays "switching-root": ${(e as Error).message}`); }
+    }
     sc.log(`Switching root to /sysroot and starting ${options.init}`);
     switchRoot({ newRoot: ctx.rootfs?.sysroot ?? "/sysroot", init: options.init, args: cmdline.initArgs,
       // The debug sshd checks its privilege separation directory on every connection.
@@ -341,6 +411,8 @@ export async function runInit(o: InitOptions = {}): Promise<void> {
         keepStatusSockets("/sysroot/run/airroot/mounts", "/run/airroot/mounts");
       } });
   } catch (e) {
+    if (reporterPid !== undefined) try { process.kill(reporterPid, "SIGKILL"); } catch {}
+    if (ctx.trusted) await reportFailure(ctx.trusted, siteCa(), "switchroot", e as Error, (l) => sc.log(l), ctx.image?.digest);
     await rescue({ failure: { step: "switchroot", title: "Switching to the new root", error: e as Error }, tty: ttyOf(),
       sshd: ctx.sshdPid !== undefined, then: options.rescue, ownChildren: own() });
   }

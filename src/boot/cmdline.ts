@@ -1,4 +1,5 @@
 // Kernel command line parsing (/proc/cmdline) and the typed `airroot.*` boot options, with their documentation.
+import { parseHttpsUrl } from "../client/zone";
 
 /** One `name[=value]` parameter as the kernel splits it; value is undefined for a bare flag. */
 export interface Param {
@@ -99,6 +100,8 @@ export interface BootOptions {
   debug: boolean;
   /** What a failed boot ends in: a console shell (default) or power off (tests, unattended benchmarks). */
   rescue: "shell" | "poweroff";
+  /** How long the trust and root steps each wait for servers that are away; undefined = for ever. */
+  rootTimeoutSec: number | undefined;
 }
 
 /** One documented option: the README's option table is generated from this list. */
@@ -129,6 +132,8 @@ export const OPTION_DOCS: OptionDoc[] = [
     description: "Extra kernel modules to load after coldplug (with their dependencies)." },
   { name: "airroot.blacklist", syntax: "MOD[,MOD...]", default: "(none)",
     description: "Kernel modules never to load during coldplug." },
+  { name: "airroot.roottimeout", syntax: "SECONDS", default: "(forever)",
+    description: "How long the boot waits for servers that do not answer (refused, unreachable, 5xx), in the trust step (deployment servers) and again in the root step (image servers), retrying with backoff from 1 s to every 30 s and printing one line per change; then the step fails into the rescue shell. Without it a root filesystem waits for its servers." },
   { name: "airroot.overlaysize", syntax: "SIZE", default: "50%",
     description: "Size of the tmpfs holding the writable overlay (tmpfs size= syntax: 50%, 4g, ...)." },
   { name: "airroot.imageurl", syntax: "URL[,URL...]", default: "(from the server)",
@@ -189,7 +194,7 @@ export function bootOptions(c: Cmdline): { options: BootOptions; unknown: string
     const list = parseList(get(name));
     for (const s of list) {
       let u: URL;
-      try { u = new URL(s); } catch { throw new CmdlineError(`${name}: "${s}" is not a URL`); }
+      try { u = parseHttpsUrl(s); } catch { throw new CmdlineError(`${name}: "${s}" is not a URL`); }
       if (u.protocol !== "https:") throw new CmdlineError(`${name}: "${s}" must be an https:// URL`);
     }
     return list;
@@ -197,7 +202,7 @@ export function bootOptions(c: Cmdline): { options: BootOptions; unknown: string
   const servers = httpsList("airroot.server");
   const imageUrls = httpsList("airroot.imageurl");
   for (const u of imageUrls)
-    if (new URL(u).pathname.endsWith("/")) throw new CmdlineError(`airroot.imageurl: "${u}" must name a file`);
+    if (parseHttpsUrl(u).pathname.endsWith("/")) throw new CmdlineError(`airroot.imageurl: "${u}" must name a file`);
   const manifests = httpsList("airroot.manifest");
   const methodP = get("airroot.imagemethod");
   const imageMethod = (methodP?.value ?? "ondemand") as ImageMethod;
@@ -207,6 +212,10 @@ export function bootOptions(c: Cmdline): { options: BootOptions; unknown: string
   const dhcpTimeoutSec = toP ? Number(toP.value) : 30;
   if (!Number.isInteger(dhcpTimeoutSec) || dhcpTimeoutSec < 1 || dhcpTimeoutSec > 3600)
     throw new CmdlineError(`airroot.dhcptimeout=${toP?.value}: expected whole seconds between 1 and 3600`);
+  const rtP = get("airroot.roottimeout");
+  const rootTimeoutSec = rtP ? Number(rtP.value) : undefined;
+  if (rtP && (rtP.value === undefined || rtP.value === "" || !Number.isInteger(rootTimeoutSec) || rootTimeoutSec! < 0 || rootTimeoutSec! > 31_536_000))
+    throw new CmdlineError(`airroot.roottimeout=${rtP.value ?? ""}: expected whole seconds (0 to 31536000); leave it out to wait for ever`);
   const modules = parseList(get("airroot.modules"));
   const blacklist = parseList(get("airroot.blacklist"));
   for (const m of [...modules, ...blacklist])
@@ -244,6 +253,7 @@ export function bootOptions(c: Cmdline): { options: BootOptions; unknown: string
     debugSshd: parseBool(get("airroot.debugsshd"), true),
     debug: parseBool(get("airroot.debug"), false),
     rescue: rescueMode(c),
+    rootTimeoutSec,
   };
   const unknown = [...new Set(c.params.map((p) => p.name).filter((n) => normName(n).startsWith("airroot.") && !KNOWN.has(normName(n))))];
   return { options, unknown };

@@ -1,7 +1,9 @@
 // Where the root image comes from: a local file, the on-demand HTTPS mount (`airroot mount` daemon), or a full copy in RAM.
 import { closeSync, existsSync, mkdirSync, openSync, writeFileSync, writeSync } from "node:fs";
-import { basename, join } from "node:path";
+import { join } from "node:path";
 import { startDetachedDaemon } from "../mount/background";
+import { parseImageUrl } from "../source/url";
+import { httpsGet } from "../client/http";
 
 export interface ImageSource {
   /** https URLs of the same image on several servers, in preference order. */
@@ -31,7 +33,8 @@ export async function mountImageOnDemand(src: ImageSource, mountpoint = "/mnt/im
   if (src.manifestUrl && src.expectDigest) args.push("--expect-digest", src.expectDigest);
   const pid = await withStderrLines(log, () => startDetachedDaemon([...args, ...src.urls, mountpoint], mountpoint, ROOT_DAEMON_ARGV0));
   try { writeFileSync(`/proc/${pid}/oom_score_adj`, "-1000"); } catch {}
-  const path = join(mountpoint, basename(new URL(src.urls[0]).pathname));
+  // The engine names the file after the first URL's (decoded) file name; the URL may carry an IPv6 zone.
+  const path = join(mountpoint, parseImageUrl(src.urls[0]).name);
   if (!existsSync(path)) throw new Error(`the mount engine is ready but ${path} does not exist`);
   return { path, pid };
 }
@@ -59,7 +62,7 @@ async function withStderrLines<T>(log: ((line: string) => void) | undefined, fn:
 
 function checkSource(src: ImageSource): void {
   if (src.urls.length === 0) throw new Error("no image URL");
-  const names = new Set(src.urls.map((u) => basename(new URL(u).pathname)));
+  const names = new Set(src.urls.map((u) => parseImageUrl(u).name));
   if (names.size !== 1) throw new Error(`the image URLs name different files (${[...names].join(", ")}); they must be mirrors of one image`);
   if (!existsSync(src.caFile)) throw new Error(`site CA ${src.caFile} is missing: build the initramfs with --site from \`airroot serve\``);
 }
@@ -85,20 +88,20 @@ export async function copyImage(src: ImageSource, o: CopyOptions = {}): Promise<
   checkSource(src);
   const dir = o.dir ?? "/var/lib/airroot";
   mkdirSync(dir, { recursive: true });
-  const path = join(dir, basename(new URL(src.urls[0]).pathname));
+  const path = join(dir, parseImageUrl(src.urls[0]).name);
   const ca = await Bun.file(src.caFile).text();
   const errors: string[] = [];
   for (const url of src.urls) {
     const ac = new AbortController();
     const timer = setTimeout(() => ac.abort(), o.timeoutMs ?? 30 * 60_000);
     let fd = -1;
+    let res: Awaited<ReturnType<typeof httpsGet>> | undefined;
     try {
       // No redirects: the image comes only from the URLs the config names (never plain http, never another host).
-      const res = await fetch(url, { tls: { ca }, redirect: "manual", signal: ac.signal } as RequestInit);
-      if (res.status >= 300 && res.status < 400) throw new Error(`HTTP ${res.status} redirect to ${(res.headers.get("location") ?? "").slice(0, 200)} refused`);
+      res = await httpsGet(url, ca, ac.signal);
+      if (res.status >= 300 && res.status < 400) throw new Error(`HTTP ${res.status} redirect to ${(res.header("location") ?? "").slice(0, 200)} refused`);
       if (res.status !== 200) throw new Error(`HTTP ${res.status}`);
-      const total = Number(res.headers.get("content-length") ?? "0");
-      if (!res.body) throw new Error("empty reply");
+      const total = Number(res.header("content-length") ?? "0");
       fd = openSync(path, "w", 0o600);
       let got = 0, nextReport = 10;
       for await (const chunk of res.body) {
@@ -121,6 +124,7 @@ export async function copyImage(src: ImageSource, o: CopyOptions = {}): Promise<
     } finally {
       clearTimeout(timer);
       if (fd >= 0) closeSync(fd);
+      await res?.close();
     }
   }
   throw new Error(`could not download the image from any server: ${errors.join("; ")}`);

@@ -1,7 +1,8 @@
 // Writes into the new root what makes it look installed from disk: NetworkManager keyfiles, hostname, machine-id,
 // root's authorized keys, serial getty.
-import { chmodSync, lstatSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, closeSync, existsSync, lstatSync, mkdirSync, openSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { mount, MS_BIND, MS_RDONLY, MS_REMOUNT } from "../sys/libc";
 import type { ConsoleChoice } from "./console";
 import type { IfaceConfig } from "./net";
 
@@ -19,6 +20,8 @@ export interface PersonalizeOptions {
   machineId?: string;
   /** The /run that switch_root moves into the new root (default /run): NetworkManager's hand-over state goes there. */
   runDir?: string;
+  /** A systemd unit enabled for multi-user.target: [file name, text] (the boot reporter's airroot-booted.service). */
+  unit?: [string, string];
 }
 
 const HOSTNAME = /^[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*$/;
@@ -102,16 +105,45 @@ export function personalize(o: PersonalizeOptions): PersonalizeResult {
     if (!/^[0-9a-f]{32}$/.test(o.machineId)) throw new Error(`machine id "${o.machineId.slice(0, 40)}" is not 32 lowercase hex digits`);
     put("etc/machine-id", `${o.machineId}\n`, 0o444);
   }
+  if (o.unit) {
+    const [name, text] = o.unit;
+    put(`etc/systemd/system/${name}`, text);
+    enable(o.root, "multi-user.target.wants", name, `/etc/systemd/system/${name}`);
+    written.push(`etc/systemd/system/multi-user.target.wants/${name}`);
+  }
   // systemd starts a getty only on console= devices; an autodetected serial console needs one explicitly.
   if (o.console && o.console.source !== "cmdline") {
     const unit = `serial-getty@${o.console.tty}.service`;
-    const link = join(o.root, "etc/systemd/system/getty.target.wants", unit);
-    mkdirSync(join(link, ".."), { recursive: true });
-    // lstat, not exists: the link's target resolves only inside the new root.
-    let present = false;
-    try { lstatSync(link); present = true; } catch {}
-    if (!present) symlinkSync("/lib/systemd/system/serial-getty@.service", link);
+    enable(o.root, "getty.target.wants", unit, "/lib/systemd/system/serial-getty@.service");
     written.push(`etc/systemd/system/getty.target.wants/${unit}`);
   }
   return { written };
+}
+
+/** `systemctl enable` by hand: a wants/ symlink (kept if present; lstat, as its target resolves only in the new root). */
+function enable(root: string, wants: string, unit: string, target: string): void {
+  const link = join(root, "etc/systemd/system", wants, unit);
+  mkdirSync(join(link, ".."), { recursive: true });
+  let present = false;
+  try { lstatSync(link); present = true; } catch {}
+  if (!present) symlinkSync(target, link);
+}
+
+/** Where the booted system finds airroot (on root's PATH; systemd's default PATH has it too). */
+export const AIRROOT_IN_NEW_ROOT = "/usr/local/sbin/airroot";
+
+/**
+ * Makes the initramfs's airroot binary (the one the mount engine runs) the booted system's `airroot`, without copying
+ * it into the RAM overlay: an empty file in the overlay, the binary bind-mounted read-only onto it. The mount moves
+ * with the new root at switch_root. An image that ships its own file there gets it shadowed by the running version
+ * (the one whose status socket and messages match). Returns the path inside the new root.
+ */
+export function bindAirroot(root: string, binary: string, at = AIRROOT_IN_NEW_ROOT): string {
+  const target = join(root, at);
+  mkdirSync(join(target, ".."), { recursive: true, mode: 0o755 });
+  if (existsSync(target) && !lstatSync(target).isFile()) throw new Error(`${at} in the new root is not a regular file; not replacing it`);
+  if (!existsSync(target)) closeSync(openSync(target, "w", 0o755));
+  mount({ source: binary, target, fstype: null, flags: MS_BIND });
+  mount({ source: binary, target, fstype: null, flags: MS_BIND | MS_REMOUNT | MS_RDONLY });
+  return at;
 }

@@ -6,6 +6,8 @@ import { loadManifest, MAX_MANIFEST_BYTES, type Manifest } from "../image/manife
 import { fetchBounded } from "../util/boundedfetch";
 import type { NodeConfig } from "../server/selfapi";
 import type { BootOptions } from "./cmdline";
+import { httpsGet } from "../client/http";
+import { splitZone } from "../client/zone";
 
 export interface RootSource {
   /** https URLs of the same image on several servers, in preference order. */
@@ -58,7 +60,7 @@ export async function fetchVerifiedManifest(urls: string[], keyPem: string, ca: 
   const errors: string[] = [];
   for (const url of urls) {
     try {
-      const bytes = await fetchBounded(url, { ca, maxBytes: MAX_MANIFEST_BYTES, timeoutMs });
+      const bytes = splitZone(url).zone ? await fetchZonedBounded(url, ca, timeoutMs) : await fetchBounded(url, { ca, maxBytes: MAX_MANIFEST_BYTES, timeoutMs });
       return { url, manifest: loadManifest(bytes, keyPem, { expectDigest }), bytes };
     } catch (e) {
       errors.push(`${url}: ${(e as Error).message}`);
@@ -66,6 +68,27 @@ export async function fetchVerifiedManifest(urls: string[], keyPem: string, ca: 
     }
   }
   throw new Error(`no server gave a valid signed manifest${expectDigest ? ` for image ${expectDigest}` : ""}: ${errors.join("; ")}`);
+}
+
+/** fetchBounded's rules (no redirects, the cap as bytes arrive, one deadline) for a URL with an IPv6 zone. */
+async function fetchZonedBounded(url: string, ca: string, timeoutMs: number): Promise<Uint8Array> {
+  const signal = AbortSignal.timeout(timeoutMs);
+  const res = await httpsGet(url, ca, signal);
+  try {
+    if (res.status >= 300 && res.status < 400) throw new Error(`HTTP ${res.status} redirect refused: fetch only from the configured URLs`);
+    if (res.status !== 200) throw new Error(`HTTP ${res.status}`);
+    if (Number(res.header("content-length") ?? "0") > MAX_MANIFEST_BYTES) throw new Error(`reply exceeds the ${MAX_MANIFEST_BYTES}-byte limit`);
+    const chunks: Uint8Array[] = [];
+    let size = 0;
+    for await (const c of res.body) {
+      size += c.length;
+      if (size > MAX_MANIFEST_BYTES) throw new Error(`reply exceeds the ${MAX_MANIFEST_BYTES}-byte limit (cut after ${size} bytes)`);
+      chunks.push(c);
+    }
+    return new Uint8Array(Buffer.concat(chunks));
+  } finally {
+    await res.close();
+  }
 }
 
 /** Checks a downloaded image file against its signed manifest (size and SHA-256 of the whole file). */

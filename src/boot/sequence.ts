@@ -18,12 +18,38 @@ export interface Step<C> {
   retries?: number;
   /** Delay before the first retry; doubles each time (default 2000 ms). */
   retryDelayMs?: number;
+  /** How a WaitError from this step is waited out (without it: like any other error, `retries` bound it). */
+  wait?: WaitPolicy<C>;
+}
+
+/** Waiting out servers that are away: backoff from firstDelayMs doubling to maxDelayMs, jittered, until timeoutMs. */
+export interface WaitPolicy<C> {
+  /** How long to keep waiting, from the step's first WaitError; undefined = for ever. */
+  timeoutMs?: (ctx: C) => number | undefined;
+  /** Named in the failure when the time is up, e.g. "airroot.roottimeout". */
+  option?: string;
+  firstDelayMs?: number; // default 1000
+  maxDelayMs?: number;   // default 30000
 }
 
 /** A step failure that waiting cannot fix (bad configuration, missing local file): no retries. */
 export class FinalError extends Error {
   override name = "FinalError";
 }
+
+/**
+ * A step failure that waiting fixes: the servers it needs are away (restarting, rebooting, a boot storm). A step with
+ * a wait policy retries it with backoff and prints one line per change of state, not one per attempt.
+ */
+export class WaitError extends Error {
+  override name = "WaitError";
+  /** `what`: the kind of server waited for, e.g. "image server"; `message`: why the last attempt failed. */
+  constructor(readonly what: string, message: string) { super(message); }
+}
+
+const article = (what: string) => (/^[aeiou]/i.test(what) ? `an ${what}` : `a ${what}`);
+/** A reason without its numbers (ports, times, counts), to tell a new state from the same one again. */
+const stateOf = (reason: string) => reason.replace(/\d+/g, "#");
 
 export interface Console {
   /** Writes text as-is (no newline added). */
@@ -114,18 +140,48 @@ export async function runSequence<C>(steps: Step<C>[], ctx: C, sc: StepConsole, 
     if (skip.has(step.name)) { sc.end("skipped"); continue; }
     const attempts = 1 + (step.retries ?? 0);
     let delay = step.retryDelayMs ?? 2000;
-    for (let attempt = 1; ; attempt++) {
+    // Waiting (WaitError with a wait policy): when it started, the last state shown, the next backoff delay.
+    let waitingSince: number | undefined, waitState = "", waitWhat = "", waitDelay = step.wait?.firstDelayMs ?? 1000;
+    for (let attempt = 1; ;) {
       try {
         const r = await step.run(ctx);
         const res: StepResult = typeof r === "string" ? { summary: r } : (r ?? {});
+        if (waitingSince !== undefined) sc.log(`${waitWhat} reachable again after ${Math.round((performance.now() - waitingSince) / 1000)} s`);
         sc.end(res.summary ?? "done", res.line);
         break;
       } catch (e) {
         const error = e instanceof Error ? e : new Error(String(e));
+        if (error instanceof WaitError && step.wait) {
+          const w = step.wait;
+          const now = performance.now();
+          const limit = w.timeoutMs?.(ctx);
+          if (waitingSince === undefined) {
+            waitingSince = now;
+            waitWhat = error.what;
+            const until = limit === undefined ? "" : `, for at most ${Math.round(limit / 1000)} s`;
+            sc.log(`waiting for ${article(error.what)}: ${error.message} (retrying every ${Math.round((w.maxDelayMs ?? 30_000) / 1000)} s at most${until})`);
+            waitState = stateOf(error.message);
+          } else if (stateOf(error.message) !== waitState) {
+            sc.log(`still waiting for ${article(error.what)}: ${error.message}`);
+            waitState = stateOf(error.message);
+          }
+          const left = limit === undefined ? Infinity : waitingSince + limit - now;
+          if (left > 0) {
+            // Jitter (50-100% of the delay) spreads a boot storm's retries once the server is back.
+            await Bun.sleep(Math.min(left, waitDelay * (0.5 + Math.random() / 2)));
+            waitDelay = Math.min(waitDelay * 2, w.maxDelayMs ?? 30_000);
+            continue;
+          }
+          const gaveUp = new Error(`gave up waiting for ${article(error.what)} after ${Math.round((now - waitingSince) / 1000)} s` +
+            `${w.option ? ` (${w.option})` : ""}: ${error.message}`);
+          sc.end(`FAILED: ${gaveUp.message}`);
+          return { ok: false, step: step.name, title: step.title, error: gaveUp, elapsedMs: performance.now() - t0 };
+        }
         if (attempt < attempts && !(error instanceof FinalError)) {
           sc.log(`${step.title} failed (attempt ${attempt} of ${attempts}): ${error.message}; retrying in ${delay / 1000} s`);
           await Bun.sleep(delay);
           delay *= 2;
+          attempt++;
           continue;
         }
         sc.end(`FAILED: ${error.message}`);

@@ -5,7 +5,9 @@ import { join } from "node:path";
 import { establishTrust, type TrustResult } from "../client/trust";
 import { NodeApi } from "../client/api";
 import { localMacs, smbiosUuid } from "../client/identity";
-import { FinalError } from "./sequence";
+import { ApiCallError } from "../client/http";
+import { parseHttpsUrl } from "../client/zone";
+import { FinalError, WaitError } from "./sequence";
 import { openTpm } from "../tpm/tpm";
 import { lockCredential } from "../tpm/credential";
 
@@ -35,7 +37,7 @@ export function configuredServers(cmdline: string[], siteServersFile: string): s
     const l = raw.replace(/#.*/, "").trim();
     if (!l) continue;
     let u: URL;
-    try { u = new URL(l); } catch { throw new FinalError(`${siteServersFile}: "${l.slice(0, 80)}" is not a URL`); }
+    try { u = parseHttpsUrl(l); } catch { throw new FinalError(`${siteServersFile}: "${l.slice(0, 80)}" is not a URL`); }
     if (u.protocol !== "https:") throw new FinalError(`${siteServersFile}: "${l.slice(0, 80)}" must be an https:// URL`);
     out.push(l.replace(/\/+$/, ""));
   }
@@ -55,7 +57,15 @@ export interface TrustStepOptions {
   macs?: string[];
   hostKeys: string[];            // private key paths from the ssh step
   tpmDevices?: string[];
+  /** Applied to every server, image and manifest URL (the boot interface's zone for zone-less link-local hosts). */
+  mapUrl?: (url: string) => string;
   log: (line: string) => void;
+}
+
+/** Failures that waiting fixes: no server answers (unreachable, 5xx, nothing found by discovery). */
+export function serversAway(e: unknown): boolean {
+  if (e instanceof ApiCallError) return e.status === 0 || e.status >= 500;
+  return e instanceof Error && /^no server answered discovery/.test(e.message);
 }
 
 /** Runs the trust step; the returned console line says how the node got its credential. */
@@ -72,11 +82,19 @@ export async function runTrust(o: TrustStepOptions): Promise<{ trusted: Trusted;
       throw new FinalError(`no TPM (${(o.tpmDevices ?? TPM_DEVICES).join(", ")}): the node credential cannot be kept across boots; enable the TPM in the firmware, or boot with airroot.notpm=warn (the node then enrolls every boot and must be armed each time)`);
     o.log("warning: no TPM: enrolling without one (airroot.notpm=warn); the node must be armed for every boot");
   }
-  const servers = configuredServers(o.servers, join(o.siteDir, "servers"));
-  const r = await establishTrust({
-    siteCa, servers, macs, uuid, hostKeys: publicHostKeys(o.hostKeys), stage: "trusted", tpm, noTpm: o.noTpm,
-    lock: true, log: o.log,
-  });
+  const map = o.mapUrl ?? ((u: string) => u);
+  const servers = configuredServers(o.servers, join(o.siteDir, "servers")).map(map);
+  let r: TrustResult;
+  try {
+    r = await establishTrust({
+      siteCa, servers, macs, uuid, hostKeys: publicHostKeys(o.hostKeys), stage: "trusted", tpm, noTpm: o.noTpm,
+      lock: true, mapUrl: o.mapUrl, log: o.log,
+    });
+  } catch (e) {
+    // A deployment server restarting mid-boot: the step waits for it (airroot.roottimeout bounds that).
+    if (serversAway(e)) throw new WaitError("deployment server", (e as Error).message);
+    throw e;
+  }
   const all = [r.server, ...new Set([...servers, ...r.config.servers].filter((s) => s !== r.server))];
   const line = r.origin === "enrolled"
     ? `Enrolled as ${r.credential.node} via ${r.server}${r.sealedInTpm ? " (credential sealed in the TPM)" : ""}`
@@ -88,7 +106,7 @@ export async function runTrust(o: TrustStepOptions): Promise<{ trusted: Trusted;
  * Reports a boot stage to the servers (first that answers), within `budgetMs` in all. Never fails the boot: the node
  * boots even while every server is away (or black-holed), it just shows an older stage in `airroot node list`.
  */
-export async function reportStage(t: Trusted, siteCa: string, stage: string, detail: string, log: (l: string) => void,
+export async function reportStage(t: Pick<Trusted, "servers" | "credential">, siteCa: string, stage: string, detail: string, log: (l: string) => void,
   digest?: string, budgetMs = 5000): Promise<void> {
   const errors: string[] = [];
   const attempt = async (): Promise<boolean> => {
@@ -104,6 +122,16 @@ export async function reportStage(t: Trusted, siteCa: string, stage: string, det
   clearTimeout(timer);
   if (r === true) return;
   log(`warning: could not report stage ${stage}${r === "timeout" ? ` within ${budgetMs / 1000} s` : ""}: ${errors.join("; ") || "no answer"}`);
+}
+
+/**
+ * A failed boot, reported before the rescue shell so `airroot node list` shows "failed: STEP" instead of the last good
+ * stage: stage "failed", detail "STEP: reason". Like every report it never fails the boot; a report that cannot be
+ * made is printed on the console (`log`).
+ */
+export async function reportFailure(t: Pick<Trusted, "servers" | "credential">, siteCa: string, step: string, error: Error,
+  log: (l: string) => void, digest?: string, budgetMs = 5000): Promise<void> {
+  await reportStage(t, siteCa, "failed", `${step}: ${error.message}`, log, digest, budgetMs);
 }
 
 /**

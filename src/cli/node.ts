@@ -32,7 +32,10 @@ function armState(n: NodeRecord, now = Date.now()): string {
 }
 
 function stageOf(n: NodeRecord, now = Date.now()): string {
-  return n.stage ? `${n.stage} (${formatDuration(now - (n.stageAt ?? now))} ago)` : "-";
+  if (!n.stage) return "-";
+  // A failed boot names its step ("failed: root"); the reason is in `node show`.
+  const step = n.stage === "failed" ? /^([a-z0-9_-]{1,32}):/.exec(n.stageDetail ?? "")?.[1] : undefined;
+  return `${n.stage}${step ? `: ${step}` : ""} (${formatDuration(now - (n.stageAt ?? now))} ago)`;
 }
 
 const add = defineCommand({

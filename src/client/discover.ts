@@ -3,6 +3,7 @@
 import dgram from "node:dgram";
 import { randomBytes } from "node:crypto";
 import { networkInterfaces } from "node:os";
+import { zoneLinkLocalUrl } from "./zone.ts";
 import { DISCOVERY_GROUP_V4, DISCOVERY_GROUP_V6, DISCOVERY_PORT, decodeDatagram, encodeDatagram, replySchema, type DiscoveryReply } from "../server/discoverwire.ts";
 
 export interface DiscoverOptions {
@@ -29,21 +30,24 @@ export async function discover(o: DiscoverOptions): Promise<FoundServer[]> {
   const socks: dgram.Socket[] = [];
   let finish: () => void = () => {};
   const done = new Promise<void>((ok) => { finish = ok; });
-  const onMessage = (msg: Buffer, rinfo: dgram.RemoteInfo) => {
+  // A server's link-local API URLs (https://[fe80::1]:443) are reachable through the interface its reply came in on.
+  const onMessage = (zone: string) => (msg: Buffer, rinfo: dgram.RemoteInfo) => {
     let r: DiscoveryReply;
     try { r = decodeDatagram(msg, replySchema); } catch { return; }
     if (r.nonce !== nonce || found.has(r.serverId)) return;
-    found.set(r.serverId, { serverId: r.serverId, api: r.api, time: r.time, from: rinfo.address });
+    found.set(r.serverId, { serverId: r.serverId, api: r.api.map((u) => zoneLinkLocalUrl(u, zone)), time: r.time, from: rinfo.address });
     if (o.enough && found.size >= o.enough) finish();
   };
   // One socket per interface and family, so each query leaves through that interface.
   for (const [name, list] of ifs) {
+    // The interface index (an IPv6 address's scope id) survives a rename by udev; the name is the fallback.
+    const zone = String(list?.find((a) => a.family === "IPv6" && a.scopeid)?.scopeid ?? name);
     for (const a of list ?? []) {
       const v6 = a.family === "IPv6";
       if (o.families && !o.families.includes(a.family)) continue;
       if (v6 && !a.address.startsWith("fe80")) continue; // the link-local address is the source for ff02::
       const s = dgram.createSocket({ type: v6 ? "udp6" : "udp4", reuseAddr: true });
-      s.on("message", onMessage);
+      s.on("message", onMessage(zone));
       s.on("error", () => {});
       try {
         await new Promise<void>((ok, fail) => { s.once("error", fail); s.bind(0, v6 ? `${a.address}%${name}` : a.address, () => { s.off("error", fail); ok(); }); });

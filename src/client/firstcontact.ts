@@ -5,6 +5,7 @@ import { discover } from "./discover.ts";
 import { enrollNode, NodeApi, type NodeCredential, type SshCertReply, type TpmProver } from "./api.ts";
 import { ApiCallError } from "./http.ts";
 import type { NodeConfig } from "../server/selfapi.ts";
+import { mapConfigUrls } from "./zone.ts";
 
 export interface FirstContactOptions {
   siteCa: string;                 // PEM of the site CA (from the initramfs)
@@ -16,6 +17,8 @@ export interface FirstContactOptions {
   hostKeys?: string[];            // OpenSSH public key lines to certify
   stage?: string;                 // stage reported at the end, default "enrolled"
   discoveryTimeoutMs?: number;    // default 3000
+  /** Applied to every URL in the server's config (the node gives zone-less link-local hosts its boot interface). */
+  mapUrl?: (url: string) => string;
   log?: (line: string) => void;
 }
 
@@ -64,7 +67,7 @@ export async function useCredential(o: FirstContactOptions, servers: string[], s
     try { return await fn(api); } finally { await api.close(); }
   }, o.log);
   const got = await call((api) => api.config());
-  const config = got.value;
+  const config = o.mapUrl ? mapConfigUrls(got.value, o.mapUrl) : got.value;
   const all = [...new Set([...servers, ...config.servers])];
   const hostCertificates = o.hostKeys?.length ? (await call((api) => api.sshCertificates(o.hostKeys!), all)).value : null;
   await call((api) => api.status(o.stage ?? "enrolled", detail), all);

@@ -1,8 +1,25 @@
 // HTTPS JSON calls from a node to an airroot server: the site CA pins the server, an optional client certificate
 // authenticates the node; replies are size-capped and every failure names the call and what to do.
-import { Agent, request } from "undici/index.js"; // the real package: Bun's built-in "undici" stub ignores `ca`
+import { Agent, buildConnector, request } from "undici/index.js"; // the real package: Bun's built-in "undici" stub ignores `ca`
+import { checkServerIdentity, type PeerCertificate } from "node:tls";
+import { splitZone } from "./zone.ts";
 
 export interface TlsIdentity { ca: string; cert?: string; key?: string }
+
+/**
+ * An undici Agent for one https server, pinned to `tlsId.ca`. For a zoned URL the connection goes to address%zone
+ * (getaddrinfo takes the scope) and the certificate must name the address without the zone. Returns the URL to
+ * request (without the zone).
+ */
+export function httpsAgent(url: string, tlsId: TlsIdentity, connections = 4): { url: string; agent: Agent } {
+  const z = splitZone(url);
+  const tls = { ca: tlsId.ca, cert: tlsId.cert, key: tlsId.key, rejectUnauthorized: true };
+  if (!z.zone) return { url, agent: new Agent({ connect: tls, connections }) };
+  const scoped = `${z.address}%${z.zone}`;
+  const base = buildConnector({ ...tls, checkServerIdentity: (_host: string, cert: PeerCertificate) => checkServerIdentity(z.address!, cert) } as never);
+  const connect = ((opts: Record<string, unknown>, cb: never) => base({ ...opts, hostname: scoped } as never, cb)) as never;
+  return { url: z.url, agent: new Agent({ connect, connections }) };
+}
 
 export class ApiCallError extends Error {
   constructor(readonly call: string, readonly status: number, readonly code: string, message: string) {
@@ -17,16 +34,20 @@ export const MAX_REPLY = 1 << 20;
 
 export class ApiHttp {
   private agent: Agent;
+  /** baseUrl without an IPv6 zone (the agent connects through the zone). */
+  private target: string;
   constructor(readonly baseUrl: string, tlsId: TlsIdentity, private timeoutMs = 15_000) {
     if (!/^https:\/\//.test(baseUrl)) throw new Error(`server URL "${baseUrl}" must start with https://`);
-    this.agent = new Agent({ connect: { ca: tlsId.ca, cert: tlsId.cert, key: tlsId.key, rejectUnauthorized: true }, connections: 4 });
+    const a = httpsAgent(baseUrl, tlsId);
+    this.agent = a.agent;
+    this.target = a.url;
   }
 
   async call<T>(method: "GET" | "POST", path: string, body?: unknown): Promise<T> {
     const call = `${method} ${this.baseUrl}${path}`;
     let res;
     try {
-      res = await request(`${this.baseUrl.replace(/\/$/, "")}${path}`, {
+      res = await request(`${this.target.replace(/\/$/, "")}${path}`, {
         method, dispatcher: this.agent,
         headers: body === undefined ? {} : { "content-type": "application/json" },
         body: body === undefined ? undefined : JSON.stringify(body),
@@ -56,4 +77,39 @@ export class ApiHttp {
   }
 
   async close(): Promise<void> { await this.agent.close(); }
+}
+
+export interface HttpsGetReply {
+  status: number;
+  header(name: string): string | null;
+  body: AsyncIterable<Uint8Array>;
+  /** Releases the connection (after the body was read, or to abandon it). */
+  close(): Promise<void>;
+}
+
+/**
+ * A GET of an https URL pinned to `ca`, for downloads (a whole image). Redirects are not followed (a 3xx comes back as
+ * is). A URL with an IPv6 zone goes through undici with httpsAgent (fetch refuses zones); any other through fetch.
+ */
+export async function httpsGet(url: string, ca: string, signal?: AbortSignal): Promise<HttpsGetReply> {
+  const z = splitZone(url);
+  if (!z.zone) {
+    const res = await fetch(url, { tls: { ca }, redirect: "manual", signal } as RequestInit);
+    const body = res.body ?? (async function* () {})();
+    return { status: res.status, header: (n) => res.headers.get(n), body: body as AsyncIterable<Uint8Array>,
+      close: async () => { try { await res.body?.cancel(); } catch {} } };
+  }
+  const { url: target, agent } = httpsAgent(url, { ca }, 1);
+  try {
+    const res = await request(target, { method: "GET", dispatcher: agent, signal });
+    return {
+      status: res.statusCode,
+      header: (n) => { const v = res.headers[n.toLowerCase()]; return v === undefined ? null : Array.isArray(v) ? v.join(", ") : String(v); },
+      body: res.body as AsyncIterable<Uint8Array>,
+      close: async () => { try { res.body.destroy(); } catch {} await agent.close().catch(() => {}); },
+    };
+  } catch (e) {
+    await agent.close().catch(() => {});
+    throw e;
+  }
 }

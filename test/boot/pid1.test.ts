@@ -11,7 +11,7 @@ let dir = "";
 
 beforeAll(() => {
   dir = scratchDir("airroot-pid1-");
-  const img = makeTestRootImage(join(dir, "img"));
+  const img = makeTestRootImage(join(dir, "img"), { airrootLibs: true });
   const cpio = buildTestInitramfs(join(dir, "initramfs.cpio.zst"), [[img, "images/root.sfs"]]);
   root = join(dir, "root");
   mkdirSync(root);
@@ -45,7 +45,7 @@ test("PID 1: steps in order, overlay root from a squashfs, switch_root, new init
   expect(at(/Loading drivers\.\.\.skipped/)).toBeGreaterThan(at(/Mounting \/proc/));
   expect(at(/Initializing ssh\.\.\.ssh-keygen: generating new host keys: RSA ECDSA ED25519/)).toBeGreaterThan(at(/Loading drivers/));
   expect(at(/Mounting the root filesystem\.\.\.overlay on \/sysroot: \/images\/root.sfs via \/dev\/loop\d+/)).toBeGreaterThan(at(/Initializing ssh/));
-  expect(at(/Personalizing the new root\.\.\.done \(\d+ files?\)/)).toBeGreaterThan(at(/Mounting the root filesystem/));
+  expect(at(/Personalizing the new root\.\.\.done \(\d+ files?, airroot at \/usr\/local\/sbin\/airroot\)/)).toBeGreaterThan(at(/Mounting the root filesystem/));
   expect(at(/Switching root to \/sysroot/)).toBeGreaterThan(at(/Personalizing the new root/));
   // Every step line carries a timestamp.
   expect(lines.filter((l) => /\.\.\.(done|skipped)/.test(l)).every((l) => /^\[\s*\d+\.\d{3}\] /.test(l))).toBe(true);
@@ -54,6 +54,8 @@ test("PID 1: steps in order, overlay root from a squashfs, switch_root, new init
   expect(out).toContain("AIRROOT-TEST-WRITE: written");
   expect(out).toContain("AIRROOT-TEST-IMAGE: squashfs-test-root");
   expect(out).toMatch(/AIRROOT-TEST-SSHD: SSH-2\.0-OpenSSH/);
+  // airroot is on the booted system's PATH: the initramfs's binary, bind-mounted read-only (not copied).
+  expect(out).toMatch(/AIRROOT-TEST-BIN: \d+\.\d+\.\d+\S* ro\n/);
   expect(out).toContain("AIRROOT-TEST-DONE");
   expect(Date.now() - t0).toBeLessThan(60_000);
 }, 90_000);

@@ -1,6 +1,6 @@
 // The boot sequencer's console lines, failure stop and retries.
 import { expect, test } from "bun:test";
-import { runSequence, stamp, StepConsole, type Step } from "../../src/boot/sequence";
+import { FinalError, runSequence, stamp, StepConsole, WaitError, type Step } from "../../src/boot/sequence";
 
 function capture() {
   let text = "";
@@ -73,4 +73,67 @@ test("retries: a step that fails twice then succeeds; one that keeps failing sto
   expect(c.text).toContain("Net failed (attempt 1 of 3): no lease 1; retrying in 0.001 s");
   expect(c.text).toContain("Net...up");
   expect(c.text).toContain("Root...FAILED: servers down");
+});
+
+test("servers away: the step waits with backoff, one line per change of state (not per try), then reachable again", async () => {
+  const c = capture();
+  let n = 0;
+  const sleeps: number[] = [];
+  const t0 = performance.now();
+  const r = await runSequence([{
+    name: "root", title: "Mounting the root filesystem", retries: 0,
+    wait: { firstDelayMs: 5, maxDelayMs: 40, timeoutMs: () => undefined },
+    run: async () => {
+      sleeps.push(performance.now());
+      n++;
+      if (n <= 4) throw new WaitError("image server", `https://10.0.2.100:${8000 + n}/images/x.manifest: Connection refused`);
+      if (n <= 7) throw new WaitError("image server", "https://10.0.2.100/images/x.manifest: HTTP 503");
+      return "overlay on /sysroot";
+    },
+  }], {}, c.sc);
+  expect(r.ok).toBe(true);
+  expect(n).toBe(8);
+  const lines = c.text.trim().split("\n").map((l) => l.replace(/^\[\s*[\d.]+\]\s+/, ""));
+  expect(lines).toEqual([
+    "Mounting the root filesystem...",
+    "waiting for an image server: https://10.0.2.100:8001/images/x.manifest: Connection refused (retrying every 0 s at most)",
+    "still waiting for an image server: https://10.0.2.100/images/x.manifest: HTTP 503",
+    "image server reachable again after 0 s",
+    "Mounting the root filesystem...overlay on /sysroot",
+  ]);
+  // Backoff: the gaps grow (jittered 50-100%) up to the cap.
+  const gaps = sleeps.slice(1).map((t, i) => t - sleeps[i]);
+  expect(gaps[0]).toBeGreaterThanOrEqual(2);
+  expect(Math.max(...gaps)).toBeLessThan(40 + 30);
+  expect(gaps.slice(-3).every((g) => g >= 18)).toBe(true); // at the cap: 50% of 40 ms at least
+  expect(performance.now() - t0).toBeLessThan(2000);
+});
+
+test("waiting is bounded by the policy's timeout (airroot.roottimeout): then the step fails naming the option", async () => {
+  const c = capture();
+  let n = 0;
+  const t0 = performance.now();
+  const r = await runSequence([{
+    name: "root", title: "Mounting the root filesystem", retries: 5,
+    wait: { firstDelayMs: 10, maxDelayMs: 20, timeoutMs: () => 150, option: "airroot.roottimeout" },
+    run: async () => { n++; throw new WaitError("image server", "https://s/images/x.sfs: Connection refused"); },
+  }], {}, c.sc);
+  const took = performance.now() - t0;
+  expect(r.ok).toBe(false);
+  if (!r.ok) expect(r.error.message).toMatch(/^gave up waiting for an image server after 0 s \(airroot\.roottimeout\): https:\/\/s\/images\/x.sfs: Connection refused$/);
+  expect(took).toBeGreaterThanOrEqual(150);
+  expect(took).toBeLessThan(1000);
+  expect(n).toBeGreaterThan(3);
+  expect(c.text).toContain("(retrying every 0 s at most, for at most 0 s)");
+  expect(c.text.match(/\]   (still )?waiting for/g)!.length).toBe(1);
+  expect(c.text).not.toContain("attempt"); // waiting does not use up the step's retries
+  // A FinalError (or any other error) does not wait; a step without a policy treats WaitError like any error.
+  const d = capture();
+  const f = await runSequence([{ name: "x", title: "X", wait: {}, run: async () => { throw new FinalError("bad config"); } }], {}, d.sc);
+  expect(f.ok).toBe(false);
+  expect(d.text).not.toContain("waiting");
+  let m = 0;
+  const g = await runSequence([{ name: "y", title: "Y", retries: 1, retryDelayMs: 1, run: async () => { m++; throw new WaitError("image server", "down"); } }], {}, d.sc);
+  expect(g.ok).toBe(false);
+  expect(m).toBe(2);
 });

@@ -7,7 +7,11 @@ import { mkdirSync, readFileSync, writeFileSync, existsSync } from "node:fs";
 import type { Subprocess } from "bun";
 import { removeScratchDirs, scratchDir } from "../helpers/tmp";
 import { freePort, waitForPort } from "../helpers/ports";
-import { configuredServers, findTpm, reportStage, runTrust } from "../../src/boot/trust";
+import { configuredServers, findTpm, reportFailure, reportStage, runTrust, serversAway, type Trusted } from "../../src/boot/trust";
+import { runSequence, StepConsole, WaitError } from "../../src/boot/sequence";
+import { readReporterInput, runReporter, sendBooted, startReporter, bootedUnit } from "../../src/boot/reporter";
+import { ApiCallError } from "../../src/client/http";
+import { statSync } from "node:fs";
 import { chooseRootSource, fetchVerifiedManifest, verifyImageFile } from "../../src/boot/rootsource";
 import { applyConfigNetwork } from "../../src/boot/net";
 import { copyImage } from "../../src/boot/image";
@@ -21,6 +25,12 @@ const dir = scratchDir("airroot-boot-trust-");
 const state = join(dir, "state"), site = join(dir, "site");
 let srv: Subprocess | undefined;
 let base = "";
+let port = 0;
+let enrolled: Trusted | undefined;
+const startServer = async () => {
+  srv = Bun.spawn([BUN, MAIN, "serve", "--state", state, "--listen", `127.0.0.1:${port}`, "--no-discovery"], { stdout: "ignore", stderr: "ignore" });
+  await waitForPort("127.0.0.1", port, 20_000);
+};
 const digests: string[] = [];
 
 function airroot(args: string[]): string {
@@ -38,14 +48,13 @@ function pack(name: string): string {
 }
 
 beforeAll(async () => {
-  const port = await freePort("127.0.0.1");
+  port = await freePort("127.0.0.1");
   airroot(["serve", "init", "--state", state, "--address", "127.0.0.1", "--port", String(port)]);
   digests.push(pack("old"), pack("new")); // profile p now points at "new"
   airroot(["node", "add", "n1", "--state", state, "--mac", MAC, "--profile", "p", "--ip", "10.9.8.7/24", "--gateway", "10.9.8.1"]);
   expect(airroot(["serve", "site-config", "--state", state, "--out", site])).toContain(`make initramfs SITE=${site}`);
   base = `https://127.0.0.1:${port}`;
-  srv = Bun.spawn([BUN, MAIN, "serve", "--state", state, "--listen", `127.0.0.1:${port}`, "--no-discovery"], { stdout: "ignore", stderr: "ignore" });
-  await waitForPort("127.0.0.1", port, 20_000);
+  await startServer();
 }, 180_000);
 
 afterAll(async () => {
@@ -73,6 +82,7 @@ test("no TPM: refused by default with what to do; with notpm=warn the node enrol
   expect(await runTrust({ ...o, noTpm: "warn" }).catch((e) => e.message)).toMatch(/HTTP 4\d\d/);
   airroot(["node", "arm", "n1", "--state", state, "--once"]);
   const { trusted, line } = await runTrust({ ...o, noTpm: "warn" });
+  enrolled = trusted;
   expect(line).toBe(`Enrolled as n1 via ${base}`);
   expect(logs.join("\n")).toContain("no TPM");
   expect(trusted.config.name).toBe("n1");
@@ -168,3 +178,107 @@ test("stage reports are bounded: a silent server costs at most the budget and gi
   expect(logs[0]).toMatch(/could not report stage root-mounted within 0.8 s/);
   silent.close();
 });
+
+const nodeList = () => airroot(["node", "list", "--state", state]);
+const ca = () => readFileSync(join(site, "ca.pem"), "utf8");
+
+test("a deployment server restarting mid-boot: the trust step waits for it (one line), then goes on", async () => {
+  expect(serversAway(new ApiCallError("GET x", 0, "unreachable", "refused"))).toBe(true);
+  expect(serversAway(new ApiCallError("GET x", 503, "busy", "later"))).toBe(true);
+  expect(serversAway(new ApiCallError("POST x", 403, "not-armed", "arm it"))).toBe(false);
+  expect(serversAway(new Error("no server answered discovery (is this node added on a server, and is it on the same link?)"))).toBe(true);
+  airroot(["node", "arm", "n1", "--state", state, "--once"]);
+  srv!.kill("SIGTERM");
+  await srv!.exited;
+  const keys = await generateHostKeys(join(dir, "hostkeys-wait"));
+  let text = "";
+  const sc = new StepConsole({ write: (t) => { text += t; } }, () => performance.now(), 50);
+  const back = Bun.sleep(3500).then(startServer); // the server comes back while the node waits
+  const t0 = Date.now();
+  const r = await runSequence([{ name: "trust", title: "Contacting the deployment servers", retries: 0,
+    wait: { firstDelayMs: 500, maxDelayMs: 2000, option: "airroot.roottimeout" },
+    run: async () => (await runTrust({ siteDir: site, servers: [], macs: [MAC], hostKeys: keys, noTpm: "warn",
+      tpmDevices: [join(dir, "no-tpm")], log: (l) => sc.log(l) })).line }], {}, sc);
+  await back;
+  expect(r.ok).toBe(true);
+  expect(Date.now() - t0).toBeGreaterThan(3000);
+  expect(text.match(/waiting for a deployment server: POST https:\/\/127\.0\.0\.1:\d+\/api\/v1\/enroll: .*\(retrying every 2 s at most\)/g)?.length).toBe(1);
+  expect(text).toMatch(/deployment server reachable again after \d+ s/);
+  expect(text).toContain(`Enrolled as n1 via ${base}`);
+  // Bounded: with the server gone and a timeout, the step gives up and names the option.
+  srv!.kill("SIGTERM");
+  await srv!.exited;
+  const gone = await runSequence([{ name: "trust", title: "Contacting", wait: { firstDelayMs: 100, maxDelayMs: 200, timeoutMs: () => 800, option: "airroot.roottimeout" },
+    run: async () => (await runTrust({ siteDir: site, servers: [], macs: [MAC], hostKeys: keys, noTpm: "warn",
+      tpmDevices: [join(dir, "no-tpm")], log: () => {} })).line }], {}, new StepConsole({ write: () => {} }, () => 0, 50));
+  expect(gone.ok).toBe(false);
+  if (!gone.ok) expect(gone.error.message).toMatch(/^gave up waiting for a deployment server after \d+ s \(airroot\.roottimeout\): POST /);
+  await startServer();
+  // A refusal is not waited for: runTrust throws it as is (the step's few retries apply).
+  const refused = await runTrust({ siteDir: site, servers: [], macs: [MAC], hostKeys: keys, noTpm: "warn", tpmDevices: [join(dir, "no-tpm")], log: () => {} }).catch((e) => e);
+  expect(refused).not.toBeInstanceOf(WaitError);
+  expect(refused.message).toMatch(/HTTP 4\d\d/);
+}, 90_000);
+
+test("a failed boot is reported as failed: STEP with the reason; node list shows the step, node show the reason", async () => {
+  const logs: string[] = [];
+  await reportFailure(enrolled!, ca(), "root", new Error("gave up waiting for an image server after 120 s (airroot.roottimeout): refused"), (l) => logs.push(l));
+  expect(logs).toEqual([]);
+  expect(nodeList()).toMatch(/n1 .*failed: root \(.* ago\)/);
+  expect(airroot(["node", "show", "n1", "--state", state])).toMatch(/stage:\s+failed: root .*: root: gave up waiting for an image server after 120 s/);
+  // The report itself failing is said on the console, and does not take longer than its budget.
+  const t = { servers: ["https://127.0.0.1:1"], credential: enrolled!.credential };
+  await reportFailure(t, ca(), "root", new Error("x"), (l) => logs.push(l), undefined, 2000);
+  expect(logs[0]).toMatch(/^warning: could not report stage failed: /);
+});
+
+test("the boot reporter: switched-root when PID 1 changes, running when the booted system says so, boot-stalled otherwise", async () => {
+  const socket = join(dir, "report/booted.sock");
+  const input = { servers: enrolled!.servers, siteCa: ca(), credential: enrolled!.credential, waitSec: 20, switchWaitSec: 10, socket };
+  // A stand-in for PID 1: a shell that execs another program (the new init) after a moment.
+  const init = Bun.spawn(["sh", "-c", "sleep 1; exec sleep 60"]);
+  const warnings: string[] = [];
+  let ready = false;
+  const done = runReporter({ ...input, pid: init.pid }, (l) => { ready ||= l.includes("AIRROOT-REPORTER-READY"); }, (l) => warnings.push(l));
+  await Bun.sleep(200);
+  expect(ready).toBe(true);
+  expect(statSync(join(dir, "report")).mode & 0o777).toBe(0o700); // only root may say the system is up
+  for (let i = 0; i < 50 && !/switched-root/.test(nodeList()); i++) await Bun.sleep(200);
+  expect(airroot(["node", "show", "n1", "--state", state])).toMatch(/stage:\s+switched-root .*: PID 1 is \/.*sleep/);
+  expect(await sendBooted(socket)).toBe("reported");
+  expect(await done).toBe("running");
+  expect(nodeList()).toMatch(/n1 .*running \(/);
+  expect(airroot(["node", "show", "n1", "--state", state])).toMatch(/multi-user.target reached \d+ s after switch_root/);
+  expect(warnings).toEqual([]);
+  init.kill("SIGKILL");
+  // No word within the bounded wait: boot-stalled.
+  const init2 = Bun.spawn(["sh", "-c", "sleep 0.5; exec sleep 60"]);
+  expect(await runReporter({ ...input, waitSec: 1, pid: init2.pid }, () => {}, (l) => warnings.push(l))).toBe("boot-stalled");
+  expect(nodeList()).toMatch(/n1 .*boot-stalled/);
+  init2.kill("SIGKILL");
+  // The unit the booted system runs: after multi-user.target, failure ignored, never a wait on the boot itself.
+  const unit = bootedUnit("/usr/local/sbin/airroot");
+  expect(unit).toContain("After=multi-user.target");
+  expect(unit).toContain("WantedBy=multi-user.target");
+  expect(unit).toContain("ExecStart=-/usr/local/sbin/airroot init booted");
+  expect(unit).not.toContain("is-system-running");
+  expect(await sendBooted(socket, 2000).catch((e) => e.message)).toMatch(/not listening/);
+}, 60_000);
+
+test("the reporter as PID 1 starts it (airroot init report, named @airroot-report): the credential only on its stdin", async () => {
+  const socket = join(dir, "report2/booted.sock");
+  const init = Bun.spawn(["sh", "-c", "sleep 2; exec sleep 60"]);
+  const pid = await startReporter({ servers: enrolled!.servers, siteCa: ca(), credential: enrolled!.credential, waitSec: 20,
+    switchWaitSec: 10, socket, pid: init.pid }, 15_000, [BUN, MAIN]);
+  expect(readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0")[0]).toBe("@airroot-report");
+  expect(readFileSync(`/proc/${pid}/cmdline`, "utf8")).not.toContain("PRIVATE KEY");
+  expect(readFileSync(`/proc/${pid}/environ`, "utf8")).not.toContain("PRIVATE KEY");
+  for (let i = 0; i < 50 && !/switched-root/.test(nodeList()); i++) await Bun.sleep(200);
+  expect(await sendBooted(socket)).toBe("reported");
+  for (let i = 0; i < 50 && !/running/.test(nodeList()); i++) await Bun.sleep(200);
+  expect(nodeList()).toMatch(/n1 .*running/);
+  for (let i = 0; i < 50 && existsSync(`/proc/${pid}`) && !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, "utf8")); i++) await Bun.sleep(100);
+  expect(!existsSync(`/proc/${pid}`) || /^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, "utf8"))).toBe(true); // done: it exits
+  init.kill("SIGKILL");
+  expect(typeof readReporterInput).toBe("function");
+}, 60_000);

@@ -51,19 +51,37 @@ banner=$(echo | timeout 5 nc 127.0.0.1 2222 2>/dev/null | head -n1)
 echo "AIRROOT-TEST-SSHD: $banner"
 echo "AIRROOT-TEST-SSHD-LOG: $(cat /run/airroot/sshd.log 2>&1 | tr '\n' '|')"
 ps -o pid,ppid,args | sed "s/^/AIRROOT-TEST-PS: /"
+if [ -e /usr/local/sbin/airroot ]; then
+  echo "AIRROOT-TEST-BIN: $(/usr/local/sbin/airroot --version 2>&1 | head -n1) $(grep ' /usr/local/sbin/airroot ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1)"
+fi
 echo "AIRROOT-TEST-DONE"
 poweroff -f
 sleep 30
 `;
 
+export interface TestRootOptions {
+  /** /sbin/init's text; default TEST_INIT. */
+  init?: string;
+  /** Also the shared libraries the airroot binary needs (glibc), so the bind-mounted airroot runs in this root. */
+  airrootLibs?: boolean;
+}
+
 /** A squashfs root with busybox and TEST_INIT as /sbin/init. */
-export function makeTestRootImage(dir: string): string {
+export function makeTestRootImage(dir: string, o: TestRootOptions = {}): string {
   const tree = join(dir, "tree");
   for (const d of ["bin", "sbin", "etc", "proc", "sys", "dev", "run", "tmp", "mnt"]) mkdirSync(join(tree, d), { recursive: true });
   run(["cp", "/bin/busybox", join(tree, "bin/busybox")]);
-  for (const applet of ["sh", "grep", "sed", "cat", "echo", "poweroff", "nc", "head", "timeout", "sleep", "mount", "ls", "tr", "ps"])
+  for (const applet of ["sh", "grep", "sed", "cat", "echo", "poweroff", "nc", "head", "timeout", "sleep", "mount", "ls", "tr", "ps", "cut", "chroot", "pidof"])
     symlinkSync("busybox", join(tree, "bin", applet));
-  writeFileSync(join(tree, "sbin/init"), TEST_INIT);
+  if (o.airrootLibs) {
+    for (const line of run(["ldd", privateAirroot()]).split("\n")) {
+      const lib = /=>\s*(\/\S+)/.exec(line)?.[1] ?? /^\s*(\/\S+)\s+\(/.exec(line)?.[1];
+      if (!lib) continue;
+      mkdirSync(join(tree, lib, ".."), { recursive: true });
+      run(["cp", "-L", lib, join(tree, lib)]);
+    }
+  }
+  writeFileSync(join(tree, "sbin/init"), o.init ?? TEST_INIT);
   chmodSync(join(tree, "sbin/init"), 0o755);
   writeFileSync(join(tree, "etc/airroot-test-image"), "squashfs-test-root\n");
   const img = join(dir, "root.sfs");

@@ -1,0 +1,183 @@
+// The boot reporter: PID 1 execs the new root's init at switch_root, so a small child (`@airroot-report`, spared by
+// systemd like every '@' process) reports what happens after: stage "switched-root" once the new init is PID 1,
+// "running" once the booted system's airroot-booted.service (WantedBy=multi-user.target) tells it so through a unix
+// socket in /run/airroot/report (root only; /run moves into the new root, so the booted OS reaches it at the same
+// path), or "boot-stalled" when that word has not come within a bounded wait. It holds the node's client certificate
+// and key in memory only (handed over on a pipe): the booted OS never gets the node credential. Then it exits.
+import { chmodSync, mkdirSync, readlinkSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { selfCommand } from "../util/self";
+import type { NodeCredential } from "../client/api";
+import { reportStage } from "./trust";
+
+export const REPORTER_ARGV0 = "@airroot-report";
+/** The directory (0700, root) and socket the booted system's unit writes to. */
+export const REPORT_DIR = "/run/airroot/report";
+export const REPORT_SOCKET = `${REPORT_DIR}/booted.sock`;
+/** The one message the socket takes, and its answer. */
+export const BOOTED_MESSAGE = "multi-user.target reached\n";
+export const READY_LINE = "AIRROOT-REPORTER-READY";
+/** How long the reporter waits for the booted system by default. */
+export const DEFAULT_RUNNING_WAIT_SEC = 600;
+
+/** What PID 1 hands the reporter on its stdin (JSON, one object). */
+export interface ReporterInput {
+  servers: string[];
+  siteCa: string;
+  credential: Pick<NodeCredential, "certPem" | "keyPem" | "node">;
+  digest?: string;
+  /** How long to wait for the booted system's word after switch_root. */
+  waitSec: number;
+  /** How long to wait for the new init to become PID 1 (default 60). */
+  switchWaitSec?: number;
+  socket?: string;        // default REPORT_SOCKET
+  /** The executable PID 1 is before switch_root (default: this process's /proc/self/exe). */
+  initramfsInit?: string;
+  /** Pid whose exe change means "switched" (default 1; tests use their own). */
+  pid?: number;
+}
+
+/** The systemd unit personalize puts into the new root: ordered after multi-user.target, it only sends one message. */
+export function bootedUnit(airroot = "/usr/local/sbin/airroot"): string {
+  return [
+    "# Written by airroot init: tells the boot reporter (@airroot-report) that the system is up, so the deployment",
+    "# server shows this node as \"running\". Failures are ignored ('-'): the reporter then reports what it knows.",
+    "[Unit]",
+    "Description=Report the boot as finished to the airroot deployment server",
+    "After=multi-user.target",
+    "",
+    "[Service]",
+    "Type=oneshot",
+    `ExecStart=-${airroot} init booted`,
+    "TimeoutStartSec=30",
+    "",
+    "[Install]",
+    "WantedBy=multi-user.target",
+    "",
+  ].join("\n");
+}
+
+/** `airroot init booted` (run by the unit): tells the reporter; a reporter that is gone is not an error worth more. */
+export async function sendBooted(socket = REPORT_SOCKET, timeoutMs = 10_000): Promise<string> {
+  return await new Promise<string>((resolve, reject) => {
+    let reply = "";
+    const timer = setTimeout(() => reject(new Error(`no answer from the airroot boot reporter on ${socket} within ${timeoutMs / 1000} s`)), timeoutMs);
+    Bun.connect({
+      unix: socket,
+      socket: {
+        open(s) { s.write(BOOTED_MESSAGE); },
+        data(_s, d) { reply += Buffer.from(d).toString(); },
+        close() { clearTimeout(timer); resolve(reply.trim()); },
+        error(_s, e) { clearTimeout(timer); reject(e); },
+        connectError(_s, e) { clearTimeout(timer); reject(new Error(`the airroot boot reporter is not listening on ${socket} (${e.message})`)); },
+      },
+    }).catch((e) => { clearTimeout(timer); reject(e); });
+  });
+}
+
+/**
+ * Starts the reporter child with `input` on its stdin and waits (bounded) until it listens on its socket. Returns its
+ * pid; throws when it did not get ready (the caller goes on without it).
+ */
+export async function startReporter(input: ReporterInput, readyTimeoutMs = 15_000, self = selfCommand()): Promise<number> {
+  const p = Bun.spawn([...self, "init", "report"], {
+    argv0: REPORTER_ARGV0, stdin: "pipe", stdout: "pipe", stderr: "inherit",
+  });
+  p.stdin.write(JSON.stringify(input));
+  await p.stdin.end();
+  const reader = p.stdout.getReader();
+  let seen = "";
+  const ready = (async () => {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) return false;
+      seen += new TextDecoder().decode(value);
+      if (seen.includes(READY_LINE)) return true;
+    }
+  })();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const ok = await Promise.race([ready, new Promise<boolean>((r) => { timer = setTimeout(() => r(false), readyTimeoutMs); })]);
+  clearTimeout(timer);
+  reader.releaseLock();
+  if (!ok) {
+    p.kill("SIGKILL");
+    throw new Error(`the boot reporter did not get ready within ${readyTimeoutMs / 1000} s${seen ? `: ${seen.trim().slice(0, 200)}` : ""}`);
+  }
+  p.unref();
+  return p.pid;
+}
+
+function exeOf(pid: number): string | undefined {
+  try { return readlinkSync(`/proc/${pid}/exe`); } catch { return undefined; }
+}
+
+/** Listens for the booted system's message; `booted` resolves when it came. */
+function listenForBooted(socket: string): { booted: Promise<void>; close(): void } {
+  mkdirSync(join(socket, ".."), { recursive: true, mode: 0o700 });
+  chmodSync(join(socket, ".."), 0o700); // only root in the booted system may say it is up
+  rmSync(socket, { force: true });
+  let said: () => void = () => {};
+  const booted = new Promise<void>((r) => { said = r; });
+  const server = Bun.listen<{ buf: string }>({
+    unix: socket,
+    socket: {
+      open(s) { s.data = { buf: "" }; },
+      data(s, d) {
+        s.data.buf += Buffer.from(d).toString();
+        if (s.data.buf.length > 256) { s.end("too long\n"); return; }
+        if (!s.data.buf.endsWith("\n")) return;
+        if (s.data.buf !== BOOTED_MESSAGE) { s.end("unknown message\n"); return; }
+        s.end("reported\n");
+        said();
+      },
+    },
+  });
+  return { booted, close() { server.stop(true); rmSync(socket, { force: true }); } };
+}
+
+/**
+ * The reporter's body (`airroot init report`, stdin = ReporterInput): listen, say ready, wait for the switch and
+ * report "switched-root", wait (bounded) for the booted system and report "running" or "boot-stalled", return.
+ */
+export async function runReporter(input: ReporterInput, out: (l: string) => void = (l) => void process.stdout.write(l),
+  warn: (l: string) => void = (l) => void process.stderr.write(`airroot: ${l}\n`)): Promise<"running" | "boot-stalled" | "no-switch"> {
+  const socket = input.socket ?? REPORT_SOCKET;
+  const pid = input.pid ?? 1;
+  const switchWaitSec = input.switchWaitSec ?? 60;
+  const before = input.initramfsInit ?? exeOf(pid);
+  const t = { servers: input.servers, credential: { ...input.credential, serial: "", notAfter: "" } };
+  const report = (stage: string, detail: string) => reportStage(t, input.siteCa, stage, detail, warn, input.digest, 15_000);
+  const l = listenForBooted(socket);
+  try {
+    out(`${READY_LINE}\n`);
+    // The switch: PID 1's executable changes from airroot to the new root's init.
+    const switchDeadline = Date.now() + switchWaitSec * 1000;
+    let exe = exeOf(pid);
+    while (exe === before && Date.now() < switchDeadline) { await Bun.sleep(100); exe = exeOf(pid); }
+    if (exe === before) {
+      warn(`the boot reporter saw no switch_root within ${switchWaitSec} s; not reporting`);
+      return "no-switch";
+    }
+    const switchedAt = Date.now();
+    await report("switched-root", `PID 1 is ${exe ?? "(gone)"}`);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const r = await Promise.race([l.booted.then(() => "running" as const),
+      new Promise<"boot-stalled">((ok) => { timer = setTimeout(() => ok("boot-stalled"), input.waitSec * 1000); })]);
+    clearTimeout(timer);
+    const secs = Math.round((Date.now() - switchedAt) / 1000);
+    if (r === "running") await report("running", `multi-user.target reached ${secs} s after switch_root`);
+    else await report("boot-stalled", `no word from the booted system's airroot-booted.service ${secs} s after switch_root (multi-user.target not reached?)`);
+    return r;
+  } finally {
+    l.close();
+  }
+}
+
+/** Reads the whole of stdin (the reporter's input) and parses it. */
+export async function readReporterInput(): Promise<ReporterInput> {
+  const text = await new Response(Bun.stdin.stream()).text();
+  const v = JSON.parse(text) as ReporterInput;
+  if (!Array.isArray(v.servers) || typeof v.siteCa !== "string" || typeof v.credential?.certPem !== "string" || typeof v.waitSec !== "number")
+    throw new Error("the boot reporter's input is incomplete");
+  return v;
+}
