@@ -8,7 +8,7 @@ import { packImage, DEFAULT_CHUNK_SIZE } from "../image/pack";
 import { gcImages, DEFAULT_GC_GRACE_MS } from "../image/gc";
 import { checkImagesDir, mirrorConfig, DEFAULT_MIRROR_CERT, DEFAULT_MIRROR_KEY, NGINX_CONF_PATH, APACHE_CONF_PATH, type MirrorServer } from "../server/mirror";
 import { parseDuration, formatDuration } from "../util/duration";
-import { checkStoredImages } from "../image/check";
+import { checkStoredImages, strayEntries } from "../image/check";
 import { assignProfile } from "../image/assign";
 import { imagesDir } from "../image/paths";
 import { imageKeyPaths } from "../image/keys";
@@ -148,9 +148,11 @@ const verifyCommand = defineCommand({
     if (!existsSync(dir)) throw new Error(`image verify: ${dir} does not exist`);
     const results = checkStoredImages(dir, key);
     for (const r of results) console.log(r.ok ? `ok      ${r.digest}` : `DAMAGED ${r.digest}: ${r.problem}`);
-    const bad = results.filter((r) => !r.ok).length;
-    console.log(`${results.length} image(s) checked, ${bad} damaged`);
-    if (bad) process.exitCode = 1;
+    const stray = strayEntries(dir);
+    for (const e of stray) console.log(`${e.unsafe ? "UNSAFE " : "note   "} ${e.name}: ${e.problem}`);
+    const bad = results.filter((r) => !r.ok).length, unsafe = stray.filter((e) => e.unsafe).length;
+    console.log(`${results.length} image(s) checked, ${bad} damaged${unsafe ? `, ${unsafe} unsafe entr${unsafe === 1 ? "y" : "ies"}` : ""}`);
+    if (bad || unsafe) process.exitCode = 1;
   },
 });
 

@@ -1,6 +1,6 @@
 // Checks stored images against their signed manifests (on the server or on a mirror's copy): signature, size, whole
 // digest and every chunk, so bit rot or a bad sync is found before a node hits it.
-import { readdirSync, readFileSync, statSync } from "node:fs";
+import { lstatSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { loadManifest } from "./manifest";
 import { hashFile } from "./pack";
@@ -18,9 +18,33 @@ export function checkStoredImages(dir: string, publicKeyPem: string): ImageCheck
   const digests = new Set<string>();
   for (const name of readdirSync(dir)) {
     const m = IMAGE_NAME_RE.exec(name);
-    if (m) digests.add(m[1]);
+    if (m && !unsafeEntry(dir, name)) digests.add(m[1]);
   }
   return [...digests].sort().map((d) => checkStoredImage(dir, d, publicKeyPem));
+}
+
+export interface StrayEntry { name: string; problem: string; unsafe: boolean }
+
+/**
+ * Entries of an images directory that are not what `image pack` writes. Unsafe: anything but a regular file (a
+ * symlink could expose any file of the server; airroot serve refuses to serve them). Else: a regular file that is
+ * not an image or manifest (a pack in progress leaves a temporary file for a moment).
+ */
+export function strayEntries(dir: string): StrayEntry[] {
+  const out: StrayEntry[] = [];
+  for (const name of readdirSync(dir).sort()) {
+    const unsafe = unsafeEntry(dir, name);
+    if (unsafe) out.push({ name, problem: `${unsafe}: remove it (images are regular files written by image pack)`, unsafe: true });
+    else if (!IMAGE_NAME_RE.test(name)) out.push({ name, problem: "not an image or manifest", unsafe: false });
+  }
+  return out;
+}
+
+function unsafeEntry(dir: string, name: string): string | undefined {
+  const st = lstatSync(join(dir, name));
+  if (st.isSymbolicLink()) return "a symbolic link";
+  if (!st.isFile()) return st.isDirectory() ? "a directory" : "not a regular file";
+  return undefined;
 }
 
 export function checkStoredImage(dir: string, digest: string, publicKeyPem: string): ImageCheck {

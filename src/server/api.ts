@@ -46,7 +46,9 @@ export function createApi(d: ApiDeps): Handler {
     const url = new URL(req.url);
     const path = url.pathname;
     try {
-      const img = await serveImages(req, d.imagesDir);
+      const img = await serveImages(req, d.imagesDir, {
+        onRefused: (reason, p, method) => d.audit.record({ event: "images", outcome: "refused", remote: ctx.remoteAddress, reason: `${method} ${p}: ${reason}` }),
+      });
       if (img) return img;
       if (!path.startsWith(API_PREFIX)) throw new ApiError(404, "not-found", `no such path ${path.slice(0, 100)}`);
       const route = `${req.method} ${path.slice(API_PREFIX.length)}`;

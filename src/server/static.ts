@@ -1,7 +1,7 @@
 // Static serving of content-addressed images and manifests (GET/HEAD /images/<sha256>.{sfs,manifest}) with single
 // byte ranges, conditional requests and immutable caching; files are streamed from disk, never read whole into RAM.
-import { stat } from "node:fs/promises";
-import { join } from "node:path";
+import { lstat, realpath } from "node:fs/promises";
+import { join, sep } from "node:path";
 import { IMAGE_NAME_RE } from "../image/paths";
 
 export const IMAGES_URL_PREFIX = "/images/";
@@ -74,10 +74,15 @@ export async function serveImages(req: Request, imagesDir: string, opts: ServeIm
   const file = join(imagesDir, name);
   let size: number, mtime: Date;
   try {
-    const st = await stat(file);
-    if (!st.isFile()) throw new Error("not a file");
+    // Only a regular file, never a symlink (a link named like an image could point at a private key), and what is
+    // opened must resolve inside the images directory.
+    const st = await lstat(file);
+    if (!st.isFile()) throw new Error(st.isSymbolicLink() ? "a symlink" : "not a regular file");
+    const [real, root] = await Promise.all([realpath(file), realpath(imagesDir)]);
+    if (!real.startsWith(root + sep)) throw new Error("outside the images directory");
     size = st.size; mtime = st.mtime;
-  } catch {
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "ENOENT") opts.onRefused?.(`not served: ${(e as Error).message}`, path.slice(0, 200), req.method);
     return new Response("not found\n", { status: 404, headers: common });
   }
   const etag = imageEtag(name);
