@@ -4,7 +4,8 @@
 // TPM, the site directory from `serve site-config` in the initramfs. First boot: the armed node enrolls and seals its
 // credential; the booted OS runs on the overlay; ssh on 22 and 2222 present host certificates checked against the
 // SSH CA (StrictHostKeyChecking=yes); NetworkManager shows the boot connection; every file under /usr reads back
-// identical after dropping caches; `node list` shows the stage; clean poweroff. Second boot (same TPM state, not
+// identical after dropping caches; `airroot status /mnt/image` works over ssh on 22 and 2222; `node list` shows the
+// node running (the boot reporter's stage once multi-user.target is reached); clean poweroff. Second boot (same TPM state, not
 // armed): the sealed credential is reused, and the image is copied into RAM and checked against the signed manifest.
 // Set AIRROOT_SKIP_VM=1 to skip (never skipped silently).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
@@ -200,7 +201,26 @@ describe.skipIf(SKIP)("QEMU boot into systemd from an airroot site", () => {
       // The mount engine survived switch_root: with the page cache dropped, every /usr file reads back as in the image.
       const digest = await ssh(p22, `echo 3 > /proc/sys/vm/drop_caches; ${DIGEST_CMD}`, 240_000);
       expect(digest.out.trim()).toBe(readFileSync(USR_DIGEST, "utf8").trim());
-      expect(node("list")).toMatch(/n001.*switching-root/);
+
+      // airroot is on the booted system's PATH (the initramfs's binary, bind-mounted) and finds the mount engine's
+      // status socket (in /run, moved into the new root); the debug sshd's environment finds it too.
+      for (const p of [p22, p2222]) {
+        const st = await ssh(p, "airroot status /mnt/image");
+        expect(st.code).toBe(0);
+        expect(st.out).toMatch(/^\/mnt\/image\/[0-9a-f]{64}\.sfs: [\d.]+ MiB/m);
+        expect(st.out).toMatch(/daemon pid \d+ \(@airroot-root\)/);
+        for (const ip of [SERVER_IP, ...MIRROR_IPS]) expect(st.out).toContain(`https://${ip}/images/`);
+      }
+      expect((await ssh(p22, "command -v airroot")).out.trim()).toBe("/usr/local/sbin/airroot");
+
+      // The boot reporter told the server once systemd reached multi-user.target.
+      let list = "";
+      for (let i = 0; i < 60 && !/n001.*running/.test(list); i++) { list = node("list"); if (!/n001.*running/.test(list)) await Bun.sleep(1000); }
+      expect(list).toMatch(/n001.*running \(/);
+      expect(node("show", "n001")).toMatch(/stage:\s+running .*: multi-user.target reached \d+ s after switch_root/);
+      // The booted system never got the node credential: no reporter input or key on disk, the reporter is gone.
+      const cred = await ssh(p22, "grep -rls 'BEGIN PRIVATE KEY' /etc /run /root /tmp /var/tmp /usr/local 2>/dev/null | grep -v -e /etc/ssh/ -e /etc/ssl/ ; pgrep -f '^@airroot-report' || echo no-reporter");
+      expect(cred.out.trim()).toBe("no-reporter");
 
       await ssh(p22, "systemctl poweroff", 20_000);
       const code = await Promise.race([vm.exited, Bun.sleep(120_000).then(() => "still running")]);
