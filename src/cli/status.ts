@@ -1,16 +1,23 @@
 // `airroot status` and `airroot umount`: talk to a running mount daemon over its status socket.
 import { defineCommand } from "citty";
 import { resolve } from "node:path";
-import { fetchStatus, formatStatus, requestUnmount, statusLogPath } from "../mount/status";
+import { fetchAllStatus, fetchStatus, formatStatus, requestUnmount, statusLogPath } from "../mount/status";
 
 export const statusCommand = defineCommand({
-  meta: { name: "status", description: "Show a mount daemon's sources (state, RTT, bytes, errors), cache and reads in flight" },
+  meta: { name: "status", description: "Show a mount daemon's sources (state, RTT, bytes, errors), cache and reads in flight; without MOUNTPOINT, every running mount daemon's (on a booted node: the root's)" },
   args: {
-    mountpoint: { type: "positional", description: "the mount point given to `airroot mount`", required: true },
+    mountpoint: { type: "positional", description: "the mount point given to `airroot mount` (default: every mount daemon)", required: false },
     json: { type: "boolean", description: "print the raw status as JSON" },
     log: { type: "boolean", description: "print the detached daemon's log (connections, failovers, errors)" },
   },
   async run({ args }) {
+    if (!args.mountpoint) {
+      if (args.log) throw new Error("status --log: name the MOUNTPOINT whose log to show");
+      const all = await fetchAllStatus();
+      if (!all.length) throw new Error("no airroot mount daemon is running here (no status socket answered in /run/airroot/mounts)");
+      console.log(args.json ? JSON.stringify(all, null, 2) : all.map(formatStatus).join("\n\n"));
+      return;
+    }
     if (args.log) {
       const path = statusLogPath(resolve(args.mountpoint));
       const file = Bun.file(path);

@@ -1,7 +1,7 @@
 // The mount daemon's status channel: an HTTP server on a unix socket named after the mount point, so
 // `airroot status MOUNTPOINT` can find any running daemon without a PID file.
 import { createHash } from "node:crypto";
-import { mkdirSync, rmSync, existsSync } from "node:fs";
+import { mkdirSync, readdirSync, rmSync, existsSync } from "node:fs";
 import { join } from "node:path";
 import { tmpdir } from "node:os";
 
@@ -65,6 +65,19 @@ export async function fetchStatus(mountpoint: string): Promise<DaemonStatus> {
   } catch (e) {
     throw new Error(`the mount daemon for ${mountpoint} did not answer on ${path}: ${(e as Error).message}`);
   }
+}
+
+/** Every mount daemon with a status socket here (stale sockets of dead daemons are skipped), for `airroot status`. */
+export async function fetchAllStatus(): Promise<DaemonStatus[]> {
+  const dir = statusDir();
+  const socks = readdirSync(dir).filter((f) => f.endsWith(".sock")).sort();
+  const all = await Promise.all(socks.map(async (f) => {
+    try {
+      const res = await fetch("http://airroot/status", { unix: join(dir, f), signal: AbortSignal.timeout(5000) } as RequestInit);
+      return res.ok ? ((await res.json()) as DaemonStatus) : undefined;
+    } catch { return undefined; }
+  }));
+  return all.filter((s): s is DaemonStatus => s !== undefined);
 }
 
 export async function requestUnmount(mountpoint: string): Promise<void> {

@@ -17,7 +17,7 @@ test("the README's walk-through: settings, commands and the service, every varia
   expect(run[0]).toMatch(/^airroot serve init /);
   expect(run.some((l) => /^airroot serve config add root-keys /.test(l))).toBe(true);
   expect(run.some((l) => /^make initramfs /.test(l))).toBe(true);
-  expect(w.filter((l) => l.kind === "serve").map((l) => l.text)).toEqual(["airroot serve --state $STATE --listen $LISTEN"]);
+  expect(w.filter((l) => l.kind === "serve").map((l) => l.text)).toEqual(["airroot serve --state $STATE --listen $LISTEN --no-discovery"]);
   for (const l of run) expect(l).not.toMatch(/#/);
 });
 

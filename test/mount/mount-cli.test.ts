@@ -84,6 +84,10 @@ describe("airroot mount (built binary)", () => {
     expect(st.memory.blocksMiB).toBeLessThanOrEqual(10);
     const human = sh([airroot, "status", mnt]).out;
     expect(human).toContain("root.sfs");
+    // Without a mount point: every running daemon's status (what a booted node's admin types).
+    const every = JSON.parse(sh([airroot, "status", "--json"]).out) as { pid: number }[];
+    expect(every.some((d) => d.pid === st.pid)).toBe(true);
+    expect(sh([airroot, "status"]).out).toContain("root.sfs");
     expect(human).toMatch(/^memory: VmRSS \d+\.\d MiB, private \d+\.\d MiB \(of which image blocks \d+\.\d MiB, in the cache \d+\.\d MiB\)$/m);
     expect(readFileSync(`/proc/${st.pid}/cmdline`, "utf8").split("\0")[0]).toBe("@airroot-test");
     // Once reads stop the daemon unmaps its executable's code pages (src/sys/codepages.ts): start-up alone leaves
