@@ -27,8 +27,11 @@ const MIRROR_IPS = ["10.0.2.101", "10.0.2.102"];
 
 const IMAGE = join(E2E_CACHE, "debian-root.sfs");
 const USR_DIGEST = join(E2E_CACHE, "debian-root.usr.sha256");
-/** sha256 over the sorted list of "sha256  path" of every regular file under usr/ (run from /). */
-const DIGEST_CMD = "cd / && find usr -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1";
+/**
+ * sha256 over the sorted list of "sha256  path" of every regular file under usr/ (run from /), except the booted
+ * system's airroot: the initramfs's binary bind-mounted onto usr/local/sbin/airroot, not part of the image.
+ */
+const DIGEST_CMD = "cd / && find usr -type f ! -path usr/local/sbin/airroot -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1";
 
 function sh(cmd: string, cwd?: string): string {
   const r = Bun.spawnSync(["sh", "-c", cmd], { cwd, stdout: "pipe", stderr: "pipe" });
