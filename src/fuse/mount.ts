@@ -80,7 +80,7 @@ export async function mountFuse(opts: FuseMountOptions): Promise<FuseMount> {
                     `load the fuse module (modprobe fuse) and run as root`);
   }
   // Every reply is written at once, on this thread: a write to /dev/fuse waits for nothing but the kernel's copy into
-  // the page cache. Session 3 wrote READ replies on Bun's I/O pool (a thread beside the TLS work of a fetch thread);
+  // the page cache. Commit bcb1745 wrote READ replies on Bun's I/O pool (a thread beside the TLS work of a fetch thread);
   // with HTTPS back on this thread that bought nothing: 5 alternating runs, 1 GiB cold read, same MB/s (1002 vs 1004),
   // 0.83 vs 0.88 daemon CPU s/GiB, peak ~2 MiB lower; in make bench's rows 68% vs 61% of curl at 0 ms, 80% vs 82% at
   // 2 ms. It also leaves the pool to the one parked read of /dev/fuse (reader.ts) and to name lookups.

@@ -25,7 +25,7 @@ export interface DaemonHandle {
 // collection per `everyBytes` served (at most one per `minIntervalMs`) and one more once reads stop, after the engine
 // has given back its spare and spent blocks; that one also shrinks JSC's heap (after a 1 GiB cold read, RssAnon 5 s
 // later ~47 → ~40 MiB: src/source/README.md) and unmaps the executable's code pages (src/sys/codepages.ts).
-// Re-measured with HTTPS on this thread (session 4; compiled daemon, 1 GiB from nginx, 3 alternating runs): without
+// Re-measured with HTTPS on this thread (2026-11-26, commit 1caa2dd; compiled daemon, 1 GiB from nginx, 3 alternating runs): without
 // the paced collections 980-1110 vs 1021-1052 MB/s, 0.76-0.87 vs 0.83-0.84 CPU s/GiB, but peak VmRSS 87-89 vs 75-80
 // MiB: kept, since RSS is a target too.
 // After `longIdleMs` without reads the engine's cache is given back as well (RemoteImage.releaseIdleMemory).

@@ -45,7 +45,7 @@ export class BlockPool {
     }
     this.c.allocated++;
     if (length === this.o.blockSize) this.owned++;
-    // No zero-fill: every byte is overwritten by a fetch, or the block is given back unused. (Until session 4 pooled
+    // No zero-fill: every byte is overwritten by a fetch, or the block is given back unused. (Until commit 1caa2dd pooled
     // blocks were SharedArrayBuffers, filled by a fetch thread and written out by the I/O pool; both are gone.)
     return Buffer.allocUnsafe(length);
   }

@@ -100,3 +100,8 @@ describe("bootOptions", () => {
     for (const o of OPTION_DOCS) expect(md).toContain(o.name);
   });
 });
+
+test("the README's kernel command line table is exactly the one generated from OPTION_DOCS", () => {
+  const readme = require("node:fs").readFileSync(require("node:path").join(import.meta.dir, "../../README.md"), "utf8");
+  expect(readme).toContain(optionTableMarkdown().trimEnd() + "\n\n");
+});
