@@ -158,7 +158,7 @@ async function show(b: Boot, settings: Record<string, string>, airroot: (a: stri
   heading("airroot node list");
   console.log(indent(airroot(`node list --state ${settings.STATE}`)));
   for (const [title, cmd] of [
-    ["ssh node: the root is an overlay over the on-demand image", "findmnt -n -o TARGET,SOURCE,FSTYPE / /mnt/remote; systemctl is-system-running"],
+    ["ssh node: the root is an overlay over the on-demand image", "findmnt -n -o TARGET,SOURCE,FSTYPE,OPTIONS /; systemctl is-system-running"],
     ["ssh node: memory", "free -m"],
     ["ssh node: the mount engine", "airroot status"],
   ] as const) {

@@ -40,7 +40,9 @@ describe.skipIf(SKIP)("make demo", () => {
     if (code !== 0) throw new Error(`make demo failed (exit ${code}):\n${out.slice(-6000)}\n${err.slice(-3000)}`);
     expect(out).toMatch(/Enrolled as n001 via https:\/\/10\.0\.2\.100 \(credential sealed in the TPM\)/);
     expect(out).toMatch(/on demand from 2 servers, verified/);
-    expect(out).toMatch(/^\s+\/\s+overlay\s+overlay$/m);
+    expect(out).toMatch(/^\s+\/\s+airroot\s+overlay\s+rw,.*lowerdir=\/mnt\/remote/m);
+    expect(out).toMatch(/n001 .*running/);
+    expect(out).toMatch(/daemon pid \d+ \(@airroot-root\)/);
     expect(out).toMatch(/Using the credential sealed in the TPM: node n001/);
     expect(out).toMatch(/demo finished in/);
   }, 1_600_000);
