@@ -2,7 +2,7 @@
 BUN := node_modules/.bin/bun
 SRC := $(shell find src -name '*.ts' 2>/dev/null) build.ts package.json
 
-.PHONY: all deps build test test-unit typecheck demo demo-mount bench initramfs clean
+.PHONY: all deps build test test-unit typecheck demo demo-mount bench fuzz initramfs clean
 all: build
 
 deps:
@@ -29,6 +29,10 @@ demo-mount: deps build
 
 bench: deps build
 	$(BUN) run bench/run.ts
+
+# Every parser of untrusted input, 100,000 mutated cases each (FUZZ_CASES=N, FUZZ_ONLY=name); `make test` runs 2000.
+fuzz: deps
+	$(BUN) run test/fuzz/run.ts
 
 # The node's boot files: dist/vmlinuz (Debian bookworm's kernel) and dist/initramfs.cpio.zst (its modules +
 # dist/airroot + busybox + sshd, zstd cpio). SITE=DIR adds a site directory (`airroot serve site-config`).

@@ -10,8 +10,8 @@
 import { createHash, createPrivateKey, createPublicKey, sign, verify, type KeyObject } from "node:crypto";
 
 export const MANIFEST_FORMAT = 1;
-const MAGIC = "airroot-manifest v1";
-const SIGNING_CONTEXT = "airroot image manifest v1\0"; // domain separation: this key signs nothing else
+export const MAGIC = "airroot-manifest v1";
+export const SIGNING_CONTEXT = "airroot image manifest v1\0"; // domain separation: this key signs nothing else
 /** Upper bound on a manifest file: 64 MiB holds ~1M chunk hashes, i.e. a 250 GiB image at 256 KiB chunks. */
 export const MAX_MANIFEST_BYTES = 64 * 1024 * 1024;
 export const MIN_CHUNK_SIZE = 4096;
