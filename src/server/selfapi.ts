@@ -68,7 +68,7 @@ export interface NodeConfig {
   serverTime: string;
 }
 
-const fqdnOf = (d: SelfDeps, n: NodeRecord) => (d.domain ? `${n.name}.${d.domain}` : n.name);
+const fqdnOf = (d: Pick<SelfDeps, "domain">, n: NodeRecord) => (d.domain ? `${n.name}.${d.domain}` : n.name);
 
 export function nodeConfig(d: SelfDeps, node: NodeRecord): NodeConfig {
   const profile = getProfile(d.db, node.profile);
@@ -92,7 +92,16 @@ export function nodeConfig(d: SelfDeps, node: NodeRecord): NodeConfig {
 
 export const sshCertRequestSchema = obj({ hostKeys: arr(str({ max: 16_384, min: 1 }), { min: 1, max: 8 }) });
 
-/** Signs one host certificate per host public key; principals are the node's names and addresses. */
+/**
+ * The principals of a node's SSH host certificates: only what the server recorded for it (name, FQDN, static
+ * address). Never the request's source address: any node can send from another node's address, and a certificate
+ * naming that address would let it pose as that node to every ssh client trusting the SSH CA.
+ */
+export function hostPrincipals(d: Pick<SelfDeps, "domain">, node: NodeRecord): string[] {
+  return [...new Set([node.name, fqdnOf(d, node), ...(node.net.mode === "static" ? [node.net.ip.replace(/\/\d+$/, "")] : [])])];
+}
+
+/** Signs one host certificate per host public key; principals come from the node's record (hostPrincipals). */
 export function sshCertificates(d: SelfDeps, node: NodeRecord, req: Infer<typeof sshCertRequestSchema>, remote: string) {
   const keys = req.hostKeys.map((k, i) => {
     try { return parsePublicKey(k); } catch (e) {
@@ -104,9 +113,7 @@ export function sshCertificates(d: SelfDeps, node: NodeRecord, req: Infer<typeof
     }
   });
   const now = d.now?.() ?? Date.now();
-  const principals = [...new Set([node.name, fqdnOf(d, node),
-    ...(node.net.mode === "static" ? [node.net.ip.replace(/\/\d+$/, "")] : []),
-    remote.replace(/^::ffff:/, "").replace(/%.*$/, "")])];
+  const principals = hostPrincipals(d, node);
   const validAfter = new Date(now - 5 * 60_000), validBefore = new Date(now + d.sshCertDays * 86_400_000);
   const certificates = keys.map((k) => {
     let serial = randomSshSerial();
