@@ -57,7 +57,9 @@ test("a node that knows no server address discovers it, enrolls, gets its config
   const cfg = JSON.parse(readFileSync(join(out, "config.json"), "utf8"));
   expect(cfg.servers).toEqual([`https://${net.addrA}:8443`]);
   const l = Bun.spawnSync(["ssh-keygen", "-L", "-f", hk + "-cert.pub"]).stdout.toString();
-  expect(l).toContain(net.addrB); // the node's address on the link is a principal
+  // A DHCP node's certificate names what the server recorded (its name), never the address it sent from.
+  expect(l).toMatch(/Principals: \n\s+n1\n\s+Critical/);
+  expect(l).not.toContain(net.addrB);
   const audit = readFileSync(statePaths(state).audit, "utf8");
   expect(audit).toContain(`"network":"attached subnet 10.213.`);
 }, 60_000);
