@@ -78,7 +78,8 @@ async function issue(d: EnrollDeps, node: string, csr: VerifiedCsr, ekPublic: st
   const fingerprint = sha256(new Uint8Array(cert.rawData)).toString("hex");
   const committed = commitEnrollment(d.db, { node, serial, keyId: csr.keyId, notAfter: cert.notAfter.getTime(), fingerprint, ekPublic }, now);
   if (!committed.ok) refuse(committed.code === "replay" ? 409 : 403, committed.code, committed.reason, node);
-  d.audit.record({ event: "enroll", outcome: "ok", remote, node, serial, key: csr.keyAlgorithm, network: why, tpm: ekPublic ? "proven" : "none" });
+  d.audit.record({ event: "enroll", outcome: "ok", remote, node, serial, key: csr.keyAlgorithm, network: why, tpm: ekPublic ? "proven" : "none",
+    revokedEarlier: committed.revoked });
   return { node, certificate: cert.toString("pem") + "\n", serial, notAfter: cert.notAfter.toISOString() };
 }
 

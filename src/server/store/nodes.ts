@@ -177,9 +177,11 @@ export interface Enrollment {
 
 /**
  * Records an issued certificate and closes the window, atomically: the window is claimed with a conditional UPDATE,
- * so two concurrent enrollments cannot both succeed, and a failure leaves nothing stored. Returns why it was refused.
+ * so two concurrent enrollments cannot both succeed, and a failure leaves nothing stored. Every earlier certificate of
+ * the node is revoked in the same transaction: a credential taken before the re-enrollment is worthless after it.
+ * Returns why it was refused, or how many earlier certificates were revoked.
  */
-export function commitEnrollment(db: Database, e: Enrollment, now = Date.now()): { ok: true } | { ok: false; code: "not-armed" | "replay"; reason: string } {
+export function commitEnrollment(db: Database, e: Enrollment, now = Date.now()): { ok: true; revoked: number } | { ok: false; code: "not-armed" | "replay"; reason: string } {
   try {
     return db.transaction(() => {
       const claimed = db.query("UPDATE nodes SET armed = 0, arm_expires = NULL WHERE name = ? AND armed = 1 AND (arm_expires IS NULL OR arm_expires > ?)")
@@ -187,10 +189,11 @@ export function commitEnrollment(db: Database, e: Enrollment, now = Date.now()):
       if (!claimed) throw new CommitRefused("not-armed", `the enrollment window of ${e.node} closed meanwhile (another enrollment won)`);
       if (keyUsedBefore(db, e.keyId)) throw new CommitRefused("replay", "this key was already certified once (replay)");
       db.query("INSERT INTO used_node_keys (key_id, node, at) VALUES (?, ?, ?)").run(e.keyId, e.node, now);
+      const revoked = revokeNode(db, e.node, now);
       db.query("INSERT INTO node_certs (serial, node, key_id, issued, not_after, fingerprint) VALUES (?, ?, ?, ?, ?, ?)")
         .run(e.serial, e.node, e.keyId, now, e.notAfter, e.fingerprint);
       if (e.ekPublic) db.query("UPDATE nodes SET ek_public = ? WHERE name = ? AND ek_public IS NULL").run(e.ekPublic, e.node);
-      return { ok: true as const };
+      return { ok: true as const, revoked };
     })();
   } catch (err) {
     if (err instanceof CommitRefused) return { ok: false, code: err.code, reason: err.message };
