@@ -46,13 +46,29 @@ export interface ChallengeResult { challenge: { id: string; credentialBlob: stri
 
 const sha256 = (b: Uint8Array | string) => createHash("sha256").update(b).digest();
 
-type Refuse = (status: number, code: string, reason: string, node?: string) => never;
+/**
+ * What an unauthenticated caller is told for every identity refusal (unknown MAC/UUID, several nodes, another name,
+ * UUID or MAC than recorded, window not open): one message and code, so a refusal never says which node owns a MAC
+ * or UUID, or whether one does. The reason is in the audit log.
+ */
+export const NO_ARMED_MATCH = "identity does not match an armed node";
+const NO_ARMED_MATCH_HINT = `${NO_ARMED_MATCH} (the node must be registered with \`airroot node add\` and armed with \`airroot node arm\`; the server's audit log says why)`;
+
+/** Audits `reason` (with the node, if known) and answers `shown` (default: the reason, which then must not name the node). */
+type Refuse = (status: number, code: string, reason: string, node?: string, shown?: string) => never;
 
 function refuser(d: EnrollDeps, remote: string, extra: Record<string, string | undefined>): Refuse {
-  return (status, code, reason, node) => {
+  return (status, code, reason, node, shown) => {
     d.audit.record({ event: "enroll", outcome: "refused", remote, node, reason, ...extra });
-    throw new ApiError(status, code, reason);
+    throw new ApiError(status, code, shown ?? reason);
   };
+}
+
+const EK_MISMATCH = "this node enrolled before with another TPM endorsement key; only that TPM may enroll it (if its TPM or board was replaced, an admin runs `airroot node arm NODE --new-tpm` on the server)";
+
+/** An identity refusal: the details go to the audit log only. */
+function noMatch(refuse: Refuse, reason: string, node?: string): never {
+  return refuse(403, "identity-mismatch", reason, node, NO_ARMED_MATCH_HINT);
 }
 
 function checkTrusted(d: EnrollDeps, remote: string, refuse: Refuse): string {
@@ -77,7 +93,10 @@ async function issue(d: EnrollDeps, node: string, csr: VerifiedCsr, ekPublic: st
   const cert = await issueClientCert(d.nodeCa, csr.publicKey, node, serial, d.nodeCertDays);
   const fingerprint = sha256(new Uint8Array(cert.rawData)).toString("hex");
   const committed = commitEnrollment(d.db, { node, serial, keyId: csr.keyId, notAfter: cert.notAfter.getTime(), fingerprint, ekPublic }, now);
-  if (!committed.ok) refuse(committed.code === "replay" ? 409 : 403, committed.code, committed.reason, node);
+  if (!committed.ok) {
+    if (committed.code === "replay") refuse(409, "replay", committed.reason, node);
+    noMatch(refuse, committed.reason, node);
+  }
   d.audit.record({ event: "enroll", outcome: "ok", remote, node, serial, key: csr.keyAlgorithm, network: why, tpm: ekPublic ? "proven" : "none",
     revokedEarlier: committed.revoked });
   return { node, certificate: cert.toString("pem") + "\n", serial, notAfter: cert.notAfter.toISOString() };
@@ -94,20 +113,20 @@ export async function enroll(d: EnrollDeps, req: EnrollRequest, remote: string):
   const why = checkTrusted(d, remote, refuse);
 
   const names = nodesByIdentity(d.db, req.macs, req.uuid);
-  if (names.length === 0) refuse(403, "unknown-node", "no node is registered with these MACs or UUID; add it with `airroot node add`");
-  if (names.length > 1) refuse(409, "ambiguous-identity", `these MACs/UUID belong to several nodes (${names.join(", ")}); fix the node records`);
+  if (names.length === 0) noMatch(refuse, "no node is registered with these MACs or UUID; add it with `airroot node add`");
+  if (names.length > 1) noMatch(refuse, `these MACs/UUID belong to several nodes (${names.join(", ")}); fix the node records`);
   const node: NodeRecord = getNode(d.db, names[0])!;
-  if (req.name !== undefined && req.name !== node.name) refuse(403, "identity-mismatch", `the request names ${req.name} but its MACs/UUID belong to ${node.name}`, node.name);
-  if (node.uuid && req.uuid !== node.uuid) refuse(403, "identity-mismatch", `SMBIOS UUID ${req.uuid ?? "(none)"} does not match the one recorded for ${node.name}`, node.name);
+  if (req.name !== undefined && req.name !== node.name) noMatch(refuse, `the request names ${req.name} but its MACs/UUID belong to ${node.name}`, node.name);
+  if (node.uuid && req.uuid !== node.uuid) noMatch(refuse, `SMBIOS UUID ${req.uuid ?? "(none)"} does not match the one recorded for ${node.name}`, node.name);
   if (node.macs.length && !req.macs.some((m) => node.macs.includes(m))) {
-    refuse(403, "identity-mismatch", `none of the MACs matches those recorded for ${node.name}`, node.name);
+    noMatch(refuse, `none of the MACs matches those recorded for ${node.name}`, node.name);
   }
   if (!isArmed(node, now)) {
     const state = node.armed ? "its enrollment window expired" : "it is not armed";
-    refuse(403, "not-armed", `node ${node.name} cannot enroll: ${state}; run \`airroot node arm ${node.name}\``, node.name);
+    noMatch(refuse, `node ${node.name} cannot enroll: ${state}; run \`airroot node arm ${node.name}\``, node.name);
   }
   if (node.ekPublic && req.tpm?.ekPublic !== node.ekPublic) {
-    refuse(409, "ek-mismatch", `node ${node.name} enrolled before with another TPM endorsement key; only that same TPM may enroll it (if its TPM or board was replaced: \`airroot node arm ${node.name} --new-tpm\`)`, node.name);
+    refuse(409, "ek-mismatch", `node ${node.name} enrolled before with another TPM endorsement key; only that same TPM may enroll it (if its TPM or board was replaced: \`airroot node arm ${node.name} --new-tpm\`)`, node.name, EK_MISMATCH);
   }
   const csr = await checkCsr(d, req.csr, node.name, refuse);
   if (!req.tpm) return await issue(d, node.name, csr, undefined, remote, why, refuse, now);
@@ -139,8 +158,8 @@ export async function activate(d: EnrollDeps, req: ActivateRequest, remote: stri
     refuse(403, "tpm-proof-failed", "the returned secret is wrong: the TPM that answered does not hold the EK and AK that were sent", p!.node);
   }
   const node = getNode(d.db, p!.node);
-  if (!node) refuse(403, "unknown-node", `node ${p!.node} was removed meanwhile`);
-  if (node!.ekPublic && node!.ekPublic !== p!.ekPublic) refuse(409, "ek-mismatch", `node ${node!.name} has another TPM recorded (if its TPM or board was replaced: \`airroot node arm ${node!.name} --new-tpm\`)`, node!.name);
+  if (!node) noMatch(refuse, `node ${p!.node} was removed meanwhile`, p!.node);
+  if (node!.ekPublic && node!.ekPublic !== p!.ekPublic) refuse(409, "ek-mismatch", `node ${node!.name} has another TPM recorded (if its TPM or board was replaced: \`airroot node arm ${node!.name} --new-tpm\`)`, node!.name, EK_MISMATCH);
   const csr = await checkCsr(d, p!.csr, node!.name, refuse);
   return await issue(d, node!.name, csr, p!.ekPublic, remote, why, refuse, now);
 }

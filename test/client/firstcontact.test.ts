@@ -27,7 +27,7 @@ afterAll(async () => { await srv?.close(); db?.close(); removeScratchDirs(); });
 test("a refusal from the first server is final (no failover on 4xx)", async () => {
   const e = await firstContact({ siteCa: ca, servers: [srv.localUrls[0]], macs: [MAC] }).catch((x) => x);
   expect(e).toBeInstanceOf(ApiCallError);
-  expect((e as ApiCallError).code).toBe("not-armed");
+  expect((e as ApiCallError).code).toBe("identity-mismatch");
 });
 
 test("an unreachable server is skipped; enrollment, config, host certificate and stage come from the next", async () => {

@@ -67,14 +67,14 @@ afterAll(async () => {
 let cred: NodeCredential;
 
 test("enrollment is refused while the node is not armed, and nothing is stored", async () => {
-  await expectCallError(enrollNode(url, siteCa, { macs: [MAC], uuid: UUID }), 403, "not-armed");
+  await expectCallError(enrollNode(url, siteCa, { macs: [MAC], uuid: UUID }), 403, "identity-mismatch");
   expect(certsOf(db, "node07")).toHaveLength(0);
   expect(audit()).toContain('"event":"enroll","outcome":"refused"');
 }, 60_000);
 
 test("wrong MAC or wrong UUID is refused even when armed; the window stays open", async () => {
   armNode(db, "node07", null);
-  await expectCallError(enrollNode(url, siteCa, { macs: ["52:54:00:00:00:99"], uuid: UUID.replace("5555", "6666") }), 403, "unknown-node");
+  await expectCallError(enrollNode(url, siteCa, { macs: ["52:54:00:00:00:99"], uuid: UUID.replace("5555", "6666") }), 403, "identity-mismatch");
   await expectCallError(enrollNode(url, siteCa, { macs: [MAC], uuid: UUID.replace("5555", "6666") }), 403, "identity-mismatch");
   await expectCallError(enrollNode(url, siteCa, { macs: [MAC], uuid: UUID, name: "node08" }), 403, "identity-mismatch");
   expect(certsOf(db, "node07")).toHaveLength(0);
@@ -108,8 +108,9 @@ test("an armed node on a trusted network enrolls once; the window closes; a repl
 test("an expired enrollment window is refused", async () => {
   armNode(db, "node07", Date.now() + 150);
   await Bun.sleep(300);
-  const e = await expectCallError(enrollNode(url, siteCa, { macs: [MAC], uuid: UUID }), 403, "not-armed");
-  expect(e.message).toContain("expired");
+  const e = await expectCallError(enrollNode(url, siteCa, { macs: [MAC], uuid: UUID }), 403, "identity-mismatch");
+  expect(e.message).toContain("identity does not match an armed node");
+  expect(audit()).toContain("its enrollment window expired");
   expect(certsOf(db, "node07")).toHaveLength(2);
 }, 60_000);
 

@@ -75,7 +75,7 @@ test("node commands, then `airroot serve` + `airroot enroll` end to end; list sh
     // The window closed: a second enrollment is refused with a clear message.
     const again = await airroot(["enroll", "--server", `https://127.0.0.1:${port}`, "--ca", statePaths(state).siteCaCert, "--out", join(dir, "cred2"), "--mac", "52:54:00:aa:00:01"]);
     expect(again.code).toBe(1);
-    expect(again.err).toContain("not-armed");
+    expect(again.err).toContain("identity does not match an armed node");
     // A wrong CA for the server is refused by the client.
     const other = join(dir, "other.crt");
     Bun.spawnSync(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", join(dir, "o.key"), "-out", other, "-days", "1", "-subj", "/CN=o"]);

@@ -53,6 +53,6 @@ test("two concurrent enrollments for one window: exactly one wins", async () => 
   const before = certsOf(deps.db, "n1").length;
   const results = await Promise.allSettled(Array.from({ length: 4 }, () => attempt("192.0.2.77")));
   expect(results.filter((r) => r.status === "fulfilled")).toHaveLength(1);
-  for (const r of results) if (r.status === "rejected") expect((r.reason as ApiError).code).toBe("not-armed");
+  for (const r of results) if (r.status === "rejected") expect((r.reason as ApiError).code).toBe("identity-mismatch");
   expect(certsOf(deps.db, "n1")).toHaveLength(before + 1);
 });
