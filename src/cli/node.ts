@@ -8,6 +8,7 @@ import { fileAudit } from "../server/audit.ts";
 import { statePaths } from "../server/state.ts";
 import { parseDuration, formatDuration } from "../util/duration.ts";
 import { repeated, stateArg } from "./args.ts";
+import { escapeText, safeJson } from "../util/printable.ts";
 
 const nameArg = { type: "positional", description: "node name", required: true } as const;
 
@@ -64,10 +65,10 @@ const list = defineCommand({
   args: { state: stateArg, json: { type: "boolean", description: "machine-readable output" } },
   run({ args }) {
     const nodes = withDb(args.state, (db) => listNodes(db).map((n) => ({ ...n, certs: certsOf(db, n.name) })));
-    if (args.json) { console.log(JSON.stringify(nodes, null, 2)); return; }
+    if (args.json) { console.log(safeJson(nodes, 2)); return; }
     if (nodes.length === 0) { console.log("no nodes; add one with `airroot node add NAME --mac MAC --profile P`"); return; }
     const rows = nodes.map((n) => [n.name, n.profile, n.net.mode === "static" ? n.net.ip : "dhcp", armState(n),
-      n.certs.some((c) => c.revoked === null) ? "enrolled" : n.certs.length ? "revoked" : "-", stageOf(n)]);
+      n.certs.some((c) => c.revoked === null) ? "enrolled" : n.certs.length ? "revoked" : "-", stageOf(n)].map(escapeText));
     const head = ["NAME", "PROFILE", "ADDRESS", "ARMED", "CERT", "LAST STAGE"];
     const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
     for (const r of [head, ...rows]) console.log(r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(w[i]))).join("  "));
@@ -79,7 +80,7 @@ const show = defineCommand({
   args: { name: nameArg, state: stateArg, json: { type: "boolean", description: "machine-readable output" } },
   run({ args }) {
     const { n, certs } = withDb(args.state, (db) => { const n = mustGet(db, args.name); return { n, certs: certsOf(db, n.name) }; });
-    if (args.json) { console.log(JSON.stringify({ ...n, certs }, null, 2)); return; }
+    if (args.json) { console.log(safeJson({ ...n, certs }, 2)); return; }
     const t = (ms: number | null) => (ms === null ? "-" : new Date(ms).toISOString());
     console.log([
       `name:      ${n.name}`, `macs:      ${n.macs.join(", ") || "-"}`, `uuid:      ${n.uuid ?? "-"}`, `profile:   ${n.profile}`,
@@ -87,7 +88,7 @@ const show = defineCommand({
       `armed:     ${armState(n)}`, `tpm ek:    ${n.ekPublic ? "recorded" : "-"}`,
       `stage:     ${stageOf(n)}${n.stageDetail ? `: ${n.stageDetail}` : ""}${n.stageDigest ? ` [image ${n.stageDigest.slice(0, 12)}]` : ""}`,
       `certs:`, ...certs.map((c) => `  ${c.serial}  issued ${t(c.issued)}  expires ${t(c.notAfter)}  ${c.revoked ? `REVOKED ${t(c.revoked)}` : "valid"}`),
-    ].join("\n"));
+    ].map(escapeText).join("\n")); // the stage detail comes from the node: never raw control characters
   },
 });
 

@@ -1,6 +1,7 @@
 // The audit trail: one JSON line per security decision (enrollment, refused call, revocation) in STATE/audit.log.
 import { appendFileSync, chmodSync, existsSync, writeFileSync } from "node:fs";
 import type { Logger } from "../util/log.ts";
+import { safeJson } from "../util/printable.ts";
 
 export interface AuditEvent {
   event: string;                         // "enroll", "mtls", "sshcert", "node.revoke", ...
@@ -19,7 +20,8 @@ export interface Audit {
 export function fileAudit(file: string, log?: Logger): Audit {
   return {
     record(e) {
-      const line = JSON.stringify({ time: new Date().toISOString(), ...e });
+      // safeJson: names and reasons from remote input must not carry C1 or bidi controls into `tail audit.log`.
+      const line = safeJson({ time: new Date().toISOString(), ...e });
       try {
         if (!existsSync(file)) { writeFileSync(file, "", { mode: 0o600 }); chmodSync(file, 0o600); }
         appendFileSync(file, line + "\n");

@@ -8,6 +8,7 @@ import { issueHostCertificate, randomSshSerial } from "../pki/sshcert.ts";
 import type { Ed25519Key } from "../pki/sshkey.ts";
 import { arr, obj, opt, str, type Infer } from "./schema.ts";
 import { ApiError } from "./apierror.ts";
+import { cleanText } from "../util/printable.ts";
 import type { Audit } from "./audit.ts";
 import { getCert, getNode, recordSshCert, setStage, sshSerialUsed, type NodeNetwork, type NodeRecord } from "./store/nodes.ts";
 import { getProfile, getImage, recordBoot } from "./store/images.ts";
@@ -134,8 +135,9 @@ export const statusRequestSchema = obj({
 
 export function reportStatus(d: SelfDeps, node: NodeRecord, req: Infer<typeof statusRequestSchema>): void {
   const now = d.now?.() ?? Date.now();
-  // Control characters would let a node forge lines in `node list` output.
-  const detail = req.detail?.replace(/[\x00-\x1f\x7f]/g, " ") ?? null;
+  // Control characters (C0, C1, bidi and other format characters) would let a node forge lines in, or act on the
+  // terminal of, `airroot node show`; they are stored as spaces (and escaped again at display).
+  const detail = req.detail === undefined ? null : cleanText(req.detail);
   setStage(d.db, node.name, req.stage, detail, req.digest ?? null, now);
   if (req.digest) recordBoot(d.db, node.name, req.digest, now);
 }

@@ -1,5 +1,6 @@
 // Line logger for daemons: one line per state change, to stderr and (optionally) the kernel log via /dev/kmsg.
 import { openSync, writeSync, closeSync, constants } from "node:fs";
+import { cleanLine } from "./printable.ts";
 
 export interface Logger {
   info(msg: string): void;
@@ -29,8 +30,8 @@ export function createLogger(opts: LoggerOptions = {}): Logger {
     try { kmsgFd = openSync(opts.kmsgPath ?? "/dev/kmsg", constants.O_WRONLY | constants.O_APPEND); } catch { kmsgFd = null; }
   }
   const emit = (level: keyof typeof PRIO, msg: string) => {
-    // Control characters from remote input must not forge extra log lines.
-    const clean = msg.replace(/[\x00-\x08\x0a-\x1f\x7f]/g, " ");
+    // Control characters from remote input must not forge extra log lines or act on a terminal (C1, bidi).
+    const clean = cleanLine(msg);
     const line = prefix ? `${prefix}: ${clean}` : clean;
     try { process.stderr.write(line + "\n"); } catch { /* stderr closed: nothing better to do */ }
     if (kmsgFd !== null) {
