@@ -1,5 +1,5 @@
 // OpenSSH keys: ed25519 generation, the "openssh-key-v1" private key file, and strict parsing of public key lines.
-import { createPrivateKey, generateKeyPairSync, randomBytes, sign, type KeyObject } from "node:crypto";
+import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, sign, type KeyObject } from "node:crypto";
 import { SshFormatError, SshReader, SshWriter } from "./sshwire.ts";
 
 export interface Ed25519Key {
@@ -45,6 +45,24 @@ export function formatPublicKey(blob: Uint8Array, comment = ""): string {
 }
 
 const ECDSA_POINT: Record<string, number> = { nistp256: 65, nistp384: 97, nistp521: 133 };
+const JWK_CURVE: Record<string, string> = { nistp256: "P-256", nistp384: "P-384", nistp521: "P-521" };
+
+/**
+ * Throws unless `q` (0x04 || X || Y) is a point on the named curve. A point off the curve (an invalid-curve key) is
+ * not a key anyone holds, and OpenSSH itself refuses it; the SSH CA must never sign one. node:crypto refuses to import
+ * such a point (coordinates out of range or not satisfying the curve equation, the point at infinity included).
+ */
+export function checkEcdsaPoint(curve: string, q: Uint8Array, what = "ECDSA key"): void {
+  const size = ECDSA_POINT[curve];
+  if (!size) throw new SshFormatError(`${what}: unsupported curve ${curve}`);
+  if (q.length !== size || q[0] !== 4) throw new SshFormatError(`${what}: point is not an uncompressed point of the right size`);
+  const n = (size - 1) / 2, b64 = (b: Uint8Array) => Buffer.from(b).toString("base64url");
+  try {
+    createPublicKey({ format: "jwk", key: { kty: "EC", crv: JWK_CURVE[curve], x: b64(q.subarray(1, 1 + n)), y: b64(q.subarray(1 + n)) } });
+  } catch {
+    throw new SshFormatError(`${what}: the public point is not on the ${curve} curve (not a valid key; refused)`);
+  }
+}
 
 /** Checks the fields of a public key blob for the types sshd accepts as host keys. */
 function checkBlob(blob: Uint8Array): string {
@@ -56,8 +74,7 @@ function checkBlob(blob: Uint8Array): string {
     const curve = type.slice("ecdsa-sha2-".length);
     if (!(curve in ECDSA_POINT)) throw new SshFormatError(`unsupported ECDSA curve ${curve}`);
     if (r.text(32) !== curve) throw new SshFormatError("ECDSA key: curve name does not match the key type");
-    const q = r.bytes();
-    if (q.length !== ECDSA_POINT[curve] || q[0] !== 4) throw new SshFormatError("ECDSA key: point is not an uncompressed point of the right size");
+    checkEcdsaPoint(curve, r.bytes());
   } else if (type === "ssh-rsa") {
     const e = r.bytes(), n = r.bytes();
     if (e.length === 0 || e.length > 8) throw new SshFormatError("RSA key: bad exponent");

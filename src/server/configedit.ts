@@ -3,7 +3,7 @@
 import { readFileSync, statSync } from "node:fs";
 import { homedir } from "node:os";
 import { resolve } from "node:path";
-import { parsePublicKey } from "../pki/sshkey.ts";
+import { checkEcdsaPoint, parsePublicKey } from "../pki/sshkey.ts";
 import { SshFormatError, SshReader } from "../pki/sshwire.ts";
 import { parseCidr, parseIp } from "./netaddr.ts";
 import { SchemaError } from "./schema.ts";
@@ -70,8 +70,7 @@ function checkSkBlob(type: string, b64: string): void {
     if (r.bytes().length !== 32) throw new SshFormatError("sk-ssh-ed25519 public key must be 32 bytes");
   } else {
     if (r.text(32) !== "nistp256") throw new SshFormatError("sk-ecdsa key: curve must be nistp256");
-    const q = r.bytes();
-    if (q.length !== 65 || q[0] !== 4) throw new SshFormatError("sk-ecdsa key: point is not an uncompressed P-256 point");
+    checkEcdsaPoint("nistp256", r.bytes(), "sk-ecdsa key");
   }
   r.text(256); // application, e.g. "ssh:"
   r.end();
