@@ -1,5 +1,6 @@
 // Kernel command line parsing (/proc/cmdline) and the typed `airroot.*` boot options, with their documentation.
-import { parseHttpsUrl } from "../client/zone";
+import { isIPv4 } from "node:net";
+import { splitZone } from "../client/zone";
 
 /** One `name[=value]` parameter as the kernel splits it; value is undefined for a bare flag. */
 export interface Param {
@@ -171,16 +172,86 @@ function parseList(p: Param | undefined): string[] {
 }
 
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
-const IFNAME = /^[A-Za-z0-9_.@-]{1,15}$/;
+const IFNAME_CHARS = /^[A-Za-z0-9_.@-]{1,15}$/;
 const MODNAME = /^[A-Za-z0-9_-]{1,64}$/;
+const DNS_LABEL = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
+
+/** Shown in messages: at most 200 characters of what the command line said, quoted. */
+const show = (v: string) => JSON.stringify(v.length > 200 ? `${v.slice(0, 200)}…` : v);
+
+/**
+ * A Linux interface name the kernel would accept (dev_valid_name: 1-15 bytes, no '/', ':' or whitespace, not "." or
+ * "..") and that needs no quoting anywhere: letters, digits and _ . @ -.
+ */
+export function validIfaceName(name: string): boolean {
+  return IFNAME_CHARS.test(name) && name !== "." && name !== "..";
+}
+
+/** Whole seconds written as plain decimal digits: no sign, exponent, hex, fraction, spaces or leading zeros. */
+function seconds(p: Param | undefined, max: number, what: string): number | undefined {
+  if (!p) return undefined;
+  const v = p.value ?? "";
+  if (!/^(0|[1-9][0-9]{0,9})$/.test(v) || Number(v) > max) throw new CmdlineError(`${p.name}=${v}: ${what}`);
+  return Number(v);
+}
+
+const URL_FORM = "https://HOST[:PORT][/PATH] with HOST a DNS name, a dotted IPv4 address or [IPv6] ([fe80::1%25eth0] for a link-local one)";
+
+/**
+ * One https URL from the command line, checked and returned as the URL parser reads it. A value the parser would read
+ * differently from how it is written (https:10.0.0.1, https://10.1/, a ../ segment) or that carries user info, a query
+ * or a fragment is refused rather than silently rewritten, so what the boot uses is what the command line shows. Only
+ * the host's letter case and an explicit :443 are normalised away. Link-local zones are kept (written %25ZONE).
+ */
+export function strictHttpsUrl(option: string, raw: string): string {
+  const bad = (why: string): never => { throw new CmdlineError(`${option}: ${show(raw)} ${why}; expected ${URL_FORM}`); };
+  if (/[^\x21-\x7e]/.test(raw)) bad("contains a space, a control or a non-ASCII character");
+  if (raw.includes("\\")) bad("contains a backslash");
+  if (!raw.startsWith("https://")) bad("does not start with https://");
+  const rest = raw.slice("https://".length);
+  const cut = rest.search(/[/?#]/);
+  const authority = cut < 0 ? rest : rest.slice(0, cut);
+  const target = cut < 0 ? "" : rest.slice(cut);
+  if (authority.includes("@")) {
+    bad("carries user info (USER[:PASSWORD]@ before the host), which is refused: a password on the kernel command line is readable by every process, and user info hides which host is meant");
+  }
+  if (authority === "") bad("has no host");
+  if (target.includes("#")) bad("has a fragment (#...)");
+  if (target.includes("?")) bad("has a query (?...)");
+  let split: ReturnType<typeof splitZone>;
+  try { split = splitZone(raw); } catch { return bad("has a bad IPv6 address or zone"); }
+  if (split.zone !== undefined && !validIfaceName(split.zone) && !/^[1-9][0-9]{0,9}$/.test(split.zone)) {
+    bad(`names the zone ${show(split.zone)}, which is neither an interface name nor an interface index`);
+  }
+  let u: URL;
+  try { u = new URL(split.url); } catch { return bad("is not a valid URL"); }
+  const zoneless = split.url.slice("https://".length);
+  const hostPort = zoneless.slice(0, cut < 0 ? undefined : zoneless.search(/[/?#]/));
+  const host = u.hostname;
+  // An IPv6 literal is checked by the comparison below (it must be written canonically, as the parser prints it).
+  if (host.startsWith("[")) { /* see below */ }
+  else if (/^[0-9.]+$/.test(host) || isIPv4(host)) { if (!IPV4.test(host)) bad("has a bad IPv4 address"); }
+  else if (host.length > 253 || !host.split(".").every((l) => DNS_LABEL.test(l))) bad(`has a bad host name ${show(host)}`);
+  if (u.port === "0") bad("names port 0");
+  // The authority as written (host case aside, an explicit :443 aside) must be what the parser read; so must the path.
+  const written = hostPort.toLowerCase().replace(/:443$/, "");
+  const zoned = (h: string) => (split.zone === undefined ? h : `${h.slice(0, -1)}%25${split.zone}]`);
+  if (written !== u.host) bad(`is read as https://${zoned(u.host)}${u.pathname === "/" && target === "" ? "" : u.pathname}: write it that way`);
+  if (target !== "" && target !== u.pathname) bad(`has the path ${show(target)}, which is read as ${show(u.pathname)} (dot segments or characters that need percent-encoding): write ${show(u.pathname)}`);
+  return `https://${zoned(host)}${u.port ? `:${u.port}` : ""}${target}`;
+}
 
 function parseIp(p: Param | undefined): BootOptions["ip"] {
   if (!p) return "dhcp";
   const v = p.value ?? "";
   if (v === "dhcp" || v === "none") return v;
-  const m = /^([^:]+):([^/:]+)\/(\d{1,2})(?::([^:]+))?$/.exec(v);
-  if (!m || !IFNAME.test(m[1]) || !IPV4.test(m[2]) || Number(m[3]) > 32 || (m[4] !== undefined && !IPV4.test(m[4])))
-    throw new CmdlineError(`${p.name}=${v}: expected dhcp, none or IFACE:ADDR/PREFIX[:GATEWAY] (e.g. eth0:172.30.1.5/16:172.30.0.1)`);
+  const form = "expected dhcp, none or IFACE:ADDR/PREFIX[:GATEWAY] (e.g. eth0:172.30.1.5/16:172.30.0.1)";
+  const m = /^([^:]*):([^/:]+)\/(\d{1,2})(?::([^:]+))?$/.exec(v);
+  if (m && !validIfaceName(m[1])) {
+    throw new CmdlineError(`${p.name}=${v}: ${show(m[1])} is not an interface name (1-15 letters, digits, _ . @ -; not . or ..); ${form}`);
+  }
+  if (!m || !IPV4.test(m[2]) || Number(m[3]) > 32 || (m[4] !== undefined && !IPV4.test(m[4])))
+    throw new CmdlineError(`${p.name}=${v}: ${form}`);
   return { iface: m[1], address: m[2], prefix: Number(m[3]), ...(m[4] ? { gateway: m[4] } : {}) };
 }
 
@@ -190,32 +261,24 @@ function parseIp(p: Param | undefined): BootOptions["ip"] {
  */
 export function bootOptions(c: Cmdline): { options: BootOptions; unknown: string[] } {
   const get = (name: string) => lastParam(c, name);
-  const httpsList = (name: string): string[] => {
-    const list = parseList(get(name));
-    for (const s of list) {
-      let u: URL;
-      try { u = parseHttpsUrl(s); } catch { throw new CmdlineError(`${name}: "${s}" is not a URL`); }
-      if (u.protocol !== "https:") throw new CmdlineError(`${name}: "${s}" must be an https:// URL`);
-    }
-    return list;
-  };
+  // Each URL as the parser reads it (strictHttpsUrl refuses any that would read differently from how it is written).
+  const httpsList = (name: string): string[] => parseList(get(name)).map((s) => strictHttpsUrl(name, s));
   const servers = httpsList("airroot.server");
   const imageUrls = httpsList("airroot.imageurl");
   for (const u of imageUrls)
-    if (parseHttpsUrl(u).pathname.endsWith("/")) throw new CmdlineError(`airroot.imageurl: "${u}" must name a file`);
+    if (new URL(splitZone(u).url).pathname.endsWith("/")) {
+      throw new CmdlineError(`airroot.imageurl: ${show(u)} must name a file: https://HOST[:PORT]/PATH/FILE`);
+    }
   const manifests = httpsList("airroot.manifest");
   const methodP = get("airroot.imagemethod");
   const imageMethod = (methodP?.value ?? "ondemand") as ImageMethod;
   if (imageMethod !== "ondemand" && imageMethod !== "copy")
     throw new CmdlineError(`airroot.imagemethod=${methodP?.value}: expected ondemand or copy`);
-  const toP = get("airroot.dhcptimeout");
-  const dhcpTimeoutSec = toP ? Number(toP.value) : 30;
-  if (!Number.isInteger(dhcpTimeoutSec) || dhcpTimeoutSec < 1 || dhcpTimeoutSec > 3600)
-    throw new CmdlineError(`airroot.dhcptimeout=${toP?.value}: expected whole seconds between 1 and 3600`);
-  const rtP = get("airroot.roottimeout");
-  const rootTimeoutSec = rtP ? Number(rtP.value) : undefined;
-  if (rtP && (rtP.value === undefined || rtP.value === "" || !Number.isInteger(rootTimeoutSec) || rootTimeoutSec! < 0 || rootTimeoutSec! > 31_536_000))
-    throw new CmdlineError(`airroot.roottimeout=${rtP.value ?? ""}: expected whole seconds (0 to 31536000); leave it out to wait for ever`);
+  const dhcpTimeoutSec = seconds(get("airroot.dhcptimeout"), 3600,
+    "expected whole seconds between 1 and 3600, in plain decimal digits (e.g. 30)") ?? 30;
+  if (dhcpTimeoutSec < 1) throw new CmdlineError(`airroot.dhcptimeout=0: expected whole seconds between 1 and 3600, in plain decimal digits (e.g. 30)`);
+  const rootTimeoutSec = seconds(get("airroot.roottimeout"), 31_536_000,
+    "expected whole seconds (0 to 31536000) in plain decimal digits (e.g. 600); leave it out to wait for ever");
   const modules = parseList(get("airroot.modules"));
   const blacklist = parseList(get("airroot.blacklist"));
   for (const m of [...modules, ...blacklist])
