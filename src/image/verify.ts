@@ -7,6 +7,7 @@ import type { Manifest } from "./manifest";
 export interface ChunkVerifier {
   chunkSize: number;
   verify(index: number, bytes: Uint8Array): boolean;
+  size?: number; // the image size the manifest describes: the range engine refuses servers offering another
 }
 
 /** Expected length of chunk `index` (the last chunk of an image is usually short). */
@@ -25,6 +26,7 @@ export function manifestVerifier(m: Manifest): ChunkVerifier {
   const count = m.chunks.length;
   return {
     chunkSize: m.chunkSize,
+    size: m.size,
     verify(index: number, bytes: Uint8Array): boolean {
       if (!Number.isInteger(index) || index < 0 || index >= count) return false;
       if (!(bytes instanceof Uint8Array) || bytes.length !== chunkLength(m, index)) return false;

@@ -38,6 +38,7 @@ export async function loadImageVerifier(manifestUrl: string, publicKeyPem: strin
     manifestUrl, size: manifest.size, badChunks: () => bad,
     verifier: {
       chunkSize: inner.chunkSize,
+      size: manifest.size, // servers offering another size are excluded when the image opens
       verify(index, data) {
         const ok = inner.verify(index, data);
         if (!ok) bad++;

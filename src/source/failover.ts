@@ -1,7 +1,7 @@
 // The servers of one image as a set: preference order, which server a request tries next, logging each change of
 // state once, and the jittered background probe that brings recovered servers back (fail-back).
 import type { Logger } from "../util/log";
-import { SourceFault, type RangeTimeouts } from "./http";
+import { SourceFault, type Expect, type RangeTimeouts } from "./http";
 import { rankSources, type SourceOrder } from "./order";
 import type { ImageIdentity } from "./probe";
 import type { Source } from "./source";
@@ -13,8 +13,17 @@ export interface ServerSetOptions {
   probeIntervalMs: number;
   holdDownMs: number;
   ioTimeoutMs: number;       // only for the wording of the "all down" line
+  sizeOnly: boolean;         // a signed manifest verifies every chunk: a server without a validator may join (probe.ts)
   log: Logger;
   onRecovered(): void;       // a down server answers again: wake reads waiting out a backoff
+}
+
+/**
+ * What replies from `s` must match: its own validator once it has agreed with the image; before that (it was down at
+ * open) the image's, or, with a signed manifest, the size alone when either side sends no validator.
+ */
+export function expectFrom(s: Source, image: ImageIdentity, sizeOnly: boolean): Expect {
+  return s.validator !== undefined ? { size: image.size, validator: s.validator } : { size: image.size, validator: image.validator, sizeOnly };
 }
 
 export const jitter = (ms: number, frac: number) => ms * (1 - frac + 2 * frac * Math.random());
@@ -135,8 +144,9 @@ export class ServerSet {
     if (wasDown) s.state = "probing";
     try {
       const t0 = performance.now();
-      await s.fetcher.get(0, 1, this.o.timeouts, this.image);
+      const r = await s.fetcher.get(0, 1, this.o.timeouts, expectFrom(s, this.image, this.o.sizeOnly));
       s.noteRtt(performance.now() - t0);
+      if (s.state !== "excluded") s.validator ??= r.validator; // a server down at open has now agreed
       if (this.closed || s.state === "excluded") return;
       if (s.state === "probing" || s.state === "degraded") {
         // Hold-down: a server that failed recently is only a fallback until it has answered for holdDownMs.

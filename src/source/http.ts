@@ -2,7 +2,7 @@
 // are validated byte-for-byte (206, exact Content-Range, full length, same validator) before any data is handed back.
 import tls from "node:tls";
 import type { ImageUrl } from "./url";
-import { HeaderError, parseContentRange, validatorOf } from "./headers";
+import { HeaderError, NO_VALIDATOR, parseContentRange, validatorOf } from "./headers";
 import { ConnectionError, HttpsConnection } from "./conn";
 import { ReplyError, closesAfter, keepAliveMs, type ResponseHead } from "./response";
 
@@ -153,7 +153,11 @@ export interface RangeTimeouts { stallMs: number; requestMs: number }
  * server that is merely slow shows progress in such steps or not at all; 16 KiB per period only refuses a drip.
  */
 export const MIN_STALL_PERIOD_BYTES = 16 * 1024;
-export interface Expect { size: number; validator: string }
+/**
+ * What a reply must match. `sizeOnly` (a signed manifest verifies every chunk): a server that sends no validator, or one
+ * expected to send none, is compared on size alone.
+ */
+export interface Expect { size: number; validator: string; sizeOnly?: boolean }
 /** The body comes back split into `pieceSize` pieces (the engine's cache blocks), so each can be freed on its own. */
 export interface RangeReply { parts: Uint8Array[]; size: number; validator: string; lastModifiedMs?: number }
 
@@ -255,8 +259,11 @@ export async function getRange(pool: HttpsPool, u: ImageUrl, start: number, leng
         throw new SourceFault(`wrong Content-Range: asked bytes ${start}-${end}, got ${cr.start}-${cr.end}`);
       }
       if (expect && cr.size !== expect.size) throw new SourceFault(`image size changed from ${expect.size} to ${cr.size} bytes`, true);
-      if (expect && validator !== expect.validator) {
-        throw new SourceFault(`image changed on the server (validator ${validator}, expected ${expect.validator})`, true);
+      if (expect && validator !== expect.validator &&
+        !(expect.sizeOnly && (validator === NO_VALIDATOR || expect.validator === NO_VALIDATOR))) {
+        throw new SourceFault(validator === NO_VALIDATOR
+          ? `sends neither an ETag nor a Last-Modified header (expected validator ${expect.validator}), so nothing proves it serves the same file`
+          : `image changed on the server (validator ${validator}, expected ${expect.validator})`, true);
       }
       const ce = h.headers["content-encoding"];
       if (ce !== undefined && String(ce).toLowerCase() !== "identity") throw new SourceFault(`unexpected Content-Encoding ${String(ce).slice(0, 20)}`);

@@ -5,21 +5,33 @@ import { hostname } from "node:os";
 import { createLogger, type Logger } from "../util/log";
 import { parseImageUrl, type ImageUrl } from "./url";
 import { directFetcher, SourceFault, type PoolOptions, type RangeTimeouts } from "./http";
-import { AGREEMENT_RULE, chooseImage, probeSource, type ImageIdentity } from "./probe";
+import { AGREEMENT_RULE, chooseImage, probeSource, type ImageIdentity, type ProbeResult } from "./probe";
 import { Source, type SourceStatus } from "./source";
 import { BlockCache } from "./cache";
 import { BlockPool } from "./pool";
 import { Readahead } from "./readahead";
 import { ORDERS, type SourceOrder } from "./order";
-import { ServerSet, jitter, secs } from "./failover";
+import { ServerSet, expectFrom, jitter, secs } from "./failover";
+import { NO_VALIDATOR } from "./headers";
 
 export type { SourceOrder } from "./order";
 export type { SourceStatus, SourceState } from "./source";
 
+/**
+ * A signed manifest's check of every chunk. With one, the manifest is the image's validator: a server that sends
+ * neither ETag nor Last-Modified is usable (compared with the others on size alone), and with `size` every server must
+ * serve exactly that many bytes.
+ */
 export interface ChunkVerifier {
   chunkSize: number;                                  // engine fetches/caches in whole aligned chunks when set
   verify(index: number, bytes: Uint8Array): boolean;  // false → source fault: refetch elsewhere, mark faulty
+  size?: number;                                      // the image size the manifest describes
 }
+
+/** Why a server without a validator is refused when no manifest is in use. */
+export const NO_VALIDATOR_REFUSAL = "sends neither an ETag nor a Last-Modified header, so nothing proves it serves the same " +
+  "file as the other servers, or that the file stays the same while it is read; refused without a signed manifest " +
+  "(--manifest URL --image-key PEM: every chunk is then verified, and such a server is compared on size alone)";
 
 export interface RemoteImageOptions {
   ca?: string | Buffer;        // PEM bundle contents; undefined = system store
@@ -167,7 +179,7 @@ export class RemoteImage {
     this.servers = new ServerSet(sources, img, {
       order: this.order, nodeId: opts.nodeId ?? hostname(), timeouts: this.timeouts,
       probeIntervalMs: opts.probeIntervalMs ?? DEFAULTS.probeIntervalMs, holdDownMs: opts.holdDownMs ?? DEFAULTS.holdDownMs,
-      ioTimeoutMs: this.ioTimeoutMs, log,
+      ioTimeoutMs: this.ioTimeoutMs, log, sizeOnly: this.verifier !== undefined,
       onRecovered: () => { for (const wake of [...this.sleepers]) wake(); }, // retry now rather than after the backoff
     });
   }
@@ -225,18 +237,35 @@ export class RemoteImage {
       failures.push(`${s.href}: ${res.reason}`);
       log.error(`error while communicating with ${s.href}: ${res.reason}`);
     });
-    const agreed = chooseImage(results);
+    // Servers that answered but cannot be used whatever the others say: no validator without a manifest (nothing
+    // would tell their file from another), or a size other than the signed manifest's. Excluded, never mixed in.
+    const refusals: string[] = [];
+    const usable = results.map((res, i): ProbeResult => {
+      if (!res.ok) return res;
+      const why = res.image.validator === NO_VALIDATOR && !opts.verifier ? NO_VALIDATOR_REFUSAL
+        : opts.verifier?.size !== undefined && res.image.size !== opts.verifier.size
+          ? `serves ${res.image.size} bytes, but the signed manifest describes ${opts.verifier.size}` : undefined;
+      if (!why) return res;
+      const s = sources[i];
+      s.exclude(why);
+      refusals.push(`${s.href}: ${why}`);
+      log.error(`excluding ${s.href}: ${why}`);
+      return { ok: false, reason: why };
+    });
+    const agreed = chooseImage(usable);
     if (!agreed) {
       await closeAll();
-      throw new Error(`cannot reach any image server: ${failures.join("; ")}`);
+      // "cannot reach" (a boot waits for servers to come back) only when some server did not answer at all.
+      if (failures.length) throw new Error(`cannot reach any image server: ${[...failures, ...refusals].join("; ")}`);
+      throw new Error(`no usable image server for ${name}: ${refusals.join("; ")}`);
     }
     const img = agreed.image;
-    const okCount = results.filter((r) => r.ok).length;
+    const okCount = usable.filter((r) => r.ok).length;
     if (agreed.members.length < okCount) log.warn(`image servers disagree about ${name}: ${AGREEMENT_RULE}`);
-    results.forEach((res, i) => {
+    usable.forEach((res, i) => {
       if (!res.ok) return;
       const s = sources[i];
-      if (agreed.members.includes(i)) { s.state = "healthy"; return; }
+      if (agreed.members.includes(i)) { s.state = "healthy"; s.validator = res.image.validator; return; }
       const why = `serves a different image (${res.image.size} bytes, validator ${res.image.validator}) than ` +
         `${agreed.members.length} of ${okCount} reachable servers (${img.size} bytes, validator ${img.validator})`;
       s.exclude(why);
@@ -544,7 +573,7 @@ export class RemoteImage {
         this.c.fetches++;
         const sentAt = Date.now();
         try {
-          const r = await src.fetcher.get(start, len, this.timeouts, { size: this.size, validator: this.validator }, this.bs, this.pool);
+          const r = await src.fetcher.get(start, len, this.timeouts, expectFrom(src, this, this.verifier !== undefined), this.bs, this.pool);
           if (this.verifier) {
             const bad = r.parts.findIndex((bytes, k) => !this.verifier!.verify(sp.first + k, bytes));
             if (bad >= 0) {
@@ -553,6 +582,7 @@ export class RemoteImage {
             }
           }
           this.c.bytesFetched += len;
+          if (src.state !== "excluded") src.validator ??= r.validator; // a server down at open has now agreed
           this.servers.noteSuccess(src, len, sentAt);
           this.ioExpiredSince = 0; // a real read proved a source good: readers wait again
           return r.parts;

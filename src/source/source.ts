@@ -19,6 +19,8 @@ export class Source {
   lastError?: string;
   lastFaultAt = 0;              // Date.now() of the last fault, for the fail-back hold-down
   preferredRank = 0;            // 0 = most preferred
+  /** The validator this server agreed with (its own: NO_VALIDATOR for one sending none); its replies must keep it. */
+  validator?: string;
 
   constructor(readonly url: ImageUrl, readonly fetcher: RangeFetcher, readonly index: number) {}
 

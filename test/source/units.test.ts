@@ -72,3 +72,18 @@ test("chooseImage: the largest agreeing group wins, ties go to the first listed,
   expect(chooseImage([bad, bad])).toBeUndefined();
   expect(chooseImage([])).toBeUndefined();
 });
+
+test("chooseImage: a server without a validator (usable only with a manifest) agrees with every server of its size", async () => {
+  const { chooseImage } = await import("../../src/source/probe");
+  const { NO_VALIDATOR } = await import("../../src/source/headers");
+  const ok = (size: number, validator: string) => ({ ok: true as const, image: { size, validator } });
+  const none = (size: number) => ok(size, NO_VALIDATOR);
+  expect(chooseImage([none(10), ok(10, "a")])).toEqual({ image: { size: 10, validator: "a" }, members: [0, 1] });
+  expect(chooseImage([none(10), none(10)])).toEqual({ image: { size: 10, validator: NO_VALIDATOR }, members: [0, 1] });
+  expect(chooseImage([none(11), ok(10, "a")])?.members).toEqual([0]); // sizes differ: a tie, the first listed wins
+  expect(chooseImage([ok(10, "a"), none(11), none(11)])?.members).toEqual([1, 2]);
+  // Validators still have to agree among the servers that send one; the size-only server joins either group.
+  expect(chooseImage([none(10), ok(10, "a"), ok(10, "b"), ok(10, "b")])).toEqual({ image: { size: 10, validator: "b" }, members: [0, 2, 3] });
+  expect(chooseImage([none(10), ok(10, "a"), ok(10, "b")])?.members).toEqual([0, 1]); // tie between a and b: a is listed first
+  expect(chooseImage([none(10), ok(11, "a"), ok(10, "b")])?.members).toEqual([0, 2]);
+});
