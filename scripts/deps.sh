@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   ca-certificates curl openssl            # TLS tooling; curl is also the benchmark's speed limit
   nginx-light apache2                     # real image servers / mirrors
+  lighttpd lighttpd-mod-openssl caddy     # the lighttpd (TLS is a separate module) and Caddy mirror configs, tested for real
   squashfs-tools util-linux kmod fio      # mksquashfs, losetup/mount, modules, random-read benchmark
   swtpm swtpm-tools tpm2-tools            # software TPM and the reference TPM tools
   openssh-server openssh-client           # sshd/ssh-keygen/ssh for host keys and certificates

@@ -6,7 +6,7 @@ import { openDatabase } from "../server/store/db";
 import { listImages, listProfiles } from "../server/store/images";
 import { packImage, DEFAULT_CHUNK_SIZE } from "../image/pack";
 import { gcImages, DEFAULT_GC_GRACE_MS } from "../image/gc";
-import { checkImagesDir, mirrorConfig, DEFAULT_MIRROR_CERT, DEFAULT_MIRROR_KEY, NGINX_CONF_PATH, APACHE_CONF_PATH, type MirrorServer } from "../server/mirror";
+import { checkImagesDir, mirrorConfig, DEFAULT_MIRROR_CERT, DEFAULT_MIRROR_KEY, MIRROR_CONF_PATHS, MIRROR_SERVERS, type MirrorServer } from "../server/mirror";
 import { parseDuration, formatDuration } from "../util/duration";
 import { checkStoredImages, strayEntries } from "../image/check";
 import { assignProfile } from "../image/assign";
@@ -161,25 +161,25 @@ export const imageCommand = defineCommand({
   subCommands: { pack: packCommand, list: listCommand, assign: assignCommand, verify: verifyCommand, gc: gcCommand },
 });
 
-/** `airroot serve mirror-config nginx|apache`: the config on stdout, notes and warnings on stderr. */
+/** `airroot serve mirror-config nginx|apache|lighttpd|caddy`: the config on stdout, notes and warnings on stderr. */
 export const mirrorConfigCommand = defineCommand({
   meta: {
     name: "mirror-config",
-    description: `Print a config for stock nginx (save as ${NGINX_CONF_PATH}) or Apache httpd (${APACHE_CONF_PATH}) that serves an rsync'd copy of STATE/images (or STATE/images itself) as an image mirror: same URLs, byte ranges, immutable caching. Nodes verify every chunk against the signed manifest.`,
+    description: `Print a config for stock nginx (save as ${MIRROR_CONF_PATHS.nginx}), Apache httpd (${MIRROR_CONF_PATHS.apache}), lighttpd (${MIRROR_CONF_PATHS.lighttpd}) or Caddy (${MIRROR_CONF_PATHS.caddy}) that serves an rsync'd copy of STATE/images (or STATE/images itself) as an image mirror: same URLs, byte ranges, immutable caching. Nodes verify every chunk against the signed manifest. lighttpd sends no ETag (it cannot send the digest), so nodes use it only with the manifest.`,
   },
   args: {
-    server: { type: "positional", description: "nginx | apache", required: true },
+    server: { type: "positional", description: MIRROR_SERVERS.join(" | "), required: true },
     images: { type: "string", description: "the directory holding the images on this mirror (a copy: rsync -a STATE/images/ DIR/); must exist" },
     state: { type: "string", description: "or: server state directory, to serve STATE/images on the server itself" },
     root: { type: "string", description: "URL path the images appear under (default /images/, like airroot serve); the server lists mirrors as base URLs + /images/, so keep it ending in images/" },
     listen: { type: "string", description: "PORT, IPV4:PORT or [IPV6]:PORT; repeatable or comma-separated (default 443, all addresses)" },
     cert: { type: "string", description: `TLS certificate of this mirror from \`airroot serve mirror-cert\` (PREFIX.crt; default ${DEFAULT_MIRROR_CERT})` },
     key: { type: "string", description: `its private key (PREFIX.key; default ${DEFAULT_MIRROR_KEY})` },
-    "server-name": { type: "string", description: "server name (default: any)" },
+    "server-name": { type: "string", description: "server name, nginx and Apache only (default: any)" },
   },
   run({ args, rawArgs }) {
     const server = args.server as MirrorServer;
-    if (server !== "nginx" && server !== "apache") throw new Error(`mirror-config: unknown server "${args.server}": use nginx or apache`);
+    if (!MIRROR_SERVERS.includes(server)) throw new Error(`mirror-config: unknown server "${args.server}": use ${MIRROR_SERVERS.join(", ")}`);
     if (args.images !== undefined && args.state !== undefined) throw new Error("mirror-config: give --images DIR (a mirror's copy) or --state DIR (serve STATE/images), not both");
     if (args.images === undefined && args.state === undefined) throw new Error("mirror-config: pass --images DIR (the mirror's copy of STATE/images) or --state DIR (serves DIR/images)");
     const dir = args.images !== undefined ? resolve(args.images) : imagesDir(resolve(args.state!));

@@ -147,7 +147,7 @@ describe("serve mirror-config", () => {
     expect(a).not.toContain("Listen ");
     expect(a).toContain("SSLCertificateFile /etc/x.crt");
     expect(a).toContain(`AliasMatch "^/images/([0-9a-f]{64})\\.(sfs|manifest)$" "${state}/images/$1.$2"`);
-    await expect(capture(["lighttpd", "--state", state])).rejects.toThrow(/use nginx or apache/);
+    await expect(capture(["squid", "--state", state])).rejects.toThrow(/unknown server "squid": use nginx, apache, lighttpd, caddy/);
     expect(await capture(["nginx", "--images", mirror])).toContain(`alias ${mirror}/$digest.sfs;`);
     await expect(capture(["nginx"])).rejects.toThrow(/--images DIR .* or --state DIR/);
   });
@@ -185,6 +185,36 @@ describe("serve mirror-config", () => {
     expect(a.out).toContain("#   airroot serve config add mirrors https://<this mirror>/m --state STATE");
   });
 
+  test("prints lighttpd and Caddy configs: one socket block or site per address, the header says where it goes and what it relies on", async () => {
+    const { state, mirror } = dirs();
+    const l = await capture(["lighttpd", "--images", mirror, "--listen", "127.0.0.9:8443,[::1]:8443", "--listen", "9443", "--cert", "/etc/m.crt", "--key", "/etc/m.key"]);
+    for (const s of ["127.0.0.9:8443", "[::1]:8443", ":9443", "[::]:9443"]) expect(l).toContain(`$SERVER["socket"] == "${s}" {`);
+    expect(l.match(/\$SERVER\["socket"\]/g)?.length).toBe(4);
+    expect(l).toContain(`alias.url = ("/images/" => "${mirror}/")`);
+    expect(l).toContain('$HTTP["url"] =~ "^/images/[0-9a-f]{64}\\.(sfs|manifest)$" {');
+    expect(l).toContain('ssl.pemfile = "/etc/m.crt"');
+    expect(l).toContain("# Install (Debian: apt install lighttpd lighttpd-mod-openssl): save this as\n# /etc/lighttpd/conf-available/90-airroot.conf");
+    expect(l).toContain("lighty-enable-mod airroot");
+    expect(l).toContain("# No ETag and no Last-Modified");
+    expect(l).toContain("nodes use\n# this mirror only together with the signed manifest");
+    expect(l).toContain("#   rsync -a --delay-updates --delete-after --exclude='.*' SERVER:STATE/images/");
+    expect(l).toContain("#   airroot serve mirror-cert --state STATE --address <this mirror's addresses> --out /etc/m");
+    const c = await capture(["caddy", "--state", state, "--listen", "127.0.0.9:8443", "--listen", "[::1]:8443", "--listen", "443", "--root", "/site/images/"]);
+    expect(c).toContain("https://:8443 {\n    bind 127.0.0.9 [::1]\n");
+    expect(c).toContain("https://:443 {\n    tls /etc/airroot/mirror.crt /etc/airroot/mirror.key {");
+    expect(c.match(/^https:\/\//gm)?.length).toBe(2);
+    expect(c).toContain("    admin off");
+    expect(c).toContain("    auto_https off");
+    expect(c).toContain("path_regexp sfs ^/site/images/([0-9a-f]{64})\\.sfs$");
+    expect(c).toContain(`root ${state}/images`);
+    expect(c).toContain('ETag "\\"{re.sfs.1}\\""');
+    expect(c).toContain("# Install: save this as /etc/caddy/Caddyfile");
+    expect(c).toContain("#   airroot serve config add mirrors https://<this mirror>/site --state STATE");
+    for (const s of ["lighttpd", "caddy"] as const) {
+      expect(() => mirrorConfig(s, { stateDir: "/srv", serverName: "m1" })).toThrow(/--server-name is for nginx and Apache/);
+    }
+  });
+
   test("refuses input that would break or inject into the config", () => {
     const bad: [Parameters<typeof mirrorConfig>[1], RegExp][] = [
       [{ stateDir: "/srv/air root" }, /unsafe/],
@@ -198,6 +228,8 @@ describe("serve mirror-config", () => {
       [{ stateDir: "/srv", listen: ["host:80;evil"] }, /invalid --listen/],
       [{ stateDir: "/srv", serverName: "a b" }, /invalid server name/],
     ];
-    for (const [opts, re] of bad) for (const s of ["nginx", "apache"] as const) expect(() => mirrorConfig(s, opts)).toThrow(re);
+    for (const [opts, re] of bad) for (const s of ["nginx", "apache", "lighttpd", "caddy"] as const) {
+      if (s === "nginx" || s === "apache" || !opts.serverName) expect(() => mirrorConfig(s, opts)).toThrow(re);
+    }
   });
 });
