@@ -70,7 +70,7 @@ afterAll(async () => {
   removeScratchDirs();
 });
 
-interface Reply { status: number; headers: Record<string, string>; body: Uint8Array }
+interface Reply { status: number; headers: Record<string, string | undefined>; body: Uint8Array }
 async function curl(u: string, extra: string[] = []): Promise<Reply> {
   const hdr = join(base, `h-${Math.random().toString(36).slice(2)}`);
   // HTTP/1.1, as nodes speak it (both servers would offer HTTP/2 to curl).
@@ -78,7 +78,7 @@ async function curl(u: string, extra: string[] = []): Promise<Reply> {
   const [out, err] = await Promise.all([new Response(p.stdout).arrayBuffer(), new Response(p.stderr).text(), p.exited]);
   if (p.exitCode !== 0) throw new Error(`curl ${u} failed: ${err}`);
   const lines = readFileSync(hdr, "utf8").split("\r\n");
-  const headers: Record<string, string> = {};
+  const headers: Record<string, string | undefined> = {};
   for (const l of lines.slice(1)) { const i = l.indexOf(":"); if (i > 0) headers[l.slice(0, i).toLowerCase()] = l.slice(i + 1).trim(); }
   return { status: Number(lines[0].split(" ")[1]), headers, body: new Uint8Array(out) };
 }
