@@ -18,7 +18,7 @@ export const mountCommand = defineCommand({
     "cache-mb": { type: "string", description: "RAM for image blocks beside the kernel page cache, cached or being fetched (plus one 1 MiB request), MiB", default: String(MOUNT_DEFAULTS.cacheMb) },
     "io-timeout": { type: "string", description: "give readers EIO after this long with no server (e.g. 5m); default: wait forever, right for a root fs" },
     "stall-timeout": { type: "string", description: "a request with no progress for this long fails over to the next server", default: `${MOUNT_DEFAULTS.stallTimeoutMs / 1000}s` },
-    manifest: { type: "string", description: "signed image manifest (https URL or local file): every chunk is verified before the kernel sees it" },
+    manifest: { type: "string", description: "signed image manifest (https URL or local file): every chunk is verified before the kernel sees it, every server must offer its size, and servers sending neither ETag nor Last-Modified (lighttpd) become usable" },
     "expect-digest": { type: "string", description: "SHA-256 of the image you were told to boot: a manifest for any other (older) image is refused" },
     "image-key": { type: "string", description: "image-signing public key (PEM) that must have signed --manifest" },
     foreground: { type: "boolean", description: "stay attached; stop with Ctrl-C / SIGTERM (unmounts)" },
