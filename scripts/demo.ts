@@ -32,11 +32,14 @@ let nginx: NginxSite | undefined;
 let cleaning: Promise<void> | undefined;
 function cleanup(): Promise<void> {
   return (cleaning ??= (async () => {
+    // Each child leads its own process group (spawned detached): the group goes, grandchildren (mksquashfs under
+    // image pack, QEMU's guestfwd nc) included, as a terminal's Ctrl-C would take them.
+    const kill = (c: (typeof children)[number], sig: NodeJS.Signals) => { try { process.kill(-c.proc.pid, sig); } catch { c.proc.kill(sig); } };
     for (const c of [...children].reverse()) {
-      if (c.proc.exitCode !== null || c.proc.signalCode) continue;
-      c.proc.kill("SIGTERM");
+      if (c.proc.exitCode !== null || c.proc.signalCode) { kill(c, "SIGKILL"); continue; }
+      kill(c, "SIGTERM");
       const done = await Promise.race([c.proc.exited.then(() => true), Bun.sleep(5000).then(() => false)]);
-      if (!done) c.proc.kill("SIGKILL");
+      if (!done) kill(c, "SIGKILL");
     }
     await nginx?.stop().catch(() => {});
   })());
@@ -52,7 +55,7 @@ function track(name: string, proc: Subprocess): Subprocess { children.push({ nam
 /** Runs one walk-through line with bash, streaming its output indented; a ticker shows progress on long steps. */
 async function runLine(text: string, env: Record<string, string>): Promise<void> {
   const started = performance.now();
-  const p = track(text, Bun.spawn(["bash", "-euo", "pipefail", "-c", text], { cwd: REPO, env, stdout: "pipe", stderr: "pipe" }));
+  const p = track(text, Bun.spawn(["bash", "-euo", "pipefail", "-c", text], { cwd: REPO, env, stdout: "pipe", stderr: "pipe", detached: true }));
   const pump = async (s: ReadableStream<Uint8Array>) => {
     const dec = new TextDecoder();
     let buf = "";
@@ -83,7 +86,7 @@ async function bootNode(n: number, settings: Record<string, string>): Promise<Bo
   mkdirSync(tpmDir, { recursive: true });
   rmSync(sock, { force: true });
   const tpm = track("swtpm", Bun.spawn(["swtpm", "socket", "--tpm2", "--tpmstate", `dir=${tpmDir}`, "--ctrl", `type=unixio,path=${sock}`, "--terminate"],
-    { stdout: "ignore", stderr: "ignore" }));
+    { stdout: "ignore", stderr: "ignore", detached: true }));
   for (let i = 0; i < 50 && !existsSync(sock); i++) await Bun.sleep(100);
   if (!existsSync(sock)) throw new Error("swtpm did not create its control socket within 5 s");
   const p22 = await freePort(), p2222 = await freePort();
@@ -95,7 +98,7 @@ async function bootNode(n: number, settings: Record<string, string>): Promise<Bo
       `guestfwd=tcp:${SERVER_IP}:443-cmd:nc 127.0.0.1 ${port(settings.LISTEN)},guestfwd=tcp:${MIRROR_IP}:443-cmd:nc 127.0.0.1 ${port(settings.MIRROR_LISTEN)}`,
     "-device", `virtio-net-pci,netdev=n0,mac=${MAC}`];
   say(`$ ${args.map((a) => (/[\s,;]/.test(a) ? `'${a}'` : a)).join(" ")}`);
-  const vm = track(`qemu boot ${n}`, Bun.spawn(args, { stdin: "pipe", stdout: "pipe", stderr: "pipe" }));
+  const vm = track(`qemu boot ${n}`, Bun.spawn(args, { stdin: "pipe", stdout: "pipe", stderr: "pipe", detached: true }));
   let out = "";
   const log = join(LOGS, `console-boot${n}.log`);
   writeFileSync(log, "");
@@ -219,7 +222,7 @@ async function main(): Promise<void> {
     heading(l.comment || "service");
     say(`$ ${l.text} &`);
     const out = Bun.file(join(LOGS, "serve.log")).writer();
-    const p = track(l.text, Bun.spawn(["bash", "-c", `exec ${l.text}`], { cwd: REPO, env, stdout: "pipe", stderr: "pipe" }));
+    const p = track(l.text, Bun.spawn(["bash", "-c", `exec ${l.text}`], { cwd: REPO, env, stdout: "pipe", stderr: "pipe", detached: true }));
     for (const s of [p.stdout, p.stderr]) (async () => { for await (const c of s) { out.write(c); out.flush(); } })();
     const [host, port] = [settings.LISTEN.slice(0, settings.LISTEN.lastIndexOf(":")), Number(settings.LISTEN.split(":").pop())];
     await waitForPort(host, port, 20_000).catch((e) => { throw new Error(`${l.text}: ${e.message}; see ${join(LOGS, "serve.log")}`); });

@@ -72,6 +72,7 @@ export async function packImage(opts: PackOptions): Promise<PackResult> {
   mkdirSync(dir, { recursive: true, mode: 0o755 });
 
   const tmp = join(dir, `${PACK_TMP_PREFIX}${randomBytes(8).toString("hex")}.sfs`);
+  let interrupted: ((sig: NodeJS.Signals) => void) | undefined;
   try {
     log(`packing ${opts.rootDir} with mksquashfs (zstd, reproducible)...`);
     const env = { ...process.env };
@@ -79,6 +80,15 @@ export async function packImage(opts: PackOptions): Promise<PackResult> {
     const proc = Bun.spawn(mksquashfsArgs(opts.rootDir, tmp, mkfsTime, opts.interactive ?? false), {
       env, stdin: "ignore", stdout: opts.interactive ? "inherit" : "pipe", stderr: "pipe",
     });
+    // Interrupted (Ctrl-C, SIGTERM): stop mksquashfs and leave no partial image behind; `finally` never runs then.
+    interrupted = (sig) => {
+      proc.kill("SIGKILL");
+      try { unlinkSync(tmp); } catch { /* not written yet */ }
+      log(`image pack: ${sig}: stopped mksquashfs, removed the partial image; nothing was stored`);
+      process.exit(sig === "SIGINT" ? 130 : 143);
+    };
+    process.once("SIGINT", interrupted);
+    process.once("SIGTERM", interrupted);
     const [stderr, stdout] = await Promise.all([
       new Response(proc.stderr).text(),
       proc.stdout && typeof proc.stdout !== "number" ? new Response(proc.stdout).text() : Promise.resolve(""),
@@ -128,6 +138,7 @@ export async function packImage(opts: PackOptions): Promise<PackResult> {
     log(`profile ${opts.profile} -> ${digest} (${(size / 1048576).toFixed(1)} MiB, ${chunks.length} chunks)`);
     return { digest, size, manifest, reused, seconds: (performance.now() - t0) / 1000 };
   } finally {
+    if (interrupted) { process.off("SIGINT", interrupted); process.off("SIGTERM", interrupted); }
     if (existsSync(tmp)) unlinkSync(tmp);
   }
 }
