@@ -1,5 +1,6 @@
 // Node-side client for the airroot node API: enroll (CSR → client certificate), then config, SSH host
-// certificates and boot stage reports over mutual TLS.
+// certificates, boot stage reports and the boot reporter's one-boot token over mutual TLS; and the reporter's own
+// stage reports with that token (no client certificate).
 import { makeCsr } from "../pki/csr.ts";
 import { toPem } from "../pki/pem.ts";
 import type { NodeConfig } from "../server/selfapi.ts";
@@ -62,5 +63,25 @@ export class NodeApi {
   async status(stage: string, detail?: string, digest?: string): Promise<void> {
     await this.http.call("POST", "/api/v1/self/status", { stage, ...(detail ? { detail } : {}), ...(digest ? { digest } : {}) });
   }
+  /** A one-boot token for the boot reporter (replaces any earlier one of this node). */
+  async reportToken(): Promise<ReportToken> {
+    const r = await this.http.call<ReportToken>("POST", "/api/v1/self/report-token");
+    if (typeof r?.token !== "string" || !/^[A-Za-z0-9_-]{43}$/.test(r.token) || typeof r.expires !== "string")
+      throw new ApiCallError("POST /api/v1/self/report-token", 200, "bad-reply", "reply carries no report token");
+    return { token: r.token, expires: r.expires };
+  }
   close(): Promise<void> { return this.http.close(); }
+}
+
+export interface ReportToken { token: string; expires: string }
+
+/**
+ * A stage report after switch_root, made with the node's one-boot report token over server-authenticated TLS (the
+ * site CA pins the server; no client certificate: the reporter has none).
+ */
+export async function reportWithToken(serverUrl: string, siteCa: string, r: { node: string; token: string; stage: string; detail?: string }): Promise<void> {
+  const http = new ApiHttp(serverUrl, { ca: siteCa });
+  try {
+    await http.call("POST", "/api/v1/report", { node: r.node, token: r.token, stage: r.stage, ...(r.detail ? { detail: r.detail } : {}) });
+  } finally { await http.close(); }
 }

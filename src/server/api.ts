@@ -1,10 +1,12 @@
-// Request routing for `airroot serve`: /images/* (static), POST /api/v1/enroll, GET /api/v1/info and the
-// mutual-TLS /api/v1/self/* calls; every reply is JSON with a clear error code, every refusal audited.
+// Request routing for `airroot serve`: /images/* (static), POST /api/v1/enroll, GET /api/v1/info, the
+// mutual-TLS /api/v1/self/* calls and the boot reporter's POST /api/v1/report (a one-boot token, no client
+// certificate); every reply is JSON with a clear error code, every refusal audited.
 import type { Database } from "bun:sqlite";
 import { serveImages } from "./static.ts";
 import { ApiError, errorResponse, json } from "./apierror.ts";
 import { activate, activateRequestSchema, enroll, enrollRequestSchema, type EnrollDeps } from "./enroll.ts";
 import { authenticate, nodeConfig, reportStatus, sshCertificates, sshCertRequestSchema, statusRequestSchema, type SelfDeps } from "./selfapi.ts";
+import { issueReportToken, reportRequestSchema, reportWithToken } from "./report.ts";
 import { parseJson, SchemaError, type Validator } from "./schema.ts";
 import type { Handler } from "./https.ts";
 import { RateLimiter, type RateLimiterOptions } from "./ratelimit.ts";
@@ -18,7 +20,7 @@ export interface ApiDeps {
   self: Omit<SelfDeps, "db" | "audit">;
   audit: EnrollDeps["audit"];
   log?: Logger;
-  enrollRateLimit?: RateLimiterOptions; // per source address; default 30 per minute
+  enrollRateLimit?: RateLimiterOptions; // per source address; default 30 per minute (POST report: the same, counted apart)
 }
 
 export const API_PREFIX = "/api/v1/";
@@ -40,6 +42,7 @@ async function body<T>(req: Request, v: Validator<T>, what: string, audit: ApiDe
 /** d.enroll and d.self are read at every request: `airroot serve` updates them in place when config.json changes. */
 export function createApi(d: ApiDeps): Handler {
   const limiter = new RateLimiter(d.enrollRateLimit);
+  const reportLimiter = new RateLimiter(d.enrollRateLimit);
   return async (req, ctx) => {
     const enrollDeps: EnrollDeps = { ...d.enroll, db: d.db, audit: d.audit };
     const selfDeps: SelfDeps = { ...d.self, db: d.db, audit: d.audit };
@@ -66,6 +69,15 @@ export function createApi(d: ApiDeps): Handler {
       if (route === "POST enroll/activate") {
         return json(200, await activate(enrollDeps, await body(req, activateRequestSchema, "enroll", d.audit, ctx.remoteAddress), ctx.remoteAddress));
       }
+      if (route === "POST report") {
+        // Unauthenticated TLS like enrollment: limited per source address the same way.
+        if (!reportLimiter.allow(ctx.remoteAddress)) {
+          d.audit.record({ event: "report", outcome: "refused", remote: ctx.remoteAddress, reason: "rate limit" });
+          throw new ApiError(429, "too-many-requests", "too many reports from this address; wait a minute");
+        }
+        reportWithToken(selfDeps, await body(req, reportRequestSchema, "report", d.audit, ctx.remoteAddress), ctx.remoteAddress);
+        return json(200, { ok: true });
+      }
       if (path.startsWith(`${API_PREFIX}self/`)) {
         const node = authenticate(selfDeps, ctx.peer, ctx.remoteAddress, path);
         if (route === "GET self/config") return json(200, nodeConfig(selfDeps, node));
@@ -77,8 +89,9 @@ export function createApi(d: ApiDeps): Handler {
           reportStatus(selfDeps, node, await body(req, statusRequestSchema, "status", d.audit, ctx.remoteAddress));
           return json(200, { ok: true });
         }
+        if (route === "POST self/report-token") return json(200, issueReportToken(selfDeps, node, ctx.peer, ctx.remoteAddress));
       }
-      const known = ["info", "enroll", "enroll/activate", "self/config", "self/sshcert", "self/status"].includes(path.slice(API_PREFIX.length));
+      const known = ["info", "enroll", "enroll/activate", "report", "self/config", "self/sshcert", "self/status", "self/report-token"].includes(path.slice(API_PREFIX.length));
       throw known ? new ApiError(405, "method-not-allowed", `${req.method} is not allowed on ${path}`)
         : new ApiError(404, "not-found", `no API endpoint ${path.slice(0, 100)}`);
     } catch (e) {

@@ -1,5 +1,5 @@
 // The mutual-TLS node API (/api/v1/self/*): who a client certificate belongs to, and the node's config,
-// SSH host certificates and boot stage reports.
+// SSH host certificates and boot stage reports (the boot reporter's token is issued here too: see report.ts).
 import type { Database } from "bun:sqlite";
 import { normaliseSerial } from "../pki/x509ca.ts";
 import { parsePublicKey } from "../pki/sshkey.ts";
@@ -35,6 +35,8 @@ export interface SelfDeps {
   imageBaseUrls: () => string[];
   /** Base URLs of every airroot server of the site (API). */
   apiBaseUrls: () => string[];
+  /** How long a boot report token is good for (default REPORT_TOKEN_TTL_MS in report.ts). */
+  reportTokenTtlMs?: number;
   now?: () => number;
 }
 

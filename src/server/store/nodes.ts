@@ -240,3 +240,33 @@ export function takePendingChallenge(db: Database, id: string): PendingChallenge
   return db.query("DELETE FROM pending_challenges WHERE id = ? RETURNING id, node, csr, ek_public AS ekPublic, secret_sha256 AS secretSha256, expires")
     .get(id) as PendingChallenge | null;
 }
+
+registerSchema("nodes-v4-report-tokens", `
+-- One-boot report tokens (see server/report.ts): what the node's boot reporter proves itself with after switch_root,
+-- instead of the node's client certificate. One per node; a new one replaces the earlier. Only a hash is stored.
+CREATE TABLE IF NOT EXISTS report_tokens (
+  node TEXT PRIMARY KEY REFERENCES nodes(name) ON DELETE CASCADE,
+  token_sha256 TEXT NOT NULL,        -- hex SHA-256 of the token: the token itself is never stored
+  cert_serial TEXT NOT NULL,         -- the client certificate it was issued to: revoking that kills the token too
+  issued INTEGER NOT NULL,
+  expires INTEGER NOT NULL
+);
+`);
+
+export interface ReportToken { node: string; tokenSha256: string; certSerial: string; issued: number; expires: number }
+
+/** Records the node's report token, replacing any earlier one of that node. */
+export function saveReportToken(db: Database, t: ReportToken): void {
+  db.query("INSERT OR REPLACE INTO report_tokens (node, token_sha256, cert_serial, issued, expires) VALUES (?, ?, ?, ?, ?)")
+    .run(t.node, t.tokenSha256, t.certSerial, t.issued, t.expires);
+}
+
+export function getReportToken(db: Database, node: string): ReportToken | null {
+  return db.query("SELECT node, token_sha256 AS tokenSha256, cert_serial AS certSerial, issued, expires FROM report_tokens WHERE node = ?")
+    .get(node) as ReportToken | null;
+}
+
+/** Removes the node's report token if it is still this one (its hash); true when it was. */
+export function dropReportToken(db: Database, node: string, tokenSha256: string): boolean {
+  return db.query("DELETE FROM report_tokens WHERE node = ? AND token_sha256 = ?").run(node, tokenSha256).changes === 1;
+}
