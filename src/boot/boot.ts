@@ -14,7 +14,7 @@ import { installSshTrust, addKnownHostsCa, machineIdFor, writeHostCertificates }
 import { configuredServers, lockBeforeRescue, reportFailure, reportStage, runTrust, type Trusted } from "./trust";
 import { applyConfigNetwork } from "./net";
 import { AIRROOT_IN_NEW_ROOT, bindAirroot, personalize } from "./personalize";
-import { bootedUnit, DEFAULT_RUNNING_WAIT_SEC, startReporter } from "./reporter";
+import { bootedUnit, DEFAULT_RUNNING_WAIT_SEC, reporterInputFor, startReporter } from "./reporter";
 import { isCompiledBinary } from "../util/self";
 import { bootZone, zoner } from "./linklocal";
 import { FinalError, WaitError, runSequence, StepConsole, stdoutConsole, uptimeClock, type SequenceOutcome, type Step } from "./sequence";
@@ -305,7 +305,7 @@ export const STEPS: Step<BootContext>[] = [
       const r = personalize({ root: ctx.rootfs.sysroot, interfaces: ctx.net?.configured ?? [], console: ctx.console,
         hostname: cfg?.name ?? lease?.lease?.hostname, authorizedKeys,
         machineId: machineIdFor(ctx.trusted?.uuid ?? smbiosUuid()),
-        // The boot reporter runs only for a trusted node (it reports with the node's credential).
+        // The boot reporter runs only for a trusted node (its report token is issued to the node's credential).
         unit: ctx.trusted ? ["airroot-booted.service", bootedUnit(AIRROOT_IN_NEW_ROOT)] : undefined });
       if (ctx.hostKeys) r.written.push(...installSshTrust({ root: ctx.rootfs.sysroot, hostKeys: ctx.hostKeys, sshCaPublicKey: cfg?.sshCaPublicKey }));
       if (ctx.options.debug) for (const w of r.written) ctx.sc.log(`wrote /${w}`);
@@ -397,10 +397,9 @@ export async function runInit(o: InitOptions = {}): Promise<void> {
     if (ctx.trusted) {
       await reportStage(ctx.trusted, siteCa(), "switching-root", `starting ${options.init}`, (l) => sc.log(l), ctx.image?.digest);
       // PID 1 is about to become the new init: the reporter says "switched-root", then "running" once systemd is up.
+      // It outlives this process beside the booted OS, so it gets a one-boot report token, never the credential.
       try {
-        reporterPid = await startReporter({ servers: ctx.trusted.servers, siteCa: siteCa(), digest: ctx.image?.digest,
-          credential: { certPem: ctx.trusted.credential.certPem, keyPem: ctx.trusted.credential.keyPem, node: ctx.trusted.credential.node },
-          waitSec: DEFAULT_RUNNING_WAIT_SEC });
+        reporterPid = await startReporter(await reporterInputFor(ctx.trusted, siteCa(), DEFAULT_RUNNING_WAIT_SEC));
       } catch (e) { sc.log(`warning: no boot reporter, the stage stays "switching-root": ${(e as Error).message}`); }
     }
     sc.log(`Switching root to /sysroot and starting ${options.init}`);

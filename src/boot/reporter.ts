@@ -2,13 +2,17 @@
 // systemd like every '@' process) reports what happens after: stage "switched-root" once the new init is PID 1,
 // "running" once the booted system's airroot-booted.service (WantedBy=multi-user.target) tells it so through a unix
 // socket in /run/airroot/report (root only; /run moves into the new root, so the booted OS reaches it at the same
-// path), or "boot-stalled" when that word has not come within a bounded wait. It holds the node's client certificate
-// and key in memory only (handed over on a pipe): the booted OS never gets the node credential. Then it exits.
+// path), or "boot-stalled" when that word has not come within a bounded wait. Then it exits.
+// It runs beside the booted OS, whose root can read its memory (/proc/PID/mem, ptrace): so it holds nothing worth
+// stealing. Not the node's client certificate and key: PID 1, which still has them, asks the server for a one-boot
+// report token (POST /api/v1/self/report-token) and hands the reporter only that, the site CA and the server URLs
+// (on a pipe). The token can post only those three stages, for this node, until a final one or its expiry.
 import { chmodSync, mkdirSync, readlinkSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { selfCommand } from "../util/self";
-import type { NodeCredential } from "../client/api";
-import { reportStage } from "./trust";
+import { NodeApi, reportWithToken, type NodeCredential, type ReportToken } from "../client/api";
+import { arr, int, nodeName, obj, opt, parseJson, str } from "../server/schema";
+import { reportBounded } from "./trust";
 
 export const REPORTER_ARGV0 = "@airroot-report";
 /** The directory (0700, root) and socket the booted system's unit writes to. */
@@ -20,12 +24,14 @@ export const READY_LINE = "AIRROOT-REPORTER-READY";
 /** How long the reporter waits for the booted system by default. */
 export const DEFAULT_RUNNING_WAIT_SEC = 600;
 
-/** What PID 1 hands the reporter on its stdin (JSON, one object). */
+/** What PID 1 hands the reporter on its stdin (JSON, one object). No credential: see the top of this file. */
 export interface ReporterInput {
+  /** The server that issued the token first, then the others. */
   servers: string[];
   siteCa: string;
-  credential: Pick<NodeCredential, "certPem" | "keyPem" | "node">;
-  digest?: string;
+  node: string;
+  /** The one-boot report token (POST /api/v1/report). */
+  token: string;
   /** How long to wait for the booted system's word after switch_root. */
   waitSec: number;
   /** How long to wait for the new init to become PID 1 (default 60). */
@@ -35,6 +41,47 @@ export interface ReporterInput {
   initramfsInit?: string;
   /** Pid whose exe change means "switched" (default 1; tests use their own). */
   pid?: number;
+}
+
+/** The reporter's input exactly: anything else (a credential above all) is refused. */
+const reporterInputSchema = obj({
+  servers: arr(str({ min: 1, max: 1024 }), { min: 1, max: 64 }),
+  siteCa: str({ min: 1, max: 65_536 }),
+  node: nodeName,
+  token: str({ min: 43, max: 43, pattern: /^[A-Za-z0-9_-]{43}$/, what: "a report token" }),
+  waitSec: int({ min: 0, max: 86_400 }),
+  switchWaitSec: opt(int({ min: 0, max: 86_400 })),
+  socket: opt(str({ min: 1, max: 108 })),
+  initramfsInit: opt(str({ min: 1, max: 4096 })),
+  pid: opt(int({ min: 1, max: 4_194_304 })),
+});
+
+/**
+ * PID 1, before switch_root: asks the servers in turn (within `budgetMs` in all) for the node's report token with the
+ * node credential. Throws when none gave one (the boot goes on without a reporter).
+ */
+export async function requestReportToken(servers: string[], siteCa: string, credential: Pick<NodeCredential, "certPem" | "keyPem">,
+  budgetMs = 5000): Promise<{ server: string } & ReportToken> {
+  const errors: string[] = [];
+  const attempt = async () => {
+    for (const s of servers) {
+      const api = new NodeApi(s, siteCa, credential);
+      try { return { server: s, ...(await api.reportToken()) }; } catch (e) { errors.push((e as Error).message); } finally { await api.close(); }
+    }
+    return undefined;
+  };
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const r = await Promise.race([attempt(), new Promise<"timeout">((ok) => { timer = setTimeout(() => ok("timeout"), budgetMs); })]);
+  clearTimeout(timer);
+  if (r && r !== "timeout") return r;
+  throw new Error(`no report token${r === "timeout" ? ` within ${budgetMs / 1000} s` : ""}: ${errors.join("; ") || "no answer"}`);
+}
+
+/** The reporter's input for a trusted node: a fresh report token, never the credential itself. */
+export async function reporterInputFor(t: { servers: string[]; credential: Pick<NodeCredential, "certPem" | "keyPem" | "node"> }, siteCa: string,
+  waitSec = DEFAULT_RUNNING_WAIT_SEC, budgetMs = 5000): Promise<ReporterInput> {
+  const rt = await requestReportToken(t.servers, siteCa, t.credential, budgetMs);
+  return { servers: [rt.server, ...t.servers.filter((s) => s !== rt.server)], siteCa, node: t.credential.node, token: rt.token, waitSec };
 }
 
 /** The systemd unit personalize puts into the new root: ordered after multi-user.target, it only sends one message. */
@@ -145,8 +192,8 @@ export async function runReporter(input: ReporterInput, out: (l: string) => void
   const pid = input.pid ?? 1;
   const switchWaitSec = input.switchWaitSec ?? 60;
   const before = input.initramfsInit ?? exeOf(pid);
-  const t = { servers: input.servers, credential: { ...input.credential, serial: "", notAfter: "" } };
-  const report = (stage: string, detail: string) => reportStage(t, input.siteCa, stage, detail, warn, input.digest, 15_000);
+  const report = (stage: string, detail: string) => reportBounded(input.servers, stage, warn, 15_000,
+    (s) => reportWithToken(s, input.siteCa, { node: input.node, token: input.token, stage, detail: detail.slice(0, 500) }));
   const l = listenForBooted(socket);
   try {
     out(`${READY_LINE}\n`);
@@ -173,11 +220,14 @@ export async function runReporter(input: ReporterInput, out: (l: string) => void
   }
 }
 
+/** Parses the reporter's input; a field it does not know (such as a credential) is an error. */
+export function parseReporterInput(text: string): ReporterInput {
+  try { return parseJson(text, reporterInputSchema); } catch (e) {
+    throw new Error(`the boot reporter's input is not valid: ${(e as Error).message}`);
+  }
+}
+
 /** Reads the whole of stdin (the reporter's input) and parses it. */
 export async function readReporterInput(): Promise<ReporterInput> {
-  const text = await new Response(Bun.stdin.stream()).text();
-  const v = JSON.parse(text) as ReporterInput;
-  if (!Array.isArray(v.servers) || typeof v.siteCa !== "string" || typeof v.credential?.certPem !== "string" || typeof v.waitSec !== "number")
-    throw new Error("the boot reporter's input is incomplete");
-  return v;
+  return parseReporterInput(await new Response(Bun.stdin.stream()).text());
 }

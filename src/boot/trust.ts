@@ -108,11 +108,22 @@ export async function runTrust(o: TrustStepOptions): Promise<{ trusted: Trusted;
  */
 export async function reportStage(t: Pick<Trusted, "servers" | "credential">, siteCa: string, stage: string, detail: string, log: (l: string) => void,
   digest?: string, budgetMs = 5000): Promise<void> {
+  await reportBounded(t.servers, stage, log, budgetMs, async (s) => {
+    const api = new NodeApi(s, siteCa, t.credential);
+    try { await api.status(stage, detail.slice(0, 500), digest); } finally { await api.close(); }
+  });
+}
+
+/**
+ * Sends one report through `send` to each server in turn until one takes it, within `budgetMs` in all; a report that
+ * could not be made is one warning through `log`, never an error.
+ */
+export async function reportBounded(servers: string[], stage: string, log: (l: string) => void, budgetMs: number,
+  send: (server: string) => Promise<void>): Promise<void> {
   const errors: string[] = [];
   const attempt = async (): Promise<boolean> => {
-    for (const s of t.servers) {
-      const api = new NodeApi(s, siteCa, t.credential);
-      try { await api.status(stage, detail.slice(0, 500), digest); return true; } catch (e) { errors.push((e as Error).message); } finally { await api.close(); }
+    for (const s of servers) {
+      try { await send(s); return true; } catch (e) { errors.push((e as Error).message); }
     }
     return false;
   };

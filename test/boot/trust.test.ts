@@ -9,7 +9,7 @@ import { removeScratchDirs, scratchDir } from "../helpers/tmp";
 import { freePort, waitForPort } from "../helpers/ports";
 import { configuredServers, findTpm, reportFailure, reportStage, runTrust, serversAway, type Trusted } from "../../src/boot/trust";
 import { runSequence, StepConsole, WaitError } from "../../src/boot/sequence";
-import { readReporterInput, runReporter, sendBooted, startReporter, bootedUnit } from "../../src/boot/reporter";
+import { parseReporterInput, readReporterInput, reporterInputFor, runReporter, sendBooted, startReporter, bootedUnit } from "../../src/boot/reporter";
 import { ApiCallError } from "../../src/client/http";
 import { statSync } from "node:fs";
 import { chooseRootSource, fetchVerifiedManifest, verifyImageFile } from "../../src/boot/rootsource";
@@ -237,7 +237,8 @@ test("a failed boot is reported as failed: STEP with the reason; node list shows
 
 test("the boot reporter: switched-root when PID 1 changes, running when the booted system says so, boot-stalled otherwise", async () => {
   const socket = join(dir, "report/booted.sock");
-  const input = { servers: enrolled!.servers, siteCa: ca(), credential: enrolled!.credential, waitSec: 20, switchWaitSec: 10, socket };
+  const input = { ...(await reporterInputFor(enrolled!, ca(), 20)), switchWaitSec: 10, socket };
+  expect(JSON.stringify(input)).not.toContain("PRIVATE KEY"); // a one-boot report token, never the credential
   // A stand-in for PID 1: a shell that execs another program (the new init) after a moment.
   const init = Bun.spawn(["sh", "-c", "sleep 1; exec sleep 60"]);
   const warnings: string[] = [];
@@ -254,9 +255,18 @@ test("the boot reporter: switched-root when PID 1 changes, running when the boot
   expect(airroot(["node", "show", "n1", "--state", state])).toMatch(/multi-user.target reached \d+ s after switch_root/);
   expect(warnings).toEqual([]);
   init.kill("SIGKILL");
+  // "running" used the token up: a second boot's reporter gets a new one.
+  const init1 = Bun.spawn(["sh", "-c", "sleep 0.5; exec sleep 60"]);
+  expect(await runReporter({ ...input, waitSec: 1, pid: init1.pid }, () => {}, (l) => warnings.push(l))).toBe("boot-stalled");
+  expect(warnings).toHaveLength(2);
+  expect(warnings[0]).toMatch(/could not report stage switched-root: .*HTTP 401 bad-report-token/);
+  warnings.length = 0;
+  init1.kill("SIGKILL");
   // No word within the bounded wait: boot-stalled.
+  const input2 = { ...(await reporterInputFor(enrolled!, ca(), 20)), switchWaitSec: 10, socket };
   const init2 = Bun.spawn(["sh", "-c", "sleep 0.5; exec sleep 60"]);
-  expect(await runReporter({ ...input, waitSec: 1, pid: init2.pid }, () => {}, (l) => warnings.push(l))).toBe("boot-stalled");
+  expect(await runReporter({ ...input2, waitSec: 1, pid: init2.pid }, () => {}, (l) => warnings.push(l))).toBe("boot-stalled");
+  expect(warnings).toEqual([]);
   expect(nodeList()).toMatch(/n1 .*boot-stalled/);
   init2.kill("SIGKILL");
   // The unit the booted system runs: after multi-user.target, failure ignored, never a wait on the boot itself.
@@ -268,11 +278,11 @@ test("the boot reporter: switched-root when PID 1 changes, running when the boot
   expect(await sendBooted(socket, 2000).catch((e) => e.message)).toMatch(/not listening/);
 }, 60_000);
 
-test("the reporter as PID 1 starts it (airroot init report, named @airroot-report): the credential only on its stdin", async () => {
+test("the reporter as PID 1 starts it (airroot init report, named @airroot-report): its report token only on its stdin", async () => {
   const socket = join(dir, "report2/booted.sock");
   const init = Bun.spawn(["sh", "-c", "sleep 2; exec sleep 60"]);
-  const pid = await startReporter({ servers: enrolled!.servers, siteCa: ca(), credential: enrolled!.credential, waitSec: 20,
-    switchWaitSec: 10, socket, pid: init.pid }, 15_000, [BUN, MAIN]);
+  const input = await reporterInputFor(enrolled!, ca(), 20);
+  const pid = await startReporter({ ...input, switchWaitSec: 10, socket, pid: init.pid }, 15_000, [BUN, MAIN]);
   expect(readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0")[0]).toBe("@airroot-report");
   expect(readFileSync(`/proc/${pid}/cmdline`, "utf8")).not.toContain("PRIVATE KEY");
   expect(readFileSync(`/proc/${pid}/environ`, "utf8")).not.toContain("PRIVATE KEY");
@@ -284,4 +294,7 @@ test("the reporter as PID 1 starts it (airroot init report, named @airroot-repor
   expect(!existsSync(`/proc/${pid}`) || /^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, "utf8"))).toBe(true); // done: it exits
   init.kill("SIGKILL");
   expect(typeof readReporterInput).toBe("function");
+  // Its input is exactly what it needs: a credential handed to it is refused, not carried along.
+  expect(() => parseReporterInput(JSON.stringify({ ...input, credential: enrolled!.credential }))).toThrow(/credential: unknown field|credential/);
+  expect(() => parseReporterInput(JSON.stringify({ ...input, token: "x" }))).toThrow(/token/);
 }, 60_000);
