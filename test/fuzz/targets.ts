@@ -8,6 +8,7 @@ import { parseContentRange, parseStrongEtag, parseLastModified, validatorOf, Hea
 import { parseJson, SchemaError } from "../../src/server/schema";
 import { enrollRequestSchema } from "../../src/server/enroll";
 import { statusRequestSchema } from "../../src/server/selfapi";
+import { reportRequestSchema } from "../../src/server/report";
 import { decodeDatagram, querySchema, replySchema } from "../../src/server/discoverwire";
 import { verifyCsr, makeCsr, CsrError } from "../../src/pki/csr";
 import { parsePublicKey } from "../../src/pki/sshkey";
@@ -157,6 +158,15 @@ const statusText: FuzzTarget = {
   run(input) { parseJson(utf8(input), statusRequestSchema); },
 };
 
+const tokenReport: FuzzTarget = {
+  name: "boot reporter's token report",
+  seeds: () => [enc(JSON.stringify({ node: "n001", token: "q3Yb0m1d2Vx8Qk9fJc7TtW4eZr6HsP5aLuN0yG1oIxE", stage: "running", detail: "multi-user.target reached 31 s after switch_root" })),
+    enc(JSON.stringify({ node: "n001", token: "q3Yb0m1d2Vx8Qk9fJc7TtW4eZr6HsP5aLuN0yG1oIxE", stage: "switched-root" }))],
+  tokens: ["\"node\":", "\"token\":", "\"stage\":", "\"detail\":", "\u009b31m", "\u202e"],
+  refusals: [SchemaError],
+  run(input) { parseJson(utf8(input), reportRequestSchema); },
+};
+
 const CMDLINE = "BOOT_IMAGE=/vmlinuz console=tty0 console=ttyS0,115200n8 quiet airroot.server=https://10.0.2.100,https://[fe80::1%25eth0]:8443 " +
   "airroot.ip=eth0:10.0.3.1/16:10.0.0.1 airroot.dhcptimeout=30 airroot.roottimeout=600 airroot.modules=e1000e,ixgbe airroot.blacklist=nouveau " +
   "airroot.overlaysize=4g airroot.imagemethod=copy airroot.imageurl=https://10.0.2.101/images/x.sfs airroot.manifest=https://10.0.2.101/images/x.manifest " +
@@ -173,4 +183,4 @@ const kernelCmdline: FuzzTarget = {
   },
 };
 
-export const TARGETS: FuzzTarget[] = [httpReplyHead, rangeReply, enrollmentJson, csrTarget, sshPublicKey, manifestBytes, manifestPayload, discovery, statusText, kernelCmdline];
+export const TARGETS: FuzzTarget[] = [httpReplyHead, rangeReply, enrollmentJson, csrTarget, sshPublicKey, manifestBytes, manifestPayload, discovery, statusText, tokenReport, kernelCmdline];
