@@ -5,8 +5,9 @@
 // credential; the booted OS runs on the overlay; ssh on 22 and 2222 present host certificates checked against the
 // SSH CA (StrictHostKeyChecking=yes); NetworkManager shows the boot connection; every file under /usr reads back
 // identical after dropping caches; `airroot status /mnt/image` works over ssh on 22 and 2222; `node list` shows the
-// node running (the boot reporter's stage once multi-user.target is reached); clean poweroff. Second boot (same TPM state, not
-// armed): the sealed credential is reused, and the image is copied into RAM and checked against the signed manifest.
+// node running (the boot reporter's stage once multi-user.target is reached, sent with a one-boot report token, not
+// the node credential); clean poweroff. Second boot (same TPM state, not armed): the sealed credential is reused, and
+// the image is copied into RAM and checked against the signed manifest.
 // Set AIRROOT_SKIP_VM=1 to skip (never skipped silently).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
@@ -221,6 +222,10 @@ describe.skipIf(SKIP)("QEMU boot into systemd from an airroot site", () => {
       for (let i = 0; i < 60 && !/n001.*running/.test(list); i++) { list = node("list"); if (!/n001.*running/.test(list)) await Bun.sleep(1000); }
       expect(list).toMatch(/n001.*running \(/);
       expect(node("show", "n001")).toMatch(/stage:\s+running .*: multi-user.target reached \d+ s after switch_root/);
+      // ... with a one-boot report token PID 1 got before switch_root, not with the node credential.
+      const auditLog = readFileSync(statePaths(state).audit, "utf8");
+      expect(auditLog).toMatch(/"event":"report-token","outcome":"ok".*"node":"n001"/);
+      expect(auditLog).not.toMatch(/"event":"report","outcome":"refused"/);
       // The booted system never got the node credential: no reporter input or key on disk, the reporter is gone.
       const cred = await ssh(p22, "grep -rls 'BEGIN PRIVATE KEY' /etc /run /root /tmp /var/tmp /usr/local 2>/dev/null | grep -v -e /etc/ssh/ -e /etc/ssl/ ; pgrep -f '^@airroot-report' || echo no-reporter");
       expect(cred.out.trim()).toBe("no-reporter");
