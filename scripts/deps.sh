@@ -23,7 +23,15 @@ if ((${#missing[@]})); then
   echo "deps: installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+  # The servers among these are started by the tests on loopback ports of their own, never as system services: keep
+  # dpkg from starting nginx, apache2, lighttpd, caddy and sshd on :80/:22 (where a machine has no policy of its own).
+  own_policy=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && own_policy=1
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [ -n "$own_policy" ]; then rm -f /usr/sbin/policy-rc.d; trap - EXIT; fi
 fi
 
 # Bun (pinned in package.json) and the JS dependencies, exactly as locked.

@@ -97,6 +97,13 @@ export const serveCommand = defineCommand({
     if (!args.state) throw new Error("serve: --state DIR is required (create it with `airroot serve init --state DIR --address ADDR`)");
     const log = createLogger({ prefix: "airroot serve", kmsg: false, verbose: args.verbose });
     const dport = args["discovery-port"] === undefined ? undefined : Number(args["discovery-port"]);
+    // The signal handlers go in before serve() starts: its listeners accept connections (and an init system may send
+    // SIGTERM) before it returns, and a SIGTERM then must still mean a clean shutdown, not the default kill.
+    let stopRequested: string | undefined;
+    let stopNow: ((sig: string) => void) | undefined;
+    const onSignal = (sig: string) => { if (stopNow) stopNow(sig); else stopRequested ??= sig; };
+    process.once("SIGTERM", () => onSignal("SIGTERM"));
+    process.once("SIGINT", () => onSignal("SIGINT"));
     const srv = await serve({ stateDir: resolve(args.state), listen: repeated(rawArgs, "listen"), advertise: repeated(rawArgs, "advertise"), discovery: args.discovery !== false, discoveryPort: dport, log });
     for (const l of srv.listening) console.log(`listening on ${l.host.includes(":") ? `[${l.host}]` : l.host}:${l.port}`);
     process.on("SIGHUP", () => {
@@ -105,9 +112,8 @@ export const serveCommand = defineCommand({
       } catch (e) { log.error(`SIGHUP: config not reloaded, keeping the previous one: ${(e as Error).message}`); }
     });
     await new Promise<void>((done) => {
-      const stop = (sig: string) => { log.info(`${sig}: shutting down`); srv.close().finally(done); };
-      process.once("SIGTERM", () => stop("SIGTERM"));
-      process.once("SIGINT", () => stop("SIGINT"));
+      stopNow = (sig: string) => { log.info(`${sig}: shutting down`); srv.close().finally(done); };
+      if (stopRequested) stopNow(stopRequested);
     });
   },
 });
