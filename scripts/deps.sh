@@ -14,6 +14,10 @@ APT_PACKAGES=(
   qemu-system-x86 mmdebstrap zstd cpio    # whole-boot tests: root image, initramfs, VM
   iproute2 netcat-openbsd busybox-static  # network namespaces, guestfwd relays, initramfs shell
   rsync                                   # copies images to a mirror (the README walk-through)
+  ipxe dnsmasq                            # network boot: Debian's iPXE binaries, a real DHCP/TFTP server for the PXE tests
+  ovmf xorriso mtools dosfstools          # boot media: UEFI firmware for the tests, ISO/FAT image tools
+  grub-pc-bin grub-efi-amd64-bin          # boot media: GRUB for BIOS and UEFI
+  grub-efi-amd64-signed shim-signed sbsigntool  # Secure Boot: Debian's signed shim and GRUB, signing a UKI
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
