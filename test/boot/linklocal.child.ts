@@ -1,6 +1,7 @@
 // Child of linklocal.test.ts, run inside a fresh network namespace (unshare --net): a veth pair with link-local
 // addresses, a real `airroot serve` set up with `--address fe80::1` (so it hands nodes https://[fe80::1]:8443/...),
 // and the node's trust step, manifest check and image copy through the boot interface's zone. Prints one JSON line.
+import { linkLocalVethPair } from "../helpers/netns";
 import { join } from "node:path";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import type { Subprocess } from "bun";
@@ -24,12 +25,7 @@ let srv: Subprocess | undefined;
 const out: Record<string, unknown> = {};
 try {
   // Only inside this namespace: our own links and addresses.
-  sh(["ip", "link", "set", "lo", "up"]);
-  sh(["ip", "link", "add", "v0", "type", "veth", "peer", "name", "v1"]);
-  sh(["ip", "link", "set", "v0", "up"]);
-  sh(["ip", "link", "set", "v1", "up"]);
-  sh(["ip", "addr", "add", "fe80::1/64", "dev", "v0", "nodad"]);
-  sh(["ip", "addr", "add", "fe80::2/64", "dev", "v1", "nodad"]);
+  linkLocalVethPair();
   const state = join(dir, "state"), site = join(dir, "site");
   airroot(["serve", "init", "--state", state, "--address", "fe80::1", "--port", "8443"]);
   const tree = join(dir, "tree");

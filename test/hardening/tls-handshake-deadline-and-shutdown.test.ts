@@ -3,32 +3,20 @@
 // is served; and `airroot serve` exits within seconds of SIGTERM whatever its clients hold. Raw sockets on loopback.
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { join } from "node:path";
-import { readFileSync } from "node:fs";
 import { scratchDir, removeScratchDirs } from "../helpers/tmp";
-import { makeTestPki } from "../helpers/pki";
-import { startHttps, type HttpsServer } from "../../src/server/https";
-import { rawConnect, tlsConnect, getOnce, closedAfter, HALF_CLIENT_HELLO } from "../helpers/raw-tls";
+import { closedAfter, deadlineServer, HALF_CLIENT_HELLO } from "../helpers/raw-tls";
 import { privateAirroot } from "../helpers/boot";
 import { initState } from "../../src/server/state";
 import { freePort, waitForPort } from "../helpers/ports";
 import net from "node:net";
 
-let srv: HttpsServer, port = 0, ca = "";
 const DL = { handshakeMs: 800, headersMs: 800, requestMs: 1500, keepAliveMs: 1500 };
-
-beforeAll(async () => {
-  const pki = makeTestPki(join(scratchDir(), "pki"));
-  ca = readFileSync(pki.caCert, "utf8");
-  srv = await startHttps({
-    listen: [{ host: "127.0.0.1", port: 0 }], cert: readFileSync(pki.serverCert, "utf8"), key: readFileSync(pki.serverKey, "utf8"),
-    clientCa: ca, deadlines: DL, handler: async () => new Response("ok\n"),
-  });
-  port = srv.addresses[0].port;
-}, 30_000);
-afterAll(async () => { await srv?.close(); removeScratchDirs(); });
-const raw = () => rawConnect(port);
-const secure = () => tlsConnect(port, ca);
-const get = () => getOnce(port, ca);
+let t: Awaited<ReturnType<typeof deadlineServer>>;
+beforeAll(async () => { t = await deadlineServer(DL); }, 30_000);
+afterAll(async () => { await t?.srv.close(); removeScratchDirs(); });
+const raw = () => t.raw();
+const secure = () => t.secure();
+const get = () => t.get();
 
 test("a connection that sends nothing is cut at the handshake deadline", async () => {
   const t0 = performance.now();

@@ -52,3 +52,21 @@ export async function makeNetnsPair(tag = Math.random().toString(36).slice(2, 8)
     throw e;
   }
 }
+
+/**
+ * For a child already inside a fresh network namespace (unshare --net): lo up, and a veth pair v0 (fe80::1) / v1
+ * (fe80::2), both up, addresses without duplicate address detection, so a link-local server on v0 is reachable at
+ * once as fe80::1%v1.
+ */
+export function linkLocalVethPair(): void {
+  const ip = (...a: string[]) => {
+    const r = Bun.spawnSync(["ip", ...a], { stderr: "pipe", timeout: 30_000 });
+    if (r.exitCode !== 0) throw new Error(`ip ${a.join(" ")}: ${r.stderr.toString()}`);
+  };
+  ip("link", "set", "lo", "up");
+  ip("link", "add", "v0", "type", "veth", "peer", "name", "v1");
+  ip("link", "set", "v0", "up");
+  ip("link", "set", "v1", "up");
+  ip("addr", "add", "fe80::1/64", "dev", "v0", "nodad");
+  ip("addr", "add", "fe80::2/64", "dev", "v1", "nodad");
+}

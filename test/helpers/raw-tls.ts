@@ -31,3 +31,23 @@ export function closedAfter(sock: net.Socket, t0: number, maxMs: number): Promis
 
 /** A TLS record header announcing a 512-byte ClientHello, then only its first bytes. */
 export const HALF_CLIENT_HELLO = Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03, ...new Array(20).fill(7)]);
+
+/**
+ * startHttps on 127.0.0.1 (a free port) with a test PKI, the given deadlines and a handler answering "ok\n": the
+ * listener the deadline tests hold connections against. raw/secure/get connect to it.
+ */
+export async function deadlineServer(deadlines: import("../../src/server/deadlines").DeadlineOptions) {
+  const { join } = await import("node:path");
+  const { readFileSync } = await import("node:fs");
+  const { scratchDir } = await import("./tmp");
+  const { makeTestPki } = await import("./pki");
+  const { startHttps } = await import("../../src/server/https");
+  const pki = makeTestPki(join(scratchDir(), "pki"));
+  const ca = readFileSync(pki.caCert, "utf8");
+  const srv = await startHttps({
+    listen: [{ host: "127.0.0.1", port: 0 }], cert: readFileSync(pki.serverCert, "utf8"), key: readFileSync(pki.serverKey, "utf8"),
+    clientCa: ca, deadlines, handler: async () => new Response("ok\n"),
+  });
+  const port = srv.addresses[0].port;
+  return { srv, port, ca, raw: () => rawConnect(port), secure: () => tlsConnect(port, ca), get: () => getOnce(port, ca) };
+}

@@ -1,74 +1,30 @@
 // Discovery across a real link: responder in one network namespace, query (a small bun script) in another, over a
 // veth pair the test creates; IPv4 multicast and IPv6 link-local multicast; unknown nodes get no answer.
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { join } from "node:path";
-import { writeFileSync } from "node:fs";
-import { scratchDir, removeScratchDirs } from "../helpers/tmp";
-import { makeNetnsPair, type NetnsPair } from "../helpers/netns";
-import { openDatabase } from "../../src/server/store/db.ts";
-import { addNode } from "../../src/server/store/nodes.ts";
+import { removeScratchDirs } from "../helpers/tmp";
+import { startDiscoveryPair, type DiscoveryPair } from "../helpers/discovery-pair";
 import { decodeDatagram, encodeDatagram, querySchema, replySchema } from "../../src/server/discoverwire.ts";
 import { SchemaError } from "../../src/server/schema.ts";
 
-const SRC = join(import.meta.dir, "../../src");
 const MAC = "52:54:00:12:34:56";
-let net: NetnsPair, dir: string, responder: ReturnType<NetnsPair["spawn"]> | undefined;
+let pair: DiscoveryPair;
+const query = (mac: string, family: "IPv4" | "IPv6") => pair.query(mac, family);
 
 beforeAll(async () => {
-  dir = scratchDir();
-  const db = openDatabase(dir);
-  addNode(db, { name: "n1", macs: [MAC], profile: "p", net: { mode: "dhcp" } });
-  db.close();
-  net = await makeNetnsPair();
-  writeFileSync(join(dir, "responder.ts"), `
-    import { openDatabase } from "${SRC}/server/store/db.ts";
-    import "${SRC}/server/store/nodes.ts";
-    import { startResponder } from "${SRC}/server/discovery.ts";
-    const db = openDatabase(${JSON.stringify(dir)});
-    await startResponder({ db, serverId: "srv-a", apiUrls: () => ["https://${net.addrA}:8443"] });
-    console.log("ready");
-    setTimeout(() => process.exit(0), 60_000); // bounded even if the test dies
-  `);
-  writeFileSync(join(dir, "query.ts"), `
-    import { discover } from "${SRC}/client/discover.ts";
-    const [mac, fam] = process.argv.slice(2);
-    const found = await discover({ macs: [mac], timeoutMs: 1500, resendMs: 300, families: [fam] });
-    console.log(JSON.stringify(found));
-  `);
-  responder = net.spawn(net.a, [process.execPath, join(dir, "responder.ts")]);
-  const reader = responder.stdout.getReader();
-  const deadline = Date.now() + 15_000;
-  let seen = "";
-  while (!seen.includes("ready")) {
-    const r = await Promise.race([reader.read(), Bun.sleep(Math.max(0, deadline - Date.now())).then(() => null)]);
-    if (!r || r.done) throw new Error(`responder did not start: ${seen} ${await new Response(responder.stderr).text()}`);
-    seen += new TextDecoder().decode(r.value);
-  }
-  reader.releaseLock();
+  pair = await startDiscoveryPair({ mac: MAC, serverId: "srv-a", apiUrls: (a) => [`https://${a}:8443`] });
 }, 60_000);
 
 afterAll(async () => {
-  responder?.kill("SIGKILL");
-  await responder?.exited;
-  net?.remove();
+  await pair?.stop();
   removeScratchDirs();
 }, 60_000);
-
-async function query(mac: string, family: "IPv4" | "IPv6"): Promise<{ serverId: string; api: string[]; from: string }[]> {
-  const p = net.spawn(net.b, [process.execPath, join(dir, "query.ts"), mac, family]);
-  const t = setTimeout(() => p.kill("SIGKILL"), 20_000);
-  const [out, err] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
-  clearTimeout(t);
-  if (!out.trim()) throw new Error(`query failed: ${err}`);
-  return JSON.parse(out);
-}
 
 test("a known node finds the server over IPv4 multicast inside the test's namespaces", async () => {
   const found = await query(MAC, "IPv4");
   expect(found).toHaveLength(1);
   expect(found[0].serverId).toBe("srv-a");
-  expect(found[0].api).toEqual([`https://${net.addrA}:8443`]);
-  expect(found[0].from).toBe(net.addrA);
+  expect(found[0].api).toEqual([`https://${pair.net.addrA}:8443`]);
+  expect(found[0].from).toBe(pair.net.addrA);
 }, 60_000);
 
 test("a known node finds the server over IPv6 link-local multicast (ff02::)", async () => {

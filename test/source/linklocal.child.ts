@@ -1,5 +1,6 @@
 // Child of linklocal.test.ts, run inside a fresh network namespace (unshare --net): a veth pair with link-local
 // addresses, nginx on [::], and RemoteImage reaching it as https://[fe80::1%25v1]:PORT/img.bin. Prints one JSON line.
+import { linkLocalVethPair } from "../helpers/netns";
 import { join } from "node:path";
 import { readFileSync } from "node:fs";
 import { createHash } from "node:crypto";
@@ -9,20 +10,11 @@ import { RemoteImage } from "../../src/source/image";
 import { memoryLogger } from "../../src/util/log";
 
 const [dir, certPath, keyPath, caPath] = process.argv.slice(2);
-function sh(cmd: string[]) {
-  const r = Bun.spawnSync(cmd, { stderr: "pipe" });
-  if (r.exitCode !== 0) throw new Error(`${cmd.join(" ")}: ${r.stderr.toString()}`);
-}
 let ng: Nginx | undefined;
 const out: Record<string, unknown> = {};
 try {
   // Only inside this namespace: our own links and addresses.
-  sh(["ip", "link", "set", "lo", "up"]);
-  sh(["ip", "link", "add", "v0", "type", "veth", "peer", "name", "v1"]);
-  sh(["ip", "link", "set", "v0", "up"]);
-  sh(["ip", "link", "set", "v1", "up"]);
-  sh(["ip", "addr", "add", "fe80::1/64", "dev", "v0", "nodad"]);
-  sh(["ip", "addr", "add", "fe80::2/64", "dev", "v1", "nodad"]);
+  linkLocalVethPair();
   ng = await startNginx({ root: dir, listen: [{ host: "::", port: 8443 }], cert: certPath, key: keyPath, workDir: join(dir, "ng-netns") });
   const log = memoryLogger();
   const ca = readFileSync(caPath);
