@@ -5,16 +5,15 @@
 // and by `airroot mount`; one that sends another size than the manifest's is excluded.
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { join } from "node:path";
-import { appendFileSync, chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync } from "node:fs";
+import { appendFileSync, chmodSync, copyFileSync, mkdirSync, readFileSync } from "node:fs";
 import { createHash } from "node:crypto";
-import { scratchDir, removeScratchDirs } from "../helpers/tmp";
-import { makeTestPki, type TestPki } from "../helpers/pki";
+import { removeScratchDirs } from "../helpers/tmp";
+import { packedImage, runToFiles } from "../helpers/packed-image";
+import type { TestPki } from "../helpers/pki";
 import { freePort } from "../helpers/ports";
 import { startLighttpd } from "../helpers/lighttpd";
 import { startNginxSite } from "../helpers/nginx-site";
-import { makeTree } from "../image/tree";
-import { openDatabase } from "../../src/server/store/db";
-import { packImage, type PackResult } from "../../src/image/pack";
+import type { PackResult } from "../../src/image/pack";
 import { imageKeyPaths } from "../../src/image/keys";
 import { imageFile, manifestFile } from "../../src/image/paths";
 import { manifestVerifier } from "../../src/image/verify";
@@ -33,14 +32,7 @@ const mounts: string[] = [];
 const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 const isMounted = (mp: string) => readFileSync("/proc/self/mounts", "utf8").split("\n").some((l) => l.split(" ")[1] === mp);
 
-/** Output to files, not pipes: `airroot mount` leaves a detached daemon holding its stderr. */
-async function sh(cmd: string[], timeoutMs = 60_000) {
-  const out = join(base, `out-${Math.random().toString(36).slice(2)}`), err = `${out}.err`;
-  const p = Bun.spawn(cmd, { stdout: Bun.file(out), stderr: Bun.file(err), timeout: timeoutMs });
-  await p.exited;
-  const read = (f: string) => (existsSync(f) ? readFileSync(f, "utf8") : "");
-  return { code: p.exitCode, out: read(out), err: read(err) };
-}
+const sh = (cmd: string[], timeoutMs?: number) => runToFiles(base, cmd, timeoutMs);
 
 /** A directory DIR/images/ holding a copy of the packed image and its manifest (world-readable: lighttpd, nginx). */
 function mirrorCopy(name: string, extra = ""): string {
@@ -67,15 +59,7 @@ $SERVER["socket"] == "${socket}" {
 `;
 
 beforeAll(async () => {
-  base = scratchDir();
-  chmodSync(base, 0o755);
-  pki = makeTestPki(join(base, "pki"));
-  chmodSync(pki.serverKey, 0o644);
-  state = join(base, "state");
-  mkdirSync(state, { mode: 0o755 });
-  const db = openDatabase(state);
-  packed = await packImage({ rootDir: makeTree(join(base, "root"), "", 3 * 1024 * 1024 + 4321), profile: "compute", stateDir: state, db });
-  db.close();
+  ({ base, pki, state, packed } = await packedImage(3 * 1024 * 1024 + 4321));
 
   const [ps, pg, pn, pl] = [await freePort("127.0.0.6"), await freePort("127.0.0.7"), await freePort("127.0.0.2"), await freePort("127.0.0.8")];
   const stock = await startLighttpd({ workDir: join(base, "lt-stock"), listen: { host: "127.0.0.6", port: ps },

@@ -4,18 +4,17 @@
 // no admin endpoint, no UDP). The range engine reads the image through them next to nginx and airroot serve.
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { join } from "node:path";
-import { chmodSync, mkdirSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { createHash } from "node:crypto";
-import { scratchDir, removeScratchDirs } from "../helpers/tmp";
-import { makeTestPki, type TestPki } from "../helpers/pki";
+import { removeScratchDirs } from "../helpers/tmp";
+import type { TestPki } from "../helpers/pki";
 import { freePort } from "../helpers/ports";
+import { packedImage } from "../helpers/packed-image";
 import { socketsOf } from "../helpers/sockets";
 import { startLighttpd, type Lighttpd } from "../helpers/lighttpd";
 import { startCaddy, type Caddy } from "../helpers/caddy";
 import { startNginxSite } from "../helpers/nginx-site";
-import { makeTree } from "./tree";
-import { openDatabase } from "../../src/server/store/db";
-import { packImage, type PackResult } from "../../src/image/pack";
+import type { PackResult } from "../../src/image/pack";
 import { readImagePublicKey } from "../../src/image/keys";
 import { imagesDir } from "../../src/image/paths";
 import { loadManifest } from "../../src/image/manifest";
@@ -34,15 +33,7 @@ const port = { lighttpd: 0, caddy: 0 };
 let lighttpd: Lighttpd, caddy: Caddy;
 
 beforeAll(async () => {
-  base = scratchDir();
-  chmodSync(base, 0o755);
-  pki = makeTestPki(join(base, "pki"));
-  chmodSync(pki.serverKey, 0o644);
-  state = join(base, "state");
-  mkdirSync(state, { mode: 0o755 });
-  const db = openDatabase(state);
-  packed = await packImage({ rootDir: makeTree(join(base, "root"), "", 2 * 1024 * 1024 + 999), profile: "compute", stateDir: state, db });
-  db.close();
+  ({ base, pki, state, packed } = await packedImage(2 * 1024 * 1024 + 999));
   const tls = { cert: pki.serverCert, key: pki.serverKey };
   [port.lighttpd, port.caddy] = [await freePort("127.0.0.2"), await freePort("127.0.0.3")];
   const [pn, ps] = [await freePort("127.0.0.4"), await freePort("127.0.0.5")];

@@ -5,14 +5,13 @@ import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "
 import { join } from "node:path";
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { generateKeyPairSync } from "node:crypto";
-import { scratchDir, removeScratchDirs } from "../helpers/tmp";
-import { makeTestPki, type TestPki } from "../helpers/pki";
+import { removeScratchDirs } from "../helpers/tmp";
+import type { TestPki } from "../helpers/pki";
 import { freePort } from "../helpers/ports";
+import { packedImage, runToFiles } from "../helpers/packed-image";
 import { startApache } from "../helpers/apache";
 import { startNginxSite } from "../helpers/nginx-site";
-import { makeTree } from "./tree";
-import { openDatabase } from "../../src/server/store/db";
-import { packImage, type PackResult } from "../../src/image/pack";
+import type { PackResult } from "../../src/image/pack";
 import { imageKeyPaths } from "../../src/image/keys";
 import { imagesDir, imageFile, manifestFile } from "../../src/image/paths";
 import { mirrorConfig } from "../../src/server/mirror";
@@ -29,29 +28,10 @@ const mounts: string[] = [];
 const pids: number[] = [];
 
 const isMounted = (mp: string) => readFileSync("/proc/self/mounts", "utf8").split("\n").some((l) => l.split(" ")[1] === mp);
-/**
- * Async so that the in-process image server keeps answering while the command runs. Output goes to files, not
- * pipes: `airroot mount` leaves a detached daemon holding its stderr, so a pipe would never reach end-of-file.
- */
-async function sh(cmd: string[], timeoutMs = 60_000) {
-  const out = join(base, `out-${Math.random().toString(36).slice(2)}`), err = `${out}.err`;
-  const p = Bun.spawn(cmd, { stdout: Bun.file(out), stderr: Bun.file(err), timeout: timeoutMs });
-  await p.exited;
-  const read = (f: string) => (existsSync(f) ? readFileSync(f, "utf8") : "");
-  return { code: p.exitCode, out: read(out), err: read(err) };
-}
+const sh = (cmd: string[], timeoutMs?: number) => runToFiles(base, cmd, timeoutMs);
 
 beforeAll(async () => {
-  base = scratchDir();
-  chmodSync(base, 0o755);
-  pki = makeTestPki(join(base, "pki"));
-  chmodSync(pki.serverKey, 0o644);
-  state = join(base, "state");
-  mkdirSync(state, { mode: 0o755 });
-  tree = makeTree(join(base, "root"), "", 6 * 1024 * 1024 + 99);
-  const db = openDatabase(state);
-  packed = await packImage({ rootDir: tree, profile: "compute", stateDir: state, db });
-  db.close();
+  ({ base, pki, state, tree, packed } = await packedImage(6 * 1024 * 1024 + 99));
   expect(packed.manifest.chunks.length).toBeGreaterThan(BAD_CHUNK);
 
   // Mirror B: a copy with one flipped byte in one chunk (same name, size and ETag: only the hashes can tell).
