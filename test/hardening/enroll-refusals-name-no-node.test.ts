@@ -6,9 +6,8 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { join } from "node:path";
 import { readFileSync } from "node:fs";
-import type { Subprocess } from "bun";
 import { scratchDir, removeScratchDirs } from "../helpers/tmp";
-import { freePort, waitForPort } from "../helpers/ports";
+import { startServeProcess, type ServeProcess } from "../helpers/serve-process";
 import { privateAirroot } from "../helpers/boot";
 import { startSwtpm } from "../helpers/swtpm";
 import { statePaths } from "../../src/server/state.ts";
@@ -17,7 +16,7 @@ const A = { name: "secret-a", mac: "52:54:00:00:13:31", uuid: "4c4c4544-0000-131
 const B = { name: "secret-b", mac: "52:54:00:00:13:32", uuid: "4c4c4544-0000-1313-3131-000000000032" };
 const T = { name: "secret-t", mac: "52:54:00:00:13:33" };
 const UNKNOWN_MAC = "52:54:00:00:13:39", UNKNOWN_UUID = "4c4c4544-0000-1313-3131-000000000039";
-let dir = "", state = "", url = "", bin = "", srv: Subprocess;
+let dir = "", state = "", url = "", bin = "", srv: ServeProcess | undefined;
 
 async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
   const p = Bun.spawn([bin, ...args], { stdout: "pipe", stderr: "pipe" });
@@ -44,13 +43,11 @@ beforeAll(async () => {
   expect((await run(["serve", "init", "--state", state, "--address", "127.0.0.1"])).code).toBe(0);
   for (const n of [A, B]) expect((await run(["node", "add", n.name, "--state", state, "--mac", n.mac, "--uuid", n.uuid, "--profile", "p"])).code).toBe(0);
   expect((await run(["node", "add", T.name, "--state", state, "--mac", T.mac, "--profile", "p"])).code).toBe(0);
-  const port = await freePort("127.0.0.1");
-  srv = Bun.spawn([bin, "serve", "--state", state, "--listen", `127.0.0.1:${port}`, "--no-discovery"], { stdout: "ignore", stderr: "ignore" });
-  await waitForPort("127.0.0.1", port, 30_000);
-  url = `https://127.0.0.1:${port}`;
+  srv = await startServeProcess([bin], state);
+  url = srv.url;
 }, 180_000);
 
-afterAll(async () => { srv?.kill("SIGTERM"); await srv?.exited; removeScratchDirs(); }, 60_000);
+afterAll(async () => { await srv?.stop(); removeScratchDirs(); }, 60_000);
 
 test("every identity refusal is the same 403 without a node name; the audit log has the reason", async () => {
   const cases: [string, Record<string, unknown>, RegExp][] = [

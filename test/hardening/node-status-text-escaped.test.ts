@@ -7,9 +7,8 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { join } from "node:path";
 import { Database } from "bun:sqlite";
-import type { Subprocess } from "bun";
 import { scratchDir, removeScratchDirs } from "../helpers/tmp";
-import { freePort, waitForPort } from "../helpers/ports";
+import { startServeProcess, type ServeProcess } from "../helpers/serve-process";
 import { privateAirroot } from "../helpers/boot";
 import { statePaths } from "../../src/server/state.ts";
 import { credentialPaths } from "../../src/client/credential.ts";
@@ -20,7 +19,7 @@ const MAC = "52:54:00:00:13:41";
 const HOSTILE = "root: \u009b2J\u009b32mall good\u202egnp.exe\u202c \u2066x\u2069 \u200b\u0085\u2028\x1b[2J\ufeff\u{e0041} end";
 // Anything a terminal could act on, outside the newlines and spaces of normal output.
 const RAW = /[\x00-\x09\x0b-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\u{e0000}-\u{e007f}]/u;
-let dir = "", state = "", url = "", bin = "", srv: Subprocess;
+let dir = "", state = "", url = "", bin = "", srv: ServeProcess | undefined;
 
 async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
   const p = Bun.spawn([bin, ...args], { stdout: "pipe", stderr: "pipe" });
@@ -43,15 +42,13 @@ beforeAll(async () => {
   expect((await run(["serve", "init", "--state", state, "--address", "127.0.0.1"])).code).toBe(0);
   expect((await run(["node", "add", "n1", "--state", state, "--mac", MAC, "--profile", "p"])).code).toBe(0);
   expect((await run(["node", "arm", "n1", "--state", state, "--once"])).code).toBe(0);
-  const port = await freePort("127.0.0.1");
-  srv = Bun.spawn([bin, "serve", "--state", state, "--listen", `127.0.0.1:${port}`, "--no-discovery"], { stdout: "ignore", stderr: "ignore" });
-  await waitForPort("127.0.0.1", port, 30_000);
-  url = `https://127.0.0.1:${port}`;
+  srv = await startServeProcess([bin], state);
+  url = srv.url;
   const e = await run(["enroll", "--server", url, "--ca", statePaths(state).siteCaCert, "--out", join(dir, "cred"), "--mac", MAC]);
   expect(e.code).toBe(0);
 }, 180_000);
 
-afterAll(async () => { srv?.kill("SIGTERM"); await srv?.exited; removeScratchDirs(); }, 60_000);
+afterAll(async () => { await srv?.stop(); removeScratchDirs(); }, 60_000);
 
 test("a reported status with C1, bidi and format characters is stored clean and shown without them", async () => {
   const c = credentialPaths(join(dir, "cred"));

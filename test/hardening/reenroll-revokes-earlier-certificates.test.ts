@@ -5,9 +5,8 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { join } from "node:path";
 import { readFileSync } from "node:fs";
-import type { Subprocess } from "bun";
 import { scratchDir, removeScratchDirs } from "../helpers/tmp";
-import { freePort, waitForPort } from "../helpers/ports";
+import { startServeProcess, type ServeProcess } from "../helpers/serve-process";
 import { privateAirroot } from "../helpers/boot";
 import { statePaths } from "../../src/server/state.ts";
 import { credentialPaths } from "../../src/client/credential.ts";
@@ -15,7 +14,7 @@ import { openDatabase } from "../../src/server/store/db.ts";
 import { addNode, armNode, certsOf, commitEnrollment } from "../../src/server/store/nodes.ts";
 
 const MAC = "52:54:00:00:13:21";
-let dir = "", state = "", url = "", bin = "", srv: Subprocess;
+let dir = "", state = "", url = "", bin = "", srv: ServeProcess | undefined;
 
 async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
   const p = Bun.spawn([bin, ...args], { stdout: "pipe", stderr: "pipe" });
@@ -46,13 +45,11 @@ beforeAll(async () => {
   state = join(dir, "state");
   expect((await run(["serve", "init", "--state", state, "--address", "127.0.0.1"])).code).toBe(0);
   expect((await run(["node", "add", "n1", "--state", state, "--mac", MAC, "--profile", "p"])).code).toBe(0);
-  const port = await freePort("127.0.0.1");
-  srv = Bun.spawn([bin, "serve", "--state", state, "--listen", `127.0.0.1:${port}`, "--no-discovery"], { stdout: "ignore", stderr: "ignore" });
-  await waitForPort("127.0.0.1", port, 30_000);
-  url = `https://127.0.0.1:${port}`;
+  srv = await startServeProcess([bin], state);
+  url = srv.url;
 }, 180_000);
 
-afterAll(async () => { srv?.kill("SIGTERM"); await srv?.exited; removeScratchDirs(); }, 60_000);
+afterAll(async () => { await srv?.stop(); removeScratchDirs(); }, 60_000);
 
 test("after a second enrollment the first credential gets 401 on every /api/v1/self/* call; the new one works", async () => {
   await enroll("first");
