@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import type { Subprocess } from "bun";
 import { waitForPort } from "./ports";
+import { stopProcess } from "./stop";
 
 const MODULES = "/usr/lib/apache2/modules";
 /** Modules a TLS static-file site needs; unixd and log_config are compiled into Debian's binary. */
@@ -69,12 +70,6 @@ Include ${site}
   return {
     proc,
     errorLog: () => (existsSync(errorLog) ? readFileSync(errorLog, "utf8") : ""),
-    async stop() {
-      // SIGTERM makes the parent stop its children before exiting; bounded wait, then force.
-      proc.kill("SIGTERM");
-      const done = await Promise.race([proc.exited.then(() => true), Bun.sleep(10_000).then(() => false)]);
-      if (!done) proc.kill("SIGKILL");
-      await proc.exited;
-    },
+    stop: () => stopProcess(proc),
   };
 }

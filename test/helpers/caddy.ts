@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import type { Subprocess } from "bun";
 import { waitForPort } from "./ports";
+import { stopProcess } from "./stop";
 
 export interface Caddy {
   proc: Subprocess;
@@ -40,11 +41,6 @@ export async function startCaddy(opts: { workDir: string; caddyfile: string; wai
   }
   return {
     proc, log,
-    async stop() {
-      proc.kill("SIGTERM");
-      const done = await Promise.race([proc.exited.then(() => true), Bun.sleep(10_000).then(() => false)]);
-      if (!done) proc.kill("SIGKILL");
-      await proc.exited;
-    },
+    stop: () => stopProcess(proc),
   };
 }

@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import type { Subprocess } from "bun";
 import { waitForPort } from "./ports";
+import { stopProcess } from "./stop";
 
 export interface Lighttpd {
   proc: Subprocess;
@@ -43,11 +44,6 @@ include "${site}"
   return {
     proc,
     errorLog: () => (existsSync(errorLog) ? readFileSync(errorLog, "utf8") : ""),
-    async stop() {
-      proc.kill("SIGTERM");
-      const done = await Promise.race([proc.exited.then(() => true), Bun.sleep(10_000).then(() => false)]);
-      if (!done) proc.kill("SIGKILL");
-      await proc.exited;
-    },
+    stop: () => stopProcess(proc),
   };
 }

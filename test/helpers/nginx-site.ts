@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import type { Subprocess } from "bun";
 import { waitForPort } from "./ports";
+import { stopProcess } from "./stop";
 
 export interface NginxSite {
   proc: Subprocess;
@@ -40,11 +41,6 @@ http {
   return {
     proc,
     errorLog: () => (existsSync(errorLog) ? readFileSync(errorLog, "utf8") : ""),
-    async stop() {
-      proc.kill("SIGTERM"); // nginx's master stops its worker on TERM
-      const done = await Promise.race([proc.exited.then(() => true), Bun.sleep(10_000).then(() => false)]);
-      if (!done) proc.kill("SIGKILL");
-      await proc.exited;
-    },
+    stop: () => stopProcess(proc),
   };
 }
