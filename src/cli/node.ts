@@ -1,4 +1,5 @@
-// `airroot node add|list|show|arm|disarm|revoke|remove`: thin commands over the node store.
+// `airroot node add|list|show|arm|disarm|revoke|remove`: thin commands over the node store; `node media` (BMC virtual
+// media) is in nodemedia.ts.
 import { defineCommand } from "citty";
 import { resolve } from "node:path";
 import { openDatabase } from "../server/store/db.ts";
@@ -145,6 +146,6 @@ const remove = defineCommand({
 });
 
 export const nodeCommand = defineCommand({
-  meta: { name: "node", description: "Manage nodes: add, list, show, arm, disarm, revoke, remove" },
-  subCommands: { add, list, show, arm, disarm, revoke, remove },
+  meta: { name: "node", description: "Manage nodes: add, list, show, arm, disarm, revoke, remove; media (BMC virtual media through Redfish)" },
+  subCommands: { add, list, show, arm, disarm, revoke, remove, media: () => import("./nodemedia").then((m) => m.nodeMediaCommand) },
 });
