@@ -1,4 +1,5 @@
-// `airroot serve` (run the server), `serve init` (create the state dir), `serve mirror-cert` and `serve mirror-config`.
+// `airroot serve` (run the server), `serve init` (create the state dir), `serve mirror-cert` and `serve mirror-config`;
+// `serve boot-files` and `serve dhcp-config` are in servenetboot.ts.
 import { defineCommand } from "citty";
 import { resolve } from "node:path";
 import { readFileSync } from "node:fs";
@@ -57,8 +58,8 @@ const mirrorCert = defineCommand({
   },
 });
 
-const SUBCOMMANDS = ["init", "config", "mirror-cert", "mirror-config", "site-config"];
-const VALUE_FLAGS = ["--state", "--listen", "--advertise", "--discovery-port"];
+const SUBCOMMANDS = ["init", "config", "mirror-cert", "mirror-config", "site-config", "boot-files", "dhcp-config"];
+const VALUE_FLAGS = ["--state", "--listen", "--http-listen", "--advertise", "--discovery-port"];
 
 /** True when the first positional word names a subcommand (skipping the values of serve's own options). */
 function invokedSubcommand(rawArgs: string[]): boolean {
@@ -74,12 +75,13 @@ function invokedSubcommand(rawArgs: string[]): boolean {
 export const serveCommand = defineCommand({
   meta: {
     name: "serve",
-    description: "Run the deployment server: images over HTTPS, node enrollment and the mutual-TLS node API, discovery",
+    description: "Run the deployment server: images over HTTPS, node enrollment and the mutual-TLS node API, network boot files (/boot/, also over plain HTTP with http-port or --http-listen), discovery",
   },
   args: {
     state: { type: "string", description: "server state directory (made by `airroot serve init`)" },
     listen: { type: "string", description: "IPV4:PORT or [IPV6]:PORT to listen on (repeatable; default [::]:PORT from config.json); nodes are not told this address, see --advertise" },
     advertise: { type: "string", description: "base URL nodes are told for this server, overriding config.json (repeatable), e.g. https://10.0.2.100 when --listen 127.0.0.1:8443 is port-forwarded" },
+    "http-listen": { type: "string", description: "IPV4:PORT or [IPV6]:PORT for the plain-HTTP network boot listener, /boot/ only (repeatable; default: the --listen hosts on config http-port when it is set, else none)" },
     // citty reads `--no-discovery` as discovery=false (an option named "no-discovery" would never be set).
     discovery: { type: "boolean", default: true, description: "answer multicast discovery queries (UDP port 7413, groups 239.255.74.13 and ff02::7413)", negativeDescription: "do not answer multicast discovery queries (binds no UDP socket)" },
     "discovery-port": { type: "string", description: "UDP port for discovery (default from config.json, 7413)" },
@@ -91,6 +93,8 @@ export const serveCommand = defineCommand({
     "mirror-cert": mirrorCert,
     "mirror-config": () => import("./image.ts").then((m) => m.mirrorConfigCommand),
     "site-config": () => import("./siteconfig.ts").then((m) => m.siteConfigCommand),
+    "boot-files": () => import("./servenetboot.ts").then((m) => m.bootFilesCommand),
+    "dhcp-config": () => import("./servenetboot.ts").then((m) => m.dhcpConfigCommand),
   },
   async run({ args, rawArgs }) {
     if (invokedSubcommand(rawArgs)) return; // citty runs the parent's run() after a subcommand too
@@ -104,8 +108,9 @@ export const serveCommand = defineCommand({
     const onSignal = (sig: string) => { if (stopNow) stopNow(sig); else stopRequested ??= sig; };
     process.once("SIGTERM", () => onSignal("SIGTERM"));
     process.once("SIGINT", () => onSignal("SIGINT"));
-    const srv = await serve({ stateDir: resolve(args.state), listen: repeated(rawArgs, "listen"), advertise: repeated(rawArgs, "advertise"), discovery: args.discovery !== false, discoveryPort: dport, log });
+    const srv = await serve({ stateDir: resolve(args.state), listen: repeated(rawArgs, "listen"), httpListen: repeated(rawArgs, "http-listen"), advertise: repeated(rawArgs, "advertise"), discovery: args.discovery !== false, discoveryPort: dport, log });
     for (const l of srv.listening) console.log(`listening on ${l.host.includes(":") ? `[${l.host}]` : l.host}:${l.port}`);
+    for (const l of srv.httpListening) console.log(`listening on ${l.host.includes(":") ? `[${l.host}]` : l.host}:${l.port} (plain HTTP, /boot/ only)`);
     process.on("SIGHUP", () => {
       try {
         if (srv.reloadConfig().length === 0) log.info("SIGHUP: config.json re-read, nothing changed");

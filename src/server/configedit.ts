@@ -8,6 +8,7 @@ import { SshFormatError, SshReader } from "../pki/sshwire.ts";
 import { parseCidr, parseIp } from "./netaddr.ts";
 import { SchemaError } from "./schema.ts";
 import { configSchema, readConfig, writeConfig, certCoverageWarning, hostsNotInServerCert, type ServerConfig } from "./state.ts";
+import { checkBootCmdline } from "./bootscript.ts";
 import { advertiseNotes, advertisedUrls, advertiseWarnings, canonicalAddress, parseBaseUrl, urlHostname } from "./urls.ts";
 
 /** How often a running airroot serve looks at config.json's mtime and size. */
@@ -151,6 +152,10 @@ export const CONFIG_KEYS: readonly KeyDef[] = [
   { key: "discovery-port", field: "discoveryPort", kind: "int", live: false, parse: intRange(0, 65535), what: "UDP port for discovery (0: no discovery responder)" },
   { key: "node-cert-days", field: "nodeCertDays", kind: "int", live: true, parse: intRange(1, 3650), what: "validity of node client certificates, days" },
   { key: "ssh-cert-days", field: "sshCertDays", kind: "int", live: true, parse: intRange(1, 3650), what: "validity of SSH host certificates, days" },
+  { key: "http-port", field: "httpPort", kind: "int", live: false, parse: intRange(0, 65535),
+    what: "plain-HTTP port for network boot files (/boot/ only) that airroot serve listens on and iPXE scripts use (0: no HTTP listener)" },
+  { key: "boot-cmdline", field: "bootCmdline", kind: "optional-string", live: true, parse: (v) => checkBootCmdline(v),
+    what: "site kernel parameters in every per-node iPXE script, e.g. \"console=ttyS0,115200 quiet\"; `set boot-cmdline` without a value clears it" },
   { key: "trust-link-local", field: "trustLinkLocal", kind: "bool", live: true, parse: boolean, what: "accept enrollment from link-local sources" },
   { key: "trust-attached", field: "trustAttached", kind: "bool", live: true, parse: boolean, what: "accept enrollment from this host's attached subnets" },
 ];
@@ -223,7 +228,9 @@ export function applyEdit(c0: ServerConfig, verb: Verb, name: string, values: st
     }
   } else {
     if (verb !== "set") throw new Error(`${k.key} is a single value: use \`airroot serve config set ${k.key} VALUE\``);
+    if (k.key === "boot-cmdline" && values.length > 1) values = [values.join(" ")]; // unquoted words: one command line
     if (values.length === 0 && k.kind === "optional-string") delete (c as Record<string, unknown>)[k.field];
+    else if (k.key === "boot-cmdline" && values[0].trim() === "") delete (c as Record<string, unknown>)[k.field];
     else if (values.length !== 1) throw new Error(`config set ${k.key}: give exactly one value`);
     else (c as Record<string, unknown>)[k.field] = k.parse(values[0], k.key);
   }

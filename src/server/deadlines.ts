@@ -5,6 +5,8 @@
 //   handshake   connected, TLS not complete               -> handshakeMs
 //   headers     TLS up (or a response sent), no request    -> headersMs (first request) / keepAliveMs (later ones)
 //   request     a request is being read and answered       -> requestMs
+//   response    a response body is being streamed          -> sendStallMs, re-armed at every chunk the client took
+//               (a 60 MB initramfs to a thousand booting nodes takes longer than requestMs, but must keep moving)
 // A connection past its deadline is destroyed. Every socket is tracked so close() can end them all.
 import type { Socket } from "node:net";
 
@@ -13,18 +15,20 @@ export interface DeadlineOptions {
   headersMs?: number;     // default 10 s: the whole request head of the first request
   requestMs?: number;     // default 30 s: from the head to the end of the response (a slow body upload included)
   keepAliveMs?: number;   // default 30 s: between the end of one response and the next request's head
+  /** default 30 s: while a response body streams, each chunk (up to 64 KiB or so) must be taken by the client in this time. */
+  sendStallMs?: number;
 }
 
-type Phase = "handshake" | "headers" | "request" | "keep-alive";
+type Phase = "handshake" | "headers" | "request" | "response" | "keep-alive";
 interface Tracked { phase: Phase; timer?: ReturnType<typeof setTimeout> }
 
-export const DEFAULT_DEADLINES: Required<DeadlineOptions> = { handshakeMs: 10_000, headersMs: 10_000, requestMs: 30_000, keepAliveMs: 30_000 };
+export const DEFAULT_DEADLINES: Required<DeadlineOptions> = { handshakeMs: 10_000, headersMs: 10_000, requestMs: 30_000, keepAliveMs: 30_000, sendStallMs: 30_000 };
 
 export class ConnectionDeadlines {
   private readonly o: Required<DeadlineOptions>;
   private readonly conns = new Map<Socket, Tracked>();
   /** Connections destroyed for a passed deadline, by phase (for tests and the log). */
-  readonly cut: Record<Phase, number> = { handshake: 0, headers: 0, request: 0, "keep-alive": 0 };
+  readonly cut: Record<Phase, number> = { handshake: 0, headers: 0, request: 0, response: 0, "keep-alive": 0 };
 
   constructor(o: DeadlineOptions = {}, private readonly onCut?: (phase: Phase, sock: Socket) => void) {
     this.o = { ...DEFAULT_DEADLINES, ...o };
@@ -43,6 +47,8 @@ export class ConnectionDeadlines {
   secured(sock: Socket): void { this.enter(sock, "headers"); }
   /** A request head was parsed on this connection. */
   requestStarted(sock: Socket): void { this.enter(sock, "request"); }
+  /** A response body is streaming and the client just took a chunk: the next must go within sendStallMs. */
+  sending(sock: Socket): void { this.enter(sock, "response"); }
   /** Its response was sent: the connection may wait keepAliveMs for the next request. */
   responseDone(sock: Socket): void { this.enter(sock, "keep-alive"); }
 
@@ -61,7 +67,7 @@ export class ConnectionDeadlines {
     clearTimeout(t.timer);
     t.phase = phase;
     const ms = phase === "handshake" ? this.o.handshakeMs : phase === "headers" ? this.o.headersMs
-      : phase === "request" ? this.o.requestMs : this.o.keepAliveMs;
+      : phase === "request" ? this.o.requestMs : phase === "response" ? this.o.sendStallMs : this.o.keepAliveMs;
     t.timer = setTimeout(() => {
       this.cut[phase]++;
       this.onCut?.(phase, sock);

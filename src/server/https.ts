@@ -2,6 +2,7 @@
 // responses converted to web Request/Response so handlers stay transport-free; bodies are size-capped.
 import tls from "node:tls";
 import http from "node:http";
+import type { Socket } from "node:net";
 import { createHash } from "node:crypto";
 import type { PeerInfo } from "./selfapi.ts";
 import type { Logger } from "../util/log.ts";
@@ -56,7 +57,7 @@ async function readBody(req: http.IncomingMessage, max: number): Promise<Uint8Ar
   return new Uint8Array(Buffer.concat(chunks));
 }
 
-async function sendResponse(res: http.ServerResponse, r: Response, head: boolean): Promise<void> {
+async function sendResponse(res: http.ServerResponse, r: Response, head: boolean, onProgress: () => void): Promise<void> {
   const headers: Record<string, string | string[]> = {};
   r.headers.forEach((v, k) => { headers[k] = v; });
   res.writeHead(r.status, headers);
@@ -75,6 +76,7 @@ async function sendResponse(res: http.ServerResponse, r: Response, head: boolean
           res.on("close", resume);
         });
       }
+      onProgress(); // the client took this chunk: the send-stall deadline starts again
     }
   } finally { if (!aborted) res.end(); }
 }
@@ -84,13 +86,26 @@ const plain = (res: http.ServerResponse, status: number, code: string, message: 
   res.end(JSON.stringify({ error: code, message }));
 };
 
-/** Starts one TLS listener per address; each connection is handed to a shared node:http server. */
-export async function startHttps(o: HttpsOptions): Promise<HttpsServer> {
+export interface RequestServerOptions {
+  handler: Handler;
+  maxBodyBytes?: number;
+  deadlines: ConnectionDeadlines;
+  log?: Logger;
+  /** "https" or "http": log prefix. */
+  label: string;
+  peer: (sock: Socket) => PeerInfo;
+}
+
+/**
+ * The node:http server shared by the HTTPS and the plain-HTTP listener: requests converted to web Requests (path
+ * checked, body capped), the handler's Response streamed back, every phase under the connection deadlines. The
+ * listeners hand it their connections with emit("connection").
+ */
+export function requestServer(o: RequestServerOptions): http.Server {
   const max = o.maxBodyBytes ?? 64 * 1024;
-  const deadlines = new ConnectionDeadlines(o.deadlines, (phase, sock) =>
-    o.log?.debug(`https: connection from ${sock.remoteAddress ?? "?"} cut: ${phase} deadline passed`));
-  const httpServer = http.createServer(async (req, res) => {
-    const sock = req.socket as tls.TLSSocket;
+  const deadlines = o.deadlines;
+  return http.createServer(async (req, res) => {
+    const sock = req.socket;
     const remoteAddress = (sock.remoteAddress ?? "").replace(/^::ffff:/, "");
     deadlines.requestStarted(sock);
     res.once("finish", () => deadlines.responseDone(sock));
@@ -107,17 +122,24 @@ export async function startHttps(o: HttpsOptions): Promise<HttpsServer> {
       const headers = new Headers();
       for (const [k, v] of Object.entries(req.headers)) if (typeof v === "string") headers.set(k, v); else if (Array.isArray(v)) headers.set(k, v.join(", "));
       let request: Request;
-      try { request = new Request(`https://airroot.invalid${url}`, { method, headers, body }); } catch {
+      try { request = new Request(`${o.label === "http" ? "http" : "https"}://airroot.invalid${url}`, { method, headers, body }); } catch {
         return plain(res, 400, "bad-request", "malformed request target or headers");
       }
-      const response = await o.handler(request, { remoteAddress, peer: peerOf(sock) });
-      await sendResponse(res, response, method === "HEAD");
+      const response = await o.handler(request, { remoteAddress, peer: o.peer(sock) });
+      await sendResponse(res, response, method === "HEAD", () => deadlines.sending(sock));
     } catch (e) {
-      o.log?.error(`https: ${req.method} ${req.url?.slice(0, 200)} from ${remoteAddress}: ${(e as Error).message}`);
+      o.log?.error(`${o.label}: ${req.method} ${req.url?.slice(0, 200)} from ${remoteAddress}: ${(e as Error).message}`);
       if (!res.headersSent) plain(res, 500, "internal", "internal server error (see the server log)");
       else res.destroy();
     }
   });
+}
+
+/** Starts one TLS listener per address; each connection is handed to a shared node:http server. */
+export async function startHttps(o: HttpsOptions): Promise<HttpsServer> {
+  const deadlines = new ConnectionDeadlines(o.deadlines, (phase, sock) =>
+    o.log?.debug(`https: connection from ${sock.remoteAddress ?? "?"} cut: ${phase} deadline passed`));
+  const httpServer = requestServer({ handler: o.handler, maxBodyBytes: o.maxBodyBytes, deadlines, log: o.log, label: "https", peer: (sock) => peerOf(sock as tls.TLSSocket) });
   const servers: tls.Server[] = [];
   const addresses: { host: string; port: number }[] = [];
   try {

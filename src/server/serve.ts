@@ -1,12 +1,16 @@
-// `airroot serve`: loads the state dir and runs the HTTPS server (images + node API) and the discovery responder.
-// config.json is re-read when it changes (checked every CONFIG_CHECK_MS, and on reloadConfig(), which the CLI calls
-// on SIGHUP); listen address, port and discovery port wait for a restart.
+// `airroot serve`: loads the state dir and runs the HTTPS server (images, network boot files, node API), the optional
+// plain-HTTP listener for network boot (/boot/ only) and the discovery responder. config.json is re-read when it
+// changes (checked every CONFIG_CHECK_MS, and on reloadConfig(), which the CLI calls on SIGHUP); listen addresses,
+// ports and the discovery port wait for a restart.
 import { statSync } from "node:fs";
 import { openDatabase } from "./store/db.ts";
 import "./store/nodes.ts";
 import "./store/images.ts";
 import { certCoverageWarning, hostsNotInServerCert, loadState, readConfig, type ServerConfig } from "./state.ts";
 import { startHttps } from "./https.ts";
+import { startHttp, type HttpServer } from "./http.ts";
+import { plainHttpHandler, serveNetboot, type NetbootDeps } from "./netboot.ts";
+import type { DeadlineOptions } from "./deadlines.ts";
 import { createApi, type ApiDeps } from "./api.ts";
 import { fileAudit, type Audit } from "./audit.ts";
 import { startResponder, type Responder } from "./discovery.ts";
@@ -20,6 +24,13 @@ export interface ServeOptions {
   listen?: string[];
   /** Base URLs nodes are given for this server, instead of config.json's (`advertise`, else addresses x port). */
   advertise?: string[];
+  /**
+   * Plain-HTTP listeners for network boot ("ADDR:PORT"); default: when config http-port is set, the hosts of the
+   * HTTPS listeners on that port; none otherwise.
+   */
+  httpListen?: string[];
+  /** Connection deadlines of both listeners (tests shorten them). */
+  deadlines?: DeadlineOptions;
   discovery?: boolean;      // default: on unless config.discoveryPort is 0
   discoveryPort?: number;   // overrides config.discoveryPort
   /** How often config.json's mtime/size is checked (ms); 0: only on reloadConfig(). Default CONFIG_CHECK_MS. */
@@ -34,6 +45,10 @@ export interface RunningServer {
   /** URLs of the actual listeners, for clients on this machine (a wildcard listener as loopback). */
   localUrls: string[];
   listening: { host: string; port: number }[];
+  /** The plain-HTTP (network boot) listeners, if any. */
+  httpListening: { host: string; port: number }[];
+  /** http:// URLs of those listeners for clients on this machine. */
+  httpLocalUrls: string[];
   /** The configuration in use. */
   readonly config: ServerConfig;
   /** Re-reads config.json now; returns the keys that changed. Throws (keeping the old config) if the file is invalid. */
@@ -41,22 +56,22 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-export function parseListen(s: string): { host: string; port: number } {
+export function parseListen(s: string, what = "--listen"): { host: string; port: number } {
   const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([0-9.]+)):(\d{1,5})$/.exec(s.trim());
   const port = m ? Number(m[3]) : NaN;
-  if (!m || port > 65535) throw new Error(`invalid --listen "${s}": use IPV4:PORT or [IPV6]:PORT (port 0 picks a free one)`);
+  if (!m || port > 65535) throw new Error(`invalid ${what} "${s}": use IPV4:PORT or [IPV6]:PORT (port 0 picks a free one)`);
   return { host: m[1] ?? m[2], port };
 }
 
 // Read once at start: changing them needs new sockets (or is an identity change).
-const RESTART_ONLY = ["port", "discoveryPort", "serverId", "version"] as const;
+const RESTART_ONLY = ["port", "httpPort", "discoveryPort", "serverId", "version"] as const;
 
 export async function serve(o: ServeOptions): Promise<RunningServer> {
   const st = await loadState(o.stateDir);
   let c = st.config;
   const audit = o.audit ?? fileAudit(st.paths.audit, o.log);
   const db = openDatabase(o.stateDir);
-  const listen = o.listen?.length ? o.listen.map(parseListen) : [{ host: "::", port: c.port }];
+  const listen = o.listen?.length ? o.listen.map((l) => parseListen(l)) : [{ host: "::", port: c.port }];
   const override = o.advertise?.map((u) => parseBaseUrl(u, "--advertise"));
   const advertised = (cfg: ServerConfig) => (override?.length ? [...new Set(override)] : advertisedUrls(cfg));
   let baseUrls = advertised(c);
@@ -73,15 +88,28 @@ export async function serve(o: ServeOptions): Promise<RunningServer> {
     apiBaseUrls: () => siteApiUrls(baseUrls, c.peers),
   });
   const deps: ApiDeps = { db, imagesDir: st.paths.images, serverId: c.serverId, audit, log: o.log, enroll: enroll(c), self: self(c) };
-  const handler = createApi(deps);
+  const api = createApi(deps);
+  const netboot: NetbootDeps = {
+    bootDir: st.paths.boot, stateDir: o.stateDir, db, audit, log: o.log,
+    baseUrls: () => baseUrls, httpPort: () => c.httpPort || 80, apiUrls: () => siteApiUrls(baseUrls, c.peers), cmdline: () => c.bootCmdline,
+  };
+  const handler: typeof api = async (req, ctx) => (await serveNetboot(req, ctx.remoteAddress, "https", netboot)) ?? api(req, ctx);
 
-  const start = (l: typeof listen) => startHttps({ listen: l, cert: st.serverCertPem, key: st.serverKeyPem, clientCa: st.nodeCaPem, handler, log: o.log });
+  const start = (l: typeof listen) => startHttps({ listen: l, cert: st.serverCertPem, key: st.serverKeyPem, clientCa: st.nodeCaPem, handler, log: o.log, deadlines: o.deadlines });
   let https;
   try { https = await start(listen); } catch (e) {
     if (o.listen?.length) throw e;
     // The default [::] fails on hosts without IPv6; IPv4 alone is still useful.
     o.log?.warn(`${(e as Error).message}; falling back to 0.0.0.0:${c.port}`);
     https = await start([{ host: "0.0.0.0", port: c.port }]);
+  }
+  let http: HttpServer | undefined;
+  const httpListen = o.httpListen?.length ? o.httpListen.map((l) => parseListen(l, "--http-listen"))
+    : c.httpPort ? [...new Set(https.addresses.map((a) => a.host))].map((host) => ({ host, port: c.httpPort })) : [];
+  if (httpListen.length) {
+    try {
+      http = await startHttp({ listen: httpListen, handler: plainHttpHandler(netboot), log: o.log, deadlines: o.deadlines });
+    } catch (e) { await https.close(); db.close(); throw e; }
   }
   let responder: Responder | undefined;
   const dport = o.discoveryPort ?? c.discoveryPort;
@@ -100,7 +128,10 @@ export async function serve(o: ServeOptions): Promise<RunningServer> {
   };
   checkUrls();
   const localUrls = listenerUrls(https.addresses);
-  o.log?.info(`serving state=${o.stateDir}; nodes are told ${baseUrls.join(" ") || "(no URL)"}; listening on ${localUrls.join(" ")}`);
+  const httpLocalUrls = http ? listenerUrls(http.addresses).map((u) => u.replace(/^https:/, "http:")) : [];
+  o.log?.info(`serving state=${o.stateDir}; nodes are told ${baseUrls.join(" ") || "(no URL)"}; listening on ${localUrls.join(" ")}` +
+    (http ? `; network boot over plain HTTP on ${httpLocalUrls.join(" ")} (nodes are told port ${c.httpPort || 80})` : ""));
+  if (http && !c.httpPort) o.log?.warn("--http-listen without config http-port: iPXE scripts over HTTP point nodes at port 80 (set it with `airroot serve config set http-port N`)");
 
   // ---- live configuration ----
   const fileStamp = () => { try { const s = statSync(st.paths.config); return `${s.ino}:${s.size}:${s.mtimeMs}`; } catch { return "missing"; } };
@@ -137,7 +168,7 @@ export async function serve(o: ServeOptions): Promise<RunningServer> {
   return {
     get baseUrls() { return baseUrls; },
     get config() { return c; },
-    localUrls, listening: https.addresses, reloadConfig,
-    async close() { if (timer) clearInterval(timer); await responder?.close(); await https.close(); db.close(); },
+    localUrls, listening: https.addresses, httpListening: http?.addresses ?? [], httpLocalUrls, reloadConfig,
+    async close() { if (timer) clearInterval(timer); await responder?.close(); await http?.close(); await https.close(); db.close(); },
   };
 }

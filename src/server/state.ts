@@ -17,6 +17,7 @@ export function statePaths(stateDir: string) {
     dir: stateDir,
     keys: join(stateDir, "keys"),
     images: join(stateDir, "images"),
+    boot: join(stateDir, "boot"),   // network boot files (kernel, initramfs, iPXE), `serve boot-files`
     db: join(stateDir, "airroot.db"),
     config: join(stateDir, "config.json"),
     audit: join(stateDir, "audit.log"),
@@ -50,6 +51,10 @@ export const configSchema = obj({
   discoveryPort: int({ min: 0, max: 65535 }), // 0 disables the multicast responder
   nodeCertDays: int({ min: 1, max: 3650 }),
   sshCertDays: int({ min: 1, max: 3650 }),
+  // The plain-HTTP port for network boot files (/boot/ only) that nodes are told and serve listens on; 0: off.
+  httpPort: withDefault(int({ min: 0, max: 65535 }), 0),
+  // Site kernel parameters in every iPXE script (console=...); checked further by checkBootCmdline (netboot).
+  bootCmdline: opt(str({ max: 1024, pattern: /^[\x21-\x7e]+( [\x21-\x7e]+)*$/, what: "kernel parameters (printable ASCII, single spaces)" })),
 });
 export type ServerConfig = Infer<typeof configSchema>;
 
@@ -60,7 +65,7 @@ export function defaultConfig(): ServerConfig {
   return {
     version: 1, serverId: randomBytes(8).toString("hex"), addresses: [], advertise: [], port: DEFAULT_PORT, trustedSubnets: [],
     trustLinkLocal: true, trustAttached: true, mirrors: [], peers: [], rootAuthorizedKeys: [],
-    discoveryPort: DEFAULT_DISCOVERY_PORT, nodeCertDays: 365, sshCertDays: 365,
+    discoveryPort: DEFAULT_DISCOVERY_PORT, nodeCertDays: 365, sshCertDays: 365, httpPort: 0,
   };
 }
 

@@ -1,6 +1,8 @@
 // Static serving of content-addressed images and manifests (GET/HEAD /images/<sha256>.{sfs,manifest}) with single
 // byte ranges, conditional requests and immutable caching; files are streamed from disk, never read whole into RAM.
+// serveFile is the one implementation, also used for the network boot files under /boot/ (netboot.ts).
 import { lstat, realpath } from "node:fs/promises";
+import type { Stats } from "node:fs";
 import { join, sep } from "node:path";
 import { IMAGE_NAME_RE } from "../image/paths";
 
@@ -62,38 +64,67 @@ export async function serveImages(req: Request, imagesDir: string, opts: ServeIm
   const path = new URL(req.url).pathname;
   if (!path.startsWith(IMAGES_URL_PREFIX)) return null;
   const name = path.slice(IMAGES_URL_PREFIX.length);
-  const common = { "X-Content-Type-Options": "nosniff" };
+  if (req.method === "GET" || req.method === "HEAD") {
+    if (!IMAGE_NAME_RE.test(name)) {
+      opts.onRefused?.("not an image name (<sha256>.sfs or .manifest)", path.slice(0, 200), req.method);
+      return new Response("not found\n", { status: 404, headers: NOSNIFF });
+    }
+  }
+  return serveFile(req, { dir: imagesDir, name, path, etag: () => imageEtag(name), cacheControl: IMMUTABLE_CACHE_CONTROL, onRefused: opts.onRefused });
+}
+
+const NOSNIFF = { "X-Content-Type-Options": "nosniff" };
+
+export interface ServeFileOptions {
+  /** The directory served; `name` must be a plain file name in it (the caller has checked it against its own list). */
+  dir: string;
+  name: string;
+  /** The request path, for refusal messages. */
+  path: string;
+  /** The strong ETag of the file as found (lstat), e.g. from its content digest or its inode, size and mtime. */
+  etag: (st: Stats) => string;
+  cacheControl: string;
+  contentType?: string;    // default application/octet-stream
+  onRefused?: (reason: string, path: string, method: string) => void;
+}
+
+/**
+ * GET/HEAD of one file in a served directory (images/ and boot/ both): only a regular file, never a symlink, that
+ * resolves inside the directory; single byte ranges, If-Range, If-None-Match / If-Modified-Since; streamed from disk.
+ */
+export async function serveFile(req: Request, o: ServeFileOptions): Promise<Response> {
+  const { path } = o;
+  const common = NOSNIFF;
   if (req.method !== "GET" && req.method !== "HEAD") {
-    opts.onRefused?.("method not allowed", path.slice(0, 200), req.method);
+    o.onRefused?.("method not allowed", path.slice(0, 200), req.method);
     return new Response("method not allowed\n", { status: 405, headers: { ...common, Allow: "GET, HEAD" } });
   }
-  if (!IMAGE_NAME_RE.test(name)) {
-    opts.onRefused?.("not an image name (<sha256>.sfs or .manifest)", path.slice(0, 200), req.method);
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(o.name)) {
+    o.onRefused?.("not a plain file name", path.slice(0, 200), req.method);
     return new Response("not found\n", { status: 404, headers: common });
   }
-  const file = join(imagesDir, name);
-  let size: number, mtime: Date;
+  const file = join(o.dir, o.name);
+  let size: number, mtime: Date, etag: string;
   try {
     // Only a regular file, never a symlink (a link named like an image could point at a private key), and what is
-    // opened must resolve inside the images directory.
+    // opened must resolve inside the served directory.
     const st = await lstat(file);
     if (!st.isFile()) throw new Error(st.isSymbolicLink() ? "a symlink" : "not a regular file");
-    const [real, root] = await Promise.all([realpath(file), realpath(imagesDir)]);
-    if (!real.startsWith(root + sep)) throw new Error("outside the images directory");
-    size = st.size; mtime = st.mtime;
+    const [real, root] = await Promise.all([realpath(file), realpath(o.dir)]);
+    if (!real.startsWith(root + sep)) throw new Error("outside the served directory");
+    size = st.size; mtime = st.mtime; etag = o.etag(st);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== "ENOENT") opts.onRefused?.(`not served: ${(e as Error).message}`, path.slice(0, 200), req.method);
+    if ((e as NodeJS.ErrnoException).code !== "ENOENT") o.onRefused?.(`not served: ${(e as Error).message}`, path.slice(0, 200), req.method);
     return new Response("not found\n", { status: 404, headers: common });
   }
-  const etag = imageEtag(name);
   const lastModified = mtime.toUTCString();
   const headers: Record<string, string> = {
     ...common,
-    "Content-Type": "application/octet-stream",
+    "Content-Type": o.contentType ?? "application/octet-stream",
     "Accept-Ranges": "bytes",
     ETag: etag,
     "Last-Modified": lastModified,
-    "Cache-Control": IMMUTABLE_CACHE_CONTROL,
+    "Cache-Control": o.cacheControl,
   };
 
   const inm = req.headers.get("if-none-match");

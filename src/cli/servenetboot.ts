@@ -1,0 +1,82 @@
+// `airroot serve boot-files` (install or list STATE/boot/) and `airroot serve dhcp-config dnsmasq|isc`.
+import { defineCommand } from "citty";
+import { resolve } from "node:path";
+import { installBootFiles, listBootFiles, DEBIAN_IPXE_DIR } from "../server/bootfiles.ts";
+import { BOOT_FILES } from "../server/bootscript.ts";
+import { dhcpConfig, type EfiBinary } from "../server/dhcpconfig.ts";
+import { readConfig, statePaths } from "../server/state.ts";
+import { advertisedUrls } from "../server/urls.ts";
+
+const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
+
+function printPresent(stateDir: string): void {
+  const present = listBootFiles(stateDir);
+  const dir = statePaths(stateDir).boot;
+  if (present.length === 0) { console.log(`${dir}: no boot files yet`); return; }
+  console.log(`${dir}:`);
+  const w = Math.max(...present.map((p) => p.name.length));
+  for (const p of present) console.log(`  ${p.name.padEnd(w)}  ${mib(p.size).padStart(9)}  ${p.mtime.toISOString()}  ${BOOT_FILES[p.name]}`);
+  const missing = (["vmlinuz", "initramfs"] as const).filter((n) => !present.some((p) => p.name === n));
+  if (missing.length) console.log(`nodes cannot boot yet: no ${missing.join(" and no ")} (give --kernel and --initrd)`);
+}
+
+export const bootFilesCommand = defineCommand({
+  meta: {
+    name: "boot-files",
+    description: "Install the network boot files served under /boot/ (kernel, initramfs, Debian's iPXE binaries) into STATE/boot/, each atomically; without file options, list them",
+  },
+  args: {
+    state: { type: "string", description: "server state directory (made by `airroot serve init`)", required: true },
+    kernel: { type: "string", description: "the kernel, e.g. dist/vmlinuz (give --initrd with it: they are installed as a pair)" },
+    initrd: { type: "string", description: "the initramfs, e.g. dist/initramfs.cpio.zst" },
+    "ipxe-dir": { type: "string", description: `directory with undionly.kpxe, ipxe.efi and snponly.efi (default ${DEBIAN_IPXE_DIR} from Debian's ipxe package, when installing a kernel)` },
+  },
+  run({ args }) {
+    const stateDir = resolve(args.state);
+    if (!args.kernel !== !args.initrd) {
+      throw new Error("serve boot-files: give --kernel and --initrd together (a kernel and the initramfs built for it are replaced as a pair)");
+    }
+    if (!args.kernel && !args["ipxe-dir"]) { printPresent(stateDir); return; }
+    const r = installBootFiles(stateDir, {
+      kernel: args.kernel ? resolve(args.kernel) : undefined,
+      initrd: args.initrd ? resolve(args.initrd) : undefined,
+      ipxeDir: args["ipxe-dir"] ? resolve(args["ipxe-dir"]) : undefined,
+    });
+    for (const i of r.installed) console.log(`installed ${i.name} (${mib(i.size)}) from ${i.from}`);
+    for (const w of r.warnings) console.error(`warning: ${w}`);
+    printPresent(stateDir);
+  },
+});
+
+export const dhcpConfigCommand = defineCommand({
+  meta: {
+    name: "dhcp-config",
+    description: "Print a DHCP server configuration (dnsmasq or ISC dhcpd) for BIOS PXE, UEFI PXE and UEFI HTTP boot into airroot serve's iPXE script",
+  },
+  args: {
+    kind: { type: "positional", description: "dnsmasq or isc", required: true },
+    state: { type: "string", description: "server state directory (its advertised address and http-port go into the URLs)", required: true },
+    range: { type: "string", description: "addresses to hand out, START,END[,NETMASK][,LEASE] (e.g. 10.0.2.50,10.0.2.150,255.255.255.0,12h); with --proxy the boot subnet, NETWORK[,NETMASK]", required: true },
+    proxy: { type: "boolean", description: "dnsmasq as a proxy DHCP server beside the site's own (boot options only, no addresses; PXE clients only)" },
+    interface: { type: "string", description: "serve DHCP on this interface only" },
+    server: { type: "string", description: "IPv4 address nodes reach airroot serve's HTTP listener (and TFTP) at (default: the first IPv4 advertised address)" },
+    "tftp-root": { type: "string", description: "directory the TFTP server serves undionly.kpxe and the EFI iPXE from (default STATE/boot; dnsmasq must be able to read it)" },
+    "no-tftp": { type: "boolean", description: "dnsmasq: no TFTP server of its own; PXE ROMs are pointed at the TFTP server on --server" },
+    efi: { type: "string", description: "iPXE for UEFI: snponly.efi (default: the firmware's driver for the NIC it booted from) or ipxe.efi (iPXE's own drivers)" },
+    router: { type: "string", description: "default gateway handed out (full server only)" },
+  },
+  run({ args }) {
+    const kind = args.kind;
+    if (kind !== "dnsmasq" && kind !== "isc") throw new Error(`serve dhcp-config: "${String(kind).slice(0, 40)}" is not a DHCP server airroot writes for: use dnsmasq or isc`);
+    const efi = args.efi ?? "snponly.efi";
+    if (efi !== "snponly.efi" && efi !== "ipxe.efi") throw new Error(`serve dhcp-config: --efi "${efi.slice(0, 40)}": use snponly.efi or ipxe.efi`);
+    const stateDir = resolve(args.state);
+    const c = readConfig(stateDir);
+    process.stdout.write(dhcpConfig({
+      kind, advertised: advertisedUrls(c), httpPort: c.httpPort, mode: args.proxy ? "proxy" : "full", range: args.range,
+      iface: args.interface, server: args.server, tftpRoot: resolve(args["tftp-root"] ?? statePaths(stateDir).boot),
+      // citty reads --no-tftp as tftp=false
+      tftp: !(args["no-tftp"] || (args as Record<string, unknown>).tftp === false), efiBinary: efi as EfiBinary, router: args.router,
+    }));
+  },
+});

@@ -1,0 +1,120 @@
+// STATE/boot/: the network boot files `airroot serve` serves under /boot/ (the kernel, the initramfs and Debian's iPXE
+// binaries), put there by `airroot serve boot-files`. Each is copied in under a temporary name, synced and renamed,
+// so a node fetching one during an update gets the old file or the new one, never a mix; a kernel and an initramfs
+// are installed together (both renamed only once both copies are complete). Only regular files are ever served from
+// here (serveFile: no symlink followed), so the copies are real files even where the source is a link (Debian's
+// /usr/lib/ipxe/ipxe.efi links to /boot/ipxe.efi).
+import { chmodSync, closeSync, existsSync, fsyncSync, lstatSync, mkdirSync, openSync, readSync, renameSync, rmSync, statSync, writeSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { join } from "node:path";
+import { statePaths } from "./state.ts";
+import { BOOT_FILE_NAMES, type BootFileName } from "./bootscript.ts";
+
+/** Where Debian's `ipxe` package puts its binaries. */
+export const DEBIAN_IPXE_DIR = "/usr/lib/ipxe";
+export const IPXE_BINARIES = ["undionly.kpxe", "ipxe.efi", "snponly.efi"] as const satisfies readonly BootFileName[];
+
+export interface BootFilesRequest {
+  kernel?: string;
+  initrd?: string;
+  /** Directory with undionly.kpxe, ipxe.efi, snponly.efi; undefined: DEBIAN_IPXE_DIR if it exists; null: none. */
+  ipxeDir?: string | null;
+}
+
+export interface BootFileEntry { name: BootFileName; size: number; mtime: Date }
+export interface BootFilesResult { installed: { name: BootFileName; from: string; size: number }[]; warnings: string[]; present: BootFileEntry[] }
+
+function readHead(file: string, n: number): Buffer {
+  const fd = openSync(file, "r");
+  try { const b = Buffer.alloc(n); const got = readSync(fd, b, 0, n, 0); return b.subarray(0, got); } finally { closeSync(fd); }
+}
+
+/** Warnings for a file that does not look like a kernel / an initramfs (not fatal: other architectures exist). */
+function lookWarnings(kind: "kernel" | "initrd", file: string): string[] {
+  const h = readHead(file, 0x240);
+  if (kind === "kernel") {
+    const bz = h.length >= 0x206 && h.toString("latin1", 0x202, 0x206) === "HdrS";
+    const arm64 = h.length >= 0x40 && h.readUInt32LE(0x38) === 0x644d5241;
+    return bz || arm64 ? [] : [`${file} does not look like a Linux kernel (no bzImage or arm64 Image header)`];
+  }
+  const magic = h.subarray(0, 6);
+  const known = [Buffer.from("070701"), Buffer.from("070702"), Buffer.from([0x28, 0xb5, 0x2f, 0xfd]), Buffer.from([0x1f, 0x8b]),
+    Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a]), Buffer.from([0x02, 0x21, 0x4c, 0x18]), Buffer.from([0x89, 0x4c, 0x5a, 0x4f])];
+  return known.some((k) => magic.subarray(0, k.length).equals(k)) ? [] : [`${file} does not look like an initramfs (no cpio, zstd, gzip, xz, lz4 or lzo magic)`];
+}
+
+/** Copies src (following links: it is the admin's input) to a temporary file in dir; returns its name. */
+function copyToTemp(src: string, dir: string, name: string): { tmp: string; size: number } {
+  let st;
+  try { st = statSync(src); } catch (e) { throw new Error(`boot-files: cannot read ${src}: ${(e as Error).message}`); }
+  if (!st.isFile()) throw new Error(`boot-files: ${src} is not a regular file`);
+  if (st.size === 0) throw new Error(`boot-files: ${src} is empty`);
+  const tmp = join(dir, `.${name}.${randomBytes(6).toString("hex")}.tmp`);
+  const inFd = openSync(src, "r");
+  const outFd = openSync(tmp, "wx", 0o644);
+  let size = 0;
+  try {
+    const buf = Buffer.alloc(1 << 20);
+    for (;;) {
+      const n = readSync(inFd, buf, 0, buf.length, null);
+      if (n === 0) break;
+      let off = 0;
+      while (off < n) off += writeSync(outFd, buf, off, n - off);
+      size += n;
+    }
+    fsyncSync(outFd);
+  } catch (e) {
+    closeSync(outFd); rmSync(tmp, { force: true });
+    throw new Error(`boot-files: copying ${src}: ${(e as Error).message}`);
+  } finally { closeSync(inFd); }
+  closeSync(outFd);
+  chmodSync(tmp, 0o644);
+  return { tmp, size };
+}
+
+/** The boot files present now (regular files only), in BOOT_FILE_NAMES order. */
+export function listBootFiles(stateDir: string): BootFileEntry[] {
+  const dir = statePaths(stateDir).boot;
+  const out: BootFileEntry[] = [];
+  for (const name of BOOT_FILE_NAMES) {
+    try {
+      const st = lstatSync(join(dir, name));
+      if (st.isFile()) out.push({ name, size: st.size, mtime: st.mtime });
+    } catch { /* absent */ }
+  }
+  return out;
+}
+
+/** Installs the given boot files into STATE/boot/ atomically (each file), the kernel and initramfs as a pair. */
+export function installBootFiles(stateDir: string, r: BootFilesRequest): BootFilesResult {
+  const dir = statePaths(stateDir).boot;
+  if (!existsSync(statePaths(stateDir).config)) throw new Error(`boot-files: ${stateDir} is not a server state dir; run \`airroot serve init --state ${stateDir}\` first`);
+  mkdirSync(dir, { recursive: true, mode: 0o755 });
+  const warnings: string[] = [];
+  const plan: { name: BootFileName; from: string }[] = [];
+  if (r.kernel) { plan.push({ name: "vmlinuz", from: r.kernel }); }
+  if (r.initrd) { plan.push({ name: "initramfs", from: r.initrd }); }
+  const ipxeDir = r.ipxeDir === undefined ? (existsSync(DEBIAN_IPXE_DIR) ? DEBIAN_IPXE_DIR : null) : r.ipxeDir;
+  if (r.ipxeDir === undefined && ipxeDir === null) warnings.push(`no ${DEBIAN_IPXE_DIR}: install Debian's ipxe package (apt-get install ipxe) for undionly.kpxe, ipxe.efi and snponly.efi, or give --ipxe-dir`);
+  if (ipxeDir) {
+    for (const b of IPXE_BINARIES) {
+      const f = join(ipxeDir, b);
+      if (existsSync(f)) plan.push({ name: b, from: f });
+      else warnings.push(`${f} is missing: nodes that need ${b} cannot boot through it`);
+    }
+  }
+  for (const p of plan) {
+    if (p.name === "vmlinuz") warnings.push(...lookWarnings("kernel", p.from));
+    if (p.name === "initramfs") warnings.push(...lookWarnings("initrd", p.from));
+  }
+  const temps: { name: BootFileName; from: string; tmp: string; size: number }[] = [];
+  try {
+    for (const p of plan) temps.push({ ...p, ...copyToTemp(p.from, dir, p.name) });
+    for (const t of temps) renameSync(t.tmp, join(dir, t.name));
+  } finally {
+    for (const t of temps) rmSync(t.tmp, { force: true });
+  }
+  const fd = openSync(dir, "r");
+  try { fsyncSync(fd); } finally { closeSync(fd); }
+  return { installed: temps.map((t) => ({ name: t.name, from: t.from, size: t.size })), warnings, present: listBootFiles(stateDir) };
+}
