@@ -15,6 +15,7 @@ APT_PACKAGES=(
   iproute2 netcat-openbsd busybox-static  # network namespaces, guestfwd relays, initramfs shell
   rsync                                   # copies images to a mirror (the README walk-through)
   ipxe dnsmasq                            # network boot: Debian's iPXE binaries, a real DHCP/TFTP server for the PXE tests
+  isc-dhcp-server                         # network boot: `dhcpd -t` checks the ISC config `serve dhcp-config isc` prints
   ovmf xorriso mtools dosfstools          # boot media: UEFI firmware for the tests, ISO/FAT image tools
   grub-pc-bin grub-efi-amd64-bin          # boot media: GRUB for BIOS and UEFI
   grub-efi-amd64-signed shim-signed sbsigntool  # Secure Boot: Debian's signed shim and GRUB, signing a UKI
@@ -28,7 +29,7 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   # The servers among these are started by the tests on loopback ports of their own, never as system services: keep
-  # dpkg from starting nginx, apache2, lighttpd, caddy and sshd on :80/:22 (where a machine has no policy of its own).
+  # dpkg from starting nginx, apache2, lighttpd, caddy, dhcpd and sshd on :80/:22 (where a machine has no policy of its own).
   own_policy=
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && own_policy=1
