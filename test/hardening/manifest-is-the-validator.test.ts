@@ -181,10 +181,12 @@ describe("a mirror without ETag or Last-Modified", () => {
     for (const withManifest of [true, false]) {
       const log = memoryLogger();
       const img = await RemoteImage.open([late, `${url.nginx}.sfs`], { ...opts(withManifest), log, probeIntervalMs: 100, holdDownMs: 0 });
+      // Checked before lighttpd starts: once it listens, the 100 ms prober may find it at any moment.
+      const downAtOpen = img.status().sources[0].state;
       const lt = await startLighttpd({ workDir: join(base, `lt-late-${withManifest}`), listen: { host: "127.0.0.9", port },
         siteConfig: stockLighttpd(`127.0.0.9:${port}`, join(base, "stock")) });
       try {
-        expect(img.status().sources[0].state).toBe("down");
+        expect(downAtOpen).toBe("down");
         let st = img.status().sources[0];
         for (let i = 0; i < 100 && (st.state === "down" || st.state === "probing"); i++) { await Bun.sleep(50); st = img.status().sources[0]; }
         if (withManifest) {
