@@ -79,6 +79,14 @@ export function redfishMessages(body: unknown): string[] {
   return out;
 }
 
+/** A reply's JSON (undefined for an empty body); a BmcError naming the request if it is not JSON. */
+export function parseReplyJson(text: string, step: string, where: string, status: number): unknown {
+  if (text.trim() === "") return undefined;
+  try { return JSON.parse(text); } catch {
+    throw new BmcError(step, `${where}: HTTP ${status}, reply is not JSON: "${escapeText(text.slice(0, 80))}"`, status);
+  }
+}
+
 export interface Reply {
   status: number;
   /** The JSON body; undefined for an empty body. */
@@ -231,11 +239,9 @@ export class Redfish {
           "give --bmc as the BMC's final https:// address");
       }
       let json: unknown;
-      if (text.trim() !== "") {
-        try { json = JSON.parse(text); } catch {
-          if (res.statusCode < 300) throw new BmcError(step, `${where}: HTTP ${res.statusCode}, reply is not JSON: "${escapeText(text.slice(0, 80))}"`, res.statusCode);
-          json = undefined; // an error page: the status says enough
-        }
+      try { json = parseReplyJson(text, step, where, res.statusCode); } catch (e) {
+        if (res.statusCode < 300) throw e;
+        json = undefined; // an error page: the status says enough
       }
       return { status: res.statusCode, body: json, header };
     } finally {

@@ -13,11 +13,14 @@ export interface BmcSession {
   rf: Redfish;
   root: Json;
   log: (line: string) => void;
+  /** How long the BMC may take to show an inserted or ejected image. */
+  settleMs: number;
 }
 
 const MAX_MANAGERS = 16, MAX_SLOTS = 32;
-/** How long a BMC may take to show an inserted or ejected image, polled every SETTLE_POLL_MS. */
-const SETTLE_MS = 60_000, SETTLE_POLL_MS = 2_000;
+/** How long a BMC may take (by default) to show an inserted or ejected image, polled every SETTLE_POLL_MS. */
+export const SETTLE_MS = 60_000;
+const SETTLE_POLL_MS = 1_000;
 const NOT_SUPPORTED = [404, 405, 501];
 
 const esc = (s: string | undefined, max = 300) => (s === undefined ? "-" : escapeText(s.length > max ? `${s.slice(0, max)}...` : s));
@@ -33,7 +36,7 @@ export function checkMediaUrl(s: string): string {
 }
 
 /** GETs the service root and logs in; `fn` runs with the session, which is deleted afterwards whatever happens. */
-export async function withBmc<T>(rf: Redfish, creds: Credentials, log: (line: string) => void, fn: (s: BmcSession) => Promise<T>): Promise<T> {
+export async function withBmc<T>(rf: Redfish, creds: Credentials, log: (line: string) => void, fn: (s: BmcSession) => Promise<T>, settleMs = SETTLE_MS): Promise<T> {
   rf.addSecret(creds.password);
   try {
     let r = await rf.call("read the service root", "GET", "/redfish/v1/");
@@ -43,7 +46,7 @@ export async function withBmc<T>(rf: Redfish, creds: Credentials, log: (line: st
     const root = r.body as Json;
     await login(rf, root, creds, log);
     try {
-      return await fn({ rf, root, log });
+      return await fn({ rf, root, log, settleMs });
     } finally {
       await logout(rf, log);
     }
@@ -175,12 +178,12 @@ async function patch(s: BmcSession, step: string, path: string, body: unknown, e
   return r;
 }
 
-/** Polls the slot until `done` (bounded: SETTLE_MS, one read every SETTLE_POLL_MS). */
+/** Polls the slot until `done` (bounded: s.settleMs, one read every SETTLE_POLL_MS). */
 async function settle(s: BmcSession, slot: MediaSlot, step: string, done: (x: MediaSlot) => boolean): Promise<MediaSlot> {
-  const until = Date.now() + SETTLE_MS;
+  const until = Date.now() + s.settleMs;
   let cur = await reread(s, slot, step);
-  for (let i = 0; !done(cur) && i < Math.ceil(SETTLE_MS / SETTLE_POLL_MS) && Date.now() < until; i++) {
-    await Bun.sleep(SETTLE_POLL_MS);
+  for (let i = 0; !done(cur) && i < Math.ceil(s.settleMs / SETTLE_POLL_MS) && Date.now() < until; i++) {
+    await Bun.sleep(Math.min(SETTLE_POLL_MS, Math.max(0, until - Date.now())));
     cur = await reread(s, slot, step);
   }
   return cur;
@@ -221,7 +224,7 @@ export async function insertMedia(s: BmcSession, slot: MediaSlot, url: string): 
   }
   const cur = await settle(s, slot, step, (x) => holdsMedia(x) && (x.image === undefined || x.image === url));
   if (!holdsMedia(cur) || (cur.image !== undefined && cur.image !== url)) {
-    throw new BmcError(step, `the BMC accepted the ${method} but after ${SETTLE_MS / 1000} s the slot shows ${cur.image ? `image ${esc(cur.image)}` : "no image"}` +
+    throw new BmcError(step, `the BMC accepted the ${method} but after ${s.settleMs / 1000} s the slot shows ${cur.image ? `image ${esc(cur.image)}` : "no image"}` +
       `${cur.inserted === undefined ? "" : `, Inserted ${cur.inserted}`}`, 0, `the BMC could not fetch the image? ${hint}`);
   }
   return method;
@@ -241,7 +244,7 @@ export async function ejectMedia(s: BmcSession, slot: MediaSlot): Promise<Insert
     s.rf.check(step, `PATCH ${slot.path}`, r, "eject it in the BMC's web UI");
   }
   const cur = await settle(s, slot, step, (x) => !holdsMedia(x));
-  if (holdsMedia(cur)) throw new BmcError(step, `after ${SETTLE_MS / 1000} s the slot still shows ${cur.image ? `image ${esc(cur.image)}` : "media inserted"}`, 0, "eject it in the BMC's web UI");
+  if (holdsMedia(cur)) throw new BmcError(step, `after ${s.settleMs / 1000} s the slot still shows ${cur.image ? `image ${esc(cur.image)}` : "media inserted"}`, 0, "eject it in the BMC's web UI");
   return method === "InsertMedia" ? "InsertMedia" : "PATCH";
 }
 

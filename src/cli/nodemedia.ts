@@ -6,7 +6,7 @@ import { join, resolve } from "node:path";
 import { BmcError, DEFAULT_TIMEOUT_MS, FINGERPRINT_HOWTO, Redfish, formatFingerprint, parseBmcUrl, parseFingerprint, type BmcTrust } from "../bmc/client.ts";
 import {
   checkMediaUrl, chooseSlot, ejectMedia, findSlots, findSystem, formatStatus, insertMedia, powerOnOrRestart, setBootOnce, statusOf,
-  withBmc, bootTargetOf, type Credentials, type PowerPolicy,
+  withBmc, bootTargetOf, SETTLE_MS, type Credentials, type PowerPolicy,
 } from "../bmc/media.ts";
 import { holdsMedia } from "../bmc/model.ts";
 import { escapeText, safeJson } from "../util/printable.ts";
@@ -23,6 +23,7 @@ const common = {
   "bmc-fingerprint": { type: "string", description: "pin the BMC's certificate: sha256:AB:CD:... as `openssl x509 -noout -fingerprint -sha256` prints it; one of --bmc-ca or this is required" },
   system: { type: "string", description: "Redfish system Id when the BMC manages more than one" },
   timeout: { type: "string", description: `deadline of each request to the BMC, in seconds (default ${DEFAULT_TIMEOUT_MS / 1000})` },
+  wait: { type: "string", description: `how long the BMC may take to show an inserted or ejected image, in seconds (default ${SETTLE_MS / 1000})` },
   state: { type: "string", description: "server state directory: print the node's record if it has one (optional)" },
 } as const;
 
@@ -54,9 +55,9 @@ function readCredentials(args: { user?: string; "password-file"?: string }, log:
   return { user, password };
 }
 
-function timeoutOf(s: string | undefined): number {
-  if (s === undefined) return DEFAULT_TIMEOUT_MS;
-  if (!/^\d{1,4}(\.\d{1,3})?$/.test(s) || Number(s) <= 0 || Number(s) > 600) throw new BmcError("--timeout", `"${escapeText(s.slice(0, 40))}" is not a number of seconds (0 < s <= 600)`);
+function secondsOf(s: string | undefined, name: string, dflt: number): number {
+  if (s === undefined) return dflt;
+  if (!/^\d{1,4}(\.\d{1,3})?$/.test(s) || Number(s) <= 0 || Number(s) > 600) throw new BmcError(name, `"${escapeText(s.slice(0, 40))}" is not a number of seconds (0 < s <= 600)`);
   return Math.round(Number(s) * 1000);
 }
 
@@ -76,17 +77,18 @@ async function nodeLine(name: string, state: string | undefined): Promise<string
 }
 
 async function open(args: Record<string, unknown>, log: (l: string) => void) {
-  const a = args as { name: string; bmc: string; user?: string; "password-file"?: string; "bmc-ca"?: string; "bmc-fingerprint"?: string; timeout?: string; state?: string };
+  const a = args as { name: string; bmc: string; user?: string; "password-file"?: string; "bmc-ca"?: string; "bmc-fingerprint"?: string; timeout?: string; wait?: string; state?: string };
   const bmc = parseBmcUrl(a.bmc).origin;
   const trust = readTrust(a);
-  const timeoutMs = timeoutOf(a.timeout);
+  const timeoutMs = secondsOf(a.timeout, "--timeout", DEFAULT_TIMEOUT_MS);
+  const settleMs = secondsOf(a.wait, "--wait", SETTLE_MS);
   const rf = new Redfish(bmc, { trust, timeoutMs }); // refuses without --bmc-ca or --bmc-fingerprint
   let creds: Credentials;
   try { creds = readCredentials(a, log); } catch (e) { await rf.close(); throw e; }
   log(`${escapeText(a.name)}: BMC ${bmc} (${trust.fingerprint ? `certificate pinned ${formatFingerprint(trust.fingerprint)}` : `certificate checked against ${escapeText(a["bmc-ca"]!)}`})`);
   const line = await nodeLine(a.name, a.state);
   if (line) log(line);
-  return { rf, creds };
+  return { rf, creds, settleMs };
 }
 
 const log = (l: string) => console.log(l);
@@ -111,7 +113,7 @@ const attach = defineCommand({
     const url = checkMediaUrl(args.url);
     const power = (args.power ?? "auto") as PowerPolicy;
     if (!["auto", "graceful", "none"].includes(power)) throw new BmcError("--power", `"${escapeText(String(args.power).slice(0, 40))}": give auto, graceful or none`);
-    const { rf, creds } = await open(args, log);
+    const { rf, creds, settleMs } = await open(args, log);
     await withBmc(rf, creds, log, async (s) => {
       const sys = await findSystem(s, args.system);
       const slots = await findSlots(s, sys);
@@ -132,7 +134,7 @@ const attach = defineCommand({
       if (args["boot-override"]) log(`  boot override: ${await setBootOnce(s, sys, slot.cls!)} once`);
       const reset = await powerOnOrRestart(s, sys, power);
       log(reset ? `  power ${escapeText(sys.powerState ?? "-")}: ${reset}` : `  power ${escapeText(sys.powerState ?? "-")}: left as it is (--power none)`);
-    });
+    }, settleMs);
   },
 });
 
@@ -144,7 +146,7 @@ const detach = defineCommand({
     url: { type: "string", description: "eject only the slot holding this image URL" },
   },
   async run({ args }) {
-    const { rf, creds } = await open(args, log);
+    const { rf, creds, settleMs } = await open(args, log);
     await withBmc(rf, creds, log, async (s) => {
       const sys = await findSystem(s, args.system);
       const slots = await findSlots(s, sys);
@@ -164,7 +166,7 @@ const detach = defineCommand({
         s.rf.check("cancel the one-time boot override", `PATCH ${sys.path}`, r, "cancel it in the BMC's web UI");
         log(`  one-time boot to ${escapeText(sys.bootTarget)} cancelled`);
       }
-    });
+    }, settleMs);
   },
 });
 
@@ -173,13 +175,13 @@ const status = defineCommand({
   args: { ...common, json: { type: "boolean", description: "machine-readable output" } },
   async run({ args }) {
     const quiet = args.json ? () => {} : log;
-    const { rf, creds } = await open(args, quiet);
+    const { rf, creds, settleMs } = await open(args, quiet);
     await withBmc(rf, creds, quiet, async (s) => {
       const sys = await findSystem(s, args.system);
       const report = statusOf(sys, await findSlots(s, sys));
       if (args.json) console.log(safeJson(report, 2));
       else for (const l of formatStatus(report)) log(l);
-    });
+    }, settleMs);
   },
 });
 

@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { scratchDir, removeScratchDirs } from "../helpers/tmp";
 import { privateAirroot } from "../helpers/boot";
 import { makeTestPki } from "../helpers/pki";
-import { startRedfish, REDFISH_PASSWORD, REDFISH_USER, type RedfishOptions, type RedfishServer } from "../helpers/redfish";
+import { runBinary, startRedfish, REDFISH_PASSWORD, REDFISH_USER, type RedfishOptions, type RedfishServer } from "../helpers/redfish";
 
 let bin = "";
 let dir = "";
@@ -37,14 +37,7 @@ async function bmc(o: RedfishOptions = {}): Promise<RedfishServer> {
 let pki: ReturnType<typeof makeTestPki> | undefined;
 const sharedPki = () => (pki ??= makeTestPki(join(dir, "bmc-pki")));
 
-/** Runs the binary (async: the Redfish server runs in this process), killed after 60 s. */
-export async function airroot(args: string[], env: Record<string, string> = {}): Promise<{ code: number; out: string; err: string }> {
-  const p = Bun.spawn([bin, ...args], { stdout: "pipe", stderr: "pipe", env: { PATH: process.env.PATH ?? "/usr/bin:/bin", ...env } });
-  const timer = setTimeout(() => p.kill("SIGKILL"), 60_000);
-  const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
-  clearTimeout(timer);
-  return { code, out, err };
-}
+const airroot = (args: string[], env: Record<string, string> = {}) => runBinary(bin, args, env);
 
 const auth = (s: RedfishServer, trust: "ca" | "pin" = "ca") =>
   ["--bmc", s.url, "--user", REDFISH_USER, "--password-file", pwFile, ...(trust === "ca" ? ["--bmc-ca", s.caFile] : ["--bmc-fingerprint", `sha256:${s.fingerprint}`])];
@@ -122,6 +115,25 @@ describe("attach", () => {
     expect(r.err).toContain("The HTTP method is not allowed on this resource.");
     expect(r.err).toContain("neither a working InsertMedia nor PATCH");
     expect(s.sessions.size).toBe(0); // logged out after the failure too
+  });
+
+  test("a BMC that requires If-Match on PATCH (428): the PATCH is repeated once with the resource's ETag", async () => {
+    const s = await bmc({ actions: 405, requireIfMatch: true });
+    const r = await airroot(["node", "media", "attach", "n001", ...auth(s), "--url", ISO]);
+    expect(r.err).toBe("");
+    const patches = s.log.filter((l) => l.method === "PATCH");
+    expect(patches.length).toBe(4); // media and boot override: each once without, once with If-Match
+    expect(s.slots.get("CD1")!.Image).toBe(ISO);
+    expect(s.system.Boot.BootSourceOverrideTarget).toBe("Cd");
+  });
+
+  test("an asynchronous BMC (InsertMedia 202, the image shows 1.5 s later): attach waits for it, bounded by --wait", async () => {
+    const s = await bmc({ insertDelayMs: 1500 });
+    const r = await airroot(["node", "media", "attach", "n001", ...auth(s), "--url", ISO]);
+    expect(r.err).toBe("");
+    expect(r.out).toContain(`inserted ${ISO} (InsertMedia)`);
+    expect(s.log.filter((l) => l.method === "GET" && l.path.endsWith("/VirtualMedia/CD1")).length).toBeGreaterThan(2);
+    expect(s.system.resets).toEqual(["On"]); // the reset only after the image showed
   });
 
   test("basic auth only (no SessionService): every request carries basic auth", async () => {

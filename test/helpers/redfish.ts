@@ -11,7 +11,7 @@
 import https from "node:https";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Socket } from "node:net";
-import { X509Certificate, randomBytes } from "node:crypto";
+import { X509Certificate, createHash, randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { makeTestPki, type TestPki } from "./pki";
@@ -37,6 +37,10 @@ export interface RedfishOptions {
   resetTypes?: string[];
   bootTargets?: string[];
   slots?: SlotSpec[];
+  /** PATCH without If-Match answers 428 Precondition Required (DSP0266 §8.5.6), with a stale one 412. */
+  requireIfMatch?: boolean;
+  /** InsertMedia answers 202 Accepted and shows the image only this long afterwards (an asynchronous BMC). */
+  insertDelayMs?: number;
   /** Number of systems (default 1). */
   systems?: number;
   /** Answers a request itself when it returns true (after the request body was read). */
@@ -104,6 +108,16 @@ export async function startRedfish(dir: string, o: RedfishOptions = {}): Promise
     return "none";
   };
 
+  const vmEtag = (slot: Record<string, unknown>) => `"vm-${createHash("sha256").update(String(slot.Image)).digest("hex").slice(0, 16)}"`;
+  const sysEtag = () => `"sys-${createHash("sha256").update(JSON.stringify(system.Boot)).digest("hex").slice(0, 16)}"`;
+  /** False (and the reply sent) when the PATCH lacks a matching If-Match the server requires. */
+  const ifMatch = (req: IncomingMessage, res: ServerResponse, tag: string): boolean => {
+    if (!o.requireIfMatch) return true;
+    const h = req.headers["if-match"];
+    if (h === undefined) { redfishError(res, 428, "PreconditionRequired", "A precondition header or annotation is required to change the resource."); return false; }
+    if (h !== tag) { redfishError(res, 412, "PreconditionFailed", "The ETag supplied did not match the ETag required to change this resource."); return false; }
+    return true;
+  };
   const slotResource = (id: string) => {
     const s = slots.get(id)!;
     const insert: Record<string, unknown> = { target: `${mediaBase}/${id}/Actions/VirtualMedia.InsertMedia` };
@@ -177,8 +191,9 @@ export async function startRedfish(dir: string, o: RedfishOptions = {}): Promise
     if (m === "GET" && path === `${V1}/Systems`) { send(res, 200, collection("ComputerSystemCollection", path, Array.from({ length: nsys }, (_, i) => `${V1}/Systems/${i + 1}`))); return; }
     const sysm = /^\/redfish\/v1\/Systems\/(\d+)$/.exec(path);
     if (sysm && Number(sysm[1]) >= 1 && Number(sysm[1]) <= nsys) {
-      if (m === "GET") { send(res, 200, systemResource(Number(sysm[1])), { etag: `"sys-${JSON.stringify(system.Boot).length}"` }); return; }
+      if (m === "GET") { send(res, 200, systemResource(Number(sysm[1])), { etag: sysEtag() }); return; }
       if (m === "PATCH") {
+        if (!ifMatch(req, res, sysEtag())) return;
         const boot = (body as { Boot?: Record<string, unknown> } | undefined)?.Boot;
         if (!boot || typeof boot !== "object") { redfishError(res, 400, "PropertyUnknown", "The property in the request body is not known or not patchable."); return; }
         if (boot.BootSourceOverrideTarget !== undefined && !bootTargets.includes(boot.BootSourceOverrideTarget as string)) {
@@ -209,7 +224,7 @@ export async function startRedfish(dir: string, o: RedfishOptions = {}): Promise
     const slot = vm && slots.get(vm[0]);
     if (vm && slot) {
       const id = vm[0];
-      if (vm.length === 1 && m === "GET") { send(res, 200, slotResource(id), { etag: `"vm-${String(slot.Image)}"` }); return; }
+      if (vm.length === 1 && m === "GET") { send(res, 200, slotResource(id), { etag: vmEtag(slot) }); return; }
       if (vm.length === 2 && vm[1] === "InsertMediaActionInfo" && m === "GET" && o.actionInfo) {
         send(res, 200, { "@odata.type": "#ActionInfo.v1_3_0.ActionInfo", "@odata.id": path, Id: "InsertMediaActionInfo", Name: "Insert Media Action Info",
           Parameters: [{ Name: "Image", Required: true, DataType: "String" }, { Name: "Inserted", DataType: "Boolean" }, { Name: "WriteProtected", DataType: "Boolean" },
@@ -218,6 +233,7 @@ export async function startRedfish(dir: string, o: RedfishOptions = {}): Promise
       }
       if (vm.length === 1 && m === "PATCH") {
         if (!patchOn) { redfishError(res, 405, "OperationNotAllowed", "The HTTP method is not allowed on this resource."); return; }
+        if (!ifMatch(req, res, vmEtag(slot))) return;
         const b = body as Record<string, unknown>;
         for (const k of Object.keys(b ?? {})) if (!["Image", "Inserted", "WriteProtected"].includes(k)) { redfishError(res, 400, "PropertyNotWritable", `The property ${k} is a read only property and cannot be assigned a value.`); return; }
         if (b.Image !== undefined && b.Image !== null && typeof b.Image !== "string") { redfishError(res, 400, "PropertyValueTypeError", "The value for the property Image is of a different type than the property can accept."); return; }
@@ -241,8 +257,10 @@ export async function startRedfish(dir: string, o: RedfishOptions = {}): Promise
             return;
           }
           if (slot.Inserted) { redfishError(res, 409, "ResourceInUse", "The change to the requested resource failed because the resource is in use or in transition.", "Eject the media and resubmit the request."); return; }
-          Object.assign(slot, { Image: b.Image, ImageName: b.Image.split("/").pop(), Inserted: b.Inserted ?? true, WriteProtected: b.WriteProtected ?? true, ConnectedVia: "URI",
-            TransferProtocolType: b.TransferProtocolType ?? (b.Image.startsWith("https:") ? "HTTPS" : "HTTP") });
+          const apply = () => Object.assign(slot, { Image: b.Image, ImageName: (b.Image as string).split("/").pop(), Inserted: b.Inserted ?? true, WriteProtected: b.WriteProtected ?? true,
+            ConnectedVia: "URI", TransferProtocolType: b.TransferProtocolType ?? ((b.Image as string).startsWith("https:") ? "HTTPS" : "HTTP") });
+          if (o.insertDelayMs) { setTimeout(apply, o.insertDelayMs); send(res, 202, { "@odata.id": "/redfish/v1/TaskService/Tasks/1", Id: "1", TaskState: "Running" }, { location: "/redfish/v1/TaskService/Tasks/1/Monitor" }); return; }
+          apply();
           send(res, 204);
           return;
         }
@@ -279,4 +297,14 @@ export async function startRedfish(dir: string, o: RedfishOptions = {}): Promise
     fingerprint: new X509Certificate(certPem).fingerprint256, log, slots, system, sessions,
     close: async () => { for (const s of sockets) s.destroy(); await new Promise<void>((r) => srv.close(() => r())); },
   };
+}
+
+/** Runs a binary without blocking this process (the Redfish server runs here), killed after `killMs`. */
+export async function runBinary(bin: string, args: string[], env: Record<string, string> = {}, killMs = 60_000): Promise<{ code: number; out: string; err: string; ms: number }> {
+  const t0 = performance.now();
+  const p = Bun.spawn([bin, ...args], { stdout: "pipe", stderr: "pipe", env: { PATH: process.env.PATH ?? "/usr/bin:/bin", ...env } });
+  const timer = setTimeout(() => p.kill("SIGKILL"), killMs);
+  const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+  clearTimeout(timer);
+  return { code, out, err, ms: performance.now() - t0 };
 }
