@@ -43,12 +43,17 @@ function lookWarnings(kind: "kernel" | "initrd", file: string): string[] {
   return known.some((k) => magic.subarray(0, k.length).equals(k)) ? [] : [`${file} does not look like an initramfs (no cpio, zstd, gzip, xz, lz4 or lzo magic)`];
 }
 
-/** Copies src (following links: it is the admin's input) to a temporary file in dir; returns its name. */
-function copyToTemp(src: string, dir: string, name: string): { tmp: string; size: number } {
+/** A source must be a readable, non-empty regular file (following links: it is the admin's input). */
+function checkSource(src: string): void {
   let st;
-  try { st = statSync(src); } catch (e) { throw new Error(`boot-files: cannot read ${src}: ${(e as Error).message}`); }
+  try { st = statSync(src); } catch (e) { throw new Error(`boot-files: cannot read ${src}: ${(e as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : (e as Error).message}`); }
   if (!st.isFile()) throw new Error(`boot-files: ${src} is not a regular file`);
   if (st.size === 0) throw new Error(`boot-files: ${src} is empty`);
+}
+
+/** Copies src to a temporary file in dir; returns its name. */
+function copyToTemp(src: string, dir: string, name: string): { tmp: string; size: number } {
+  checkSource(src);
   const tmp = join(dir, `.${name}.${randomBytes(6).toString("hex")}.tmp`);
   const inFd = openSync(src, "r");
   const outFd = openSync(tmp, "wx", 0o644);
@@ -103,6 +108,7 @@ export function installBootFiles(stateDir: string, r: BootFilesRequest): BootFil
       else warnings.push(`${f} is missing: nodes that need ${b} cannot boot through it`);
     }
   }
+  for (const p of plan) checkSource(p.from); // every source before anything is copied
   for (const p of plan) {
     if (p.name === "vmlinuz") warnings.push(...lookWarnings("kernel", p.from));
     if (p.name === "initramfs") warnings.push(...lookWarnings("initrd", p.from));

@@ -15,7 +15,7 @@ import {
   BOOT_FILE_NAMES, BOOT_URL_PREFIX, IPXE_SCRIPT_PATH, cannotBootScript, chainScript, malformedMacScript, nodeScript,
   parseMacParam, unknownMacScript, type BootFileName,
 } from "./bootscript.ts";
-import { urlHost, urlHostname } from "./urls.ts";
+import { isLinkLocalHost, urlHost, urlHostname } from "./urls.ts";
 
 export type BootScheme = "http" | "https";
 
@@ -56,8 +56,11 @@ export function bootFileEtag(st: Stats): string {
  * at its root).
  */
 export function bootBases(baseUrls: string[], scheme: BootScheme, httpPort: number): string[] {
-  if (scheme === "https") return baseUrls;
-  const hosts = [...new Set(baseUrls.map(urlHostname))];
+  // A link-local URL carries no zone, which firmware cannot guess: last, used only when nothing else is configured.
+  const ll = (u: string) => isLinkLocalHost(urlHostname(u));
+  const ordered = [...baseUrls.filter((u) => !ll(u)), ...baseUrls.filter(ll)];
+  if (scheme === "https") return ordered;
+  const hosts = [...new Set(ordered.map(urlHostname))];
   return hosts.map((h) => `http://${urlHost(h)}${httpPort === 80 ? "" : `:${httpPort}`}`);
 }
 

@@ -111,6 +111,7 @@ describe("with boot files installed", () => {
     expect(pickBase(bases, "evil.example")).toBe("http://10.0.2.100:8080");
     expect(pickBase(bases, "${x}\nchain http://evil")).toBe("http://10.0.2.100:8080");
     expect(bootBases(["https://10.0.2.100:8443"], "http", 80)).toEqual(["http://10.0.2.100"]);
+    expect(bootBases(["https://[fe80::1]", "https://10.0.2.100"], "https", 80)).toEqual(["https://10.0.2.100", "https://[fe80::1]"]);
   });
 
   test("an unknown MAC gets a script that names it and how to register it, then hands back to the firmware", async () => {
