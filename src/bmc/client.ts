@@ -172,7 +172,8 @@ export class Redfish {
     let u: URL | undefined;
     if (/^\/(?![\/\\])/.test(link) && !/[\\\x00-\x20\x7f]/.test(link)) { try { u = new URL(link, this.origin); } catch {} }
     else if (/^https:\/\//i.test(link)) { try { u = new URL(link); } catch {} }
-    if (!u || u.origin !== this.origin || u.username || u.password) {
+    // A path starting "//" would read as another host wherever it is resolved again: refused too.
+    if (!u || u.origin !== this.origin || u.username || u.password || u.pathname.startsWith("//")) {
       throw new BmcError(step, `the BMC's link ${show} leads off ${this.origin}: refused (only links on the BMC itself are followed)`);
     }
     return u.pathname + u.search;

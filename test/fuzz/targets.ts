@@ -15,6 +15,11 @@ import { parsePublicKey } from "../../src/pki/sshkey";
 import { SshFormatError } from "../../src/pki/sshwire";
 import { loadManifest, signManifest, encodePayload, keyId, ManifestError, MAGIC, SIGNING_CONTEXT, type Manifest } from "../../src/image/manifest";
 import { parseCmdline, bootOptions, consoleFromCmdline, CmdlineError } from "../../src/boot/cmdline";
+import { BmcError, Redfish, parseReplyJson, redfishMessages } from "../../src/bmc/client";
+import { readAction, readActionInfo, readSlot, readSystem } from "../../src/bmc/model";
+import { chooseSlot, formatStatus, statusOf } from "../../src/bmc/media";
+import { isObj, linkList } from "../../src/bmc/resource";
+import { isPrintable } from "../../src/util/printable";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const latin1 = (b: Uint8Array) => Buffer.from(b).toString("latin1");
@@ -183,4 +188,47 @@ const kernelCmdline: FuzzTarget = {
   },
 };
 
-export const TARGETS: FuzzTarget[] = [httpReplyHead, rangeReply, enrollmentJson, csrTarget, sshPublicKey, manifestBytes, manifestPayload, discovery, statusText, tokenReport, kernelCmdline];
+const REDFISH_SEEDS = [
+  { "@odata.type": "#VirtualMedia.v1_6_0.VirtualMedia", "@odata.id": "/redfish/v1/Managers/bmc/VirtualMedia/CD1", Id: "CD1", Name: "Virtual CD",
+    MediaTypes: ["CD", "DVD"], Image: "http://10.0.2.100/boot/n001.iso", ImageName: "n001.iso", Inserted: true, WriteProtected: true, ConnectedVia: "URI",
+    TransferProtocolType: "HTTP", Actions: { "#VirtualMedia.InsertMedia": { target: "/redfish/v1/Managers/bmc/VirtualMedia/CD1/Actions/VirtualMedia.InsertMedia",
+      "@Redfish.ActionInfo": "/redfish/v1/Managers/bmc/VirtualMedia/CD1/InsertMediaActionInfo", "TransferProtocolType@Redfish.AllowableValues": ["HTTP", "HTTPS"] },
+    "#VirtualMedia.EjectMedia": { target: "/redfish/v1/Managers/bmc/VirtualMedia/CD1/Actions/VirtualMedia.EjectMedia" } } },
+  { "@odata.type": "#ComputerSystem.v1_20_0.ComputerSystem", "@odata.id": "/redfish/v1/Systems/1", Id: "1", PowerState: "On",
+    Boot: { BootSourceOverrideEnabled: "Once", BootSourceOverrideTarget: "Cd", BootSourceOverrideMode: "UEFI", "BootSourceOverrideTarget@Redfish.AllowableValues": ["None", "Pxe", "Cd", "Usb"] },
+    Actions: { "#ComputerSystem.Reset": { target: "/redfish/v1/Systems/1/Actions/ComputerSystem.Reset", "ResetType@Redfish.AllowableValues": ["On", "ForceRestart"] } },
+    VirtualMedia: { "@odata.id": "/redfish/v1/Systems/1/VirtualMedia" }, Links: { ManagedBy: [{ "@odata.id": "/redfish/v1/Managers/bmc" }] } },
+  { "@odata.type": "#VirtualMediaCollection.VirtualMediaCollection", "Members@odata.count": 3, Members: [{ "@odata.id": "/redfish/v1/Managers/bmc/VirtualMedia/CD1" },
+    { "@odata.id": "https://10.0.0.1/redfish/v1/Managers/bmc/VirtualMedia/USB1" }, { "@odata.id": "//10.9.9.9/redfish/v1/x" }] },
+  { error: { code: "Base.1.16.GeneralError", message: "A general error has occurred.", "@Message.ExtendedInfo": [{ MessageId: "Base.1.16.ResourceInUse",
+    Message: "The change to the requested resource failed because the resource is in use or in transition.", Resolution: "Eject the media and resubmit the request." }] } },
+  { "@odata.type": "#ActionInfo.v1_3_0.ActionInfo", Parameters: [{ Name: "Image", Required: true, DataType: "String" }, { Name: "TransferProtocolType", AllowableValues: ["HTTP", "NFS"] }] },
+];
+let fuzzRedfish: Redfish | undefined;
+const redfishResource: FuzzTarget = {
+  name: "Redfish resources from a BMC (VirtualMedia, ComputerSystem, collections, ActionInfo, error replies)",
+  seeds: () => REDFISH_SEEDS.map((o) => enc(JSON.stringify(o))),
+  tokens: ["\"@odata.id\":", "\"Members\":", "\"MediaTypes\":", "\"Image\":", "\"Inserted\":", "\"Actions\":", "\"target\":", "@Redfish.AllowableValues",
+    "\"@Message.ExtendedInfo\":", "\"Boot\":", "\"PowerState\":", "\"//evil\"", "\"https://10.0.0.1/\"", "\"/redfish/v1/\"", "\\u001b[2J", "\\u009b", "\\u202e"],
+  refusals: [BmcError],
+  run(input) {
+    const rf = (fuzzRedfish ??= new Redfish("https://10.0.0.1", { trust: { fingerprint: "A".repeat(64) } }));
+    const body = parseReplyJson(utf8(input), "fuzz", "GET /redfish/v1/x", 200);
+    const msgs = redfishMessages(body);
+    if (!msgs.every(isPrintable)) throw new Error(`unescaped message: ${JSON.stringify(msgs)}`);
+    if (!isObj(body)) return;
+    const slot = readSlot("/redfish/v1/Managers/bmc/VirtualMedia/CD1", body);
+    const sys = readSystem("/redfish/v1/Systems/1", body);
+    readAction(body, "#VirtualMedia.InsertMedia");
+    readActionInfo(body);
+    const lines = formatStatus(statusOf(sys, [slot]));
+    if (!lines.every(isPrintable)) throw new Error(`unescaped status line: ${JSON.stringify(lines)}`);
+    if (slot.cls) chooseSlot([slot], "http://10.0.2.100/boot/n001.iso");
+    for (const link of [...linkList(body, "Members"), slot.insert?.target, sys.reset?.target, sys.virtualMedia].filter((l) => l !== undefined)) {
+      const path = rf.resolve(link, "fuzz");
+      if (!path.startsWith("/") || path.startsWith("//")) throw new Error(`resolved off the origin: ${path}`);
+    }
+  },
+};
+
+export const TARGETS: FuzzTarget[] = [httpReplyHead, rangeReply, enrollmentJson, csrTarget, sshPublicKey, manifestBytes, manifestPayload, discovery, statusText, tokenReport, kernelCmdline, redfishResource];
