@@ -125,6 +125,8 @@ export class Redfish {
   private maxBytes: number;
   /** Strings never to print as the BMC sent them (the password, the session token). */
   private secrets: string[] = [];
+  private interrupted = false;
+  private inflight = new Set<AbortController>();
   readonly hostPort: string;
 
   constructor(bmc: string, readonly o: RedfishOptions) {
@@ -185,9 +187,11 @@ export class Redfish {
     if (body !== undefined) headers["content-type"] = "application/json";
     if (this.auth.kind === "basic") headers.authorization = this.auth.header;
     if (this.auth.kind === "session") headers["x-auth-token"] = this.auth.token;
+    if (this.interrupted && method !== "DELETE") throw new BmcError(step, "interrupted", 0, "nothing more was sent but the logout");
     const ac = new AbortController();
     let timedOut = false;
     const timer = setTimeout(() => { timedOut = true; ac.abort(); }, this.timeoutMs);
+    this.inflight.add(ac);
     const secs = `${this.timeoutMs / 1000} s`;
     const where = `${method} ${escapeText(path.slice(0, 200))}`;
     try {
@@ -200,6 +204,7 @@ export class Redfish {
         });
       } catch (e) {
         const err = e as Error & { code?: string };
+        if (this.interrupted && !timedOut) throw new BmcError(step, `${where}: interrupted`, 0, "nothing more was sent but the logout");
         if (timedOut) throw new BmcError(step, `${where}: no reply within ${secs}`, 0, "is the BMC reachable and responsive? --timeout sets the deadline");
         if (err.code === "AIRROOT_PIN_MISMATCH") throw new BmcError(step, err.message);
         if (/CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS|HOSTNAME|altname/i.test(`${err.code ?? ""} ${err.message}`)) {
@@ -226,6 +231,7 @@ export class Redfish {
         }
       } catch (e) {
         if (e instanceof BmcError) throw e;
+        if (this.interrupted && !timedOut) throw new BmcError(step, `${where}: interrupted`, 0, "nothing more was sent but the logout");
         if (timedOut) throw new BmcError(step, `${where}: reply not complete within ${secs}`, 0, "is the BMC responsive? --timeout sets the deadline");
         throw new BmcError(step, `${where}: reply cut: ${escapeText((e as Error).message.slice(0, 300))}`);
       }
@@ -247,7 +253,14 @@ export class Redfish {
       return { status: res.statusCode, body: json, header };
     } finally {
       clearTimeout(timer);
+      this.inflight.delete(ac);
     }
+  }
+
+  /** Ctrl-C: the request in flight is abandoned and no other is sent but the session's DELETE. */
+  interrupt(): void {
+    this.interrupted = true;
+    for (const ac of this.inflight) ac.abort();
   }
 
   /** A GET that must answer 200 with a JSON object. */

@@ -38,6 +38,15 @@ export function checkMediaUrl(s: string): string {
 /** GETs the service root and logs in; `fn` runs with the session, which is deleted afterwards whatever happens. */
 export async function withBmc<T>(rf: Redfish, creds: Credentials, log: (line: string) => void, fn: (s: BmcSession) => Promise<T>, settleMs = SETTLE_MS): Promise<T> {
   rf.addSecret(creds.password);
+  // Ctrl-C or SIGTERM: stop at the next request and still delete the session (a BMC keeps only a few); a second one exits.
+  let signals = 0;
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (++signals > 1) process.exit(sig === "SIGINT" ? 130 : 143);
+    log(`  ${sig}: stopping after logging out`);
+    rf.interrupt();
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
   try {
     let r = await rf.call("read the service root", "GET", "/redfish/v1/");
     if (r.status === 401) { rf.useBasic(creds.user, creds.password); r = await rf.call("read the service root", "GET", "/redfish/v1/"); }
@@ -51,6 +60,8 @@ export async function withBmc<T>(rf: Redfish, creds: Credentials, log: (line: st
       await logout(rf, log);
     }
   } finally {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
     await rf.close();
   }
 }

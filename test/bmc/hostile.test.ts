@@ -123,6 +123,25 @@ describe("oversized and endless replies", () => {
     expect(r.err).toContain("HTTP 302 redirect to https://203.0.113.9/redfish/v1/ refused");
     expect(t.log.length).toBe(1);
   });
+
+  test("Ctrl-C while the BMC is slow: the request is abandoned, nothing more is sent, the session is still deleted", async () => {
+    const s = await bmc({ hook: (req, res, path) => path === "/redfish/v1/Managers/bmc" });
+    const p = Bun.spawn([bin, "node", "media", "attach", "n001", "--bmc", s.url, "--user", REDFISH_USER, "--password-file", pwFile, "--bmc-ca", s.caFile, "--url", ISO],
+      { stdout: "pipe", stderr: "pipe" });
+    const kill = setTimeout(() => p.kill("SIGKILL"), 20_000);
+    for (let i = 0; i < 100 && !s.log.some((l) => l.path === "/redfish/v1/Managers/bmc"); i++) await Bun.sleep(50);
+    const t0 = performance.now();
+    p.kill("SIGINT");
+    const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+    clearTimeout(kill);
+    expect(performance.now() - t0).toBeLessThan(5_000);
+    expect(code).toBe(1);
+    expect(out).toContain("SIGINT: stopping after logging out");
+    expect(err).toContain("GET /redfish/v1/Managers/bmc: interrupted");
+    expect(s.sessions.size).toBe(0);
+    const i = s.log.findIndex((l) => l.path === "/redfish/v1/Managers/bmc");
+    expect(s.log.slice(i + 1).map((l) => l.method)).toEqual(["DELETE"]);
+  });
 });
 
 describe("wrong types", () => {
