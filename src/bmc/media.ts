@@ -79,10 +79,15 @@ async function login(rf: Redfish, root: Json, creds: Credentials, log: (line: st
     if (r.status === 200 || r.status === 201) {
       const token = r.header("x-auth-token");
       if (!token || !/^[\x21-\x7e]{1,1024}$/.test(token)) throw new BmcError(step, `POST ${esc(sessions)}: HTTP ${r.status} without a usable X-Auth-Token`, r.status);
+      // The session to DELETE at the end. A BMC may name itself by another host name than --bmc (iLO sends an
+      // absolute Location): then the body's @odata.id, else the Location's path, is used on the BMC's own origin.
       let location: string | undefined;
-      try { location = rf.resolve(r.header("location") ?? strOf(r.body, "@odata.id"), step); } catch (e) {
-        log(`  warning: ${(e as Error).message}; the session is left to expire`);
+      const loc = r.header("location"), id = strOf(r.body, "@odata.id");
+      for (const l of [loc, id]) { try { location = rf.resolve(l, step); break; } catch {} }
+      if (!location && loc && /^https:\/\/[^/]+\/redfish\/v1\/[\x21-\x7e]*$/.test(loc)) {
+        try { location = rf.resolve(new URL(loc).pathname, step); log(`  the BMC names its session ${esc(loc, 200)}: deleted on ${rf.origin} at the end`); } catch {}
       }
+      if (!location) log(`  warning: the BMC's session link ${esc(loc ?? id ?? "(none)", 200)} is not usable; the session is left to expire`);
       rf.useSession(token, location);
       log(`  logged in as ${esc(creds.user, 64)} (Redfish session)`);
       return;

@@ -208,7 +208,7 @@ describe("links off the BMC's origin", () => {
     expect(s.log.some((l) => l.method === "POST" && l.path.includes("InsertMedia"))).toBe(false);
   });
 
-  test("a session Location on another host: no DELETE sent there, a warning", async () => {
+  test("a session Location on another host: the DELETE goes to its path on the BMC itself, nothing to the other host", async () => {
     const before = other.log.length;
     const s = await bmc({ hook: (req, res, path) => {
       if (path !== "/redfish/v1/SessionService/Sessions" || req.method !== "POST") return false;
@@ -219,9 +219,24 @@ describe("links off the BMC's origin", () => {
     } });
     const r = await run(s, "status");
     expect(r.code).toBe(0);
-    expect(r.out).toContain("warning: log in: the BMC's link");
-    expect(r.out).toContain("the session is left to expire");
+    expect(r.out).toContain(`the BMC names its session ${other.url}/redfish/v1/SessionService/Sessions/1: deleted on ${s.url} at the end`);
+    expect(r.out).toContain("logged out");
+    expect(s.sessions.size).toBe(0);
     expect(other.log.length).toBe(before);
+  });
+
+  test("a session link that is not usable at all: a warning, the session left to expire, nothing sent elsewhere", async () => {
+    const s = await bmc({ hook: (req, res, path) => {
+      if (path !== "/redfish/v1/SessionService/Sessions" || req.method !== "POST") return false;
+      s.sessions.set("tok-2", "2");
+      res.writeHead(201, { "content-type": "application/json", "x-auth-token": "tok-2", location: "ftp://elsewhere/x" });
+      res.end(JSON.stringify({ "@odata.id": "//elsewhere/redfish/v1/SessionService/Sessions/2" }));
+      return true;
+    } });
+    const r = await run(s, "status");
+    expect(r.code).toBe(0);
+    expect(r.out).toContain("warning: the BMC's session link ftp://elsewhere/x is not usable; the session is left to expire");
+    expect(s.log.some((l) => l.method === "DELETE")).toBe(false);
   });
 });
 
