@@ -1,12 +1,17 @@
 // Mounting a read-only FUSE filesystem without libfuse: open /dev/fuse, mount(2), serve, umount2.
-import { closeSync, existsSync, openSync, readFileSync, realpathSync, statSync, writeFileSync } from "node:fs";
-import { resolve } from "node:path";
+import { closeSync, writeSync as writeSyncFd, existsSync, openSync, readFileSync, readlinkSync, realpathSync, statSync, writeFileSync } from "node:fs";
+import { stat } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
+import { join, resolve } from "node:path";
 import * as libc from "../sys/libc.ts";
 import { FuseReader } from "./reader.ts";
-import { FuseSession, fdWriter, type FrameWriter, type SessionStats } from "./session.ts";
+import { FuseSession, fdWriter, kernelHasResend, type FrameWriter, type InitParams, type SessionStats } from "./session.ts";
+import { FUSE_NOTIFY_RESEND } from "./protocol.ts";
 import { Tree, type ExposedFile } from "./tree.ts";
 
 export type { ExposedFile, ReadViews } from "./tree.ts";
+export type { InitParams } from "./session.ts";
+export { kernelHasResend } from "./session.ts";
 
 export interface FuseMountOptions {
   mountpoint: string;
@@ -27,13 +32,28 @@ export interface FuseMountOptions {
   readAheadKb?: number;
   /** How long to wait for the kernel's INIT. Default 10 s. */
   initTimeoutMs?: number;
+  /**
+   * An open /dev/fuse fd to mount with (e.g. one the holder opened and passed down, so it keeps the connection when
+   * this process dies); default: open one.
+   */
+  fd?: number;
 }
 
 export interface FuseMount {
   readonly mountpoint: string;
-  readonly fd: number;             // the /dev/fuse fd (a later issue hands it over across restarts)
+  readonly fd: number;             // the /dev/fuse fd
+  readonly dev: string;            // the connection's device "0:N" (its fusectl directory is /sys/fs/fuse/connections/N)
   readonly closed: Promise<void>;  // resolves when the kernel session ends (unmounted/aborted)
   stats(): SessionStats;
+  /** The INIT this connection negotiated: what a later server of it needs (attachFuse). */
+  initParams(): InitParams;
+  /**
+   * Stops taking requests without losing one, for a handover: the read parked in the kernel is made to return (a
+   * LOOKUP of a name that does not exist, which only this reader can take while no other server reads), its request
+   * is answered, then every read in flight. Resolves true once nothing is left, false if that took longer than
+   * `timeoutMs`. The connection stays up; no further request is read.
+   */
+  drain(timeoutMs: number): Promise<boolean>;
   unmount(): Promise<void>;        // idempotent
   /**
    * Aborts the kernel connection (fusectl's `abort`): every pending and later request fails with ENOTCONN and the
@@ -74,8 +94,10 @@ export async function mountFuse(opts: FuseMountOptions): Promise<FuseMount> {
   const session = new FuseSession(tree, (chunks) => write(chunks), { maxRead, maxBackground: opts.maxBackground, log });
   let fd: number;
   try {
-    fd = openSync("/dev/fuse", "r+");
+    fd = opts.fd ?? openSync("/dev/fuse", "r+");
+    if (opts.fd !== undefined) checkFuseFd(opts.fd);
   } catch (e) {
+    if (opts.fd !== undefined) throw e;
     throw new Error(`FUSE mount: cannot open /dev/fuse (${(e as { code?: string }).code ?? (e as Error).message}); ` +
                     `load the fuse module (modprobe fuse) and run as root`);
   }
@@ -98,6 +120,75 @@ export async function mountFuse(opts: FuseMountOptions): Promise<FuseMount> {
   const dev = findMount(mountpoint)?.dev ?? "";
 
   // Reading starts only after mount(2): before it, read() on the fd fails with EPERM.
+  const served = serveConnection(fd, mountpoint, dev, session, log, () => { write = () => {}; });
+  try {
+    await waitReady(session.ready, served.closed, opts.initTimeoutMs ?? 10_000, mountpoint);
+  } catch (e) {
+    await served.unmount().catch(() => {});
+    served.end("INIT failed");
+    throw e;
+  }
+  if (readAheadKb > 0) setReadahead(dev, mountpoint, readAheadKb, log);
+  return served.handle;
+}
+
+export interface AttachOptions {
+  /** The /dev/fuse fd of a connection that is already mounted and initialised (passed down by the holder). */
+  fd: number;
+  mountpoint: string;
+  files: ExposedFile[];
+  /** The INIT the connection's first server negotiated. */
+  init: InitParams;
+  /**
+   * Send FUSE_NOTIFY_RESEND before reading (when the kernel has it): requests a dead server had read are queued
+   * again. Default true; a graceful handover, after which nothing is pending, passes false.
+   */
+  resend?: boolean;
+  log?: (line: string) => void;
+}
+
+/**
+ * Serves an existing FUSE connection (no mount(2), no INIT): what a daemon started by the holder does after the
+ * previous one died or handed over. The mount must be the same one (the connection's device is checked).
+ */
+export function attachFuse(opts: AttachOptions): { mount: FuseMount; resent: boolean } {
+  const log = opts.log ?? (() => {});
+  const mountpoint = resolve(opts.mountpoint);
+  checkFuseFd(opts.fd);
+  const dev = findMount(mountpoint)?.dev ?? "";
+  const tree = new Tree(opts.files);
+  let write: FrameWriter = fdWriter(opts.fd, log);
+  const session = new FuseSession(tree, (chunks) => write(chunks), {
+    maxRead: opts.init.maxRead, maxBackground: opts.init.maxBackground, log, resume: opts.init,
+  });
+  let resent = false;
+  if ((opts.resend ?? true) && kernelHasResend(opts.init)) {
+    // fuse_out_header { len 16, error = notify code, unique 0 }: a notification, not a reply.
+    const h = new Uint8Array(16);
+    const v = new DataView(h.buffer);
+    v.setUint32(0, 16, true);
+    v.setInt32(4, FUSE_NOTIFY_RESEND, true);
+    try {
+      writeSyncFd(opts.fd, h); // throws the kernel's errno (EINVAL for a notify code it does not know)
+      resent = true;
+    } catch (e) {
+      log(`FUSE: FUSE_NOTIFY_RESEND failed: ${(e as Error).message}`);
+    }
+  }
+  const served = serveConnection(opts.fd, mountpoint, dev, session, log, () => { write = () => {}; });
+  return { mount: served.handle, resent };
+}
+
+/** Refuses an fd that is not /dev/fuse: a wrong fd passed down must fail here, not as odd read errors later. */
+function checkFuseFd(fd: number): void {
+  let target = "";
+  try { target = readlinkSync(`/proc/self/fd/${fd}`); } catch {}
+  if (target !== "/dev/fuse") throw new Error(`FUSE: fd ${fd} is not /dev/fuse (it is ${target || "not open"})`);
+}
+
+/** The reader, the end of the session, unmount, abort and drain of one connection served by `session`. */
+function serveConnection(fd: number, mountpoint: string, dev: string, session: FuseSession, log: (l: string) => void,
+                         silence: () => void) {
   let resolveClosed!: () => void;
   const closed = new Promise<void>((r) => (resolveClosed = r));
   let ended = false;
@@ -105,7 +196,7 @@ export async function mountFuse(opts: FuseMountOptions): Promise<FuseMount> {
   const onEnd = (reason: string, error?: Error) => {
     if (ended) return;
     ended = true;
-    write = () => {};
+    silence();
     if (error) log(error.message);
     log(`FUSE: session on ${mountpoint} ended (${reason})`);
     reader?.stop();
@@ -121,25 +212,38 @@ export async function mountFuse(opts: FuseMountOptions): Promise<FuseMount> {
     });
   };
   reader = new FuseReader(fd, 64 * 1024, { onFrame: (f) => session.handleFrame(f), onEnd });
+  const r = reader;
 
   const unmount = makeUnmount(mountpoint, dev, closed, () => ended, log);
-  try {
-    await waitReady(session.ready, closed, opts.initTimeoutMs ?? 10_000, mountpoint);
-  } catch (e) {
-    await unmount().catch(() => {});
-    onEnd("INIT failed");
-    throw e;
-  }
-  if (readAheadKb > 0) setReadahead(dev, mountpoint, readAheadKb, log);
-
-  return {
+  const drain = async (timeoutMs: number): Promise<boolean> => {
+    const deadline = Date.now() + timeoutMs;
+    r.pause();
+    if (r.reading) {
+      // One LOOKUP is enough: no other server reads this connection during a handover, so it reaches our parked
+      // read (or that read returns with an earlier request). Names are answered ENOENT, never cached as negative.
+      void stat(join(mountpoint, `.airroot-handover-${randomBytes(8).toString("hex")}`)).catch(() => {});
+    }
+    const gone = await Promise.race([r.exited.then(() => true), closed.then(() => true), Bun.sleep(timeoutMs).then(() => false)]);
+    if (!gone) return false;
+    while (session.stats().readsInFlight > 0 && Date.now() < deadline && !ended) await Bun.sleep(5);
+    return session.stats().readsInFlight === 0;
+  };
+  const handle: FuseMount = {
     mountpoint,
     fd,
+    dev,
     closed,
     stats: () => session.stats(),
+    initParams: () => {
+      const p = session.initParams();
+      if (!p) throw new Error("FUSE: the connection is not initialised yet");
+      return p;
+    },
+    drain,
     unmount,
     abort: () => abortConnection(dev, mountpoint, log),
   };
+  return { handle, closed, unmount, end: onEnd };
 }
 
 function waitReady(ready: Promise<void>, closed: Promise<void>, timeoutMs: number, mp: string): Promise<void> {

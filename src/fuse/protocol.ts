@@ -135,6 +135,21 @@ export const Size = {
 /** The kernel requires read buffers of at least this size. */
 export const FUSE_MIN_READ_BUFFER = 8192;
 
+/**
+ * FUSE_NOTIFY_RESEND (notify code 7): a header-only write with unique 0 and error = 7 makes the kernel move every
+ * request a server has read but not answered (the processing queues of all the connection's device files) back to
+ * the pending queue; it sets bit 63 of each one's unique (FUSE_UNIQUE_RESEND), so a reply echoes it. Added in protocol
+ * 7.40, Linux 6.9 (include/uapi/linux/fuse.h: "7.40 ... add FUSE_NOTIFY_RESEND, add FUSE_HAS_RESEND init flag";
+ * commit 760eac73f9f6). The kernel advertises it with FUSE_HAS_RESEND (1ULL << 39) in INIT: bit 7 of flags2.
+ * This machine's 6.18 kernel speaks 7.45 and sets it; Debian 12's 6.1 (7.37) has neither.
+ */
+export const FUSE_NOTIFY_RESEND = 7;
+export const FUSE_NOTIFY_RESEND_MIN_MINOR = 40;
+/** FUSE_HAS_RESEND, as a bit of fuse_init_in.flags2 (the upper 32 flag bits). */
+export const INIT_FLAGS2_HAS_RESEND = 1 << (39 - 32);
+/** Bit 63 of the unique of a request the kernel queued again after FUSE_NOTIFY_RESEND. */
+export const FUSE_UNIQUE_RESEND = 1n << 63n;
+
 /** _IOR(229, 0, uint32_t): makes a freshly opened /dev/fuse fd a clone of an existing session fd. */
 export const FUSE_DEV_IOC_CLONE = 0x8004e500;
 

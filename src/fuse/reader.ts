@@ -20,6 +20,8 @@ const RETRY = new Set(["ENOENT", "EINTR", "EAGAIN"]);
 
 export class FuseReader {
   private stopped = false;
+  private pausing = false;
+  private parked = true;
   /** Resolves when no read is parked any more: only then may the fd be closed (its number could be reused). */
   readonly exited: Promise<void>;
 
@@ -35,6 +37,7 @@ export class FuseReader {
       ev.onEnd(reason, error);
     };
     const next = () => read(fd, buf, 0, bufSize, null, (err, n) => {
+      this.parked = false;
       if (this.stopped) return end("stopped");
       if (err) {
         const code = (err as NodeJS.ErrnoException).code ?? "";
@@ -47,10 +50,31 @@ export class FuseReader {
       // A copy: the next read into `buf` starts at once, on another thread.
       const frame = new Uint8Array(n);
       frame.set(buf.subarray(0, n));
+      if (this.pausing) {
+        // Handing over: the request this read took is still ours to answer, but no further read is made.
+        this.stopped = true;
+        resolveExited();
+        ev.onFrame(frame);
+        return;
+      }
+      this.parked = true;
       next();
       ev.onFrame(frame);
     });
     next();
+  }
+
+  /**
+   * Stops reading without losing a request: the read still parked delivers its frame (onFrame) and no other read is
+   * made; `exited` resolves then. The caller makes the kernel send something (any request) if it must not wait.
+   */
+  pause(): void {
+    this.pausing = true;
+  }
+
+  /** True while a read of /dev/fuse is waiting in the kernel. */
+  get reading(): boolean {
+    return this.parked && !this.stopped;
   }
 
   /** Stops reading. A read still parked returns when the kernel ends the session (ENODEV at unmount). */

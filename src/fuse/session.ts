@@ -3,7 +3,7 @@ import { writevSync } from "node:fs";
 import * as codec from "./codec.ts";
 import type { Request } from "./codec.ts";
 import { Errno, FOPEN_KEEP_CACHE, FOPEN_CACHE_DIR, FUSE_KERNEL_VERSION, FUSE_KERNEL_MINOR_VERSION,
-         FUSE_MIN_MINOR_VERSION, InitFlag } from "./protocol.ts";
+         FUSE_MIN_MINOR_VERSION, FUSE_UNIQUE_RESEND, INIT_FLAGS2_HAS_RESEND, InitFlag } from "./protocol.ts";
 import type { ReadViews, Tree } from "./tree.ts";
 
 export interface SessionOptions {
@@ -16,6 +16,29 @@ export interface SessionOptions {
   /** Cache lifetime of names and attributes, seconds. The image is immutable, so default one day. */
   cacheTimeoutSec?: number;
   log?: (line: string) => void;
+  /**
+   * The INIT a previous server of this connection negotiated: the session starts ready and never expects INIT (the
+   * kernel sends it once per connection). Given by a daemon that takes over a connection from the holder.
+   */
+  resume?: InitParams;
+}
+
+/** What INIT settled for a connection: all a later server of the same connection needs to know of it. */
+export type InitParams = {
+  kernelMajor: number;
+  kernelMinor: number;
+  /** The minor we answered (min of the kernel's and ours). */
+  minor: number;
+  flags: number;
+  /** The kernel's fuse_init_in.flags2 (FUSE_HAS_RESEND and other features it offers beyond bit 31). */
+  kernelFlags2: number;
+  maxRead: number;
+  maxBackground: number;
+};
+
+/** Whether the kernel of this connection understands FUSE_NOTIFY_RESEND (it said FUSE_HAS_RESEND in INIT). */
+export function kernelHasResend(p: InitParams): boolean {
+  return (p.kernelFlags2 & INIT_FLAGS2_HAS_RESEND) !== 0;
 }
 
 /** A type alias rather than an interface so it is assignable to plain records (status JSON). */
@@ -26,6 +49,8 @@ export type SessionStats = {
   negotiatedMaxRead: number;
   negotiatedMaxBackground: number;
   kernelProtocol: string;
+  /** Requests the kernel queued again (FUSE_NOTIFY_RESEND) that this session answered. */
+  resentRequests: number;
 };
 
 /**
@@ -63,6 +88,8 @@ export class FuseSession {
   private maxReadsInFlight = 0;
   private negotiatedMaxRead = 0;
   private kernelProtocol = "";
+  private resent = 0;
+  private init_: InitParams | undefined;
   private nextFh = 1;
   private lastReadErrorLog = new Map<number, number>();
   private initDone!: (ok: boolean, err?: Error) => void;
@@ -86,12 +113,24 @@ export class FuseSession {
       this.initDone = (ok, err) => (ok ? resolve() : reject(err));
     });
     this.ready.catch(() => {}); // observed by the mount; avoid an unhandled rejection when nobody waits
+    if (opts.resume) {
+      const p = opts.resume;
+      this.init_ = { ...p };
+      this.kernelProtocol = `${p.kernelMajor}.${p.kernelMinor}`;
+      this.negotiatedMaxRead = p.maxRead;
+      this.initDone(true);
+    }
+  }
+
+  /** The negotiated INIT, once answered (or given as `resume`). */
+  initParams(): InitParams | undefined {
+    return this.init_ && { ...this.init_ };
   }
 
   stats(): SessionStats {
     return { requests: this.requests, readsInFlight: this.readsInFlight, maxReadsInFlight: this.maxReadsInFlight,
              negotiatedMaxRead: this.negotiatedMaxRead, negotiatedMaxBackground: this.kernelProtocol ? this.maxBackground : 0,
-             kernelProtocol: this.kernelProtocol };
+             kernelProtocol: this.kernelProtocol, resentRequests: this.resent };
   }
 
   /** Handles one request frame; replies are written (possibly later, for READ) through the writer. */
@@ -104,6 +143,7 @@ export class FuseSession {
       if (d.h) this.reply(codec.encodeError(d.h.unique, d.errno));
       return;
     }
+    if ((d.req.h.unique & FUSE_UNIQUE_RESEND) !== 0n) this.resent++;
     this.dispatch(d.req);
   }
 
@@ -184,6 +224,11 @@ export class FuseSession {
   }
 
   private init(r: codec.InitRequest): void {
+    if (this.init_) {
+      // A connection has exactly one INIT; a second one (or one after a takeover) is a protocol error.
+      this.log(`FUSE: unexpected INIT from kernel protocol ${r.major}.${r.minor} on an initialised connection`);
+      return this.err(r, Errno.EPROTO);
+    }
     this.kernelProtocol = `${r.major}.${r.minor}`;
     if (r.major !== FUSE_KERNEL_VERSION || r.minor < FUSE_MIN_MINOR_VERSION) {
       const err = new Error(`FUSE INIT: kernel speaks protocol ${r.major}.${r.minor}; need ` +
@@ -208,8 +253,11 @@ export class FuseSession {
       timeGran: 1,
       maxPages,
     }));
+    this.init_ = { kernelMajor: r.major, kernelMinor: r.minor, minor: Math.min(r.minor, FUSE_KERNEL_MINOR_VERSION), flags,
+                   kernelFlags2: r.flags2 >>> 0, maxRead: this.negotiatedMaxRead, maxBackground: this.maxBackground };
     this.log(`FUSE: kernel protocol ${this.kernelProtocol}, max_read ${this.negotiatedMaxRead}, ` +
-             `max_background ${this.maxBackground}, flags 0x${flags.toString(16)}`);
+             `max_background ${this.maxBackground}, flags 0x${flags.toString(16)}, ` +
+             `FUSE_NOTIFY_RESEND ${kernelHasResend(this.init_) ? "supported" : "not supported (Linux < 6.9)"}`);
     this.initDone(true);
   }
 

@@ -2,31 +2,39 @@
 // detached daemon keeps serving it. The daemon reports readiness with one line on a private pipe, and writes its
 // log to a file beside its status socket (never to the caller's stderr: a daemon holding the caller's pipe open
 // would make `$(airroot mount ...)` or any captured call hang). Until ready, the parent echoes that log.
+// What is started is the holder (holder.ts), which holds the FUSE connection and starts the daemon as its child.
 import { spawn } from "node:child_process";
 import { openSync, closeSync, readSync } from "node:fs";
 import { selfCommand } from "../util/self";
 import { statusLogPath } from "./status";
+import { holderArgv0, LINE } from "./holder";
 
-export const READY_LINE = "AIRROOT-MOUNT-READY";
+export const READY_LINE = LINE.ready;
 
+/** Starts the holder and, through it, the daemon; resolves with the daemon's and the holder's pids once mounted. */
 export async function startDetachedDaemon(mountArgs: string[], mountpoint: string, argv0?: string): Promise<number> {
+  return (await startHeldMount(mountArgs, mountpoint, argv0)).daemonPid;
+}
+
+export async function startHeldMount(mountArgs: string[], mountpoint: string, argv0?: string): Promise<{ daemonPid: number; holderPid: number }> {
   const [exe, ...pre] = selfCommand();
   const logPath = statusLogPath(mountpoint);
   const logFd = openSync(logPath, "w", 0o600);
-  const child = spawn(exe, [...pre, "mount", "--foreground", "--notify-ready", ...mountArgs], {
-    argv0: argv0 ?? exe, detached: true, stdio: ["ignore", "pipe", logFd], env: daemonEnv(mountArgs),
+  const child = spawn(exe, [...pre, "mount", "--holder", ...mountArgs], {
+    argv0: holderArgv0(argv0), detached: true, stdio: ["ignore", "pipe", logFd], env: daemonEnv(mountArgs),
   });
   closeSync(logFd);
   const echo = tailTo(logPath, (text) => process.stderr.write(text));
   try {
-    return await new Promise<number>((resolve, reject) => {
+    return await new Promise<{ daemonPid: number; holderPid: number }>((resolve, reject) => {
       let seen = "";
       child.stdout!.on("data", (chunk: Buffer) => {
         seen += chunk.toString();
-        if (seen.includes(READY_LINE)) {
+        const m = new RegExp(`${READY_LINE} (\\d+)\n`).exec(seen);
+        if (m) {
           child.stdout!.destroy();
           child.unref();
-          resolve(child.pid!);
+          resolve({ daemonPid: Number(m[1]), holderPid: child.pid! });
         }
       });
       child.once("exit", (code, signal) =>

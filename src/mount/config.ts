@@ -35,6 +35,11 @@ export interface RawMountArgs {
   positional: string[];
   ca?: string; order?: string; nodeId?: string; cacheMb?: string; ioTimeout?: string; stallTimeout?: string;
   foreground?: boolean; argv0?: string; manifest?: string; imageKey?: string; expectDigest?: string; verbose?: boolean;
+  /**
+   * Do not stat MOUNTPOINT: a daemon started by the holder for a mount whose daemon died must not touch the mount
+   * (no one would answer; the holder checked the directory before the first mount).
+   */
+  mounted?: boolean;
 }
 
 export function parseMountConfig(raw: RawMountArgs): MountConfig {
@@ -46,7 +51,7 @@ export function parseMountConfig(raw: RawMountArgs): MountConfig {
     if (!/^https:\/\/[^/]+\/.+/i.test(u)) fail(`"${u}" is not an https:// URL of a file (plain HTTP is never trusted for a root image)`);
   }
   if (new Set(urls).size !== urls.length) fail("the same URL is listed twice");
-  if (!existsSync(mountpoint) || !statSync(mountpoint).isDirectory()) fail(`mount point ${mountpoint} is not an existing directory (create it first)`);
+  if (!raw.mounted && (!existsSync(mountpoint) || !statSync(mountpoint).isDirectory())) fail(`mount point ${mountpoint} is not an existing directory (create it first)`);
 
   const order = (raw.order ?? MOUNT_DEFAULTS.order) as SourceOrder;
   if (!ORDERS.includes(order)) fail(`--order must be one of ${ORDERS.join(", ")} (got "${raw.order}")`);

@@ -1,15 +1,21 @@
 // The `airroot mount` daemon: one remote image (range engine) exposed through the FUSE server, plus the
 // status socket, until unmounted or signalled. The read path is fuse → RemoteImage.readViews → http.ts.
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync, writeSync } from "node:fs";
 import { basename } from "node:path";
 import { RemoteImage } from "../source/image";
-import { mountFuse, type FuseMount } from "../fuse/mount";
+import { attachFuse, mountFuse, type ExposedFile, type FuseMount } from "../fuse/mount";
 import { createLogger, type Logger } from "../util/log";
 import { processMemory } from "../util/procmem";
 import { dropExecutableCode } from "../sys/codepages";
 import type { MountConfig } from "./config";
 import { serveStatus, type DaemonStatus } from "./status";
 import { loadImageVerifier, type LoadedVerifier } from "./verify";
+import { LINE, resendLabel, type HeldContext, type ResumeState } from "./holder";
+
+/** Where a daemon started by the holder finds the FUSE connection's fd. */
+const HELD_FD = 3;
+/** How long a handover waits for the requests in flight before the holder is told the drain timed out. */
+const DRAIN_TIMEOUT_MS = 30_000;
 
 export interface DaemonHandle {
   image: RemoteImage;
@@ -66,7 +72,49 @@ export function gcPacer(onIdle: (longIdle: boolean) => void, timing = GC_TIMING)
   };
 }
 
-export async function startMountDaemon(cfg: MountConfig, log: Logger = createLogger({ prefix: "airroot mount", kmsg: true, verbose: cfg.verbose })): Promise<DaemonHandle> {
+/**
+ * The line channel to the holder: lines out on stdout, commands in on stdin (GO [RESEND], DRAIN). EOF on stdin means
+ * the holder is gone: this daemon serves on, but its crash would now end the mount.
+ */
+function holderChannel(log: Logger) {
+  const handlers = new Set<(line: string) => void>();
+  let buf = "";
+  process.stdin.on("data", (chunk: Buffer) => {
+    buf += chunk.toString();
+    for (let i = buf.indexOf("\n"); i >= 0; i = buf.indexOf("\n")) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      for (const h of handlers) h(line);
+    }
+  });
+  process.stdin.on("end", () => log.warn("the holder is gone: serving on, but a crash of this daemon would now end the mount"));
+  return {
+    send(line: string) { try { writeSync(1, line + "\n"); } catch { /* holder gone */ } },
+    on(h: (line: string) => void) { handlers.add(h); },
+    next(prefix: string): Promise<string> {
+      return new Promise((resolve) => {
+        const h = (line: string) => { if (line.startsWith(prefix)) { handlers.delete(h); resolve(line); } };
+        handlers.add(h);
+      });
+    },
+  };
+}
+
+/** The lines `airroot status` shows about the holder and how this daemon started. */
+function recoveryNote(held: HeldContext, resent: boolean): string {
+  const last = held.holder.lastExit;
+  if (!held.state) return "first daemon of this mount";
+  if (!last) return "took over from the previous daemon (takeover)";
+  return `started after the previous daemon died (${last.how} at ${last.at}): ` + (resent
+    ? "the requests it had taken were queued again (FUSE_NOTIFY_RESEND)"
+    : `FUSE_NOTIFY_RESEND ${held.holder.resend}: requests in flight at that crash cannot be recovered (their readers wait until killed)`);
+}
+
+export async function startMountDaemon(cfg: MountConfig, log: Logger = createLogger({ prefix: "airroot mount", kmsg: true, verbose: cfg.verbose }),
+  held?: HeldContext): Promise<DaemonHandle> {
+  // The holder spares itself from the OOM killer; the daemon, its child, goes back to the value it had.
+  if (held?.oomScoreAdj !== undefined) try { writeFileSync("/proc/self/oom_score_adj", `${held.oomScoreAdj}\n`); } catch {}
+  const channel = held ? holderChannel(log) : undefined;
   const ca = cfg.caFile ? readFileSync(cfg.caFile) : undefined;
   let verified: LoadedVerifier | undefined;
   if (cfg.manifestUrl && cfg.imageKeyFile) {
@@ -84,17 +132,49 @@ export async function startMountDaemon(cfg: MountConfig, log: Logger = createLog
     await image.close();
     throw new Error(`the signed manifest describes ${verified.size} bytes but the servers offer ${image.size} bytes of ${image.name}: refusing to mount`);
   }
+  const resume: ResumeState | undefined = held?.state;
+  const validator = image.status().validator;
+  if (resume) {
+    // The connection's pages and attributes describe the image the first daemon served: it must be the very same.
+    const f = resume.files[0];
+    if (!f || f.name !== image.name || f.size !== image.size || resume.validator !== validator) {
+      await image.close();
+      throw new Error(`the servers now offer ${image.name} (${image.size} bytes, validator ${validator}) but the mount serves ` +
+        `${f?.name} (${f?.size} bytes, validator ${resume.validator}): refusing to serve another image on the same mount`);
+    }
+  }
   const gc = gcPacer((longIdle) => image.releaseIdleMemory(longIdle));
+  // Zero-copy: the session writes views of cached blocks to /dev/fuse and releases them right after.
+  const files: ExposedFile[] = [{ name: image.name, size: image.size, mtimeMs: resume?.files[0]!.mtimeMs ?? image.mtimeMs,
+    read: (off, len) => { gc.served(len); return image.readViews(off, len); } }];
   let fuse: FuseMount;
+  let resent = false;
   try {
-    fuse = await mountFuse({
-      mountpoint: cfg.mountpoint,
-      fsname: `airroot:${image.name}`,
-      subtype: "airroot",
-      // Zero-copy: the session writes views of cached blocks to /dev/fuse and releases them right after.
-      files: [{ name: image.name, size: image.size, mtimeMs: image.mtimeMs, read: (off, len) => { gc.served(len); return image.readViews(off, len); } }],
-      log: (line) => log.info(line),
-    });
+    if (resume) {
+      let resend = !!held!.resend;
+      if (held!.standby) {
+        // Ready to serve; the daemon being replaced is still finishing its requests. Read nothing before GO.
+        channel!.send(LINE.standby);
+        resend = (await channel!.next("GO")).includes("RESEND");
+      }
+      const a = attachFuse({ fd: HELD_FD, mountpoint: cfg.mountpoint, files, init: resume.init, resend, log: (line) => log.info(line) });
+      fuse = a.mount;
+      resent = a.resent;
+      log.info(`serving the FUSE connection ${resume.dev} handed over by the holder (no new INIT)` +
+        (resent ? "; asked the kernel to queue again the requests the previous daemon had taken (FUSE_NOTIFY_RESEND)" : ""));
+      if (!held!.standby && !resent)
+        log.warn("requests the previous daemon had taken when it died cannot be recovered (FUSE_NOTIFY_RESEND " +
+          `${held!.holder.resend}): their readers wait until killed; new requests are served`);
+    } else {
+      fuse = await mountFuse({
+        mountpoint: cfg.mountpoint,
+        fsname: `airroot:${image.name}`,
+        subtype: "airroot",
+        files,
+        log: (line) => log.info(line),
+        fd: held ? HELD_FD : undefined,
+      });
+    }
   } catch (e) {
     gc.stop();
     await image.close();
@@ -108,6 +188,8 @@ export async function startMountDaemon(cfg: MountConfig, log: Logger = createLog
       mountpoint: cfg.mountpoint, pid: process.pid, argv0, startedAt, image: img, fuse: fuse.stats(),
       memory: { ...processMemory(), cacheMiB: img.cacheBytes / 1048576, blocksMiB: img.blockBytes / 1048576 },
       verified: verified && { manifest: verified.manifestUrl, chunkSize: verified.verifier.chunkSize, badChunks: verified.badChunks() },
+      holder: held && { ...held.holder, daemonStart: recoveryNote(held, resent),
+        resend: held.holder.resend === "unknown" ? resendLabel(fuse.initParams()) : held.holder.resend },
     };
   };
   let resolveStopped!: () => void;
@@ -119,19 +201,42 @@ export async function startMountDaemon(cfg: MountConfig, log: Logger = createLog
     status.close();
     gc.stop();
     await image.close();
+    channel?.send(LINE.stopped); // the holder lets the mount go instead of restarting a daemon
     resolveStopped();
   })());
   const status = serveStatus(cfg.mountpoint, snapshot, () => void stop("unmount requested"));
   fuse.closed.then(() => stop("the kernel ended the FUSE session (unmounted)"));
+  if (channel) {
+    let handingOver = false;
+    channel.on((line) => {
+      if (line !== "DRAIN" || handingOver || stopping) return;
+      handingOver = true;
+      void (async () => {
+        const t0 = performance.now();
+        log.info("handing the connection over: reading no new requests, finishing those in flight");
+        const ok = await fuse.drain(DRAIN_TIMEOUT_MS);
+        status.close();
+        gc.stop();
+        const left = fuse.stats().readsInFlight;
+        log.info(ok ? `handed over after ${(performance.now() - t0).toFixed(0)} ms, nothing left in flight; exiting`
+                    : `drain timed out after ${DRAIN_TIMEOUT_MS / 1000} s with ${left} reads in flight; exiting`);
+        if (ok) channel.send(LINE.drained);
+        process.exit(0);
+      })();
+    });
+  }
   // Start-up code (argument parsing, probing, mounting) is not needed again: let only what serving runs stay resident.
   dropExecutableCode();
   log.info(`serving ${image.name} (${image.size} bytes) at ${cfg.mountpoint}/${image.name}`);
+  // Tell the holder what the next daemon needs to serve this connection without INIT.
+  if (channel) channel.send(`${LINE.ready} ${JSON.stringify({ init: fuse.initParams(), dev: fuse.dev, validator,
+    files: files.map((f) => ({ name: f.name, size: f.size, mtimeMs: f.mtimeMs })) } satisfies ResumeState)}`);
   return { image, fuse, stopped, stop };
 }
 
 /** Foreground mode: run until unmounted or SIGTERM/SIGINT, then exit cleanly. */
-export async function runMountDaemon(cfg: MountConfig, onReady?: () => void): Promise<void> {
-  const daemon = await startMountDaemon(cfg);
+export async function runMountDaemon(cfg: MountConfig, onReady?: () => void, held?: HeldContext): Promise<void> {
+  const daemon = await startMountDaemon(cfg, undefined, held);
   for (const sig of ["SIGTERM", "SIGINT", "SIGHUP"] as const) process.on(sig, () => void daemon.stop(`received ${sig}`));
   onReady?.();
   await daemon.stopped;

@@ -4,6 +4,7 @@ import { createHash } from "node:crypto";
 import { mkdirSync, readdirSync, rmSync, existsSync } from "node:fs";
 import { join } from "node:path";
 import { tmpdir } from "node:os";
+import type { HolderInfo } from "./holder";
 
 export interface DaemonStatus {
   mountpoint: string;
@@ -20,6 +21,8 @@ export interface DaemonStatus {
   // Optional: older daemons report no memory, or no blocksMiB; `airroot status` must still show them.
   memory?: { vmRssMiB: number; rssAnonMiB: number; cacheMiB: number; blocksMiB?: number };
   verified?: { manifest: string; chunkSize: number; badChunks: number };
+  /** The process holding the FUSE connection across daemon crashes and takeovers (absent with --foreground). */
+  holder?: HolderInfo & { daemonStart: string };
 }
 
 /** /run/airroot/mounts when /run is writable (initramfs and booted systems), else the temp dir. */
@@ -33,6 +36,11 @@ export function statusDir(): string {
 export function statusSocketPath(mountpoint: string): string {
   const id = createHash("sha256").update(mountpoint).digest("hex").slice(0, 16);
   return join(statusDir(), `${id}.sock`);
+}
+
+/** The holder's control socket (takeover), beside the status socket; not named *.sock, so status scans skip it. */
+export function holderSocketPath(mountpoint: string): string {
+  return statusSocketPath(mountpoint).replace(/\.sock$/, ".holder");
 }
 
 /** Where a detached daemon writes its log (`airroot status --log` shows it). */
@@ -101,6 +109,13 @@ export function formatStatus(s: DaemonStatus): string {
     const blocks = m.blocksMiB === undefined ? "" : `image blocks ${mib(m.blocksMiB)} MiB, `;
     lines.push(`memory: VmRSS ${mib(m.vmRssMiB)} MiB, private ${mib(m.rssAnonMiB)} MiB (of which ${blocks}in the cache ${mib(m.cacheMiB)} MiB)`);
   }
+  const h = s.holder;
+  if (h) {
+    lines.push(`holder pid ${h.pid} (${h.argv0}): daemon restarts ${h.restarts}, takeovers ${h.takeovers}, FUSE_NOTIFY_RESEND ${h.resend}`);
+    lines.push(`this daemon: ${h.daemonStart}`);
+    if (h.resend !== "supported" && h.resend !== "unknown")
+      lines.push("warning: without FUSE_NOTIFY_RESEND, requests in flight when a daemon crashes cannot be recovered (their readers wait until killed); takeovers lose nothing");
+  } else lines.push("no holder (--foreground): a crash of this daemon ends the mount");
   if (s.verified) lines.push(`verified against ${s.verified.manifest} (chunk ${s.verified.chunkSize / 1024} KiB), bad chunks seen ${s.verified.badChunks}`);
   lines.push("", "  RANK STATE     RTT      MiB       REQS  ERRS  URL");
   for (const src of [...img.sources].sort((a, b) => a.preferredRank - b.preferredRank)) {

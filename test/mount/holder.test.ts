@@ -1,0 +1,253 @@
+// The FUSE connection outlives its daemon (issue 15 §2), through the built binary against the real kernel: two nginx
+// on loopback, a detached `airroot mount` (holder + daemon), a sha256sum of the image through the mount while the
+// daemon is killed with SIGKILL 20 times, or handed over to another binary (--takeover), and the same without
+// FUSE_NOTIFY_RESEND (forced off: how a kernel before 6.9 behaves).
+//
+// Size: the issue asks for a 1 GiB image. On this shared 2-core machine that would make the kill test alone take
+// minutes (the read has to last through 20 kills, so it is rate-limited: see limit_rate), so `make test` uses
+// 256 MiB: every kill still lands in the middle of the read, with reads in flight (checked: the new daemons answer
+// re-queued requests).
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { join } from "node:path";
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
+import { createHash, randomBytes } from "node:crypto";
+import type { Subprocess } from "bun";
+import { scratchDir, removeScratchDirs } from "../helpers/tmp";
+import { makeTestPki, type TestPki } from "../helpers/pki";
+import { startNginx, type Nginx } from "../helpers/nginx";
+import { freePort } from "../helpers/ports";
+import { fetchStatus, statusLogPath, type DaemonStatus } from "../../src/mount/status";
+
+const airroot = join(import.meta.dir, "..", "..", "dist", "airroot");
+const dir = scratchDir("airroot-holder-");
+const IMAGE_MIB = 256;
+const servers: Nginx[] = [];
+let pki: TestPki;
+let urls: string[];
+let want: string;
+const mounts: string[] = [];
+const pids = new Set<number>();      // holders and daemons seen: all killed at the end
+const readers: Subprocess[] = [];
+
+const isMounted = (mp: string) => readFileSync("/proc/self/mounts", "utf8").split("\n").some((l) => l.split(" ")[1] === mp);
+const alive = (pid: number) => existsSync(`/proc/${pid}`) && !/^\d+ \(.*\) Z/.test(safeRead(`/proc/${pid}/stat`));
+function safeRead(p: string): string { try { return readFileSync(p, "utf8"); } catch { return ""; } }
+
+function sh(cmd: string[], env: Record<string, string> = {}, timeout = 60_000) {
+  const r = Bun.spawnSync(cmd, { stdout: "pipe", stderr: "pipe", timeout, env: { ...process.env, ...env } });
+  return { code: r.exitCode, out: r.stdout.toString(), err: r.stderr.toString() };
+}
+
+/** Mounts the image with the built binary (detached: holder + daemon); returns the mount point and first status. */
+async function mount(name: string, env: Record<string, string> = {}): Promise<{ mp: string; st: DaemonStatus }> {
+  const mp = join(dir, name);
+  mkdirSync(mp);
+  const m = sh([airroot, "mount", "--ca", pki.caCert, "--argv0", "@airroot-test", ...urls, mp], env);
+  if (m.code !== 0) throw new Error(`airroot mount failed: ${m.err}`);
+  mounts.push(mp);
+  const st = await statusOf(mp);
+  pids.add(st.holder!.pid);
+  pids.add(st.pid);
+  return { mp, st };
+}
+
+/** The status of the daemon serving `mp`, waiting (bounded) for one other than `notPid` to answer. */
+async function statusOf(mp: string, notPid?: number, timeoutMs = 30_000): Promise<DaemonStatus> {
+  const deadline = Date.now() + timeoutMs;
+  let last = "";
+  while (Date.now() < deadline) {
+    try {
+      const st = await fetchStatus(mp);
+      if (st.pid !== notPid) { pids.add(st.pid); return st; }
+    } catch (e) { last = (e as Error).message; }
+    await Bun.sleep(25);
+  }
+  throw new Error(`no new daemon answered for ${mp} within ${timeoutMs} ms (${last})`);
+}
+
+/** sha256sum of the image through the mount, in its own process (async: never blocks this one). */
+function startSum(mp: string): { done: Promise<{ code: number; out: string; err: string }> } {
+  const p = Bun.spawn(["sha256sum", join(mp, "image.bin")], { stdout: "pipe", stderr: "pipe" });
+  readers.push(p);
+  const timer = setTimeout(() => p.kill("SIGKILL"), 150_000);
+  const done = (async () => {
+    const [out, err] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text()]);
+    const code = await p.exited;
+    clearTimeout(timer);
+    return { code, out, err };
+  })();
+  return { done };
+}
+const logOf = (mp: string) => safeRead(statusLogPath(mp));
+/** Whether this process has capability `bit` (CapEff in /proc/self/status). */
+function hasCap(bit: number): boolean {
+  const hex = /CapEff:\s*([0-9a-f]+)/.exec(readFileSync("/proc/self/status", "utf8"))?.[1] ?? "0";
+  return ((BigInt(`0x${hex}`) >> BigInt(bit)) & 1n) === 1n;
+}
+
+beforeAll(async () => {
+  if (!existsSync(airroot)) throw new Error(`${airroot} is missing: run \`make\` (make test builds it first)`);
+  mkdirSync(join(dir, "www"));
+  const h = createHash("sha256");
+  const fd = Bun.file(join(dir, "www", "image.bin")).writer();
+  for (let i = 0; i < IMAGE_MIB / 16; i++) {
+    const b = randomBytes(16 * 1048576);
+    h.update(b);
+    fd.write(b);
+  }
+  await fd.end();
+  want = h.digest("hex");
+  pki = makeTestPki(join(dir, "pki"));
+  // 1 MiB/s per connection (8 per server, most requests on the first): the read lasts ~30 s, through 20 kills.
+  for (const host of ["127.0.0.2", "127.0.0.3"]) {
+    const port = await freePort(host);
+    servers.push(await startNginx({ root: join(dir, "www"), listen: [{ host, port }], cert: pki.serverCert, key: pki.serverKey,
+      workDir: join(dir, `ng${servers.length}`), extra: "limit_rate 1m;" }));
+  }
+  urls = servers.map((s) => s.urlFor("image.bin"));
+}, 120_000);
+
+afterAll(async () => {
+  for (const r of readers) r.kill("SIGKILL");
+  // Holders first (a holder would restart its daemon), then daemons: with the last fd closed the kernel aborts the
+  // connection, so nothing can hang on it; then the mounts go.
+  // Every process whose command line names this run's scratch directory is one of ours (holders, daemons, readers).
+  const ours = (): number[] => (Bun.spawnSync(["ps", "-eo", "pid=,args="]).stdout.toString().split("\n")
+    .filter((l) => l.includes(dir)).map((l) => Number(l.trim().split(" ")[0])).filter((p) => p !== process.pid));
+  const all = [...new Set([...pids, ...ours()])];
+  for (const pid of all) if (readlinkOr(`/proc/${pid}/cmdline`).includes("holder")) try { process.kill(pid, "SIGKILL"); } catch {}
+  for (const pid of [...all, ...ours()]) try { process.kill(pid, "SIGKILL"); } catch {}
+  for (const mp of mounts.reverse()) if (isMounted(mp)) sh(["umount", "-l", mp]);
+  for (const s of servers) await s.stop().catch(() => {});
+  removeScratchDirs();
+}, 60_000);
+function readlinkOr(p: string): string { return safeRead(p); }
+
+/** Unmounts through the daemon and checks that holder and daemon are gone (bounded). */
+async function unmountAndCheck(mp: string, st: DaemonStatus): Promise<void> {
+  const u = sh([airroot, "umount", mp]);
+  expect(u.err).toBe("");
+  for (let i = 0; i < 300 && (alive(st.holder!.pid) || alive(st.pid)); i++) await Bun.sleep(50);
+  expect(isMounted(mp)).toBe(false);
+  expect(alive(st.pid)).toBe(false);
+  expect(alive(st.holder!.pid)).toBe(false);
+}
+
+describe("the FUSE connection survives the daemon (built binary, real kernel)", () => {
+  test(`kill -9 of the daemon 20 times during a sha256sum of a ${IMAGE_MIB} MiB image: right sum, no failed read`, async () => {
+    const { mp, st } = await mount("crash");
+    const h = st.holder!;
+    expect(h.resend).toBe("supported");
+    expect(h.restarts).toBe(0);
+    // The holder: '@' name (systemd spares it), never picked by the OOM killer; the daemon keeps its own score.
+    expect(readFileSync(`/proc/${h.pid}/cmdline`, "utf8").split("\0")[0]).toBe("@airroot-test-holder");
+    // Lowering oom_score_adj needs CAP_SYS_RESOURCE (a node's init has it; a test container may not): then it says so.
+    if (hasCap(24)) expect(readFileSync(`/proc/${h.pid}/oom_score_adj`, "utf8").trim()).toBe("-1000");
+    else expect(logOf(mp)).toContain("could not set oom_score_adj to -1000");
+    expect(readFileSync(`/proc/${st.pid}/oom_score_adj`, "utf8").trim()).toBe(readFileSync("/proc/self/oom_score_adj", "utf8").trim());
+    expect(readFileSync(`/proc/${st.pid}/cmdline`, "utf8").split("\0")[0]).toBe("@airroot-test");
+    const human = sh([airroot, "status", mp]).out;
+    expect(human).toContain(`holder pid ${h.pid} (@airroot-test-holder): daemon restarts 0, takeovers 0, FUSE_NOTIFY_RESEND supported`);
+
+    const t0 = performance.now();
+    const sum = startSum(mp);
+    let cur = st, resent = 0, restartMs = 0, withReadsInFlight = 0;
+    let seed = 12345;
+    const rnd = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+    for (let k = 0; k < 20; k++) {
+      await Bun.sleep(300 + rnd() * 900); // past the holder's 250 ms "healthy" mark: no restart backoff
+      const before = await fetchStatus(mp).catch(() => cur);
+      resent += Number(before.fuse.resentRequests ?? 0);
+      if (before.image.readsInFlight > 0) withReadsInFlight++;
+      process.kill(cur.pid, "SIGKILL");
+      const tk = performance.now();
+      cur = await statusOf(mp, cur.pid);
+      restartMs = Math.max(restartMs, performance.now() - tk);
+      expect(cur.holder!.pid).toBe(h.pid);
+    }
+    const r = await sum.done;
+    const elapsed = (performance.now() - t0) / 1000;
+    expect(r.err).toBe("");
+    expect(r.code).toBe(0);
+    expect(r.out.split(" ")[0]).toBe(want);
+    const last = await fetchStatus(mp);
+    resent += Number(last.fuse.resentRequests ?? 0);
+    console.log(`20 kills during ${elapsed.toFixed(1)} s of sha256sum: ${resent} re-queued requests answered, ` +
+      `${withReadsInFlight} kills with engine reads in flight, slowest restart to status ${restartMs.toFixed(0)} ms`);
+    // The kills hit reads in flight: the new daemons answered requests the kernel queued again.
+    expect(resent).toBeGreaterThan(0);
+    expect(last.holder!.restarts).toBe(20);
+    expect(last.holder!.lastExit?.how).toBe("killed by SIGKILL");
+    expect(last.holder!.daemonStart).toContain("were queued again (FUSE_NOTIFY_RESEND)");
+    const log = logOf(mp);
+    expect(log.match(/died \(killed by SIGKILL\)/g)?.length).toBe(20);
+    expect(log).not.toMatch(/read of .* failed/);
+    expect(log).not.toContain("cannot be recovered");
+    await unmountAndCheck(mp, last);
+  }, 180_000);
+
+  test("--takeover during a sha256sum hands the mount to another binary: right sum, no failed read", async () => {
+    const { mp, st } = await mount("takeover");
+    const other = join(dir, "airroot-new");
+    copyFileSync(airroot, other);
+    sh(["chmod", "755", other]);
+    const sum = startSum(mp);
+    let cur = st;
+    for (let k = 0; k < 2; k++) {
+      await Bun.sleep(1500);
+      const t = Bun.spawn([other, "mount", "--takeover", mp], { stdout: "pipe", stderr: "pipe" });
+      const killer = setTimeout(() => t.kill("SIGKILL"), 120_000);
+      const [out, err] = await Promise.all([new Response(t.stdout).text(), new Response(t.stderr).text()]);
+      clearTimeout(killer);
+      expect(err + out).toContain("took over from pid");
+      expect(await t.exited).toBe(0);
+      const next = await statusOf(mp, cur.pid);
+      expect(readlinkSync(`/proc/${next.pid}/exe`)).toBe(other);
+      for (let i = 0; i < 100 && alive(cur.pid); i++) await Bun.sleep(50);
+      expect(alive(cur.pid)).toBe(false);
+      expect(next.holder!.takeovers).toBe(k + 1);
+      expect(next.holder!.restarts).toBe(0);
+      expect(next.holder!.daemonStart).toContain("takeover");
+      cur = next;
+    }
+    const r = await sum.done;
+    expect(r.err).toBe("");
+    expect(r.code).toBe(0);
+    expect(r.out.split(" ")[0]).toBe(want);
+    const log = logOf(mp);
+    expect(log.match(/drained and handed over/g)?.length).toBe(2);
+    expect(log).not.toMatch(/read of .* failed|died \(/);
+    await unmountAndCheck(mp, await fetchStatus(mp));
+  }, 180_000);
+
+  test("without FUSE_NOTIFY_RESEND (forced off): takeover loses nothing; a crash is reported as unrecoverable", async () => {
+    const { mp, st } = await mount("noresend", { AIRROOT_FUSE_NO_RESEND: "1" });
+    expect(st.holder!.resend).toBe("forced off");
+    expect(sh([airroot, "status", mp]).out).toContain("without FUSE_NOTIFY_RESEND, requests in flight when a daemon crashes cannot be recovered");
+    const sum = startSum(mp);
+    await Bun.sleep(1500);
+    const t = sh([airroot, "mount", "--takeover", mp], {}, 120_000);
+    expect(t.code).toBe(0);
+    const r = await sum.done;
+    expect(r.code).toBe(0);
+    expect(r.out.split(" ")[0]).toBe(want);
+    // A crash while idle: the log and status say that requests in flight at a crash cannot be recovered.
+    const cur = await fetchStatus(mp);
+    process.kill(cur.pid, "SIGKILL");
+    const next = await statusOf(mp, cur.pid);
+    expect(next.holder!.daemonStart).toMatch(/FUSE_NOTIFY_RESEND forced off: requests in flight at that crash cannot be recovered/);
+    expect(sh([airroot, "status", mp]).out).toContain("cannot be recovered");
+    expect(logOf(mp)).toMatch(/died \(killed by SIGKILL\).*requests in flight at the crash cannot be recovered/);
+    // New requests are served: a direct read (no page cache) of a range, compared with the file.
+    const off = 37 * 1048576;
+    const d = Bun.spawn(["dd", `if=${join(mp, "image.bin")}`, "bs=1M", "count=4", `skip=${off / 1048576}`, "iflag=direct", "status=none"],
+      { stdout: "pipe", stderr: "pipe" });
+    const killer = setTimeout(() => d.kill("SIGKILL"), 30_000);
+    const got = new Uint8Array(await new Response(d.stdout).arrayBuffer());
+    clearTimeout(killer);
+    expect(await d.exited).toBe(0);
+    const ref = readFileSync(join(dir, "www", "image.bin")).subarray(off, off + 4 * 1048576);
+    expect(Buffer.compare(Buffer.from(got), ref)).toBe(0);
+    await unmountAndCheck(mp, next);
+  }, 180_000);
+});
