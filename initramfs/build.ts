@@ -1,6 +1,8 @@
-// Builds airroot's initramfs: dist/airroot as /init, kernel modules, busybox, sshd, site config, as a zstd cpio.
+// Builds airroot's initramfs: dist/airroot as /init, kernel modules, busybox, sshd, site config, as a zstd cpio;
+// with --stage1 the boot media's first stage instead (busybox, curl, zstd, the modules, initramfs/stage1.sh as /init:
+// it fetches the full initramfs over HTTPS and checks it against the digest `airroot media` records on the media).
 // Usage: bun initramfs/build.ts --kernel-dir .cache/kernel/VERSION --out dist/initramfs.cpio.zst [--site DIR]
-//        [--airroot dist/airroot] [--level 19] [--modules a,b]
+//        [--airroot dist/airroot] [--level 19] [--modules a,b] [--stage1]
 import { parseArgs } from "node:util";
 import { cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join, relative } from "node:path";
@@ -8,12 +10,16 @@ import { tmpdir } from "node:os";
 import { CpioArchive } from "./cpio";
 import { dependencyOrder, parseModulesDep } from "../src/boot/modules";
 
-/** Modules airroot itself needs, plus the NIC drivers common in servers and VMs; missing ones are skipped. */
+/**
+ * Modules airroot itself needs, plus the NIC drivers of HPC servers and VMs; missing ones are skipped. A diskless
+ * boot needs no storage driver. 55 modules (22.9 MB) before 2026-12-03; the NICs dropped then (igc, ixgbevf, iavf,
+ * bnx2x, qede, mlx4_en, r8169, vmxnet3, hv_netvsc, ena, gve, sfc, be2net) and virtio_scsi (+scsi_mod) can be added
+ * back with --modules or, at boot, only if present here.
+ */
 export const DEFAULT_MODULES = [
   "fuse", "overlay", "squashfs", "loop",
-  "virtio_pci", "virtio_net", "virtio_blk", "virtio_scsi", "virtio_rng", "virtio_console",
-  "e1000", "e1000e", "igb", "igc", "ixgbe", "ixgbevf", "i40e", "iavf", "ice", "bnxt_en", "tg3", "bnx2x", "qede",
-  "mlx4_en", "mlx5_core", "r8169", "vmxnet3", "hv_netvsc", "ena", "gve", "sfc", "be2net",
+  "virtio_pci", "virtio_net", "virtio_blk", "virtio_rng", "virtio_console",
+  "e1000", "e1000e", "igb", "ixgbe", "i40e", "ice", "bnxt_en", "tg3", "mlx5_core",
 ];
 
 /** Busybox applets not to link: our /init must stay the only init. */
@@ -28,6 +34,8 @@ export interface BuildOptions {
   modules?: string[];    // module names; default DEFAULT_MODULES
   /** Extra host files: [hostPath, pathInInitramfs] (test images, tools). */
   add?: [string, string][];
+  /** The boot media's first stage (initramfs/stage1.sh as /init, curl and zstd; no airroot, no sshd). */
+  stage1?: boolean;
 }
 
 function fail(msg: string): never {
@@ -132,9 +140,19 @@ const GROUP = "root:x:0:\nnogroup:x:65534:\n";
 // '*' : no password login, but not "locked" ('!'), so key authentication works.
 const SHADOW = "root:*:19000:0:99999:7:::\nsshd:*:19000:0:99999:7:::\nnobody:*:19000:0:99999:7:::\n";
 
-export async function buildInitramfs(o: BuildOptions): Promise<{ bytes: number; entries: number; modules: string[]; missing: string[] }> {
-  if (!existsSync(o.airroot)) fail(`${o.airroot} does not exist; build it first (bun run build.ts)`);
-  const a = new CpioArchive();
+/** The udhcpc hook of the first stage: sets the leased address and the default route. */
+const UDHCPC_SCRIPT = `#!/usr/bin/busybox sh
+case "$1" in
+  bound|renew)
+    ip addr flush dev "$interface"
+    ip addr add "$ip/\${mask:-24}" dev "$interface"
+    for r in $router; do ip route add default via "$r" dev "$interface"; break; done;;
+  deconfig) ip addr flush dev "$interface";;
+esac
+exit 0
+`;
+
+function addBase(a: CpioArchive): void {
   // Base layout: usrmerged like the host so library paths from ldd stay valid.
   for (const d of ["usr/bin", "usr/sbin", "usr/lib", "usr/lib64", "proc", "sys", "dev", "run", "root", "sysroot", "mnt", "etc/ssh", "var/empty", "var/log"])
     a.add({ type: "dir", path: d, mode: 0o755 });
@@ -145,12 +163,9 @@ export async function buildInitramfs(o: BuildOptions): Promise<{ bytes: number; 
   // /dev/console must exist before devtmpfs is mounted so the kernel can give /init its stdio.
   a.add({ type: "char", path: "dev/console", mode: 0o600, major: 5, minor: 1 });
   a.add({ type: "char", path: "dev/null", mode: 0o666, major: 1, minor: 3 });
-  a.add({ type: "file", path: "usr/bin/airroot", mode: 0o755, data: readFileSync(o.airroot) });
-  // The kernel runs /init with no arguments; a two-line script selects the subcommand (exec keeps PID 1).
-  a.add({ type: "file", path: "init", mode: 0o755, data: new TextEncoder().encode(INIT_SCRIPT) });
-  // The Bun runtime links against glibc; bun:ffi dlopens libc.so.6 too.
-  for (const lib of sharedLibraries(o.airroot)) addHostFile(a, lib);
+}
 
+function addBusybox(a: CpioArchive): void {
   // busybox: console shell, ip, udhcpc (the DHCPv4 client), stty and friends.
   a.add({ type: "file", path: "usr/bin/busybox", mode: 0o755, data: readFileSync(realpathSync("/bin/busybox")) });
   if (!run(["file", "-L", "/bin/busybox"]).includes("statically linked")) fail("/bin/busybox is not static; apt-get install busybox-static");
@@ -158,19 +173,47 @@ export async function buildInitramfs(o: BuildOptions): Promise<{ bytes: number; 
     if (SKIP_APPLETS.has(applet) || a.has(`usr/bin/${applet}`)) continue;
     a.add({ type: "symlink", path: `usr/bin/${applet}`, target: "busybox" });
   }
+}
 
-  // OpenSSH server and key generator with their libraries.
-  for (const bin of ["/usr/sbin/sshd", "/usr/bin/ssh-keygen", "/usr/lib/openssh/sftp-server"]) {
-    if (!existsSync(bin)) fail(`${bin} not found; apt-get install openssh-server openssh-client`);
+/** Host binaries with their shared libraries (a real tool replaces a busybox applet of the same name). */
+function addHostTools(a: CpioArchive, bins: string[], pkg: string): void {
+  for (const bin of bins) {
+    if (!existsSync(bin)) fail(`${bin} not found; apt-get install ${pkg}`);
     for (const lib of sharedLibraries(bin)) addHostFile(a, lib);
-    // Replace any busybox applet of the same name (e.g. none today, but keep the real tool if one appears).
     addHostFile(a, bin);
   }
+}
+
+function addAirroot(a: CpioArchive, airroot: string): void {
+  a.add({ type: "file", path: "usr/bin/airroot", mode: 0o755, data: readFileSync(airroot) });
+  // The kernel runs /init with no arguments; a two-line script selects the subcommand (exec keeps PID 1).
+  a.add({ type: "file", path: "init", mode: 0o755, data: new TextEncoder().encode(INIT_SCRIPT) });
+  // The Bun runtime links against glibc; bun:ffi dlopens libc.so.6 too.
+  for (const lib of sharedLibraries(airroot)) addHostFile(a, lib);
+  addBusybox(a);
+  // OpenSSH server and key generator with their libraries.
+  addHostTools(a, ["/usr/sbin/sshd", "/usr/bin/ssh-keygen", "/usr/lib/openssh/sftp-server"], "openssh-server openssh-client");
   a.add({ type: "file", path: "etc/passwd", data: new TextEncoder().encode(PASSWD) });
   a.add({ type: "file", path: "etc/group", data: new TextEncoder().encode(GROUP) });
   a.add({ type: "file", path: "etc/shadow", mode: 0o600, data: new TextEncoder().encode(SHADOW) });
   a.add({ type: "file", path: "etc/nsswitch.conf", data: new TextEncoder().encode("passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n") });
   a.add({ type: "file", path: "etc/shells", data: new TextEncoder().encode("/bin/sh\n") });
+}
+
+function addStage1(a: CpioArchive): void {
+  a.add({ type: "file", path: "init", mode: 0o755, data: readFileSync(join(import.meta.dir, "stage1.sh")) });
+  a.add({ type: "file", path: "etc/airroot/udhcpc.sh", mode: 0o755, data: new TextEncoder().encode(UDHCPC_SCRIPT) });
+  addBusybox(a);
+  addHostTools(a, ["/usr/bin/curl", "/usr/bin/zstd"], "curl zstd");
+  a.add({ type: "file", path: "etc/nsswitch.conf", data: new TextEncoder().encode("hosts: files dns\n") });
+}
+
+export async function buildInitramfs(o: BuildOptions): Promise<{ bytes: number; entries: number; modules: string[]; missing: string[] }> {
+  if (!o.stage1 && !existsSync(o.airroot)) fail(`${o.airroot} does not exist; build it first (bun run build.ts)`);
+  const a = new CpioArchive();
+  addBase(a);
+  if (o.stage1) addStage1(a);
+  else addAirroot(a, o.airroot);
 
   // Kernel modules: the requested set and their dependencies, indexed by depmod.
   const mods = stageModules(o.kernelDir, o.modules ?? DEFAULT_MODULES);
@@ -212,6 +255,7 @@ if (import.meta.main) {
       level: { type: "string", default: "19" },
       modules: { type: "string" },
       add: { type: "string", multiple: true },
+      stage1: { type: "boolean" },
       help: { type: "boolean" },
     },
   });
@@ -220,14 +264,15 @@ if (import.meta.main) {
       "  --kernel-dir  a kernel directory from initramfs/fetch-kernel.sh (holds lib/modules/VERSION)\n" +
       "  --site        site config directory (CA, image key, server list) copied to /etc/airroot/site\n" +
       "  --modules     replace the default module list (dependencies are added automatically)\n" +
-      "  --add         also put a host file or directory at PATH in the initramfs (repeatable)");
+      "  --add         also put a host file or directory at PATH in the initramfs (repeatable)\n" +
+      "  --stage1      the boot media's first stage: fetches the full initramfs over HTTPS (see `airroot media iso --help`)");
     process.exit(values.help ? 0 : 2);
   }
   try {
     const t0 = Date.now();
     const r = await buildInitramfs({
       kernelDir: values["kernel-dir"], out: values.out!, airroot: values.airroot!, site: values.site,
-      level: Number(values.level), modules: values.modules?.split(",").filter(Boolean),
+      level: Number(values.level), modules: values.modules?.split(",").filter(Boolean), stage1: values.stage1,
       add: (values.add ?? []).map((x) => {
         const eq = x.indexOf("=");
         if (eq <= 0) throw new Error(`--add ${x}: expected HOSTPATH=PATH`);

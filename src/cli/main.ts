@@ -21,6 +21,7 @@ const main = defineCommand({
     enroll: () => import("./enroll").then((m) => m.enrollCommand),
     init: () => import("./init").then((m) => m.initCommand),
     tpm: () => import("./tpm").then((m) => m.tpmCommand),
+    media: () => import("./media").then((m) => m.mediaCommand),
   },
   async run({ args, rawArgs }) {
     if (args.selftest) {

@@ -1,0 +1,30 @@
+// Boot media test pieces: the media's first-stage initramfs (initramfs/build.ts --stage1) at a fast zstd level, and
+// the QEMU machine arguments for each way firmware finds the media (CD, USB disk; SeaBIOS or OVMF).
+import { copyFileSync } from "node:fs";
+import { join } from "node:path";
+import { kernelDir, REPO } from "./boot";
+
+export function buildTestStage1(out: string, kdir = kernelDir(), level = 3): string {
+  const r = Bun.spawnSync([join(REPO, "node_modules/.bin/bun"), "initramfs/build.ts", "--kernel-dir", kdir, "--out", out, "--stage1", "--level", String(level)],
+    { cwd: REPO, stdout: "pipe", stderr: "pipe" });
+  if (r.exitCode !== 0) throw new Error(`initramfs/build.ts --stage1 failed: ${r.stderr.toString()}${r.stdout.toString()}`);
+  return out;
+}
+
+export const OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+export const OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+export type MediaBoot = "bios-cd" | "bios-usb" | "uefi-cd" | "uefi-usb";
+
+/** QEMU arguments that attach `image` the way `how` says (read-only) and pick the firmware; varsDir gets OVMF's vars copy. */
+export function mediaMachineArgs(how: MediaBoot, image: string, varsDir: string): string[] {
+  const args: string[] = [];
+  if (how.startsWith("uefi")) {
+    const vars = join(varsDir, `OVMF_VARS-${how}.fd`);
+    copyFileSync(OVMF_VARS, vars);
+    args.push("-machine", "q35", "-drive", `if=pflash,format=raw,unit=0,readonly=on,file=${OVMF_CODE}`, "-drive", `if=pflash,format=raw,unit=1,file=${vars}`);
+  }
+  if (how.endsWith("cd")) args.push("-drive", `if=none,id=cd,file=${image},format=raw,media=cdrom,readonly=on`, "-device", "ide-cd,drive=cd,bootindex=0");
+  else args.push("-device", "qemu-xhci,id=xhci", "-drive", `if=none,id=usb,file=${image},format=raw,readonly=on`, "-device", "usb-storage,bus=xhci.0,drive=usb,bootindex=0");
+  return args;
+}
