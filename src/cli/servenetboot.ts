@@ -64,6 +64,7 @@ export const dhcpConfigCommand = defineCommand({
     "no-tftp": { type: "boolean", description: "dnsmasq: no TFTP server of its own; PXE ROMs are pointed at the TFTP server on --server" },
     efi: { type: "string", description: "iPXE for UEFI: snponly.efi (default: the firmware's driver for the NIC it booted from) or ipxe.efi (iPXE's own drivers)" },
     router: { type: "string", description: "default gateway handed out (full server only)" },
+    https: { type: "boolean", description: "HTTPS boot: UEFI HTTP boot and iPXE get https:// URLs (firmware with the site CA enrolled, an iPXE built with TRUST=ca.pem); PXE ROMs still get iPXE over TFTP" },
   },
   run({ args }) {
     const kind = args.kind;
@@ -76,7 +77,7 @@ export const dhcpConfigCommand = defineCommand({
       kind, advertised: advertisedUrls(c), httpPort: c.httpPort, mode: args.proxy ? "proxy" : "full", range: args.range,
       iface: args.interface, server: args.server, tftpRoot: resolve(args["tftp-root"] ?? statePaths(stateDir).boot),
       // citty reads --no-tftp as tftp=false
-      tftp: !(args["no-tftp"] || (args as Record<string, unknown>).tftp === false), efiBinary: efi as EfiBinary, router: args.router,
+      tftp: !(args["no-tftp"] || (args as Record<string, unknown>).tftp === false), efiBinary: efi as EfiBinary, router: args.router, https: Boolean(args.https),
     }));
   },
 });

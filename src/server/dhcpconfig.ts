@@ -32,6 +32,11 @@ export interface DhcpConfigOptions {
   efiBinary?: EfiBinary;
   /** Default gateway handed out in full mode. */
   router?: string;
+  /**
+   * HTTPS boot: UEFI HTTP boot and iPXE are given https:// URLs on the advertised base (firmware with the site CA
+   * enrolled, an iPXE built with it); PXE ROMs still get iPXE over TFTP.
+   */
+  https?: boolean;
 }
 
 export class DhcpConfigError extends Error {
@@ -103,13 +108,13 @@ function checkDir(d: string): string {
 }
 
 /** The URLs and names a configuration hands out (for the printed comment and for tests). */
-export function bootTargets(server: string, httpPort: number, efi: EfiBinary) {
-  const base = `http://${server}${httpPort === 80 ? "" : `:${httpPort}`}`;
+export function bootTargets(server: string, httpPort: number, efi: EfiBinary, httpsBase?: string) {
+  const base = httpsBase ?? `http://${server}${httpPort === 80 ? "" : `:${httpPort}`}`;
   return { script: `${base}${IPXE_SCRIPT_PATH}`, httpBootEfi: `${base}/boot/${efi}`, biosPxe: "undionly.kpxe", efiPxe: efi };
 }
 
 export function dhcpConfig(o: DhcpConfigOptions): string {
-  if (!o.httpPort) {
+  if (!o.httpPort && !o.https) {
     throw new DhcpConfigError("airroot serve has no plain-HTTP listener (config http-port is 0), and firmware and Debian's iPXE fetch boot files over HTTP: " +
       "`airroot serve config set http-port 80 --state DIR` (then restart airroot serve)");
   }
@@ -119,7 +124,13 @@ export function dhcpConfig(o: DhcpConfigOptions): string {
   const tftpRoot = checkDir(o.tftpRoot);
   const efi = o.efiBinary ?? "snponly.efi";
   const router = o.router === undefined ? undefined : v4(o.router, "--router");
-  const t = bootTargets(server, o.httpPort, efi);
+  let httpsBase: string | undefined;
+  if (o.https) {
+    // The advertised URL on the server's address if there is one, else the first (a name in the certificate).
+    httpsBase = o.advertised.find((u) => { try { return urlHostname(u) === server; } catch { return false; } }) ?? o.advertised[0];
+    if (!httpsBase) throw new DhcpConfigError("--https: no advertised https:// URL to give the firmware (`airroot serve config add addresses ADDR` or `add advertise https://HOST`)");
+  }
+  const t = bootTargets(server, o.httpPort, efi, httpsBase);
   return o.kind === "dnsmasq" ? dnsmasq(o, { server, r, iface, tftpRoot, efi, router, t }) : isc(o, { server, r, iface, tftpRoot, efi, router, t });
 }
 

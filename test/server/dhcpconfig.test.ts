@@ -72,6 +72,23 @@ describe("dnsmasq", () => {
   });
 });
 
+test("--https: UEFI HTTP boot and iPXE get the advertised https:// URLs (no plain-HTTP listener needed); dnsmasq --test and dhcpd -t", () => {
+  const s2 = join(dir, "s-https");
+  expect(Bun.spawnSync([BUN, MAIN, "serve", "init", "--state", s2, "--address", "10.0.2.100", "--advertise", "https://boot.example:8443"]).exitCode).toBe(0);
+  const r = cli("dnsmasq", "--https", "--state", s2, "--range", "10.0.2.50,10.0.2.150", "--server", "10.0.2.100");
+  expect(r.code).toBe(0);
+  expect(check(["dnsmasq", "--test", "-C"], join(dir, "https.conf"), r.out).code).toBe(0);
+  expect(r.out).toContain("dhcp-boot=tag:ipxe,https://boot.example:8443/boot/ipxe\n");
+  expect(r.out).toContain("dhcp-boot=tag:httpclient,tag:!ipxe,https://boot.example:8443/boot/snponly.efi\n");
+  expect(r.out).toContain("dhcp-boot=tag:!efi64,tag:!httpclient,tag:!ipxe,undionly.kpxe\n");
+  const i = cli("isc", "--https", "--state", s2, "--range", "10.0.2.50,10.0.2.150", "--server", "10.0.2.100");
+  expect(i.out).toContain('filename "https://boot.example:8443/boot/ipxe";');
+  if (existsSync("/usr/sbin/dhcpd")) {
+    writeFileSync(join(dir, "https-dhcpd.conf"), i.out);
+    expect(Bun.spawnSync(["dhcpd", "-t", "-cf", join(dir, "https-dhcpd.conf"), "-lf", join(dir, "leases2"), "-pf", join(dir, "pid2")]).exitCode).toBe(0);
+  }
+});
+
 describe("ISC dhcpd", () => {
   test("passes dhcpd -t (or, without dhcpd, is balanced and names every path)", () => {
     const r = cli("isc", "--state", state, "--range", "10.0.2.50,10.0.2.150,255.255.255.0,12h", "--router", "10.0.2.1", "--interface", "eth1");
