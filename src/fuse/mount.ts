@@ -224,9 +224,17 @@ function serveConnection(fd: number, mountpoint: string, dev: string, session: F
       void stat(join(mountpoint, `.airroot-handover-${randomBytes(8).toString("hex")}`)).catch(() => {});
     }
     const gone = await Promise.race([r.exited.then(() => true), closed.then(() => true), Bun.sleep(timeoutMs).then(() => false)]);
-    if (!gone) return false;
-    while (session.stats().readsInFlight > 0 && Date.now() < deadline && !ended) await Bun.sleep(5);
-    return session.stats().readsInFlight === 0;
+    if (gone) while (session.stats().readsInFlight > 0 && Date.now() < deadline && !ended) await Bun.sleep(5);
+    const ok = gone && session.stats().readsInFlight === 0;
+    // Handed over: this handle is done (closed resolves), but the fd stays open, since the connection goes on with
+    // the next server. Late answers are dropped: the next server answers those requests again (RESEND).
+    if (!ended) {
+      ended = true;
+      silence();
+      log(`FUSE: stopped serving ${mountpoint} for a handover (${ok ? "nothing left in flight" : `${session.stats().readsInFlight} reads still in flight`})`);
+      resolveClosed();
+    }
+    return ok;
   };
   const handle: FuseMount = {
     mountpoint,
@@ -281,7 +289,12 @@ function makeUnmount(mp: string, dev: string, closed: Promise<void>, isEnded: ()
       }
     }
     if (lazy || isEnded()) return;
-    const t = setTimeout(() => log(`FUSE: ${mp} unmounted but the session has not ended after 5 s`), 5000);
+    // The kernel ends the connection once the superblock goes; requests nobody will ever answer (taken by a daemon
+    // that died on a kernel without FUSE_NOTIFY_RESEND) can keep it alive: abort it then, so this does not hang.
+    const t = setTimeout(() => {
+      log(`FUSE: ${mp} unmounted but the session has not ended after 5 s; aborting the connection`);
+      try { abortConnection(dev, mp, log); } catch (e) { log((e as Error).message); }
+    }, 5000);
     await closed;
     clearTimeout(t);
   })());

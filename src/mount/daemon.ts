@@ -205,9 +205,10 @@ export async function startMountDaemon(cfg: MountConfig, log: Logger = createLog
     resolveStopped();
   })());
   const status = serveStatus(cfg.mountpoint, snapshot, () => void stop("unmount requested"));
-  fuse.closed.then(() => stop("the kernel ended the FUSE session (unmounted)"));
+  // A handover also ends this handle's session (closed resolves) but must not unmount: the next daemon serves on.
+  let handingOver = false;
+  fuse.closed.then(() => { if (!handingOver) void stop("the kernel ended the FUSE session (unmounted)"); });
   if (channel) {
-    let handingOver = false;
     channel.on((line) => {
       if (line !== "DRAIN" || handingOver || stopping) return;
       handingOver = true;

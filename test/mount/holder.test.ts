@@ -231,7 +231,9 @@ describe("the FUSE connection survives the daemon (built binary, real kernel)", 
     const r = await sum.done;
     expect(r.code).toBe(0);
     expect(r.out.split(" ")[0]).toBe(want);
-    // A crash while idle: the log and status say that requests in flight at a crash cannot be recovered.
+    // A crash while idle (past the RELEASE of sha256sum's file): the log and status say that requests in flight at a
+    // crash cannot be recovered.
+    await Bun.sleep(1000);
     const cur = await fetchStatus(mp);
     process.kill(cur.pid, "SIGKILL");
     const next = await statusOf(mp, cur.pid);
