@@ -2,6 +2,7 @@
 import { defineCommand } from "citty";
 import { resolve } from "node:path";
 import { fetchAllStatus, fetchStatus, formatStatus, requestUnmount, statusLogPath } from "../mount/status";
+import { fetchHolderStatus } from "../mount/takeover";
 
 export const statusCommand = defineCommand({
   meta: { name: "status", description: "Show a mount daemon's sources (state, RTT, bytes, errors), cache and reads in flight; without MOUNTPOINT, every running mount daemon's (on a booted node: the root's)" },
@@ -25,7 +26,21 @@ export const statusCommand = defineCommand({
       process.stdout.write(await file.text());
       return;
     }
-    const status = await fetchStatus(resolve(args.mountpoint));
+    const mp = resolve(args.mountpoint);
+    let status;
+    try {
+      status = await fetchStatus(mp);
+    } catch (e) {
+      // No daemon answers: between a crash and its restart the holder still knows the mount.
+      const h = await fetchHolderStatus(mp).catch(() => undefined);
+      if (!h) throw e;
+      if (args.json) { console.log(JSON.stringify(h, null, 2)); return; }
+      const last = h.holder.lastExit;
+      console.log(`${mp}: no daemon is serving right now (readers wait); holder pid ${h.holder.pid} (${h.holder.argv0}), ` +
+        `daemon restarts ${h.holder.restarts}, ${h.daemonPid ? `daemon pid ${h.daemonPid} starting` : "restart pending (backoff)"}` +
+        (last ? `\nlast daemon exit: ${last.how} at ${last.at}` + (last.recovered ? "" : "; requests in flight then cannot be recovered (no FUSE_NOTIFY_RESEND)") : ""));
+      return;
+    }
     console.log(args.json ? JSON.stringify(status, null, 2) : formatStatus(status));
   },
 });

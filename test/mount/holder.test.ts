@@ -66,8 +66,10 @@ async function statusOf(mp: string, notPid?: number, timeoutMs = 30_000): Promis
 }
 
 /** sha256sum of the image through the mount, in its own process (async: never blocks this one). */
-function startSum(mp: string): { done: Promise<{ code: number; out: string; err: string }> } {
-  const p = Bun.spawn(["sha256sum", join(mp, "image.bin")], { stdout: "pipe", stderr: "pipe" });
+function startSum(mp: string, firstMiB?: number): { done: Promise<{ code: number; out: string; err: string }> } {
+  const file = join(mp, "image.bin");
+  const p = Bun.spawn(firstMiB ? ["bash", "-c", `set -o pipefail; head -c ${firstMiB}M "$0" | sha256sum`, file] : ["sha256sum", file],
+                      { stdout: "pipe", stderr: "pipe" });
   readers.push(p);
   const timer = setTimeout(() => p.kill("SIGKILL"), 150_000);
   const done = (async () => {
@@ -172,7 +174,9 @@ describe("the FUSE connection survives the daemon (built binary, real kernel)", 
     expect(r.out.split(" ")[0]).toBe(want);
     const last = await fetchStatus(mp);
     resent += Number(last.fuse.resentRequests ?? 0);
-    console.log(`20 kills during ${elapsed.toFixed(1)} s of sha256sum: ${resent} re-queued requests answered, ` +
+    const holderRss = /VmRSS:\s+(\d+) kB/.exec(safeRead(`/proc/${h.pid}/status`))?.[1];
+    console.log(`holder VmRSS ${(Number(holderRss) / 1024).toFixed(1)} MiB; ` +
+      `20 kills during ${elapsed.toFixed(1)} s of sha256sum: ${resent} re-queued requests answered, ` +
       `${withReadsInFlight} kills with engine reads in flight, slowest restart to status ${restartMs.toFixed(0)} ms`);
     // The kills hit reads in flight: the new daemons answered requests the kernel queued again.
     expect(resent).toBeGreaterThan(0);
@@ -224,13 +228,15 @@ describe("the FUSE connection survives the daemon (built binary, real kernel)", 
     const { mp, st } = await mount("noresend", { AIRROOT_FUSE_NO_RESEND: "1" });
     expect(st.holder!.resend).toBe("forced off");
     expect(sh([airroot, "status", mp]).out).toContain("without FUSE_NOTIFY_RESEND, requests in flight when a daemon crashes cannot be recovered");
-    const sum = startSum(mp);
+    // A takeover during a read (of the first 64 MiB here: the whole image is read in the tests above).
+    const sum = startSum(mp, 64);
     await Bun.sleep(1500);
     const t = sh([airroot, "mount", "--takeover", mp], {}, 120_000);
     expect(t.code).toBe(0);
     const r = await sum.done;
+    expect(r.err).toBe("");
     expect(r.code).toBe(0);
-    expect(r.out.split(" ")[0]).toBe(want);
+    expect(r.out.split(" ")[0]).toBe(createHash("sha256").update(readFileSync(join(dir, "www", "image.bin")).subarray(0, 64 * 1048576)).digest("hex"));
     // A crash while idle (past the RELEASE of sha256sum's file): the log and status say that requests in flight at a
     // crash cannot be recovered.
     await Bun.sleep(1000);
@@ -252,4 +258,34 @@ describe("the FUSE connection survives the daemon (built binary, real kernel)", 
     expect(Buffer.compare(Buffer.from(got), ref)).toBe(0);
     await unmountAndCheck(mp, next);
   }, 180_000);
+
+  test("a daemon that fails at start is restarted with a growing delay, not in a hot loop; the mount comes back", async () => {
+    const { mp, st } = await mount("backoff");
+    // No server: every new daemon fails at start (it cannot reach any image server).
+    const opts = servers.map((s) => s.opts);
+    for (const s of servers) s.kill();
+    process.kill(st.pid, "SIGKILL");
+    await Bun.sleep(5000);
+    const log = logOf(mp);
+    const failures = log.match(/died \(exit code 1\) after serving 0\.0 s/g)?.length ?? 0;
+    expect(failures).toBeGreaterThanOrEqual(3);
+    expect(failures).toBeLessThanOrEqual(7); // 0, 0.25, 0.5, 1, 2 s: ~5 starts in 5 s, not hundreds
+    expect(log).toContain("in 250 ms (1 quick failures in a row)");
+    expect(log).toContain("in 1000 ms (3 quick failures in a row)");
+    // Meanwhile `airroot status` asks the holder.
+    const during = sh([airroot, "status", mp]);
+    expect(during.out).toContain(`no daemon is serving right now (readers wait); holder pid ${st.holder!.pid} (@airroot-test-holder)`);
+    expect(during.out).toContain("last daemon exit: exit code 1");
+    // The servers come back: the next daemon serves, and a direct read (past the page cache) is right.
+    servers.splice(0, servers.length);
+    for (const o of opts) servers.push(await startNginx(o));
+    const next = await statusOf(mp, st.pid, 40_000);
+    expect(next.holder!.restarts).toBe(failures + 1);
+    const d = await Bun.spawn(["dd", `if=${join(mp, "image.bin")}`, "bs=1M", "count=1", "skip=100", "iflag=direct", "status=none"],
+      { stdout: "pipe", stderr: "pipe" });
+    const got = new Uint8Array(await new Response(d.stdout).arrayBuffer());
+    expect(await d.exited).toBe(0);
+    expect(Buffer.compare(Buffer.from(got), readFileSync(join(dir, "www", "image.bin")).subarray(100 * 1048576, 101 * 1048576))).toBe(0);
+    await unmountAndCheck(mp, next);
+  }, 120_000);
 });
