@@ -114,6 +114,16 @@ describe("with boot files installed", () => {
     expect(bootBases(["https://[fe80::1]", "https://10.0.2.100"], "https", 80)).toEqual(["https://10.0.2.100", "https://[fe80::1]"]);
   });
 
+  test("a hostile Host header only picks among the configured hosts: the script never carries it", async () => {
+    for (const h of ["evil.example", "${net0/ip}", "10.0.2.100:8080 || shell", "[::1]"]) {
+      const r = await text(`${http}/boot/ipxe?mac=52:54:00:12:34:56`, ["-H", `Host: ${h}`]);
+      expect(r.text).toContain("kernel http://10.0.2.100:8080/boot/vmlinuz ");
+      expect(r.text).not.toContain("evil");
+      expect(r.text).not.toContain("${net0");
+      expect(r.text).not.toContain("||");
+    }
+  });
+
   test("an unknown MAC gets a script that names it and how to register it, then hands back to the firmware", async () => {
     const r = await text(`${http}/boot/ipxe?mac=52:54:00:aa:bb:cc`);
     expect(r.status).toBe(200);
@@ -263,6 +273,31 @@ describe("config keys", () => {
     expect(long).not.toMatch(/^kernel /m);
   });
 });
+
+test("`airroot serve --http-listen` (CLI) says where plain HTTP listens and that it serves /boot/ only", async () => {
+  const p = Bun.spawn([BUN, MAIN, "serve", "--state", state, "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--no-discovery"], { stdout: "pipe", stderr: "pipe" });
+  try {
+    const reader = p.stdout.getReader();
+    let out = "";
+    const deadline = Date.now() + 30_000;
+    while (!/\(plain HTTP, \/boot\/ only\)/.test(out) && Date.now() < deadline) {
+      const r = await Promise.race([reader.read(), Bun.sleep(1000).then(() => ({ done: false, value: undefined }))]);
+      if (r.done) break;
+      if (r.value) out += new TextDecoder().decode(r.value);
+    }
+    reader.releaseLock();
+    expect(out).toMatch(/^listening on 127\.0\.0\.1:\d+$/m);
+    expect(out).toMatch(/^listening on 127\.0\.0\.1:\d+ \(plain HTTP, \/boot\/ only\)$/m);
+  } finally {
+    p.kill("SIGTERM");
+    await Promise.race([p.exited, Bun.sleep(5000)]);
+    p.kill("SIGKILL");
+  }
+  const help = Bun.spawnSync([BUN, MAIN, "serve", "--help"], { stdout: "pipe" }).stdout.toString();
+  expect(help).toContain("--http-listen");
+  expect(help).toContain("boot-files");
+  expect(help).toContain("dhcp-config");
+}, 60_000);
 
 test("with config http-port and no --http-listen, the HTTP listener binds the --listen hosts, never a wildcard", async () => {
   const s2 = join(dir, "state2");
