@@ -1,7 +1,6 @@
 // `airroot mount`: thin command over src/mount (config → daemon).
 import { defineCommand } from "citty";
 import { parseMountConfig, MOUNT_DEFAULTS } from "../mount/config";
-import { runMountDaemon } from "../mount/daemon";
 import { startHeldMount, READY_LINE } from "../mount/background";
 import { writeSync } from "node:fs";
 import { resolve } from "node:path";
@@ -67,6 +66,8 @@ export const mountCommand = defineCommand({
         }
         delete process.env[HELD_ENV];
       }
+      // Imported here, not at the top: the holder runs this command too and must not load the engine it never uses.
+      const { runMountDaemon } = await import("../mount/daemon");
       await runMountDaemon(cfg, args["notify-ready"] ? () => writeSync(1, `${READY_LINE}\n`) : undefined, held);
       process.exit(0);
     }

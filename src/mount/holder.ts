@@ -17,6 +17,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { openSync, readFileSync, rmSync, writeFileSync, existsSync } from "node:fs";
 import type { InitParams } from "../fuse/session";
 import { INIT_FLAGS2_HAS_RESEND } from "../fuse/protocol";
+import { dropExecutableCode } from "../sys/codepages";
 
 export const HELD_ENV = "AIRROOT_MOUNT_HELD";
 /** Test switch: behave as on a kernel without FUSE_NOTIFY_RESEND (before Linux 6.9). */
@@ -171,6 +172,8 @@ export function runHolder(o: HolderOptions): Promise<number> {
         log(`holding the FUSE connection of ${state.dev} for daemon pid ${d.proc.pid}; FUSE_NOTIFY_RESEND ${info.resend}` +
             (resendUsable() ? "" : ": after a daemon crash the requests it had taken cannot be recovered"));
         o.onReady(d.proc.pid!);
+        // From here on the holder only waits: give back what start-up used (heap, compiled code, code pages).
+        setTimeout(() => { Bun.gc(true); (Bun as { shrink?: () => void }).shrink?.(); dropExecutableCode(); }, 1000).unref();
       }
     } else if (line === LINE.stopped) {
       d.stopped = true;
