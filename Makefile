@@ -36,21 +36,25 @@ fuzz: deps
 
 # The node's boot files: dist/vmlinuz (Debian bookworm's kernel) and dist/initramfs.cpio.zst (its modules +
 # dist/airroot + busybox + sshd, zstd cpio). SITE=DIR adds a site directory (`airroot serve site-config`).
-# Also dist/initramfs-stage1.cpio.zst, the boot media's first stage (busybox, curl, zstd, modules; `make media`).
 initramfs: build
 	@kdir=$$(bash initramfs/fetch-kernel.sh .cache/kernel) && cp "$$kdir/vmlinuz" dist/vmlinuz && \
-	  $(BUN) initramfs/build.ts --kernel-dir "$$kdir" --out dist/initramfs.cpio.zst $(if $(SITE),--site $(SITE)) && \
-	  $(BUN) initramfs/build.ts --kernel-dir "$$kdir" --out dist/initramfs-stage1.cpio.zst --stage1
-	@echo "boot files: dist/vmlinuz dist/initramfs.cpio.zst (media first stage: dist/initramfs-stage1.cpio.zst)"
+	  $(BUN) initramfs/build.ts --kernel-dir "$$kdir" --out dist/initramfs.cpio.zst $(if $(SITE),--site $(SITE))
+	@echo "boot files: dist/vmlinuz dist/initramfs.cpio.zst"
 
-# Boot media for BMC virtual media: dist/airroot.iso from the files `make initramfs` made and SITE=DIR (`airroot serve
-# site-config`); CMDLINE="..." sets the kernel parameters. Fails above Lenovo XCC's upload limit, 50 MB = 50,000,000
-# bytes (decimal MB). The nodes fetch dist/initramfs.cpio.zst from the servers: `airroot serve boot-files` installs it.
-media: build
+# The boot media's first stage (busybox, curl, zstd, the modules; no airroot binary): ~10.5 MB.
+dist/initramfs-stage1.cpio.zst: initramfs/build.ts initramfs/cpio.ts initramfs/stage1.sh
+	@kdir=$$(bash initramfs/fetch-kernel.sh .cache/kernel) && \
+	  $(BUN) initramfs/build.ts --kernel-dir "$$kdir" --out $@ --stage1
+
+# Boot media for BMC virtual media: dist/airroot.iso from the files `make initramfs` made, the first stage and
+# SITE=DIR (`airroot serve site-config`); CMDLINE="..." sets the kernel parameters, SECURE_BOOT=1 adds --secure-boot.
+# Fails above Lenovo XCC's upload limit, 50 MB = 50,000,000 bytes (decimal MB). The nodes fetch dist/initramfs.cpio.zst
+# from the servers: `airroot serve boot-files` installs it there.
+media: build dist/initramfs-stage1.cpio.zst
 	@test -n "$(SITE)" || { echo "make media: give SITE=DIR, the site directory from \`airroot serve site-config\`"; exit 2; }
-	@for f in dist/vmlinuz dist/initramfs.cpio.zst dist/initramfs-stage1.cpio.zst; do \
+	@for f in dist/vmlinuz dist/initramfs.cpio.zst; do \
 	  test -f $$f || { echo "make media: $$f is missing: run make initramfs SITE=$(SITE) first"; exit 2; }; done
-	dist/airroot media iso --site $(SITE) --out dist/airroot.iso $(if $(CMDLINE),--cmdline "$(CMDLINE)")
+	dist/airroot media iso --site $(SITE) --out dist/airroot.iso $(if $(CMDLINE),--cmdline "$(CMDLINE)") $(if $(SECURE_BOOT),--secure-boot)
 	@size=$$(stat -c %s dist/airroot.iso); echo "dist/airroot.iso: $$size bytes ($$((size / 1000000)) MB; Lenovo XCC takes up to 50000000)"; \
 	  test $$size -le 50000000 || { echo "make media: dist/airroot.iso is over 50 MB"; exit 1; }
 

@@ -73,6 +73,7 @@ servers="$(param airroot.server | tr ',' ' ')"
 [ -r $SITE/ca.pem ] || give_up "$SITE/ca.pem is missing: the servers' certificates cannot be checked"
 
 ok=""
+f0=$(cut -d' ' -f1 /proc/uptime)
 for round in 1 2 3 4 5 6; do
   for s in $servers; do
     case "$s" in https://*) ;; *) say "skipping $s: not https"; continue;; esac
@@ -92,7 +93,7 @@ for round in 1 2 3 4 5 6; do
 done
 rm -f /stage2.part
 [ -n "$ok" ] || { rm -f /stage2; give_up "no server gave the initramfs with sha256 $want_sha"; }
-say "fetched $ok, sha256 verified"
+say "fetched $ok in $(awk -v a="$f0" '{printf "%.1f", $1 - a}' /proc/uptime) s, sha256 verified"
 
 # Hand a clean network to airroot init (it configures the links itself), then unpack and run the real /init.
 killall udhcpc 2>/dev/null

@@ -40,17 +40,23 @@ const common = {
   iface: { type: "string", description: "the interface --node's address goes on", default: "eth0" },
 } as const;
 
-async function build(kind: "iso" | "img", args: Record<string, string | undefined>, defaultStages: 1 | 2): Promise<void> {
+interface BuildArgs {
+  site: string; out: string; kernel: string; initrd: string; stage1: string; iface: string;
+  cmdline?: string; node?: string; state?: string; stages?: string; "secure-boot"?: boolean;
+}
+
+async function build(kind: "iso" | "img", args: BuildArgs, defaultStages: 1 | 2): Promise<void> {
   const stages = args.stages === undefined ? defaultStages : Number(args.stages);
   if (stages !== 1 && stages !== 2) throw new MediaError("options", `--stages ${args.stages}: expected 1 or 2`);
   if (args.node && !args.state) throw new MediaError("options", "--node needs --state (the server state with the node's record)");
   const envEpoch = process.env.SOURCE_DATE_EPOCH;
   if (envEpoch !== undefined && !/^\d+$/.test(envEpoch)) throw new MediaError("options", `SOURCE_DATE_EPOCH=${envEpoch} is not whole seconds`);
-  const nodeIp = args.node ? nodeIpParam(args.state!, args.node, args.iface ?? "eth0") : undefined;
+  const nodeIp = args.node ? nodeIpParam(args.state!, args.node, args.iface) : undefined;
   if (args.node && !nodeIp) console.log(`node ${args.node} uses DHCP: no airroot.ip baked in`);
   const o: MediaOptions = {
-    kernel: resolve(args.kernel!), initrd: resolve(args.initrd!), stage1: resolve(args.stage1!), stages, site: resolve(args.site!),
-    cmdline: args.cmdline, nodeIp, nodeName: args.node, out: resolve(args.out!), version,
+    kernel: resolve(args.kernel), initrd: resolve(args.initrd), stage1: resolve(args.stage1), stages, site: resolve(args.site),
+    cmdline: args.cmdline, nodeIp, nodeName: args.node, out: resolve(args.out), version,
+    secureBoot: args["secure-boot"] === true,
     epoch: envEpoch === undefined ? undefined : Number(envEpoch), log: (l) => console.log(`  ${l}`),
   };
   const t0 = Date.now();
@@ -65,14 +71,18 @@ async function build(kind: "iso" | "img", args: Record<string, string | undefine
 
 const isoCommand = defineCommand({
   meta: { name: "iso", description: "A hybrid boot image: a CD (BIOS El Torito, UEFI) and, written with dd, a USB disk (BIOS MBR, UEFI GPT/ESP), for BMC virtual media. Two stages by default (~20 MB: fits Lenovo XCC's 50 MB)" },
-  args: { ...common, stages: { type: "string", description: "2: the media holds a small first stage that fetches the full initramfs over HTTPS (site CA) and checks its digest; 1: the full initramfs on the media", default: "2" } },
-  run: ({ args }) => build("iso", args as Record<string, string | undefined>, 2),
+  args: {
+    ...common,
+    stages: { type: "string", description: "2: the media holds a small first stage that fetches the full initramfs over HTTPS (site CA) and checks its digest; 1: the full initramfs on the media", default: "2" },
+    "secure-boot": { type: "boolean", description: "UEFI through Debian's signed shim and GRUB (shim-signed, grub-efi-amd64-signed): boots with Secure Boot enforcing; the kernel must be signed by Debian (bookworm's stock kernel is)" },
+  },
+  run: ({ args }) => build("iso", args as unknown as BuildArgs, 2),
 });
 
 const imgCommand = defineCommand({
   meta: { name: "img", description: "A FAT disk image with GRUB's BOOTX64.EFI, the kernel, the initramfs and grub.cfg: what UEFI HTTP boot mounts as a RAM disk (boot.img). One stage by default" },
   args: { ...common, stages: { type: "string", description: "1: the full initramfs in the image; 2: the small first stage (as for iso)", default: "1" } },
-  run: ({ args }) => build("img", args as Record<string, string | undefined>, 1),
+  run: ({ args }) => build("img", args as unknown as BuildArgs, 1),
 });
 
 const inspectCommand = defineCommand({

@@ -31,6 +31,12 @@ export const DEFAULT_CONSOLE = "console=ttyS0,115200 console=tty0";
 const ESP_TYPE = "28732ac11ff8d211ba4b00a0c93ec93b";
 /** "Basic data" type for the ISO9660 partition in the GPT. */
 const ISO_TYPE = "a2a0d0ebe5b9334487c068b6b72699c7";
+/** Debian's signed boot chain (shim-signed, grub-efi-amd64-signed): shim, the CD flavour of GRUB, MokManager. */
+export const SIGNED = {
+  shim: "/usr/lib/shim/shimx64.efi.signed",
+  grub: "/usr/lib/grub/x86_64-efi-signed/gcdx64.efi.signed",
+  mok: "/usr/lib/shim/mmx64.efi.signed",
+};
 
 export interface MediaOptions {
   kernel: string;
@@ -46,6 +52,12 @@ export interface MediaOptions {
   nodeIp?: string;
   nodeName?: string;
   out: string;
+  /**
+   * UEFI through Debian's signed shim and GRUB (shim-signed, grub-efi-amd64-signed) instead of our own GRUB binary,
+   * so the media boots with Secure Boot enforcing. The signed GRUB only starts a kernel signed by Debian (bookworm's
+   * stock kernel is), and finds the media by its /.disk/info file. BIOS boots are unchanged.
+   */
+  secureBoot?: boolean;
   /** SOURCE_DATE_EPOCH; default DEFAULT_EPOCH. */
   epoch?: number;
   /** airroot's version, recorded in media.json. */
@@ -70,6 +82,8 @@ export interface MediaManifest {
   servers: string[];
   bootMethods: string[];
   volumeUuid?: string;
+  /** UEFI through Debian's signed shim + GRUB (Secure Boot). */
+  secureBoot?: boolean;
 }
 
 const fileRecord = (path: string, data: Uint8Array): MediaFile => ({ path, sha256: sha256(data), size: data.length });
@@ -157,9 +171,10 @@ function stageContents(o: MediaOptions, kind: "iso" | "img"): Staged {
     kernel: { ...fileRecord("boot/vmlinuz", kernel), version },
     initrds: [fileRecord(initrdName, onMedia), fileRecord("boot/site.cpio", cpio)],
     ...(stage2 ? { stage2 } : {}),
-    cmdline, ...(o.nodeName ? { node: o.nodeName } : {}), siteCa: ca, servers,
+    cmdline, ...(o.nodeName ? { node: o.nodeName } : {}), siteCa: ca, servers, ...(o.secureBoot ? { secureBoot: true } : {}),
     bootMethods: kind === "iso"
-      ? ["BIOS CD (El Torito)", "UEFI CD (El Torito EFI image)", "BIOS USB disk (MBR, boot_hybrid)", "UEFI USB disk (GPT ESP)"]
+      ? ["BIOS CD (El Torito)", "UEFI CD (El Torito EFI image)", "BIOS USB disk (MBR, boot_hybrid)", "UEFI USB disk (GPT ESP)",
+        ...(o.secureBoot ? ["UEFI Secure Boot (Debian's signed shim + GRUB, Debian-signed kernel)"] : [])]
       : ["UEFI (\\EFI\\BOOT\\BOOTX64.EFI on FAT: UEFI HTTP boot RAM disk, or a disk)"],
   };
   // The stage-2 path is recorded by digest only (the file's path on the build host does not change the bytes).
@@ -214,16 +229,30 @@ export async function buildIso(o: MediaOptions): Promise<BuildResult> {
     const early = isoEarlyConfig(vol.uuid);
     const eltorito = join(s.stage, "boot/grub/i386-pc/eltorito.img");
     mkdirSync(dirname(eltorito), { recursive: true });
-    o.log?.("grub: BIOS El Torito image and UEFI BOOTX64.EFI");
+    o.log?.(o.secureBoot ? "grub: BIOS El Torito image; UEFI: Debian's signed shim + GRUB" : "grub: BIOS El Torito image and UEFI BOOTX64.EFI");
     grubImage("i386-pc-eltorito", eltorito, early, s.work);
-    const efi = join(s.work, "esp/BOOTX64.EFI");
-    mkdirSync(dirname(efi), { recursive: true });
-    grubImage("x86_64-efi", efi, early, s.work);
+    const espFiles: FatFile[] = [];
+    if (o.secureBoot) {
+      for (const [f, pkg] of [[SIGNED.shim, "shim-signed"], [SIGNED.grub, "grub-efi-amd64-signed"], [SIGNED.mok, "shim-signed"]])
+        requireFile("esp", f, "Debian's signed boot loader", `apt-get install ${pkg} (or run scripts/deps.sh)`);
+      const copy = (src: string, name: string) => { const d = join(s.work, "esp", name); mkdirSync(dirname(d), { recursive: true }); writeFileSync(d, readFileSync(src)); return d; };
+      espFiles.push({ path: "EFI/BOOT/BOOTX64.EFI", src: copy(SIGNED.shim, "BOOTX64.EFI") },
+        { path: "EFI/BOOT/grubx64.efi", src: copy(SIGNED.grub, "grubx64.efi") }, { path: "EFI/BOOT/mmx64.efi", src: copy(SIGNED.mok, "mmx64.efi") });
+      // Debian's CD GRUB looks for the device holding /.disk/info and reads its /boot/grub/grub.cfg.
+      mkdirSync(join(s.stage, ".disk"), { recursive: true });
+      writeFileSync(join(s.stage, ".disk/info"), `airroot boot media ${vol.uuid}\n`);
+      s.files[".disk/info"] = join(s.stage, ".disk/info");
+    } else {
+      const efi = join(s.work, "esp/BOOTX64.EFI");
+      mkdirSync(dirname(efi), { recursive: true });
+      grubImage("x86_64-efi", efi, early, s.work);
+      espFiles.push({ path: "EFI/BOOT/BOOTX64.EFI", src: efi });
+    }
     mkdirSync(join(s.stage, "airroot"), { recursive: true });
     writeFileSync(join(s.stage, "airroot/media.json"), JSON.stringify(s.manifest, null, 2) + "\n");
     const espImg = join(s.work, "efi.img");
-    o.log?.("esp: FAT image with \\EFI\\BOOT\\BOOTX64.EFI");
-    makeFat(espImg, "AIRROOTEFI", [{ path: "EFI/BOOT/BOOTX64.EFI", src: efi }], s.epoch, "esp");
+    o.log?.(`esp: FAT image with ${espFiles.map((f) => f.path).join(", ")}`);
+    makeFat(espImg, "AIRROOTEFI", espFiles, s.epoch, "esp");
     setTimes(s.stage, [...Object.values(s.files), eltorito, join(s.stage, "airroot/media.json")], s.epoch);
     const hybridMbr = join(GRUB_LIB, "i386-pc/boot_hybrid.img");
     requireFile("iso", hybridMbr, "GRUB's hybrid MBR", "apt-get install grub-pc-bin");

@@ -47,6 +47,12 @@ function isoBootMethods(file: string): { methods: string[]; uuid?: string } {
   if (/^El Torito boot img :\s+\d+\s+UEFI\s/m.test(rep)) methods.push("UEFI CD (El Torito EFI image)");
   if (/^System area summary:.*grub2-mbr/m.test(rep)) methods.push("BIOS USB disk (MBR, boot_hybrid)");
   if (/^GPT type GUID\s+:\s+\d+\s+28732ac11ff8d211ba4b00a0c93ec93b/m.test(rep)) methods.push("UEFI USB disk (GPT ESP)");
+  // The ESP (GPT partition 2): Debian's signed shim + GRUB there means the media boots with Secure Boot.
+  const esp = /^GPT start and size :\s+2\s+(\d+)\s+(\d+)/m.exec(rep);
+  if (esp) {
+    const list = runTool("inspect", ["mdir", "-b", "-i", `${file}@@${Number(esp[1]) * 512}`, "::/EFI/BOOT"], { MTOOLS_SKIP_CHECK: "1" });
+    if (/grubx64\.efi/i.test(list) && /mmx64\.efi/i.test(list)) methods.push("UEFI Secure Boot (Debian's signed shim + GRUB, Debian-signed kernel)");
+  }
   const m = /^Modif\. Time\s*:\s*(\d{16})/m.exec(rep) ?? /^Modif\. Time\s*:.*\((\d{16})\)/m.exec(rep);
   const uuid = m ? m[1].replace(/^(\d{4})(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)$/, "$1-$2-$3-$4-$5-$6-$7") : undefined;
   return { methods, uuid };

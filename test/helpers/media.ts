@@ -14,15 +14,23 @@ export function buildTestStage1(out: string, kdir = kernelDir(), level = 3): str
 export const OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 export const OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 
-export type MediaBoot = "bios-cd" | "bios-usb" | "uefi-cd" | "uefi-usb";
+export const OVMF_CODE_SECBOOT = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
+/** OVMF's variable store with Microsoft's keys enrolled (shim is signed by Microsoft's UEFI CA): Secure Boot on. */
+export const OVMF_VARS_MS = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
+
+export type MediaBoot = "bios-cd" | "bios-usb" | "uefi-cd" | "uefi-usb" | "uefi-secureboot-cd";
 
 /** QEMU arguments that attach `image` the way `how` says (read-only) and pick the firmware; varsDir gets OVMF's vars copy. */
 export function mediaMachineArgs(how: MediaBoot, image: string, varsDir: string): string[] {
   const args: string[] = [];
   if (how.startsWith("uefi")) {
+    const secure = how.startsWith("uefi-secureboot");
     const vars = join(varsDir, `OVMF_VARS-${how}.fd`);
-    copyFileSync(OVMF_VARS, vars);
-    args.push("-machine", "q35", "-drive", `if=pflash,format=raw,unit=0,readonly=on,file=${OVMF_CODE}`, "-drive", `if=pflash,format=raw,unit=1,file=${vars}`);
+    copyFileSync(secure ? OVMF_VARS_MS : OVMF_VARS, vars);
+    // Secure Boot needs SMM and the flash writable only from SMM, or the OS could rewrite the keys.
+    if (secure) args.push("-machine", "q35,smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on");
+    else args.push("-machine", "q35");
+    args.push("-drive", `if=pflash,format=raw,unit=0,readonly=on,file=${secure ? OVMF_CODE_SECBOOT : OVMF_CODE}`, "-drive", `if=pflash,format=raw,unit=1,file=${vars}`);
   }
   if (how.endsWith("cd")) args.push("-drive", `if=none,id=cd,file=${image},format=raw,media=cdrom,readonly=on`, "-device", "ide-cd,drive=cd,bootindex=0");
   else args.push("-device", "qemu-xhci,id=xhci", "-drive", `if=none,id=usb,file=${image},format=raw,readonly=on`, "-device", "usb-storage,bus=xhci.0,drive=usb,bootindex=0");

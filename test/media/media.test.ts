@@ -102,6 +102,17 @@ describe("inspect", () => {
     expect(JSON.parse(cli(["media", "inspect", r.out, "--json"]).out).stage2.sha256).toBe(sha(initrd));
   }, 60_000);
 
+  test("--secure-boot: Debian's signed shim, GRUB (CD flavour) and MokManager on the ESP, /.disk/info for GRUB to find the media", async () => {
+    const r = await buildIso(opts({ out: join(dir, "sb.iso"), secureBoot: true }));
+    const i = inspectMedia(r.out);
+    expect(i.mismatches).toEqual([]);
+    expect(i.bootMethods).toContain("UEFI Secure Boot (Debian's signed shim + GRUB, Debian-signed kernel)");
+    expect(inspectMedia(join(dir, "i.iso")).bootMethods).not.toContain("UEFI Secure Boot (Debian's signed shim + GRUB, Debian-signed kernel)");
+    const x = join(dir, "sbx");
+    Bun.spawnSync(["xorriso", "-osirrox", "on", "-indev", r.out, "-extract", "/.disk/info", join(x, "info")], { stderr: "ignore" });
+    expect(readFileSync(join(x, "info"), "utf8")).toBe(`airroot boot media ${r.manifest.volumeUuid}\n`);
+  }, 60_000);
+
   test("the site cpio holds the site directory at /etc/airroot/site, as make initramfs SITE=DIR puts it", () => {
     const entries = readNewc(siteCpio([["ca.pem", new TextEncoder().encode("x")]], { sha256: "a".repeat(64), size: 5, urlPath: "/boot/initramfs" }));
     expect(entries.map((e) => e.path)).toEqual(["etc", "etc/airroot", "etc/airroot/site", "etc/airroot/site/ca.pem", "etc/airroot/stage2"]);
@@ -184,5 +195,8 @@ describe("size", () => {
     const r = await buildIso(opts({ stage1: s1, out: join(dir, "size.iso") }));
     console.log(`two-stage ISO: ${r.bytes} bytes (kernel ${statSync(kernel).size}, first stage ${statSync(s1).size})`);
     expect(r.bytes).toBeLessThanOrEqual(XCC_MEDIA_LIMIT);
+    const sb = await buildIso(opts({ stage1: s1, out: join(dir, "size-sb.iso"), secureBoot: true }));
+    console.log(`two-stage ISO with --secure-boot: ${sb.bytes} bytes`);
+    expect(sb.bytes).toBeLessThanOrEqual(XCC_MEDIA_LIMIT);
   }, 300_000);
 });
