@@ -157,7 +157,7 @@ export function plainHttpHandler(d: NetbootDeps) {
     const api = path.startsWith("/api/"), images = path.startsWith("/images/");
     d.audit.record({ event: "http", outcome: "refused", remote: ctx.remoteAddress, reason: `${req.method} ${path.slice(0, 200)}: not served over plain HTTP` });
     const text = api || images
-      ? `refused: ${api ? "the node API" : "images"} are served over HTTPS only${where}; plain HTTP serves network boot files (/boot/) only\n`
+      ? `refused: ${api ? "the node API is" : "images are"} served over HTTPS only${where}; plain HTTP serves network boot files (/boot/) only\n`
       : `not found: plain HTTP serves network boot files (/boot/) only; the node API and images are on HTTPS${where}\n`;
     return new Response(text, { status: api || images ? 403 : 404, headers: SCRIPT_HEADERS });
   };
