@@ -120,6 +120,7 @@ export function runHolder(o: HolderOptions): Promise<number> {
   let current: Daemon | undefined;
   let quickFailures = 0;
   let restartTimer: ReturnType<typeof setTimeout> | undefined;
+  let idleTimer: ReturnType<typeof setTimeout> | undefined;
   let takeover: Promise<unknown> | undefined;
   let finish!: (code: number) => void;
   const done = new Promise<number>((r) => (finish = r));
@@ -172,9 +173,11 @@ export function runHolder(o: HolderOptions): Promise<number> {
         log(`holding the FUSE connection of ${state.dev} for daemon pid ${d.proc.pid}; FUSE_NOTIFY_RESEND ${info.resend}` +
             (resendUsable() ? "" : ": after a daemon crash the requests it had taken cannot be recovered"));
         o.onReady(d.proc.pid!);
-        // From here on the holder only waits: give back what start-up used (heap, compiled code, code pages).
-        setTimeout(() => { Bun.gc(true); (Bun as { shrink?: () => void }).shrink?.(); dropExecutableCode(); }, 1000).unref();
       }
+      // From here on the holder only waits: give back what starting a daemon used (heap, compiled code, code pages).
+      clearTimeout(idleTimer);
+      idleTimer = setTimeout(() => { Bun.gc(true); (Bun as { shrink?: () => void }).shrink?.(); dropExecutableCode(); }, 1000);
+      idleTimer.unref();
     } else if (line === LINE.stopped) {
       d.stopped = true;
     } else if (line === LINE.drained) {

@@ -3,15 +3,15 @@
 // daemon is killed with SIGKILL 20 times, or handed over to another binary (--takeover), and the same without
 // FUSE_NOTIFY_RESEND (forced off: how a kernel before 6.9 behaves).
 //
-// Size: the issue asks for a 1 GiB image. On this shared 2-core machine that would make the kill test alone take
-// minutes (the read has to last through 20 kills, so it is rate-limited: see limit_rate), so `make test` uses
-// 256 MiB: every kill still lands in the middle of the read, with reads in flight (checked: the new daemons answer
-// re-queued requests).
+// Size: 1 GiB, as the issue asks. The read is rate-limited (nginx limit_rate, ~24 MiB/s in all) so that it lasts
+// through the 20 kills (checked: the sum is still running at the last one) and the test stays under a minute on this
+// shared 2-core machine; every kill lands with reads in flight (checked: the new daemons answer re-queued requests).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { copyFileSync, existsSync, mkdirSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
+import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readFileSync, readSync, readlinkSync } from "node:fs";
 import { createHash, randomBytes } from "node:crypto";
 import type { Subprocess } from "bun";
+import { connect } from "node:net";
 import { scratchDir, removeScratchDirs } from "../helpers/tmp";
 import { makeTestPki, type TestPki } from "../helpers/pki";
 import { startNginx, type Nginx } from "../helpers/nginx";
@@ -20,7 +20,7 @@ import { fetchStatus, statusLogPath, type DaemonStatus } from "../../src/mount/s
 
 const airroot = join(import.meta.dir, "..", "..", "dist", "airroot");
 const dir = scratchDir("airroot-holder-");
-const IMAGE_MIB = 256;
+const IMAGE_MIB = 1024;
 const servers: Nginx[] = [];
 let pki: TestPki;
 let urls: string[];
@@ -81,6 +81,28 @@ function startSum(mp: string, firstMiB?: number): { done: Promise<{ code: number
   return { done };
 }
 const logOf = (mp: string) => safeRead(statusLogPath(mp));
+/** Resolves once nothing accepts connections on host:port any more (bounded). */
+async function refused(host: string, port: number): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    const open = await new Promise<boolean>((r) => {
+      const c = connect({ host, port });
+      c.once("connect", () => { c.destroy(); r(true); });
+      c.once("error", () => r(false));
+    });
+    if (!open) return;
+    await Bun.sleep(50);
+  }
+  throw new Error(`${host}:${port} still accepts connections`);
+}
+/** `len` bytes of the served image at `off`, read from the file itself. */
+function refSlice(off: number, len: number): Buffer {
+  const fd = openSync(join(dir, "www", "image.bin"), "r");
+  try {
+    const b = Buffer.alloc(len);
+    readSync(fd, b, 0, len, off);
+    return b;
+  } finally { closeSync(fd); }
+}
 /** Whether this process has capability `bit` (CapEff in /proc/self/status). */
 function hasCap(bit: number): boolean {
   const hex = /CapEff:\s*([0-9a-f]+)/.exec(readFileSync("/proc/self/status", "utf8"))?.[1] ?? "0";
@@ -100,11 +122,11 @@ beforeAll(async () => {
   await fd.end();
   want = h.digest("hex");
   pki = makeTestPki(join(dir, "pki"));
-  // 1 MiB/s per connection (8 per server, most requests on the first): the read lasts ~30 s, through 20 kills.
+  // 3 MiB/s per connection (8 per server, most requests on the first): the read lasts ~45 s, through 20 kills.
   for (const host of ["127.0.0.2", "127.0.0.3"]) {
     const port = await freePort(host);
     servers.push(await startNginx({ root: join(dir, "www"), listen: [{ host, port }], cert: pki.serverCert, key: pki.serverKey,
-      workDir: join(dir, `ng${servers.length}`), extra: "limit_rate 1m;" }));
+      workDir: join(dir, `ng${servers.length}`), extra: "limit_rate 3m;" }));
   }
   urls = servers.map((s) => s.urlFor("image.bin"));
 }, 120_000);
@@ -153,6 +175,8 @@ describe("the FUSE connection survives the daemon (built binary, real kernel)", 
 
     const t0 = performance.now();
     const sum = startSum(mp);
+    let sumDone = false;
+    void sum.done.then(() => (sumDone = true));
     let cur = st, resent = 0, restartMs = 0, withReadsInFlight = 0;
     let seed = 12345;
     const rnd = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
@@ -161,6 +185,7 @@ describe("the FUSE connection survives the daemon (built binary, real kernel)", 
       const before = await fetchStatus(mp).catch(() => cur);
       resent += Number(before.fuse.resentRequests ?? 0);
       if (before.image.readsInFlight > 0) withReadsInFlight++;
+      expect(sumDone).toBe(false); // every kill lands during the read
       process.kill(cur.pid, "SIGKILL");
       const tk = performance.now();
       cur = await statusOf(mp, cur.pid);
@@ -195,7 +220,8 @@ describe("the FUSE connection survives the daemon (built binary, real kernel)", 
     const other = join(dir, "airroot-new");
     copyFileSync(airroot, other);
     sh(["chmod", "755", other]);
-    const sum = startSum(mp);
+    // The first 384 MiB (~16 s at the servers' rate): long enough for two takeovers, shorter than the whole image.
+    const sum = startSum(mp, 384);
     let cur = st;
     for (let k = 0; k < 2; k++) {
       await Bun.sleep(1500);
@@ -217,7 +243,7 @@ describe("the FUSE connection survives the daemon (built binary, real kernel)", 
     const r = await sum.done;
     expect(r.err).toBe("");
     expect(r.code).toBe(0);
-    expect(r.out.split(" ")[0]).toBe(want);
+    expect(r.out.split(" ")[0]).toBe(createHash("sha256").update(refSlice(0, 384 * 1048576)).digest("hex"));
     const log = logOf(mp);
     expect(log.match(/drained and handed over/g)?.length).toBe(2);
     expect(log).not.toMatch(/read of .* failed|died \(/);
@@ -236,7 +262,7 @@ describe("the FUSE connection survives the daemon (built binary, real kernel)", 
     const r = await sum.done;
     expect(r.err).toBe("");
     expect(r.code).toBe(0);
-    expect(r.out.split(" ")[0]).toBe(createHash("sha256").update(readFileSync(join(dir, "www", "image.bin")).subarray(0, 64 * 1048576)).digest("hex"));
+    expect(r.out.split(" ")[0]).toBe(createHash("sha256").update(refSlice(0, 64 * 1048576)).digest("hex"));
     // A crash while idle (past the RELEASE of sha256sum's file): the log and status say that requests in flight at a
     // crash cannot be recovered.
     await Bun.sleep(1000);
@@ -254,7 +280,7 @@ describe("the FUSE connection survives the daemon (built binary, real kernel)", 
     const got = new Uint8Array(await new Response(d.stdout).arrayBuffer());
     clearTimeout(killer);
     expect(await d.exited).toBe(0);
-    const ref = readFileSync(join(dir, "www", "image.bin")).subarray(off, off + 4 * 1048576);
+    const ref = refSlice(off, 4 * 1048576);
     expect(Buffer.compare(Buffer.from(got), ref)).toBe(0);
     await unmountAndCheck(mp, next);
   }, 180_000);
@@ -263,7 +289,8 @@ describe("the FUSE connection survives the daemon (built binary, real kernel)", 
     const { mp, st } = await mount("backoff");
     // No server: every new daemon fails at start (it cannot reach any image server).
     const opts = servers.map((s) => s.opts);
-    for (const s of servers) s.kill();
+    for (const s of servers) await s.stop();
+    for (const o of opts) for (const l of o.listen) await refused(l.host, l.port);
     process.kill(st.pid, "SIGKILL");
     await Bun.sleep(5000);
     const log = logOf(mp);
@@ -285,7 +312,7 @@ describe("the FUSE connection survives the daemon (built binary, real kernel)", 
       { stdout: "pipe", stderr: "pipe" });
     const got = new Uint8Array(await new Response(d.stdout).arrayBuffer());
     expect(await d.exited).toBe(0);
-    expect(Buffer.compare(Buffer.from(got), readFileSync(join(dir, "www", "image.bin")).subarray(100 * 1048576, 101 * 1048576))).toBe(0);
+    expect(Buffer.compare(Buffer.from(got), refSlice(100 * 1048576, 1048576))).toBe(0);
     await unmountAndCheck(mp, next);
   }, 120_000);
 });
