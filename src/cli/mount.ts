@@ -29,7 +29,7 @@ export const mountCommand = defineCommand({
     "image-key": { type: "string", description: "image-signing public key (PEM) that must have signed --manifest" },
     foreground: { type: "boolean", description: "stay attached; stop with Ctrl-C / SIGTERM (unmounts). No holder: a crash of this process ends the mount" },
     takeover: { type: "boolean", description: "airroot mount --takeover MOUNTPOINT: hand the running mount's connection to a daemon of this binary (live upgrade): the old daemon stops taking requests, finishes those in flight and exits, the new one serves on; no read fails" },
-    argv0: { type: "string", description: "process name of the daemon, e.g. @airroot-root (systemd spares '@' processes at switch-root and shutdown)" },
+    argv0: { type: "string", description: "process name of the daemon, e.g. @airroot-root (systemd spares '@' processes at switch-root and shutdown); the holder is NAME-holder (@airroot-root-holder)" },
     verbose: { type: "boolean", description: "log every request retry, not only state changes" },
     "notify-ready": { type: "boolean", description: "(internal) print a ready line on stdout once mounted" },
     holder: { type: "boolean", description: "(internal) run as the holder of the FUSE connection" },

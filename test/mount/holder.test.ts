@@ -210,6 +210,11 @@ describe("the FUSE connection survives the daemon (built binary, real kernel)", 
     expect(last.holder!.daemonStart).toContain("were queued again (FUSE_NOTIFY_RESEND)");
     const log = logOf(mp);
     expect(log.match(/died \(killed by SIGKILL\)/g)?.length).toBe(20);
+    // From each death to the next daemon serving (the holder's own measure): started at once, serving well within 5 s.
+    const gaps = [...log.matchAll(/serves the connection (\d+) ms after the previous one died/g)].map((m) => Number(m[1]));
+    expect(gaps.length).toBe(20);
+    console.log(`death to serving again: median ${gaps.sort((a, b) => a - b)[10]} ms, max ${gaps[19]} ms`);
+    expect(gaps[19]!).toBeLessThan(5000);
     expect(log).not.toMatch(/read of .* failed/);
     expect(log).not.toContain("cannot be recovered");
     await unmountAndCheck(mp, last);
