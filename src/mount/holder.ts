@@ -298,8 +298,12 @@ export function runHolder(o: HolderOptions): Promise<number> {
             send({ ok: false, error: "unknown request" }); s.end(); return;
           }
           if (takeover) { send({ ok: false, error: "a takeover is already under way" }); s.end(); return; }
-          const newExe = req.exe as string[];
-          log(`takeover requested: handing the connection to ${newExe.join(" ")}`);
+          let newExe: string[];
+          try { newExe = reachableExe(req.exe as string[], (req as { pid?: unknown }).pid); } catch (e) {
+            send({ ok: false, error: (e as Error).message }); s.end(); return;
+          }
+          log(`takeover requested: handing the connection to ${(req.exe as string[]).join(" ")}` +
+              (newExe[0] !== (req.exe as string[])[0] ? ` (as ${newExe[0]}: not at that path from here)` : ""));
           takeover = takeOver(newExe, send)
             .catch((e) => { log(`takeover failed: ${(e as Error).message}`); send({ ok: false, error: (e as Error).message }); })
             .finally(() => { takeover = undefined; s.end(); });
@@ -312,6 +316,22 @@ export function runHolder(o: HolderOptions): Promise<number> {
 
   current = start({});
   return done;
+}
+
+/**
+ * The new binary as the holder can start it. A binary the holder sees at the path the client gave is used as it is.
+ * One it does not see there (a node's holder stays in the initramfs after switch_root, and the new binary lives in
+ * the booted OS; or the file was replaced since) is kept open through the client's /proc/PID/exe, and started (now
+ * and at every later restart) as /proc/<holder>/fd/N, which stays valid as long as the holder runs.
+ */
+function reachableExe(exe: string[], pid: unknown): string[] {
+  if (existsSync(exe[0]!)) return exe;
+  if (typeof pid !== "number" || !Number.isInteger(pid) || pid <= 1) throw new Error(`${exe[0]} does not exist here and no client pid was given`);
+  let fd: number;
+  try { fd = openSync(`/proc/${pid}/exe`, "r"); } catch (e) {
+    throw new Error(`${exe[0]} is not reachable from the holder, nor through /proc/${pid}/exe: ${(e as Error).message}`);
+  }
+  return [`/proc/${process.pid}/fd/${fd}`, ...exe.slice(1)];
 }
 
 /** Waits for a daemon's line starting with `prefix` (or its exit: "exit ..."), up to `ms`. */

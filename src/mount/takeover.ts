@@ -19,7 +19,7 @@ export async function requestTakeover(mountpoint: string, exe: string[], log: (l
     throw new Error(`no holder for ${mountpoint} (no control socket ${path}): takeover needs a mount started without --foreground`);
   }
   log(`asking the holder of ${mountpoint} to hand the connection to ${exe.join(" ")}`);
-  return await holderRequest<TakeoverResult>(mountpoint, { op: "takeover", exe }, timeoutMs, "takeover");
+  return await holderRequest<TakeoverResult>(mountpoint, { op: "takeover", exe, pid: process.pid }, timeoutMs, "takeover");
 }
 
 /** The holder's own view (for `airroot status` while no daemon answers, e.g. between a crash and the restart). */

@@ -228,16 +228,24 @@ describe("the FUSE connection survives the daemon (built binary, real kernel)", 
     // The first 384 MiB (~16 s at the servers' rate): long enough for two takeovers, shorter than the whole image.
     const sum = startSum(mp, 384);
     let cur = st;
+    // The second new binary is one the holder cannot see at its path (as on a node, where the holder stays in the
+    // initramfs and the new binary is in the booted OS): it lives on a tmpfs mounted in a private mount namespace.
+    const hidden = join(dir, "hidden");
+    mkdirSync(hidden);
+    const cmds = [[other, "mount", "--takeover", mp],
+      ["unshare", "-m", "--propagation", "private", "sh", "-c",
+       `mount -t tmpfs none '${hidden}' && cp '${other}' '${hidden}/airroot-hidden' && exec '${hidden}/airroot-hidden' mount --takeover '${mp}'`]];
     for (let k = 0; k < 2; k++) {
       await Bun.sleep(1500);
-      const t = Bun.spawn([other, "mount", "--takeover", mp], { stdout: "pipe", stderr: "pipe" });
+      const t = Bun.spawn(cmds[k]!, { stdout: "pipe", stderr: "pipe" });
       const killer = setTimeout(() => t.kill("SIGKILL"), 120_000);
       const [out, err] = await Promise.all([new Response(t.stdout).text(), new Response(t.stderr).text()]);
       clearTimeout(killer);
       expect(err + out).toContain("took over from pid");
       expect(await t.exited).toBe(0);
       const next = await statusOf(mp, cur.pid);
-      expect(readlinkSync(`/proc/${next.pid}/exe`)).toBe(other);
+      if (k === 0) expect(readlinkSync(`/proc/${next.pid}/exe`)).toBe(other);
+      else expect(readlinkSync(`/proc/${next.pid}/exe`)).toEndWith("airroot-hidden");
       for (let i = 0; i < 100 && alive(cur.pid); i++) await Bun.sleep(50);
       expect(alive(cur.pid)).toBe(false);
       expect(next.holder!.takeovers).toBe(k + 1);
@@ -251,8 +259,13 @@ describe("the FUSE connection survives the daemon (built binary, real kernel)", 
     expect(r.out.split(" ")[0]).toBe(createHash("sha256").update(refSlice(0, 384 * 1048576)).digest("hex"));
     const log = logOf(mp);
     expect(log.match(/drained and handed over/g)?.length).toBe(2);
+    expect(log).toContain("(as /proc/");
     expect(log).not.toMatch(/read of .* failed|died \(/);
-    await unmountAndCheck(mp, await fetchStatus(mp));
+    // Later restarts use the hidden binary too (the holder keeps it open).
+    process.kill(cur.pid, "SIGKILL");
+    const again = await statusOf(mp, cur.pid);
+    expect(readlinkSync(`/proc/${again.pid}/exe`)).toEndWith("airroot-hidden");
+    await unmountAndCheck(mp, again);
   }, 180_000);
 
   test("without FUSE_NOTIFY_RESEND (forced off): takeover loses nothing; a crash is reported as unrecoverable", async () => {
