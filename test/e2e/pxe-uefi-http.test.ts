@@ -5,6 +5,7 @@
 // echoed and the URL of snponly.efi, loads iPXE over HTTP; iPXE (user class iPXE) gets the script URL, chains to the
 // per-node script, loads the kernel (EFI stub) and initramfs over HTTP; airroot init enrolls and switches into
 // systemd. Checked: enrolled, overlay root, ssh on 22 and 2222 with host certificates, the boot reported running.
+// Then UEFI PXE with the same dnsmasq (arch 7 -> snponly.efi over dnsmasq's TFTP), as far as the kernel loading.
 // Nothing leaves the namespace: no route out, the VM's only link is the tap. One VM at a time (/tmp/airroot-qemu.lock).
 // Set AIRROOT_SKIP_VM=1 to skip (never skipped silently).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
@@ -21,6 +22,7 @@ const SKIP = process.env.AIRROOT_SKIP_VM === "1";
 if (SKIP) console.warn("test/e2e/pxe-uefi-http.test.ts: skipped because AIRROOT_SKIP_VM=1");
 
 const MAC = "52:54:00:12:34:58";
+const PXE_MAC = "52:54:00:12:34:59";
 const OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 const OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 
@@ -56,6 +58,7 @@ describe.skipIf(SKIP)("UEFI HTTP boot: OVMF -> dnsmasq from `serve dhcp-config` 
     rmSync(tree, { recursive: true, force: true });
     node("add", "n002", "--mac", MAC, "--profile", "bookworm");
     node("arm", "n002", "--once");
+    node("add", "n003", "--mac", PXE_MAC, "--profile", "bookworm");
     sh([airroot, "serve", "site-config", "--state", state, "--out", join(dir, "site")]);
     const kdir = kernelDir();
     const initrd = buildTestInitramfs(join(dir, "initrd.zst"), [], kdir, join(dir, "site"));
@@ -172,6 +175,34 @@ describe.skipIf(SKIP)("UEFI HTTP boot: OVMF -> dnsmasq from `serve dhcp-config` 
       try { writeFileSync(join(E2E_CACHE, "pxe-uefi-http.console"), box.out); } catch {}
     }
   }, 720_000);
+
+  test("UEFI PXE (arch 7) with the same configuration: snponly.efi over dnsmasq's TFTP, then the per-node script and the kernel over HTTP", async () => {
+    const lock = await qemuLock();
+    const vars = join(dir, "OVMF_VARS-pxe.fd");
+    copyFileSync(OVMF_VARS, vars);
+    const vm = Bun.spawn(inNs(["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-m", "1024", "-machine", "q35", "-nographic", "-no-reboot",
+      "-drive", `if=pflash,format=raw,unit=0,readonly=on,file=${OVMF_CODE}`, "-drive", `if=pflash,format=raw,unit=1,file=${vars}`,
+      "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n",
+      "-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no", "-device", `virtio-net-pci,netdev=n0,mac=${PXE_MAC},romfile=`]),
+    { stdin: "pipe", stdout: "pipe", stderr: "pipe" });
+    const box = collectConsole(vm);
+    try {
+      const want = /http:\/\/10\.214\.\d+\.1\/boot\/vmlinuz\.\.\. ok/;
+      const deadline = Date.now() + 240_000;
+      while (!want.test(box.out) && Date.now() < deadline && vm.exitCode === null) await Bun.sleep(500);
+      if (!want.test(box.out)) throw new Error(`the kernel was not loaded; console:\n${box.out}\ndnsmasq:\n${dnsmasqLog.out}`);
+      expect(box.out).toMatch(/Start PXE over IPv4/);
+      expect(box.out).toMatch(/airroot: booting n003 from http:\/\/10\.214\./);
+      expect(dnsmasqLog.out).toMatch(/vendor class: PXEClient:Arch:00007/);
+      expect(dnsmasqLog.out).toMatch(/option: 67 bootfile-name +snponly\.efi\n/);
+      expect(dnsmasqLog.out).toMatch(/dnsmasq-tftp\[\d+\]: sent \S+\/boot\/snponly\.efi to 10\.214\./);
+    } finally {
+      vm.kill("SIGKILL");
+      await vm.exited;
+      await lock.release();
+      try { writeFileSync(join(E2E_CACHE, "pxe-uefi-pxe.console"), box.out); } catch {}
+    }
+  }, 300_000);
 });
 
 /**
