@@ -293,7 +293,7 @@ test("`airroot serve --http-listen` (CLI) says where plain HTTP listens and that
     await Promise.race([p.exited, Bun.sleep(5000)]);
     p.kill("SIGKILL");
   }
-  const help = Bun.spawnSync([BUN, MAIN, "serve", "--help"], { stdout: "pipe" }).stdout.toString();
+  const help = Bun.spawnSync([BUN, MAIN, "serve", ...["--help"]], { stdout: "pipe" }).stdout.toString();
   expect(help).toContain("--http-listen");
   expect(help).toContain("boot-files");
   expect(help).toContain("dhcp-config");
