@@ -21,7 +21,7 @@ const RETRY = new Set(["ENOENT", "EINTR", "EAGAIN"]);
 export class FuseReader {
   private stopped = false;
   private pausing = false;
-  private parked = true;
+  private parked = false;
   /** Resolves when no read is parked any more: only then may the fd be closed (its number could be reused). */
   readonly exited: Promise<void>;
 
@@ -36,31 +36,33 @@ export class FuseReader {
       this.stopped = true;
       ev.onEnd(reason, error);
     };
-    const next = () => read(fd, buf, 0, bufSize, null, (err, n) => {
-      this.parked = false;
-      if (this.stopped) return end("stopped");
-      if (err) {
-        const code = (err as NodeJS.ErrnoException).code ?? "";
-        if (RETRY.has(code) && ++retries < 100_000) return next();
-        if (code === "ENODEV") return end("ENODEV");
-        return end(`read error ${code}`, Object.assign(new Error(`reading /dev/fuse (fd ${fd}) failed: ${code} (${err.message})`), { code }));
-      }
-      retries = 0;
-      if (n === 0) return end("EOF");
-      // A copy: the next read into `buf` starts at once, on another thread.
-      const frame = new Uint8Array(n);
-      frame.set(buf.subarray(0, n));
-      if (this.pausing) {
-        // Handing over: the request this read took is still ours to answer, but no further read is made.
-        this.stopped = true;
-        resolveExited();
-        ev.onFrame(frame);
-        return;
-      }
+    const next = () => {
       this.parked = true;
-      next();
-      ev.onFrame(frame);
-    });
+      read(fd, buf, 0, bufSize, null, (err, n) => {
+        this.parked = false;
+        if (this.stopped) return end("stopped");
+        if (err) {
+          const code = (err as NodeJS.ErrnoException).code ?? "";
+          if (RETRY.has(code) && ++retries < 100_000) return next();
+          if (code === "ENODEV") return end("ENODEV");
+          return end(`read error ${code}`, Object.assign(new Error(`reading /dev/fuse (fd ${fd}) failed: ${code} (${err.message})`), { code }));
+        }
+        retries = 0;
+        if (n === 0) return end("EOF");
+        // A copy: the next read into `buf` starts at once, on another thread.
+        const frame = new Uint8Array(n);
+        frame.set(buf.subarray(0, n));
+        if (this.pausing) {
+          // Handing over: the request this read took is still ours to answer, but no further read is made.
+          this.stopped = true;
+          resolveExited();
+          ev.onFrame(frame);
+          return;
+        }
+        next();
+        ev.onFrame(frame);
+      });
+    };
     next();
   }
 

@@ -13,7 +13,6 @@ import { attachFuse, mountFuse, kernelHasResend, type ExposedFile, type FuseMoun
 import { FUSE_UNIQUE_RESEND, InitFlag, Errno, Op, INIT_FLAGS2_HAS_RESEND } from "../../src/fuse/protocol";
 import { capturedSession, readIn, u32s } from "../helpers/fuse-session";
 import * as codec from "../../src/fuse/codec";
-import type { Tree } from "../../src/fuse/tree";
 
 const live: FuseMount[] = [];
 const logs: string[] = [];
@@ -137,4 +136,3 @@ describe("session resume (no kernel)", () => {
     expect(kernelHasResend(old.s.initParams()!)).toBe(false);
   });
 });
-export type { Tree };
