@@ -106,7 +106,7 @@ function recoveryNote(held: HeldContext, resent: boolean): string {
   if (!held.state) return "first daemon of this mount";
   if (!last) return "took over from the previous daemon (takeover)";
   return `started after the previous daemon died (${last.how} at ${last.at}): ` + (resent
-    ? "the requests it had taken were queued again (FUSE_NOTIFY_RESEND)"
+    ? "the requests it had taken, if any, were queued again (FUSE_NOTIFY_RESEND)"
     : `FUSE_NOTIFY_RESEND ${held.holder.resend}: requests in flight at that crash cannot be recovered (their readers wait until killed)`);
 }
 
