@@ -153,8 +153,11 @@ export function runHolder(o: HolderOptions): Promise<number> {
       }
     });
     proc.stdin!.on("error", () => {}); // a dead daemon's stdin: EPIPE is expected
-    proc.once("error", (e) => log(`cannot start a mount daemon (${argv[0]}): ${e.message}`));
-    proc.once("exit", (code, signal) => onDaemonExit(d, code, signal));
+    // A binary that cannot be started gives "error" and maybe no "exit": either one counts, once.
+    let exited = false;
+    const onExit = (code: number | null, signal: NodeJS.Signals | null) => { if (!exited) { exited = true; onDaemonExit(d, code, signal); } };
+    proc.once("error", (e) => { log(`cannot start a mount daemon (${argv[0]}): ${e.message}`); onExit(127, null); });
+    proc.once("exit", onExit);
     return d;
   };
 

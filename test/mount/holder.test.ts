@@ -17,6 +17,7 @@ import { makeTestPki, type TestPki } from "../helpers/pki";
 import { startNginx, type Nginx } from "../helpers/nginx";
 import { freePort } from "../helpers/ports";
 import { fetchStatus, statusLogPath, type DaemonStatus } from "../../src/mount/status";
+import { requestTakeover } from "../../src/mount/takeover";
 
 const airroot = join(import.meta.dir, "..", "..", "dist", "airroot");
 const dir = scratchDir("airroot-holder-");
@@ -281,6 +282,12 @@ describe("the FUSE connection survives the daemon (built binary, real kernel)", 
     expect(r.err).toBe("");
     expect(r.code).toBe(0);
     expect(r.out.split(" ")[0]).toBe(createHash("sha256").update(refSlice(0, 64 * 1048576)).digest("hex"));
+    // A new binary that cannot serve: the takeover fails with the reason, and the running daemon serves on.
+    const before = await fetchStatus(mp);
+    await expect(requestTakeover(mp, ["/bin/false"], () => {}, 30_000)).rejects.toThrow(/the new daemon did not get ready: it exited \(exit code 1\)/);
+    const still = await fetchStatus(mp);
+    expect(still.pid).toBe(before.pid);
+    expect(still.holder!.takeovers).toBe(1);
     // A crash while idle (past the RELEASE of sha256sum's file): the log and status say that requests in flight at a
     // crash cannot be recovered.
     await Bun.sleep(1000);
