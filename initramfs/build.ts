@@ -18,6 +18,7 @@ import { dependencyOrder, parseModulesDep } from "../src/boot/modules";
  */
 export const DEFAULT_MODULES = [
   "fuse", "overlay", "squashfs", "loop",
+  "efivarfs", // not loaded unless asked (airroot.modules=efivarfs): the booted OS can then read EFI variables (SecureBoot)
   "virtio_pci", "virtio_net", "virtio_blk", "virtio_rng", "virtio_console",
   "e1000", "e1000e", "igb", "ixgbe", "i40e", "ice", "bnxt_en", "tg3", "mlx5_core",
 ];

@@ -5,20 +5,21 @@
 // it against the digest on the media, then airroot init enrolls the armed node, mounts the Debian image on demand
 // and switches into systemd: checked as the systemd e2e checks it (enrolled, overlay root, ssh on 22 and 2222 with
 // host certificates from the SSH CA). Then the same media built with --secure-boot under UEFI with Secure Boot
-// enforcing (Debian's signed shim, GRUB and kernel; lockdown). A node per boot (n001..n004), each with a fresh TPM.
+// enforcing (Debian's signed shim, GRUB and kernel; lockdown). Last, the FAT image (`media img`) as a disk under OVMF
+// up to airroot's enrolment. A node per boot (n001..n005), each with a fresh TPM.
 // User networking with restrict=on; the guest's 10.0.2.100:443 goes to airroot serve on loopback. One VM at a time
 // (/tmp/airroot-qemu.lock).
 // Set AIRROOT_SKIP_VM=1 to skip (never skipped silently).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import type { Subprocess } from "bun";
 import { removeScratchDirs, scratchDir } from "../helpers/tmp";
 import { buildTestInitramfs, E2E_CACHE, kernelDir, privateAirroot } from "../helpers/boot";
 import { debianImage } from "../helpers/debian-image";
 import { freePort, waitForPort } from "../helpers/ports";
 import { certifiedSsh, collectConsole, qemuLock, startQemuTpm, tpmArgs } from "../helpers/vm-node";
-import { buildTestStage1, mediaMachineArgs, type MediaBoot } from "../helpers/media";
+import { buildTestStage1, mediaMachineArgs, OVMF_CODE, OVMF_VARS, type MediaBoot } from "../helpers/media";
 import { readConfig, statePaths, writeConfig } from "../../src/server/state";
 
 const SKIP = process.env.AIRROOT_SKIP_VM === "1";
@@ -35,8 +36,8 @@ function sh(args: string[]): string {
   return r.stdout.toString();
 }
 
-describe.skipIf(SKIP)("boot media: one hybrid ISO booted as a BIOS CD, a BIOS USB disk, a UEFI CD, and with Secure Boot, into systemd", () => {
-  let dir = "", key = "", state = "", airroot = "", iso = "", sbIso = "", fullSha = "";
+describe.skipIf(SKIP)("boot media: one hybrid ISO booted as a BIOS CD, a BIOS USB disk, a UEFI CD, and with Secure Boot, into systemd; the FAT image under UEFI", () => {
+  let dir = "", key = "", state = "", airroot = "", iso = "", sbIso = "", img = "", fullSha = "";
   let server: Subprocess | undefined;
   let httpsPort = 0;
   const node = (...args: string[]) => sh([airroot, "node", ...args, "--state", state]);
@@ -54,7 +55,7 @@ describe.skipIf(SKIP)("boot media: one hybrid ISO booted as a BIOS CD, a BIOS US
     sh(["unsquashfs", "-q", "-n", "-d", tree, image]);
     sh([airroot, "image", "pack", tree, "--state", state, "--profile", "bookworm"]);
     rmSync(tree, { recursive: true, force: true });
-    for (let i = 1; i <= 4; i++) node("add", `n00${i}`, "--mac", `52:54:00:12:34:5${i}`, "--profile", "bookworm");
+    for (let i = 1; i <= 5; i++) node("add", `n00${i}`, "--mac", `52:54:00:12:34:5${i}`, "--profile", "bookworm");
     const site = join(dir, "site");
     sh([airroot, "serve", "site-config", "--state", state, "--out", site]);
     const kdir = kernelDir();
@@ -69,7 +70,10 @@ describe.skipIf(SKIP)("boot media: one hybrid ISO booted as a BIOS CD, a BIOS US
     // The same media with Debian's signed shim + GRUB on its ESP, for the Secure Boot boot.
     sbIso = join(dir, "airroot-sb.iso");
     sh([airroot, "media", "iso", "--site", site, "--kernel", join(kdir, "vmlinuz"), "--initrd", full, "--stage1", stage1,
-      "--cmdline", CMDLINE, "--secure-boot", "--out", sbIso]);
+      "--cmdline", `${CMDLINE} airroot.modules=efivarfs`, "--secure-boot", "--out", sbIso]);
+    // The FAT image UEFI HTTP boot mounts (one stage: the full initramfs in it).
+    img = join(dir, "boot.img");
+    sh([airroot, "media", "img", "--site", site, "--kernel", join(kdir, "vmlinuz"), "--initrd", full, "--cmdline", CMDLINE, "--out", img]);
 
     httpsPort = await freePort();
     server = Bun.spawn([airroot, "serve", "--state", state, "--listen", `127.0.0.1:${httpsPort}`, "--no-discovery"], { stdout: "ignore", stderr: "pipe" });
@@ -124,16 +128,18 @@ describe.skipIf(SKIP)("boot media: one hybrid ISO booted as a BIOS CD, a BIOS US
       expect(os.out).toMatch(/^airroot \/ overlay rw,.*lowerdir=\/mnt\/remote,upperdir=\/mnt\/overlay\/upper/m);
       expect(os.out).toMatch(new RegExp(`^${name}$`, "m"));
       // The command line baked into the media: ours, then the site's server.
-      expect(os.out).toMatch(/^BOOT_IMAGE=\/boot\/vmlinuz console=ttyS0 quiet airroot\.rescue=poweroff airroot\.server=https:\/\/10\.0\.2\.100$/m);
+      expect(os.out).toMatch(/^BOOT_IMAGE=\/boot\/vmlinuz console=ttyS0 quiet airroot\.rescue=poweroff( airroot\.modules=efivarfs)? airroot\.server=https:\/\/10\.0\.2\.100$/m);
       expect(os.out).toMatch(how.startsWith("uefi") ? /^\/sys\/firmware\/efi$/m : /^no-efi$/m);
       const initramfs = await ssh(p2222, "grep ' / ' /proc/mounts");
       expect(initramfs.code).toBe(0);
       expect(initramfs.out).toMatch(/^rootfs \/ rootfs /m);
       console.log(`${how}: login prompt ${loginS} s after QEMU started; second stage unpacked in ${unpack![1]} s (TCG)`);
       // What the Secure Boot test checks: the firmware's SecureBoot variable, lockdown, the NIC module loaded.
-      const sb = await ssh(p22, "od -An -t u1 /sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c 2>/dev/null | awk '{print \"secureboot=\" $NF}'; " +
+      const sb = await ssh(p22, "dmesg | grep -o 'secureboot: Secure boot enabled'; " +
+        "mountpoint -q /sys/firmware/efi/efivars || mount -t efivarfs efivarfs /sys/firmware/efi/efivars 2>/dev/null; " +
+        "od -An -t u1 /sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c | awk '{print \"SecureBoot=\" $NF}'; " +
         "cat /sys/kernel/security/lockdown; grep -o '^virtio_net ' /proc/modules");
-      return sb.out;
+      return sb.out + sb.err;
     } finally {
       vm.kill("SIGKILL");
       await vm.exited;
@@ -148,8 +154,37 @@ describe.skipIf(SKIP)("boot media: one hybrid ISO booted as a BIOS CD, a BIOS US
   test("UEFI (OVMF), the ISO as a CD: El Torito EFI image -> GRUB -> first stage -> systemd", () => bootToSystemd("uefi-cd", "n003", "52:54:00:12:34:53"), BOOT_TIMEOUT_MS);
   test("UEFI with Secure Boot enforcing (OVMF secboot + Microsoft keys, q35 SMM), --secure-boot media: signed shim -> signed GRUB -> Debian's signed kernel in lockdown loads the signed modules -> systemd", async () => {
     const out = await bootToSystemd("uefi-secureboot-cd", "n004", "52:54:00:12:34:54", sbIso);
-    expect(out).toMatch(/^secureboot=1$/m);
+    expect(out).toMatch(/^secureboot: Secure boot enabled$/m);
+    expect(out).toMatch(/^SecureBoot=1$/m); // the firmware's variable, as the node sees it
     expect(out).toMatch(/\[(integrity|confidentiality)\]/);
     expect(out).toMatch(/^virtio_net $/m);
+  }, BOOT_TIMEOUT_MS);
+
+  test("UEFI (OVMF), the FAT image (media img, one stage) as a disk: BOOTX64.EFI -> GRUB -> the full initramfs -> airroot enrolls", async () => {
+    node("arm", "n005", "--once");
+    const lock = await qemuLock();
+    const tpm = await startQemuTpm(join(dir, "img"));
+    const vars = join(dir, "OVMF_VARS-img.fd");
+    copyFileSync(OVMF_VARS, vars);
+    const vm = Bun.spawn(["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-m", "1536", "-nographic", "-no-reboot", "-machine", "q35",
+      "-drive", `if=pflash,format=raw,unit=0,readonly=on,file=${OVMF_CODE}`, "-drive", `if=pflash,format=raw,unit=1,file=${vars}`,
+      "-drive", `if=virtio,file=${img},format=raw,readonly=on`, ...tpmArgs(tpm.sock),
+      "-netdev", `user,id=n0,restrict=on,guestfwd=tcp:${SERVER_IP}:443-cmd:nc 127.0.0.1 ${httpsPort}`, "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:55,romfile="],
+    { stdin: "pipe", stdout: "pipe", stderr: "pipe" });
+    const box = collectConsole(vm);
+    try {
+      const want = /Enrolled as n005 via https:\/\/10\.0\.2\.100 \(credential sealed in the TPM\)/;
+      const deadline = Date.now() + 240_000;
+      while (!want.test(box.out) && Date.now() < deadline && vm.exitCode === null) await Bun.sleep(500);
+      if (!want.test(box.out)) throw new Error(`airroot did not enroll n005 from the FAT image; console:\n${box.out}`);
+      expect(box.out).toMatch(/airroot: loading \/boot\/vmlinuz and \/boot\/initramfs\.img \/boot\/site\.cpio/);
+      expect(box.out).not.toMatch(/airroot media: first stage/);
+    } finally {
+      vm.kill("SIGKILL");
+      await vm.exited;
+      await tpm.stop();
+      await lock.release();
+      try { writeFileSync(join(E2E_CACHE, "media-uefi-img.console"), box.out); } catch {}
+    }
   }, BOOT_TIMEOUT_MS);
 });
