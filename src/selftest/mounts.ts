@@ -2,7 +2,7 @@
 // another process than the HTTPS servers it reads from), and tears a mount down by every means if the polite way fails.
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import type { DaemonStatus } from "../mount/status";
-import { statusLogPath, statusSocketPath } from "../mount/status";
+import { holderSocketPath, statusLogPath, statusSocketPath } from "../mount/status";
 import { selfCommand } from "../util/self";
 import { mountsUnder, unescapeMountField } from "./scratch";
 import { runAsync, runOk, type RunResult } from "./proc";
@@ -67,6 +67,18 @@ export function daemonPids(mountpoint: string): number[] {
   return pids;
 }
 
+/** PIDs of the holders (the processes keeping a mount's FUSE connection across daemon restarts) of `mountpoint`. */
+export function holderPids(mountpoint: string): number[] {
+  const pids: number[] = [];
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
+    let argv: string[];
+    try { argv = readFileSync(`/proc/${name}/cmdline`, "utf8").split("\0"); } catch { continue; }
+    if (argv.includes("mount") && argv.includes("--holder") && argv.includes(mountpoint)) pids.push(Number(name));
+  }
+  return pids;
+}
+
 /**
  * Gets rid of a mount and its daemon whatever state they are in: ask the daemon, then kill any daemon still there
  * (also one that was still starting and may mount at any moment), then abort the FUSE connection (the only thing that
@@ -77,6 +89,10 @@ export async function forceUnmount(mountpoint: string, opts: { self?: string[] }
   if (isMounted(mountpoint)) {
     const umount = opts.self ? [...opts.self, "umount", mountpoint] : airroot("umount", mountpoint);
     await runAsync(umount, { timeoutMs: 5_000, cleanup: true });
+  }
+  // The holder first: it would start a new daemon for the one killed below (src/mount/holder.ts).
+  for (const pid of holderPids(mountpoint)) {
+    try { process.kill(pid, "SIGKILL"); } catch { /* exited meanwhile */ }
   }
   const pids = daemonPids(mountpoint);
   for (const pid of pids) {
@@ -91,7 +107,7 @@ export async function forceUnmount(mountpoint: string, opts: { self?: string[] }
     }
     await runAsync(["umount", "-l", mountpoint], { timeoutMs: 5_000, cleanup: true });
   }
-  for (const p of [statusLogPath(mountpoint), statusSocketPath(mountpoint)]) rmSync(p, { force: true });
+  for (const p of [statusLogPath(mountpoint), statusSocketPath(mountpoint), holderSocketPath(mountpoint)]) rmSync(p, { force: true });
   if (isMounted(mountpoint)) throw new Error(`${mountpoint} is still mounted after umount -l and killing its daemon`);
 }
 
