@@ -33,7 +33,7 @@ const common = {
   out: { type: "string", description: "the file to write (replaced atomically; nothing is left behind on failure)", required: true },
   kernel: { type: "string", description: "the kernel", default: "dist/vmlinuz" },
   initrd: { type: "string", description: "the full airroot initramfs: on the media with --stages 1; with 2 the first stage fetches it from the servers' /boot/initramfs (install it there with `airroot serve boot-files`) and checks its SHA-256", default: "dist/initramfs.cpio.zst" },
-  stage1: { type: "string", description: "the first stage for --stages 2 (make initramfs builds it)", default: "dist/initramfs-stage1.cpio.zst" },
+  stage1: { type: "string", description: "the first stage for --stages 2 (`make media` builds it: initramfs/build.ts --stage1)", default: "dist/initramfs-stage1.cpio.zst" },
   cmdline: { type: "string", description: `kernel parameters (console, airroot.*); airroot.server from the site's servers and the node's airroot.ip are added (default "${DEFAULT_CONSOLE}")` },
   node: { type: "string", description: "bake this node's static address in (airroot.ip from its record; needs --state)" },
   state: { type: "string", description: "server state directory, for --node" },
