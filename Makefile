@@ -15,9 +15,10 @@ dist/airroot: $(SRC) | deps
 typecheck: deps
 	node_modules/.bin/tsc --noEmit -p .
 
-# Every test, including the ones that mount filesystems and start servers (needs root).
+# Every test, including the ones that mount filesystems and start servers (needs root): the tests without guests
+# first, then the QEMU boots in two lanes at once (scripts/test.ts; AIRROOT_TEST_ONLY=REGEX for a subset).
 test: deps build
-	$(BUN) test --timeout 300000
+	$(BUN) run scripts/test.ts --timeout 300000
 
 # The README's deployment walk-through for real, then a node booting through airroot in QEMU (TCG), loopback only.
 demo: deps build

@@ -5,7 +5,8 @@ import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 
-export const QEMU_LOCK = "/tmp/airroot-qemu.lock";
+/** One guest at a time per lock; `make test` gives each of its two VM lanes its own (scripts/test.ts). */
+export const QEMU_LOCK = process.env.AIRROOT_QEMU_LOCK || "/tmp/airroot-qemu.lock";
 
 /**
  * Waits (bounded) for the machine-wide QEMU lock and holds it until release() (or until this process exits: the
