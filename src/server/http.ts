@@ -6,7 +6,7 @@
 import net from "node:net";
 import type { Logger } from "../util/log.ts";
 import { ConnectionDeadlines, type DeadlineOptions } from "./deadlines.ts";
-import { requestServer, type Handler } from "./https.ts";
+import { closeAll, listenAll, requestServer, type Handler } from "./https.ts";
 
 export interface HttpOptions {
   listen: { host: string; port: number }[];
@@ -29,34 +29,16 @@ export async function startHttp(o: HttpOptions): Promise<HttpServer> {
     o.log?.debug(`http: connection from ${sock.remoteAddress ?? "?"} cut: ${phase} deadline passed`));
   // Requests carry no body here (GET/HEAD only get anything but a refusal); 4 KiB is plenty for a refusal to read.
   const httpServer = requestServer({ handler: o.handler, maxBodyBytes: 4096, deadlines, log: o.log, label: "http", peer: () => NO_PEER });
-  const servers: net.Server[] = [];
-  const addresses: { host: string; port: number }[] = [];
-  try {
-    for (const l of o.listen) {
-      const s = net.createServer((sock) => {
-        // No handshake on plain TCP: the connection is at once in the request-head phase.
-        deadlines.connected(sock);
-        deadlines.secured(sock);
-        sock.setTimeout(o.idleTimeoutMs ?? 120_000, () => sock.destroy());
-        httpServer.emit("connection", sock);
-      });
-      await new Promise<void>((ok, fail) => { s.once("error", fail); s.listen(l.port, l.host, () => { s.off("error", fail); ok(); }); });
-      servers.push(s);
-      const a = s.address();
-      addresses.push({ host: l.host, port: typeof a === "object" && a ? a.port : l.port });
-    }
-  } catch (e) {
-    for (const s of servers) s.close();
-    throw new Error(`http: cannot listen on ${o.listen.map((l) => `${l.host}:${l.port}`).join(", ")}: ${(e as Error).message}`);
-  }
+  const { servers, addresses } = await listenAll("http", o.listen, () => net.createServer((sock) => {
+    // No handshake on plain TCP: the connection is at once in the request-head phase.
+    deadlines.connected(sock);
+    deadlines.secured(sock);
+    sock.setTimeout(o.idleTimeoutMs ?? 120_000, () => sock.destroy());
+    httpServer.emit("connection", sock);
+  }));
   return {
     addresses,
     connections: () => ({ open: deadlines.size, cut: { ...deadlines.cut } }),
-    async close() {
-      const closed = Promise.all(servers.map((s) => new Promise<void>((ok) => s.close(() => ok()))));
-      deadlines.destroyAll();
-      await Promise.race([closed, Bun.sleep(2000)]);
-      httpServer.close();
-    },
+    close: () => closeAll(servers, deadlines, httpServer),
   };
 }

@@ -2,6 +2,7 @@
 // responses converted to web Request/Response so handlers stay transport-free; bodies are size-capped.
 import tls from "node:tls";
 import http from "node:http";
+import type net from "node:net";
 import type { Socket } from "node:net";
 import { createHash } from "node:crypto";
 import type { PeerInfo } from "./selfapi.ts";
@@ -140,22 +141,37 @@ export async function startHttps(o: HttpsOptions): Promise<HttpsServer> {
   const deadlines = new ConnectionDeadlines(o.deadlines, (phase, sock) =>
     o.log?.debug(`https: connection from ${sock.remoteAddress ?? "?"} cut: ${phase} deadline passed`));
   const httpServer = requestServer({ handler: o.handler, maxBodyBytes: o.maxBodyBytes, deadlines, log: o.log, label: "https", peer: (sock) => peerOf(sock as tls.TLSSocket) });
-  const servers: tls.Server[] = [];
-  const addresses: { host: string; port: number }[] = [];
+  const { servers, addresses } = await listenAll("https", o.listen, () => {
+    const s = tls.createServer({
+      cert: o.cert, key: o.key, ca: o.clientCa,
+      requestCert: true, rejectUnauthorized: false, // the handshake succeeds without a client cert: /images and /enroll need none
+      minVersion: "TLSv1.2",
+    }, (sock) => {
+      deadlines.secured(sock);
+      // A connection with no traffic either way for this long is dropped (a stalled reader of a long reply).
+      sock.setTimeout(o.idleTimeoutMs ?? 120_000, () => sock.destroy());
+      httpServer.emit("connection", sock);
+    });
+    s.on("connection", (sock: tls.TLSSocket) => deadlines.connected(sock));
+    s.on("tlsClientError", () => { /* failed handshakes are the client's problem; nothing to log per attempt */ });
+    return s;
+  });
+  return {
+    addresses,
+    connections: () => ({ open: deadlines.size, cut: { ...deadlines.cut } }),
+    close: () => closeAll(servers, deadlines, httpServer),
+  };
+}
+
+type Listen = { host: string; port: number };
+
+/** Listens with one server per address (made by `make`); on any failure closes those already listening. */
+export async function listenAll(label: string, listen: Listen[], make: (l: Listen) => net.Server): Promise<{ servers: net.Server[]; addresses: Listen[] }> {
+  const servers: net.Server[] = [];
+  const addresses: Listen[] = [];
   try {
-    for (const l of o.listen) {
-      const s = tls.createServer({
-        cert: o.cert, key: o.key, ca: o.clientCa,
-        requestCert: true, rejectUnauthorized: false, // the handshake succeeds without a client cert: /images and /enroll need none
-        minVersion: "TLSv1.2",
-      }, (sock) => {
-        deadlines.secured(sock);
-        // A connection with no traffic either way for this long is dropped (a stalled reader of a long reply).
-        sock.setTimeout(o.idleTimeoutMs ?? 120_000, () => sock.destroy());
-        httpServer.emit("connection", sock);
-      });
-      s.on("connection", (sock: tls.TLSSocket) => deadlines.connected(sock));
-      s.on("tlsClientError", () => { /* failed handshakes are the client's problem; nothing to log per attempt */ });
+    for (const l of listen) {
+      const s = make(l);
       await new Promise<void>((ok, fail) => { s.once("error", fail); s.listen(l.port, l.host, () => { s.off("error", fail); ok(); }); });
       servers.push(s);
       const a = s.address();
@@ -163,17 +179,15 @@ export async function startHttps(o: HttpsOptions): Promise<HttpsServer> {
     }
   } catch (e) {
     for (const s of servers) s.close();
-    throw new Error(`https: cannot listen on ${o.listen.map((l) => `${l.host}:${l.port}`).join(", ")}: ${(e as Error).message}`);
+    throw new Error(`${label}: cannot listen on ${listen.map((l) => `${l.host}:${l.port}`).join(", ")}: ${(e as Error).message}`);
   }
-  return {
-    addresses,
-    connections: () => ({ open: deadlines.size, cut: { ...deadlines.cut } }),
-    async close() {
-      const closed = Promise.all(servers.map((s) => new Promise<void>((ok) => s.close(() => ok()))));
-      // Every connection, whatever its phase (mid-handshake included), or close() would wait on the clients.
-      deadlines.destroyAll();
-      await Promise.race([closed, Bun.sleep(2000)]);
-      httpServer.close();
-    },
-  };
+  return { servers, addresses };
+}
+
+/** Stops listening and ends every connection, whatever its phase (mid-handshake included), or close() would wait on the clients. */
+export async function closeAll(servers: net.Server[], deadlines: ConnectionDeadlines, httpServer: http.Server): Promise<void> {
+  const closed = Promise.all(servers.map((s) => new Promise<void>((ok) => s.close(() => ok()))));
+  deadlines.destroyAll();
+  await Promise.race([closed, Bun.sleep(2000)]);
+  httpServer.close();
 }
