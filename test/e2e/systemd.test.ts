@@ -11,11 +11,12 @@
 // Set AIRROOT_SKIP_VM=1 to skip (never skipped silently).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import type { Subprocess } from "bun";
 import { removeScratchDirs, scratchDir } from "../helpers/tmp";
 import { buildTestInitramfs, E2E_CACHE, kernelDir, privateAirroot } from "../helpers/boot";
 import { freePort } from "../helpers/ports";
+import { DEBIAN_USR_DIGEST as USR_DIGEST, debianImage, USR_DIGEST_CMD } from "../helpers/debian-image";
 import { startNginxSite, type NginxSite } from "../helpers/nginx-site";
 import { readConfig, statePaths, writeConfig } from "../../src/server/state";
 
@@ -26,34 +27,10 @@ const MAC = "52:54:00:12:34:56";
 const SERVER_IP = "10.0.2.100";
 const MIRROR_IPS = ["10.0.2.101", "10.0.2.102"];
 
-const IMAGE = join(E2E_CACHE, "debian-root.sfs");
-const USR_DIGEST = join(E2E_CACHE, "debian-root.usr.sha256");
-/**
- * sha256 over the sorted list of "sha256  path" of every regular file under usr/ (run from /), except the booted
- * system's airroot: the initramfs's binary bind-mounted onto usr/local/sbin/airroot, not part of the image.
- */
-const DIGEST_CMD = "cd / && find usr -type f ! -path usr/local/sbin/airroot -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1";
-
 function sh(cmd: string, cwd?: string): string {
   const r = Bun.spawnSync(["sh", "-c", cmd], { cwd, stdout: "pipe", stderr: "pipe" });
   if (r.exitCode !== 0) throw new Error(`${cmd}: ${r.stderr.toString()}`);
   return r.stdout.toString();
-}
-
-/** mmdebstrap of bookworm minbase with systemd, sshd, NetworkManager; squashfs'd once and cached with its /usr digest. */
-function debianImage(): string {
-  if (existsSync(IMAGE) && existsSync(USR_DIGEST)) return IMAGE;
-  const work = scratchDir("airroot-debian-");
-  const tree = join(work, "tree");
-  sh(`mmdebstrap --quiet --variant=minbase --include=systemd-sysv,openssh-server,iproute2,udev,network-manager,procps bookworm ${tree}`);
-  writeFileSync(join(tree, "etc/hostname"), "airroot-node\n");
-  const digest = sh(DIGEST_CMD.replace("cd /", `cd ${tree}`)).trim();
-  mkdirSync(E2E_CACHE, { recursive: true });
-  sh(`mksquashfs ${tree} ${IMAGE}.tmp -comp zstd -noappend -quiet`);
-  renameSync(`${IMAGE}.tmp`, IMAGE);
-  writeFileSync(USR_DIGEST, digest + "\n");
-  rmSync(tree, { recursive: true, force: true });
-  return IMAGE;
 }
 
 /** The last run's serial console, kept beside the cached image for whoever debugs a failure. */
@@ -203,7 +180,7 @@ describe.skipIf(SKIP)("QEMU boot into systemd from an airroot site", () => {
       expect(initramfs.out).toMatch(/^rootfs \/ rootfs /m);
 
       // The mount engine survived switch_root: with the page cache dropped, every /usr file reads back as in the image.
-      const digest = await ssh(p22, `echo 3 > /proc/sys/vm/drop_caches; ${DIGEST_CMD}`, 240_000);
+      const digest = await ssh(p22, `echo 3 > /proc/sys/vm/drop_caches; ${USR_DIGEST_CMD}`, 240_000);
       expect(digest.out.trim()).toBe(readFileSync(USR_DIGEST, "utf8").trim());
 
       // airroot is on the booted system's PATH (the initramfs's binary, bind-mounted) and finds the mount engine's
