@@ -55,29 +55,23 @@ export function isMounted(mountpoint: string): boolean {
   return mountsUnder(mountpoint).includes(mountpoint);
 }
 
-/** PIDs of airroot mount daemons serving `mountpoint` (the path is unique to this selftest's temp dir). */
-export function daemonPids(mountpoint: string): number[] {
+/** PIDs of the processes whose argv has `mount`, `flag` and `mountpoint` (the path is unique to this selftest's temp dir). */
+function mountProcesses(flag: string, mountpoint: string): number[] {
   const pids: number[] = [];
   for (const name of readdirSync("/proc")) {
     if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
     let argv: string[];
     try { argv = readFileSync(`/proc/${name}/cmdline`, "utf8").split("\0"); } catch { continue; }
-    if (argv.includes("mount") && argv.includes("--foreground") && argv.includes(mountpoint)) pids.push(Number(name));
+    if (argv.includes("mount") && argv.includes(flag) && argv.includes(mountpoint)) pids.push(Number(name));
   }
   return pids;
 }
 
+/** PIDs of airroot mount daemons serving `mountpoint`. */
+export const daemonPids = (mountpoint: string) => mountProcesses("--foreground", mountpoint);
+
 /** PIDs of the holders (the processes keeping a mount's FUSE connection across daemon restarts) of `mountpoint`. */
-export function holderPids(mountpoint: string): number[] {
-  const pids: number[] = [];
-  for (const name of readdirSync("/proc")) {
-    if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
-    let argv: string[];
-    try { argv = readFileSync(`/proc/${name}/cmdline`, "utf8").split("\0"); } catch { continue; }
-    if (argv.includes("mount") && argv.includes("--holder") && argv.includes(mountpoint)) pids.push(Number(name));
-  }
-  return pids;
-}
+export const holderPids = (mountpoint: string) => mountProcesses("--holder", mountpoint);
 
 /**
  * Gets rid of a mount and its daemon whatever state they are in: ask the daemon, then kill any daemon still there
