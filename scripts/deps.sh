@@ -19,6 +19,7 @@ APT_PACKAGES=(
   ovmf xorriso mtools dosfstools          # boot media: UEFI firmware for the tests, ISO/FAT image tools
   grub-pc-bin grub-efi-amd64-bin          # boot media: GRUB for BIOS and UEFI
   grub-efi-amd64-signed shim-signed sbsigntool  # Secure Boot: Debian's signed shim and GRUB, signing a UKI
+  systemd-boot-efi                        # signed UKI (airroot media uki): systemd-boot's EFI stub linuxx64.efi.stub
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -7,6 +7,7 @@ import { getNode } from "../server/store/nodes.ts";
 import { buildImg, buildIso, DEFAULT_CONSOLE, XCC_MEDIA_LIMIT, type MediaOptions } from "../media/build.ts";
 import { formatInspection, inspectMedia } from "../media/inspect.ts";
 import { MediaError } from "../media/tools.ts";
+import { buildUki, formatUkiInspection, inspectUki, isUki } from "../media/uki.ts";
 
 declare const AIRROOT_VERSION: string | undefined;
 const version = typeof AIRROOT_VERSION === "string" ? AIRROOT_VERSION : "0.1.0-dev";
@@ -88,17 +89,59 @@ const imgCommand = defineCommand({
 const inspectCommand = defineCommand({
   meta: { name: "inspect", description: "Say what a media file holds: kernel version, initramfs sizes and digests, the second stage it fetches, command line, site CA fingerprint, boot methods; checked against its media.json" },
   args: {
-    file: { type: "positional", description: "an .iso or .img made by `airroot media`", required: true },
+    file: { type: "positional", description: "an .iso, .img or UKI .efi made by `airroot media`", required: true },
     json: { type: "boolean", description: "print JSON" },
   },
   run({ args }) {
+    if (isUki(resolve(args.file))) {
+      const u = inspectUki(resolve(args.file));
+      console.log(args.json ? JSON.stringify(u, null, 2) : formatUkiInspection(u));
+      if (u.mismatches.length) process.exit(3);
+      return;
+    }
     const r = inspectMedia(resolve(args.file));
     console.log(args.json ? JSON.stringify(r, null, 2) : formatInspection(r));
     if (r.mismatches.length) process.exit(3);
   },
 });
 
+const ukiCommand = defineCommand({
+  meta: {
+    name: "uki",
+    description: "A signed unified kernel image: one EFI binary (systemd-boot's stub with kernel, initramfs, command line, os-release) signed with the site's Secure Boot key, so the firmware itself refuses a changed kernel, initramfs or command line. Boot it as \\EFI\\BOOT\\BOOTX64.EFI or from a boot entry; the firmware's db must hold --cert",
+  },
+  args: {
+    key: { type: "string", description: "the Secure Boot signing key (unencrypted PEM, RSA) whose certificate is enrolled in the firmware's db", required: true },
+    cert: { type: "string", description: "its certificate (PEM)", required: true },
+    out: { type: "string", description: "the .efi file to write (replaced atomically; nothing is left behind on failure)", required: true },
+    site: { type: "string", description: "site directory from `airroot serve site-config`: in the initramfs at /etc/airroot/site (needed for --stages 2)" },
+    kernel: { type: "string", description: "the kernel (bookworm's is signed by Debian; here the UKI's signature covers it)", default: "dist/vmlinuz" },
+    initrd: { type: "string", description: "the full airroot initramfs: in the image with --stages 1; with 2 the first stage fetches it from the servers' /boot/initramfs and checks its SHA-256 (recorded in the signed image)", default: "dist/initramfs.cpio.zst" },
+    stage1: { type: "string", description: "the first stage for --stages 2 (`make media` builds it)", default: "dist/initramfs-stage1.cpio.zst" },
+    stages: { type: "string", description: "2 (default with --site): the signed image holds the first stage and the full initramfs's digest, a chain of trust from the firmware to airroot init; 1 (default without --site): the full initramfs in the image" },
+    cmdline: { type: "string", description: `kernel parameters, signed with the image (the stub ignores any other under Secure Boot); airroot.server from the site's servers is added (default "${DEFAULT_CONSOLE}")` },
+    stub: { type: "string", description: "systemd-boot's EFI stub", default: "/usr/lib/systemd/boot/efi/linuxx64.efi.stub" },
+  },
+  async run({ args }) {
+    const stages = args.stages === undefined ? (args.site ? 2 : 1) : Number(args.stages);
+    if (stages !== 1 && stages !== 2) throw new MediaError("options", `--stages ${args.stages}: expected 1 or 2`);
+    const envEpoch = process.env.SOURCE_DATE_EPOCH;
+    if (envEpoch !== undefined && !/^\d+$/.test(envEpoch)) throw new MediaError("options", `SOURCE_DATE_EPOCH=${envEpoch} is not whole seconds`);
+    const t0 = Date.now();
+    const r = await buildUki({
+      kernel: resolve(args.kernel), initrd: resolve(args.initrd), stage1: resolve(args.stage1), stages, site: args.site ? resolve(args.site) : undefined,
+      cmdline: args.cmdline, key: resolve(args.key), cert: resolve(args.cert), out: resolve(args.out), version, stub: resolve(args.stub),
+      epoch: envEpoch === undefined ? undefined : Number(envEpoch), log: (l) => console.log(`  ${l}`),
+    });
+    console.log(`wrote ${r.out}: ${r.bytes} bytes (${(r.bytes / 1e6).toFixed(1)} MB) in ${((Date.now() - t0) / 1000).toFixed(1)} s, signed by ${r.manifest.signer}`);
+    console.log(`command line: ${r.manifest.cmdline}`);
+    if (r.manifest.stage2)
+      console.log(`first stage fetches ${r.manifest.stage2.urlPath} (${r.manifest.stage2.size} bytes, sha256 ${r.manifest.stage2.sha256}) from the servers: ` +
+        `install it with \`airroot serve boot-files --state STATE --kernel ${args.kernel} --initrd ${args.initrd}\``);
+  },
+});
+
 export const mediaCommand = defineCommand({
-  meta: { name: "media", description: "Boot media: hybrid ISO/USB image for BMC virtual media, FAT image for UEFI HTTP boot, and what one holds" },
-  subCommands: { iso: isoCommand, img: imgCommand, inspect: inspectCommand },
+  meta: { name: "media", description: "Boot media: hybrid ISO/USB image for BMC virtual media, FAT image for UEFI HTTP boot, signed unified kernel image, and what one holds" },
+  subCommands: { iso: isoCommand, img: imgCommand, uki: ukiCommand, inspect: inspectCommand },
 });
