@@ -134,6 +134,9 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const r of readers) r.kill("SIGKILL");
+  // The nginx servers first, by their own stop (workers included): the sweep below would SIGKILL a master (its
+  // command line names the scratch dir) and leave its workers running.
+  for (const s of servers) await s.stop().catch(() => {});
   // Holders first (a holder would restart its daemon), then daemons: with the last fd closed the kernel aborts the
   // connection, so nothing can hang on it; then the mounts go.
   // Every process whose command line names this run's scratch directory is one of ours (holders, daemons, readers).
@@ -143,7 +146,6 @@ afterAll(async () => {
   for (const pid of all) if (readlinkOr(`/proc/${pid}/cmdline`).includes("holder")) try { process.kill(pid, "SIGKILL"); } catch {}
   for (const pid of [...all, ...ours()]) try { process.kill(pid, "SIGKILL"); } catch {}
   for (const mp of mounts.reverse()) if (isMounted(mp)) sh(["umount", "-l", mp]);
-  for (const s of servers) await s.stop().catch(() => {});
   removeScratchDirs();
 }, 60_000);
 function readlinkOr(p: string): string { return safeRead(p); }
