@@ -206,6 +206,15 @@ export async function buildUki(o: UkiOptions): Promise<UkiResult> {
     `IMAGE_ID=airroot-node\n`;
 
   const work = mkdtempSync(join(tmpdir(), "airroot-uki-"));
+  // Ctrl-C or SIGTERM: the steps run synchronously, so the signal is noted and acted on between steps (and before
+  // the output is renamed into place): the partial output and the scratch directory are removed, exit 130/143.
+  let stopped: NodeJS.Signals | undefined;
+  const onSignal = (sig: NodeJS.Signals) => { stopped = sig; };
+  process.on("SIGINT", onSignal); process.on("SIGTERM", onSignal);
+  const checkStopped = async () => {
+    await new Promise((r) => setImmediate(r)); // lets a pending signal's listener run
+    if (stopped) throw new MediaError("stopped", `${stopped} received: nothing written`);
+  };
   try {
     const contents: [string, Uint8Array][] = [
       [".osrel", new TextEncoder().encode(osrel)], [".cmdline", new TextEncoder().encode(cmdline)],
@@ -220,7 +229,9 @@ export async function buildUki(o: UkiOptions): Promise<UkiResult> {
     }
     const unsigned = join(work, "unsigned.efi");
     o.log?.(`objcopy: ${layout.map((l) => `${l.name} ${l.size} bytes at 0x${l.vma.toString(16)}`).join(", ")}`);
+    await checkStopped();
     runTool("objcopy", ["objcopy", ...objArgs, stubPath, unsigned]);
+    await checkStopped();
     // objcopy stamps the PE with the current time: the build's epoch instead, and the checksum to match.
     const pe = readFileSync(unsigned);
     const info = parsePe(pe);
@@ -233,33 +244,32 @@ export async function buildUki(o: UkiOptions): Promise<UkiResult> {
       if (!got || got.va !== s.vma || got.virtualSize !== s.size) throw new MediaError("objcopy", `objcopy did not place ${s.name} at 0x${s.vma.toString(16)} (${s.size} bytes)`);
     }
     o.log?.(`sbsign: signing with ${o.key} (${signer})`);
-    await atomicFile(o.out, (tmp) => {
+    await atomicFile(o.out, async (tmp) => {
       runTool("sbsign", ["sbsign", "--key", o.key, "--cert", o.cert, "--output", tmp, unsigned]);
       // Checked before it replaces --out: the signature verifies with the certificate.
       runTool("sbverify", ["sbverify", "--cert", o.cert, tmp]);
+      await checkStopped();
     });
     return { out: o.out, bytes: statSync(o.out).size, manifest, sections };
   } finally {
     rmSync(work, { recursive: true, force: true });
+    process.off("SIGINT", onSignal); process.off("SIGTERM", onSignal);
+    if (stopped) process.exit(stopped === "SIGINT" ? 130 : 143);
   }
 }
 
-/** Writes `out` atomically: a temporary file next to it, renamed; removed on failure, SIGINT or SIGTERM. */
+/** Writes `out` atomically: a temporary file next to it, renamed; removed on failure (buildUki turns a signal into one). */
 async function atomicFile(out: string, build: (tmp: string) => void | Promise<void>): Promise<void> {
   const dir = dirname(resolve(out));
   if (!existsSync(dir)) throw new MediaError("output", `the directory ${dir} for --out does not exist`);
   const tmp = join(dir, `.${basename(out)}.partial-${process.pid}`);
   const cleanup = () => rmSync(tmp, { force: true });
-  const onSignal = () => { cleanup(); process.exit(130); };
-  process.once("SIGINT", onSignal); process.once("SIGTERM", onSignal);
   try {
     await build(tmp);
     renameSync(tmp, out);
   } catch (e) {
     cleanup();
     throw e;
-  } finally {
-    process.off("SIGINT", onSignal); process.off("SIGTERM", onSignal);
   }
 }
 

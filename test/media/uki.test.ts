@@ -7,6 +7,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { copyFileSync, existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { tmpdir } from "node:os";
 import { removeScratchDirs, scratchDir } from "../helpers/tmp";
 import { kernelDir, REPO } from "../helpers/boot";
 import { CpioArchive } from "../../initramfs/cpio";
@@ -168,6 +169,30 @@ describe("errors", () => {
     expect(existsSync(join(dir, "bad.efi"))).toBe(false);
     expect(readdirSync(dir).filter((f) => f.includes(".partial-"))).toEqual([]);
   }, 120_000);
+
+  test("SIGTERM during the build (objcopy/sbsign): exit 143, no output, no partial file, no scratch directory", async () => {
+    const out = join(dir, "sig.efi");
+    const before = readdirSync(tmpdir()).filter((f) => f.startsWith("airroot-uki-")).length;
+    const p = Bun.spawn([BUN, join(REPO, "src/cli/main.ts"), "media", "uki", "--key", key, "--cert", SNAKEOIL_CERT, "--site", site,
+      "--kernel", kernel, "--initrd", initrd, "--stage1", stage1, "--out", out], { stdout: "pipe", stderr: "pipe" });
+    const reader = p.stdout.getReader();
+    let seen = "";
+    const deadline = Date.now() + 30_000;
+    while (!seen.includes("objcopy:") && Date.now() < deadline) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      seen += new TextDecoder().decode(value);
+    }
+    expect(seen).toContain("objcopy:");
+    p.kill("SIGTERM");
+    const t = setTimeout(() => p.kill("SIGKILL"), 30_000);
+    const code = await p.exited;
+    clearTimeout(t);
+    expect(code).toBe(143);
+    expect(existsSync(out)).toBe(false);
+    expect(readdirSync(dir).filter((f) => f.includes(".partial-"))).toEqual([]);
+    expect(readdirSync(tmpdir()).filter((f) => f.startsWith("airroot-uki-")).length).toBeLessThanOrEqual(before);
+  }, 60_000);
 
   test("--help", () => {
     const r = cli(["media", "uki", "--help"]);
