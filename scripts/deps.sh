@@ -18,8 +18,9 @@ APT_PACKAGES=(
   isc-dhcp-server                         # network boot: `dhcpd -t` checks the ISC config `serve dhcp-config isc` prints
   ovmf xorriso mtools dosfstools          # boot media: UEFI firmware for the tests, ISO/FAT image tools
   grub-pc-bin grub-efi-amd64-bin          # boot media: GRUB for BIOS and UEFI
-  grub-efi-amd64-signed shim-signed sbsigntool  # Secure Boot: Debian's signed shim and GRUB, signing a UKI
+  grub-efi-amd64-signed shim-signed sbsigntool  # Secure Boot: Debian's signed shim and GRUB, checking a UKI's signature (sbverify)
   systemd-boot-efi                        # signed UKI (airroot media uki): systemd-boot's EFI stub linuxx64.efi.stub
+  osslsigncode                            # signed UKI: signs with a given signing time (-time), so the signed bytes are reproducible
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -133,7 +133,7 @@ const ukiCommand = defineCommand({
       cmdline: args.cmdline, key: resolve(args.key), cert: resolve(args.cert), out: resolve(args.out), version, stub: resolve(args.stub),
       epoch: envEpoch === undefined ? undefined : Number(envEpoch), log: (l) => console.log(`  ${l}`),
     });
-    console.log(`wrote ${r.out}: ${r.bytes} bytes (${(r.bytes / 1e6).toFixed(1)} MB) in ${((Date.now() - t0) / 1000).toFixed(1)} s, signed by ${r.manifest.signer}`);
+    console.log(`wrote ${r.out}: ${r.bytes} bytes (${(r.bytes / 1e6).toFixed(1)} MB) in ${((Date.now() - t0) / 1000).toFixed(1)} s, signed by ${r.manifest.signer}, signing time ${new Date(r.signingTime * 1000).toISOString().replace(".000Z", "Z")}`);
     console.log(`command line: ${r.manifest.cmdline}`);
     if (r.manifest.stage2)
       console.log(`first stage fetches ${r.manifest.stage2.urlPath} (${r.manifest.stage2.size} bytes, sha256 ${r.manifest.stage2.sha256}) from the servers: ` +

@@ -1,7 +1,7 @@
 // `airroot media uki`: a signed unified kernel image (UKI). One PE binary, systemd-boot's EFI stub
 // (/usr/lib/systemd/boot/efi/linuxx64.efi.stub, Debian's systemd-boot-efi) with the kernel (.linux), the initramfs
 // (.initrd), the kernel command line (.cmdline), an os-release (.osrel) and airroot's own record of what went in
-// (.airroot, JSON) added as PE sections, then signed with the site's Secure Boot key by sbsign (sbsigntool). The
+// (.airroot, JSON) added as PE sections, then signed with the site's Secure Boot key by osslsigncode. The
 // firmware verifies the signature over every section before it runs the stub, so a changed byte anywhere in kernel,
 // initramfs or command line makes it refuse the image; with Secure Boot on the stub ignores any command line the
 // boot loader passes and uses the signed one.
@@ -14,9 +14,14 @@
 // the full initramfs (plus the site cpio) in instead: no fetch, a larger file.
 //
 // bookworm has no ukify: objcopy adds the sections at virtual addresses after the stub's last section, each aligned
-// to 4 KiB and not overlapping. Reproducible: same inputs, same bytes (objcopy's PE timestamp is replaced by
-// SOURCE_DATE_EPOCH and the PE checksum recomputed; sbsign's PKCS#7 signature carries no signing time and RSA
-// PKCS#1 v1.5 signing is deterministic).
+// to 4 KiB and not overlapping. Reproducible, signature included: same inputs, same signed bytes. objcopy's PE
+// timestamp is replaced by SOURCE_DATE_EPOCH (default DEFAULT_EPOCH) and the PE checksum recomputed. The Authenticode
+// signature (PKCS#7 SignedData) holds a signing time among its signed attributes: sbsign always writes the current
+// time there, so osslsigncode signs instead, with `-time` (bookworm's 2.5 has it): SOURCE_DATE_EPOCH when set, else
+// signingTime() below, derived from the build epoch and the certificate. Everything else in the signature is a function
+// of the image, the key and the certificate (DER; RSA PKCS#1 v1.5 signing is deterministic); only another
+// osslsigncode version may encode it differently (2.5 and 2.9 differ by 8 bytes in the SpcPeImageData flags).
+// sbverify (sbsigntool) checks the result with the certificate before it replaces --out.
 import { createPrivateKey, createPublicKey, X509Certificate } from "node:crypto";
 import { closeSync, existsSync, mkdtempSync, openSync, readSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
@@ -66,7 +71,11 @@ export interface UkiManifest {
 }
 
 export interface UkiSection { name: string; vma: number; size: number; sha256: string }
-export interface UkiResult { out: string; bytes: number; manifest: UkiManifest; sections: UkiSection[] }
+export interface UkiResult {
+  out: string; bytes: number; manifest: UkiManifest; sections: UkiSection[];
+  /** The signing time in the signature (Unix seconds): SOURCE_DATE_EPOCH, else signingTime(). */
+  signingTime: number;
+}
 
 interface PeSection { name: string; virtualSize: number; va: number; rawSize: number; rawPtr: number }
 interface PeInfo { peOff: number; sections: PeSection[]; sectionAlignment: number; checksumOff: number; certTable?: { off: number; size: number } }
@@ -134,12 +143,21 @@ function readInput(step: string, path: string, what: string, hint: string): Buff
   try { return readFileSync(path); } catch (e) { throw new MediaError(step, `cannot read ${what} ${path}: ${(e as Error).message}`); }
 }
 
-/** Checks that KEY is an unencrypted private key and CERT its certificate; returns the certificate's subject. */
-function checkKeyPair(key: string, cert: string): string {
+/**
+ * The signing time written into the signature when SOURCE_DATE_EPOCH is not set: the later of the build epoch
+ * (DEFAULT_EPOCH, 2026-01-01, also the PE timestamp) and the certificate's notBefore, so that the signature is never
+ * dated before the certificate existed. Both are inputs, so two builds with the same inputs get the same time.
+ */
+export function signingTime(epoch: number | undefined, certNotBefore: number): number {
+  return epoch ?? Math.max(DEFAULT_EPOCH, certNotBefore);
+}
+
+/** Checks that KEY is an unencrypted private key and CERT its certificate; returns the certificate's subject and notBefore (Unix seconds). */
+function checkKeyPair(key: string, cert: string): { subject: string; notBefore: number } {
   const keyPem = readInput("key", key, "the Secure Boot signing key", "give the site's db key (PEM) with --key");
   const certPem = readInput("key", cert, "the Secure Boot certificate", "give the certificate enrolled in the firmware's db (PEM) with --cert");
   if (/ENCRYPTED/.test(keyPem.toString("latin1")))
-    throw new MediaError("key", `${key} is encrypted; sbsign cannot ask for its passphrase here: decrypt it to a file only you can read (\`openssl pkey -in ${key} -out KEY.pem\`; umask 077) and give that`);
+    throw new MediaError("key", `${key} is encrypted; osslsigncode is not given a passphrase here: decrypt it to a file only you can read (\`openssl pkey -in ${key} -out KEY.pem\`; umask 077) and give that`);
   let c: X509Certificate;
   try { c = new X509Certificate(certPem); } catch (e) { throw new MediaError("key", `${cert} is not a PEM certificate (${(e as Error).message})`); }
   let pub: string;
@@ -149,7 +167,9 @@ function checkKeyPair(key: string, cert: string): string {
   if (c.publicKey.export({ type: "spki", format: "pem" }).toString() !== pub)
     throw new MediaError("key", `${key} is not the key of ${cert} (${c.subject.replace(/\n/g, ", ")}): give the matching pair`);
   if (c.publicKey.asymmetricKeyType !== "rsa") throw new MediaError("key", `${cert}: UEFI Secure Boot takes RSA keys; this one is ${c.publicKey.asymmetricKeyType}`);
-  return c.subject.replace(/\n/g, ", ");
+  const notBefore = Math.floor(Date.parse(c.validFrom) / 1000);
+  if (!Number.isSafeInteger(notBefore)) throw new MediaError("key", `${cert}: cannot read its notBefore (${c.validFrom})`);
+  return { subject: c.subject.replace(/\n/g, ", "), notBefore };
 }
 
 /** Zero bytes up to a multiple of 4: the kernel looks for the next cpio header on a 4-byte boundary. */
@@ -164,7 +184,8 @@ export async function buildUki(o: UkiOptions): Promise<UkiResult> {
   try { stubPe = parsePe(stub); } catch (e) { throw new MediaError("stub", `${stubPath}: ${(e as Error).message}`); }
   if (!stubPe.sections.some((s) => s.name === ".sdmagic")) throw new MediaError("stub", `${stubPath} is not systemd-boot's stub (no .sdmagic section)`);
   if (stubPe.sections.some((s) => [".linux", ".initrd", ".cmdline"].includes(s.name))) throw new MediaError("stub", `${stubPath} already holds a kernel: give the bare stub`);
-  const signer = checkKeyPair(o.key, o.cert);
+  const { subject: signer, notBefore } = checkKeyPair(o.key, o.cert);
+  const signedAt = signingTime(o.epoch, notBefore);
 
   const kernel = readInput("kernel", o.kernel, "the kernel", "run `make initramfs` (dist/vmlinuz) or give --kernel");
   let version: string;
@@ -243,14 +264,17 @@ export async function buildUki(o: UkiOptions): Promise<UkiResult> {
       const got = info.sections.find((x) => x.name === s.name);
       if (!got || got.va !== s.vma || got.virtualSize !== s.size) throw new MediaError("objcopy", `objcopy did not place ${s.name} at 0x${s.vma.toString(16)} (${s.size} bytes)`);
     }
-    o.log?.(`sbsign: signing with ${o.key} (${signer})`);
+    const when = `${new Date(signedAt * 1000).toISOString().replace(".000Z", "Z")} (${o.epoch === undefined ? "the later of the default epoch and the certificate's notBefore" : "SOURCE_DATE_EPOCH"})`;
+    o.log?.(`osslsigncode: signing with ${o.key} (${signer}), signing time ${when}`);
     await atomicFile(o.out, async (tmp) => {
-      runTool("sbsign", ["sbsign", "--key", o.key, "--cert", o.cert, "--output", tmp, unsigned]);
+      rmSync(tmp, { force: true }); // osslsigncode will not replace an existing -out
+      // -time: the signing time in the signature (else the current time); no -t/-ts, so no timestamp server is asked.
+      runTool("osslsigncode", ["osslsigncode", "sign", "-certs", o.cert, "-key", o.key, "-h", "sha256", "-time", String(signedAt), "-in", unsigned, "-out", tmp]);
       // Checked before it replaces --out: the signature verifies with the certificate.
       runTool("sbverify", ["sbverify", "--cert", o.cert, tmp]);
       await checkStopped();
     });
-    return { out: o.out, bytes: statSync(o.out).size, manifest, sections };
+    return { out: o.out, bytes: statSync(o.out).size, manifest, sections, signingTime: signedAt };
   } finally {
     rmSync(work, { recursive: true, force: true });
     process.off("SIGINT", onSignal); process.off("SIGTERM", onSignal);

@@ -1,6 +1,7 @@
 // The signed unified kernel image (`airroot media uki`) under UEFI Secure Boot in QEMU (TCG): the firmware runs a
 // UKI signed with the site key and refuses one with a single byte of its initramfs changed, an unsigned one, and one
-// signed with a key its db does not hold.
+// signed with a key its db does not hold. The signature is osslsigncode's with a fixed signing time (reproducible,
+// src/media/uki.ts), the kind the firmware has to accept.
 //
 // The "site key enrolled in OVMF's variable store" is Debian's test key: the ovmf package ships
 // OVMF_VARS_4M.snakeoil.fd, a variable store whose PK, KEK and db hold the "snakeoil" certificate

@@ -1,17 +1,21 @@
 // `airroot media uki` without a VM (test/e2e/uki.test.ts boots it under OVMF Secure Boot): the PE holds the stub's
 // sections and ours at non-overlapping aligned addresses, the command line as given, the first stage + site cpio as
-// one .initrd; the signature verifies with the certificate (sbverify); the build is reproducible (sbsign puts a
-// signing time into the signature, so two builds differ only in the signature and the PE checksum: without it they
-// are the same bytes); a changed byte fails sbverify and inspect; errors name the step and leave no file behind.
+// one .initrd; the signature verifies with the certificate (sbverify) and not with another; the build is
+// reproducible signature included (osslsigncode -time: the same inputs give the same signed bytes, and the signing
+// time in the signature is SOURCE_DATE_EPOCH, else the later of 2026-01-01 and the certificate's notBefore; another
+// SOURCE_DATE_EPOCH or another input gives other bytes); a changed byte fails sbverify and inspect; errors name the
+// step and leave no file behind.
 // Signing key: Debian's OVMF test ("snakeoil") key pair, decrypted to the scratch dir.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { copyFileSync, existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { X509Certificate } from "node:crypto";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { tmpdir } from "node:os";
 import { removeScratchDirs, scratchDir } from "../helpers/tmp";
 import { kernelDir, REPO } from "../helpers/boot";
 import { CpioArchive } from "../../initramfs/cpio";
-import { buildUki, inspectUki, parsePe, peChecksum, sectionLayout, type UkiOptions } from "../../src/media/uki";
+import { buildUki, inspectUki, parsePe, peChecksum, sectionLayout, signingTime, type UkiOptions } from "../../src/media/uki";
+import { DEFAULT_EPOCH } from "../../src/media/build";
 import { readNewc } from "../../src/media/contents";
 
 const BUN = join(REPO, "node_modules/.bin/bun");
@@ -26,6 +30,22 @@ const run = (args: string[]) => {
   return { code: r.exitCode, out: r.stdout.toString(), err: r.stderr.toString() };
 };
 const sha = (f: string) => new Bun.CryptoHasher("sha256").update(readFileSync(f)).digest("hex");
+
+/** The signingTime attribute of a signed PE's Authenticode signature (Unix seconds), read with openssl asn1parse. */
+function signatureTime(file: string): number {
+  const b = readFileSync(file);
+  const t = parsePe(b).certTable!;
+  // WIN_CERTIFICATE: dwLength, wRevision, wCertificateType (2: PKCS#7 SignedData), then the DER.
+  expect(b.readUInt16LE(t.off + 6)).toBe(2);
+  const der = join(dir, "sig.p7");
+  writeFileSync(der, b.subarray(t.off + 8, t.off + b.readUInt32LE(t.off)));
+  const lines = run(["openssl", "asn1parse", "-inform", "DER", "-in", der]).out.split("\n");
+  const at = lines.findIndex((l) => /OBJECT\s+:signingTime$/.test(l));
+  expect(at).toBeGreaterThan(-1);
+  const m = lines.slice(at + 1, at + 4).join("\n").match(/(UTCTIME|GENERALIZEDTIME)\s+:(\d+)Z/)!;
+  const d = m[1] === "UTCTIME" ? (Number(m[2].slice(0, 2)) < 50 ? "20" : "19") + m[2] : m[2];
+  return Date.UTC(+d.slice(0, 4), +d.slice(4, 6) - 1, +d.slice(6, 8), +d.slice(8, 10), +d.slice(10, 12), +d.slice(12, 14)) / 1000;
+}
 
 let dir = "", site = "", kernel = "", initrd = "", stage1 = "", key = "";
 const opts = (o: Partial<UkiOptions>): UkiOptions => ({
@@ -90,23 +110,83 @@ describe("the image", () => {
     expect(i.manifest!.initrd.map((p) => p.name)).toEqual(["stage1.zst", "site.cpio"]);
   }, 60_000);
 
-  test("reproducible: built again later, it differs only in the signature (sbsign's signing time) and the PE checksum; without the signature, the same bytes", async () => {
+  test("reproducible: built again later, the same signed bytes (signing time 2026-01-01, not the clock); the same with SOURCE_DATE_EPOCH through the CLI", async () => {
     const a = await buildUki(opts({ out: join(dir, "r1.efi") }));
     await Bun.sleep(1100);
     const b = await buildUki(opts({ out: join(dir, "r2.efi") }));
-    const A = readFileSync(a.out), B = readFileSync(b.out);
-    expect(A.length).toBe(B.length);
-    const pe = parsePe(A);
-    expect(pe.certTable).toBeDefined();
-    const diff: number[] = [];
-    for (let i = 0; i < A.length; i++) if (A[i] !== B[i]) diff.push(i);
-    for (const i of diff) expect(i >= pe.certTable!.off || (i >= pe.checksumOff && i < pe.checksumOff + 4)).toBe(true);
-    for (const f of [a.out, b.out]) { copyFileSync(f, `${f}.bare`); expect(run(["sbattach", "--remove", `${f}.bare`]).code).toBe(0); }
-    expect(sha(`${a.out}.bare`)).toBe(sha(`${b.out}.bare`));
-    // Another command line is another image.
-    const c = await buildUki(opts({ out: join(dir, "r3.efi"), cmdline: "console=ttyS1" }));
-    expect(c.sections.find((s) => s.name === ".cmdline")!.sha256).not.toBe(a.sections.find((s) => s.name === ".cmdline")!.sha256);
-  }, 60_000);
+    expect(sha(a.out)).toBe(sha(b.out));
+    expect(Buffer.compare(readFileSync(a.out), readFileSync(b.out))).toBe(0);
+    expect(run(["cmp", a.out, b.out]).code).toBe(0);
+    expect(parsePe(readFileSync(a.out)).certTable).toBeDefined();
+    // The snakeoil certificate dates from 2020: the default epoch is the later, and it is what the signature says.
+    expect(a.signingTime).toBe(DEFAULT_EPOCH);
+    expect(signatureTime(a.out)).toBe(DEFAULT_EPOCH);
+    // SOURCE_DATE_EPOCH through the CLI: twice the same bytes, with that signing time and PE timestamp.
+    const epoch = 1777777777;
+    const cliArgs = (out: string) => ["media", "uki", "--key", key, "--cert", SNAKEOIL_CERT, "--site", site, "--kernel", kernel, "--initrd", initrd,
+      "--stage1", stage1, "--cmdline", "console=ttyS0 quiet", "--out", out];
+    for (const f of ["e1.efi", "e2.efi"]) {
+      const r = cli(cliArgs(join(dir, f)), { SOURCE_DATE_EPOCH: String(epoch) });
+      expect(r.code).toBe(0);
+      expect(r.out).toContain("signing time 2026-05-03T03:09:37Z");
+      await Bun.sleep(1100);
+    }
+    expect(sha(join(dir, "e1.efi"))).toBe(sha(join(dir, "e2.efi")));
+    expect(signatureTime(join(dir, "e1.efi"))).toBe(epoch);
+    const e = readFileSync(join(dir, "e1.efi"));
+    expect(e.readUInt32LE(parsePe(e).peOff + 8)).toBe(epoch);
+  }, 120_000);
+
+  test("another SOURCE_DATE_EPOCH, command line, initramfs or first stage: other signed bytes", async () => {
+    const base = await buildUki(opts({ out: join(dir, "d0.efi") }));
+    const variants: [string, Partial<UkiOptions>][] = [
+      ["epoch", { epoch: DEFAULT_EPOCH + 1 }],
+      ["cmdline", { cmdline: "console=ttyS1" }],
+      ["initrd", { initrd: fakeInitrd(join(dir, "full2.zst"), "another full initramfs") }],
+      ["stage1", { stage1: fakeInitrd(join(dir, "stage1b.zst"), "another first stage") }],
+    ];
+    const seen = new Set([sha(base.out)]);
+    for (const [name, o] of variants) {
+      const r = await buildUki(opts({ out: join(dir, `d-${name}.efi`), ...o }));
+      seen.add(sha(r.out));
+      expect(run(["sbverify", "--cert", SNAKEOIL_CERT, r.out]).code).toBe(0);
+    }
+    expect(seen.size).toBe(1 + variants.length);
+    // Only the epoch moves the signing time.
+    expect(signatureTime(join(dir, "d-epoch.efi"))).toBe(DEFAULT_EPOCH + 1);
+    expect(signatureTime(join(dir, "d-cmdline.efi"))).toBe(DEFAULT_EPOCH);
+    // Another command line is another .cmdline section.
+    const c = inspectUki(join(dir, "d-cmdline.efi"));
+    expect(c.sections.find((s) => s.name === ".cmdline")!.sha256).not.toBe(base.sections.find((s) => s.name === ".cmdline")!.sha256);
+  }, 120_000);
+
+  test("sbverify accepts the signature with the site certificate and refuses it with another; a certificate newer than the default epoch: signed at its notBefore, still reproducible", async () => {
+    const r = await buildUki(opts({ out: join(dir, "v.efi") }));
+    const ok = run(["sbverify", "--cert", SNAKEOIL_CERT, r.out]);
+    expect(ok.code).toBe(0);
+    expect(ok.out + ok.err).toContain("Signature verification OK");
+    const k = join(dir, "new.key"), c = join(dir, "new.pem");
+    expect(run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", k, "-out", c, "-days", "30", "-subj", "/CN=a newer site key"]).code).toBe(0);
+    const bad = run(["sbverify", "--cert", c, r.out]);
+    expect(bad.code).not.toBe(0);
+    expect(bad.out + bad.err).toContain("Signature verification failed");
+    // Signed with the new key (notBefore: now, after 2026-01-01): the signing time is its notBefore, every time.
+    const notBefore = Math.floor(Date.parse(new X509Certificate(readFileSync(c)).validFrom) / 1000);
+    expect(notBefore).toBeGreaterThan(DEFAULT_EPOCH);
+    const n1 = await buildUki(opts({ out: join(dir, "n1.efi"), key: k, cert: c }));
+    await Bun.sleep(1100);
+    const n2 = await buildUki(opts({ out: join(dir, "n2.efi"), key: k, cert: c }));
+    expect(n1.signingTime).toBe(notBefore);
+    expect(signatureTime(n1.out)).toBe(notBefore);
+    expect(sha(n1.out)).toBe(sha(n2.out));
+    expect(run(["sbverify", "--cert", c, n1.out]).code).toBe(0);
+    expect(run(["sbverify", "--cert", SNAKEOIL_CERT, n1.out]).code).not.toBe(0);
+    expect(inspectUki(n1.out).signers).toEqual(["/CN=a newer site key"]);
+    // signingTime: SOURCE_DATE_EPOCH as given, even before the certificate; else the later of the two.
+    expect(signingTime(1000, notBefore)).toBe(1000);
+    expect(signingTime(undefined, 1000)).toBe(DEFAULT_EPOCH);
+    expect(signingTime(undefined, DEFAULT_EPOCH + 5)).toBe(DEFAULT_EPOCH + 5);
+  }, 120_000);
 
   test("one byte changed in .initrd: sbverify fails and inspect reports it (exit 3)", async () => {
     const r = await buildUki(opts({ out: join(dir, "t.efi") }));
@@ -170,7 +250,7 @@ describe("errors", () => {
     expect(readdirSync(dir).filter((f) => f.includes(".partial-"))).toEqual([]);
   }, 120_000);
 
-  test("SIGTERM during the build (objcopy/sbsign): exit 143, no output, no partial file, no scratch directory", async () => {
+  test("SIGTERM during the build (objcopy/osslsigncode): exit 143, no output, no partial file, no scratch directory", async () => {
     const out = join(dir, "sig.efi");
     const before = readdirSync(tmpdir()).filter((f) => f.startsWith("airroot-uki-")).length;
     const p = Bun.spawn([BUN, join(REPO, "src/cli/main.ts"), "media", "uki", "--key", key, "--cert", SNAKEOIL_CERT, "--site", site,
