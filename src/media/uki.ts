@@ -20,7 +20,7 @@
 // time there, so osslsigncode signs instead, with `-time` (bookworm's 2.5 has it): SOURCE_DATE_EPOCH when set, else
 // signingTime() below, derived from the build epoch and the certificate. Everything else in the signature is a function
 // of the image, the key and the certificate (DER; RSA PKCS#1 v1.5 signing is deterministic); only another
-// osslsigncode version may encode it differently (2.5 and 2.9 differ by 8 bytes in the SpcPeImageData flags).
+// osslsigncode version may encode it differently (2.5 and 2.9 encode SpcPeImageData differently: other bytes).
 // sbverify (sbsigntool) checks the result with the certificate before it replaces --out.
 import { createPrivateKey, createPublicKey, X509Certificate } from "node:crypto";
 import { closeSync, existsSync, mkdtempSync, openSync, readSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
