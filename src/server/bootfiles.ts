@@ -1,5 +1,5 @@
-// STATE/boot/: the network boot files `airroot serve` serves under /boot/ (the kernel, the initramfs and Debian's iPXE
-// binaries), put there by `airroot serve boot-files`. Each is copied in under a temporary name, synced and renamed,
+// STATE/boot/: the network boot files `airroot serve` serves under /boot/ (the kernel, the initramfs, Debian's iPXE
+// binaries and optionally a signed unified kernel image), put there by `airroot serve boot-files`. Each is copied in under a temporary name, synced and renamed,
 // so a node fetching one during an update gets the old file or the new one, never a mix; a kernel and an initramfs
 // are installed together (both renamed only once both copies are complete). Only regular files are ever served from
 // here (serveFile: no symlink followed), so the copies are real files even where the source is a link (Debian's
@@ -19,6 +19,8 @@ export interface BootFilesRequest {
   initrd?: string;
   /** Directory with undionly.kpxe, ipxe.efi, snponly.efi; undefined: DEBIAN_IPXE_DIR if it exists; null: none. */
   ipxeDir?: string | null;
+  /** A signed unified kernel image (`airroot media uki`), served as /boot/airroot.efi for UEFI HTTP boot. */
+  uki?: string;
 }
 
 export interface BootFileEntry { name: BootFileName; size: number; mtime: Date }
@@ -30,8 +32,13 @@ function readHead(file: string, n: number): Buffer {
 }
 
 /** Warnings for a file that does not look like a kernel / an initramfs (not fatal: other architectures exist). */
-function lookWarnings(kind: "kernel" | "initrd", file: string): string[] {
+function lookWarnings(kind: "kernel" | "initrd" | "uki", file: string): string[] {
   const h = readHead(file, 0x240);
+  if (kind === "uki") {
+    const pe = h.length >= 0x40 && h.toString("latin1", 0, 2) === "MZ" && h.readUInt32LE(0x3c) + 4 <= h.length &&
+      h.toString("latin1", h.readUInt32LE(0x3c), h.readUInt32LE(0x3c) + 4) === "PE\0\0";
+    return pe ? [] : [`${file} does not look like an EFI executable (no MZ/PE header): UEFI HTTP boot will refuse it`];
+  }
   if (kind === "kernel") {
     const bz = h.length >= 0x206 && h.toString("latin1", 0x202, 0x206) === "HdrS";
     const arm64 = h.length >= 0x40 && h.readUInt32LE(0x38) === 0x644d5241;
@@ -99,6 +106,7 @@ export function installBootFiles(stateDir: string, r: BootFilesRequest): BootFil
   const plan: { name: BootFileName; from: string }[] = [];
   if (r.kernel) { plan.push({ name: "vmlinuz", from: r.kernel }); }
   if (r.initrd) { plan.push({ name: "initramfs", from: r.initrd }); }
+  if (r.uki) { plan.push({ name: "airroot.efi", from: r.uki }); }
   const ipxeDir = r.ipxeDir === undefined ? (existsSync(DEBIAN_IPXE_DIR) ? DEBIAN_IPXE_DIR : null) : r.ipxeDir;
   if (r.ipxeDir === undefined && ipxeDir === null) warnings.push(`no ${DEBIAN_IPXE_DIR}: install Debian's ipxe package (apt-get install ipxe) for undionly.kpxe, ipxe.efi and snponly.efi, or give --ipxe-dir`);
   if (ipxeDir) {
@@ -112,6 +120,7 @@ export function installBootFiles(stateDir: string, r: BootFilesRequest): BootFil
   for (const p of plan) {
     if (p.name === "vmlinuz") warnings.push(...lookWarnings("kernel", p.from));
     if (p.name === "initramfs") warnings.push(...lookWarnings("initrd", p.from));
+    if (p.name === "airroot.efi") warnings.push(...lookWarnings("uki", p.from));
   }
   const temps: { name: BootFileName; from: string; tmp: string; size: number }[] = [];
   try {

@@ -17,6 +17,7 @@ export const BOOT_FILES = {
   "undionly.kpxe": "iPXE for BIOS PXE (chain-loaded over TFTP, uses the NIC's UNDI driver)",
   "ipxe.efi": "iPXE for UEFI x86-64, with its own NIC drivers",
   "snponly.efi": "iPXE for UEFI x86-64 using the firmware's network driver (the NIC it booted from)",
+  "airroot.efi": "a signed unified kernel image (airroot media uki) that UEFI HTTP boot loads directly (dhcp-config --http-boot uki)",
 } as const;
 export type BootFileName = keyof typeof BOOT_FILES;
 export const BOOT_FILE_NAMES = Object.keys(BOOT_FILES) as BootFileName[];

@@ -2,6 +2,7 @@
 // `airroot serve`'s iPXE script, each told apart by what the client sends:
 //   iPXE (any build)   user class "iPXE" / option 175   -> http://SERVER:HTTPPORT/boot/ipxe (never a loader again: no loop)
 //   UEFI HTTP boot     vendor class "HTTPClient" (arch 16) -> option 60 "HTTPClient" echoed back, URL of the EFI iPXE
+//                      (or, with --http-boot uki, of the signed unified kernel image /boot/airroot.efi itself)
 //   UEFI PXE           client arch 7 or 9                -> the EFI iPXE over TFTP
 //   BIOS PXE           anything else (arch 0)            -> undionly.kpxe over TFTP
 // The files come from STATE/boot/ (`serve boot-files`): over TFTP (dnsmasq's own, or any TFTP server rooted there)
@@ -12,6 +13,9 @@ import { IPXE_SCRIPT_PATH } from "./bootscript.ts";
 
 export type DhcpServerKind = "dnsmasq" | "isc";
 export type EfiBinary = "snponly.efi" | "ipxe.efi";
+/** What UEFI HTTP boot loads: the EFI iPXE (then the per-node script), or the signed UKI (`airroot media uki`). */
+export type HttpBootTarget = "ipxe" | "uki";
+export const UKI_BOOT_FILE = "airroot.efi";
 
 export interface DhcpConfigOptions {
   kind: DhcpServerKind;
@@ -37,6 +41,8 @@ export interface DhcpConfigOptions {
    * enrolled, an iPXE built with it); PXE ROMs still get iPXE over TFTP.
    */
   https?: boolean;
+  /** UEFI HTTP boot target; default ipxe. uki: the firmware loads /boot/airroot.efi and checks its Secure Boot signature. */
+  httpBoot?: HttpBootTarget;
 }
 
 export class DhcpConfigError extends Error {
@@ -108,9 +114,10 @@ function checkDir(d: string): string {
 }
 
 /** The URLs and names a configuration hands out (for the printed comment and for tests). */
-export function bootTargets(server: string, httpPort: number, efi: EfiBinary, httpsBase?: string) {
+export function bootTargets(server: string, httpPort: number, efi: EfiBinary, httpsBase?: string, httpBoot: HttpBootTarget = "ipxe") {
   const base = httpsBase ?? `http://${server}${httpPort === 80 ? "" : `:${httpPort}`}`;
-  return { script: `${base}${IPXE_SCRIPT_PATH}`, httpBootEfi: `${base}/boot/${efi}`, biosPxe: "undionly.kpxe", efiPxe: efi };
+  const httpBootEfi = `${base}/boot/${httpBoot === "uki" ? UKI_BOOT_FILE : efi}`;
+  return { script: `${base}${IPXE_SCRIPT_PATH}`, httpBootEfi, biosPxe: "undionly.kpxe", efiPxe: efi };
 }
 
 export function dhcpConfig(o: DhcpConfigOptions): string {
@@ -130,7 +137,10 @@ export function dhcpConfig(o: DhcpConfigOptions): string {
     httpsBase = o.advertised.find((u) => { try { return urlHostname(u) === server; } catch { return false; } }) ?? o.advertised[0];
     if (!httpsBase) throw new DhcpConfigError("--https: no advertised https:// URL to give the firmware (`airroot serve config add addresses ADDR` or `add advertise https://HOST`)");
   }
-  const t = bootTargets(server, o.httpPort, efi, httpsBase);
+  if (o.httpBoot !== undefined && o.httpBoot !== "ipxe" && o.httpBoot !== "uki") {
+    throw new DhcpConfigError(`--http-boot "${String(o.httpBoot).slice(0, 40)}": use ipxe (the EFI iPXE, then the per-node script) or uki (/boot/${UKI_BOOT_FILE})`);
+  }
+  const t = bootTargets(server, o.httpPort, efi, httpsBase, o.httpBoot);
   return o.kind === "dnsmasq" ? dnsmasq(o, { server, r, iface, tftpRoot, efi, router, t }) : isc(o, { server, r, iface, tftpRoot, efi, router, t });
 }
 

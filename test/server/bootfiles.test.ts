@@ -105,3 +105,24 @@ test("the CLI: lists files and sizes, installs with Debian's iPXE, warns about f
   expect(help.code).toBe(0);
   expect(help.out).toContain("--ipxe-dir");
 });
+
+test("--uki installs a signed unified kernel image as airroot.efi (served under /boot/), alone, with no iPXE; a non-PE file is warned about", () => {
+  const s3 = join(dir, "s3");
+  expect(Bun.spawnSync([BUN, MAIN, "serve", "init", "--state", s3, "--address", "10.0.2.100"]).exitCode).toBe(0);
+  const pe = Buffer.alloc(4096);
+  pe.write("MZ", 0, "latin1");
+  pe.writeUInt32LE(0x80, 0x3c);
+  pe.write("PE\0\0", 0x80, "latin1");
+  writeFileSync(join(dir, "uki.efi"), pe);
+  const r = cli("--state", s3, "--uki", join(dir, "uki.efi"));
+  expect(r.code).toBe(0);
+  expect(r.err).toBe("");
+  expect(r.out).toMatch(/^installed airroot\.efi \(0\.0 MiB\) from /m);
+  expect(r.out).toMatch(/^ {2}airroot\.efi +0\.0 MiB .*signed unified kernel image/m);
+  expect(readdirSync(statePaths(s3).boot).sort()).toEqual(["airroot.efi"]); // no iPXE unless asked or with a kernel
+  expect(readFileSync(join(statePaths(s3).boot, "airroot.efi")).equals(pe)).toBe(true);
+  writeFileSync(join(dir, "not.efi"), randomBytes(2000));
+  const bad = cli("--state", s3, "--uki", join(dir, "not.efi"));
+  expect(bad.code).toBe(0);
+  expect(bad.err).toContain("does not look like an EFI executable (no MZ/PE header)");
+});

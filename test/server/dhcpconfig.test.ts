@@ -89,6 +89,24 @@ test("--https: UEFI HTTP boot and iPXE get the advertised https:// URLs (no plai
   }
 });
 
+test("--http-boot uki: UEFI HTTP boot gets /boot/airroot.efi (the signed UKI) over http or https; PXE and iPXE unchanged; a bad value refused", () => {
+  const s3 = join(dir, "s-uki");
+  expect(Bun.spawnSync([BUN, MAIN, "serve", "init", "--state", s3, "--address", "10.0.2.100"]).exitCode).toBe(0);
+  expect(Bun.spawnSync([BUN, MAIN, "serve", "config", "set", "http-port", "80", "--state", s3]).exitCode).toBe(0);
+  const r = cli("dnsmasq", "--http-boot", "uki", "--state", s3, "--range", "10.0.2.50,10.0.2.150");
+  expect(r.code).toBe(0);
+  expect(check(["dnsmasq", "--test", "-C"], join(dir, "uki.conf"), r.out).code).toBe(0);
+  expect(r.out).toContain("dhcp-boot=tag:httpclient,tag:!ipxe,http://10.0.2.100/boot/airroot.efi\n");
+  expect(r.out).toContain("dhcp-boot=tag:ipxe,http://10.0.2.100/boot/ipxe\n");
+  expect(r.out).toContain("dhcp-boot=tag:!efi64,tag:!httpclient,tag:!ipxe,undionly.kpxe\n");
+  const h = cli("isc", "--http-boot", "uki", "--https", "--state", s3, "--range", "10.0.2.50,10.0.2.150");
+  expect(h.out).toContain('filename "https://10.0.2.100/boot/airroot.efi";');
+  const bad = cli("dnsmasq", "--http-boot", "grub", "--state", s3, "--range", "10.0.2.50,10.0.2.150");
+  expect(bad.code).not.toBe(0);
+  expect(bad.out).toBe("");
+  expect(bad.err).toContain('--http-boot "grub": use ipxe');
+});
+
 describe("ISC dhcpd", () => {
   test("passes dhcpd -t (or, without dhcpd, is balanced and names every path)", () => {
     const r = cli("isc", "--state", state, "--range", "10.0.2.50,10.0.2.150,255.255.255.0,12h", "--router", "10.0.2.1", "--interface", "eth1");
