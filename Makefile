@@ -35,16 +35,17 @@ bench: deps build
 fuzz: deps
 	$(BUN) run test/fuzz/run.ts
 
-# The node's boot files: dist/vmlinuz (Debian bookworm's kernel) and dist/initramfs.cpio.zst (its modules +
-# dist/airroot + busybox + sshd, zstd cpio). SITE=DIR adds a site directory (`airroot serve site-config`).
+# The node's boot files: dist/vmlinuz (Debian's kernel: trixie's 6.12, or SUITE=bookworm for 6.1) and
+# dist/initramfs.cpio.zst (its modules + dist/airroot + busybox + sshd, zstd cpio). SITE=DIR adds a site directory
+# (`airroot serve site-config`). The kernel's suite is fetched with a private apt state; the host's apt is untouched.
 initramfs: build
-	@kdir=$$(bash initramfs/fetch-kernel.sh .cache/kernel) && cp "$$kdir/vmlinuz" dist/vmlinuz && \
+	@kdir=$$(bash initramfs/fetch-kernel.sh .cache/kernel $(SUITE)) && cp "$$kdir/vmlinuz" dist/vmlinuz && \
 	  $(BUN) initramfs/build.ts --kernel-dir "$$kdir" --out dist/initramfs.cpio.zst $(if $(SITE),--site $(SITE))
 	@echo "boot files: dist/vmlinuz dist/initramfs.cpio.zst"
 
 # The boot media's first stage (busybox, curl, zstd, the modules; no airroot binary): ~10.5 MB.
 dist/initramfs-stage1.cpio.zst: initramfs/build.ts initramfs/cpio.ts initramfs/stage1.sh
-	@kdir=$$(bash initramfs/fetch-kernel.sh .cache/kernel) && \
+	@kdir=$$(bash initramfs/fetch-kernel.sh .cache/kernel $(SUITE)) && \
 	  $(BUN) initramfs/build.ts --kernel-dir "$$kdir" --out $@ --stage1
 
 # Boot media for BMC virtual media: dist/airroot.iso from the files `make initramfs` made, the first stage and

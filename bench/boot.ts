@@ -1,4 +1,4 @@
-// `make bench`, boot part (`bun run bench/boot.ts`): boots the real bookworm systemd image (cached by
+// `make bench`, boot part (`bun run bench/boot.ts`): boots the real Debian systemd image (cached by
 // test/e2e/systemd.test.ts) in QEMU (TCG) with the airroot initramfs, on demand and with airroot.imagemethod=copy in
 // the same run, and measures for each: time from QEMU start to sshd answering on port 22, the bytes the image server
 // sent during the boot (its access log) against the image size, and `free -m` in the booted OS.
@@ -13,10 +13,11 @@ import { freePort } from "../test/helpers/ports";
 import { E2E_CACHE, kernelDir, REPO } from "../test/helpers/boot";
 import { parseFreeMem, sshGuest, startVm, type FreeMem, type Vm } from "../test/helpers/qemu";
 import { signImage } from "../test/helpers/signed-image";
+import { debianImagePaths } from "../test/helpers/debian-image";
 import { RANGE_LOG_FORMAT, servedRanges } from "../test/helpers/access-log";
 
 const MiB = 1048576;
-const IMAGE = join(E2E_CACHE, "debian-root.sfs");
+const { image: IMAGE, suite: SUITE } = debianImagePaths();
 const AIRROOT = process.env.AIRROOT_BENCH_AIRROOT ?? join(REPO, "dist", "airroot");
 const SERVER_IP = "10.0.2.100";
 /** Bound on one boot, QEMU start to sshd answering (TCG on a shared 2-core machine). */
@@ -114,7 +115,7 @@ async function main(): Promise<void> {
   const rows: BootRow[] = [];
   try {
     const imageBytes = statSync(IMAGE).size;
-    console.log(`bench/boot: bookworm image ${(imageBytes / MiB).toFixed(1)} MiB; signing its manifest, building the initramfs`);
+    console.log(`bench/boot: ${SUITE} image ${(imageBytes / MiB).toFixed(1)} MiB; signing its manifest, building the initramfs`);
     mkdirSync(join(dir, "www"));
     mkdirSync(join(dir, "site"));
     symlinkSync(IMAGE, join(dir, "www/root.sfs"));

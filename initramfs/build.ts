@@ -43,10 +43,12 @@ function fail(msg: string): never {
   throw new Error(`initramfs build: ${msg}`);
 }
 
-function run(cmd: string[]): string {
+function run(cmd: string[]): string;
+function run(cmd: string[], binary: true): Buffer;
+function run(cmd: string[], binary = false): string | Buffer {
   const r = Bun.spawnSync(cmd, { stdout: "pipe", stderr: "pipe" });
   if (r.exitCode !== 0) fail(`${cmd.join(" ")} failed (exit ${r.exitCode}): ${r.stderr.toString().trim()}`);
-  return r.stdout.toString();
+  return binary ? r.stdout : r.stdout.toString();
 }
 
 /** Adds a host file at its canonical path, with every symlink on the way recreated (so /lib/x.so resolves). */
@@ -120,7 +122,13 @@ function stageModules(kernelDir: string, wanted: string[]): { stage: string; ver
   for (const name of order) {
     const rel = deps.get(name)!.path;
     mkdirSync(dirname(join(dst, rel)), { recursive: true });
-    cpSync(join(src, rel), join(dst, rel));
+    // trixie ships .ko.xz. Stored plain: finit_module(2) takes them without MODULE_INIT_COMPRESSED_FILE, the cpio's
+    // own zstd compresses them as well, and the signature Debian appends to the uncompressed module stays valid.
+    const packed = /\.ko\.(xz|gz|zst)$/.exec(rel);
+    if (packed) {
+      const tool = { xz: "xz", gz: "gzip", zst: "zstd" }[packed[1] as "xz" | "gz" | "zst"];
+      writeFileSync(join(dst, rel.slice(0, -packed[1].length - 1)), run([tool, "-dc", join(src, rel)], true));
+    } else cpSync(join(src, rel), join(dst, rel));
   }
   run(["depmod", "-b", stage, version]);
   return { stage, version, names: order, missing };

@@ -1,20 +1,60 @@
 #!/bin/bash
-# Fetches the Debian bookworm kernel named by linux-image-amd64 into a cache dir, unpacked, with modules.dep.
-# Usage: initramfs/fetch-kernel.sh [CACHE_DIR]   (default .cache/kernel). Idempotent: a finished fetch is reused.
-# Prints the kernel directory (CACHE_DIR/<version>) on stdout; it holds vmlinuz and lib/modules/<version>/.
+# Fetches the Debian kernel named by a suite's linux-image-amd64 into a cache dir, unpacked, with modules.dep.
+# Usage: initramfs/fetch-kernel.sh [CACHE_DIR] [SUITE]   (defaults .cache/kernel and trixie; SUITE=... in the
+# environment works too). Idempotent: a finished fetch is reused. Prints the kernel directory (CACHE_DIR/<version>)
+# on stdout; it holds vmlinuz, lib/modules/<version>/ and `suite`.
+#
+# The node kernel's suite is this script's one setting (trixie = Debian 13, kernel 6.12: FUSE_NOTIFY_RESEND needs
+# 6.9). The build host may run another release (Debian 12 here): the suite's package lists are fetched into
+# CACHE_DIR/apt/SUITE with apt's own options, so the host's apt sources and state are never touched.
+# MIRROR=URL picks the Debian mirror (default http://deb.debian.org/debian; the security suite comes from
+# SECURITY_MIRROR, default http://deb.debian.org/debian-security). Lists are refreshed when a day old.
 set -euo pipefail
 
 cache="${1:-.cache/kernel}"
+suite="${2:-${SUITE:-trixie}}"
+mirror="${MIRROR:-http://deb.debian.org/debian}"
+security="${SECURITY_MIRROR:-http://deb.debian.org/debian-security}"
+case "$suite" in
+  *[!a-z0-9-]*|"") echo "fetch-kernel: '$suite' is not a Debian suite name (e.g. trixie, bookworm)" >&2; exit 2 ;;
+esac
 mkdir -p "$cache"
 cache="$(cd "$cache" && pwd)"
 
+# A private apt: its own sources, lists, cache and an empty dpkg status (nothing here installs anything).
+apt="$cache/apt/$suite"
+mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial" "$apt/sources.list.d"
+[ -f "$apt/status" ] || : > "$apt/status"
+{
+  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror $suite main"
+  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror $suite-updates main"
+  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $security $suite-security main"
+} > "$apt/sources.list"
+opts=(-o "Dir::Etc::SourceList=$apt/sources.list" -o "Dir::Etc::SourceParts=$apt/sources.list.d"
+      -o "Dir::State::Lists=$apt/lists" -o "Dir::State::status=$apt/status" -o "Dir::Cache=$apt/cache"
+      -o "APT::Architecture=amd64" -o "APT::Architectures::=amd64" -o "Debug::NoLocking=1")
+
+stamp="$apt/lists/.updated"
+if [ -z "$(find "$stamp" -mmin -1440 2>/dev/null)" ]; then
+  if apt-get "${opts[@]}" -q update >&2; then
+    touch "$stamp"
+  elif [ -f "$stamp" ]; then
+    echo "fetch-kernel: 'apt-get update' for $suite failed; using the package lists of $(date -r "$stamp" +%F)" >&2
+  else
+    echo "fetch-kernel: cannot fetch the package lists of $suite from $mirror (apt-get update failed above);" \
+      "check the network or set MIRROR=URL" >&2
+    exit 1
+  fi
+fi
+
 # The meta package depends on exactly one versioned image package; that is the kernel we boot.
-pkg="$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')"
+pkg="$(apt-cache "${opts[@]}" depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')"
 if [ -z "$pkg" ]; then
-  echo "fetch-kernel: apt-cache names no linux-image-6.x package for linux-image-amd64; run 'apt-get update' first" >&2
+  echo "fetch-kernel: $suite's linux-image-amd64 names no linux-image-6.x package; remove $apt/lists and retry" >&2
   exit 1
 fi
 version="${pkg#linux-image-}"
+version="${version%-unsigned}"
 dir="$cache/$version"
 
 # A completed fetch leaves a stamp; anything without it is redone from scratch (an interrupted run is not trusted).
@@ -25,19 +65,24 @@ fi
 
 work="$(mktemp -d "$cache/.fetch.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
-( cd "$work" && apt-get download -q "$pkg" >&2 ) || {
-  echo "fetch-kernel: 'apt-get download $pkg' failed; check apt sources and network" >&2; exit 1; }
+( cd "$work" && apt-get "${opts[@]}" download -q "$pkg" >&2 ) || {
+  echo "fetch-kernel: 'apt-get download $pkg' ($suite) failed; check the network or set MIRROR=URL" >&2; exit 1; }
 deb="$(ls "$work"/*.deb | head -n1)"
 dpkg-deb -x "$deb" "$work/root"
+# trixie ships modules under usr/lib (merged /usr), bookworm under lib.
+mods="$work/root/lib/modules"
+[ -d "$mods" ] || mods="$work/root/usr/lib/modules"
 [ -f "$work/root/boot/vmlinuz-$version" ] || { echo "fetch-kernel: $deb has no boot/vmlinuz-$version" >&2; exit 1; }
-# The .deb ships no modules.dep/modules.alias; depmod generates them against the unpacked tree.
-depmod -b "$work/root" "$version"
+[ -d "$mods/$version" ] || { echo "fetch-kernel: $deb has no modules for $version" >&2; exit 1; }
 
 rm -rf "$dir"
 mkdir -p "$dir/lib"
 mv "$work/root/boot/vmlinuz-$version" "$dir/vmlinuz"
 mv "$work/root/boot/config-$version" "$dir/config" 2>/dev/null || true
-mv "$work/root/lib/modules" "$dir/lib/modules"
+mv "$mods" "$dir/lib/modules"
+# The .deb ships no modules.dep/modules.alias; depmod generates them against the unpacked tree.
+depmod -b "$dir" "$version"
 echo "$version" > "$dir/version"
+echo "$suite" > "$dir/suite"
 touch "$dir/.complete"
 echo "$dir"

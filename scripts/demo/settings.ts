@@ -24,7 +24,7 @@ export async function demoSettings(w: WalkthroughLine[], cache: string): Promise
   const run = join(cache, "run");
   const values: Record<(typeof DEMO_SETTINGS)[number], string> = {
     STATE: join(run, "state"),
-    ROOT: join(cache, "root-bookworm"),
+    ROOT: join(cache, "root-trixie"),
     SITE: join(run, "site"),
     ADMIN_KEY: join(run, "id_ed25519.pub"),
     LISTEN: `127.0.0.1:${await freePort()}`,

@@ -8,7 +8,7 @@ import { configureNetwork, type NetResult } from "./net";
 import { mountPseudoFilesystems } from "./pseudofs";
 import { rescue } from "./rescue";
 import { mountOverlayRoot, type RootfsResult } from "./rootfs";
-import { copyImage, mountImageOnDemand, ROOT_DAEMON_ARGV0 } from "./image";
+import { copyImage, mountImageOnDemand, ROOT_DAEMON_ARGV0, ROOT_STATE_DIR } from "./image";
 import { chooseRootSource, fetchVerifiedManifest, readSiteImageKey, verifyImageFile } from "./rootsource";
 import { installSshTrust, addKnownHostsCa, machineIdFor, writeHostCertificates } from "./sshtrust";
 import { configuredServers, lockBeforeRescue, reportFailure, reportStage, runTrust, type Trusted } from "./trust";
@@ -143,9 +143,11 @@ async function obtainRootImage(ctx: BootContext): Promise<BootContext["image"]> 
   } else note("warning: no signed manifest for the root image (airroot.imageurl without airroot.manifest): its bytes are not verified");
   // The mount engine gets the manifest just verified as a file, not a URL to fetch again: a server that dies (or
   // answers differently) in between can then neither stop the mount nor swap the image.
-  const keyFile = "/run/airroot/image-key.pem", manifestFile = "/run/airroot/root.manifest";
+  // Not under /run: /run moves into the new root at switch_root, and the holder, which stays in the initramfs root,
+  // starts every later daemon (after a crash or for a takeover) with these same paths.
+  const keyFile = `${ROOT_STATE_DIR}/image-key.pem`, manifestFile = `${ROOT_STATE_DIR}/root.manifest`;
   if (manifest) {
-    mkdirSync("/run/airroot", { recursive: true });
+    mkdirSync(ROOT_STATE_DIR, { recursive: true });
     writeFileSync(keyFile, rs.imageKeyPem!, { mode: 0o644 });
     writeFileSync(manifestFile, manifest.bytes, { mode: 0o644 });
   }

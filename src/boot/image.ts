@@ -60,6 +60,12 @@ async function withStderrLines<T>(log: ((line: string) => void) | undefined, fn:
   }
 }
 
+/**
+ * The root image's local files (a copied image, the verified manifest and image key the mount daemons read), in the
+ * initramfs's own RAM: not under /run, which moves into the booted system at switch_root.
+ */
+export const ROOT_STATE_DIR = "/var/lib/airroot";
+
 function checkSource(src: ImageSource): void {
   if (src.urls.length === 0) throw new Error("no image URL");
   const names = new Set(src.urls.map((u) => parseImageUrl(u).name));
@@ -68,7 +74,7 @@ function checkSource(src: ImageSource): void {
 }
 
 export interface CopyOptions {
-  /** Where to keep the copy; default /var/lib/airroot (initramfs RAM, hidden from the booted system). */
+  /** Where to keep the copy; default ROOT_STATE_DIR (initramfs RAM, hidden from the booted system). */
   dir?: string;
   progress?: (line: string) => void;
   /** Per-server limit for the whole download; default 30 minutes. */
@@ -86,7 +92,7 @@ export interface CopyOptions {
  */
 export async function copyImage(src: ImageSource, o: CopyOptions = {}): Promise<{ path: string; bytes: number; url: string }> {
   checkSource(src);
-  const dir = o.dir ?? "/var/lib/airroot";
+  const dir = o.dir ?? ROOT_STATE_DIR;
   mkdirSync(dir, { recursive: true });
   const path = join(dir, parseImageUrl(src.urls[0]).name);
   const ca = await Bun.file(src.caFile).text();

@@ -17,6 +17,7 @@ if (SKIP) console.warn("test/e2e/boot.test.ts: skipped because AIRROOT_SKIP_VM=1
 let vmlinuz = "";
 let initrd = "";
 let clientKey = "";
+let caCert = "";
 let mirrors: Nginx[] = [];
 /** Guest addresses of the two HTTPS mirrors, forwarded by QEMU (one nc per connection) to nginx on loopback. */
 const MIRROR_IPS = ["10.0.2.100", "10.0.2.101"];
@@ -40,6 +41,7 @@ describe.skipIf(SKIP)("QEMU boot", () => {
     copyFileSync(`${clientKey}.pub`, join(dir, "site/authorized_keys"));
     const pki = makeTestPki(join(dir, "pki"), MIRROR_IPS);
     copyFileSync(pki.caCert, join(dir, "site/ca.pem"));
+    caCert = pki.caCert;
     mkdirSync(join(dir, "www"));
     copyFileSync(img, join(dir, "www/root.sfs"));
     const ports = await Promise.all(MIRROR_IPS.map(() => freePort("127.0.0.1")));
@@ -67,6 +69,7 @@ describe.skipIf(SKIP)("QEMU boot", () => {
       rootLine,
       /Switching root to \/sysroot and starting \/sbin\/init/,
       /AIRROOT-TEST-INIT: pid 1 args \[\]/,
+      /AIRROOT-TEST-KERNEL: 6\./,
       /AIRROOT-TEST-ROOT: airroot \/ overlay rw,.*lowerdir=\/mnt\/remote,upperdir=\/mnt\/overlay\/upper,workdir=\/mnt\/overlay\/work/,
       /AIRROOT-TEST-WRITE: written/,
       /AIRROOT-TEST-IMAGE: squashfs-test-root/,
@@ -93,11 +96,35 @@ describe.skipIf(SKIP)("QEMU boot", () => {
       expect(out).toMatch(/AIRROOT-TEST-PS:\s+\d+\s+1 .*@airroot-sshd/);
       // What makes it look installed: the boot interface as a NetworkManager connection, matched by MAC.
       expect(out).toContain("AIRROOT-TEST-NM: mac-address=52:54:00:12:34:56 method=auto method=link-local");
+      expect(out).toMatch(/AIRROOT-TEST-KERNEL: 6\.12\.\d+\+deb13-amd64/); // trixie's, the default node suite
       expect(await Promise.race([vm.exited, Bun.sleep(20_000).then(() => "still running")])).toBe(0);
     } finally {
       vm.kill();
     }
   }, 150_000);
+
+  test("bookworm's kernel (make initramfs SUITE=bookworm, Linux 6.1) boots the same way", async () => {
+    const kdir = kernelDir("bookworm");
+    const dir = scratchDir("airroot-e2e-bookworm-");
+    const img = makeTestRootImage(join(dir, "img"));
+    const site = join(dir, "site");
+    mkdirSync(site);
+    copyFileSync(`${clientKey}.pub`, join(site, "authorized_keys"));
+    copyFileSync(caCert, join(site, "ca.pem"));
+    const bookwormInitrd = buildTestInitramfs(join(dir, "initramfs.cpio.zst"), [[img, "images/root.sfs"]], kdir, site);
+    const urls = MIRROR_IPS.map((ip) => `https://${ip}/root.sfs`).join(",");
+    const vm = startQemu({ kernel: join(kdir, "vmlinuz"), initrd: bookwormInitrd, append: `quiet airroot.imageurl=${urls} airroot.rescue=poweroff`, netdevExtra: guestfwd });
+    try {
+      await vm.waitFor(/AIRROOT-TEST-DONE/, 110_000);
+      const out = vm.output();
+      expectBootLines(out, /\] Mounting the root filesystem\.\.\.overlay on \/sysroot: \/mnt\/image\/root\.sfs via \/dev\/loop0, tmpfs 50% \(on demand from 2 servers, @airroot-root pid \d+\)/);
+      expect(out).toMatch(/AIRROOT-TEST-KERNEL: 6\.1\.\d+-\d+-amd64/);
+      expect(out).toMatch(/AIRROOT-TEST-PS:\s+\d+\s+1 .*@airroot-root/);
+      expect(await Promise.race([vm.exited, Bun.sleep(20_000).then(() => "still running")])).toBe(0);
+    } finally {
+      vm.kill();
+    }
+  }, 240_000);
 
   test("airroot.imagemethod=copy downloads the image into RAM first, with progress, past a dead first server", async () => {
     const vm = startVm(`quiet airroot.imageurl=https://${DEAD_IP}/root.sfs,https://${MIRROR_IPS[1]}/root.sfs airroot.imagemethod=copy airroot.rescue=poweroff`, guestfwd);

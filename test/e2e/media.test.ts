@@ -53,9 +53,9 @@ describe.skipIf(SKIP)("boot media: one hybrid ISO booted as a BIOS CD, a BIOS US
     writeConfig(state, { ...readConfig(state), rootAuthorizedKeys: [readFileSync(`${key}.pub`, "utf8").trim()] });
     const tree = join(dir, "tree");
     sh(["unsquashfs", "-q", "-n", "-d", tree, image]);
-    sh([airroot, "image", "pack", tree, "--state", state, "--profile", "bookworm"]);
+    sh([airroot, "image", "pack", tree, "--state", state, "--profile", "compute"]);
     rmSync(tree, { recursive: true, force: true });
-    for (let i = 1; i <= 5; i++) node("add", `n00${i}`, "--mac", `52:54:00:12:34:5${i}`, "--profile", "bookworm");
+    for (let i = 1; i <= 5; i++) node("add", `n00${i}`, "--mac", `52:54:00:12:34:5${i}`, "--profile", "compute");
     const site = join(dir, "site");
     sh([airroot, "serve", "site-config", "--state", state, "--out", site]);
     const kdir = kernelDir();

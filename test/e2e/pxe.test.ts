@@ -49,9 +49,9 @@ describe.skipIf(SKIP)("BIOS PXE: SeaBIOS + QEMU's iPXE ROM -> airroot serve's iP
     sh([airroot, "serve", "config", "set", "boot-cmdline", "console=ttyS0 quiet airroot.rescue=poweroff", "--state", state]);
     const tree = join(dir, "tree");
     sh(["unsquashfs", "-q", "-n", "-d", tree, image]);
-    sh([airroot, "image", "pack", tree, "--state", state, "--profile", "bookworm"]);
+    sh([airroot, "image", "pack", tree, "--state", state, "--profile", "compute"]);
     rmSync(tree, { recursive: true, force: true });
-    node("add", "n001", "--mac", MAC, "--profile", "bookworm");
+    node("add", "n001", "--mac", MAC, "--profile", "compute");
     node("arm", "n001", "--once");
     sh([airroot, "serve", "site-config", "--state", state, "--out", join(dir, "site")]);
     const kdir = kernelDir();

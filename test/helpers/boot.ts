@@ -1,5 +1,5 @@
 // Boot test artifacts: a private airroot build, the Debian kernel, our initramfs, and a tiny squashfs root image.
-import { chmodSync, existsSync, mkdirSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 
 export const REPO = resolve(import.meta.dir, "../..");
@@ -23,9 +23,17 @@ export function privateAirroot(): string {
   return (airroot = out);
 }
 
-/** The Debian kernel directory from initramfs/fetch-kernel.sh (downloads once, then cached). */
-export function kernelDir(): string {
-  return run(["bash", "initramfs/fetch-kernel.sh", join(REPO, ".cache/kernel")]).trim().split("\n").pop()!;
+/**
+ * The Debian kernel directory from initramfs/fetch-kernel.sh (downloads once, then cached): the node suite's kernel
+ * (the script's default, trixie) unless a suite is named (bookworm, say).
+ */
+export function kernelDir(suite?: string): string {
+  return run(["bash", "initramfs/fetch-kernel.sh", join(REPO, ".cache/kernel"), ...(suite ? [suite] : [])]).trim().split("\n").pop()!;
+}
+
+/** The Debian suite a kernel directory came from (written by fetch-kernel.sh). */
+export function kernelSuite(kdir = kernelDir()): string {
+  return readFileSync(join(kdir, "suite"), "utf8").trim();
 }
 
 /** Builds our initramfs with the given extra files, fast zstd level (tests do not need the smallest file). */
@@ -43,6 +51,7 @@ export function buildTestInitramfs(out: string, add: [string, string][] = [], kd
  */
 export const TEST_INIT = `#!/bin/sh
 echo "AIRROOT-TEST-INIT: pid $$ args [$*]"
+echo "AIRROOT-TEST-KERNEL: $(uname -r)"
 grep ' / ' /proc/mounts | sed 's/^/AIRROOT-TEST-ROOT: /'
 echo written > /written-by-init && echo "AIRROOT-TEST-WRITE: $(cat /written-by-init)"
 echo "AIRROOT-TEST-IMAGE: $(cat /etc/airroot-test-image)"
