@@ -11,6 +11,7 @@ import { parseJson, SchemaError, type Validator } from "./schema.ts";
 import type { Handler } from "./https.ts";
 import { RateLimiter, type RateLimiterOptions } from "./ratelimit.ts";
 import type { Logger } from "../util/log.ts";
+import type { ServerMetrics } from "./metrics.ts";
 
 export interface ApiDeps {
   db: Database;
@@ -21,6 +22,7 @@ export interface ApiDeps {
   audit: EnrollDeps["audit"];
   log?: Logger;
   enrollRateLimit?: RateLimiterOptions; // per source address; default 30 per minute (POST report: the same, counted apart)
+  metrics?: ServerMetrics;               // outcomes counted for GET /metrics (metrics.ts)
 }
 
 export const API_PREFIX = "/api/v1/";
@@ -64,10 +66,13 @@ export function createApi(d: ApiDeps): Handler {
       }
       if (route === "POST enroll") {
         const r = await enroll(enrollDeps, await body(req, enrollRequestSchema, "enroll", d.audit, ctx.remoteAddress), ctx.remoteAddress);
+        d.metrics?.enrolled("challenge" in r ? "challenged" : "enrolled");
         return json(200, r);
       }
       if (route === "POST enroll/activate") {
-        return json(200, await activate(enrollDeps, await body(req, activateRequestSchema, "enroll", d.audit, ctx.remoteAddress), ctx.remoteAddress));
+        const r = await activate(enrollDeps, await body(req, activateRequestSchema, "enroll", d.audit, ctx.remoteAddress), ctx.remoteAddress);
+        d.metrics?.enrolled("enrolled");
+        return json(200, r);
       }
       if (route === "POST report") {
         // Unauthenticated TLS like enrollment: limited per source address the same way.
@@ -80,10 +85,15 @@ export function createApi(d: ApiDeps): Handler {
       }
       if (path.startsWith(`${API_PREFIX}self/`)) {
         const node = authenticate(selfDeps, ctx.peer, ctx.remoteAddress, path);
-        if (route === "GET self/config") return json(200, nodeConfig(selfDeps, node));
+        if (route === "GET self/config") {
+          const r = nodeConfig(selfDeps, node);
+          d.metrics?.configServed();
+          return json(200, r);
+        }
         if (route === "POST self/sshcert") {
-          const r = await body(req, sshCertRequestSchema, "sshcert", d.audit, ctx.remoteAddress);
-          return json(200, sshCertificates(selfDeps, node, r, ctx.remoteAddress));
+          const r = sshCertificates(selfDeps, node, await body(req, sshCertRequestSchema, "sshcert", d.audit, ctx.remoteAddress), ctx.remoteAddress);
+          d.metrics?.sshCertsServed(r.certificates.length);
+          return json(200, r);
         }
         if (route === "POST self/status") {
           reportStatus(selfDeps, node, await body(req, statusRequestSchema, "status", d.audit, ctx.remoteAddress));
@@ -95,7 +105,8 @@ export function createApi(d: ApiDeps): Handler {
       throw known ? new ApiError(405, "method-not-allowed", `${req.method} is not allowed on ${path}`)
         : new ApiError(404, "not-found", `no API endpoint ${path.slice(0, 100)}`);
     } catch (e) {
-      if (e instanceof ApiError) return errorResponse(e);
+      if (e instanceof ApiError) { d.metrics?.refused(path, e.code); return errorResponse(e); }
+      d.metrics?.refused(path, undefined);
       d.log?.error(`api: ${req.method} ${path.slice(0, 200)}: ${(e as Error).stack ?? e}`);
       return json(500, { error: "internal", message: "internal server error (see the server log)" });
     }

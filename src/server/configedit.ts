@@ -146,6 +146,8 @@ export const CONFIG_KEYS: readonly KeyDef[] = [
     what: "root's authorized SSH keys on every node: key lines or .pub files" },
   { key: "trusted-subnets", field: "trustedSubnets", kind: "list", live: true, parse: subnet,
     what: "extra subnets enrollment is accepted from, e.g. 10.1.0.0/16" },
+  { key: "metrics-subnets", field: "metricsSubnets", kind: "list", live: true, parse: subnet,
+    what: "subnets whose hosts may read GET /metrics besides loopback (default: loopback only), e.g. 10.0.0.5/32" },
   { key: "domain", field: "domain", kind: "optional-string", live: true, parse: domain,
     what: "DNS domain of the nodes (FQDN principal in SSH host certificates); `set domain` without a value clears it" },
   { key: "port", field: "port", kind: "int", live: false, parse: intRange(1, 65535), what: "HTTPS port airroot serve listens on by default and nodes are told" },
@@ -238,6 +240,7 @@ export function applyEdit(c0: ServerConfig, verb: Verb, name: string, values: st
   try {
     checked = configSchema(c, "");
     checked.trustedSubnets.forEach(parseCidr);
+    checked.metricsSubnets.forEach(parseCidr);
   } catch (e) {
     // Schema errors name the config.json field ("rootAuthorizedKeys[3]: ..."): say the key instead.
     const m = (e as Error).message;

@@ -1,4 +1,4 @@
-// `airroot serve`: loads the state dir and runs the HTTPS server (images, network boot files, node API), the optional
+// `airroot serve`: loads the state dir and runs the HTTPS server (images, network boot files, node API, /metrics), the optional
 // plain-HTTP listener for network boot (/boot/ only) and the discovery responder. config.json is re-read when it
 // changes (checked every CONFIG_CHECK_MS, and on reloadConfig(), which the CLI calls on SIGHUP); listen addresses,
 // ports and the discovery port wait for a restart.
@@ -17,6 +17,7 @@ import { startResponder, type Responder } from "./discovery.ts";
 import type { Logger } from "../util/log.ts";
 import { advertiseNotes, advertisedUrls, advertiseWarnings, listenerUrls, parseBaseUrl, siteApiUrls, urlHostname } from "./urls.ts";
 import { CONFIG_CHECK_MS, keyOfField } from "./configedit.ts";
+import { METRICS_PATH, metricsResponse, ServerMetrics, timed } from "./metrics.ts";
 
 export interface ServeOptions {
   stateDir: string;
@@ -87,16 +88,20 @@ export async function serve(o: ServeOptions): Promise<RunningServer> {
     imageBaseUrls: () => [...new Set([...baseUrls, ...c.mirrors, ...c.peers])],
     apiBaseUrls: () => siteApiUrls(baseUrls, c.peers),
   });
-  const deps: ApiDeps = { db, imagesDir: st.paths.images, serverId: c.serverId, audit, log: o.log, enroll: enroll(c), self: self(c) };
+  // Counters for GET /metrics; the connection figures are read from the HTTPS listener once it is up.
+  let https: Awaited<ReturnType<typeof startHttps>> | undefined;
+  const metrics = new ServerMetrics(db, () => https?.connections() ?? { open: 0, cut: {} });
+  const deps: ApiDeps = { db, imagesDir: st.paths.images, serverId: c.serverId, audit, log: o.log, enroll: enroll(c), self: self(c), metrics };
   const api = createApi(deps);
   const netboot: NetbootDeps = {
     bootDir: st.paths.boot, stateDir: o.stateDir, db, audit, log: o.log,
     baseUrls: () => baseUrls, httpPort: () => c.httpPort || 80, apiUrls: () => siteApiUrls(baseUrls, c.peers), cmdline: () => c.bootCmdline,
   };
-  const handler: typeof api = async (req, ctx) => (await serveNetboot(req, ctx.remoteAddress, "https", netboot)) ?? api(req, ctx);
+  const handler: typeof api = timed(metrics, async (req, ctx) =>
+    (new URL(req.url).pathname === METRICS_PATH ? metricsResponse(metrics, req, ctx.remoteAddress, c.metricsSubnets, audit) : undefined) ??
+    (await serveNetboot(req, ctx.remoteAddress, "https", netboot)) ?? api(req, ctx));
 
   const start = (l: typeof listen) => startHttps({ listen: l, cert: st.serverCertPem, key: st.serverKeyPem, clientCa: st.nodeCaPem, handler, log: o.log, deadlines: o.deadlines });
-  let https;
   try { https = await start(listen); } catch (e) {
     if (o.listen?.length) throw e;
     // The default [::] fails on hosts without IPv6; IPv4 alone is still useful.
@@ -108,7 +113,7 @@ export async function serve(o: ServeOptions): Promise<RunningServer> {
     : c.httpPort ? [...new Set(https.addresses.map((a) => a.host))].map((host) => ({ host, port: c.httpPort })) : [];
   if (httpListen.length) {
     try {
-      http = await startHttp({ listen: httpListen, handler: plainHttpHandler(netboot), log: o.log, deadlines: o.deadlines });
+      http = await startHttp({ listen: httpListen, handler: timed(metrics, plainHttpHandler(netboot)), log: o.log, deadlines: o.deadlines });
     } catch (e) { await https.close(); db.close(); throw e; }
   }
   let responder: Responder | undefined;

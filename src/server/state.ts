@@ -54,6 +54,8 @@ export const configSchema = obj({
   // The plain-HTTP port for network boot files (/boot/ only) that nodes are told and serve listens on; 0: off.
   httpPort: withDefault(int({ min: 0, max: 65535 }), 0),
   // Site kernel parameters in every iPXE script (console=...); checked further by checkBootCmdline (netboot).
+  // Who may read GET /metrics besides loopback (src/server/metrics.ts); missing in older state dirs.
+  metricsSubnets: withDefault(arr(subnet, { max: 256 }), []),
   bootCmdline: opt(str({ max: 1024, pattern: /^[\x21-\x7e]+( [\x21-\x7e]+)*$/, what: "kernel parameters (printable ASCII, single spaces)" })),
 });
 export type ServerConfig = Infer<typeof configSchema>;
@@ -65,7 +67,7 @@ export function defaultConfig(): ServerConfig {
   return {
     version: 1, serverId: randomBytes(8).toString("hex"), addresses: [], advertise: [], port: DEFAULT_PORT, trustedSubnets: [],
     trustLinkLocal: true, trustAttached: true, mirrors: [], peers: [], rootAuthorizedKeys: [],
-    discoveryPort: DEFAULT_DISCOVERY_PORT, nodeCertDays: 365, sshCertDays: 365, httpPort: 0,
+    discoveryPort: DEFAULT_DISCOVERY_PORT, nodeCertDays: 365, sshCertDays: 365, httpPort: 0, metricsSubnets: [],
   };
 }
 
@@ -78,6 +80,7 @@ export function readConfig(stateDir: string): ServerConfig {
   try {
     const c = parseJson(text, configSchema, 1 << 20);
     c.trustedSubnets.forEach(parseCidr);
+    c.metricsSubnets.forEach(parseCidr);
     return c;
   } catch (e) { throw new Error(`${p}: ${(e as Error).message}`); }
 }

@@ -225,6 +225,11 @@ export function setStage(db: Database, node: string, stage: string, detail: stri
     .run(stage, detail, digest, now, node);
 }
 
+/** How many nodes last reported each stage (stage null: never reported), for the server's metrics. */
+export function countByStage(db: Database): { stage: string | null; n: number }[] {
+  return db.query("SELECT stage, COUNT(*) AS n FROM nodes GROUP BY stage").all() as { stage: string | null; n: number }[];
+}
+
 export interface PendingChallenge { id: string; node: string; csr: string; ekPublic: string; secretSha256: string; expires: number }
 
 export function savePendingChallenge(db: Database, c: PendingChallenge, now = Date.now()): void {
