@@ -75,7 +75,7 @@ function invokedSubcommand(rawArgs: string[]): boolean {
 export const serveCommand = defineCommand({
   meta: {
     name: "serve",
-    description: "Run the deployment server: images over HTTPS, node enrollment and the mutual-TLS node API, network boot files (/boot/, also over plain HTTP with http-port or --http-listen), discovery",
+    description: "Run the deployment server: images over HTTPS, node enrollment and the mutual-TLS node API, network boot files (/boot/, also over plain HTTP with http-port or --http-listen), discovery, and GET /metrics in Prometheus text format (to loopback and config metrics-subnets only)",
   },
   args: {
     state: { type: "string", description: "server state directory (made by `airroot serve init`)" },
