@@ -3,6 +3,7 @@ import { defineCommand } from "citty";
 import { resolve } from "node:path";
 import { fetchAllStatus, fetchStatus, formatStatus, requestUnmount, statusLogPath } from "../mount/status";
 import { fetchHolderStatus } from "../mount/takeover";
+import { mountMetrics } from "../mount/metrics";
 
 export const statusCommand = defineCommand({
   meta: { name: "status", description: "Show a mount daemon's sources (state, RTT, bytes, errors), cache and reads in flight; without MOUNTPOINT, every running mount daemon's (on a booted node: the root's)" },
@@ -10,8 +11,10 @@ export const statusCommand = defineCommand({
     mountpoint: { type: "positional", description: "the mount point given to `airroot mount` (default: every mount daemon)", required: false },
     json: { type: "boolean", description: "print the raw status as JSON" },
     log: { type: "boolean", description: "print the detached daemon's log (connections, failovers, errors)" },
+    prometheus: { type: "boolean", description: "print the metrics in Prometheus text format, for node_exporter's textfile collector: `airroot status /mnt/image --prometheus > DIR/airroot.prom.$$ && mv DIR/airroot.prom.$$ DIR/airroot.prom`" },
   },
   async run({ args }) {
+    if (args.prometheus) { process.stdout.write(await mountMetrics(args.mountpoint ? resolve(args.mountpoint) : undefined)); return; }
     if (!args.mountpoint) {
       if (args.log) throw new Error("status --log: name the MOUNTPOINT whose log to show");
       const all = await fetchAllStatus();
