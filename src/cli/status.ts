@@ -41,7 +41,7 @@ export const statusCommand = defineCommand({
       const last = h.holder.lastExit;
       console.log(`${mp}: no daemon is serving right now (readers wait); holder pid ${h.holder.pid} (${h.holder.argv0}), ` +
         `daemon restarts ${h.holder.restarts}, ${h.daemonPid ? `daemon pid ${h.daemonPid} starting` : "restart pending (backoff)"}` +
-        (last ? `\nlast daemon exit: ${last.how} at ${last.at}` + (last.recovered ? "" : "; requests in flight then cannot be recovered (no FUSE_NOTIFY_RESEND)") : ""));
+        (last ? `\nlast daemon exit: ${last.how} at ${last.at}` + (last.said ? `: ${last.said}` : "") + (last.recovered ? "" : "; requests in flight then cannot be recovered (no FUSE_NOTIFY_RESEND)") : ""));
       return;
     }
     console.log(args.json ? JSON.stringify(status, null, 2) : formatStatus(status));

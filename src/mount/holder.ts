@@ -42,7 +42,8 @@ export interface HolderInfo {
   takeovers: number;
   /** "supported", "not supported by this kernel (Linux < 6.9)", "forced off", or "unknown" before the first INIT. */
   resend: string;
-  lastExit?: { at: string; how: string; recovered: boolean };
+  /** `said`: the dead daemon's last line on stderr (why a daemon that cannot start fails, e.g. a missing file). */
+  lastExit?: { at: string; how: string; recovered: boolean; said?: string };
 }
 
 /** AIRROOT_MOUNT_HELD: what the holder hands a daemon it starts. */
@@ -97,6 +98,8 @@ interface Daemon {
   /** When the daemon it replaces died (for the log: how long readers waited). */
   startedAfterCrashAt?: number;
   onLine?: (line: string) => void;
+  /** Its last non-empty stderr line (bounded), kept for `airroot status` after it dies. */
+  lastErr?: string;
 }
 
 function describeExit(code: number | null, signal: NodeJS.Signals | null): string {
@@ -139,7 +142,7 @@ export function runHolder(o: HolderOptions): Promise<number> {
     const ctx: HeldContext = { holder: { ...info }, state, standby: opts.standby, resend: opts.resend, oomScoreAdj };
     const argv = [...(opts.exe ?? exe), "mount", "--foreground", "--held", ...o.mountArgs];
     const proc = spawn(argv[0]!, argv.slice(1), {
-      argv0: o.daemonArgv0 ?? argv[0], stdio: ["pipe", "pipe", 2, fuseFd],
+      argv0: o.daemonArgv0 ?? argv[0], stdio: ["pipe", "pipe", "pipe", fuseFd],
       env: { ...process.env, [HELD_ENV]: JSON.stringify(ctx) },
     });
     const d: Daemon = { proc, standby: !!opts.standby, drained: false, stopped: false };
@@ -151,6 +154,12 @@ export function runHolder(o: HolderOptions): Promise<number> {
         buf = buf.slice(i + 1);
         onDaemonLine(d, line);
       }
+    });
+    // stderr passes through to the holder's own; the last line stays for `airroot status` once the daemon is gone.
+    proc.stderr!.on("data", (chunk: Buffer) => {
+      try { process.stderr.write(chunk); } catch { /* no stderr left */ }
+      const last = chunk.toString().split("\n").map((l) => l.trim()).filter(Boolean).pop();
+      if (last) d.lastErr = last.slice(0, 300);
     });
     proc.stdin!.on("error", () => {}); // a dead daemon's stdin: EPIPE is expected
     // A binary that cannot be started gives "error" and maybe no "exit": either one counts, once.
@@ -200,7 +209,7 @@ export function runHolder(o: HolderOptions): Promise<number> {
     quickFailures = served >= HEALTHY_MS ? 0 : quickFailures + 1;
     const delay = restartDelayMs(quickFailures);
     const recovered = resendUsable();
-    info.lastExit = { at: new Date().toISOString(), how, recovered };
+    info.lastExit = { at: new Date().toISOString(), how, recovered, said: d.lastErr };
     log(`daemon pid ${d.proc.pid} died (${how}) after serving ${(served / 1000).toFixed(1)} s; starting a new one` +
         (delay ? ` in ${delay} ms (${quickFailures} quick failures in a row)` : "") +
         (recovered ? "; it re-queues the requests the dead one had taken (FUSE_NOTIFY_RESEND)"
