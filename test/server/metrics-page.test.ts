@@ -49,7 +49,7 @@ test("nodes per stage come from the node store; unknown stages count as other; 4
 
   const refused = metricsResponse(m, new Request("https://x/metrics"), "10.0.2.15", [], audit);
   expect(refused.status).toBe(403);
-  expect((await refused.json()).error).toBe("metrics-not-allowed");
+  expect(((await refused.json()) as { error: string }).error).toBe("metrics-not-allowed");
   expect(audit.events).toEqual([{ event: "metrics", outcome: "refused", remote: "10.0.2.15", reason: "not loopback or a metrics-subnets address" }]);
   const post = metricsResponse(m, new Request("https://x/metrics", { method: "POST" }), "127.0.0.1", [], audit);
   expect(post.status).toBe(405);
