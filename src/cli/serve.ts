@@ -1,5 +1,5 @@
 // `airroot serve` (run the server), `serve init` (create the state dir), `serve mirror-cert` and `serve mirror-config`;
-// `serve boot-files` and `serve dhcp-config` are in servenetboot.ts.
+// `serve boot-files`, `serve dhcp-config` and `serve firmware-ca` are in servenetboot.ts.
 import { defineCommand } from "citty";
 import { resolve } from "node:path";
 import { readFileSync } from "node:fs";
@@ -58,7 +58,7 @@ const mirrorCert = defineCommand({
   },
 });
 
-const SUBCOMMANDS = ["init", "config", "mirror-cert", "mirror-config", "site-config", "boot-files", "dhcp-config"];
+const SUBCOMMANDS = ["init", "config", "mirror-cert", "mirror-config", "site-config", "boot-files", "dhcp-config", "firmware-ca"];
 const VALUE_FLAGS = ["--state", "--listen", "--http-listen", "--advertise", "--discovery-port"];
 
 /** True when the first positional word names a subcommand (skipping the values of serve's own options). */
@@ -95,6 +95,7 @@ export const serveCommand = defineCommand({
     "site-config": () => import("./siteconfig.ts").then((m) => m.siteConfigCommand),
     "boot-files": () => import("./servenetboot.ts").then((m) => m.bootFilesCommand),
     "dhcp-config": () => import("./servenetboot.ts").then((m) => m.dhcpConfigCommand),
+    "firmware-ca": () => import("./servenetboot.ts").then((m) => m.firmwareCaCommand),
   },
   async run({ args, rawArgs }) {
     if (invokedSubcommand(rawArgs)) return; // citty runs the parent's run() after a subcommand too

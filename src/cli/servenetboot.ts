@@ -1,4 +1,5 @@
-// `airroot serve boot-files` (install or list STATE/boot/) and `airroot serve dhcp-config dnsmasq|isc`.
+// `airroot serve boot-files` (install or list STATE/boot/), `airroot serve dhcp-config dnsmasq|isc` and
+// `airroot serve firmware-ca` (the site CA in the forms firmware takes, for HTTPS boot).
 import { defineCommand } from "citty";
 import { resolve } from "node:path";
 import { installBootFiles, listBootFiles, DEBIAN_IPXE_DIR } from "../server/bootfiles.ts";
@@ -6,6 +7,8 @@ import { BOOT_FILES } from "../server/bootscript.ts";
 import { dhcpConfig, type EfiBinary, type HttpBootTarget } from "../server/dhcpconfig.ts";
 import { readConfig, statePaths } from "../server/state.ts";
 import { advertisedUrls } from "../server/urls.ts";
+import { pemCertificates, x509SignatureLists } from "../pki/esl.ts";
+import { readFileSync, renameSync, writeFileSync } from "node:fs";
 
 const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
 
@@ -83,5 +86,32 @@ export const dhcpConfigCommand = defineCommand({
       tftp: !(args["no-tftp"] || (args as Record<string, unknown>).tftp === false), efiBinary: efi as EfiBinary, router: args.router, https: Boolean(args.https),
       httpBoot: args["http-boot"] as HttpBootTarget | undefined,
     }));
+  },
+});
+
+export const firmwareCaCommand = defineCommand({
+  meta: {
+    name: "firmware-ca",
+    description: "Write the site CA in a form firmware takes for HTTPS boot: esl (EFI signature list: edk2's TLS CA list, OVMF's fw_cfg etc/edk2/https/cacerts) or der (setup menus and BMC certificate pages)",
+  },
+  args: {
+    state: { type: "string", description: "server state directory (made by `airroot serve init`)", required: true },
+    format: { type: "string", description: "esl or der", default: "esl" },
+    out: { type: "string", description: "output file (written whole, then renamed into place)", required: true },
+  },
+  run({ args }) {
+    const format = args.format;
+    if (format !== "esl" && format !== "der") throw new Error(`serve firmware-ca: --format "${String(format).slice(0, 40)}": use esl or der`);
+    const paths = statePaths(resolve(args.state));
+    let pem: string;
+    try { pem = readFileSync(paths.siteCaCert, "utf8"); } catch {
+      throw new Error(`serve firmware-ca: cannot read ${paths.siteCaCert}: is ${args.state} a server state dir (\`airroot serve init\`)?`);
+    }
+    const ders = pemCertificates(pem);
+    const bytes = format === "esl" ? x509SignatureLists(ders) : ders[0]!;
+    const out = resolve(args.out), tmp = `${out}.tmp.${process.pid}`;
+    writeFileSync(tmp, bytes, { mode: 0o644 });
+    renameSync(tmp, out);
+    console.log(`wrote ${out}: the site CA as ${format === "esl" ? "an EFI signature list" : "DER"} (${bytes.length} bytes)`);
   },
 });
