@@ -9,6 +9,7 @@ import { HELD_ENV, runHolder, type HeldContext } from "../mount/holder";
 import { requestTakeover } from "../mount/takeover";
 import { selfCommand } from "../util/self";
 import { createLogger } from "../util/log";
+import { repeated } from "./args";
 
 export const mountCommand = defineCommand({
   meta: {
@@ -21,6 +22,7 @@ export const mountCommand = defineCommand({
     ca: { type: "string", description: "PEM file of the CA(s) that must have signed the servers' certificates (default: system store)" },
     order: { type: "string", description: "source preference: listed | latency | spread (rendezvous hash on --node-id)", default: MOUNT_DEFAULTS.order },
     "node-id": { type: "string", description: "node identity for --order spread (default: hostname)" },
+    weight: { type: "string", description: "URL=W (repeatable): for --order spread, the share of the server at URL (an image URL or its base URL, e.g. https://mirror1=10): a weight-10 server is first for 10x as many nodes as a weight-1 one; unnamed servers weigh 1; 0 = last resort (used only when every weighted server is down)" },
     "cache-mb": { type: "string", description: "RAM for image blocks beside the kernel page cache, cached or being fetched (plus one 1 MiB request), MiB", default: String(MOUNT_DEFAULTS.cacheMb) },
     "io-timeout": { type: "string", description: "give readers EIO after this long with no server (e.g. 5m); default: wait forever, right for a root fs" },
     "stall-timeout": { type: "string", description: "a request with no progress for this long fails over to the next server", default: `${MOUNT_DEFAULTS.stallTimeoutMs / 1000}s` },
@@ -44,7 +46,7 @@ export const mountCommand = defineCommand({
       process.exit(0);
     }
     const cfg = parseMountConfig({
-      positional: args._ as string[], ca: args.ca, order: args.order, nodeId: args["node-id"], cacheMb: args["cache-mb"],
+      positional: args._ as string[], ca: args.ca, order: args.order, nodeId: args["node-id"], weights: repeated(rawArgs, "weight"), cacheMb: args["cache-mb"],
       ioTimeout: args["io-timeout"], stallTimeout: args["stall-timeout"], foreground: args.foreground,
       argv0: args.argv0, manifest: args.manifest, imageKey: args["image-key"], expectDigest: args["expect-digest"], verbose: args.verbose,
       mounted: !!args.held,

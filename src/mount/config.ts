@@ -2,6 +2,7 @@
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { resolve } from "node:path";
 import { parseDuration } from "../util/duration";
+import { parseWeight } from "../source/order";
 
 export type SourceOrder = "listed" | "latency" | "spread";
 const ORDERS: SourceOrder[] = ["listed", "latency", "spread"];
@@ -12,6 +13,8 @@ export interface MountConfig {
   caFile?: string;             // PEM bundle; undefined = system store
   order: SourceOrder;
   nodeId?: string;
+  /** For order "spread": one weight per URL (same order), from --weight; undefined = equal weights. */
+  weights?: number[];
   cacheMb: number;
   ioTimeoutMs?: number;        // undefined = retry forever (right for a root filesystem)
   stallTimeoutMs: number;
@@ -33,7 +36,7 @@ export class MountConfigError extends Error {
 
 export interface RawMountArgs {
   positional: string[];
-  ca?: string; order?: string; nodeId?: string; cacheMb?: string; ioTimeout?: string; stallTimeout?: string;
+  ca?: string; order?: string; nodeId?: string; weights?: string[]; cacheMb?: string; ioTimeout?: string; stallTimeout?: string;
   foreground?: boolean; argv0?: string; manifest?: string; imageKey?: string; expectDigest?: string; verbose?: boolean;
   /**
    * Do not stat MOUNTPOINT: a daemon started by the holder for a mount whose daemon died must not touch the mount
@@ -55,6 +58,8 @@ export function parseMountConfig(raw: RawMountArgs): MountConfig {
 
   const order = (raw.order ?? MOUNT_DEFAULTS.order) as SourceOrder;
   if (!ORDERS.includes(order)) fail(`--order must be one of ${ORDERS.join(", ")} (got "${raw.order}")`);
+  const weights = raw.weights?.length ? parseWeights(raw.weights, urls, fail) : undefined;
+  if (weights && order !== "spread") fail(`--weight counts only with --order spread (the weighted rendezvous spread), not --order ${order}`);
   const cacheMb = raw.cacheMb === undefined ? MOUNT_DEFAULTS.cacheMb : Number(raw.cacheMb);
   if (!Number.isInteger(cacheMb) || cacheMb < 0 || cacheMb > 65536) fail(`--cache-mb must be a whole number of MiB from 0 to 65536 (got "${raw.cacheMb}")`);
   const ioTimeoutMs = raw.ioTimeout === undefined ? undefined : durationOrFail(raw.ioTimeout, "--io-timeout", fail);
@@ -78,9 +83,30 @@ export function parseMountConfig(raw: RawMountArgs): MountConfig {
   if (raw.argv0 !== undefined && (raw.argv0 === "" || raw.argv0.includes("\0"))) fail("--argv0 must be a non-empty name");
 
   return {
-    urls, mountpoint, caFile, order, nodeId: raw.nodeId, cacheMb, ioTimeoutMs: ioTimeoutMs || undefined, stallTimeoutMs,
+    urls, mountpoint, caFile, order, nodeId: raw.nodeId, weights, cacheMb, ioTimeoutMs: ioTimeoutMs || undefined, stallTimeoutMs,
     foreground: !!raw.foreground, argv0: raw.argv0, manifestUrl: manifest, imageKeyFile, expectDigest: raw.expectDigest, verbose: !!raw.verbose,
   };
+}
+
+/**
+ * --weight URL=W: W for the image URL that is URL, or for every image URL under it (a server's base URL, e.g.
+ * https://m1 for https://m1/images/x.sfs; the longest match wins). Unnamed URLs weigh 1; 0 makes a server a last
+ * resort, used only when every server with a weight is down.
+ */
+function parseWeights(specs: string[], urls: string[], fail: (m: string) => never): number[] {
+  const given: { prefix: string; weight: number }[] = [];
+  for (const spec of specs) {
+    const eq = spec.lastIndexOf("=");
+    if (eq <= 0) fail(`--weight "${spec}" must be URL=WEIGHT, e.g. --weight https://mirror1=10`);
+    const prefix = spec.slice(0, eq).replace(/\/+$/, ""), text = spec.slice(eq + 1);
+    let weight = 0;
+    try { weight = parseWeight(text, `--weight ${prefix}:`); } catch (e) { fail((e as Error).message); }
+    if (given.some((g) => g.prefix === prefix)) fail(`--weight names ${prefix} twice`);
+    if (!urls.some((u) => u === prefix || u.startsWith(`${prefix}/`))) fail(`--weight ${prefix} is none of the image URLs, nor a base URL of one`);
+    given.push({ prefix, weight });
+  }
+  return urls.map((u) => given.filter((g) => u === g.prefix || u.startsWith(`${g.prefix}/`))
+    .sort((a, b) => b.prefix.length - a.prefix.length)[0]?.weight ?? 1);
 }
 
 function durationOrFail(text: string, flag: string, fail: (m: string) => never): number {

@@ -125,7 +125,7 @@ export async function startMountDaemon(cfg: MountConfig, log: Logger = createLog
   // boot-like squashfs workload: 1.21x the distinct bytes with 8 MiB of 256 KiB blocks, 1.00x with 16 MiB).
   const blockScale = verified ? Math.max(1, verified.verifier.chunkSize / (128 * 1024)) : 1;
   const image = await RemoteImage.open(cfg.urls, {
-    ca, order: cfg.order, nodeId: cfg.nodeId, cacheMb: cfg.cacheMb * blockScale, ioTimeoutMs: cfg.ioTimeoutMs,
+    ca, order: cfg.order, nodeId: cfg.nodeId, weights: cfg.weights, cacheMb: cfg.cacheMb * blockScale, ioTimeoutMs: cfg.ioTimeoutMs,
     stallTimeoutMs: cfg.stallTimeoutMs, verifier: verified?.verifier, log,
   });
   if (verified && verified.size !== image.size) {

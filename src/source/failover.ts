@@ -9,6 +9,8 @@ import type { Source } from "./source";
 export interface ServerSetOptions {
   order: SourceOrder;
   nodeId: string;
+  /** Per source (same order as `sources`), for "spread": relative share, 0 = last resort; default 1 each. */
+  weights?: number[];
   timeouts: RangeTimeouts;
   probeIntervalMs: number;
   holdDownMs: number;
@@ -119,7 +121,7 @@ export class ServerSet {
   // ---- fail-back probing ----
 
   private rerank(): void {
-    const idx = rankSources(this.o.order, this.sources.map((s) => ({ href: s.href, rttMs: s.rttMs })), this.o.nodeId);
+    const idx = rankSources(this.o.order, this.sources.map((s, i) => ({ href: s.href, rttMs: s.rttMs, weight: this.o.weights?.[i] })), this.o.nodeId);
     this.ranked = idx.map((i) => this.sources[i]);
     this.ranked.forEach((s, rank) => { s.preferredRank = rank; });
   }

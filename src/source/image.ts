@@ -10,7 +10,7 @@ import { Source, type SourceStatus } from "./source";
 import { BlockCache } from "./cache";
 import { BlockPool } from "./pool";
 import { Readahead } from "./readahead";
-import { ORDERS, type SourceOrder } from "./order";
+import { checkWeight, ORDERS, type SourceOrder } from "./order";
 import { ServerSet, expectFrom, jitter, secs } from "./failover";
 import { NO_VALIDATOR } from "./headers";
 
@@ -37,6 +37,7 @@ export interface RemoteImageOptions {
   ca?: string | Buffer;        // PEM bundle contents; undefined = system store
   order?: SourceOrder;         // default "listed"
   nodeId?: string;             // for "spread" (rendezvous hashing); default os.hostname()
+  weights?: number[];          // for "spread", one per URL (same order): relative share, 0 = last resort; default 1 each
   cacheMb?: number;            // RAM block cache beside the page cache; default 8 (small: the page cache is the main one).
                                // Blocks being fetched share it (spent cached blocks make room), plus one request's worth
   ioTimeoutMs?: number;        // undefined/0 = retry forever (right for a root fs); else EIO after this long
@@ -177,7 +178,7 @@ export class RemoteImage {
     this.cache = new BlockCache(cacheBytes, (b) => this.pool.release(b), raMax);
     this.readahead = new Readahead({ maxBytes: raMax, initialBytes: Math.min(raMax, Math.max(this.bs, 256 * KiB)) });
     this.servers = new ServerSet(sources, img, {
-      order: this.order, nodeId: opts.nodeId ?? hostname(), timeouts: this.timeouts,
+      order: this.order, nodeId: opts.nodeId ?? hostname(), weights: opts.weights, timeouts: this.timeouts,
       probeIntervalMs: opts.probeIntervalMs ?? DEFAULTS.probeIntervalMs, holdDownMs: opts.holdDownMs ?? DEFAULTS.holdDownMs,
       ioTimeoutMs: this.ioTimeoutMs, log, sizeOnly: this.verifier !== undefined,
       onRecovered: () => { for (const wake of [...this.sleepers]) wake(); }, // retry now rather than after the backoff
@@ -205,11 +206,16 @@ export class RemoteImage {
     if (opts.verifier) checkNumber("verifier.chunkSize", opts.verifier.chunkSize, 4096, true);
     const log = opts.log ?? createLogger();
 
-    const parsed: ImageUrl[] = [];
-    for (const u of urls) {
+    if (opts.weights !== undefined) {
+      if (!Array.isArray(opts.weights) || opts.weights.length !== urls.length) throw new Error(`invalid option weights: give one weight per URL (${urls.length})`);
+      opts.weights.forEach((w, i) => checkWeight(w, `invalid option weights[${i}]:`));
+    }
+    const parsed: ImageUrl[] = [], weights: number[] = [];
+    for (const [i, u] of urls.entries()) {
       const p = parseImageUrl(u); // UrlError names the URL and the problem
       if (parsed.some((q) => q.href === p.href)) { log.warn(`ignoring duplicate image URL ${p.href}`); continue; }
       parsed.push(p);
+      weights.push(opts.weights?.[i] ?? 1);
     }
     // The image is named after the first URL; servers may store it under other names.
     const name = parsed[0].name;
@@ -271,7 +277,7 @@ export class RemoteImage {
       s.exclude(why);
       log.error(`excluding ${s.href}: ${why}`);
     });
-    const image = new RemoteImage(sources, img, name, opts, log);
+    const image = new RemoteImage(sources, img, name, { ...opts, weights }, log);
     image.servers.start();
     return image;
   }

@@ -27,6 +27,24 @@ describe("airroot mount options", () => {
     expect(local).toMatchObject({ manifestUrl: ca, imageKeyFile: ca, expectDigest: "b".repeat(64) });
   });
 
+  test("--weight URL=W: by image URL or a base URL of it (longest wins), others weigh 1, only with --order spread", () => {
+    const m1 = "https://m1.example/images/root.sfs", m2 = "https://m2.example:8443/images/root.sfs";
+    const c = parseMountConfig({ positional: [url, m1, m2, dir], order: "spread", nodeId: "n7",
+      weights: ["https://m1.example=10", `${m2}=0`, "https://m2.example:8443/=3"].slice(0, 2) });
+    expect(c.weights).toEqual([1, 10, 0]);
+    expect(parseMountConfig({ positional: [m1, m2, dir], order: "spread", weights: ["https://m1.example/=2.5", `${m1}=4`] }).weights).toEqual([4, 1]);
+    expect(parseMountConfig({ positional: [m1, dir], order: "spread" }).weights).toBeUndefined();
+    const fails = (weights: string[], re: RegExp, order = "spread") =>
+      expect(() => parseMountConfig({ positional: [m1, m2, dir], order, weights })).toThrow(re);
+    fails(["https://m1.example"], /--weight "https:\/\/m1.example" must be URL=WEIGHT/);
+    fails(["https://m1.example=-1"], /--weight https:\/\/m1.example: "-1" is not a number from 0/);
+    fails(["https://m1.example=ten"], /is not a number from 0 \(last resort\)/);
+    fails(["https://m3.example=1"], /--weight https:\/\/m3.example is none of the image URLs/);
+    fails(["https://m1.ex=1"], /none of the image URLs/); // a prefix only at a path boundary
+    fails(["https://m1.example=1", "https://m1.example/=2"], /names https:\/\/m1.example twice/);
+    fails(["https://m1.example=1"], /--weight counts only with --order spread/, "listed");
+  });
+
   const bad: [string, Parameters<typeof parseMountConfig>[0], RegExp][] = [
     ["no mount point", { positional: [url] }, /at least one image URL and a mount point/],
     ["plain http", { positional: ["http://127.0.0.1/x.sfs", dir] }, /not an https:\/\/ URL/],
