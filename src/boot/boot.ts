@@ -45,6 +45,7 @@ export interface BootContext {
 
 /** Site configuration copied into the initramfs by initramfs/build.ts --site. */
 export const SITE_DIR = "/etc/airroot/site";
+const SSHD_LISTEN_WAIT_MS = 60_000;
 
 /** Fresh host keys, root's authorized keys and (unless airroot.debugsshd=off) the supervised debug sshd on 2222. */
 async function setUpSsh(ctx: BootContext): Promise<number> {
@@ -57,8 +58,10 @@ async function setUpSsh(ctx: BootContext): Promise<number> {
     // Loopback up even when the network step is skipped, so the listener check below (and local ssh) works.
     Bun.spawnSync(["busybox", "ip", "link", "set", "lo", "up"]);
     ctx.sshdPid = startSshdSupervisor(DEFAULT_PATHS.config);
-    if (!(await waitForListener("127.0.0.1", 2222, 10_000)))
-      throw new Error("the debug sshd is not listening on port 2222 after 10 s; see /run/airroot/sshd.log");
+    // Generous: the supervisor is this binary started again, which under emulation (QEMU TCG) on a loaded host
+    // took more than 10 s to get sshd listening (2026-12-03).
+    if (!(await waitForListener("127.0.0.1", 2222, SSHD_LISTEN_WAIT_MS)))
+      throw new Error(`the debug sshd is not listening on port 2222 after ${SSHD_LISTEN_WAIT_MS / 1000} s; see /run/airroot/sshd.log`);
   }
   return n;
 }

@@ -36,10 +36,18 @@ export interface ColdplugResult {
   modaliases: number;
 }
 
+/** finit_module(2) flag: the kernel decompresses the module itself (Linux >= 6.1 with CONFIG_MODULE_DECOMPRESS). */
+export const MODULE_INIT_COMPRESSED_FILE = 4;
+
+/** The flags for a module file: compressed ones (.ko.xz, .ko.zst, .ko.gz, as dracut copies trixie's) need the kernel's decompressor. */
+export function finitFlagsFor(path: string): number {
+  return /\.ko\.(xz|zst|gz)$/.test(path) ? MODULE_INIT_COMPRESSED_FILE : 0;
+}
+
 function defaultLoad(path: string, params: string, name: string): void {
   const fd = openSync(path, "r");
   try {
-    finitModule(fd, params, 0, name);
+    finitModule(fd, params, finitFlagsFor(path), name);
   } finally {
     closeSync(fd);
   }

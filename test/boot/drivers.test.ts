@@ -2,7 +2,7 @@
 import { afterAll, expect, test } from "bun:test";
 import { join } from "node:path";
 import { mkdirSync, writeFileSync } from "node:fs";
-import { coldplug, readModaliases } from "../../src/boot/drivers";
+import { coldplug, finitFlagsFor, MODULE_INIT_COMPRESSED_FILE, readModaliases } from "../../src/boot/drivers";
 import { removeScratchDirs, scratchDir } from "../helpers/tmp";
 
 afterAll(removeScratchDirs);
@@ -87,4 +87,12 @@ test("no modules.dep is a clear error", async () => {
 test("readModaliases on the real /sys finds devices and does not loop", () => {
   const a = readModaliases("/sys");
   expect(a.length).toBeGreaterThan(0);
+});
+
+test("compressed module files (.ko.xz/.zst/.gz, as dracut copies Debian 13's) are loaded with MODULE_INIT_COMPRESSED_FILE; plain .ko without", () => {
+  expect(finitFlagsFor("/usr/lib/modules/6.12.0/kernel/fs/overlayfs/overlay.ko.xz")).toBe(MODULE_INIT_COMPRESSED_FILE);
+  expect(finitFlagsFor("/lib/modules/v/kernel/x.ko.zst")).toBe(MODULE_INIT_COMPRESSED_FILE);
+  expect(finitFlagsFor("/lib/modules/v/kernel/x.ko.gz")).toBe(MODULE_INIT_COMPRESSED_FILE);
+  expect(finitFlagsFor("/lib/modules/v/kernel/x.ko")).toBe(0);
+  expect(finitFlagsFor("/lib/modules/v/kernel/x.ko.xz.bak")).toBe(0);
 });

@@ -101,7 +101,7 @@ describe.skipIf(SKIP)("boot media: one hybrid ISO booted as a BIOS CD, a BIOS US
     const box = collectConsole(vm);
     const ssh = certifiedSsh(dir, readFileSync(statePaths(state).sshCaPub, "utf8"), key, name);
     try {
-      const deadline = Date.now() + 300_000;
+      const deadline = Date.now() + 540_000; // trixie under TCG on 2 shared cores: 260-300 s seen with three guests at once
       while (!/login:/.test(box.out) && Date.now() < deadline && vm.exitCode === null) await Bun.sleep(500);
       if (!/login:/.test(box.out)) throw new Error(`no login prompt on the serial console; console:\n${box.out}`);
       const loginS = ((Date.now() - t0) / 1000).toFixed(0);
@@ -174,7 +174,7 @@ describe.skipIf(SKIP)("boot media: one hybrid ISO booted as a BIOS CD, a BIOS US
     const box = collectConsole(vm);
     try {
       const want = /Enrolled as n005 via https:\/\/10\.0\.2\.100 \(credential sealed in the TPM\)/;
-      const deadline = Date.now() + 240_000;
+      const deadline = Date.now() + 360_000;
       while (!want.test(box.out) && Date.now() < deadline && vm.exitCode === null) await Bun.sleep(500);
       if (!want.test(box.out)) throw new Error(`airroot did not enroll n005 from the FAT image; console:\n${box.out}`);
       expect(box.out).toMatch(/airroot: loading \/boot\/vmlinuz and \/boot\/initramfs\.img \/boot\/site\.cpio/);

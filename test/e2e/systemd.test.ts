@@ -159,7 +159,7 @@ describe.skipIf(SKIP)("QEMU boot into systemd from an airroot site", () => {
       return { out: o, err: e, code };
     };
     try {
-      const deadline = Date.now() + 200_000;
+      const deadline = Date.now() + 400_000;
       while (!/login:/.test(box.out) && Date.now() < deadline && vm.exitCode === null) await Bun.sleep(500);
       if (!/login:/.test(box.out)) throw new Error(`no login prompt on the serial console; console:\n${box.out}`);
       const at = (re: RegExp) => box.out.search(re);
@@ -247,7 +247,7 @@ describe.skipIf(SKIP)("QEMU boot into systemd from an airroot site", () => {
       await tpm?.exited;
       keepConsole("systemd-boot1.console", box.out);
     }
-  }, 600_000);
+  }, 900_000);
 
   test("second boot with the same TPM, not armed: the sealed credential is reused; imagemethod=copy checks the copy against the signed manifest", async () => {
     expect(node("show", "n001")).toMatch(/^armed:\s+-$/m); // the first enrollment closed the window
