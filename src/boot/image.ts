@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { startDetachedDaemon } from "../mount/background";
 import { parseImageUrl } from "../source/url";
 import { httpsGet } from "../client/http";
+import type { SourceOrder } from "../source/order";
 
 export interface ImageSource {
   /** https URLs of the same image on several servers, in preference order. */
@@ -15,6 +16,24 @@ export interface ImageSource {
   imageKeyFile?: string;
   /** The digest the server told this node to boot: the mount engine refuses a manifest for any other image. */
   expectDigest?: string;
+  /** Source order for the mount engine (default listed: urls as given); "spread" hashes nodeId with the weights. */
+  order?: SourceOrder;
+  nodeId?: string;
+  /** One per URL of `urls` (same order), for "spread". */
+  weights?: number[];
+}
+
+/** The `airroot mount` arguments for the root image (without the mount point). */
+export function rootMountArgs(src: ImageSource): string[] {
+  const args = ["--ca", src.caFile, "--argv0", ROOT_DAEMON_ARGV0];
+  if (src.order && src.order !== "listed") args.push("--order", src.order);
+  if (src.order === "spread" && src.nodeId) args.push("--node-id", src.nodeId);
+  if (src.order === "spread" && src.weights?.length === src.urls.length && src.weights.some((w) => w !== 1)) {
+    src.urls.forEach((u, i) => args.push("--weight", `${u}=${src.weights![i]}`));
+  }
+  if (src.manifestUrl && src.imageKeyFile) args.push("--manifest", src.manifestUrl, "--image-key", src.imageKeyFile);
+  if (src.manifestUrl && src.expectDigest) args.push("--expect-digest", src.expectDigest);
+  return [...args, ...src.urls];
 }
 
 /** Name of the mount engine process: '@' makes systemd spare it at switch-root and shutdown (it serves /). */
@@ -28,10 +47,7 @@ export const ROOT_DAEMON_ARGV0 = "@airroot-root";
 export async function mountImageOnDemand(src: ImageSource, mountpoint = "/mnt/image", log?: (line: string) => void): Promise<{ path: string; pid: number }> {
   checkSource(src);
   mkdirSync(mountpoint, { recursive: true });
-  const args = ["--ca", src.caFile, "--argv0", ROOT_DAEMON_ARGV0];
-  if (src.manifestUrl && src.imageKeyFile) args.push("--manifest", src.manifestUrl, "--image-key", src.imageKeyFile);
-  if (src.manifestUrl && src.expectDigest) args.push("--expect-digest", src.expectDigest);
-  const pid = await withStderrLines(log, () => startDetachedDaemon([...args, ...src.urls, mountpoint], mountpoint, ROOT_DAEMON_ARGV0));
+  const pid = await withStderrLines(log, () => startDetachedDaemon([...rootMountArgs(src), mountpoint], mountpoint, ROOT_DAEMON_ARGV0));
   try { writeFileSync(`/proc/${pid}/oom_score_adj`, "-1000"); } catch {}
   // The engine names the file after the first URL's (decoded) file name; the URL may carry an IPv6 zone.
   const path = join(mountpoint, parseImageUrl(src.urls[0]).name);

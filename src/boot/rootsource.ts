@@ -8,6 +8,7 @@ import type { NodeConfig } from "../server/selfapi";
 import type { BootOptions } from "./cmdline";
 import { httpsGet } from "../client/http";
 import { splitZone } from "../client/zone";
+import { checkWeight, ORDERS, rankSources, type SourceOrder } from "../source/order";
 
 export interface RootSource {
   /** https URLs of the same image on several servers, in preference order. */
@@ -19,11 +20,19 @@ export interface RootSource {
   /** The image the server told us to boot: an older, validly signed manifest is refused. */
   expectDigest?: string;
   from: "server" | "cmdline";
+  /**
+   * How the mount engine orders the servers: "spread" (weighted rendezvous hash of nodeId, the node's name) unless the
+   * server config says otherwise; urls and manifestUrls are already in that order (for the manifest fetch and copies).
+   */
+  order?: SourceOrder;
+  nodeId?: string;
+  /** For "spread": one weight per URL of `urls` (same order); undefined = equal. */
+  weights?: number[];
 }
 
 export interface RootSourceInputs {
   options: Pick<BootOptions, "imageUrls" | "manifestUrls">;
-  config?: Pick<NodeConfig, "image" | "imagePublicKey">;
+  config?: Pick<NodeConfig, "image" | "imagePublicKey"> & Partial<Pick<NodeConfig, "name">>;
   /** The site's image key from the initramfs (/etc/airroot/site/image-key.pem), if it has one. */
   siteImageKeyPem?: string;
 }
@@ -38,13 +47,32 @@ export function chooseRootSource(i: RootSourceInputs): RootSource | undefined {
   if (img && img.urls.length) {
     const key = i.siteImageKeyPem ?? i.config?.imagePublicKey;
     if (!img.manifestUrls.length || !key) throw new Error("the server config names an image but no signed manifest or image key; refusing an unverifiable root");
-    return { urls: img.urls, manifestUrls: img.manifestUrls, imageKeyPem: key, expectDigest: img.digest, from: "server" };
+    return spreadSource({ urls: img.urls, manifestUrls: img.manifestUrls, imageKeyPem: key, expectDigest: img.digest, from: "server" },
+      img.order, img.weights, i.config?.name);
   }
   if (i.options.imageUrls.length) {
     const m = i.options.manifestUrls;
     return { urls: i.options.imageUrls, manifestUrls: m, imageKeyPem: m.length ? i.siteImageKeyPem : undefined, from: "cmdline" };
   }
   return undefined;
+}
+
+/**
+ * Booting nodes spread over the image servers by default: rendezvous order on the node's name (its enrollment name,
+ * the same on every boot), weighted as the server says. An order this node does not know (a newer server) is taken
+ * as spread, and weights that do not fit the URLs as equal ones: either only changes which server is tried first.
+ * Without a name (no config) the order stays as listed: every node would hash the same identity anyway.
+ */
+function spreadSource(rs: RootSource, order: string | undefined, weights: unknown, name: string | undefined): RootSource {
+  const o: SourceOrder = (ORDERS as readonly string[]).includes(order ?? "") ? order as SourceOrder : "spread";
+  if (o !== "spread") return { ...rs, order: o };
+  if (!name) return rs;
+  const w = Array.isArray(weights) && weights.length === rs.urls.length && weights.every((x) => { try { return checkWeight(x) >= 0; } catch { return false; } })
+    ? weights as number[] : undefined;
+  const rank = rankSources("spread", rs.urls.map((href, i) => ({ href, weight: w?.[i] })), name);
+  const pairs = rs.manifestUrls.length === rs.urls.length;
+  return { ...rs, order: "spread", nodeId: name, urls: rank.map((i) => rs.urls[i]), weights: w && rank.map((i) => w[i]),
+    manifestUrls: pairs ? rank.map((i) => rs.manifestUrls[i]) : rs.manifestUrls };
 }
 
 export function readSiteImageKey(file: string): string | undefined {

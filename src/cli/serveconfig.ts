@@ -30,8 +30,8 @@ function show(stateDir: string, name: string | undefined, json: boolean): void {
   console.log(`nodes are told: ${advertisedUrls(c).join(" ") || "(nothing: set addresses or advertise)"}${c.advertise.length ? "" : " (from addresses and port)"}`);
 }
 
-function edit(verb: Verb, stateDir: string, name: string, values: string[]): void {
-  const r = editConfig(stateDir, verb, name, values);
+function edit(verb: Verb, stateDir: string, name: string, values: string[], weight?: string): void {
+  const r = editConfig(stateDir, verb, name, values, { weight });
   for (const n of r.notes) console.error(`note: ${n}`);
   for (const w of r.warnings) console.error(`warning: ${w}`);
   const v = valueOf(r.config, r.key);
@@ -49,9 +49,13 @@ const editCommand = (verb: Verb, description: string) => defineCommand({
     key: { type: "positional", description: `one of: ${keyList()}`, required: true },
     values: { type: "positional", description: "VALUE... (quote a key line: \"ssh-ed25519 AAAA... me@host\"; root-keys also takes .pub files)", required: false },
     state: stateArg,
+    weight: { type: "string", description: "add mirrors|peers URL... --weight W: their weight for mirror-order spread (mirror-weights URL=W, in the same write)" },
   },
   run({ args }) {
-    edit(verb, resolve(args.state), args.key, (args._ as string[]).slice(1));
+    edit(verb, resolve(args.state), args.key, (args._ as string[]).slice(1), args.weight);
+    if (verb === "add" && args.weight !== undefined) {
+      console.log(`mirror-weights: ${readConfig(resolve(args.state)).mirrorWeights.join(" ") || "(empty)"}`);
+    }
   },
 });
 

@@ -10,6 +10,7 @@ import { SchemaError } from "./schema.ts";
 import { configSchema, readConfig, writeConfig, certCoverageWarning, hostsNotInServerCert, type ServerConfig } from "./state.ts";
 import { checkBootCmdline } from "./bootscript.ts";
 import { advertiseNotes, advertisedUrls, advertiseWarnings, canonicalAddress, parseBaseUrl, urlHostname } from "./urls.ts";
+import { formatWeightEntry, parseOrder, parseWeightEntry } from "./imagesources.ts";
 
 /** How often a running airroot serve looks at config.json's mtime and size. */
 export const CONFIG_CHECK_MS = 2000;
@@ -142,6 +143,10 @@ export const CONFIG_KEYS: readonly KeyDef[] = [
   { key: "mirrors", field: "mirrors", kind: "list", live: true, parse: baseUrl,
     what: "image mirrors (nginx/Apache from `serve mirror-config`): base URLs whose /images/ holds the images" },
   { key: "peers", field: "peers", kind: "list", live: true, parse: baseUrl, what: "other airroot servers of the site (base URLs)" },
+  { key: "mirror-order", field: "mirrorOrder", kind: "optional-string", live: true, parse: parseOrder,
+    what: "how nodes order the image servers: spread (default: weighted rendezvous hash of the node name, so nodes spread over the mirrors and a dead mirror's nodes spread over the rest), listed (this server, mirrors, peers, as listed), latency (lowest round-trip time first); `set mirror-order` without a value restores spread" },
+  { key: "mirror-weights", field: "mirrorWeights", kind: "list", live: true, parse: (v, key) => [formatWeightEntry(parseWeightEntry(v, `${key}:`))],
+    what: "URL=WEIGHT: a mirror's share of the nodes with mirror-order spread (https://m1=10 takes 10x the nodes of a mirror of weight 1; 0: last resort). Mirrors weigh 1 unless named; this server and its peers 0 while a mirror has a weight, but may be named too. `add mirrors URL --weight W` sets it with the mirror" },
   { key: "root-keys", field: "rootAuthorizedKeys", kind: "list", live: true, parse: rootKeyValues,
     what: "root's authorized SSH keys on every node: key lines or .pub files" },
   { key: "trusted-subnets", field: "trustedSubnets", kind: "list", live: true, parse: subnet,
@@ -189,8 +194,16 @@ export interface EditResult {
 function listOf(c: ServerConfig, f: Field): string[] { return [...(c[f] as string[])]; }
 
 /** Applies one edit to a copy of the config and validates the result; throws before anything is written. */
-export function applyEdit(c0: ServerConfig, verb: Verb, name: string, values: string[]): EditResult {
+export interface EditOptions {
+  /** `add mirrors URL... --weight W`: the mirrors' weight (mirror-weights) in the same write. */
+  weight?: string;
+}
+
+export function applyEdit(c0: ServerConfig, verb: Verb, name: string, values: string[], opts: EditOptions = {}): EditResult {
   const k = configKey(name);
+  if (opts.weight !== undefined && !(verb === "add" && (k.key === "mirrors" || k.key === "peers"))) {
+    throw new Error(`--weight goes with \`config add mirrors URL... --weight W\` (or peers), not with config ${verb} ${k.key}`);
+  }
   const c = structuredClone(c0);
   const notes: string[] = [];
   if (k.kind === "list") {
@@ -202,7 +215,13 @@ export function applyEdit(c0: ServerConfig, verb: Verb, name: string, values: st
       if (values.length === 0) throw new Error(`config add ${k.key}: give at least one value`);
       const idOf = k.key === "root-keys" ? (l: string) => parseRootKey(l).id : (l: string) => l;
       const have = new Set(cur.map((l) => { try { return idOf(l); } catch { return l; } }));
-      for (const it of parseAll()) {
+      if (k.key === "mirror-weights") {
+        // A URL's new weight replaces its old one.
+        for (const it of parseAll()) {
+          const url = parseWeightEntry(it).url, i = cur.findIndex((l) => l.startsWith(`${url}=`));
+          if (i < 0) cur.push(it); else if (cur[i] === it) notes.push(`${it} is already in ${k.key}`); else cur[i] = it;
+        }
+      } else for (const it of parseAll()) {
         if (have.has(idOf(it))) { notes.push(`${it.length > 70 ? it.slice(0, 67) + "..." : it} is already in ${k.key}`); continue; }
         cur.push(it);
         have.add(idOf(it));
@@ -220,6 +239,13 @@ export function applyEdit(c0: ServerConfig, verb: Verb, name: string, values: st
           if (!next.some(hit)) notes.push(`no key in root-keys matches ${v.length > 70 ? v.slice(0, 67) + "..." : v}`);
           next = next.filter((l) => !hit(l));
         }
+      } else if (k.key === "mirror-weights") {
+        // By URL (any weight) or by URL=WEIGHT.
+        for (const v of values) {
+          const url = parseBaseUrl(v.includes("=") ? v.slice(0, v.lastIndexOf("=")) : v, `${k.key}:`);
+          if (!next.some((l) => l.startsWith(`${url}=`))) notes.push(`${url} has no weight in ${k.key}`);
+          next = next.filter((l) => !l.startsWith(`${url}=`));
+        }
       } else {
         for (const it of parseAll()) {
           if (!next.includes(it)) notes.push(`${it} is not in ${k.key}`);
@@ -235,6 +261,30 @@ export function applyEdit(c0: ServerConfig, verb: Verb, name: string, values: st
     else if (k.key === "boot-cmdline" && values[0].trim() === "") delete (c as Record<string, unknown>)[k.field];
     else if (values.length !== 1) throw new Error(`config set ${k.key}: give exactly one value`);
     else (c as Record<string, unknown>)[k.field] = k.parse(values[0], k.key);
+  }
+  if (opts.weight !== undefined) {
+    const w = applyEdit(c, "add", "mirror-weights", values.flatMap((v) => k.parse(v, k.key) as string[]).map((u) => `${u}=${opts.weight}`));
+    c.mirrorWeights = w.config.mirrorWeights;
+  }
+  if (verb !== "add" && (k.key === "mirrors" || k.key === "peers")) {
+    // A mirror (or peer) that is gone takes its weight along.
+    const sources = new Set([...c.mirrors, ...c.peers, ...advertisedUrls(c)]);
+    const gone = c.mirrorWeights.filter((l) => !sources.has(l.slice(0, l.lastIndexOf("="))));
+    for (const g of gone) notes.push(`${g} removed from mirror-weights too`);
+    c.mirrorWeights = c.mirrorWeights.filter((l) => !gone.includes(l));
+  }
+  if (k.key === "mirror-weights" && verb !== "remove") {
+    const sources = new Set([...c.mirrors, ...c.peers, ...advertisedUrls(c)]);
+    for (const v of values) {
+      const url = parseWeightEntry(v, `${k.key}:`).url;
+      if (!sources.has(url)) throw new Error(`${k.key}: ${url} is not a mirror, a peer or a URL this server advertises; add it first (\`airroot serve config add mirrors ${url} --weight W\`)`);
+    }
+    const urls = c.mirrorWeights.map((l) => l.slice(0, l.lastIndexOf("=")));
+    const twice = urls.find((u, i) => urls.indexOf(u) !== i);
+    if (twice) throw new Error(`${k.key}: ${twice} is given two weights`);
+  }
+  if ((k.key === "mirror-weights" || k.key === "mirror-order" || opts.weight !== undefined) && (c.mirrorOrder ?? "spread") !== "spread" && c.mirrorWeights.length) {
+    notes.push(`weights count only with mirror-order spread (now ${c.mirrorOrder}): \`airroot serve config set mirror-order spread\``);
   }
   let checked: ServerConfig;
   try {
@@ -252,9 +302,9 @@ export function applyEdit(c0: ServerConfig, verb: Verb, name: string, values: st
 export interface EditReport extends EditResult { warnings: string[]; written: boolean }
 
 /** Reads config.json, applies the edit and writes it atomically if anything changed. */
-export function editConfig(stateDir: string, verb: Verb, name: string, values: string[]): EditReport {
+export function editConfig(stateDir: string, verb: Verb, name: string, values: string[], opts: EditOptions = {}): EditReport {
   const before = readConfig(stateDir);
-  const r = applyEdit(before, verb, name, values);
+  const r = applyEdit(before, verb, name, values, opts);
   if (r.changed) writeConfig(stateDir, r.config);
   const warnings: string[] = [];
   if (["advertise", "addresses", "port"].includes(r.key.key)) {

@@ -12,6 +12,8 @@ import { cleanText } from "../util/printable.ts";
 import type { Audit } from "./audit.ts";
 import { getCert, getNode, recordSshCert, setStage, sshSerialUsed, type NodeNetwork, type NodeRecord } from "./store/nodes.ts";
 import { getProfile, getImage, recordBoot } from "./store/images.ts";
+import type { SourceOrder } from "../source/order.ts";
+import type { ImageSourcePlan } from "./imagesources.ts";
 
 /** What the TLS layer learned about the client certificate (node:tls getPeerCertificate + verification). */
 export interface PeerInfo {
@@ -33,6 +35,8 @@ export interface SelfDeps {
   sshCertDays: number;
   /** Base URLs (https://host:port) of every server and mirror holding the images, this server first. */
   imageBaseUrls: () => string[];
+  /** The same bases with the order and weights nodes use (mirror-order, mirror-weights); without it, listed as is. */
+  imageSources?: () => ImageSourcePlan;
   /** Base URLs of every airroot server of the site (API). */
   apiBaseUrls: () => string[];
   /** How long a boot report token is good for (default REPORT_TOKEN_TTL_MS in report.ts). */
@@ -63,7 +67,11 @@ export interface NodeConfig {
   fqdn: string;
   network: NodeNetwork;
   profile: string;
-  image: { digest: string; size: number | null; urls: string[]; manifestUrls: string[] } | null;
+  image: {
+    digest: string; size: number | null; urls: string[]; manifestUrls: string[];
+    /** How the node orders urls (missing from older servers: the node spreads), and for "spread" one weight per URL. */
+    order?: SourceOrder; weights?: number[];
+  } | null;
   imagePublicKey: string;
   rootAuthorizedKeys: string[];
   sshCaPublicKey: string;
@@ -77,12 +85,14 @@ export function nodeConfig(d: SelfDeps, node: NodeRecord): NodeConfig {
   const profile = getProfile(d.db, node.profile);
   let image: NodeConfig["image"] = null;
   if (profile) {
-    const bases = d.imageBaseUrls();
+    const plan = d.imageSources?.();
+    const bases = plan?.bases ?? d.imageBaseUrls();
     image = {
       digest: profile.digest,
       size: getImage(d.db, profile.digest)?.size ?? null,
       urls: bases.map((b) => `${b}/images/${profile.digest}.sfs`),
       manifestUrls: bases.map((b) => `${b}/images/${profile.digest}.manifest`),
+      ...(plan ? { order: plan.order, weights: plan.weights } : {}),
     };
     recordBoot(d.db, node.name, profile.digest, d.now?.() ?? Date.now()); // gc must keep what a node is about to boot
   }

@@ -17,6 +17,7 @@ import { startResponder, type Responder } from "./discovery.ts";
 import type { Logger } from "../util/log.ts";
 import { advertiseNotes, advertisedUrls, advertiseWarnings, listenerUrls, parseBaseUrl, siteApiUrls, urlHostname } from "./urls.ts";
 import { CONFIG_CHECK_MS, keyOfField } from "./configedit.ts";
+import { imageSourcePlan } from "./imagesources.ts";
 import { METRICS_PATH, metricsResponse, ServerMetrics, timed } from "./metrics.ts";
 
 export interface ServeOptions {
@@ -86,6 +87,7 @@ export async function serve(o: ServeOptions): Promise<RunningServer> {
     sshCa: st.sshCa, sshCaPub: st.sshCaPub, imagePublicKey: st.imagePublicKey, rootAuthorizedKeys: cfg.rootAuthorizedKeys,
     domain: cfg.domain, sshCertDays: cfg.sshCertDays,
     imageBaseUrls: () => [...new Set([...baseUrls, ...c.mirrors, ...c.peers])],
+    imageSources: () => imageSourcePlan(baseUrls, c),
     apiBaseUrls: () => siteApiUrls(baseUrls, c.peers),
   });
   // Counters for GET /metrics; the connection figures are read from the HTTPS listener once it is up.

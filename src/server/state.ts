@@ -7,7 +7,8 @@ import { join } from "node:path";
 import { createCa, issueServerCert, loadCa, type Ca } from "../pki/x509ca.ts";
 import { decodeOpenSshPrivate, ed25519Blob, encodeOpenSshPrivate, formatPublicKey, generateEd25519, type Ed25519Key } from "../pki/sshkey.ts";
 import { ensureImageKey, readImagePublicKey } from "../image/keys.ts";
-import { arr, bool, int, obj, opt, parseJson, str, withDefault, type Infer } from "./schema.ts";
+import { arr, bool, int, obj, oneOf, opt, parseJson, str, withDefault, type Infer } from "./schema.ts";
+import { ORDERS } from "../source/order.ts";
 import { advertiseNotes, advertisedUrls, canonicalAddress, advertiseWarnings, parseBaseUrl, urlHostname } from "./urls.ts";
 import { hostAddresses, parseCidr, parseIp } from "./netaddr.ts";
 
@@ -47,6 +48,10 @@ export const configSchema = obj({
   trustAttached: bool,
   mirrors: arr(baseUrl, { max: 64 }),        // extra image mirrors (nginx/apache), base URLs whose /images/ mirrors ours
   peers: arr(baseUrl, { max: 64 }),          // other airroot servers sharing this site (their base URLs)
+  // How nodes order the image servers (src/source/order.ts) and each one's weight for "spread", as "URL=WEIGHT"
+  // (checked further by imagesources.ts). Missing in older state dirs.
+  mirrorOrder: withDefault(oneOf(ORDERS), "spread"),
+  mirrorWeights: withDefault(arr(str({ max: 300, pattern: /^https:\/\/[A-Za-z0-9.\-\[\]:]+(\/[A-Za-z0-9._~\-\/]*)?=\d{1,7}(\.\d{1,6})?$/, what: "URL=WEIGHT" }), { max: 192 }), []),
   rootAuthorizedKeys: arr(str({ max: 16_384 }), { max: 256 }),
   discoveryPort: int({ min: 0, max: 65535 }), // 0 disables the multicast responder
   nodeCertDays: int({ min: 1, max: 3650 }),
@@ -66,7 +71,7 @@ export const DEFAULT_DISCOVERY_PORT = 7413;
 export function defaultConfig(): ServerConfig {
   return {
     version: 1, serverId: randomBytes(8).toString("hex"), addresses: [], advertise: [], port: DEFAULT_PORT, trustedSubnets: [],
-    trustLinkLocal: true, trustAttached: true, mirrors: [], peers: [], rootAuthorizedKeys: [],
+    trustLinkLocal: true, trustAttached: true, mirrors: [], peers: [], mirrorOrder: "spread", mirrorWeights: [], rootAuthorizedKeys: [],
     discoveryPort: DEFAULT_DISCOVERY_PORT, nodeCertDays: 365, sshCertDays: 365, httpPort: 0, metricsSubnets: [],
   };
 }

@@ -132,7 +132,7 @@ describe("serve config (CLI)", () => {
       [["add", "addresses", "10.0.2"], 'addresses: "10.0.2" is not an IP address'],
       [["add", "trusted-subnets", "10.1.0.0/33"], 'invalid subnet "10.1.0.0/33"'],
       [["add", "mirrors"], "give at least one value"],
-      [["set", "prot", "1"], 'unknown key "prot"; valid keys: advertise, addresses, mirrors, peers, root-keys, trusted-subnets, metrics-subnets, domain, port, discovery-port, node-cert-days, ssh-cert-days, http-port, boot-cmdline, trust-link-local, trust-attached'],
+      [["set", "prot", "1"], 'unknown key "prot"; valid keys: advertise, addresses, mirrors, peers, mirror-order, mirror-weights, root-keys, trusted-subnets, metrics-subnets, domain, port, discovery-port, node-cert-days, ssh-cert-days, http-port, boot-cmdline, trust-link-local, trust-attached'],
       [["set", "serverId", "x"], "serverId is not settable"],
     ] as const) {
       r = await cfg([...args]);
