@@ -155,7 +155,7 @@ async function obtainRootImage(ctx: BootContext): Promise<BootContext["image"]> 
     writeFileSync(manifestFile, manifest.bytes, { mode: 0o644 });
   }
   const src = { urls: rs.urls, caFile, manifestUrl: manifest ? manifestFile : undefined, imageKeyFile: manifest ? keyFile : undefined,
-    expectDigest: manifest ? rs.expectDigest : undefined };
+    expectDigest: manifest ? rs.expectDigest : undefined, order: rs.order, nodeId: rs.nodeId, weights: rs.weights };
   const n = rs.urls.length;
   const digest = manifest?.manifest.digest;
   if (o.imageMethod === "copy") {
