@@ -45,7 +45,9 @@ export interface PlanConfig { mirrors: string[]; peers: string[]; mirrorOrder: S
 export function imageSourcePlan(own: string[], c: PlanConfig): ImageSourcePlan {
   const bases = [...new Set([...own, ...c.mirrors, ...c.peers])];
   const given = new Map<string, number>();
-  for (const e of c.mirrorWeights) { const w = parseWeightEntry(e); given.set(w.url, w.weight); }
+  for (const e of c.mirrorWeights) {
+    try { const w = parseWeightEntry(e); given.set(w.url, w.weight); } catch { /* readConfig refuses such a file; never fail a node's config */ }
+  }
   const mirrorWeight = (m: string) => given.get(m) ?? 1;
   const serverDefault = c.mirrors.some((m) => mirrorWeight(m) > 0) ? 0 : 1;
   const weights = bases.map((b) => (c.mirrors.includes(b) ? mirrorWeight(b) : given.get(b) ?? serverDefault));

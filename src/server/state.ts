@@ -9,6 +9,7 @@ import { decodeOpenSshPrivate, ed25519Blob, encodeOpenSshPrivate, formatPublicKe
 import { ensureImageKey, readImagePublicKey } from "../image/keys.ts";
 import { arr, bool, int, obj, oneOf, opt, parseJson, str, withDefault, type Infer } from "./schema.ts";
 import { ORDERS } from "../source/order.ts";
+import { parseWeightEntry } from "./imagesources.ts";
 import { advertiseNotes, advertisedUrls, canonicalAddress, advertiseWarnings, parseBaseUrl, urlHostname } from "./urls.ts";
 import { hostAddresses, parseCidr, parseIp } from "./netaddr.ts";
 
@@ -86,6 +87,7 @@ export function readConfig(stateDir: string): ServerConfig {
     const c = parseJson(text, configSchema, 1 << 20);
     c.trustedSubnets.forEach(parseCidr);
     c.metricsSubnets.forEach(parseCidr);
+    c.mirrorWeights.forEach((e) => parseWeightEntry(e));
     return c;
   } catch (e) { throw new Error(`${p}: ${(e as Error).message}`); }
 }

@@ -3,7 +3,7 @@
 // the mount's --order spread --node-id NAME --weight URL=W, live on a running server.
 import { afterAll, expect, test } from "bun:test";
 import { join } from "node:path";
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { scratchDir, removeScratchDirs } from "../helpers/tmp";
 import { initState, readConfig, statePaths } from "../../src/server/state.ts";
 import { applyEdit } from "../../src/server/configedit.ts";
@@ -74,6 +74,14 @@ test("serve config: mirror-order and mirror-weights round trip through the CLI, 
     expect([args.join(" "), e.code, e.err]).toEqual([args.join(" "), 1, expect.stringContaining(msg)]);
   }
   expect(readFileSync(statePaths(state).config, "utf8")).toBe(before); // nothing written by a refused edit
+  // A hand-edited config.json with a bad entry or order is refused as a whole (a running server keeps the old one).
+  for (const [bad, msg] of [['"https://m1.example=ten"', /mirrorWeights\[0\]/], ['"https://m1.example:99999=1"', /mirror-weights: "https:\/\/m1.example:99999" is not a URL/]] as const) {
+    writeFileSync(statePaths(state).config, before.replace('"https://m1.example=10"', bad));
+    expect(() => readConfig(state)).toThrow(msg);
+  }
+  writeFileSync(statePaths(state).config, before.replace('"mirrorOrder": "spread"', '"mirrorOrder": "fastest"'));
+  expect(() => readConfig(state)).toThrow(/mirrorOrder: must be one of listed, latency, spread/);
+  writeFileSync(statePaths(state).config, before);
 }, 60_000);
 
 test("the plan: mirrors weigh 1 unless named; this server and peers are last resort while a mirror has a weight", () => {

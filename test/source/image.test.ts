@@ -331,6 +331,27 @@ test("orders: latency measures RTT, spread ranks by node id; both read correctly
   await expect(RemoteImage.open(urls, { ca, order: "bogus" as never })).rejects.toThrow(/invalid option order/);
 }, 60_000);
 
+test("weighted spread: a weight-0 server is ranked last for every node and reads go elsewhere; weights follow dedupe", async () => {
+  const urls = [A.urlFor("small.bin"), B.urlFor("small.bin"), C.urlFor("small.bin")];
+  const firsts = new Set<number>();
+  for (const node of ["n1", "n2", "n3", "n4", "n5", "n6", "n7", "n8"]) {
+    const sp = await open(urls, { order: "spread", nodeId: node, weights: [0, 1, 1] });
+    const st = sp.img.status();
+    expect(st.sources[0].preferredRank).toBe(2);
+    firsts.add(st.sources.findIndex((s) => s.preferredRank === 0));
+    expect(same(await sp.img.read(0, 4096), small.subarray(0, 4096))).toBe(true);
+    expect(sp.img.status().sources[0].bytes).toBe(0);
+    await sp.img.close();
+  }
+  expect([...firsts].sort()).toEqual([1, 2]);
+  // A duplicate URL is dropped with its weight: B (0) stays last behind A (first copy's weight 5).
+  const dup = await open([urls[0], urls[0], urls[1]], { order: "spread", nodeId: "n1", weights: [5, 9, 0] });
+  expect(dup.img.status().sources.map((s) => s.preferredRank)).toEqual([0, 1]);
+  await dup.img.close();
+  await expect(RemoteImage.open(urls, { ca, order: "spread", weights: [1, 1] })).rejects.toThrow(/give one weight per URL \(3\)/);
+  await expect(RemoteImage.open(urls, { ca, order: "spread", weights: [1, -1, 1] })).rejects.toThrow(/weights\[1\]/);
+}, 60_000);
+
 test("reads past the end are clipped; bad arguments are clear errors", async () => {
   const { img } = await open([A.urlFor("small.bin")]);
   expect((await img.read(img.size - 10, 100)).length).toBe(10);
