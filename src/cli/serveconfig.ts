@@ -5,6 +5,7 @@ import { resolve } from "node:path";
 import { CONFIG_CHECK_MS, CONFIG_KEYS, configKey, editConfig, keyNames, valueOf, type Verb } from "../server/configedit.ts";
 import { readConfig } from "../server/state.ts";
 import { advertisedUrls } from "../server/urls.ts";
+import { imageSourcePlan } from "../server/imagesources.ts";
 
 const stateArg = { type: "string", description: "server state directory (made by `airroot serve init`)", required: true } as const;
 const keyList = () => CONFIG_KEYS.map((k) => `${k.key}${k.kind === "list" ? " (list)" : ""}`).join(", ");
@@ -28,6 +29,9 @@ function show(stateDir: string, name: string | undefined, json: boolean): void {
   }
   console.log(`${"server-id:".padEnd(w)}${c.serverId}`);
   console.log(`nodes are told: ${advertisedUrls(c).join(" ") || "(nothing: set addresses or advertise)"}${c.advertise.length ? "" : " (from addresses and port)"}`);
+  const plan = imageSourcePlan(advertisedUrls(c), c);
+  console.log(`image sources (mirror-order ${plan.order}): ${plan.bases.map((b, i) => plan.order === "spread"
+    ? `${b} weight ${plan.weights[i]}${plan.weights[i] === 0 ? " (last resort)" : ""}` : b).join(", ") || "(none)"}`);
 }
 
 function edit(verb: Verb, stateDir: string, name: string, values: string[], weight?: string): void {

@@ -53,6 +53,7 @@ test("serve config: mirror-order and mirror-weights round trip through the CLI, 
 
   const show = await cfg("show");
   expect(show.out).toMatch(/^mirror-order: +spread$/m);
+  expect(show.out).toContain("image sources (mirror-order spread): https://10.0.2.100 weight 0 (last resort), https://m1.example weight 10, https://m2.example:8443 weight 2.5\n");
   expect(show.out).toMatch(/^mirror-weights: +https:\/\/m1\.example=10\n +https:\/\/m2\.example:8443=2\.5$/m);
   expect(JSON.parse((await cfg("show", "mirror-weights", "--json")).out)).toEqual(["https://m1.example=10", "https://m2.example:8443=2.5"]);
   expect(JSON.parse(readFileSync(statePaths(state).config, "utf8"))).toMatchObject({ mirrorOrder: "spread", mirrorWeights: ["https://m1.example=10", "https://m2.example:8443=2.5"] });
