@@ -18,7 +18,7 @@ const skipVm = process.env.AIRROOT_SKIP_VM === "1";
 
 /** Rough seconds per VM test file on a quiet 2-core machine (2026-12-03), to balance the lanes; others count 120. */
 const VM_SECONDS: Record<string, number> = {
-  "test/e2e/media.test.ts": 700, "test/e2e/demo.test.ts": 480, "test/e2e/pxe-uefi-http.test.ts": 390,
+  "test/e2e/media.test.ts": 800, "test/e2e/demo.test.ts": 600, "test/e2e/pxe-uefi-http.test.ts": 650,
   "test/e2e/systemd.test.ts": 330, "test/e2e/pxe.test.ts": 230, "test/e2e/boot.test.ts": 210,
   "test/e2e/failover.test.ts": 100, "test/tpm/qemu-device.test.ts": 60, "test/e2e/uki.test.ts": 70, "test/e2e/dracut.test.ts": 35,
 };

@@ -17,6 +17,10 @@ export const OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 export const OVMF_CODE_SECBOOT = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
 /** OVMF's variable store with Microsoft's keys enrolled (shim is signed by Microsoft's UEFI CA): Secure Boot on. */
 export const OVMF_VARS_MS = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
+/** OVMF vars with Debian's snakeoil key in PK, KEK and db: the stand-in for a site's own Secure Boot key. */
+export const SNAKEOIL_VARS = "/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd";
+export const SNAKEOIL_KEY = "/usr/share/ovmf/PkKek-1-snakeoil.key"; // passphrase "snakeoil"
+export const SNAKEOIL_CERT = "/usr/share/ovmf/PkKek-1-snakeoil.pem";
 
 export type MediaBoot = "bios-cd" | "bios-usb" | "uefi-cd" | "uefi-usb" | "uefi-secureboot-cd";
 
