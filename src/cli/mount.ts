@@ -33,6 +33,10 @@ export const mountCommand = defineCommand({
     takeover: { type: "boolean", description: "airroot mount --takeover MOUNTPOINT: hand the running mount's connection to a daemon of this binary (live upgrade): the old daemon stops taking requests, finishes those in flight and exits, the new one serves on; no read fails" },
     argv0: { type: "string", description: "process name of the daemon, e.g. @airroot-root (systemd spares '@' processes at switch-root and shutdown); the holder is NAME-holder (@airroot-root-holder)" },
     verbose: { type: "boolean", description: "log every request retry, not only state changes" },
+    fill: { type: "string", description: "PATH or disk:DEV: once mounted, copy every chunk not yet fetched, verified against --manifest, into this local file (e.g. on tmpfs) or block device, at low priority (demand reads first, at most 2 requests, healthy servers in turn, paused while servers fail); when complete, the loop device reading this mount is switched to the copy (LOOP_CHANGE_FD) and the node needs no server" },
+    "fill-rate": { type: "string", description: "cap the background fill at this many MB/s (default: no cap)" },
+    "untether-loop": { type: "string", description: "with --fill: auto (every loop device backed by this mount's file, default), off (keep the copy, switch nothing), or /dev/loopN" },
+    "switch-loop": { type: "string", description: "(internal) switch this loop device to --fill PATH and exit" },
     "notify-ready": { type: "boolean", description: "(internal) print a ready line on stdout once mounted" },
     holder: { type: "boolean", description: "(internal) run as the holder of the FUSE connection" },
     held: { type: "boolean", description: "(internal) run as a daemon started by the holder (fd 3 is /dev/fuse)" },
@@ -45,10 +49,17 @@ export const mountCommand = defineCommand({
       console.log(`${resolve(pos[0]!)}: daemon pid ${r.pid} (${selfCommand()[0]}) took over from pid ${r.oldPid ?? "-"}; reads paused ${r.pauseMs} ms`);
       process.exit(0);
     }
+    if (args["switch-loop"]) {
+      // Run by the daemon in a child process once its fill is complete (see src/mount/untether.ts).
+      const { runSwitchLoop } = await import("../mount/untether");
+      await runSwitchLoop(args["switch-loop"], resolve(String(args.fill ?? "").replace(/^disk:/, "")));
+      process.exit(0);
+    }
     const cfg = parseMountConfig({
       positional: args._ as string[], ca: args.ca, order: args.order, nodeId: args["node-id"], weights: repeated(rawArgs, "weight"), cacheMb: args["cache-mb"],
       ioTimeout: args["io-timeout"], stallTimeout: args["stall-timeout"], foreground: args.foreground,
       argv0: args.argv0, manifest: args.manifest, imageKey: args["image-key"], expectDigest: args["expect-digest"], verbose: args.verbose,
+      fill: args.fill, fillRate: args["fill-rate"], untetherLoop: args["untether-loop"],
       mounted: !!args.held,
     });
     if (args.holder) {

@@ -24,6 +24,11 @@ export interface MountConfig {
   imageKeyFile?: string;
   expectDigest?: string;       // the image digest the caller was told to boot: refuses an older, validly signed one
   verbose: boolean;
+  /** --fill: the local copy (a file, e.g. on tmpfs, or a block device) the background fill writes; needs a manifest. */
+  fillPath?: string;
+  fillRateBytesPerSec?: number; // --fill-rate MB/s; undefined = no cap (the fill is low priority anyway)
+  /** --untether-loop: "auto" (loop devices backed by this mount's file), "off", or /dev/loopN. */
+  untetherLoop?: string;
 }
 
 // cacheMb: the kernel page cache is the main cache; ours only holds readahead and the neighbours of random reads.
@@ -38,6 +43,7 @@ export interface RawMountArgs {
   positional: string[];
   ca?: string; order?: string; nodeId?: string; weights?: string[]; cacheMb?: string; ioTimeout?: string; stallTimeout?: string;
   foreground?: boolean; argv0?: string; manifest?: string; imageKey?: string; expectDigest?: string; verbose?: boolean;
+  fill?: string; fillRate?: string; untetherLoop?: string;
   /**
    * Do not stat MOUNTPOINT: a daemon started by the holder for a mount whose daemon died must not touch the mount
    * (no one would answer; the holder checked the directory before the first mount).
@@ -82,7 +88,26 @@ export function parseMountConfig(raw: RawMountArgs): MountConfig {
   if (raw.expectDigest && !manifest) fail("--expect-digest needs --manifest (the digest is checked against the signed manifest)");
   if (raw.argv0 !== undefined && (raw.argv0 === "" || raw.argv0.includes("\0"))) fail("--argv0 must be a non-empty name");
 
+  let fillPath: string | undefined, fillRateBytesPerSec: number | undefined;
+  if (raw.fill !== undefined) {
+    const f = raw.fill.startsWith("disk:") ? raw.fill.slice(5) : raw.fill;
+    if (!f) fail("--fill needs a PATH (a file, e.g. on tmpfs, or disk:/dev/DEVICE)");
+    fillPath = resolve(f);
+    if (!manifest) fail("--fill needs --manifest (every chunk written to the local copy is verified against the signed manifest)");
+    if (existsSync(fillPath) && statSync(fillPath).isDirectory()) fail(`--fill ${fillPath} is a directory; name a file in it`);
+  }
+  if (raw.fillRate !== undefined) {
+    const r = Number(raw.fillRate);
+    if (!raw.fillRate.trim() || !Number.isFinite(r) || r <= 0) fail(`--fill-rate must be a positive number of MB/s (got "${raw.fillRate}")`);
+    if (!fillPath) fail("--fill-rate needs --fill PATH");
+    fillRateBytesPerSec = r * 1e6;
+  }
+  const untetherLoop = raw.untetherLoop ?? "auto";
+  if (!/^(auto|off|\/dev\/loop\d+)$/.test(untetherLoop)) fail(`--untether-loop must be auto, off or /dev/loopN (got "${untetherLoop}")`);
+  if (raw.untetherLoop !== undefined && !fillPath) fail("--untether-loop needs --fill PATH");
+
   return {
+    fillPath, fillRateBytesPerSec, untetherLoop,
     urls, mountpoint, caFile, order, nodeId: raw.nodeId, weights, cacheMb, ioTimeoutMs: ioTimeoutMs || undefined, stallTimeoutMs,
     foreground: !!raw.foreground, argv0: raw.argv0, manifestUrl: manifest, imageKeyFile, expectDigest: raw.expectDigest, verbose: !!raw.verbose,
   };

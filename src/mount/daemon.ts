@@ -11,6 +11,9 @@ import type { MountConfig } from "./config";
 import { serveStatus, type DaemonStatus } from "./status";
 import { loadImageVerifier, type LoadedVerifier } from "./verify";
 import { LINE, resendLabel, type HeldContext, type ResumeState } from "./holder";
+import { ImageFill } from "./fill";
+import { Untether } from "./untether";
+import { selfCommand } from "../util/self";
 
 /** Where a daemon started by the holder finds the FUSE connection's fd. */
 const HELD_FD = 3;
@@ -190,8 +193,18 @@ export async function startMountDaemon(cfg: MountConfig, log: Logger = createLog
       verified: verified && { manifest: verified.manifestUrl, chunkSize: verified.verifier.chunkSize, badChunks: verified.badChunks() },
       holder: held && { ...held.holder, daemonStart: recoveryNote(held, resent),
         resend: held.holder.resend === "unknown" ? resendLabel(fuse.initParams()) : held.holder.resend },
+      fill: fill && { ...fill.status(), untether: untether?.status() },
     };
   };
+  // Background fill and untethering (src/mount/fill.ts, untether.ts): started once the mount serves.
+  let fill: ImageFill | undefined, untether: Untether | undefined;
+  if (cfg.fillPath && verified) {
+    const v = verified;
+    untether = new Untether({ loop: cfg.untetherLoop ?? "auto", exposedPath: `${cfg.mountpoint}/${image.name}`, copyPath: cfg.fillPath,
+      self: selfCommand(), log });
+    fill = new ImageFill(image, { path: cfg.fillPath, check: (i, b) => v.check(i, b), rateBytesPerSec: cfg.fillRateBytesPerSec, log,
+      onComplete: () => untether!.start() });
+  }
   let resolveStopped!: () => void;
   const stopped = new Promise<void>((r) => (resolveStopped = r));
   let stopping: Promise<void> | undefined;
@@ -200,6 +213,8 @@ export async function startMountDaemon(cfg: MountConfig, log: Logger = createLog
     try { await fuse.unmount(); } catch (e) { log.warn(`unmount of ${cfg.mountpoint} failed: ${(e as Error).message}`); }
     status.close();
     gc.stop();
+    fill?.stop();
+    untether?.stop();
     await image.close();
     channel?.send(LINE.stopped); // the holder lets the mount go instead of restarting a daemon
     resolveStopped();
@@ -232,6 +247,10 @@ export async function startMountDaemon(cfg: MountConfig, log: Logger = createLog
   // Tell the holder what the next daemon needs to serve this connection without INIT.
   if (channel) channel.send(`${LINE.ready} ${JSON.stringify({ init: fuse.initParams(), dev: fuse.dev, validator,
     files: files.map((f) => ({ name: f.name, size: f.size, mtimeMs: f.mtimeMs })) } satisfies ResumeState)}`);
+  if (fill) {
+    const f = fill;
+    f.start().catch((e) => { log.error(`fill of ${cfg.fillPath} cannot start: ${(e as Error).message}`); f.stop(); });
+  }
   return { image, fuse, stopped, stop };
 }
 

@@ -65,6 +65,15 @@ export function formatMountMetrics(mounts: readonly MountSnapshot[]): string {
       add("memory_rss_bytes", "gauge", "The daemon's resident memory (VmRSS).", mp, s.memory.vmRssMiB * MiB);
       add("memory_private_bytes", "gauge", "The daemon's private resident memory (RssAnon).", mp, s.memory.rssAnonMiB * MiB);
     }
+    if (s.fill) {
+      const f = s.fill;
+      add("fill_ratio", "gauge", "Share of the image in the --fill local copy, verified (0 to 1).", mp, f.size > 0 ? f.filledBytes / f.size : 1);
+      add("fill_bytes", "gauge", "Verified bytes in the --fill local copy.", mp, f.filledBytes);
+      add("fill_rate_bytes_per_second", "gauge", "Fill rate over the last 10 s.", mp, f.rateBytesPerSec);
+      add("fill_paused", "gauge", "1 while the fill waits for a healthy image server.", mp, f.state === "paused" ? 1 : 0);
+      add("untethered", "gauge", "1 once a loop device reads the local copy instead of this mount (no image server needed).", mp,
+        (f.untether?.loops.length ?? 0) > 0 ? 1 : 0);
+    }
     if (s.verified) add("verified_bad_chunks_total", "counter", "Chunks that failed the signed manifest's check (refetched elsewhere).", mp, s.verified.badChunks);
     for (const src of img.sources) {
       const sl = { ...mp, url: src.url };

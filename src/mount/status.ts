@@ -5,6 +5,8 @@ import { mkdirSync, readdirSync, rmSync, existsSync } from "node:fs";
 import { join } from "node:path";
 import { tmpdir } from "node:os";
 import type { HolderInfo } from "./holder";
+import type { FillStatus } from "./fill";
+import type { UntetheredLoop } from "./untether";
 
 export interface DaemonStatus {
   mountpoint: string;
@@ -23,6 +25,8 @@ export interface DaemonStatus {
   verified?: { manifest: string; chunkSize: number; badChunks: number };
   /** The process holding the FUSE connection across daemon crashes and takeovers (absent with --foreground). */
   holder?: HolderInfo & { daemonStart: string };
+  /** `--fill`: the local copy's progress, and the loop devices switched to it (absent without --fill). */
+  fill?: FillStatus & { untether?: { loops: UntetheredLoop[]; error?: string; mode: string } };
 }
 
 /** /run/airroot/mounts when /run is writable (initramfs and booted systems), else the temp dir. */
@@ -116,6 +120,7 @@ export function formatStatus(s: DaemonStatus): string {
     if (h.resend !== "supported" && h.resend !== "unknown")
       lines.push("warning: without FUSE_NOTIFY_RESEND, requests in flight when a daemon crashes cannot be recovered (their readers wait until killed); takeovers lose nothing");
   } else lines.push("no holder (--foreground): a crash of this daemon ends the mount");
+  if (s.fill) lines.push(...formatFill(s.fill));
   if (s.verified) lines.push(`verified against ${s.verified.manifest} (chunk ${s.verified.chunkSize / 1024} KiB), bad chunks seen ${s.verified.badChunks}`);
   lines.push("", "  RANK STATE     RTT      MiB       REQS  ERRS  URL");
   for (const src of [...img.sources].sort((a, b) => a.preferredRank - b.preferredRank)) {
@@ -125,4 +130,18 @@ export function formatStatus(s: DaemonStatus): string {
     if (src.lastError) lines.push(`${" ".repeat(12)}last error: ${src.lastError}`);
   }
   return lines.join("\n");
+}
+
+/** The fill's lines: "fill PATH: 42.0% (…), 12.3 MB/s, ETA 1m05s" and "untethered: /dev/loop3 ...". */
+export function formatFill(f: NonNullable<DaemonStatus["fill"]>): string[] {
+  const pct = f.size > 0 ? (100 * f.filledBytes) / f.size : 100;
+  const eta = f.etaSec === undefined ? "ETA -" : f.etaSec === 0 ? "" : `ETA ${f.etaSec >= 60 ? `${Math.floor(f.etaSec / 60)}m${String(f.etaSec % 60).padStart(2, "0")}s` : `${f.etaSec}s`}`;
+  const cap = f.rateCapBytesPerSec ? ` (cap ${(f.rateCapBytesPerSec / 1e6).toFixed(1)} MB/s)` : "";
+  const loops = f.untether?.loops ?? [];
+  const state = loops.length ? "untethered" : f.state;
+  const lines = [`fill ${f.path}: ${state}, filled ${pct.toFixed(1)}% (${(f.filledBytes / MiB).toFixed(1)} of ${(f.size / MiB).toFixed(1)} MiB), ` +
+    `rate ${(f.rateBytesPerSec / 1e6).toFixed(1)} MB/s${cap}${eta ? `, ${eta}` : ""}` + (f.reason ? ` (${f.reason})` : "")];
+  for (const l of loops) lines.push(`untethered: ${l.dev} reads ${f.path} since ${l.at} (${l.directIo ? "direct I/O" : "buffered"}): no image server needed`);
+  if (f.untether?.error) lines.push(`untether failed: ${f.untether.error}`);
+  return lines;
 }

@@ -93,14 +93,16 @@ const DEFAULTS = {
 // One range request: large enough for line rate, small enough that a failed one is cheap to redo elsewhere.
 const MAX_REQUEST_BYTES = 1 * MiB;
 const BACKOFF_MIN_MS = 200, BACKOFF_MAX_MS = 10_000;
+/** Background fill requests in flight at once (all servers together): low priority, so demand reads find slots free. */
+const FILL_MAX_IN_FLIGHT = 2;
 
-type Kind = "demand" | "readahead";
+type Kind = "demand" | "readahead" | "fill";
 interface Span {
   first: number; count: number; kind: Kind; started: boolean;
   promise: Promise<Uint8Array[]>; resolve(blocks: Uint8Array[]): void; reject(e: unknown): void; // one entry per block
   joins?: number[];   // per block: reads waiting for it, each pinned as the span completes (see pool.ts)
 }
-/** A readahead fetch that gave up; readers never see it (they re-request as demand). */
+/** A readahead or fill fetch that gave up; readers never see it (they re-request as demand). */
 class Dropped extends Error {}
 
 function checkNumber(name: string, v: number | undefined, min: number, integer = false): void {
@@ -135,6 +137,12 @@ export class RemoteImage {
   private demandQ: Span[] = [];
   private raQ: Span[] = [];
   private running = 0;
+  // Background fill (fillChunks): callers waiting for a request slot, fill requests running, the next server in turn.
+  private fillQ: (() => void)[] = [];
+  private fillRunning = 0;
+  private fillTurn = 0;
+  /** Called with every chunk a demand or readahead fetch brought and verified (the fill keeps it: no second fetch). */
+  onFetched?: (index: number, bytes: Uint8Array) => void;
   private closed = false;
   /**
    * Set when a read ran out its io timeout with no server delivering; cleared by the next successful fetch. While
@@ -144,7 +152,7 @@ export class RemoteImage {
   private ioExpiredSince = 0;
   private sleepers = new Set<() => void>();
   private readonly started = Date.now();
-  private c = { bytesFetched: 0, cacheHits: 0, cacheMisses: 0, readsInFlight: 0, readsTotal: 0, coalesced: 0, fetches: 0, readaheadBytes: 0 };
+  private c = { fillBytes: 0, bytesFetched: 0, cacheHits: 0, cacheMisses: 0, readsInFlight: 0, readsTotal: 0, coalesced: 0, fetches: 0, readaheadBytes: 0 };
 
   private constructor(private readonly sources: Source[], img: ImageIdentity, name: string, opts: RemoteImageOptions, log: Logger) {
     this.name = name;
@@ -374,6 +382,7 @@ export class RemoteImage {
     for (const wake of this.sleepers) wake();
     const closedErr = new Error(`image ${this.name} closed`);
     for (const sp of [...this.demandQ, ...this.raQ]) sp.reject(closedErr);
+    for (const wake of this.fillQ.splice(0)) wake(); // fillChunks sees `closed` and gives up
     this.demandQ = [];
     this.raQ = [];
     await Promise.all(this.sources.map((s) => s.fetcher.destroy().catch(() => {})));
@@ -511,7 +520,7 @@ export class RemoteImage {
   private pumpQueued = false;
   /** A block became free: start a span that waited for blocks (not from inside the release that freed it). */
   private wakePump(): void {
-    if (this.pumpQueued || (!this.demandQ.length && !this.raQ.length)) return;
+    if (this.pumpQueued || (!this.demandQ.length && !this.raQ.length && !this.fillQ.length)) return;
     this.pumpQueued = true;
     queueMicrotask(() => { this.pumpQueued = false; this.pump(); });
   }
@@ -537,6 +546,15 @@ export class RemoteImage {
       let sp: Span | undefined;
       if (this.demandQ.length && this.running < this.maxInFlight) { if (this.blocksFor(this.demandQ[0])) sp = this.demandQ.shift(); }
       else if (this.raQ.length && this.running < raLimit) { if (this.blocksFor(this.raQ[0])) sp = this.raQ.shift(); }
+      else if (this.fillQ.length && !this.demandQ.length && this.running < raLimit && this.fillRunning < FILL_MAX_IN_FLIGHT &&
+        this.blocksFor({ count: this.spanBlocks } as Span)) {
+        // Fill last: only with no demand span waiting, within readahead's share of the slots, and within the block
+        // budget like any span (spent cached blocks make room; unread ones are never evicted for it).
+        this.running++;
+        this.fillRunning++;
+        this.fillQ.shift()!();
+        continue;
+      }
       if (!sp) return;
       sp.started = true;
       this.running++;
@@ -553,6 +571,7 @@ export class RemoteImage {
       const blocks = await this.fetchSpan(sp);
       // Pinned for the reads waiting on them before anything (this cache.set included) can evict and recycle them.
       if (sp.joins) blocks.forEach((bytes, k) => { for (let j = sp.joins![k]; j > 0; j--) this.pool.pin(bytes); });
+      if (this.onFetched && this.verifier) blocks.forEach((bytes, k) => this.onFetched!(sp.first + k, bytes));
       blocks.forEach((bytes, k) => this.cache.set(sp.first + k, bytes)); // separate buffers: evicted one by one
       sp.resolve(blocks);
     } catch (e) {
@@ -572,7 +591,8 @@ export class RemoteImage {
       const tried = new Set<Source>();
       for (;;) {
         if (this.closed) throw new Error(`image ${this.name} closed`);
-        const src = this.servers.pick(tried, sp.kind === "demand"); // readahead never waits on a down server
+        // Readahead and fill never wait on a down server; the fill spreads its requests over the healthy ones in turn.
+        const src = sp.kind === "fill" ? this.pickFill(tried) : this.servers.pick(tried, sp.kind === "demand");
         if (!src) break;
         tried.add(src);
         this.servers.noteAttempt(src);
@@ -588,6 +608,7 @@ export class RemoteImage {
             }
           }
           this.c.bytesFetched += len;
+          if (sp.kind === "fill") this.c.fillBytes += len;
           if (src.state !== "excluded") src.validator ??= r.validator; // a server down at open has now agreed
           this.servers.noteSuccess(src, len, sentAt);
           this.ioExpiredSince = 0; // a real read proved a source good: readers wait again
@@ -598,7 +619,7 @@ export class RemoteImage {
           this.servers.noteFault(src, e);
         }
       }
-      if (sp.kind === "readahead") throw new Dropped("readahead dropped");
+      if (sp.kind !== "demand") throw new Dropped(`${sp.kind} dropped`);
       this.servers.noteAllDown();
       const waited = Date.now() - t0;
       if (this.ioTimeoutMs && waited >= this.ioTimeoutMs) {
@@ -608,6 +629,59 @@ export class RemoteImage {
       if (this.ioTimeoutMs) delay = Math.min(delay, this.ioTimeoutMs - waited);
       await this.sleep(delay);
     }
+  }
+
+  /**
+   * Background fill: chunks first..first+count-1 (at most one request's worth), fetched at the lowest priority and
+   * verified like every fetch, not cached: the caller owns the returned blocks and must give them back with
+   * releaseFillBlocks. The request waits until no demand span is queued, readahead's share of the slots has room, fewer
+   * than FILL_MAX_IN_FLIGHT fills run and the block budget has spare blocks. Only healthy servers are used, in turn (a
+   * bad chunk is a fault of that server and the next one is tried); undefined when none delivered: the caller pauses.
+   */
+  async fillChunks(first: number, count: number): Promise<Uint8Array[] | undefined> {
+    const total = Math.ceil(this.size / this.bs);
+    if (!Number.isInteger(first) || !Number.isInteger(count) || first < 0 || count < 1 || count > this.spanBlocks || first + count > total) {
+      throw new RangeError(`bad fill of ${this.name}: chunks ${first}+${count} (of ${total}, at most ${this.spanBlocks} at once)`);
+    }
+    if (this.closed) return undefined;
+    await new Promise<void>((resolve) => { this.fillQ.push(resolve); this.pump(); });
+    if (this.closed) return undefined; // woken by close(), not given a slot
+    const sp: Span = { first, count, kind: "fill", started: true, promise: Promise.resolve([]), resolve() {}, reject() {} };
+    try {
+      return await this.fetchSpan(sp);
+    } catch (e) {
+      if (e instanceof Dropped || this.closed) return undefined;
+      throw e;
+    } finally {
+      this.running--;
+      this.fillRunning--;
+      this.pump();
+    }
+  }
+
+  /** Gives back the blocks fillChunks returned, once their bytes are written. */
+  releaseFillBlocks(blocks: Uint8Array[]): void {
+    for (const b of blocks) this.pool.release(b);
+  }
+
+  /** Bytes the background fill fetched (included in bytesFetched). */
+  get fillBytesFetched(): number { return this.c.fillBytes; }
+
+  /** Chunk (block) size and count, as the fill sees the image. */
+  get chunkSize(): number { return this.bs; }
+
+  private pickFill(tried: Set<Source>): Source | undefined {
+    // Healthy servers in turn; a degraded one (answers again, failed less than holdDownMs ago) only when none is healthy.
+    const n = this.sources.length;
+    for (const state of ["healthy", "degraded"]) {
+      for (let k = 0; k < n; k++) {
+        const s = this.sources[(this.fillTurn + k) % n]!;
+        if (tried.has(s) || s.state !== state) continue;
+        this.fillTurn = (this.fillTurn + k + 1) % n;
+        return s;
+      }
+    }
+    return undefined;
   }
 
   private sleep(ms: number): Promise<void> {

@@ -181,6 +181,12 @@ export function ioctl(fd: number, request: number, arg: ArrayBufferView | null, 
   return check(libc().ioctl(fd, request, arg as any), () => `ioctl(${what}, 0x${request.toString(16)})`);
 }
 
+/** ioctl(2) whose argument is an integer (e.g. a file descriptor, LOOP_CHANGE_FD), not a pointer. */
+export function ioctlValue(fd: number, request: number, value: number, what = `fd ${fd}`): number {
+  const SYS_ioctl = 16; // x86-64
+  return check(libc().syscall(SYS_ioctl, BigInt(fd), BigInt(request), BigInt(value)), () => `ioctl(${what}, 0x${request.toString(16)}, ${value})`);
+}
+
 /** setsid(2): returns the new session id. */
 export function setsid(): number {
   return check(libc().setsid(), () => "setsid()");

@@ -1,6 +1,6 @@
 // Loop devices through ioctl: attach a file read-only to a free /dev/loopN (LOOP_CONFIGURE, Linux 5.8+).
-import { closeSync, existsSync, openSync } from "node:fs";
-import { ioctl } from "./libc";
+import { closeSync, existsSync, openSync, readdirSync, readFileSync } from "node:fs";
+import { ioctl, ioctlValue } from "./libc";
 
 const LOOP_CTL_GET_FREE = 0x4c82;
 const LOOP_CONFIGURE = 0x4c0a;
@@ -57,4 +57,60 @@ export function attachLoop<T>(file: string, use: (dev: string) => T, o: { autocl
 export function detachLoop(dev: string): void {
   const fd = openSync(dev, "r");
   try { ioctl(fd, LOOP_CLR_FD, null, dev); } finally { closeSync(fd); }
+}
+
+const LOOP_SET_STATUS64 = 0x4c04;
+const LOOP_GET_STATUS64 = 0x4c05;
+const LOOP_CHANGE_FD = 0x4c06;
+const LOOP_SET_DIRECT_IO = 0x4c08;
+const LOOP_INFO64_SIZE = 232;
+const LO_SIZELIMIT_OFFSET = 40; // loop_info64: u64 lo_device, lo_inode, lo_rdevice, lo_offset, lo_sizelimit
+
+/** The file behind each attached loop device, by /dev name (from sysfs: no ioctl, nothing asked of the file). */
+export function loopBackingFiles(sysBlock = "/sys/block"): { dev: string; file: string }[] {
+  const out: { dev: string; file: string }[] = [];
+  let names: string[] = [];
+  try { names = readdirSync(sysBlock).filter((n) => /^loop\d+$/.test(n)); } catch { return out; }
+  for (const n of names) {
+    try { out.push({ dev: `/dev/${n}`, file: readFileSync(`${sysBlock}/${n}/loop/backing_file`, "utf8").trim() }); } catch { /* not attached */ }
+  }
+  return out;
+}
+
+/**
+ * Switches the read-only loop device `dev` to `file` with LOOP_CHANGE_FD while it stays mounted, then asks for direct
+ * I/O on it. The kernel's rules (drivers/block/loop.c, loop_change_fd): the device must be bound and LO_FLAGS_READ_ONLY
+ * (attachLoop's are), the new file a regular file or block device, and its size (less lo_offset, capped by
+ * lo_sizelimit) the old one's, else EINVAL. A larger block device is therefore first capped with lo_sizelimit = the
+ * old size (LOOP_SET_STATUS64; the capacity does not change). The switch freezes the device's queue until the reads in
+ * flight on the old file end, then reports a media change: the device's page cache is dropped and unused dentries and
+ * inodes of the filesystem on it are evicted (bdev_mark_dead; squashfs has no shutdown hook, so it serves on).
+ *
+ * It blocks until the old file's reads in flight are served: a FUSE daemon must not call it on the thread that
+ * serves that file (it runs in a child process, see src/mount/untether.ts). Direct I/O is best effort: `directIo` says
+ * whether the kernel took it (it refuses when the new file cannot do O_DIRECT at the device's block size).
+ */
+export function changeLoopFile(dev: string, file: string, oldSize: number, newSize: number): { directIo: boolean; directIoError?: string } {
+  const fileFd = openSync(file, "r");
+  const loopFd = openSync(dev, "r");
+  try {
+    // The kernel compares sizes in 512-byte sectors (get_loop_size).
+    if (Math.floor(newSize / 512) !== Math.floor(oldSize / 512)) {
+      if (newSize < oldSize) throw new Error(`${file} has ${newSize} bytes, less than the ${oldSize} of ${dev}`);
+      const info = new Uint8Array(LOOP_INFO64_SIZE);
+      ioctl(loopFd, LOOP_GET_STATUS64, info, dev);
+      new DataView(info.buffer).setBigUint64(LO_SIZELIMIT_OFFSET, BigInt(oldSize), true);
+      ioctl(loopFd, LOOP_SET_STATUS64, info, `${dev} sizelimit ${oldSize}`);
+    }
+    ioctlValue(loopFd, LOOP_CHANGE_FD, fileFd, `${dev} <- ${file}`);
+    try {
+      ioctlValue(loopFd, LOOP_SET_DIRECT_IO, 1, `${dev} direct I/O`);
+      return { directIo: true };
+    } catch (e) {
+      return { directIo: false, directIoError: (e as Error).message };
+    }
+  } finally {
+    closeSync(loopFd);
+    closeSync(fileFd);
+  }
 }
