@@ -139,7 +139,7 @@ export class ImageFill {
     return {
       path: this.o.path, state: this.state, reason: this.reason, size: this.image.size, chunkSize: this.bs, chunks: this.chunks,
       chunksDone: this.doneCount, filledBytes: filled, fetchedBytes: this.fetched, reusedBytes: this.reused,
-      rateBytesPerSec: Math.round(rate), etaSec: left === 0 ? 0 : rate > 0 ? Math.ceil(left / rate) : undefined,
+      rateBytesPerSec: Math.round(rate), etaSec: left === 0 ? 0 : rate > 0 && this.state !== "paused" ? Math.ceil(left / rate) : undefined,
       rateCapBytesPerSec: this.o.rateBytesPerSec, startedAt: this.startedAt, completedAt: this.completedAt,
     };
   }
