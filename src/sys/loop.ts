@@ -64,7 +64,7 @@ const LOOP_GET_STATUS64 = 0x4c05;
 const LOOP_CHANGE_FD = 0x4c06;
 const LOOP_SET_DIRECT_IO = 0x4c08;
 const LOOP_INFO64_SIZE = 232;
-const LO_SIZELIMIT_OFFSET = 40; // loop_info64: u64 lo_device, lo_inode, lo_rdevice, lo_offset, lo_sizelimit
+const LO_SIZELIMIT_OFFSET = 32; // loop_info64: u64 lo_device, lo_inode, lo_rdevice, lo_offset, then lo_sizelimit
 
 /** The file behind each attached loop device, by /dev name (from sysfs: no ioctl, nothing asked of the file). */
 export function loopBackingFiles(sysBlock = "/sys/block"): { dev: string; file: string }[] {

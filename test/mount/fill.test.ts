@@ -167,6 +167,28 @@ describe("airroot mount --fill", () => {
     expect(during[Math.floor(during.length / 2)]!).toBeLessThan(1000);
   }, 120_000);
 
+  test("disk:DEV larger than the image: the loop device is capped to the image (lo_sizelimit) and switched", async () => {
+    const urls = good.map((g) => g.urlFor("root.sfs"));
+    const backing = join(dir, "disk.img");
+    writeFileSync(backing, "");
+    sh(["truncate", "-s", String(statSync(image).size + 3 * MiB), backing]);
+    const disk = sh(["losetup", "-f", "--show", backing]).out.trim(); // the "local disk" (writable)
+    expect(disk).toMatch(/^\/dev\/loop\d+$/);
+    loops.push(disk);
+    const { mp, file } = await mount("me", urls, ["--fill", `disk:${disk}`]);
+    const { dev, root } = loopMount(file, "re");
+    const st = await waitFor("untethered on the disk", async () => { const s = await fetchStatus(mp); return s.fill?.untether?.loops.length ? s : undefined; }, 60_000);
+    console.log(formatStatus(st).split("\n").filter((l) => l.startsWith("fill") || l.startsWith("untethered")).join("\n"));
+    const name = dev.replace("/dev/", "");
+    expect(readFileSync(`/sys/block/${name}/loop/backing_file`, "utf8").trim()).toBe(disk);
+    expect(Number(readFileSync(`/sys/block/${name}/loop/sizelimit`, "utf8").trim())).toBe(statSync(image).size);
+    const sum = sh(["timeout", "-s", "KILL", "30", "bash", "-c", `head -c ${statSync(image).size} "$0" | sha256sum`, disk]);
+    expect(sum.out.slice(0, 64)).toBe(imageSha);
+    writeFileSync("/proc/sys/vm/drop_caches", "3\n");
+    const f = sh(["timeout", "-s", "KILL", "30", "sha256sum", join(root, "data", "r3.bin")]);
+    expect(f.out.slice(0, 64)).toBe(sha256File(join(tree, "data", "r3.bin")));
+  }, 120_000);
+
   test("untethers the loop device (LOOP_CHANGE_FD): with every server gone and caches dropped, every file reads back right", async () => {
     const urls = good.map((g) => g.urlFor("root.sfs"));
     const copy = join(dir, "copy-d.img");
