@@ -70,3 +70,14 @@ export function linkLocalVethPair(): void {
   ip("addr", "add", "fe80::1/64", "dev", "v0", "nodad");
   ip("addr", "add", "fe80::2/64", "dev", "v1", "nodad");
 }
+
+/** Waits until something listens on TCP `port` inside namespace `ns` (ss inside it), at most `timeoutMs`. */
+export async function waitForListenInNs(ns: string, port: number, what: string, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const r = Bun.spawnSync(["ip", "netns", "exec", ns, "ss", "-ltn", `sport = :${port}`]).stdout.toString();
+    if (r.includes(`:${port}`)) return;
+    if (Date.now() > deadline) throw new Error(`${what} did not listen on port ${port} in namespace ${ns} within ${timeoutMs / 1000} s`);
+    await Bun.sleep(100);
+  }
+}

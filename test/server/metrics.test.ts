@@ -6,7 +6,7 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import { join } from "node:path";
 import { existsSync, readFileSync } from "node:fs";
 import { scratchDir, removeScratchDirs } from "../helpers/tmp";
-import { makeNetnsPair, type NetnsPair } from "../helpers/netns";
+import { makeNetnsPair, type NetnsPair, waitForListenInNs } from "../helpers/netns";
 import { promtool, sampleValue } from "../helpers/promtool";
 import { statePaths } from "../../src/server/state.ts";
 
@@ -49,13 +49,7 @@ beforeAll(async () => {
   expect(airroot(["node", "add", "n2", "--state", state, "--mac", "52:54:00:6d:00:02", "--profile", "compute"]).code).toBe(0);
   expect(airroot(["node", "arm", "n1", "--state", state, "--for", "10m"]).code).toBe(0);
   server = net.spawn(net.a, [AIRROOT, "serve", "--state", state, "--listen", `0.0.0.0:${PORT}`, "--no-discovery"]);
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    const r = Bun.spawnSync(["ip", "netns", "exec", net.a, "ss", "-ltn", `sport = :${PORT}`]).stdout.toString();
-    if (r.includes(String(PORT))) break;
-    if (Date.now() > deadline) throw new Error("airroot serve did not listen in the namespace");
-    await Bun.sleep(100);
-  }
+  await waitForListenInNs(net.a, PORT, "airroot serve");
 }, 60_000);
 
 afterAll(async () => {

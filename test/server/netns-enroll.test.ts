@@ -5,7 +5,7 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import { join } from "node:path";
 import { readFileSync } from "node:fs";
 import { scratchDir, removeScratchDirs } from "../helpers/tmp";
-import { makeNetnsPair, type NetnsPair } from "../helpers/netns";
+import { makeNetnsPair, type NetnsPair, waitForListenInNs } from "../helpers/netns";
 import { statePaths } from "../../src/server/state.ts";
 
 const MAIN = join(import.meta.dir, "../../src/cli/main.ts");
@@ -27,13 +27,7 @@ beforeAll(async () => {
   expect(airroot(["node", "arm", "n1", "--state", state, "--for", "10m"]).code).toBe(0);
   server = net.spawn(net.a, [BUN, MAIN, "serve", "--state", state, "--listen", `${net.addrA}:8443`]);
   // Bounded wait for the listener inside namespace A.
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    const r = Bun.spawnSync(["ip", "netns", "exec", net.a, "ss", "-ltn", "sport", "= :8443"]).stdout.toString();
-    if (r.includes("8443")) break;
-    if (Date.now() > deadline) throw new Error("airroot serve did not listen in the namespace");
-    await Bun.sleep(100);
-  }
+  await waitForListenInNs(net.a, 8443, "airroot serve");
 }, 60_000);
 
 afterAll(async () => {
