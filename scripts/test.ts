@@ -40,6 +40,8 @@ const vm = skipVm ? [] : all.filter(isVm);
 const plain = all.filter((f) => !vm.includes(f));
 
 interface Summary { pass: number; fail: number; skip: number; code: number }
+/** Every "(fail) ..." line of every lane, restated after the summary so the end of a long log names what failed. */
+const failedLines: string[] = [];
 
 /** Runs `bun test` on exactly these files (a ./ path is a file, not a filter); streams its output with a prefix. */
 async function lane(name: string, files: string[], env: Record<string, string> = {}): Promise<Summary> {
@@ -58,6 +60,7 @@ async function lane(name: string, files: string[], env: Record<string, string> =
       for (const l of lines) {
         const m = /^ *(\d+) (pass|fail|skip)$/.exec(l);
         if (m) s[m[2] as "pass" | "fail" | "skip"] = Number(m[1]);
+        if (/^\(fail\) /.test(l)) failedLines.push(`${prefix}${l}`);
         to.write(`${prefix}${l}\n`);
       }
     }
@@ -113,4 +116,6 @@ console.log(`\ntest: all lanes done in ${((performance.now() - t0) / 60_000).toF
 console.log(` ${total.pass} pass`);
 if (total.skip) console.log(` ${total.skip} skip`);
 console.log(` ${total.fail} fail`);
+if (failedLines.length) console.log(`failed:\n  ${failedLines.join("\n  ")}`);
+if (total.code && !total.fail) console.log("test: a lane exited non-zero with no failed test (a crash, a timeout of the whole file, or an error outside a test); see its output above");
 process.exit(total.code || total.fail ? 1 : 0);
