@@ -1,5 +1,6 @@
 // `airroot init`: the boot as an ordered list of steps, from /init (PID 1) to execve of the real init.
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, realpathSync, statfsSync, statSync, writeFileSync } from "node:fs";
+import { basename } from "node:path";
 import { smbiosUuid } from "../client/identity";
 import { bootOptions, moduleParams, parseCmdline, rescueMode, type BootOptions, type Cmdline } from "./cmdline";
 import { chooseConsole, configureConsole, describeChoice, probePorts, readSpcr, type ConsoleChoice } from "./console";
@@ -34,6 +35,8 @@ export interface BootContext {
   image?: { path: string; how: string; digest?: string };
   sshdPid?: number;
   rootDaemonPid?: number;
+  /** The root's mount point when its daemon fills a local copy (airroot.untether): the reporter waits for it. */
+  untetherMount?: string;
   /** Private host key paths made by the ssh step. */
   hostKeys?: string[];
   /** Credential, node config and host certificates from the trust step. */
@@ -171,9 +174,10 @@ async function obtainRootImage(ctx: BootContext): Promise<BootContext["image"]> 
     return { path: c.path, digest,
       how: ` (copied ${(c.bytes / 1048576).toFixed(1)} MiB from ${c.url}${m ? ", verified against the signed manifest" : ""})` };
   }
+  const fill = untetherTarget(o.untether, manifest?.manifest.size, (l) => ctx.sc.log(l));
   let m: Awaited<ReturnType<typeof mountImageOnDemand>>;
   try {
-    m = await mountImageOnDemand(src, "/mnt/image", note);
+    m = await mountImageOnDemand({ ...src, fillPath: fill?.path }, ROOT_MOUNTPOINT, note);
   } catch (e) {
     // The engine's own last words say whether no server answered (wait) or something local failed (do not).
     const away = lines.map((l) => /cannot reach any image server: (.*)$/.exec(l)?.[0]).filter(Boolean).pop();
@@ -183,8 +187,41 @@ async function obtainRootImage(ctx: BootContext): Promise<BootContext["image"]> 
   }
   flush();
   ctx.rootDaemonPid = m.pid;
+  if (fill) ctx.untetherMount = ROOT_MOUNTPOINT;
   return { path: m.path, digest,
-    how: ` (on demand from ${n} server${n === 1 ? "" : "s"}${manifest ? ", verified" : ""}, ${ROOT_DAEMON_ARGV0} pid ${m.pid})` };
+    how: ` (on demand from ${n} server${n === 1 ? "" : "s"}${manifest ? ", verified" : ""}, ${ROOT_DAEMON_ARGV0} pid ${m.pid}` +
+      `${fill ? `, untethering into ${fill.what}` : ""})` };
+}
+
+/** Where the on-demand root's FUSE mount lives in the initramfs environment. */
+const ROOT_MOUNTPOINT = "/mnt/image";
+
+/**
+ * airroot.untether: where the background fill writes, once checked here so the console says at once why a node
+ * will stay tethered (no signed manifest to verify the copy with, not enough RAM, no such disk, a disk too small).
+ * Such a node still boots, on demand.
+ */
+function untetherTarget(u: BootOptions["untether"], imageSize: number | undefined, log: (l: string) => void): { path: string; what: string } | undefined {
+  if (u.to === "off") return undefined;
+  const no = (why: string) => { log(`warning: airroot.untether=${u.to === "disk" ? `disk:${u.device}` : u.to} ignored, the node stays on its image servers: ${why}`); return undefined; };
+  if (imageSize === undefined) return no("there is no signed manifest to verify the local copy against");
+  const mib = (b: number) => `${(b / 1048576).toFixed(0)} MiB`;
+  if (u.to === "ram") {
+    const dir = `${ROOT_STATE_DIR}/untether`;
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const fs = statfsSync(dir);
+    const free = fs.bavail * fs.bsize;
+    // Keep an eighth of the initramfs's free RAM for everything else that lives there.
+    if (imageSize > free * 7 / 8) return no(`the image (${mib(imageSize)}) does not fit in the initramfs's free RAM (${mib(free)}); use disk:/dev/DEV or more RAM`);
+    return { path: `${dir}/root.copy`, what: `RAM (${mib(imageSize)} of ${mib(free)} free)` };
+  }
+  let size: number;
+  try {
+    if (!statSync(u.device).isBlockDevice()) return no(`${u.device} is not a block device`);
+    size = Number(readFileSync(`/sys/class/block/${basename(realpathSync(u.device))}/size`, "utf8").trim()) * 512;
+  } catch (e) { return no(`${u.device}: ${(e as NodeJS.ErrnoException).code === "ENOENT" ? "no such device (is its driver loaded? airroot.modules=)" : (e as Error).message}`); }
+  if (size < imageSize) return no(`${u.device} has ${mib(size)}, the image needs ${mib(imageSize)}`);
+  return { path: u.device, what: `${u.device} (${mib(imageSize)} of its ${mib(size)})` };
 }
 
 export const STEPS: Step<BootContext>[] = [
@@ -404,7 +441,7 @@ export async function runInit(o: InitOptions = {}): Promise<void> {
       // PID 1 is about to become the new init: the reporter says "switched-root", then "running" once systemd is up.
       // It outlives this process beside the booted OS, so it gets a one-boot report token, never the credential.
       try {
-        reporterPid = await startReporter(await reporterInputFor(ctx.trusted, siteCa(), DEFAULT_RUNNING_WAIT_SEC));
+        reporterPid = await startReporter(await reporterInputFor(ctx.trusted, siteCa(), DEFAULT_RUNNING_WAIT_SEC, 5000, ctx.untetherMount));
       } catch (e) { sc.log(`warning: no boot reporter, the stage stays "switching-root": ${(e as Error).message}`); }
     }
     sc.log(`Switching root to /sysroot and starting ${options.init}`);

@@ -70,6 +70,9 @@ export class CmdlineError extends Error {
 
 export type ImageMethod = "ondemand" | "copy";
 
+/** airroot.untether: keep fetching in the background into RAM or a local block device, then need no server. */
+export type Untether = { to: "off" } | { to: "ram" } | { to: "disk"; device: string };
+
 /** Static IPv4 settings for one interface. */
 export interface StaticIp {
   iface: string;
@@ -83,6 +86,7 @@ export interface BootOptions {
   shell: boolean;
   poweroff: boolean;
   imageMethod: ImageMethod;
+  untether: Untether;
   /** "dhcp" (default), "none" (links up and IPv6 link-local only), or static settings. */
   ip: "dhcp" | "none" | StaticIp;
   dhcpTimeoutSec: number;
@@ -125,6 +129,8 @@ export const OPTION_DOCS: OptionDoc[] = [
     description: "Run every step, then power off instead of switch_root (tests and benchmarks)." },
   { name: "airroot.imagemethod", syntax: "ondemand|copy", default: "ondemand",
     description: "ondemand mounts the image over HTTPS and reads it lazily; copy downloads it into RAM first." },
+  { name: "airroot.untether", syntax: "off|ram|disk:/dev/DEV", default: "off",
+    description: "With ondemand and a signed manifest: once mounted, copy every chunk not yet read, verified, in the background (low priority, paused while servers fail) into RAM (initramfs tmpfs) or a local disk or partition (overwritten), then switch the root's loop device to the copy; from then on the node needs no image server. Reported as boot stage \"untethered\"." },
   { name: "airroot.ip", syntax: "dhcp|none|IFACE:ADDR/PREFIX[:GATEWAY]", default: "dhcp",
     description: "IPv4 setup: DHCPv4 on every link with carrier, none, or static. IPv6 link-local is always on." },
   { name: "airroot.dhcptimeout", syntax: "SECONDS", default: "30",
@@ -274,6 +280,7 @@ export function bootOptions(c: Cmdline): { options: BootOptions; unknown: string
   const imageMethod = (methodP?.value ?? "ondemand") as ImageMethod;
   if (imageMethod !== "ondemand" && imageMethod !== "copy")
     throw new CmdlineError(`airroot.imagemethod=${methodP?.value}: expected ondemand or copy`);
+  const untether = parseUntether(get("airroot.untether"));
   const dhcpTimeoutSec = seconds(get("airroot.dhcptimeout"), 3600,
     "expected whole seconds between 1 and 3600, in plain decimal digits (e.g. 30)") ?? 30;
   if (dhcpTimeoutSec < 1) throw new CmdlineError(`airroot.dhcptimeout=0: expected whole seconds between 1 and 3600, in plain decimal digits (e.g. 30)`);
@@ -303,6 +310,7 @@ export function bootOptions(c: Cmdline): { options: BootOptions; unknown: string
     shell: parseBool(get("airroot.shell"), false),
     poweroff: parseBool(get("airroot.poweroff"), false),
     imageMethod,
+    untether,
     ip: parseIp(get("airroot.ip")),
     dhcpTimeoutSec,
     modules,
@@ -320,6 +328,15 @@ export function bootOptions(c: Cmdline): { options: BootOptions; unknown: string
   };
   const unknown = [...new Set(c.params.map((p) => p.name).filter((n) => normName(n).startsWith("airroot.") && !KNOWN.has(normName(n))))];
   return { options, unknown };
+}
+
+function parseUntether(p: Param | undefined): Untether {
+  if (!p) return { to: "off" };
+  const v = p.value ?? "";
+  if (v === "off" || v === "ram") return { to: v };
+  const m = /^disk:(\/dev\/[A-Za-z0-9][A-Za-z0-9._\/-]{0,200})$/.exec(v);
+  if (m && !m[1].split("/").includes("..")) return { to: "disk", device: m[1] };
+  throw new CmdlineError(`airroot.untether=${v}: expected off, ram or disk:/dev/DEVICE (e.g. disk:/dev/nvme0n1p3; its contents are overwritten)`);
 }
 
 /** airroot.rescue, readable on its own so that even a command line with other bad options honours it. */

@@ -21,6 +21,8 @@ export interface ImageSource {
   nodeId?: string;
   /** One per URL of `urls` (same order), for "spread". */
   weights?: number[];
+  /** airroot.untether: the local copy (a file in RAM or a block device) the daemon fills, then switches the loop to. */
+  fillPath?: string;
 }
 
 /** The `airroot mount` arguments for the root image (without the mount point). */
@@ -33,6 +35,8 @@ export function rootMountArgs(src: ImageSource): string[] {
   }
   if (src.manifestUrl && src.imageKeyFile) args.push("--manifest", src.manifestUrl, "--image-key", src.imageKeyFile);
   if (src.manifestUrl && src.expectDigest) args.push("--expect-digest", src.expectDigest);
+  // auto: the loop device init attaches after the mount (and any later one on the same file) is switched.
+  if (src.fillPath && src.manifestUrl) args.push("--fill", src.fillPath, "--untether-loop", "auto");
   return [...args, ...src.urls];
 }
 

@@ -6,13 +6,16 @@
 // It runs beside the booted OS, whose root can read its memory (/proc/PID/mem, ptrace): so it holds nothing worth
 // stealing. Not the node's client certificate and key: PID 1, which still has them, asks the server for a one-boot
 // report token (POST /api/v1/self/report-token) and hands the reporter only that, the site CA and the server URLs
-// (on a pipe). The token can post only those three stages, for this node, until a final one or its expiry.
+// (on a pipe). The token can post only those stages, for this node, until a final one or its expiry.
+// A boot that untethers (airroot.untether=) keeps the reporter after "running": it watches the root daemon's status
+// until the loop device is switched to the local copy and reports "untethered" (bounded by the token's lifetime).
 import { chmodSync, mkdirSync, readlinkSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { selfCommand } from "../util/self";
 import { NodeApi, reportWithToken, type NodeCredential, type ReportToken } from "../client/api";
 import { arr, int, nodeName, obj, opt, parseJson, str } from "../server/schema";
 import { reportBounded } from "./trust";
+import { fetchStatus, type DaemonStatus } from "../mount/status";
 
 export const REPORTER_ARGV0 = "@airroot-report";
 /** The directory (0700, root) and socket the booted system's unit writes to. */
@@ -41,6 +44,10 @@ export interface ReporterInput {
   initramfsInit?: string;
   /** Pid whose exe change means "switched" (default 1; tests use their own). */
   pid?: number;
+  /** The root mount's mount point when the boot untethers: wait for its daemon to say so, then report "untethered". */
+  untetherMount?: string;
+  /** How long to wait for that (default: until the token's lifetime is nearly over). */
+  untetherWaitSec?: number;
 }
 
 /** The reporter's input exactly: anything else (a credential above all) is refused. */
@@ -54,6 +61,8 @@ const reporterInputSchema = obj({
   socket: opt(str({ min: 1, max: 108 })),
   initramfsInit: opt(str({ min: 1, max: 4096 })),
   pid: opt(int({ min: 1, max: 4_194_304 })),
+  untetherMount: opt(str({ min: 1, max: 4096, pattern: /^\//, what: "an absolute mount point" })),
+  untetherWaitSec: opt(int({ min: 0, max: 86_400 })),
 });
 
 /**
@@ -61,12 +70,12 @@ const reporterInputSchema = obj({
  * node credential. Throws when none gave one (the boot goes on without a reporter).
  */
 export async function requestReportToken(servers: string[], siteCa: string, credential: Pick<NodeCredential, "certPem" | "keyPem">,
-  budgetMs = 5000): Promise<{ server: string } & ReportToken> {
+  budgetMs = 5000, untether = false): Promise<{ server: string } & ReportToken> {
   const errors: string[] = [];
   const attempt = async () => {
     for (const s of servers) {
       const api = new NodeApi(s, siteCa, credential);
-      try { return { server: s, ...(await api.reportToken()) }; } catch (e) { errors.push((e as Error).message); } finally { await api.close(); }
+      try { return { server: s, ...(await api.reportToken({ untether })) }; } catch (e) { errors.push((e as Error).message); } finally { await api.close(); }
     }
     return undefined;
   };
@@ -79,9 +88,16 @@ export async function requestReportToken(servers: string[], siteCa: string, cred
 
 /** The reporter's input for a trusted node: a fresh report token, never the credential itself. */
 export async function reporterInputFor(t: { servers: string[]; credential: Pick<NodeCredential, "certPem" | "keyPem" | "node"> }, siteCa: string,
-  waitSec = DEFAULT_RUNNING_WAIT_SEC, budgetMs = 5000): Promise<ReporterInput> {
-  const rt = await requestReportToken(t.servers, siteCa, t.credential, budgetMs);
-  return { servers: [rt.server, ...t.servers.filter((s) => s !== rt.server)], siteCa, node: t.credential.node, token: rt.token, waitSec };
+  waitSec = DEFAULT_RUNNING_WAIT_SEC, budgetMs = 5000, untetherMount?: string): Promise<ReporterInput> {
+  const rt = await requestReportToken(t.servers, siteCa, t.credential, budgetMs, untetherMount !== undefined);
+  const input: ReporterInput = { servers: [rt.server, ...t.servers.filter((s) => s !== rt.server)], siteCa, node: t.credential.node, token: rt.token, waitSec };
+  if (untetherMount !== undefined) {
+    input.untetherMount = untetherMount;
+    // An hour less than the token's life (a server answers with its expiry), at least 10 minutes.
+    const left = Math.floor((Date.parse(rt.expires) - Date.now()) / 1000) - 3600;
+    input.untetherWaitSec = Math.min(86_400, Math.max(600, Number.isFinite(left) ? left : 600));
+  }
+  return input;
 }
 
 /** The systemd unit personalize puts into the new root: ordered after multi-user.target, it only sends one message. */
@@ -179,7 +195,8 @@ function listenForBooted(socket: string): { booted: Promise<void>; close(): void
       },
     },
   });
-  return { booted, close() { server.stop(true); rmSync(socket, { force: true }); } };
+  let closed = false;
+  return { booted, close() { if (closed) return; closed = true; server.stop(true); rmSync(socket, { force: true }); } };
 }
 
 /**
@@ -192,8 +209,8 @@ export async function runReporter(input: ReporterInput, out: (l: string) => void
   const pid = input.pid ?? 1;
   const switchWaitSec = input.switchWaitSec ?? 60;
   const before = input.initramfsInit ?? exeOf(pid);
-  const report = (stage: string, detail: string) => reportBounded(input.servers, stage, warn, 15_000,
-    (s) => reportWithToken(s, input.siteCa, { node: input.node, token: input.token, stage, detail: detail.slice(0, 500) }));
+  const report = (stage: string, detail: string, more = false) => reportBounded(input.servers, stage, warn, 15_000,
+    (s) => reportWithToken(s, input.siteCa, { node: input.node, token: input.token, stage, detail: detail.slice(0, 500), more }));
   const l = listenForBooted(socket);
   try {
     out(`${READY_LINE}\n`);
@@ -212,12 +229,42 @@ export async function runReporter(input: ReporterInput, out: (l: string) => void
       new Promise<"boot-stalled">((ok) => { timer = setTimeout(() => ok("boot-stalled"), input.waitSec * 1000); })]);
     clearTimeout(timer);
     const secs = Math.round((Date.now() - switchedAt) / 1000);
-    if (r === "running") await report("running", `multi-user.target reached ${secs} s after switch_root`);
+    if (r === "running") await report("running", `multi-user.target reached ${secs} s after switch_root`, input.untetherMount !== undefined);
     else await report("boot-stalled", `no word from the booted system's airroot-booted.service ${secs} s after switch_root (multi-user.target not reached?)`);
+    if (r === "running" && input.untetherMount !== undefined) {
+      l.close();
+      const u = await waitUntethered(input.untetherMount, (input.untetherWaitSec ?? 3600) * 1000, warn);
+      if (u) await report("untethered", u);
+    }
     return r;
   } finally {
     l.close();
   }
+}
+
+/**
+ * Polls the root daemon's status (its socket is bound back into the initramfs's /run at switch_root) until a loop
+ * device reads the local copy; returns the stage detail, or undefined when the wait ran out or the fill failed.
+ */
+export async function waitUntethered(mountpoint: string, waitMs: number, warn: (l: string) => void,
+  pollMs = 5000, status: (mp: string) => Promise<DaemonStatus> = fetchStatus): Promise<string | undefined> {
+  const deadline = Date.now() + waitMs;
+  let lastError = "";
+  while (Date.now() < deadline) {
+    try {
+      const s = await status(mountpoint);
+      const f = s.fill;
+      if (!f) { warn(`the root daemon on ${mountpoint} runs no background fill; not reporting "untethered"`); return undefined; }
+      const loop = f.untether?.loops[0];
+      if (loop) return `${loop.dev} reads the local copy ${f.path} (${(f.size / 1048576).toFixed(0)} MiB, verified) since ${loop.at}: no image server needed`;
+      if (f.untether?.error && f.untether.error !== lastError) warn(`untethering: ${(lastError = f.untether.error)}`);
+    } catch (e) {
+      if ((e as Error).message !== lastError) warn(`untethering: ${(lastError = (e as Error).message)}`);
+    }
+    await Bun.sleep(Math.min(pollMs, Math.max(0, deadline - Date.now())));
+  }
+  warn(`the root was not untethered within ${Math.round(waitMs / 1000)} s; not reporting "untethered"`);
+  return undefined;
 }
 
 /** Parses the reporter's input; a field it does not know (such as a credential) is an error. */

@@ -63,9 +63,9 @@ export class NodeApi {
   async status(stage: string, detail?: string, digest?: string): Promise<void> {
     await this.http.call("POST", "/api/v1/self/status", { stage, ...(detail ? { detail } : {}), ...(digest ? { digest } : {}) });
   }
-  /** A one-boot token for the boot reporter (replaces any earlier one of this node). */
-  async reportToken(): Promise<ReportToken> {
-    const r = await this.http.call<ReportToken>("POST", "/api/v1/self/report-token");
+  /** A one-boot token for the boot reporter (replaces any earlier one of this node); longer-lived for an untethering boot. */
+  async reportToken(o: { untether?: boolean } = {}): Promise<ReportToken> {
+    const r = await this.http.call<ReportToken>("POST", "/api/v1/self/report-token", o.untether ? { untether: true } : undefined);
     if (typeof r?.token !== "string" || !/^[A-Za-z0-9_-]{43}$/.test(r.token) || typeof r.expires !== "string")
       throw new ApiCallError("POST /api/v1/self/report-token", 200, "bad-reply", "reply carries no report token");
     return { token: r.token, expires: r.expires };
@@ -79,9 +79,11 @@ export interface ReportToken { token: string; expires: string }
  * A stage report after switch_root, made with the node's one-boot report token over server-authenticated TLS (the
  * site CA pins the server; no client certificate: the reporter has none).
  */
-export async function reportWithToken(serverUrl: string, siteCa: string, r: { node: string; token: string; stage: string; detail?: string }): Promise<void> {
+export async function reportWithToken(serverUrl: string, siteCa: string,
+  r: { node: string; token: string; stage: string; detail?: string; more?: boolean }): Promise<void> {
   const http = new ApiHttp(serverUrl, { ca: siteCa });
   try {
-    await http.call("POST", "/api/v1/report", { node: r.node, token: r.token, stage: r.stage, ...(r.detail ? { detail: r.detail } : {}) });
+    await http.call("POST", "/api/v1/report", { node: r.node, token: r.token, stage: r.stage, ...(r.detail ? { detail: r.detail } : {}),
+      ...(r.more ? { more: true } : {}) });
   } finally { await http.close(); }
 }

@@ -6,7 +6,7 @@ import { serveImages } from "./static.ts";
 import { ApiError, errorResponse, json } from "./apierror.ts";
 import { activate, activateRequestSchema, enroll, enrollRequestSchema, type EnrollDeps } from "./enroll.ts";
 import { authenticate, nodeConfig, reportStatus, sshCertificates, sshCertRequestSchema, statusRequestSchema, type SelfDeps } from "./selfapi.ts";
-import { issueReportToken, reportRequestSchema, reportWithToken } from "./report.ts";
+import { issueReportToken, reportRequestSchema, reportTokenRequestSchema, reportWithToken } from "./report.ts";
 import { parseJson, SchemaError, type Validator } from "./schema.ts";
 import type { Handler } from "./https.ts";
 import { RateLimiter, type RateLimiterOptions } from "./ratelimit.ts";
@@ -99,7 +99,11 @@ export function createApi(d: ApiDeps): Handler {
           reportStatus(selfDeps, node, await body(req, statusRequestSchema, "status", d.audit, ctx.remoteAddress));
           return json(200, { ok: true });
         }
-        if (route === "POST self/report-token") return json(200, issueReportToken(selfDeps, node, ctx.peer, ctx.remoteAddress));
+        if (route === "POST self/report-token") {
+          // The body is optional (nodes before untethering sent none).
+          const r = req.headers.get("content-type") ? await body(req, reportTokenRequestSchema, "report-token", d.audit, ctx.remoteAddress) : {};
+          return json(200, issueReportToken(selfDeps, node, ctx.peer, ctx.remoteAddress, r));
+        }
       }
       const known = ["info", "enroll", "enroll/activate", "report", "self/config", "self/sshcert", "self/status", "self/report-token"].includes(path.slice(API_PREFIX.length));
       throw known ? new ApiError(405, "method-not-allowed", `${req.method} is not allowed on ${path}`)

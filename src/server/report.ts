@@ -3,21 +3,28 @@
 // (/proc/PID/mem, ptrace), so it must hold nothing worth stealing: not the node's client certificate and key, only a
 // token that PID 1 asks for over mutual TLS just before switch_root (POST /api/v1/self/report-token). The token is
 // good for POST /api/v1/report (server-authenticated TLS, no client certificate) with one of the stages that come
-// after switch_root, for that node, until it expires or a final stage ("running", "boot-stalled") used it. The
+// after switch_root, for that node, until it expires or a final stage ("running", "boot-stalled") used it. A node that
+// untethers (airroot.untether=) asks for a longer-lived token and reports "running" with `more`, keeping the token for
+// its last stage, "untethered", which may come hours later (a large image at a capped fill rate). The
 // server keeps only its SHA-256, bound to the certificate it was issued to (revoking that kills the token too).
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { normaliseSerial } from "../pki/x509ca.ts";
-import { nodeName, obj, opt, str, type Infer } from "./schema.ts";
+import { bool, nodeName, obj, opt, str, type Infer } from "./schema.ts";
 import { ApiError } from "./apierror.ts";
 import { reportStatus, type PeerInfo, type SelfDeps } from "./selfapi.ts";
 import { dropReportToken, getCert, getNode, getReportToken, saveReportToken, type NodeRecord } from "./store/nodes.ts";
 
 /** The stages a report token may post: what happens after switch_root, nothing else. */
-export const REPORT_STAGES = ["switched-root", "running", "boot-stalled"] as const;
-/** Stages that end the boot's reporting: the token is used up. */
-export const FINAL_REPORT_STAGES: readonly string[] = ["running", "boot-stalled"];
+export const REPORT_STAGES = ["switched-root", "running", "boot-stalled", "untethered"] as const;
+/** Stages that end the boot's reporting: the token is used up ("running" with `more` does not). */
+export const FINAL_REPORT_STAGES: readonly string[] = ["running", "boot-stalled", "untethered"];
 /** How long a token is good for: the reporter waits at most ~11 minutes (60 s for the switch, 600 s for the OS). */
 export const REPORT_TOKEN_TTL_MS = 20 * 60_000;
+/** For a node that untethers: its background fill may take hours; the token can still only post stages. */
+export const UNTETHER_REPORT_TOKEN_TTL_MS = 24 * 3600_000;
+
+/** POST /api/v1/self/report-token's optional body. */
+export const reportTokenRequestSchema = obj({ untether: opt(bool) });
 
 const TOKEN_RE = /^[A-Za-z0-9_-]{43}$/; // 32 bytes, base64url without padding
 
@@ -26,15 +33,18 @@ export const reportRequestSchema = obj({
   token: str({ min: 43, max: 43, pattern: TOKEN_RE, what: "a report token (43 base64url characters)" }),
   stage: str({ min: 1, max: 32, pattern: /^[a-z0-9][a-z0-9._-]*$/, what: "a stage name (a-z, 0-9, . _ -)" }),
   detail: opt(str({ max: 512 })),
+  /** With "running": more stages follow ("untethered"), so the token is kept until then or its expiry. */
+  more: opt(bool),
 });
 
 const sha256 = (token: string) => createHash("sha256").update(token, "utf8").digest();
 
 /** Issues the node's report token (replacing any earlier one); `peer` is the certificate it authenticated with. */
-export function issueReportToken(d: SelfDeps, node: NodeRecord, peer: PeerInfo, remote: string): { token: string; expires: string } {
+export function issueReportToken(d: SelfDeps, node: NodeRecord, peer: PeerInfo, remote: string,
+  req: Infer<typeof reportTokenRequestSchema> = {}): { token: string; expires: string } {
   const now = d.now?.() ?? Date.now();
   const token = randomBytes(32).toString("base64url");
-  const expires = now + (d.reportTokenTtlMs ?? REPORT_TOKEN_TTL_MS);
+  const expires = now + (req.untether ? UNTETHER_REPORT_TOKEN_TTL_MS : (d.reportTokenTtlMs ?? REPORT_TOKEN_TTL_MS));
   saveReportToken(d.db, { node: node.name, tokenSha256: sha256(token).toString("hex"), certSerial: normaliseSerial(peer.serial!), issued: now, expires });
   d.audit.record({ event: "report-token", outcome: "ok", remote, node: node.name, expires: new Date(expires).toISOString() });
   return { token, expires: new Date(expires).toISOString() };
@@ -64,7 +74,7 @@ export function reportWithToken(d: SelfDeps, req: Infer<typeof reportRequestSche
     if (!cert || cert.node !== req.node || cert.revoked !== null) refuse(401, `the client certificate ${t!.certSerial} the token was issued to is revoked or gone`);
     const node = getNode(d.db, req.node);
     if (!node) refuse(401, "the node no longer exists");
-    if (FINAL_REPORT_STAGES.includes(req.stage)) dropReportToken(d.db, req.node, t!.tokenSha256);
+    if (FINAL_REPORT_STAGES.includes(req.stage) && !(req.more && req.stage === "running")) dropReportToken(d.db, req.node, t!.tokenSha256);
     // Recorded like /self/status (text sanitised the same way); no digest: the token cannot touch what gc keeps.
     reportStatus(d, node!, { stage: req.stage, ...(req.detail !== undefined ? { detail: req.detail } : {}) });
   })();

@@ -49,7 +49,8 @@ describe("bootOptions", () => {
   test("defaults", () => {
     const { options, unknown } = bootOptions(parseCmdline("console=ttyS0 quiet"));
     expect(options).toMatchObject({ servers: [], shell: false, poweroff: false, imageMethod: "ondemand", ip: "dhcp",
-      dhcpTimeoutSec: 30, overlaySize: "50%", init: "/sbin/init", debugSshd: true, skip: [], noTpm: "refuse", rootTimeoutSec: undefined });
+      dhcpTimeoutSec: 30, overlaySize: "50%", init: "/sbin/init", debugSshd: true, skip: [], noTpm: "refuse", rootTimeoutSec: undefined, untether: { to: "off" } });
+    expect(bootOptions(parseCmdline("airroot.untether=ram")).options.untether).toEqual({ to: "ram" });
     expect(unknown).toEqual([]);
   });
 
@@ -59,14 +60,15 @@ describe("bootOptions", () => {
       "airroot.ip=eth0:172.30.1.5/16:172.30.0.1 airroot.dhcptimeout=5 airroot.modules=e1000e,igb airroot.blacklist=nouveau " +
       "airroot.overlaysize=4g airroot.rootimage=/root.sfs airroot.init=/bin/sh airroot.skip=console,net airroot.debugsshd=off " +
       "airroot.debug airroot.rescue=poweroff airroot.imageurl=https://10.0.2.100/r.sfs,https://10.0.2.101/r.sfs " +
-      "airroot.manifest=https://10.0.2.100/r.manifest,https://10.0.2.101/r.manifest airroot.notpm=warn airroot.roottimeout=120 airroot.frobnicate=1"));
+      "airroot.manifest=https://10.0.2.100/r.manifest,https://10.0.2.101/r.manifest airroot.notpm=warn airroot.roottimeout=120 airroot.frobnicate=1 " +
+      "airroot.untether=ram airroot.untether=disk:/dev/nvme0n1p3"));
     expect(options).toEqual({
       servers: ["https://10.0.2.100/x", "https://[::1]:8443/"], shell: true, poweroff: false, imageMethod: "copy",
       ip: { iface: "eth0", address: "172.30.1.5", prefix: 16, gateway: "172.30.0.1" }, dhcpTimeoutSec: 5,
       modules: ["e1000e", "igb"], blacklist: ["nouveau"], overlaySize: "4g", rootImage: "/root.sfs", init: "/bin/sh",
       skip: ["console", "net"], debugSshd: false, debug: true, rescue: "poweroff",
       imageUrls: ["https://10.0.2.100/r.sfs", "https://10.0.2.101/r.sfs"], manifestUrls: ["https://10.0.2.100/r.manifest", "https://10.0.2.101/r.manifest"], noTpm: "warn",
-      rootTimeoutSec: 120,
+      rootTimeoutSec: 120, untether: { to: "disk", device: "/dev/nvme0n1p3" },
     });
     expect(unknown).toEqual(["airroot.frobnicate"]);
   });
@@ -76,7 +78,9 @@ describe("bootOptions", () => {
       "airroot.ip=10.0.0.1", "airroot.notpm=maybe", "airroot.dhcptimeout=0", "airroot.dhcptimeout=abc", "airroot.modules=a/b", "airroot.overlaysize=lots",
       "airroot.rootimage=relative", "airroot.shell=maybe", "airroot.rescue=reboot",
       "airroot.imageurl=https://x/", "airroot.imageurl=http://x/r.sfs", "airroot.manifest=https://a/m,http://b/m",
-      "airroot.roottimeout=-1", "airroot.roottimeout=1.5", "airroot.roottimeout=forever", "airroot.roottimeout", "airroot.roottimeout="];
+      "airroot.roottimeout=-1", "airroot.roottimeout=1.5", "airroot.roottimeout=forever", "airroot.roottimeout", "airroot.roottimeout=",
+      "airroot.untether=disk", "airroot.untether=disk:", "airroot.untether=disk:sda", "airroot.untether=disk:/dev/../etc/passwd",
+      "airroot.untether=tmpfs", "airroot.untether"];
     for (const b of bad) expect(() => bootOptions(parseCmdline(b))).toThrow(new RegExp(b.split("=")[0].replace(".", "\\.")));
   });
 

@@ -11,6 +11,7 @@ import { startNginx, type Nginx, type NginxOptions } from "../helpers/nginx";
 import { freePort } from "../helpers/ports";
 import { signImage, tamperedCopy, type SignedManifest } from "../helpers/signed-image";
 import { fetchStatus, formatStatus, statusLogPath, type DaemonStatus } from "../../src/mount/status";
+import { waitUntethered } from "../../src/boot/reporter";
 
 const airroot = join(import.meta.dir, "..", "..", "dist", "airroot");
 const dir = scratchDir("airroot-fill-");
@@ -200,6 +201,8 @@ describe("airroot mount --fill", () => {
     console.log(formatStatus(st));
     expect(st.fill!.untether!.loops[0]!.dev).toBe(dev);
     expect(formatStatus(st)).toContain("untethered");
+    // What the boot reporter waits for before it reports the stage "untethered".
+    expect(await waitUntethered(mp, 10_000, (l) => console.log(l))).toContain(`${dev} reads the local copy ${copy}`);
     const name = dev.replace("/dev/", "");
     expect(readFileSync(`/sys/block/${name}/loop/backing_file`, "utf8").trim()).toBe(copy);
     console.log(`/sys/block/${name}/loop/dio = ${readFileSync(`/sys/block/${name}/loop/dio`, "utf8").trim()}`);
