@@ -12,7 +12,7 @@ import { dependencyOrder, parseModulesDep } from "../src/boot/modules";
 
 /**
  * Modules airroot itself needs, plus the NIC drivers of HPC servers and VMs; missing ones are skipped. A diskless
- * boot needs no storage driver. 55 modules (22.9 MB) before 2026-12-03; the NICs dropped then (igc, ixgbevf, iavf,
+ * boot needs no storage driver; an untethered one (airroot.untether=disk:DEV) needs its local disk's. 55 modules (22.9 MB) before 2026-12-03; the NICs dropped then (igc, ixgbevf, iavf,
  * bnx2x, qede, mlx4_en, r8169, vmxnet3, hv_netvsc, ena, gve, sfc, be2net) and virtio_scsi (+scsi_mod) can be added
  * back with --modules or, at boot, only if present here.
  */
@@ -20,6 +20,8 @@ export const DEFAULT_MODULES = [
   "fuse", "overlay", "squashfs", "loop",
   "efivarfs", // not loaded unless asked (airroot.modules=efivarfs): the booted OS can then read EFI variables (SecureBoot)
   "virtio_pci", "virtio_net", "virtio_blk", "virtio_rng", "virtio_console",
+  // Local disks for airroot.untether=disk:DEV (loaded only when such a controller is present).
+  "nvme", "ahci", "sd_mod",
   "e1000", "e1000e", "igb", "ixgbe", "i40e", "ice", "bnxt_en", "tg3", "mlx5_core",
 ];
 

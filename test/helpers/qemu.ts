@@ -14,6 +14,8 @@ export interface VmOptions {
   hostfwd?: { guestPort: number; hostPort: number }[];
   /** Extra ",key=value" text for -netdev user (prebuilt hostfwd/guestfwd lists). */
   netdevExtra?: string;
+  /** More QEMU arguments (disks, devices). */
+  extraArgs?: string[];
 }
 
 export interface Vm {
@@ -40,7 +42,7 @@ export function qemuArgs(o: VmOptions): string[] {
   ].join("") + (o.netdevExtra ?? "");
   return ["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-m", String(o.memoryMiB ?? 1024), "-smp", "1", "-nographic",
     "-no-reboot", "-kernel", o.kernel, "-initrd", o.initrd, "-append", o.append,
-    "-netdev", `user,id=n0,restrict=on${fwd}`, "-device", "virtio-net-pci,netdev=n0"];
+    "-netdev", `user,id=n0,restrict=on${fwd}`, "-device", "virtio-net-pci,netdev=n0", ...(o.extraArgs ?? [])];
 }
 
 export function startVm(o: VmOptions): Vm {
