@@ -22,7 +22,7 @@ const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
 const packCommand = defineCommand({
   meta: {
     name: "pack",
-    description: "Pack ROOTDIR into a signed, content-addressed squashfs image (STATE/images/<sha256>.sfs + .manifest) and point PROFILE at it. Older images stay until `image gc`; re-packing an unchanged tree reuses the image.",
+    description: "Pack ROOTDIR into a signed, content-addressed squashfs image (STATE/images/<sha256>.sfs + .manifest) and point PROFILE at it. Older images stay until `image gc`; re-packing an unchanged tree reuses the image (not with --encrypt: each encrypted pack has a new key, hence a new image).",
   },
   args: {
     rootdir: { type: "positional", description: "root filesystem tree to pack (e.g. made by mmdebstrap)", required: true },
@@ -30,6 +30,7 @@ const packCommand = defineCommand({
     state: stateArg,
     "chunk-size": { type: "string", description: `verification/fetch unit in KiB, a power of two (default ${DEFAULT_CHUNK_SIZE / 1024})` },
     "mkfs-time": { type: "string", description: "squashfs creation time in seconds since epoch (default 0, for reproducible images)" },
+    encrypt: { type: "boolean", description: "encrypt the image with a new random key (dm-crypt aes-xts-plain64, 512-bit key, 4096-byte sectors): mirrors then hold only ciphertext; the key stays in STATE/image-keys/<sha256>.key (0600; back it up with the state dir) and only enrolled nodes get it, in their mutual-TLS config" },
   },
   async run({ args }) {
     const stateDir = resolve(args.state);
@@ -44,9 +45,9 @@ const packCommand = defineCommand({
       const r = await packImage({
         rootDir: resolve(args.rootdir), profile: args.profile, stateDir, db,
         chunkSize: chunkKiB === undefined ? undefined : chunkKiB * 1024, mkfsTime,
-        interactive: Boolean(process.stdout.isTTY), log: (l) => console.error(l),
+        interactive: Boolean(process.stdout.isTTY), log: (l) => console.error(l), encrypt: Boolean(args.encrypt),
       });
-      console.log(`${r.digest}  ${mib(r.size)}  profile ${args.profile}${r.reused ? "  (unchanged tree: existing image reused)" : ""}  ${r.seconds.toFixed(1)} s`);
+      console.log(`${r.digest}  ${mib(r.size)}  profile ${args.profile}${r.manifest.encryption ? "  encrypted" : ""}${r.reused ? "  (unchanged tree: existing image reused)" : ""}  ${r.seconds.toFixed(1)} s`);
     } finally { db.close(); }
   },
 });

@@ -4,6 +4,7 @@ import { readdirSync, statSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import type { Database } from "bun:sqlite";
 import { IMAGE_NAME_RE, imageFile, imagesDir, manifestFile, PACK_TMP_PREFIX } from "./paths";
+import { removeImageKey, sweepImageKeys } from "./imagekeys";
 import { currentImageDigests, imagesBootedSince, listImages, removeImage } from "../server/store/images";
 
 export const DEFAULT_GC_GRACE_MS = 7 * 86_400_000;
@@ -51,6 +52,7 @@ export function gcImages(opts: GcOptions): GcResult {
     res.removed.push(img.digest);
     res.bytesFreed += img.size;
     for (const f of [manifestFile(opts.stateDir, img.digest), imageFile(opts.stateDir, img.digest)]) unlinkQuiet(f);
+    removeImageKey(opts.stateDir, img.digest); // an encrypted image's key goes with it
   }
   // Sweep: temporaries of interrupted packs, and image files without a record (interrupted gc, lost database rows),
   // once they are older than the grace period (a pack renames the file into place before it records it).
@@ -65,6 +67,7 @@ export function gcImages(opts: GcOptions): GcResult {
     res.tmpRemoved.push(name);
     if (!opts.dryRun) unlinkQuiet(p);
   }
+  res.tmpRemoved.push(...sweepImageKeys(opts.stateDir, known, since, opts.dryRun ?? false));
   return res;
 }
 

@@ -8,6 +8,7 @@
 // re-serialising JSON; the payload is only parsed after its signature checked out (untrusted bytes never reach
 // JSON.parse). The key id (first 16 hex of SHA-256 over the SPKI DER) only names the key for error messages.
 import { createHash, createPrivateKey, createPublicKey, sign, verify, type KeyObject } from "node:crypto";
+import type { ImageEncryption } from "./encrypt";
 
 export const MANIFEST_FORMAT = 1;
 export const MAGIC = "airroot-manifest v1";
@@ -28,6 +29,8 @@ export interface Manifest {
   chunks: string[];        // lowercase hex SHA-256 of each chunk; the last one may be short
   created: string;         // ISO 8601 UTC
   profile: string;         // profile the image was first packed for (informational)
+  /** Only for an encrypted image: then digest, size and chunks are the ciphertext's (what mirrors serve). */
+  encryption?: ImageEncryption;
 }
 
 export class ManifestError extends Error {
@@ -46,7 +49,13 @@ export function chunkCount(size: number, chunkSize: number): number {
 export function encodePayload(m: Manifest): Uint8Array {
   const ordered = {
     format: m.format, digest: m.digest, size: m.size, chunkSize: m.chunkSize,
-    created: m.created, profile: m.profile, chunks: m.chunks,
+    created: m.created, profile: m.profile,
+    // Absent, not null, for a plain image: manifests signed before encryption existed keep their exact bytes.
+    ...(m.encryption ? { encryption: {
+      cipher: m.encryption.cipher, keySize: m.encryption.keySize, sectorSize: m.encryption.sectorSize,
+      plainSize: m.encryption.plainSize, keyCheck: m.encryption.keyCheck,
+    } } : {}),
+    chunks: m.chunks,
   };
   return new TextEncoder().encode(JSON.stringify(ordered));
 }
@@ -138,13 +147,15 @@ export function assertImageSize(m: Manifest, size: number, source: string): void
 }
 
 const FIELDS = ["format", "digest", "size", "chunkSize", "created", "profile", "chunks"];
+const OPTIONAL_FIELDS = ["encryption"];
+const ENCRYPTION_FIELDS = ["cipher", "keySize", "sectorSize", "plainSize", "keyCheck"];
 
 /** Checks shape and internal consistency of a (parsed) manifest; returns it typed. */
 export function validateManifest(raw: unknown): Manifest {
   const fail = (why: string): never => { throw new ManifestError(`image manifest invalid: ${why}`); };
   if (typeof raw !== "object" || raw === null || Array.isArray(raw)) fail("payload is not a JSON object");
   const o = raw as Record<string, unknown>;
-  for (const k of Object.keys(o)) if (!FIELDS.includes(k)) fail(`unknown field ${JSON.stringify(k.slice(0, 40))}`);
+  for (const k of Object.keys(o)) if (!FIELDS.includes(k) && !OPTIONAL_FIELDS.includes(k)) fail(`unknown field ${JSON.stringify(k.slice(0, 40))}`);
   for (const k of FIELDS) if (!(k in o)) fail(`missing field "${k}"`);
   if (o.format !== MANIFEST_FORMAT) fail(`format ${JSON.stringify(o.format)} is not supported (this airroot reads format ${MANIFEST_FORMAT})`);
   if (typeof o.digest !== "string" || !HEX64.test(o.digest)) fail("digest is not 64 lowercase hex digits");
@@ -163,10 +174,31 @@ export function validateManifest(raw: unknown): Manifest {
     const c = chunks[i];
     if (typeof c !== "string" || !HEX64.test(c)) fail(`chunk hash ${i} is not 64 lowercase hex digits`);
   }
+  const encryption = "encryption" in o ? validateEncryption(o.encryption, size as number, fail) : undefined;
   return {
     format: MANIFEST_FORMAT, digest: o.digest as string, size: size as number, chunkSize: cs as number,
     chunks: chunks as string[], created: o.created as string, profile: o.profile as string,
+    ...(encryption ? { encryption } : {}),
   };
+}
+
+/** Only what nodes can open: aes-xts-plain64 with a 64-byte key, sectors of 512..4096 bytes covering the image. */
+function validateEncryption(raw: unknown, size: number, fail: (why: string) => never): ImageEncryption {
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) fail("encryption is not an object");
+  const e = raw as Record<string, unknown>;
+  for (const k of Object.keys(e)) if (!ENCRYPTION_FIELDS.includes(k)) fail(`unknown encryption field ${JSON.stringify(k.slice(0, 40))}`);
+  for (const k of ENCRYPTION_FIELDS) if (!(k in e)) fail(`missing encryption field "${k}"`);
+  if (e.cipher !== "aes-xts-plain64") fail(`encryption cipher ${JSON.stringify(String(e.cipher).slice(0, 40))} is not supported (this airroot opens aes-xts-plain64)`);
+  if (e.keySize !== 64) fail(`encryption key size ${JSON.stringify(e.keySize)} is not supported (64 bytes: AES-256-XTS)`);
+  const ss = e.sectorSize;
+  if (typeof ss !== "number" || ![512, 1024, 2048, 4096].includes(ss)) fail("encryption sectorSize must be 512, 1024, 2048 or 4096");
+  if (size % (ss as number) !== 0) fail(`image size ${size} is not a whole number of ${ss}-byte encryption sectors`);
+  const ps = e.plainSize;
+  if (typeof ps !== "number" || !Number.isSafeInteger(ps) || ps <= 0 || ps > size || ps <= size - (ss as number)) {
+    fail(`encryption plainSize must be within the last ${ss}-byte sector of the ${size}-byte image`);
+  }
+  if (typeof e.keyCheck !== "string" || !HEX64.test(e.keyCheck)) fail("encryption keyCheck is not 64 lowercase hex digits");
+  return { cipher: "aes-xts-plain64", keySize: 64, sectorSize: ss as number, plainSize: ps as number, keyCheck: e.keyCheck as string };
 }
 
 // The verifier lives in ./verify (it only needs the Manifest type); re-exported so callers need one import.

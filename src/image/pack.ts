@@ -8,6 +8,8 @@ import { ensureImageKey, readImagePrivateKey, readImagePublicKey } from "./keys"
 import { imageFile, imagesDir, manifestFile, PACK_TMP_PREFIX } from "./paths";
 import { MANIFEST_FORMAT, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, isValidProfileName, loadManifest, signManifest, type Manifest } from "./manifest";
 import { addImage, setProfile } from "../server/store/images";
+import { encryptImageFile, newImageKey, type ImageEncryption } from "./encrypt";
+import { writeImageKey } from "./imagekeys";
 
 /**
  * 256 KiB chunks. The chunk is the unit the range engine fetches, caches and verifies, so it trades random-read
@@ -30,6 +32,8 @@ export interface PackOptions {
   /** Progress lines ("packing ...", "hashing ...") go here; mksquashfs's own bar goes to the terminal if interactive. */
   log?: (line: string) => void;    // default: nothing
   interactive?: boolean;           // show mksquashfs's progress bar (default false)
+  /** Encrypt the squashfs with a new random key (AES-256-XTS as dm-crypt reads it), kept in STATE/image-keys. */
+  encrypt?: boolean;
   now?: () => Date;
 }
 
@@ -72,18 +76,19 @@ export async function packImage(opts: PackOptions): Promise<PackResult> {
   mkdirSync(dir, { recursive: true, mode: 0o755 });
 
   const tmp = join(dir, `${PACK_TMP_PREFIX}${randomBytes(8).toString("hex")}.sfs`);
+  const tmpPlain = `${tmp}.plain`; // with --encrypt mksquashfs writes here and tmp gets the ciphertext
   let interrupted: ((sig: NodeJS.Signals) => void) | undefined;
   try {
     log(`packing ${opts.rootDir} with mksquashfs (zstd, reproducible)...`);
     const env = { ...process.env };
     delete env.SOURCE_DATE_EPOCH; // it would clamp file times and conflicts with -mkfs-time
-    const proc = Bun.spawn(mksquashfsArgs(opts.rootDir, tmp, mkfsTime, opts.interactive ?? false), {
+    const proc = Bun.spawn(mksquashfsArgs(opts.rootDir, opts.encrypt ? tmpPlain : tmp, mkfsTime, opts.interactive ?? false), {
       env, stdin: "ignore", stdout: opts.interactive ? "inherit" : "pipe", stderr: "pipe",
     });
     // Interrupted (Ctrl-C, SIGTERM): stop mksquashfs and leave no partial image behind; `finally` never runs then.
     interrupted = (sig) => {
       proc.kill("SIGKILL");
-      try { unlinkSync(tmp); } catch { /* not written yet */ }
+      for (const f of [tmp, tmpPlain]) try { unlinkSync(f); } catch { /* not written yet */ }
       log(`image pack: ${sig}: stopped mksquashfs, removed the partial image; nothing was stored`);
       process.exit(sig === "SIGINT" ? 130 : 143);
     };
@@ -98,6 +103,14 @@ export async function packImage(opts: PackOptions): Promise<PackResult> {
       throw new Error(`image pack: mksquashfs failed (exit ${proc.exitCode}): ${(stderr || stdout).trim().slice(-2000)}`);
     }
 
+    let encryption: ImageEncryption | undefined;
+    let imageKey: Buffer | undefined;
+    if (opts.encrypt) {
+      imageKey = newImageKey();
+      log(`encrypting ${(statSync(tmpPlain).size / 1048576).toFixed(1)} MiB (aes-xts-plain64, 512-bit key, 4096-byte sectors)...`);
+      encryption = encryptImageFile(tmpPlain, tmp, imageKey);
+      unlinkSync(tmpPlain);
+    }
     const size = statSync(tmp).size;
     log(`hashing ${(size / 1048576).toFixed(1)} MiB in ${chunkSize / 1024} KiB chunks...`);
     let nextReport = 0.25;
@@ -108,6 +121,8 @@ export async function packImage(opts: PackOptions): Promise<PackResult> {
     });
     const dest = imageFile(opts.stateDir, digest);
     let reused = false;
+    // The key goes into place before the image does: a stored encrypted image always has its key.
+    if (imageKey) writeImageKey(opts.stateDir, digest, imageKey);
     if (existsSync(dest) && statSync(dest).size === size && hashFile(dest, chunkSize).digest === digest) {
       reused = true; // same content, same name: the stored file is this image (content-addressed)
       unlinkSync(tmp);
@@ -122,6 +137,7 @@ export async function packImage(opts: PackOptions): Promise<PackResult> {
     const created = (opts.now ?? (() => new Date()))();
     let manifest: Manifest = {
       format: MANIFEST_FORMAT, digest, size, chunkSize, chunks, created: created.toISOString(), profile: opts.profile,
+      ...(encryption ? { encryption } : {}),
     };
     const stored = existsSync(mPath) ? storedManifest(mPath, readImagePublicKey(opts.stateDir), digest, size) : null;
     if (stored && !(stored instanceof Error)) {
@@ -135,11 +151,11 @@ export async function packImage(opts: PackOptions): Promise<PackResult> {
 
     addImage(opts.db, { digest, size, created: created.getTime(), profile: opts.profile });
     setProfile(opts.db, opts.profile, digest, created.getTime());
-    log(`profile ${opts.profile} -> ${digest} (${(size / 1048576).toFixed(1)} MiB, ${chunks.length} chunks)`);
+    log(`profile ${opts.profile} -> ${digest} (${(size / 1048576).toFixed(1)} MiB, ${chunks.length} chunks${encryption ? ", encrypted" : ""})`);
     return { digest, size, manifest, reused, seconds: (performance.now() - t0) / 1000 };
   } finally {
     if (interrupted) { process.off("SIGINT", interrupted); process.off("SIGTERM", interrupted); }
-    if (existsSync(tmp)) unlinkSync(tmp);
+    for (const f of [tmp, tmpPlain]) if (existsSync(f)) unlinkSync(f);
   }
 }
 

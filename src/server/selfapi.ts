@@ -39,6 +39,11 @@ export interface SelfDeps {
   imageSources?: () => ImageSourcePlan;
   /** Base URLs of every airroot server of the site (API). */
   apiBaseUrls: () => string[];
+  /**
+   * The key of an encrypted image (STATE/image-keys), undefined for a plain one. Only nodeConfig reads it: the key
+   * leaves the server only in an enrolled node's mutual-TLS config.
+   */
+  imageKey?: (digest: string) => Buffer | undefined;
   /** How long a boot report token is good for (default REPORT_TOKEN_TTL_MS in report.ts). */
   reportTokenTtlMs?: number;
   now?: () => number;
@@ -62,6 +67,8 @@ export function authenticate(d: SelfDeps, peer: PeerInfo, remote: string, path: 
   return node!;
 }
 
+export interface ImageKeyGrant { cipher: "aes-xts-plain64"; key: string }
+
 export interface NodeConfig {
   name: string;
   fqdn: string;
@@ -71,6 +78,11 @@ export interface NodeConfig {
     digest: string; size: number | null; urls: string[]; manifestUrls: string[];
     /** How the node orders urls (missing from older servers: the node spreads), and for "spread" one weight per URL. */
     order?: SourceOrder; weights?: number[];
+    /**
+     * Only for an encrypted image: its dm-crypt key (128 hex digits). The cipher and sector size come from the signed
+     * manifest; they are repeated here only for people reading a config. Missing from older servers (never encrypted).
+     */
+    encryption?: ImageKeyGrant;
   } | null;
   imagePublicKey: string;
   rootAuthorizedKeys: string[];
@@ -94,6 +106,8 @@ export function nodeConfig(d: SelfDeps, node: NodeRecord): NodeConfig {
       manifestUrls: bases.map((b) => `${b}/images/${profile.digest}.manifest`),
       ...(plan ? { order: plan.order, weights: plan.weights } : {}),
     };
+    const key = d.imageKey?.(profile.digest);
+    if (key) image.encryption = { cipher: "aes-xts-plain64", key: key.toString("hex") };
     recordBoot(d.db, node.name, profile.digest, d.now?.() ?? Date.now()); // gc must keep what a node is about to boot
   }
   return {

@@ -2,6 +2,7 @@
 // plain-HTTP listener for network boot (/boot/ only) and the discovery responder. config.json is re-read when it
 // changes (checked every CONFIG_CHECK_MS, and on reloadConfig(), which the CLI calls on SIGHUP); listen addresses,
 // ports and the discovery port wait for a restart.
+import { readImageKey } from "../image/imagekeys.ts";
 import { statSync } from "node:fs";
 import { openDatabase } from "./store/db.ts";
 import "./store/nodes.ts";
@@ -89,6 +90,7 @@ export async function serve(o: ServeOptions): Promise<RunningServer> {
     imageBaseUrls: () => [...new Set([...baseUrls, ...c.mirrors, ...c.peers])],
     imageSources: () => imageSourcePlan(baseUrls, c),
     apiBaseUrls: () => siteApiUrls(baseUrls, c.peers),
+    imageKey: (digest) => readImageKey(o.stateDir, digest),
   });
   // Counters for GET /metrics; the connection figures are read from the HTTPS listener once it is up.
   let https: Awaited<ReturnType<typeof startHttps>> | undefined;
