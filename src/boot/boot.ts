@@ -8,7 +8,8 @@ import { coldplug } from "./drivers";
 import { configureNetwork, type NetResult } from "./net";
 import { mountPseudoFilesystems } from "./pseudofs";
 import { rescue } from "./rescue";
-import { mountOverlayRoot, type RootfsResult } from "./rootfs";
+import { mountOverlayRoot, type RootCrypt, type RootfsResult } from "./rootfs";
+import { loadCryptModules, rootCryptFor } from "./cryptroot";
 import { copyImage, mountImageOnDemand, ROOT_DAEMON_ARGV0, ROOT_STATE_DIR } from "./image";
 import { chooseRootSource, fetchVerifiedManifest, readSiteImageKey, verifyImageFile } from "./rootsource";
 import { installSshTrust, addKnownHostsCa, machineIdFor, writeHostCertificates } from "./sshtrust";
@@ -32,7 +33,7 @@ export interface BootContext {
   net?: NetResult;
   rootfs?: RootfsResult;
   /** The root image once obtained (mounted on demand or copied); digest when checked against a signed manifest. */
-  image?: { path: string; how: string; digest?: string };
+  image?: { path: string; how: string; digest?: string; crypt?: RootCrypt };
   sshdPid?: number;
   rootDaemonPid?: number;
   /** The root's mount point when its daemon fills a local copy (airroot.untether): the reporter waits for it. */
@@ -161,6 +162,8 @@ async function obtainRootImage(ctx: BootContext): Promise<BootContext["image"]> 
     expectDigest: manifest ? rs.expectDigest : undefined, order: rs.order, nodeId: rs.nodeId, weights: rs.weights };
   const n = rs.urls.length;
   const digest = manifest?.manifest.digest;
+  // An encrypted image's key comes only in the mutual-TLS config, and lives on only in this process until the root step.
+  const crypt = rootCryptFor(manifest?.manifest, ctx.trusted?.config.image?.encryption);
   if (o.imageMethod === "copy") {
     const m = manifest?.manifest;
     let c: Awaited<ReturnType<typeof copyImage>>;
@@ -171,7 +174,7 @@ async function obtainRootImage(ctx: BootContext): Promise<BootContext["image"]> 
       throw e;
     }
     flush();
-    return { path: c.path, digest,
+    return { path: c.path, digest, crypt,
       how: ` (copied ${(c.bytes / 1048576).toFixed(1)} MiB from ${c.url}${m ? ", verified against the signed manifest" : ""})` };
   }
   const fill = untetherTarget(o.untether, manifest?.manifest.size, (l) => ctx.sc.log(l));
@@ -188,7 +191,7 @@ async function obtainRootImage(ctx: BootContext): Promise<BootContext["image"]> 
   flush();
   ctx.rootDaemonPid = m.pid;
   if (fill) ctx.untetherMount = ROOT_MOUNTPOINT;
-  return { path: m.path, digest,
+  return { path: m.path, digest, crypt,
     how: ` (on demand from ${n} server${n === 1 ? "" : "s"}${manifest ? ", verified" : ""}, ${ROOT_DAEMON_ARGV0} pid ${m.pid}` +
       `${fill ? `, untethering into ${fill.what}` : ""})` };
 }
@@ -330,8 +333,10 @@ export const STEPS: Step<BootContext>[] = [
           ? `the server has no image for node ${ctx.trusted.config.name} (profile ${ctx.trusted.config.profile}): pack one with \`airroot image pack\``
           : "no root image: boot with the trust step (airroot.server or the site's servers list), or give airroot.imageurl=URL[,URL...] or airroot.rootimage=PATH");
       }
-      ctx.rootfs = mountOverlayRoot({ image, overlaySize: o.overlaySize });
-      const summary = `overlay on ${ctx.rootfs.sysroot}: ${image} via ${ctx.rootfs.loopDevice}, tmpfs ${o.overlaySize}${how}`;
+      if (ctx.image?.crypt) await loadCryptModules({ log: o.debug ? (l) => ctx.sc.log(l) : undefined });
+      ctx.rootfs = mountOverlayRoot({ image, overlaySize: o.overlaySize, crypt: ctx.image?.crypt });
+      const crypt = ctx.rootfs.cryptDevice ? ` and ${ctx.rootfs.cryptDevice} (dm-crypt)` : "";
+      const summary = `overlay on ${ctx.rootfs.sysroot}: ${image} via ${ctx.rootfs.loopDevice}${crypt}, tmpfs ${o.overlaySize}${how}`;
       if (ctx.trusted) await reportStage(ctx.trusted, siteCa(), "root-mounted", summary, (l) => ctx.sc.log(l), ctx.image?.digest);
       return summary;
     },
