@@ -73,6 +73,9 @@ export function openCryptRoot(o: CryptRootOptions): string {
   let dm;
   try {
     dm = createDmDevice(CRYPT_ROOT_NAME, [target], { readOnly: true, secret: true });
+  } catch (e) {
+    throw new Error(`opening the encrypted root image with dm-crypt over ${o.loopDevice}: ${(e as Error).message}; ` +
+      "the kernel log (dmesg) has device-mapper's reason");
   } finally {
     const left = dropKey(serial); // dm-crypt copied it at table load (or failed): the keyring copy goes now either way
     if (left) console.error(`warning: the root image key stays in this thread's keyring until switch_root: ${left}`);

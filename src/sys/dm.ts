@@ -114,10 +114,13 @@ function withControl<T>(control: string, f: (fd: number) => T): T {
   try { return f(fd); } finally { closeSync(fd); }
 }
 
-function dmCall(fd: number, cmd: keyof typeof DM_CMD, what: string, o: Parameters<typeof encodeDmIoctl>[0]): Uint8Array {
+/** The ioctl(2) used (tests give a recorder: this host may have no device-mapper). */
+export type IoctlFn = (fd: number, request: number, arg: Uint8Array, what: string) => number;
+
+function dmCall(fd: number, cmd: keyof typeof DM_CMD, what: string, o: Parameters<typeof encodeDmIoctl>[0], io: IoctlFn = ioctl): Uint8Array {
   const buf = encodeDmIoctl(o);
   try {
-    ioctl(fd, dmRequest(DM_CMD[cmd]), buf, `device-mapper ${cmd} ${what}`);
+    io(fd, dmRequest(DM_CMD[cmd]), buf, `device-mapper ${cmd} ${what}`);
     return buf;
   } finally {
     if (o.flags && (o.flags & DM_SECURE_DATA_FLAG)) buf.fill(0); // our own copy of a secret-bearing table
@@ -135,15 +138,16 @@ export interface DmDevice { name: string; major: number; minor: number }
  * Creates device `name` with one table, loaded and resumed (made live). Read-only devices open their underlying
  * devices read-only. On any failure after the create the half-made device is removed again, so a retry starts clean.
  */
-export function createDmDevice(name: string, targets: DmTarget[], o: { readOnly?: boolean; secret?: boolean; control?: string } = {}): DmDevice {
+export function createDmDevice(name: string, targets: DmTarget[],
+  o: { readOnly?: boolean; secret?: boolean; control?: string; ioctl?: IoctlFn } = {}): DmDevice {
   return withControl(o.control ?? DM_CONTROL, (fd) => {
-    const created = dmCall(fd, "DEV_CREATE", name, { name });
+    const created = dmCall(fd, "DEV_CREATE", name, { name }, o.ioctl);
     try {
       const flags = (o.readOnly ? DM_READONLY_FLAG : 0) | (o.secret ? DM_SECURE_DATA_FLAG : 0);
-      dmCall(fd, "TABLE_LOAD", name, { name, flags, targets });
-      dmCall(fd, "DEV_SUSPEND", `${name} (resume)`, { name, flags: 0 }); // without DM_SUSPEND_FLAG: resume
+      dmCall(fd, "TABLE_LOAD", name, { name, flags, targets }, o.ioctl);
+      dmCall(fd, "DEV_SUSPEND", `${name} (resume)`, { name, flags: 0 }, o.ioctl); // without DM_SUSPEND_FLAG: resume
     } catch (e) {
-      try { dmCall(fd, "DEV_REMOVE", name, { name }); } catch { /* the first error is the one to report */ }
+      try { dmCall(fd, "DEV_REMOVE", name, { name }, o.ioctl); } catch { /* the first error is the one to report */ }
       throw e;
     }
     return { name, ...decodeDmDev(created) };

@@ -138,3 +138,39 @@ describe("dm-crypt for an encrypted root image", () => {
     expect(CRYPT_MODULES.slice(0, 2)).toEqual(["dm_mod", "dm_crypt"]);
   });
 });
+
+describe("createDmDevice", () => {
+  const { createDmDevice } = require("../../src/sys/dm") as typeof import("../../src/sys/dm");
+  const control = () => { const f = join(scratchDir(), "control"); writeFileSync(f, ""); return f; };
+  const cmdOf = (req: number) => Object.entries(DM_CMD).find(([, n]) => dmRequest(n) === req)![0];
+  const target = { start: 0, length: 64, type: "crypt", params: "aes-xts-plain64 :64:logon:airroot:root 0 7:0 0 1 sector_size:4096" };
+
+  test("create, load the table read-only with the kernel told to wipe it, resume; the device number comes back", () => {
+    const calls: { cmd: string; flags: number; name: string; targets: number }[] = [];
+    const dm = createDmDevice("airroot-root", [target], { readOnly: true, secret: true, control: control(), ioctl: (_fd, req, buf) => {
+      const dv = new DataView(buf.buffer);
+      calls.push({ cmd: cmdOf(req), flags: dv.getUint32(DM_IOCTL_OFFSETS.flags, true), targets: dv.getUint32(DM_IOCTL_OFFSETS.targetCount, true),
+        name: Buffer.from(buf.subarray(DM_IOCTL_OFFSETS.name, DM_IOCTL_OFFSETS.name + 12)).toString("latin1") });
+      if (cmdOf(req) === "DEV_CREATE") dv.setBigUint64(DM_IOCTL_OFFSETS.dev, BigInt((253 << 8) | 0), true);
+      return 0;
+    } });
+    expect(calls).toEqual([
+      { cmd: "DEV_CREATE", flags: 0, name: "airroot-root", targets: 0 },
+      { cmd: "TABLE_LOAD", flags: DM_READONLY_FLAG | DM_SECURE_DATA_FLAG, name: "airroot-root", targets: 1 },
+      { cmd: "DEV_SUSPEND", flags: 0, name: "airroot-root", targets: 0 }, // no DM_SUSPEND_FLAG: resume
+    ]);
+    expect(dm).toEqual({ name: "airroot-root", major: 253, minor: 0 });
+  });
+
+  test("a table the kernel refuses: the half-made device is removed and the load's error reported", () => {
+    const seen: string[] = [];
+    let tableBuf: Uint8Array | undefined;
+    expect(() => createDmDevice("airroot-root", [target], { secret: true, control: control(), ioctl: (_fd, req, buf) => {
+      seen.push(cmdOf(req));
+      if (cmdOf(req) === "TABLE_LOAD") { tableBuf = buf; throw new Error("ioctl(device-mapper TABLE_LOAD airroot-root) failed: EINVAL"); }
+      return 0;
+    } })).toThrow(/TABLE_LOAD airroot-root\) failed: EINVAL/);
+    expect(seen).toEqual(["DEV_CREATE", "TABLE_LOAD", "DEV_REMOVE"]);
+    expect(tableBuf!.every((b) => b === 0)).toBe(true); // our copy of the table is wiped too
+  });
+});
