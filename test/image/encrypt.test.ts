@@ -204,3 +204,23 @@ describe("image pack --encrypt", () => {
     expect(r.tmpRemoved).toContain(`image-keys/${orphan}.key`);
   });
 });
+
+describe("airroot image pack --encrypt (CLI)", () => {
+  test("says the image is encrypted; --help says where the key lives and who gets it", async () => {
+    const base = scratchDir();
+    const tree = makeTree(join(base, "root"), "", 100_000);
+    const main = join(import.meta.dir, "../../src/cli/main.ts");
+    const run = async (args: string[]) => {
+      const p = Bun.spawn([process.execPath, main, ...args], { stdout: "pipe", stderr: "pipe", env: { ...process.env, NO_COLOR: "1" } });
+      const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+      return { out, err, code };
+    };
+    const r = await run(["image", "pack", tree, "--profile", "secret", "--state", join(base, "state"), "--encrypt"]);
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/^[0-9a-f]{64} {2}[\d.]+ MiB {2}profile secret {2}encrypted {2}/);
+    const digest = r.out.slice(0, 64);
+    expect(statSync(imageKeyFile(join(base, "state"), digest)).mode & 0o777).toBe(0o600);
+    const help = await run(["image", "pack", "--help"]);
+    expect(help.out + help.err).toMatch(/--encrypt\s+encrypt the image with a new random key .*STATE\/image-keys\/<sha256>\.key .*only enrolled nodes get it/s);
+  }, 60_000);
+});
