@@ -107,7 +107,11 @@ export function nodeConfig(d: SelfDeps, node: NodeRecord): NodeConfig {
       ...(plan ? { order: plan.order, weights: plan.weights } : {}),
     };
     const key = d.imageKey?.(profile.digest);
-    if (key) image.encryption = { cipher: "aes-xts-plain64", key: key.toString("hex") };
+    if (key) {
+      image.encryption = { cipher: "aes-xts-plain64", key: key.toString("hex") };
+      // Who was given which image's key: the audit trail's answer when a node is lost or an image leaks.
+      d.audit.record({ event: "image-key", outcome: "ok", node: node.name, digest: profile.digest });
+    }
     recordBoot(d.db, node.name, profile.digest, d.now?.() ?? Date.now()); // gc must keep what a node is about to boot
   }
   return {

@@ -63,6 +63,11 @@ test("the key of an encrypted image is in the config of an enrolled node booting
       expect(r.body.toLowerCase()).not.toContain(key.toString("base64").toLowerCase());
       if (path !== "/api/v1/info") expect(r.status).not.toBe(200);
     }
+    // The audit trail says who got which image's key, and never the key.
+    const audit = readFileSync(statePaths(s).audit, "utf8");
+    expect(audit.split("\n").filter((l) => l.includes('"event":"image-key"')).map((l) => JSON.parse(l)))
+      .toEqual([expect.objectContaining({ outcome: "ok", node: "n001", digest: SECRET })]);
+    expect(audit).not.toContain(hex);
   } finally {
     await srv.close();
     db.close();
