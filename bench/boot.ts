@@ -1,7 +1,8 @@
 // `make bench`, boot part (`bun run bench/boot.ts`): boots the real Debian systemd image (cached by
-// test/e2e/systemd.test.ts) in QEMU (TCG) with the airroot initramfs, on demand and with airroot.imagemethod=copy in
-// the same run, and measures for each: time from QEMU start to sshd answering on port 22, the bytes the image server
-// sent during the boot (its access log) against the image size, and `free -m` in the booted OS.
+// test/e2e/systemd.test.ts) in QEMU (TCG) with the airroot initramfs, on demand, with airroot.imagemethod=copy and
+// untethered (airroot.untether=ram) in the same run, and measures for each: time from QEMU start to sshd answering on
+// port 22, the bytes the image server sent during the boot (its access log) against the image size, and `free -m` in
+// the booted OS (for the untethered node: once its root reads the copy in RAM, the state it then stays in).
 // Loopback only (QEMU user networking with restrict=on, guestfwd to nginx on 127.0.0.1); each boot is bounded.
 import { join } from "node:path";
 import { chmodSync, copyFileSync, existsSync, mkdirSync, statSync, symlinkSync, writeFileSync } from "node:fs";
@@ -22,7 +23,10 @@ const AIRROOT = process.env.AIRROOT_BENCH_AIRROOT ?? join(REPO, "dist", "airroot
 const SERVER_IP = "10.0.2.100";
 /** Bound on one boot, QEMU start to sshd answering (TCG on a shared 2-core machine). */
 const BOOT_TIMEOUT_MS = 180_000;
-const METHODS = ["on-demand", "copy"] as const;
+const METHODS = ["on-demand", "copy", "untethered"] as const;
+const METHOD_OPTION: Record<Method, string> = { "on-demand": "", copy: " airroot.imagemethod=copy", untethered: " airroot.untether=ram" };
+/** Bound on the untethered node's background fill, from sshd answering to the loop switched to the copy. */
+const UNTETHER_TIMEOUT_MS = 300_000;
 type Method = (typeof METHODS)[number];
 
 export interface BootRow {
@@ -30,6 +34,8 @@ export interface BootRow {
   /** QEMU start to the console's "Switching root" line, and to an SSH banner on port 22 of the booted OS. */
   switchRootS: number;
   sshReadyS: number;
+  /** Untethered: QEMU start to `airroot status` showing the loop device on the local copy. */
+  untetheredS?: number;
   /** Response body bytes the image server sent until sshd answered: the image (all, and distinct), and the manifest. */
   imageBytesFetched: number;
   imageDistinctBytes: number;
@@ -62,7 +68,7 @@ async function bootOnce(method: Method, o: { vmlinuz: string; initrd: string; ke
   const p22 = await freePort();
   const vm: Vm = startVm({ kernel: o.vmlinuz, initrd: o.initrd, memoryMiB: 1536,
     append: `quiet airroot.imageurl=https://${SERVER_IP}/root.sfs airroot.manifest=https://${SERVER_IP}/root.manifest ` +
-      `airroot.rescue=poweroff${method === "copy" ? " airroot.imagemethod=copy" : ""}`,
+      `airroot.rescue=poweroff${METHOD_OPTION[method]}`,
     guestfwd: [{ guest: SERVER_IP, hostPort: o.serverPort }], hostfwd: [{ guestPort: 22, hostPort: p22 }] });
   try {
     let switchRootS = NaN, sshReadyS = NaN;
@@ -73,6 +79,15 @@ async function bootOnce(method: Method, o: { vmlinuz: string; initrd: string; ke
     }
     if (Number.isNaN(sshReadyS)) {
       throw new Error(`${method}: no sshd on port 22 within ${BOOT_TIMEOUT_MS / 1000} s; console tail:\n${vm.output().slice(-3000)}`);
+    }
+    let untetheredS: number | undefined;
+    if (method === "untethered") {
+      while (vm.elapsedMs() < sshReadyS * 1000 + UNTETHER_TIMEOUT_MS && vm.proc.exitCode === null) {
+        const st = await sshGuest(p22, o.key, "p=$(pgrep -f '^@airroot-root' | head -n1) && /proc/$p/root/usr/bin/airroot status /mnt/image", 30_000);
+        if (/^untethered: /m.test(st.out)) { untetheredS = vm.elapsedMs() / 1000; break; }
+        await Bun.sleep(2000);
+      }
+      if (untetheredS === undefined) throw new Error(`untethered: the root was not on its local copy ${UNTETHER_TIMEOUT_MS / 1000} s after sshd answered`);
     }
     const img = servedRanges(o.accessLog, "root.sfs"), man = servedRanges(o.accessLog, "root.manifest");
     // Key login may need a moment after the banner (authorized_keys in the overlay is ready; sshd may still be forking).
@@ -85,7 +100,7 @@ async function bootOnce(method: Method, o: { vmlinuz: string; initrd: string; ke
     if (free.code !== 0) throw new Error(`${method}: ssh to the booted OS failed: ${free.err.trim()}`);
     const rss = free.out.match(/VmRSS:\s+(\d+) kB/);
     let daemon: BootRow["daemon"];
-    if (method === "on-demand") {
+    if (method !== "copy") {
       const st = await sshGuest(p22, o.key, "p=$(pgrep -f '^@airroot-root' | head -n1) && /proc/$p/root/usr/bin/airroot status --json /mnt/image", 60_000);
       try {
         const img = JSON.parse(st.out).image;
@@ -94,7 +109,7 @@ async function bootOnce(method: Method, o: { vmlinuz: string; initrd: string; ke
     }
     await sshGuest(p22, o.key, "systemctl poweroff", 15_000);
     await Promise.race([vm.exited, Bun.sleep(60_000)]);
-    return { method, switchRootS, sshReadyS, imageBytesFetched: img.bodyBytes, imageDistinctBytes: img.distinctBytes, manifestBytesFetched: man.bodyBytes,
+    return { method, switchRootS, sshReadyS, untetheredS, imageBytesFetched: img.bodyBytes, imageDistinctBytes: img.distinctBytes, manifestBytesFetched: man.bodyBytes,
       imageRequests: img.requests, imageBytes: o.imageBytes, mem: parseFreeMem(free.out),
       daemonRssMiB: rss ? Number(rss[1]) / 1024 : undefined, daemon };
   } finally {
@@ -155,17 +170,17 @@ server {
     removeScratchDirs();
   }
   const f = (n: number | undefined, d = 1) => (n === undefined || !Number.isFinite(n) ? "-" : n.toFixed(d));
-  console.log("\n| method | switch_root s | sshd on 22 s | image MiB fetched (of) | % of image | distinct MiB | requests | free -m used | shared | available | daemon RSS MiB |");
-  console.log("|---|---|---|---|---|---|---|---|---|---|---|");
+  console.log("\n| method | switch_root s | sshd on 22 s | untethered s | image MiB fetched (of) | % of image | distinct MiB | requests | free -m used | shared | available | daemon RSS MiB |");
+  console.log("|---|---|---|---|---|---|---|---|---|---|---|---|");
   for (const r of rows) {
-    console.log(`| ${r.method} | ${f(r.switchRootS)} | ${f(r.sshReadyS)} | ${f(r.imageBytesFetched / MiB)} (${f(r.imageBytes / MiB)}) | ` +
+    console.log(`| ${r.method} | ${f(r.switchRootS)} | ${f(r.sshReadyS)} | ${f(r.untetheredS)} | ${f(r.imageBytesFetched / MiB)} (${f(r.imageBytes / MiB)}) | ` +
       `${f((100 * r.imageBytesFetched) / r.imageBytes, 0)}% | ${f(r.imageDistinctBytes / MiB)} | ${r.imageRequests} | ${r.mem.used} | ${r.mem.shared} | ${r.mem.available} | ${f(r.daemonRssMiB)} |`);
   }
   for (const r of rows) if (r.daemon) {
     console.log(`${r.method}: the mount engine's own view after the boot: fetched ${f(r.daemon.bytesFetched / MiB)} MiB, ` +
       `cache hits ${r.daemon.cacheHits} / misses ${r.daemon.cacheMisses}, ${r.daemon.readsTotal} reads`);
   }
-  console.log("(TCG emulation on a shared machine: compare the two methods within this run only. \"used\" excludes tmpfs/ramfs " +
+  console.log("(TCG emulation on a shared machine: compare the methods within this run only. \"used\" excludes tmpfs/ramfs " +
     "pages, which `free` counts as shared and buff/cache: the copy's image in RAM shows there and in available.)");
   mkdirSync(join(import.meta.dir, "results"), { recursive: true });
   writeFileSync(join(import.meta.dir, "results", "boot.json"), JSON.stringify({ date: new Date().toISOString(), image: IMAGE, rows }, null, 2));

@@ -201,7 +201,7 @@ export async function startMountDaemon(cfg: MountConfig, log: Logger = createLog
   if (cfg.fillPath && verified) {
     const v = verified;
     untether = new Untether({ loop: cfg.untetherLoop ?? "auto", exposedPath: `${cfg.mountpoint}/${image.name}`, copyPath: cfg.fillPath,
-      self: selfCommand(), log });
+      self: selfCommand(), log, onSwitched: () => image.stopFailBackProbes() });
     fill = new ImageFill(image, { path: cfg.fillPath, check: (i, b) => v.check(i, b), rateBytesPerSec: cfg.fillRateBytesPerSec, log,
       onComplete: () => untether!.start() });
   }

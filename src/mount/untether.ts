@@ -27,6 +27,8 @@ export interface UntetherOptions {
   /** argv that runs this binary. */
   self: string[];
   log: Logger;
+  /** Called after each loop device moved to the copy. */
+  onSwitched?: (dev: string) => void;
 }
 
 export class Untether {
@@ -93,6 +95,7 @@ export class Untether {
     this.switched.push({ dev, at: new Date().toISOString(), directIo: !!r.directIo, note: r.directIoError });
     this.o.log.info(`untethered: ${dev} now reads ${this.o.copyPath} (LOOP_CHANGE_FD in ${(performance.now() - t0).toFixed(0)} ms; ` +
       (r.directIo ? "direct I/O" : `buffered: ${r.directIoError ?? "direct I/O refused"}`) + "); it needs no image server any more");
+    this.o.onSwitched?.(dev);
   }
 }
 

@@ -375,6 +375,14 @@ export class RemoteImage {
     this.pool.trim();
   }
 
+  /**
+   * Untethered (every reader moved to the local copy): down servers are no longer probed every few seconds, so a node
+   * whose servers are gone for good stays quiet. A read that still comes is served as before (failover and waits).
+   */
+  stopFailBackProbes(): void {
+    this.servers.stop();
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;

@@ -37,6 +37,8 @@ describe.skipIf(SKIP)("make demo", () => {
     const timer = setTimeout(() => p.kill("SIGINT"), 1_500_000);
     const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
     clearTimeout(timer);
+    // Where the demo's time went: its headings and timed lines ("[mm:ss] ...").
+    console.log(out.split("\n").filter((l) => /^(\x1b\[1m)?\[\d\d:\d\d\] (== |  node up|powering)/.test(l)).map((l) => l.replace(/\x1b\[[0-9;]*m/g, "")).join("\n"));
     if (code !== 0) throw new Error(`make demo failed (exit ${code}):\n${out.slice(-6000)}\n${err.slice(-3000)}`);
     expect(out).toMatch(/Enrolled as n001 via https:\/\/10\.0\.2\.100 \(credential sealed in the TPM\)/);
     expect(out).toMatch(/on demand from 2 servers, verified/);

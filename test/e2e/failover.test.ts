@@ -43,10 +43,11 @@ const portOf = (name: keyof typeof IP) => servers.get(name)!.opts.listen[0].port
 const served = (name: keyof typeof IP) => servedFromLog(join(servers.get(name)!.opts.workDir, "access.log"), "root.sfs");
 
 /** The full boot from QEMU start to the image's init having checked its data; `extra` goes on the command line. */
-function boot(name: string, imageUrls: string[], manifestIp: string, extra = "", hostfwd: { guestPort: number; hostPort: number }[] = []): Vm {
+function boot(name: string, imageUrls: string[], manifestIp: string, extra = "", hostfwd: { guestPort: number; hostPort: number }[] = [],
+  extraArgs: string[] = []): Vm {
   const names = Object.keys(IP) as (keyof typeof IP)[];
   const guestfwd = names.map((n) => ({ guest: IP[n], hostPort: servers.has(n) ? portOf(n) : deadPort }));
-  const vm = startVm({ kernel: vmlinuz, initrd, guestfwd, hostfwd,
+  const vm = startVm({ kernel: vmlinuz, initrd, guestfwd, hostfwd, extraArgs,
     append: `quiet airroot.imageurl=${imageUrls.join(",")} airroot.manifest=${url(manifestIp, "root.manifest")} airroot.rescue=poweroff ${extra}` });
   vms.push({ name, vm });
   return vm;
@@ -155,4 +156,38 @@ describe.skipIf(SKIP)("QEMU boot with failing mirrors", () => {
       vm.kill();
     }
   }, 120_000);
+  test("airroot.untether=disk:/dev/vda: the verified copy fills a virtio disk, the loop device switches to it, then with every server gone the data reads back right", async () => {
+    const port = await freePort("127.0.0.1");
+    const disk = join(dir, "local-disk.img");
+    // A local disk larger than the image, with old contents (the copy overwrites what it needs, the loop is capped).
+    writeFileSync(disk, Buffer.alloc(img.size + 4 * 1048576, 0x5a));
+    const vm = boot("untether-disk", [url(IP.good0), url(IP.good1)], IP.good0, "airroot.untether=disk:/dev/vda fotest=wait",
+      [{ guestPort: 2222, hostPort: port }], ["-drive", `file=${disk},if=virtio,format=raw,cache=none`]);
+    try {
+      await vm.waitFor(/AIRROOT-FO-DONE/, BOOT_MS);
+      const out = vm.output();
+      expectGoodBoot(out, 2);
+      expect(out).toMatch(/\(on demand from 2 servers, verified, @airroot-root pid \d+, untethering into \/dev\/vda \(\d+ MiB of its \d+ MiB\)\)/);
+      let st = "";
+      for (let i = 0; i < 30 && !/^untethered: /m.test(st); i++) {
+        st = (await sshGuest(port, clientKey, "airroot status /mnt/image", 30_000)).out;
+        if (!/^untethered: /m.test(st)) await Bun.sleep(2000);
+      }
+      console.log(st.split("\n").filter((l) => /^(fill|untethered)/.test(l)).join("\n"));
+      expect(st).toMatch(/^fill \/dev\/vda: untethered, filled 100\.0%/m);
+      expect(st).toMatch(/^untethered: \/dev\/loop0 reads \/dev\/vda since .*: no image server needed$/m);
+      // No server at all from now on; the page cache dropped, every data file is read again, from the disk.
+      for (const n of ["good0", "good1"] as const) await crashNginx(servers.get(n)!);
+      const check = await sshGuest(port, clientKey,
+        "echo 3 > /proc/sys/vm/drop_caches; cat /sys/block/loop0/loop/backing_file; timeout 60 chroot /mnt/remote sha256sum -c /etc/airroot-data.sha256 | grep -c ': OK$'", 90_000);
+      expect(check.out.trim().split("\n")).toEqual(["/dev/vda", String(img.files.length)]);
+    } finally {
+      vm.kill();
+    }
+    // What the disk holds: the image, byte for byte, then the old contents past its end.
+    const got = Bun.file(disk);
+    const want = new Bun.CryptoHasher("sha256").update(await Bun.file(img.image).arrayBuffer()).digest("hex");
+    expect(new Bun.CryptoHasher("sha256").update(await got.slice(0, img.size).arrayBuffer()).digest("hex")).toBe(want);
+    expect(Buffer.from(await got.slice(img.size, img.size + 16).arrayBuffer())).toEqual(Buffer.alloc(16, 0x5a));
+  }, 180_000);
 });

@@ -9,7 +9,9 @@
 // keeps the FUSE connection; the next daemon sends FUSE_NOTIFY_RESEND, Linux >= 6.9: the read completes, right); `airroot status /mnt/image` works over ssh on 22 and 2222; `node list` shows the
 // node running (the boot reporter's stage once multi-user.target is reached, sent with a one-boot report token, not
 // the node credential); clean poweroff. Second boot (same TPM state, not armed): the sealed credential is reused, and
-// the image is copied into RAM and checked against the signed manifest.
+// airroot.untether=ram: the daemon fills a verified copy of the image in the initramfs's RAM and switches the root's
+// loop device to it; `node list` shows "untethered"; then the deployment server and both mirrors are stopped and every
+// /usr file still reads back right. (imagemethod=copy is booted in test/e2e/boot.test.ts.)
 // Set AIRROOT_SKIP_VM=1 to skip (never skipped silently).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
@@ -53,6 +55,7 @@ describe.skipIf(SKIP)("QEMU boot into systemd from an airroot site", () => {
   let server: Subprocess | undefined;
   const mirrors: NginxSite[] = [];
   let tpm: Subprocess | undefined;
+  let usedOnDemand = 0;
 
   const run = (args: string[]) => sh(args.map((a) => `'${a.replace(/'/g, "'\\''")}'`).join(" "));
   const node = (...args: string[]) => run([airroot, "node", ...args, "--state", state]);
@@ -130,6 +133,42 @@ describe.skipIf(SKIP)("QEMU boot into systemd from an airroot site", () => {
     return sock;
   }
 
+  /** ssh as root with the test's key; host keys are checked against the site's SSH CA only: nothing else is trusted. */
+  async function ssh(p: number, cmd: string, timeoutMs = 60_000) {
+    const knownHosts = join(dir, "known_hosts");
+    writeFileSync(knownHosts, `@cert-authority * ${readFileSync(statePaths(state).sshCaPub, "utf8").trim()}\n`);
+    const s = Bun.spawn(["ssh", "-p", String(p), "-i", key, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+      "-o", `UserKnownHostsFile=${knownHosts}`, "-o", "GlobalKnownHostsFile=/dev/null", "-o", "HostKeyAlias=n001", "-o", "CheckHostIP=no",
+      "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR", "root@127.0.0.1", cmd], { stdout: "pipe", stderr: "pipe" });
+    const t = setTimeout(() => s.kill("SIGKILL"), timeoutMs);
+    const [o, e, code] = await Promise.all([new Response(s.stdout).text(), new Response(s.stderr).text(), s.exited]);
+    clearTimeout(t);
+    return { out: o, err: e, code };
+  }
+
+  async function sshReady(p: number): Promise<void> {
+    let last = "";
+    for (let i = 0; i < 20; i++) {
+      const r = await ssh(p, "true", 20_000);
+      if (r.code === 0) return;
+      last = r.err;
+      await Bun.sleep(2000);
+    }
+    throw new Error(`ssh on ${p} with the host certificate failed: ${last}`);
+  }
+
+  async function waitForLogin(vm: Subprocess, box: { out: string }, ms = 400_000): Promise<void> {
+    const deadline = Date.now() + ms;
+    while (!/login:/.test(box.out) && Date.now() < deadline && vm.exitCode === null) await Bun.sleep(500);
+    if (!/login:/.test(box.out)) throw new Error(`no login prompt on the serial console; console:\n${box.out}`);
+  }
+
+  /** "used" MiB of `free -m` on the node (RAM taken by everything, the initramfs and its copies included). */
+  async function usedMiB(p: number): Promise<number> {
+    const r = await ssh(p, "free -m | awk '/^Mem:/ {print $3}'");
+    return Number(r.out.trim());
+  }
+
   function startVm(append: string, sock: string, hostfwd = "") {
     const vm = Bun.spawn(["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-m", "1536", "-nographic", "-no-reboot",
       "-kernel", vmlinuz, "-initrd", initrd, "-append", `quiet airroot.rescue=poweroff ${append}`,
@@ -146,22 +185,8 @@ describe.skipIf(SKIP)("QEMU boot into systemd from an airroot site", () => {
     const sock = await startTpm();
     const p22 = await freePort(), p2222 = await freePort();
     const { vm, box } = startVm("", sock, `,hostfwd=tcp:127.0.0.1:${p22}-:22,hostfwd=tcp:127.0.0.1:${p2222}-:2222`);
-    // Host keys are checked against the site's SSH CA only: nothing else is trusted.
-    const knownHosts = join(dir, "known_hosts");
-    writeFileSync(knownHosts, `@cert-authority * ${readFileSync(statePaths(state).sshCaPub, "utf8").trim()}\n`);
-    const ssh = async (p: number, cmd: string, timeoutMs = 60_000) => {
-      const s = Bun.spawn(["ssh", "-p", String(p), "-i", key, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
-        "-o", `UserKnownHostsFile=${knownHosts}`, "-o", "GlobalKnownHostsFile=/dev/null", "-o", "HostKeyAlias=n001", "-o", "CheckHostIP=no",
-        "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR", "root@127.0.0.1", cmd], { stdout: "pipe", stderr: "pipe" });
-      const t = setTimeout(() => s.kill("SIGKILL"), timeoutMs);
-      const [o, e, code] = await Promise.all([new Response(s.stdout).text(), new Response(s.stderr).text(), s.exited]);
-      clearTimeout(t);
-      return { out: o, err: e, code };
-    };
     try {
-      const deadline = Date.now() + 400_000;
-      while (!/login:/.test(box.out) && Date.now() < deadline && vm.exitCode === null) await Bun.sleep(500);
-      if (!/login:/.test(box.out)) throw new Error(`no login prompt on the serial console; console:\n${box.out}`);
+      await waitForLogin(vm, box);
       const at = (re: RegExp) => box.out.search(re);
       expect(at(/Initializing ssh\.\.\.ssh-keygen/)).toBeGreaterThan(-1);
       expect(at(/Enrolled as n001 via https:\/\/10\.0\.2\.100 \(credential sealed in the TPM\); TPM credential locked for this boot/)).toBeGreaterThan(at(/Initializing ssh/));
@@ -169,13 +194,7 @@ describe.skipIf(SKIP)("QEMU boot into systemd from an airroot site", () => {
       expect(at(/Personalizing the new root\.\.\.done/)).toBeGreaterThan(at(/Mounting the root filesystem/));
       expect(at(/Switching root to \/sysroot/)).toBeGreaterThan(at(/Personalizing/));
 
-      let ok = false, last = "";
-      for (let i = 0; i < 20 && !ok; i++) {
-        const r = await ssh(p22, "true", 20_000);
-        ok = r.code === 0; last = r.err;
-        if (!ok) await Bun.sleep(2000);
-      }
-      if (!ok) throw new Error(`ssh on 22 with the host certificate failed: ${last}`);
+      await sshReady(p22);
 
       const os = await ssh(p22, "grep ' / ' /proc/mounts; systemctl is-system-running --wait; nmcli -t -f NAME,DEVICE c show --active; hostname; cat /etc/machine-id; grep '^@cert-authority \\* ' /etc/ssh/ssh_known_hosts");
       expect(os.out).toMatch(/^airroot \/ overlay rw,.*lowerdir=\/mnt\/remote,upperdir=\/mnt\/overlay\/upper,workdir=\/mnt\/overlay\/work/m);
@@ -213,6 +232,8 @@ describe.skipIf(SKIP)("QEMU boot into systemd from an airroot site", () => {
       // The mount engine survived switch_root: with the page cache dropped, every /usr file reads back as in the image.
       const digest = await ssh(p22, `echo 3 > /proc/sys/vm/drop_caches; ${USR_DIGEST_CMD}`, 240_000);
       expect(digest.out.trim()).toBe(readFileSync(debianImagePaths().usrDigest, "utf8").trim());
+      usedOnDemand = await usedMiB(p22);
+      console.log(`on demand, after reading every /usr file once: ${usedOnDemand} MiB used (free -m)`);
 
       // airroot is on the booted system's PATH (the initramfs's binary, bind-mounted) and finds the mount engine's
       // status socket (in /run, moved into the new root); the debug sshd's environment finds it too.
@@ -249,23 +270,57 @@ describe.skipIf(SKIP)("QEMU boot into systemd from an airroot site", () => {
     }
   }, 900_000);
 
-  test("second boot with the same TPM, not armed: the sealed credential is reused; imagemethod=copy checks the copy against the signed manifest", async () => {
+  test("second boot with the same TPM, not armed: the sealed credential is reused; airroot.untether=ram: a verified copy in RAM, the loop switched to it, then no server is needed", async () => {
     expect(node("show", "n001")).toMatch(/^armed:\s+-$/m); // the first enrollment closed the window
     const sock = await startTpm();
-    const { vm, box } = startVm("airroot.poweroff airroot.imagemethod=copy", sock);
+    const p22 = await freePort();
+    const { vm, box } = startVm("airroot.untether=ram", sock, `,hostfwd=tcp:127.0.0.1:${p22}-:22`);
     try {
-      const code = await Promise.race([vm.exited, Bun.sleep(240_000).then(() => "still running")]);
-      if (code !== 0) throw new Error(`second boot did not power off (${code}); console:\n${box.out}`);
+      await waitForLogin(vm, box);
       expect(box.out).toMatch(/Using the credential sealed in the TPM: node n001 via https:\/\/10\.0\.2\.100; TPM credential locked for this boot/);
       expect(box.out).not.toMatch(/Enrolled as/);
-      expect(box.out).toMatch(/Mounting the root filesystem\.\.\.overlay on \/sysroot: .*\(copied [\d.]+ MiB from https:\/\/10\.0\.2\.10[12]\/images\/[0-9a-f]{64}\.sfs, verified against the signed manifest\)/);
-      // From a mirror: with mirrors configured, nodes spread over them and the server is the last resort.
-      expect(node("list")).toMatch(/n001.*root-mounted/);
+      expect(box.out).toMatch(/Mounting the root filesystem\.\.\.overlay on \/sysroot: .*\(on demand from 3 servers, verified, @airroot-root pid \d+, untethering into RAM \(\d+ MiB of \d+ MiB free\)\)/);
+      await sshReady(p22);
+
+      // The background fill completes and the daemon switches the root's loop device to the copy in RAM.
+      let st = "";
+      const deadline = Date.now() + 400_000;
+      while (!/^untethered: \/dev\/loop\d+ reads /m.test(st) && Date.now() < deadline) {
+        await Bun.sleep(5000);
+        st = (await ssh(p22, "airroot status /mnt/image")).out;
+      }
+      console.log(st.split("\n").filter((l) => /^(fill|untethered)/.test(l)).join("\n"));
+      expect(st).toMatch(/^fill \/var\/lib\/airroot\/untether\/root\.copy: untethered, filled 100\.0%/m);
+      expect(st).toMatch(/^untethered: \/dev\/loop\d+ reads \/var\/lib\/airroot\/untether\/root\.copy since .*: no image server needed$/m);
+      // The boot reporter told the server (its token outlived "running" for this).
+      let list = "";
+      for (let i = 0; i < 60 && !/n001.*untethered/.test(list); i++) { list = node("list"); if (!/n001.*untethered/.test(list)) await Bun.sleep(1000); }
+      expect(list).toMatch(/n001.*untethered \(/);
+      expect(node("show", "n001")).toMatch(/stage:\s+untethered .*\/dev\/loop\d+ reads the local copy/);
+      expect((await ssh(p22, "pgrep -f '^@airroot-report' || echo no-reporter")).out.trim()).toBe("no-reporter");
+
+      // Every server gone: the deployment server and both mirrors. The node reads every /usr file (page cache
+      // dropped) as the image holds it, starts new programs and answers ssh.
+      server?.kill("SIGTERM");
+      await Promise.race([server?.exited, Bun.sleep(5000)]);
+      server?.kill("SIGKILL");
+      for (const m of mirrors.splice(0)) await m.stop();
+      // A read that hung (a server still needed) would end in the ssh timeout, and so fail.
+      const digest = await ssh(p22, `echo 3 > /proc/sys/vm/drop_caches; ${USR_DIGEST_CMD}`, 300_000);
+      expect(digest.code).toBe(0);
+      expect(digest.out.trim()).toBe(readFileSync(debianImagePaths().usrDigest, "utf8").trim());
+      const used = await usedMiB(p22);
+      console.log(`untethered (copy in RAM), after reading every /usr file once: ${used} MiB used (free -m); on demand: ${usedOnDemand} MiB`);
+      const progs = await ssh(p22, "ip -V && ps --version && ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub");
+      expect(progs.code).toBe(0);
+      await ssh(p22, "systemctl poweroff", 20_000);
+      const code = await Promise.race([vm.exited, Bun.sleep(120_000).then(() => "still running")]);
+      if (code !== 0) throw new Error(`poweroff did not finish (${code}); console tail:\n${box.out.slice(-3000)}`);
     } finally {
       vm.kill("SIGKILL");
       tpm?.kill("SIGTERM");
       await tpm?.exited;
       keepConsole("systemd-boot2.console", box.out);
     }
-  }, 300_000);
+  }, 900_000);
 });
