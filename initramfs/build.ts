@@ -18,8 +18,9 @@ import { dependencyOrder, parseModulesDep } from "../src/boot/modules";
  */
 export const DEFAULT_MODULES = [
   "fuse", "overlay", "squashfs", "loop",
-  // An encrypted image (image pack --encrypt): dm-crypt between the loop device and squashfs; loaded only for one.
-  "dm_mod", "dm_crypt", "xts", "ecb", "aesni_intel", "aes_generic",
+  // An encrypted image (image pack --encrypt): dm-crypt between the loop device and squashfs, loaded only for one.
+  // Modules in trixie's 6.12 (AES and ECB built in; ECB a module in bookworm's 6.1); AES-NI pulls in cryptd, crypto_simd.
+  "dm_mod", "dm_crypt", "xts", "ecb", "aesni_intel",
   "efivarfs", // not loaded unless asked (airroot.modules=efivarfs): the booted OS can then read EFI variables (SecureBoot)
   "virtio_pci", "virtio_net", "virtio_blk", "virtio_rng", "virtio_console",
   // Local disks for airroot.untether=disk:DEV (loaded only when such a controller is present).

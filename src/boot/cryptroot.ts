@@ -7,7 +7,7 @@
 // keeps its own copy in the kernel and nothing in any keyring, file or later process holds it.
 import { existsSync, mkdirSync, readFileSync, readlinkSync, symlinkSync, unlinkSync } from "node:fs";
 import { basename, join } from "node:path";
-import { coldplug } from "./drivers";
+import { coldplug, type ColdplugOptions, type ColdplugResult } from "./drivers";
 import { keyCheck, type ImageEncryption } from "../image/encrypt";
 import { createDmDevice, removeDmDevice, type DmTarget } from "../sys/dm";
 import { addLogonKey, dropKey } from "../sys/keyring";
@@ -20,21 +20,23 @@ export const CRYPT_ROOT_NAME = "airroot-root";
 const KEY_DESCRIPTION = "airroot:root";
 
 /**
- * What dm-crypt needs that the Debian kernel may have as modules: the device-mapper core and crypt target, and the
- * XTS and AES pieces the crypto API would otherwise ask a modprobe (which the initramfs does not have) to load.
- * Built-in or absent ones are skipped; only dm_mod and dm_crypt are required.
+ * What dm-crypt needs that the Debian kernel has as modules (trixie 6.12: dm_mod, dm_crypt, xts, aesni_intel; AES
+ * and ECB built in; bookworm 6.1 also ecb): loaded here because the crypto API would otherwise ask a modprobe for
+ * "xts(aes)". Built-in or absent ones are skipped (aesni_intel fails without AES-NI: the generic AES serves); only
+ * dm_mod and dm_crypt are required.
  */
-export const CRYPT_MODULES = ["dm_mod", "dm_crypt", "xts", "ecb", "aesni_intel", "aes_generic"];
+export const CRYPT_MODULES = ["dm_mod", "dm_crypt", "xts", "ecb", "aesni_intel"];
 const REQUIRED = ["dm_mod", "dm_crypt"];
 
 /** Loads CRYPT_MODULES (with their dependencies) once an encrypted image is to be opened. */
-export async function loadCryptModules(o: { modulesDir?: string; log?: (l: string) => void } = {}): Promise<void> {
+export async function loadCryptModules(o: Pick<ColdplugOptions, "modulesDir" | "procModules" | "load" | "log"> = {}): Promise<ColdplugResult> {
   // No modalias scan (sysDir without devices/): the drivers step did that; only these names, in modules.dep order.
-  const r = await coldplug({ modulesDir: o.modulesDir, always: CRYPT_MODULES, sysDir: "/nonexistent", maxPasses: 1, log: o.log });
+  const r = await coldplug({ ...o, always: CRYPT_MODULES, sysDir: "/nonexistent", maxPasses: 1 });
   const missing = r.missing.filter((m) => REQUIRED.includes(m));
   if (missing.length) throw new FinalError(`the root image is encrypted, but the kernel modules ${missing.join(", ")} are neither built in nor in the initramfs: rebuild it (initramfs/build.ts DEFAULT_MODULES has them)`);
   const failed = r.failed.filter((f) => REQUIRED.includes(f.name));
   if (failed.length) throw new FinalError(`the root image is encrypted, but loading ${failed.map((f) => `${f.name} (${f.error})`).join(", ")} failed`);
+  return r;
 }
 
 /** The dm-crypt table of an encrypted image on `device` (MAJOR:MINOR), its key named in the kernel keyring. */

@@ -9,7 +9,7 @@ import {
   decodeDmDev, dmRequest, DM_CMD, DM_DEFERRED_REMOVE, DM_IOCTL_OFFSETS, DM_IOCTL_SIZE, DM_READONLY_FLAG, DM_SECURE_DATA_FLAG,
   DM_TARGET_SPEC_OFFSETS, DM_TARGET_SPEC_SIZE, encodeDmIoctl, removeDmDevice,
 } from "../../src/sys/dm";
-import { cryptTarget, rootCryptFor, openCryptRoot, CRYPT_MODULES } from "../../src/boot/cryptroot";
+import { cryptTarget, rootCryptFor, openCryptRoot, loadCryptModules, CRYPT_MODULES } from "../../src/boot/cryptroot";
 import { keyCheck, newImageKey, type ImageEncryption } from "../../src/image/encrypt";
 
 const HEADER = "/usr/include/linux/dm-ioctl.h";
@@ -172,5 +172,28 @@ describe("createDmDevice", () => {
     } })).toThrow(/TABLE_LOAD airroot-root\) failed: EINVAL/);
     expect(seen).toEqual(["DEV_CREATE", "TABLE_LOAD", "DEV_REMOVE"]);
     expect(tableBuf!.every((b) => b === 0)).toBe(true); // our copy of the table is wiped too
+  });
+});
+
+describe("the modules dm-crypt needs, from trixie's kernel", () => {
+  const kernels = join(import.meta.dir, "../../.cache/kernel");
+  const trixie = existsSync(kernels) ? require("node:fs").readdirSync(kernels).find((v: string) => /\+deb13-amd64$/.test(v)) : undefined;
+
+  test("loaded in dependency order, AES and ECB being built in; a missing dm_crypt is named", async () => {
+    if (!trixie) { console.warn(`skipped: no trixie kernel in ${kernels} (bash initramfs/fetch-kernel.sh)`); return; }
+    const modulesDir = join(kernels, trixie, "lib/modules", trixie);
+    const loaded: string[] = [];
+    const r = await loadCryptModules({ modulesDir, procModules: "/nonexistent", load: (_p, _params, name) => { loaded.push(name); } });
+    expect(new Set(loaded)).toEqual(new Set(["dm_mod", "dm_crypt", "xts", "cryptd", "crypto_simd", "gf128mul", "aesni_intel"]));
+    expect(loaded.indexOf("dm_mod")).toBeLessThan(loaded.indexOf("dm_crypt"));
+    expect(loaded.indexOf("cryptd")).toBeLessThan(loaded.indexOf("aesni_intel"));
+    expect(r.missing).toEqual([]); // ecb: built in (modules.builtin)
+    // A CPU without AES-NI: aesni_intel fails, the boot goes on (the built-in generic AES serves).
+    await loadCryptModules({ modulesDir, procModules: "/nonexistent", load: (_p, _params, name) => {
+      if (name === "aesni_intel") throw Object.assign(new Error("finit_module(aesni_intel) failed: ENODEV"), { code: "ENODEV" });
+    } });
+    await expect(loadCryptModules({ modulesDir, procModules: "/nonexistent", load: (_p, _params, name) => {
+      if (name === "dm_crypt") throw Object.assign(new Error("finit_module(dm_crypt) failed: ENOEXEC"), { code: "ENOEXEC" });
+    } })).rejects.toThrow(/the root image is encrypted, but loading dm_crypt \(finit_module\(dm_crypt\) failed: ENOEXEC\) failed/);
   });
 });
