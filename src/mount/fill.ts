@@ -34,6 +34,8 @@ export interface FillStatus {
   filledBytes: number;    // verified bytes in the local copy
   fetchedBytes: number;   // bytes the fill itself fetched (demand reads' chunks come free)
   reusedBytes: number;    // verified bytes found already in the copy at start (a previous daemon's)
+  /** Bytes reads through the mount got from the copy instead of a server (optional: older daemons lack it). */
+  readFromCopyBytes?: number;
   rateBytesPerSec: number;
   etaSec?: number;
   rateCapBytesPerSec?: number;
@@ -110,8 +112,15 @@ export class ImageFill {
       if (devSize < this.image.size) throw new Error(`--fill ${path}: the device has ${devSize} bytes, the image ${this.image.size}`);
       this.fd = openSync(path, constants.O_RDWR);
     }
-    // Chunks demand reads bring are kept from now on (even while the old copy is being checked).
+    // Chunks demand reads bring are kept from now on (even while the old copy is being checked), and chunks the copy
+    // holds are read from it instead of fetched again (before the loop device is switched, the boot still reads
+    // through the mount: without this, every chunk the fill got first would cross the network twice).
     this.image.onFetched = (i, bytes) => this.keep(i, bytes, false);
+    this.image.localCopy = {
+      holds: (i) => !this.stopped && this.fd >= 0 && this.isDone(i),
+      readInto: (i, into) => this.readChunk(i, into),
+      unusable: (i) => this.forget(i),
+    };
     if (existed) await this.recheck();
     log.info(`fill of ${path}: ${this.doneCount}/${this.chunks} chunks already verified` +
       (this.o.rateBytesPerSec ? `, rate cap ${(this.o.rateBytesPerSec / MiB).toFixed(1)} MiB/s` : ""));
@@ -124,6 +133,7 @@ export class ImageFill {
   stop(): void {
     this.stopped = true;
     if (this.image.onFetched) this.image.onFetched = undefined;
+    this.image.localCopy = undefined;
     for (const wake of [...this.wakers]) wake();
     if (this.fd >= 0) { try { closeSync(this.fd); } catch {} this.fd = -1; }
   }
@@ -139,6 +149,7 @@ export class ImageFill {
     return {
       path: this.o.path, state: this.state, reason: this.reason, size: this.image.size, chunkSize: this.bs, chunks: this.chunks,
       chunksDone: this.doneCount, filledBytes: filled, fetchedBytes: this.fetched, reusedBytes: this.reused,
+      readFromCopyBytes: this.image.localBytesRead,
       rateBytesPerSec: Math.round(rate), etaSec: left === 0 ? 0 : rate > 0 && this.state !== "paused" ? Math.ceil(left / rate) : undefined,
       rateCapBytesPerSec: this.o.rateBytesPerSec, startedAt: this.startedAt, completedAt: this.completedAt,
     };
@@ -175,6 +186,32 @@ export class ImageFill {
     this.doneCount++;
     if (fromFill) this.fetched += len;
     if (!fromFill && this.state !== "checking") this.finishIfDone();
+  }
+
+  /** Chunk i of the copy into `into` (its length); false when the copy cannot give it whole. */
+  private readChunk(i: number, into: Uint8Array): boolean {
+    if (this.fd < 0 || into.length !== this.chunkLen(i)) return false;
+    let got = 0;
+    try {
+      while (got < into.length) {
+        const n = readSync(this.fd, into, got, into.length - got, i * this.bs + got);
+        if (n <= 0) return false;
+        got += n;
+      }
+    } catch { return false; }
+    return true;
+  }
+
+  /** A chunk of the copy that no longer verifies (the local disk changed it): fetched and written again. */
+  private forget(i: number): void {
+    if (!this.isDone(i)) return;
+    this.done[i >> 3]! &= ~(1 << (i & 7));
+    this.doneCount--;
+    this.o.log.error(`fill of ${this.o.path}: chunk ${i} of the local copy no longer matches the signed manifest; fetching it again`);
+    if (this.state === "complete" && !this.stopped) {
+      this.state = "filling";
+      void this.worker().catch((e) => this.fail(e as Error));
+    }
   }
 
   /** A previous daemon's copy: keep each chunk the manifest vouches for (yielding now and then to keep serving). */

@@ -140,7 +140,8 @@ export function formatFill(f: NonNullable<DaemonStatus["fill"]>): string[] {
   const loops = f.untether?.loops ?? [];
   const state = loops.length ? "untethered" : f.state;
   const lines = [`fill ${f.path}: ${state}, filled ${pct.toFixed(1)}% (${(f.filledBytes / MiB).toFixed(1)} of ${(f.size / MiB).toFixed(1)} MiB), ` +
-    `rate ${(f.rateBytesPerSec / 1e6).toFixed(1)} MB/s${cap}${eta ? `, ${eta}` : ""}` + (f.reason ? ` (${f.reason})` : "")];
+    `rate ${(f.rateBytesPerSec / 1e6).toFixed(1)} MB/s${cap}${eta ? `, ${eta}` : ""}` + (f.reason ? ` (${f.reason})` : "") +
+    (f.readFromCopyBytes ? `; reads served from the copy ${(f.readFromCopyBytes / MiB).toFixed(1)} MiB` : "")];
   for (const l of loops) lines.push(`untethered: ${l.dev} reads ${f.path} since ${l.at} (${l.directIo ? "direct I/O" : "buffered"}): no image server needed`);
   if (f.untether?.error) lines.push(`untether failed: ${f.untether.error}`);
   return lines;

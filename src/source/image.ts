@@ -143,6 +143,12 @@ export class RemoteImage {
   private fillTurn = 0;
   /** Called with every chunk a demand or readahead fetch brought and verified (the fill keeps it: no second fetch). */
   onFetched?: (index: number, bytes: Uint8Array) => void;
+  /**
+   * A local copy of some chunks (the background fill's, src/mount/fill.ts): a demand or readahead span whose every
+   * chunk it holds is read from it, verified against the manifest again (a local disk is not trusted more than a
+   * mirror), instead of being fetched; a chunk that fails is fetched as usual.
+   */
+  localCopy?: { holds(chunk: number): boolean; readInto(chunk: number, into: Uint8Array): boolean; unusable(chunk: number): void };
   private closed = false;
   /**
    * Set when a read ran out its io timeout with no server delivering; cleared by the next successful fetch. While
@@ -152,7 +158,7 @@ export class RemoteImage {
   private ioExpiredSince = 0;
   private sleepers = new Set<() => void>();
   private readonly started = Date.now();
-  private c = { fillBytes: 0, bytesFetched: 0, cacheHits: 0, cacheMisses: 0, readsInFlight: 0, readsTotal: 0, coalesced: 0, fetches: 0, readaheadBytes: 0 };
+  private c = { fillBytes: 0, localBytes: 0, bytesFetched: 0, cacheHits: 0, cacheMisses: 0, readsInFlight: 0, readsTotal: 0, coalesced: 0, fetches: 0, readaheadBytes: 0 };
 
   private constructor(private readonly sources: Source[], img: ImageIdentity, name: string, opts: RemoteImageOptions, log: Logger) {
     this.name = name;
@@ -594,6 +600,10 @@ export class RemoteImage {
   private async fetchSpan(sp: Span): Promise<Uint8Array[]> {
     const start = sp.first * this.bs;
     const len = Math.min(this.size, (sp.first + sp.count) * this.bs) - start;
+    if (sp.kind !== "fill") {
+      const local = this.readLocal(sp.first, sp.count, start, len);
+      if (local) return local;
+    }
     const t0 = Date.now();
     for (let pass = 0; ; pass++) {
       const tried = new Set<Source>();
@@ -638,6 +648,28 @@ export class RemoteImage {
       await this.sleep(delay);
     }
   }
+
+  /** The span's blocks from the local copy when it holds and verifies every one of them, else undefined. */
+  private readLocal(first: number, count: number, start: number, len: number): Uint8Array[] | undefined {
+    const local = this.localCopy, v = this.verifier;
+    if (!local || !v) return undefined;
+    for (let k = 0; k < count; k++) if (!local.holds(first + k)) return undefined;
+    const parts: Uint8Array[] = [];
+    for (let k = 0; k < count; k++) {
+      const b = this.pool.take(Math.min(this.bs, start + len - (first + k) * this.bs));
+      parts.push(b);
+      if (!local.readInto(first + k, b) || !v.verify(first + k, b)) {
+        local.unusable(first + k); // the copy has to get this chunk again
+        for (const p of parts) this.pool.release(p);
+        return undefined;
+      }
+    }
+    this.c.localBytes += len;
+    return parts;
+  }
+
+  /** Bytes demand and readahead read from the local copy instead of fetching them. */
+  get localBytesRead(): number { return this.c.localBytes; }
 
   /**
    * Background fill: chunks first..first+count-1 (at most one request's worth), fetched at the lowest priority and

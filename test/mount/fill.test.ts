@@ -115,7 +115,7 @@ describe("airroot mount --fill", () => {
     const copy = join(dir, "copy-a.img");
     // The bad server first in turn for many chunks: every bad chunk is refused (bad chunks seen) and fetched elsewhere.
     const urls = [bad!.urlFor("root.sfs"), ...good.map((g) => g.urlFor("root.sfs"))];
-    const { mp } = await mount("ma", urls, ["--fill", copy, "--fill-rate", "8", "--untether-loop", "off"]);
+    const { mp, file } = await mount("ma", urls, ["--fill", copy, "--fill-rate", "8", "--untether-loop", "off"]);
     // Some progress, then every server goes away.
     await waitFor("10% filled", async () => { const st = await fetchStatus(mp); return filled(st) >= 0.1 ? st : undefined; }, 30_000);
     for (const s of [...good.splice(0), bad!]) await s.stop();
@@ -136,6 +136,15 @@ describe("airroot mount --fill", () => {
     expect(done.verified!.badChunks).toBeGreaterThan(0);
     expect(sha256File(copy)).toBe(imageSha);
     expect(formatStatus(done)).toContain("filled 100.0%");
+    // Reads through the mount now come from the verified copy: with every server gone, the whole file reads back
+    // right and nothing more is fetched.
+    for (const s of good.splice(0)) await s.stop();
+    expect(sha256File(file)).toBe(imageSha);
+    const after = await fetchStatus(mp);
+    expect(after.image.bytesFetched).toBe(done.image.bytesFetched);
+    expect(after.fill!.readFromCopyBytes).toBeGreaterThan(statSync(image).size / 2); // the rest: the daemon's block cache
+    console.log(formatStatus(after).split("\n").find((l) => l.startsWith("fill ")));
+    good.push(await startGood(0), await startGood(1));
   }, 180_000);
 
   test("a demand read during the fill is served; latency with and without the fill", async () => {
