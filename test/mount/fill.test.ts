@@ -235,7 +235,23 @@ describe("airroot mount --fill", () => {
     for (const [p, h] of want) expect(`${p} ${got.get(p)}`).toBe(`${p} ${h}`);
     console.log(`${want.size} files read back right with no server`);
     // The mount's own file still answers from the engine's state; the node needs none of it.
-    expect((await fetchStatus(mp)).fill!.state).toBe("complete");
+    const before = await fetchStatus(mp);
+    expect(before.fill!.state).toBe("complete");
+    // The daemon killed (kill -9): the holder starts the next one, which finds the copy, verifies every chunk of it
+    // against the manifest (nothing fetched) and is complete again. (A new daemon opens the image on a server first:
+    // with every server gone it waits for one; an untethered root does not need it meanwhile.)
+    good.push(await startGood(0), await startGood(1));
+    process.kill(before.pid, "SIGKILL");
+    const again = await waitFor("the next daemon's fill", async () => {
+      const s = await fetchStatus(mp).catch(() => undefined);
+      return s && s.pid !== before.pid && s.fill?.state === "complete" ? s : undefined;
+    }, 60_000);
+    expect(again.holder!.restarts).toBe(1);
+    const imageSize = statSync(image).size;
+    expect(again.fill!.reusedBytes).toBe(imageSize);
+    expect(again.fill!.fetchedBytes).toBe(0);
+    expect(readFileSync(`/sys/block/${name}/loop/backing_file`, "utf8").trim()).toBe(copy); // nothing to switch again
+    console.log(`after kill -9: daemon ${again.pid} re-verified the copy (${(imageSize / 1048576).toFixed(1)} MiB), complete`);
   }, 180_000);
 });
 
