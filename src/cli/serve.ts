@@ -59,7 +59,7 @@ const mirrorCert = defineCommand({
 });
 
 const SUBCOMMANDS = ["init", "config", "mirror-cert", "mirror-config", "site-config", "boot-files", "dhcp-config", "firmware-ca"];
-const VALUE_FLAGS = ["--state", "--listen", "--http-listen", "--advertise", "--discovery-port"];
+const VALUE_FLAGS = ["--state", "--listen", "--http-listen", "--advertise", "--discovery-port", "--db", "--db-password-file"];
 
 /** True when the first positional word names a subcommand (skipping the values of serve's own options). */
 function invokedSubcommand(rawArgs: string[]): boolean {
@@ -85,6 +85,8 @@ export const serveCommand = defineCommand({
     // citty reads `--no-discovery` as discovery=false (an option named "no-discovery" would never be set).
     discovery: { type: "boolean", default: true, description: "answer multicast discovery queries (UDP port 7413, groups 239.255.74.13 and ff02::7413)", negativeDescription: "do not answer multicast discovery queries (binds no UDP socket)" },
     "discovery-port": { type: "string", description: "UDP port for discovery (default from config.json, 7413)" },
+    db: { type: "string", description: "where the records are: sqlite (STATE/airroot.db) or postgres://USER@HOST[:PORT]/DATABASE, shared by several airroot serve instances (default: config db, else sqlite); a password here shows in ps: prefer --db-password-file" },
+    "db-password-file": { type: "string", description: "file whose first line is the PostgreSQL password (default: config db-password-file)" },
     verbose: { type: "boolean", description: "log debug lines" },
   },
   subCommands: {
@@ -109,7 +111,8 @@ export const serveCommand = defineCommand({
     const onSignal = (sig: string) => { if (stopNow) stopNow(sig); else stopRequested ??= sig; };
     process.once("SIGTERM", () => onSignal("SIGTERM"));
     process.once("SIGINT", () => onSignal("SIGINT"));
-    const srv = await serve({ stateDir: resolve(args.state), listen: repeated(rawArgs, "listen"), httpListen: repeated(rawArgs, "http-listen"), advertise: repeated(rawArgs, "advertise"), discovery: args.discovery !== false, discoveryPort: dport, log });
+    const srv = await serve({ stateDir: resolve(args.state), listen: repeated(rawArgs, "listen"), httpListen: repeated(rawArgs, "http-listen"), advertise: repeated(rawArgs, "advertise"), discovery: args.discovery !== false, discoveryPort: dport, log,
+      db: args.db, dbPasswordFile: args["db-password-file"] === undefined ? undefined : resolve(args["db-password-file"]) });
     for (const l of srv.listening) console.log(`listening on ${l.host.includes(":") ? `[${l.host}]` : l.host}:${l.port}`);
     for (const l of srv.httpListening) console.log(`listening on ${l.host.includes(":") ? `[${l.host}]` : l.host}:${l.port} (plain HTTP, /boot/ only)`);
     process.on("SIGHUP", () => {
