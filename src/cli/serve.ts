@@ -104,6 +104,9 @@ export const serveCommand = defineCommand({
     if (!args.state) throw new Error("serve: --state DIR is required (create it with `airroot serve init --state DIR --address ADDR`)");
     const log = createLogger({ prefix: "airroot serve", kmsg: false, verbose: args.verbose });
     const dport = args["discovery-port"] === undefined ? undefined : Number(args["discovery-port"]);
+    if (args.db && /^postgres(ql)?:\/\/[^/@]*:[^/@]*@/.test(args.db)) {
+      log.warn("--db holds a password, which any user of this host can read in the process list; put it in a file (mode 0600) and give --db-password-file FILE");
+    }
     // The signal handlers go in before serve() starts: its listeners accept connections (and an init system may send
     // SIGTERM) before it returns, and a SIGTERM then must still mean a clean shutdown, not the default kill.
     let stopRequested: string | undefined;

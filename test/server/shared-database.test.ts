@@ -175,6 +175,7 @@ test("a database that cannot be reached: serve fails at start, naming the URL wi
   expect(r.code).toBe(1);
   expect(r.err).toContain(`connecting to the database postgres://airroot@127.0.0.1:${closed}/airroot`);
   expect(r.err).toMatch(/is PostgreSQL running/);
+  expect(r.err).toContain("--db holds a password"); // and says to use --db-password-file instead
   expect(r.err).not.toContain("hunter2secret");
 
   const wrong = join(dir, "wrong-password");
