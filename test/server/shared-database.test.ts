@@ -167,6 +167,14 @@ test("both servers' audit events are rows of the one database (and lines of each
   for (const s of [stateA, stateB]) expect(readFileSync(statePaths(s).audit, "utf8")).toMatch(/"event":"enroll","outcome":"ok"/);
 });
 
+test("GET /metrics on either server counts the shared database's nodes", async () => {
+  await mustCli(["node", "add", "n2", "--mac", "52:54:00:00:16:02", "--profile", "p", "--state", stateB]);
+  for (const i of [A, B]) {
+    const page = await (await fetch(`${url(i)}/metrics`, { tls: { ca } } as RequestInit)).text();
+    expect(page).toMatch(/^airroot_serve_nodes\{stage="none"\} 2$/m);
+  }
+});
+
 test("a database that cannot be reached: serve fails at start, naming the URL without the password and what to check", async () => {
   const closed = await freePort();
   const state = join(dir, "c");
