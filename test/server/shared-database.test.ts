@@ -17,6 +17,10 @@ import { auditRows } from "../../src/server/store/auditlog.ts";
 import { enrollNode, NodeApi, type NodeCredential } from "../../src/client/api.ts";
 import { ApiCallError, ApiHttp } from "../../src/client/http.ts";
 import { makeCsr } from "../../src/pki/csr.ts";
+import { tpmProver } from "../../src/client/tpmprover.ts";
+import { challengeFromWire } from "../../src/tpm/makecredential.ts";
+import type { ChallengeResult, EnrollResult } from "../../src/server/enroll.ts";
+import { startSwtpm } from "../helpers/swtpm";
 
 const MAIN = join(import.meta.dir, "../../src/cli/main.ts");
 const MAC = "52:54:00:00:16:01";
@@ -162,16 +166,34 @@ test("both servers' audit events are rows of the one database (and lines of each
   expect(rows.filter((r) => r.event === "node.arm").length).toBeGreaterThanOrEqual(1);
   for (const r of rows) expect(JSON.parse(r.line)).toMatchObject({ event: r.event, outcome: r.outcome });
   // Every ok enrollment in the database is one certificate.
-  const issued = rows.filter((r) => r.event === "enroll" && r.outcome === "ok").length;
+  const issued = rows.filter((r) => r.event === "enroll" && r.outcome === "ok" && r.node === "n1").length;
   expect(issued).toBe((await certsOf(db, "n1")).length);
   for (const s of [stateA, stateB]) expect(readFileSync(statePaths(s).audit, "utf8")).toMatch(/"event":"enroll","outcome":"ok"/);
 });
+
+test("a TPM challenge issued by one server is answered through the other, once", async () => {
+  const tpm = await startSwtpm(join(dir, "tpm"));
+  try {
+    await mustCli(["node", "add", "t1", "--mac", "52:54:00:00:16:31", "--profile", "p", "--state", stateA]);
+    await armNode(db, "t1", null);
+    const prover = await tpmProver(tpm.spec);
+    const { csrPem } = await makeCsr("t1");
+    const ch = await new ApiHttp(url(A), { ca }).call<ChallengeResult>("POST", "/api/v1/enroll", { macs: ["52:54:00:00:16:31"], csr: csrPem, tpm: prover.identity });
+    const blob = challengeFromWire(ch.challenge);
+    const answer = { id: ch.challenge.id, secret: Buffer.from(await prover.activate(blob.credentialBlob, blob.secret)).toString("base64") };
+    const done = await new ApiHttp(url(B), { ca }).call<EnrollResult>("POST", "/api/v1/enroll/activate", answer);
+    expect(done.node).toBe("t1");
+    const again = await refusal(new ApiHttp(url(A), { ca }).call("POST", "/api/v1/enroll/activate", answer));
+    expect([again.status, again.code]).toEqual([403, "unknown-challenge"]);
+    expect(await certsOf(db, "t1")).toHaveLength(1);
+  } finally { await tpm.stop(); }
+}, 120_000);
 
 test("GET /metrics on either server counts the shared database's nodes", async () => {
   await mustCli(["node", "add", "n2", "--mac", "52:54:00:00:16:02", "--profile", "p", "--state", stateB]);
   for (const i of [A, B]) {
     const page = await (await fetch(`${url(i)}/metrics`, { tls: { ca } } as RequestInit)).text();
-    expect(page).toMatch(/^airroot_serve_nodes\{stage="none"\} 2$/m);
+    expect(page).toMatch(/^airroot_serve_nodes\{stage="none"\} 3$/m);
   }
 });
 
