@@ -102,7 +102,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await srv?.close();
-  db?.close();
+  await db?.close();
   removeScratchDirs();
 }, 60_000);
 

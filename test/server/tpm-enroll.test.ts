@@ -34,7 +34,7 @@ afterAll(async () => {
   await srv?.close();
   await tpmA?.stop();
   await tpmB?.stop();
-  db?.close();
+  await db?.close();
   removeScratchDirs();
 }, 60_000);
 
