@@ -58,7 +58,7 @@ const mirrorCert = defineCommand({
   },
 });
 
-const SUBCOMMANDS = ["init", "config", "mirror-cert", "mirror-config", "site-config", "boot-files", "dhcp-config", "firmware-ca"];
+const SUBCOMMANDS = ["init", "config", "mirror-cert", "mirror-config", "site-config", "boot-files", "dhcp-config", "firmware-ca", "copy-db"];
 const VALUE_FLAGS = ["--state", "--listen", "--http-listen", "--advertise", "--discovery-port", "--db", "--db-password-file"];
 
 /** True when the first positional word names a subcommand (skipping the values of serve's own options). */
@@ -98,6 +98,7 @@ export const serveCommand = defineCommand({
     "boot-files": () => import("./servenetboot.ts").then((m) => m.bootFilesCommand),
     "dhcp-config": () => import("./servenetboot.ts").then((m) => m.dhcpConfigCommand),
     "firmware-ca": () => import("./servenetboot.ts").then((m) => m.firmwareCaCommand),
+    "copy-db": () => import("./servedb.ts").then((m) => m.copyDbCommand),
   },
   async run({ args, rawArgs }) {
     if (invokedSubcommand(rawArgs)) return; // citty runs the parent's run() after a subcommand too

@@ -197,6 +197,44 @@ test("GET /metrics on either server counts the shared database's nodes", async (
   }
 });
 
+test("a site moves from SQLite to PostgreSQL with copy-db: its enrolled node stays enrolled", async () => {
+  const state = join(dir, "moving");
+  const mac = "52:54:00:00:16:41";
+  await mustCli(["serve", "init", "--state", state, "--address", "127.0.0.1"]);
+  await mustCli(["node", "add", "m1", "--mac", mac, "--profile", "p", "--state", state]);
+  await mustCli(["node", "arm", "m1", "--state", state]);
+  const siteCa = readFileSync(statePaths(state).siteCaCert, "utf8");
+  let srv = await startServer(state);
+  const cred = await enrollNode(srv.url, siteCa, { macs: [mac] });
+  await stopProcess(srv.proc);
+
+  const target = await pg.createDatabase("moved");
+  const out = await mustCli(["serve", "copy-db", "--state", state, "--db", target, "--db-password-file", pg.passwordFile]);
+  expect(out).toMatch(/^nodes: 1 row\(s\)$/m);
+  expect(out).toMatch(/^node_certs: 1 row\(s\)$/m);
+  expect(out).not.toContain(pg.password);
+  const again = await cli(["serve", "copy-db", "--state", state, "--db", target, "--db-password-file", pg.passwordFile]);
+  expect(again.code).toBe(1);
+  expect(again.err).toContain("already holds records");
+
+  await mustCli(["serve", "config", "set", "db", target, "--state", state]);
+  await mustCli(["serve", "config", "set", "db-password-file", pg.passwordFile, "--state", state]);
+  srv = await startServer(state);
+  servers.push(srv); // stopped in afterAll
+  const api = new NodeApi(srv.url, siteCa, cred);
+  try { expect((await api.config()).name).toBe("m1"); } finally { await api.close(); }
+  const moved = await openDatabase(state);
+  try {
+    expect((await certsOf(moved, "m1")).map((c) => c.serial)).toEqual([cred.serial.toUpperCase().replace(/^0+/, "")]);
+    expect((await auditRows(moved)).some((r) => r.event === "enroll" && r.outcome === "ok" && r.node === "m1")).toBe(true);
+    // New audit rows continue after the copied ids (the sequence was moved past them).
+    await mustCli(["node", "arm", "m1", "--state", state]);
+    const rows = await auditRows(moved);
+    expect(new Set(rows.map((r) => r.id)).size).toBe(rows.length);
+    expect(rows.at(-1)!.event).toBe("node.arm");
+  } finally { await moved.close(); }
+}, 120_000);
+
 test("a database that cannot be reached: serve fails at start, naming the URL without the password and what to check", async () => {
   const closed = await freePort();
   const state = join(dir, "c");
