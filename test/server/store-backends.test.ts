@@ -8,13 +8,13 @@ import { startPostgres, type TestPostgres } from "../helpers/postgres";
 import { openDatabase, type Db } from "../../src/server/store/db.ts";
 import { applyMigrations, registeredMigrations } from "../../src/server/store/migrations.ts";
 import {
-  addNode, armNode, certsOf, commitEnrollment, countByStage, disarmNode, dropReportToken, getCert, getNode, getReportToken, isArmed,
+  addNode, armNode, certsOf, commitEnrollment, countByStage, disarmNode, dropReportToken, forgetTpm, getCert, getNode, getReportToken, isArmed,
   keyUsedBefore, listNodes, nodesByIdentity, NodeStoreError, recordSshCert, removeNode, revokeNode, saveReportToken, savePendingChallenge,
   setStage, sshSerialUsed, takePendingChallenge,
 } from "../../src/server/store/nodes.ts";
 import {
   addImage, currentImageDigests, getImage, getProfile, imagesBootedSince, listImages, listProfiles, profileHistory, recordBoot,
-  removeImageIfUnused, setProfile,
+  removeImage, removeImageIfUnused, setProfile,
 } from "../../src/server/store/images.ts";
 import { auditRows, dbAudit } from "../../src/server/store/auditlog.ts";
 
@@ -129,6 +129,16 @@ for (const backend of BACKENDS) {
       expect(await revokeNode(other, "n2")).toBe(0);
     });
 
+    test("the TPM endorsement key: recorded by the first TPM enrollment, kept by later ones, forgotten on request", async () => {
+      await armNode(db, "n2", null);
+      expect((await commitEnrollment(other, { ...enrollment("n2", "E1", "key-e1"), ekPublic: "EK-1" })).ok).toBe(true);
+      await armNode(db, "n2", null);
+      expect((await commitEnrollment(db, { ...enrollment("n2", "E2", "key-e2"), ekPublic: "EK-2" })).ok).toBe(true);
+      expect((await getNode(db, "n2"))!.ekPublic).toBe("EK-1");
+      expect(await forgetTpm(other, "n2")).toBe(true);
+      expect((await getNode(db, "n2"))!.ekPublic).toBeNull();
+    });
+
     test("a TPM challenge is taken once, whichever server the answers reach", async () => {
       await savePendingChallenge(db, { id: "c".repeat(32), node: "n1", csr: "CSR", ekPublic: "EK", secretSha256: "ab", expires: 2_000_000_000_000 });
       const takes = await Promise.all([takePendingChallenge(db, "c".repeat(32)), takePendingChallenge(other, "c".repeat(32))]);
@@ -178,6 +188,9 @@ for (const backend of BACKENDS) {
       expect(await removeImageIfUnused(db, b)).toBe(false);
       expect(await removeImageIfUnused(other, a)).toBe(true);
       expect(await getImage(db, a)).toBeNull();
+      await addImage(db, { digest: "e".repeat(64), size: 1, created: 1, profile: "p" });
+      await removeImage(other, "e".repeat(64));
+      expect(await getImage(db, "e".repeat(64))).toBeNull();
     });
 
     test("the audit trail: one row per event, from either server, in order", async () => {
