@@ -5,7 +5,7 @@ import { hostname } from "node:os";
 import { resolve } from "node:path";
 import { openDatabase, type Db } from "../server/store/db.ts";
 import { dbAudit } from "../server/store/auditlog.ts";
-import { addNode, armNode, certsOf, disarmNode, forgetTpm, getNode, isArmed, listNodes, removeNode, revokeNode, type NodeRecord } from "../server/store/nodes.ts";
+import { addNode, armNode, certsByNode, certsOf, disarmNode, forgetTpm, getNode, isArmed, listNodes, removeNode, revokeNode, type NodeRecord } from "../server/store/nodes.ts";
 import { parseNodeSpec } from "../server/nodespec.ts";
 import { fileAudit, teeAudit, type Audit } from "../server/audit.ts";
 import { statePaths } from "../server/state.ts";
@@ -71,9 +71,8 @@ const list = defineCommand({
   args: { state: stateArg, json: { type: "boolean", description: "machine-readable output" } },
   async run({ args }) {
     const nodes = await withDb(args.state, async (db) => {
-      const out = [];
-      for (const n of await listNodes(db)) out.push({ ...n, certs: await certsOf(db, n.name) });
-      return out;
+      const certs = await certsByNode(db);
+      return (await listNodes(db)).map((n) => ({ ...n, certs: certs.get(n.name) ?? [] }));
     });
     if (args.json) { console.log(safeJson(nodes, 2)); return; }
     if (nodes.length === 0) { console.log("no nodes; add one with `airroot node add NAME --mac MAC --profile P`"); return; }

@@ -8,7 +8,7 @@ import { startPostgres, type TestPostgres } from "../helpers/postgres";
 import { openDatabase, type Db } from "../../src/server/store/db.ts";
 import { applyMigrations, registeredMigrations } from "../../src/server/store/migrations.ts";
 import {
-  addNode, armNode, certsOf, commitEnrollment, countByStage, disarmNode, dropReportToken, forgetTpm, getCert, getNode, getReportToken, isArmed,
+  addNode, armNode, certsByNode, certsOf, commitEnrollment, countByStage, disarmNode, dropReportToken, forgetTpm, getCert, getNode, getReportToken, isArmed,
   keyUsedBefore, listNodes, nodesByIdentity, NodeStoreError, recordSshCert, removeNode, revokeNode, saveReportToken, savePendingChallenge,
   setStage, sshSerialUsed, takePendingChallenge,
 } from "../../src/server/store/nodes.ts";
@@ -101,6 +101,7 @@ for (const backend of BACKENDS) {
         expect(certs.filter((c) => c.revoked === null)).toHaveLength(1); // the earlier ones were revoked with it
         expect((await getNode(db, "n1"))!.armed).toBe(false);
       }
+      expect((await certsByNode(other)).get("n1")).toEqual(await certsOf(db, "n1"));
     });
 
     test("a replayed key is refused on either server, also when both commit it at once", async () => {

@@ -240,6 +240,15 @@ export async function certsOf(db: Db, node: string): Promise<CertRecord[]> {
   return (await db.all<CertRow>(`SELECT ${CERT_COLUMNS} FROM node_certs WHERE node = ? ORDER BY issued`, node)).map(certOf);
 }
 
+/** Every node's certificates in one query (`node list`: one round trip, not one per node). */
+export async function certsByNode(db: Db): Promise<Map<string, CertRecord[]>> {
+  const out = new Map<string, CertRecord[]>();
+  for (const r of await db.all<CertRow>(`SELECT ${CERT_COLUMNS} FROM node_certs ORDER BY issued`)) {
+    out.set(r.node, [...(out.get(r.node) ?? []), certOf(r)]);
+  }
+  return out;
+}
+
 export async function recordSshCert(db: Db, node: string, serial: bigint, keyType: string, notAfter: number, now = Date.now()): Promise<void> {
   await db.run("INSERT INTO ssh_host_certs (serial, node, key_type, issued, not_after) VALUES (?, ?, ?, ?, ?)", serial.toString(), node, keyType, now, notAfter);
 }
