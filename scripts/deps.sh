@@ -22,6 +22,7 @@ APT_PACKAGES=(
   systemd-boot-efi                        # signed UKI (airroot media uki): systemd-boot's EFI stub linuxx64.efi.stub
   osslsigncode                            # signed UKI: signs with a given signing time (-time), so the signed bytes are reproducible
   prometheus                              # promtool check metrics: the metrics tests parse /metrics and status --prometheus with it (its server is never started)
+  postgresql                              # several servers sharing one database: the tests start their own PostgreSQL in a temporary directory (the system cluster is never started)
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -32,8 +33,8 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   # The servers among these are started by the tests on loopback ports of their own, never as system services: keep
-  # dpkg from starting nginx, apache2, lighttpd, caddy, dhcpd, sshd and prometheus on :80/:22/:9090 (where a machine has
-  # no policy of its own).
+  # dpkg from starting nginx, apache2, lighttpd, caddy, dhcpd, sshd, prometheus and postgresql on :80/:22/:9090/:5432
+  # (where a machine has no policy of its own).
   own_policy=
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && own_policy=1

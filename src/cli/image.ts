@@ -34,7 +34,7 @@ const packCommand = defineCommand({
   },
   async run({ args }) {
     const stateDir = resolve(args.state);
-    const db = openDatabase(ensureStateDir(stateDir));
+    const db = await openDatabase(ensureStateDir(stateDir));
     try {
       const chunkKiB = args["chunk-size"] === undefined ? undefined : Number(args["chunk-size"]);
       if (chunkKiB !== undefined && !Number.isInteger(chunkKiB)) throw new Error(`image pack: --chunk-size "${args["chunk-size"]}" is not a whole number of KiB`);
@@ -48,14 +48,14 @@ const packCommand = defineCommand({
         interactive: Boolean(process.stdout.isTTY), log: (l) => console.error(l), encrypt: Boolean(args.encrypt),
       });
       console.log(`${r.digest}  ${mib(r.size)}  profile ${args.profile}${r.manifest.encryption ? "  encrypted" : ""}${r.reused ? "  (unchanged tree: existing image reused)" : ""}  ${r.seconds.toFixed(1)} s`);
-    } finally { db.close(); }
+    } finally { await db.close(); }
   },
 });
 
 /** Opens the database of an existing state dir (list/gc must not create one by accident). */
-function openExisting(stateDir: string) {
+async function openExisting(stateDir: string) {
   if (!existsSync(stateDir)) throw new Error(`state dir ${stateDir} does not exist: create it with \`airroot serve init\` or \`airroot image pack\``);
-  return openDatabase(stateDir);
+  return await openDatabase(stateDir);
 }
 
 function ensureStateDir(stateDir: string): string {
@@ -66,11 +66,11 @@ function ensureStateDir(stateDir: string): string {
 const listCommand = defineCommand({
   meta: { name: "list", description: "List stored images (newest first) and which profile currently points at each." },
   args: { state: stateArg, json: { type: "boolean", description: "machine-readable output" } },
-  run({ args }) {
-    const db = openExisting(resolve(args.state));
+  async run({ args }) {
+    const db = await openExisting(resolve(args.state));
     try {
-      const profiles = listProfiles(db);
-      const images = listImages(db).map((i) => ({
+      const profiles = await listProfiles(db);
+      const images = (await listImages(db)).map((i) => ({
         ...i, current: profiles.filter((p) => p.digest === i.digest).map((p) => p.name),
       }));
       if (args.json) { console.log(JSON.stringify({ images, profiles }, null, 2)); return; }
@@ -79,7 +79,7 @@ const listCommand = defineCommand({
       for (const i of images) {
         console.log(`${i.digest}  ${mib(i.size).padStart(10)}  ${new Date(i.created).toISOString().padEnd(24)}  ${i.profile.padEnd(10)}  ${i.current.join(",") || "-"}`);
       }
-    } finally { db.close(); }
+    } finally { await db.close(); }
   },
 });
 
@@ -93,18 +93,18 @@ const gcCommand = defineCommand({
     grace: { type: "string", description: `grace period, e.g. 7d, 12h (default ${formatDuration(DEFAULT_GC_GRACE_MS)})` },
     "dry-run": { type: "boolean", description: "only print what would be removed" },
   },
-  run({ args }) {
+  async run({ args }) {
     const graceMs = args.grace === undefined ? DEFAULT_GC_GRACE_MS : parseDuration(args.grace, "--grace");
     const stateDir = resolve(args.state);
-    const db = openExisting(stateDir);
+    const db = await openExisting(stateDir);
     try {
-      const r = gcImages({ stateDir, db, graceMs, dryRun: args["dry-run"] });
+      const r = await gcImages({ stateDir, db, graceMs, dryRun: args["dry-run"] });
       const verb = args["dry-run"] ? "would remove" : "removed";
       for (const d of r.removed) console.log(`${verb} ${d}`);
       for (const t of r.tmpRemoved) console.log(`${verb} leftover ${t}`);
       for (const k of r.kept) console.log(`kept ${k.digest}: ${k.why}`);
       console.log(`${verb} ${r.removed.length} image(s), ${mib(r.bytesFreed)}`);
-    } finally { db.close(); }
+    } finally { await db.close(); }
   },
 });
 
@@ -118,14 +118,14 @@ const assignCommand = defineCommand({
     profile: { type: "string", description: "profile to point at it (created if new)", required: true },
     state: stateArg,
   },
-  run({ args }) {
+  async run({ args }) {
     const stateDir = resolve(args.state);
-    const db = openExisting(stateDir);
+    const db = await openExisting(stateDir);
     try {
-      const before = assignProfile({ stateDir, db, profile: args.profile, digest: args.digest });
-      const now = listProfiles(db).find((p) => p.name === args.profile)!.digest;
+      const before = await assignProfile({ stateDir, db, profile: args.profile, digest: args.digest });
+      const now = (await listProfiles(db)).find((p) => p.name === args.profile)!.digest;
       console.log(`profile ${args.profile}: ${before ?? "(new)"} -> ${now}`);
-    } finally { db.close(); }
+    } finally { await db.close(); }
   },
 });
 

@@ -1,8 +1,7 @@
 // `airroot media iso|img|inspect`: boot media for BMC virtual media, USB sticks and UEFI HTTP boot (src/media/).
 import { defineCommand } from "citty";
-import { existsSync } from "node:fs";
 import { resolve } from "node:path";
-import { openDatabase } from "../server/store/db.ts";
+import { hasDatabase, openDatabase } from "../server/store/db.ts";
 import { getNode } from "../server/store/nodes.ts";
 import { buildImg, buildIso, DEFAULT_CONSOLE, XCC_MEDIA_LIMIT, type MediaOptions } from "../media/build.ts";
 import { formatInspection, inspectMedia } from "../media/inspect.ts";
@@ -13,11 +12,11 @@ declare const AIRROOT_VERSION: string | undefined;
 const version = typeof AIRROOT_VERSION === "string" ? AIRROOT_VERSION : "0.1.0-dev";
 
 /** airroot.ip for a node recorded with a static IPv4 address (`node add --ip A/P --gateway G`); undefined for DHCP. */
-export function nodeIpParam(state: string, name: string, iface: string): string | undefined {
-  if (!existsSync(resolve(state, "airroot.db"))) throw new MediaError("node", `${state} holds no airroot.db; --state is the directory \`airroot serve init\` made`);
-  const db = openDatabase(resolve(state));
+export async function nodeIpParam(state: string, name: string, iface: string): Promise<string | undefined> {
+  if (!hasDatabase(resolve(state))) throw new MediaError("node", `${state} holds no airroot.db; --state is the directory \`airroot serve init\` made`);
+  const db = await openDatabase(resolve(state));
   try {
-    const n = getNode(db, name.trim().toLowerCase());
+    const n = await getNode(db, name.trim().toLowerCase());
     if (!n) throw new MediaError("node", `no node ${name} in ${state}; add it with \`airroot node add ${name} --mac ... --ip ADDR/PREFIX --state ${state}\``);
     if (n.net.mode !== "static") return undefined;
     const m = /^(\d{1,3}(?:\.\d{1,3}){3})\/(\d{1,2})$/.exec(n.net.ip);
@@ -25,7 +24,7 @@ export function nodeIpParam(state: string, name: string, iface: string): string 
     const gw = n.net.gateway && /^\d{1,3}(\.\d{1,3}){3}$/.test(n.net.gateway) ? `:${n.net.gateway}` : "";
     return `airroot.ip=${iface}:${m[1]}/${m[2]}${gw}`;
   } finally {
-    db.close();
+    await db.close();
   }
 }
 
@@ -52,7 +51,7 @@ async function build(kind: "iso" | "img", args: BuildArgs, defaultStages: 1 | 2)
   if (args.node && !args.state) throw new MediaError("options", "--node needs --state (the server state with the node's record)");
   const envEpoch = process.env.SOURCE_DATE_EPOCH;
   if (envEpoch !== undefined && !/^\d+$/.test(envEpoch)) throw new MediaError("options", `SOURCE_DATE_EPOCH=${envEpoch} is not whole seconds`);
-  const nodeIp = args.node ? nodeIpParam(args.state!, args.node, args.iface) : undefined;
+  const nodeIp = args.node ? await nodeIpParam(args.state!, args.node, args.iface) : undefined;
   if (args.node && !nodeIp) console.log(`node ${args.node} uses DHCP: no airroot.ip baked in`);
   const o: MediaOptions = {
     kernel: resolve(args.kernel), initrd: resolve(args.initrd), stage1: resolve(args.stage1), stages, site: resolve(args.site),

@@ -1,11 +1,13 @@
 // `airroot node add|list|show|arm|disarm|revoke|remove`: thin commands over the node store; `node media` (BMC virtual
 // media) is in nodemedia.ts.
 import { defineCommand } from "citty";
+import { hostname } from "node:os";
 import { resolve } from "node:path";
-import { openDatabase } from "../server/store/db.ts";
-import { addNode, armNode, certsOf, disarmNode, forgetTpm, getNode, isArmed, listNodes, removeNode, revokeNode, type NodeRecord } from "../server/store/nodes.ts";
+import { openDatabase, type Db } from "../server/store/db.ts";
+import { dbAudit } from "../server/store/auditlog.ts";
+import { addNode, armNode, certsByNode, certsOf, disarmNode, forgetTpm, getNode, isArmed, listNodes, removeNode, revokeNode, type NodeRecord } from "../server/store/nodes.ts";
 import { parseNodeSpec } from "../server/nodespec.ts";
-import { fileAudit } from "../server/audit.ts";
+import { fileAudit, teeAudit, type Audit } from "../server/audit.ts";
 import { statePaths } from "../server/state.ts";
 import { parseDuration, formatDuration } from "../util/duration.ts";
 import { repeated, stateArg } from "./args.ts";
@@ -14,18 +16,19 @@ import { escapeText, safeJson } from "../util/printable.ts";
 const nameArg = { type: "positional", description: "node name", required: true } as const;
 
 
-function withDb<T>(state: string, f: (db: ReturnType<typeof openDatabase>) => T): T {
-  const db = openDatabase(resolve(state));
-  try { return f(db); } finally { db.close(); }
+/** Runs f on the state dir's database; what f audits goes to audit.log and to the database (every server sees it). */
+async function withDb<T>(state: string, f: (db: Db, audit: Audit) => Promise<T>): Promise<T> {
+  const dir = resolve(state);
+  const db = await openDatabase(dir);
+  const audit = teeAudit(fileAudit(statePaths(dir).audit), dbAudit(db, `cli@${hostname()}`));
+  try { return await f(db, audit); } finally { await audit.flush(); await db.close(); }
 }
 
-function mustGet(db: ReturnType<typeof openDatabase>, name: string): NodeRecord {
-  const n = getNode(db, name);
+async function mustGet(db: Db, name: string): Promise<NodeRecord> {
+  const n = await getNode(db, name);
   if (!n) throw new Error(`no node named ${name}; see \`airroot node list\``);
   return n;
 }
-
-const audit = (state: string) => fileAudit(statePaths(resolve(state)).audit);
 
 function armState(n: NodeRecord, now = Date.now()): string {
   if (!n.armed) return "-";
@@ -52,11 +55,13 @@ const add = defineCommand({
     dns: { type: "string", description: "DNS server for --ip (repeatable or comma-separated)" },
     dhcp: { type: "boolean", description: "configure the network by DHCP (the default without --ip)" },
   },
-  run({ args, rawArgs }) {
+  async run({ args, rawArgs }) {
     const spec = parseNodeSpec({ name: args.name, macs: repeated(rawArgs, "mac"), uuid: args.uuid, profile: args.profile,
       ip: args.ip, gateway: args.gateway, dns: repeated(rawArgs, "dns"), dhcp: args.dhcp });
-    withDb(args.state, (db) => addNode(db, spec));
-    audit(args.state).record({ event: "node.add", outcome: "ok", node: spec.name });
+    await withDb(args.state, async (db, audit) => {
+      await addNode(db, spec);
+      audit.record({ event: "node.add", outcome: "ok", node: spec.name });
+    });
     console.log(`added ${spec.name} (${spec.macs.join(", ") || spec.uuid}); arm it with \`airroot node arm ${spec.name}\` before it enrolls`);
   },
 });
@@ -64,8 +69,11 @@ const add = defineCommand({
 const list = defineCommand({
   meta: { name: "list", description: "List nodes with their profile, enrollment window and last reported boot stage." },
   args: { state: stateArg, json: { type: "boolean", description: "machine-readable output" } },
-  run({ args }) {
-    const nodes = withDb(args.state, (db) => listNodes(db).map((n) => ({ ...n, certs: certsOf(db, n.name) })));
+  async run({ args }) {
+    const nodes = await withDb(args.state, async (db) => {
+      const certs = await certsByNode(db);
+      return (await listNodes(db)).map((n) => ({ ...n, certs: certs.get(n.name) ?? [] }));
+    });
     if (args.json) { console.log(safeJson(nodes, 2)); return; }
     if (nodes.length === 0) { console.log("no nodes; add one with `airroot node add NAME --mac MAC --profile P`"); return; }
     const rows = nodes.map((n) => [n.name, n.profile, n.net.mode === "static" ? n.net.ip : "dhcp", armState(n),
@@ -79,8 +87,8 @@ const list = defineCommand({
 const show = defineCommand({
   meta: { name: "show", description: "Show one node: identity, network, enrollment, certificates and last stage." },
   args: { name: nameArg, state: stateArg, json: { type: "boolean", description: "machine-readable output" } },
-  run({ args }) {
-    const { n, certs } = withDb(args.state, (db) => { const n = mustGet(db, args.name); return { n, certs: certsOf(db, n.name) }; });
+  async run({ args }) {
+    const { n, certs } = await withDb(args.state, async (db) => { const n = await mustGet(db, args.name); return { n, certs: await certsOf(db, n.name) }; });
     if (args.json) { console.log(safeJson({ ...n, certs }, 2)); return; }
     const t = (ms: number | null) => (ms === null ? "-" : new Date(ms).toISOString());
     console.log([
@@ -101,16 +109,16 @@ const arm = defineCommand({
     for: { type: "string", description: "close the window after this long even if unused, e.g. 30m, 2h" },
     "new-tpm": { type: "boolean", description: "the node's TPM (or board) was replaced: forget the recorded endorsement key so the new TPM may enroll" },
   },
-  run({ args }) {
+  async run({ args }) {
     if (args.once && args.for) throw new Error("node arm: use either --once (no time limit) or --for DURATION");
     const expires = args.for ? Date.now() + parseDuration(args.for, "--for") : null;
-    withDb(args.state, (db) => {
-      mustGet(db, args.name);
-      if (args["new-tpm"]) forgetTpm(db, args.name);
-      armNode(db, args.name, expires);
+    await withDb(args.state, async (db, audit) => {
+      await mustGet(db, args.name);
+      if (args["new-tpm"]) await forgetTpm(db, args.name);
+      await armNode(db, args.name, expires);
+      if (args["new-tpm"]) audit.record({ event: "node.forget-tpm", outcome: "ok", node: args.name });
+      audit.record({ event: "node.arm", outcome: "ok", node: args.name, expires: expires ?? undefined });
     });
-    if (args["new-tpm"]) audit(args.state).record({ event: "node.forget-tpm", outcome: "ok", node: args.name });
-    audit(args.state).record({ event: "node.arm", outcome: "ok", node: args.name, expires: expires ?? undefined });
     console.log(`${args.name} armed ${expires ? `until ${new Date(expires).toISOString()}` : "until its next enrollment"}`);
   },
 });
@@ -118,9 +126,12 @@ const arm = defineCommand({
 const disarm = defineCommand({
   meta: { name: "disarm", description: "Close the node's enrollment window." },
   args: { name: nameArg, state: stateArg },
-  run({ args }) {
-    withDb(args.state, (db) => { mustGet(db, args.name); disarmNode(db, args.name); });
-    audit(args.state).record({ event: "node.disarm", outcome: "ok", node: args.name });
+  async run({ args }) {
+    await withDb(args.state, async (db, audit) => {
+      await mustGet(db, args.name);
+      await disarmNode(db, args.name);
+      audit.record({ event: "node.disarm", outcome: "ok", node: args.name });
+    });
     console.log(`${args.name} disarmed`);
   },
 });
@@ -128,9 +139,13 @@ const disarm = defineCommand({
 const revoke = defineCommand({
   meta: { name: "revoke", description: "Revoke the node's client certificates: its API calls get 401 until it enrolls again." },
   args: { name: nameArg, state: stateArg },
-  run({ args }) {
-    const n = withDb(args.state, (db) => { mustGet(db, args.name); return revokeNode(db, args.name); });
-    audit(args.state).record({ event: "node.revoke", outcome: "ok", node: args.name, certificates: n });
+  async run({ args }) {
+    const n = await withDb(args.state, async (db, audit) => {
+      await mustGet(db, args.name);
+      const n = await revokeNode(db, args.name);
+      audit.record({ event: "node.revoke", outcome: "ok", node: args.name, certificates: n });
+      return n;
+    });
     console.log(`${args.name}: revoked ${n} certificate(s)`);
   },
 });
@@ -138,9 +153,12 @@ const revoke = defineCommand({
 const remove = defineCommand({
   meta: { name: "remove", description: "Delete the node and its certificates (its keys stay on the replay list)." },
   args: { name: nameArg, state: stateArg },
-  run({ args }) {
-    withDb(args.state, (db) => { mustGet(db, args.name); removeNode(db, args.name); });
-    audit(args.state).record({ event: "node.remove", outcome: "ok", node: args.name });
+  async run({ args }) {
+    await withDb(args.state, async (db, audit) => {
+      await mustGet(db, args.name);
+      await removeNode(db, args.name);
+      audit.record({ event: "node.remove", outcome: "ok", node: args.name });
+    });
     console.log(`${args.name} removed`);
   },
 });

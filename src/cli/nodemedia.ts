@@ -64,16 +64,16 @@ function secondsOf(s: string | undefined, name: string, dflt: number): number {
 /** One line about the node from the server's database, if --state has one and the node is in it. */
 async function nodeLine(name: string, state: string | undefined): Promise<string | undefined> {
   if (!state) return undefined;
-  if (!existsSync(join(resolve(state), "airroot.db"))) return `  node ${escapeText(name)}: no node database in ${escapeText(state)}`;
-  const { openDatabase } = await import("../server/store/db.ts");
+  const { hasDatabase, openDatabase } = await import("../server/store/db.ts");
+  if (!hasDatabase(resolve(state))) return `  node ${escapeText(name)}: no node database in ${escapeText(state)}`;
   const { getNode } = await import("../server/store/nodes.ts");
-  const db = openDatabase(resolve(state));
+  const db = await openDatabase(resolve(state));
   try {
-    const n = getNode(db, name);
+    const n = await getNode(db, name);
     if (!n) return `  node ${escapeText(name)}: not in the node database`;
     return escapeText(`  node ${n.name}: profile ${n.profile}, ${n.macs.join(", ") || n.uuid || "-"}, ${n.net.mode === "static" ? n.net.ip : "dhcp"}` +
       `${n.stage ? `, last stage ${n.stage}` : ""}`);
-  } finally { db.close(); }
+  } finally { await db.close(); }
 }
 
 async function open(args: Record<string, unknown>, log: (l: string) => void) {

@@ -58,8 +58,8 @@ const mirrorCert = defineCommand({
   },
 });
 
-const SUBCOMMANDS = ["init", "config", "mirror-cert", "mirror-config", "site-config", "boot-files", "dhcp-config", "firmware-ca"];
-const VALUE_FLAGS = ["--state", "--listen", "--http-listen", "--advertise", "--discovery-port"];
+const SUBCOMMANDS = ["init", "config", "mirror-cert", "mirror-config", "site-config", "boot-files", "dhcp-config", "firmware-ca", "copy-db"];
+const VALUE_FLAGS = ["--state", "--listen", "--http-listen", "--advertise", "--discovery-port", "--db", "--db-password-file"];
 
 /** True when the first positional word names a subcommand (skipping the values of serve's own options). */
 function invokedSubcommand(rawArgs: string[]): boolean {
@@ -85,6 +85,8 @@ export const serveCommand = defineCommand({
     // citty reads `--no-discovery` as discovery=false (an option named "no-discovery" would never be set).
     discovery: { type: "boolean", default: true, description: "answer multicast discovery queries (UDP port 7413, groups 239.255.74.13 and ff02::7413)", negativeDescription: "do not answer multicast discovery queries (binds no UDP socket)" },
     "discovery-port": { type: "string", description: "UDP port for discovery (default from config.json, 7413)" },
+    db: { type: "string", description: "where the records are: sqlite (STATE/airroot.db) or postgres://USER@HOST[:PORT]/DATABASE, shared by several airroot serve instances (default: config db, else sqlite); a password here shows in ps: prefer --db-password-file" },
+    "db-password-file": { type: "string", description: "file whose first line is the PostgreSQL password (default: config db-password-file)" },
     verbose: { type: "boolean", description: "log debug lines" },
   },
   subCommands: {
@@ -96,12 +98,16 @@ export const serveCommand = defineCommand({
     "boot-files": () => import("./servenetboot.ts").then((m) => m.bootFilesCommand),
     "dhcp-config": () => import("./servenetboot.ts").then((m) => m.dhcpConfigCommand),
     "firmware-ca": () => import("./servenetboot.ts").then((m) => m.firmwareCaCommand),
+    "copy-db": () => import("./servedb.ts").then((m) => m.copyDbCommand),
   },
   async run({ args, rawArgs }) {
     if (invokedSubcommand(rawArgs)) return; // citty runs the parent's run() after a subcommand too
     if (!args.state) throw new Error("serve: --state DIR is required (create it with `airroot serve init --state DIR --address ADDR`)");
     const log = createLogger({ prefix: "airroot serve", kmsg: false, verbose: args.verbose });
     const dport = args["discovery-port"] === undefined ? undefined : Number(args["discovery-port"]);
+    if (args.db && /^postgres(ql)?:\/\/[^/@]*:[^/@]*@/.test(args.db)) {
+      log.warn("--db holds a password, which any user of this host can read in the process list; put it in a file (mode 0600) and give --db-password-file FILE");
+    }
     // The signal handlers go in before serve() starts: its listeners accept connections (and an init system may send
     // SIGTERM) before it returns, and a SIGTERM then must still mean a clean shutdown, not the default kill.
     let stopRequested: string | undefined;
@@ -109,7 +115,8 @@ export const serveCommand = defineCommand({
     const onSignal = (sig: string) => { if (stopNow) stopNow(sig); else stopRequested ??= sig; };
     process.once("SIGTERM", () => onSignal("SIGTERM"));
     process.once("SIGINT", () => onSignal("SIGINT"));
-    const srv = await serve({ stateDir: resolve(args.state), listen: repeated(rawArgs, "listen"), httpListen: repeated(rawArgs, "http-listen"), advertise: repeated(rawArgs, "advertise"), discovery: args.discovery !== false, discoveryPort: dport, log });
+    const srv = await serve({ stateDir: resolve(args.state), listen: repeated(rawArgs, "listen"), httpListen: repeated(rawArgs, "http-listen"), advertise: repeated(rawArgs, "advertise"), discovery: args.discovery !== false, discoveryPort: dport, log,
+      db: args.db, dbPasswordFile: args["db-password-file"] === undefined ? undefined : resolve(args["db-password-file"]) });
     for (const l of srv.listening) console.log(`listening on ${l.host.includes(":") ? `[${l.host}]` : l.host}:${l.port}`);
     for (const l of srv.httpListening) console.log(`listening on ${l.host.includes(":") ? `[${l.host}]` : l.host}:${l.port} (plain HTTP, /boot/ only)`);
     process.on("SIGHUP", () => {

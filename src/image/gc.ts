@@ -2,16 +2,16 @@
 // and of interrupted gc runs.
 import { readdirSync, statSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
-import type { Database } from "bun:sqlite";
+import type { Db } from "../server/store/sql.ts";
 import { IMAGE_NAME_RE, imageFile, imagesDir, manifestFile, PACK_TMP_PREFIX } from "./paths";
 import { removeImageKey, sweepImageKeys } from "./imagekeys";
-import { currentImageDigests, imagesBootedSince, listImages, removeImage } from "../server/store/images";
+import { currentImageDigests, imagesBootedSince, listImages, removeImageIfUnused } from "../server/store/images";
 
 export const DEFAULT_GC_GRACE_MS = 7 * 86_400_000;
 
 export interface GcOptions {
   stateDir: string;
-  db: Database;
+  db: Db;
   graceMs?: number;     // default 7 days
   dryRun?: boolean;
   now?: number;         // ms since epoch
@@ -28,26 +28,26 @@ export interface GcResult {
  * An image is kept if a profile points at it, if any node booted from it within the grace period, or if it was
  * packed within the grace period (a node may be booting from it before its boot is recorded).
  */
-export function gcImages(opts: GcOptions): GcResult {
+export async function gcImages(opts: GcOptions): Promise<GcResult> {
   const now = opts.now ?? Date.now();
   const grace = opts.graceMs ?? DEFAULT_GC_GRACE_MS;
   const since = now - grace;
-  const current = new Set(currentImageDigests(opts.db));
-  const booted = new Set(imagesBootedSince(opts.db, since));
+  const current = new Set(await currentImageDigests(opts.db));
+  const booted = new Set(await imagesBootedSince(opts.db, since));
   const res: GcResult = { removed: [], kept: [], tmpRemoved: [], bytesFreed: 0 };
-  for (const img of listImages(opts.db)) {
+  for (const img of await listImages(opts.db)) {
     const why = current.has(img.digest) ? "current image of a profile"
       : booted.has(img.digest) ? "a node booted from it within the grace period"
       : img.created >= since ? "packed within the grace period" : null;
     if (why) { res.kept.push({ digest: img.digest, why }); continue; }
     if (opts.dryRun) { res.removed.push(img.digest); res.bytesFreed += img.size; continue; }
-    // Record first, re-checked in one write transaction, so a profile switched to this image meanwhile (a re-pack of
-    // an old tree) keeps it; then the files. An interrupted gc leaves orphan files, which the sweep below removes.
-    const gone = opts.db.transaction(() => {
-      if (currentImageDigests(opts.db).includes(img.digest)) return false;
-      removeImage(opts.db, img.digest);
-      return true;
-    }).immediate();
+    // Record first, re-checked in the same DELETE, so a profile switched to this image meanwhile (a re-pack of an old
+    // tree) keeps it (a profile set at the same instant elsewhere is refused by the foreign key, and gc keeps the
+    // image); then the files. An interrupted gc leaves orphan files, which the sweep below removes.
+    const gone = await removeImageIfUnused(opts.db, img.digest).catch((e: Error) => {
+      if (/foreign key/i.test(e.message)) return false;
+      throw e;
+    });
     if (!gone) { res.kept.push({ digest: img.digest, why: "became current during gc" }); continue; }
     res.removed.push(img.digest);
     res.bytesFreed += img.size;
@@ -56,7 +56,7 @@ export function gcImages(opts: GcOptions): GcResult {
   }
   // Sweep: temporaries of interrupted packs, and image files without a record (interrupted gc, lost database rows),
   // once they are older than the grace period (a pack renames the file into place before it records it).
-  const known = new Set(listImages(opts.db).map((i) => i.digest));
+  const known = new Set((await listImages(opts.db)).map((i) => i.digest));
   let names: string[] = [];
   try { names = readdirSync(imagesDir(opts.stateDir)); } catch { /* no images dir yet */ }
   for (const name of names) {

@@ -3,7 +3,7 @@
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readSync, renameSync, statSync, unlinkSync, writeSync, chmodSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
-import type { Database } from "bun:sqlite";
+import type { Db } from "../server/store/sql.ts";
 import { ensureImageKey, readImagePrivateKey, readImagePublicKey } from "./keys";
 import { imageFile, imagesDir, manifestFile, PACK_TMP_PREFIX } from "./paths";
 import { MANIFEST_FORMAT, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, isValidProfileName, loadManifest, signManifest, type Manifest } from "./manifest";
@@ -25,7 +25,7 @@ export interface PackOptions {
   rootDir: string;
   profile: string;
   stateDir: string;
-  db: Database;
+  db: Db;
   chunkSize?: number;              // default DEFAULT_CHUNK_SIZE
   /** Filesystem creation time written into the squashfs superblock (seconds). Fixed so that packs are reproducible. */
   mkfsTime?: number;               // default 0
@@ -149,8 +149,8 @@ export async function packImage(opts: PackOptions): Promise<PackResult> {
     }
     fsyncDir(dir);
 
-    addImage(opts.db, { digest, size, created: created.getTime(), profile: opts.profile });
-    setProfile(opts.db, opts.profile, digest, created.getTime());
+    await addImage(opts.db, { digest, size, created: created.getTime(), profile: opts.profile });
+    await setProfile(opts.db, opts.profile, digest, created.getTime());
     log(`profile ${opts.profile} -> ${digest} (${(size / 1048576).toFixed(1)} MiB, ${chunks.length} chunks${encryption ? ", encrypted" : ""})`);
     return { digest, size, manifest, reused, seconds: (performance.now() - t0) / 1000 };
   } finally {

@@ -1,7 +1,7 @@
 // Request routing for `airroot serve`: /images/* (static), POST /api/v1/enroll, GET /api/v1/info, the
 // mutual-TLS /api/v1/self/* calls and the boot reporter's POST /api/v1/report (a one-boot token, no client
 // certificate); every reply is JSON with a clear error code, every refusal audited.
-import type { Database } from "bun:sqlite";
+import type { Db } from "./store/sql.ts";
 import { serveImages } from "./static.ts";
 import { ApiError, errorResponse, json } from "./apierror.ts";
 import { activate, activateRequestSchema, enroll, enrollRequestSchema, type EnrollDeps } from "./enroll.ts";
@@ -14,7 +14,7 @@ import type { Logger } from "../util/log.ts";
 import type { ServerMetrics } from "./metrics.ts";
 
 export interface ApiDeps {
-  db: Database;
+  db: Db;
   imagesDir: string;
   serverId: string;
   enroll: Omit<EnrollDeps, "db" | "audit">;
@@ -80,29 +80,29 @@ export function createApi(d: ApiDeps): Handler {
           d.audit.record({ event: "report", outcome: "refused", remote: ctx.remoteAddress, reason: "rate limit" });
           throw new ApiError(429, "too-many-requests", "too many reports from this address; wait a minute");
         }
-        reportWithToken(selfDeps, await body(req, reportRequestSchema, "report", d.audit, ctx.remoteAddress), ctx.remoteAddress);
+        await reportWithToken(selfDeps, await body(req, reportRequestSchema, "report", d.audit, ctx.remoteAddress), ctx.remoteAddress);
         return json(200, { ok: true });
       }
       if (path.startsWith(`${API_PREFIX}self/`)) {
-        const node = authenticate(selfDeps, ctx.peer, ctx.remoteAddress, path);
+        const node = await authenticate(selfDeps, ctx.peer, ctx.remoteAddress, path);
         if (route === "GET self/config") {
-          const r = nodeConfig(selfDeps, node);
+          const r = await nodeConfig(selfDeps, node);
           d.metrics?.configServed();
           return json(200, r);
         }
         if (route === "POST self/sshcert") {
-          const r = sshCertificates(selfDeps, node, await body(req, sshCertRequestSchema, "sshcert", d.audit, ctx.remoteAddress), ctx.remoteAddress);
+          const r = await sshCertificates(selfDeps, node, await body(req, sshCertRequestSchema, "sshcert", d.audit, ctx.remoteAddress), ctx.remoteAddress);
           d.metrics?.sshCertsServed(r.certificates.length);
           return json(200, r);
         }
         if (route === "POST self/status") {
-          reportStatus(selfDeps, node, await body(req, statusRequestSchema, "status", d.audit, ctx.remoteAddress));
+          await reportStatus(selfDeps, node, await body(req, statusRequestSchema, "status", d.audit, ctx.remoteAddress));
           return json(200, { ok: true });
         }
         if (route === "POST self/report-token") {
           // The body is optional (nodes before untethering sent none).
           const r = req.headers.get("content-type") ? await body(req, reportTokenRequestSchema, "report-token", d.audit, ctx.remoteAddress) : {};
-          return json(200, issueReportToken(selfDeps, node, ctx.peer, ctx.remoteAddress, r));
+          return json(200, await issueReportToken(selfDeps, node, ctx.peer, ctx.remoteAddress, r));
         }
       }
       const known = ["info", "enroll", "enroll/activate", "report", "self/config", "self/sshcert", "self/status", "self/report-token"].includes(path.slice(API_PREFIX.length));

@@ -1,4 +1,5 @@
-// The audit trail: one JSON line per security decision (enrollment, refused call, revocation) in STATE/audit.log.
+// The audit trail: one JSON line per security decision (enrollment, refused call, revocation) in STATE/audit.log,
+// and the same event in the database's audit_log (store/auditlog.ts), which several servers share.
 import { appendFileSync, chmodSync, existsSync, writeFileSync } from "node:fs";
 import type { Logger } from "../util/log.ts";
 import { safeJson } from "../util/printable.ts";
@@ -14,6 +15,16 @@ export interface AuditEvent {
 
 export interface Audit {
   record(e: AuditEvent): void;
+  /** Resolves once every event recorded so far is stored (the database trail writes behind record()). */
+  flush?(): Promise<void>;
+}
+
+/** Records every event in each of `audits` (audit.log and the database). */
+export function teeAudit(...audits: Audit[]): Audit & { flush(): Promise<void> } {
+  return {
+    record(e) { for (const a of audits) a.record(e); },
+    async flush() { await Promise.all(audits.map((a) => a.flush?.())); },
+  };
 }
 
 /** Audit log writing to `file` (created 0600) and echoing a short line through `log`. Never pass key material. */

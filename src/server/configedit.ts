@@ -11,6 +11,7 @@ import { configSchema, readConfig, writeConfig, certCoverageWarning, hostsNotInS
 import { checkBootCmdline } from "./bootscript.ts";
 import { advertiseNotes, advertisedUrls, advertiseWarnings, canonicalAddress, parseBaseUrl, urlHostname } from "./urls.ts";
 import { formatWeightEntry, parseOrder, parseWeightEntry } from "./imagesources.ts";
+import { parseDbSetting, readPasswordFile } from "./store/dburl.ts";
 
 /** How often a running airroot serve looks at config.json's mtime and size. */
 export const CONFIG_CHECK_MS = 2000;
@@ -133,6 +134,21 @@ function rootKeyValues(v: string, key: string): string[] {
   });
 }
 
+// ---- the database ----
+
+/** `db`: sqlite, or a postgres:// URL without a password (that goes in db-password-file). */
+const dbSetting = (v: string, key: string) => {
+  const loc = parseDbSetting(v, key, false);
+  return loc.kind === "sqlite" ? "sqlite" : loc.url;
+};
+
+/** `db-password-file`: an existing file with the password on its first line (read now, so a typo fails here). */
+const passwordFile = (v: string, key: string) => {
+  const p = resolve(expandHome(v.trim()));
+  try { readPasswordFile(p); } catch (e) { throw new Error(`${key}: ${(e as Error).message}`); }
+  return p;
+};
+
 // ---- the keys ----
 
 export const CONFIG_KEYS: readonly KeyDef[] = [
@@ -163,6 +179,10 @@ export const CONFIG_KEYS: readonly KeyDef[] = [
     what: "plain-HTTP port for network boot files (/boot/ only) that airroot serve listens on and iPXE scripts use (0: no HTTP listener)" },
   { key: "boot-cmdline", field: "bootCmdline", kind: "optional-string", live: true, parse: (v) => checkBootCmdline(v),
     what: "site kernel parameters in every per-node iPXE script, e.g. \"console=ttyS0,115200 quiet\"; `set boot-cmdline` without a value clears it" },
+  { key: "db", field: "db", kind: "optional-string", live: false, parse: dbSetting,
+    what: "where the records are: sqlite (the default: STATE/airroot.db) or postgres://USER@HOST[:PORT]/DATABASE, one PostgreSQL database several airroot serve instances share (no password in it: see db-password-file); `set db` without a value restores sqlite" },
+  { key: "db-password-file", field: "dbPasswordFile", kind: "optional-string", live: false, parse: passwordFile,
+    what: "a file (mode 0600) whose first line is the PostgreSQL password for db; `set db-password-file` without a value clears it" },
   { key: "trust-link-local", field: "trustLinkLocal", kind: "bool", live: true, parse: boolean, what: "accept enrollment from link-local sources" },
   { key: "trust-attached", field: "trustAttached", kind: "bool", live: true, parse: boolean, what: "accept enrollment from this host's attached subnets" },
 ];

@@ -1,14 +1,14 @@
 // The discovery responder: answers multicast queries (IPv4 239.255.74.13, IPv6 ff02::7413) from nodes this server
 // knows (by MAC or UUID) with the API URLs of every server of the site. Unknown nodes get no answer.
 import dgram from "node:dgram";
-import type { Database } from "bun:sqlite";
+import type { Db } from "./store/sql.ts";
 import { networkInterfaces } from "node:os";
 import { DISCOVERY_GROUP_V4, DISCOVERY_GROUP_V6, DISCOVERY_PORT, decodeDatagram, encodeDatagram, querySchema } from "./discoverwire.ts";
 import { nodesByIdentity } from "./store/nodes.ts";
 import type { Logger } from "../util/log.ts";
 
 export interface ResponderOptions {
-  db: Database;
+  db: Db;
   serverId: string;
   apiUrls: () => string[];
   port?: number;              // default DISCOVERY_PORT
@@ -38,10 +38,14 @@ export async function startResponder(o: ResponderOptions): Promise<Responder> {
   const limit = o.maxRepliesPerSecond ?? 200;
   let windowStart = 0, inWindow = 0, answered = 0;
   const sockets: dgram.Socket[] = [];
-  const onMessage = (sock: dgram.Socket) => (msg: Buffer, rinfo: dgram.RemoteInfo) => {
+  const onMessage = (sock: dgram.Socket) => async (msg: Buffer, rinfo: dgram.RemoteInfo) => {
     let q;
     try { q = decodeDatagram(msg, querySchema); } catch { return; } // not ours or malformed: silence
-    const names = nodesByIdentity(o.db, q.macs, q.uuid);
+    let names: string[];
+    try { names = await nodesByIdentity(o.db, q.macs, q.uuid); } catch (e) {
+      o.log?.warn(`discovery: looking up a query in the database ${o.db.where}: ${(e as Error).message}`);
+      return;
+    }
     if (names.length === 0) return;
     const now = Date.now();
     if (now - windowStart >= 1000) { windowStart = now; inWindow = 0; }

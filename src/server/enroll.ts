@@ -1,7 +1,7 @@
 // Enrollment: an armed node on a trusted network trades its identity and a CSR for a client certificate, once.
 // A node with a TPM must also prove it: the server answers with a MakeCredential challenge for the node's EK and AK,
 // and issues the certificate only when the node returns the secret that only that TPM can recover.
-import type { Database } from "bun:sqlite";
+import type { Db } from "./store/sql.ts";
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { verifyCsr, CsrError, type VerifiedCsr } from "../pki/csr.ts";
 import { issueClientCert, randomSerial, type Ca } from "../pki/x509ca.ts";
@@ -32,7 +32,7 @@ export const activateRequestSchema = obj({
 export type ActivateRequest = Infer<typeof activateRequestSchema>;
 
 export interface EnrollDeps {
-  db: Database;
+  db: Db;
   nodeCa: Ca;
   audit: Audit;
   trust: TrustOptions;
@@ -83,7 +83,7 @@ async function checkCsr(d: EnrollDeps, pem: string, node: string, refuse: Refuse
     if (e instanceof CsrError) refuse(400, "bad-csr", e.message, node);
     throw e;
   }
-  if (keyUsedBefore(d.db, csr!.keyId)) refuse(409, "replay", "this key was already certified once; generate a new key for a new enrollment", node);
+  if (await keyUsedBefore(d.db, csr!.keyId)) refuse(409, "replay", "this key was already certified once; generate a new key for a new enrollment", node);
   return csr!;
 }
 
@@ -92,7 +92,7 @@ async function issue(d: EnrollDeps, node: string, csr: VerifiedCsr, ekPublic: st
   const serial = randomSerial();
   const cert = await issueClientCert(d.nodeCa, csr.publicKey, node, serial, d.nodeCertDays);
   const fingerprint = sha256(new Uint8Array(cert.rawData)).toString("hex");
-  const committed = commitEnrollment(d.db, { node, serial, keyId: csr.keyId, notAfter: cert.notAfter.getTime(), fingerprint, ekPublic }, now);
+  const committed = await commitEnrollment(d.db, { node, serial, keyId: csr.keyId, notAfter: cert.notAfter.getTime(), fingerprint, ekPublic }, now);
   if (!committed.ok) {
     if (committed.code === "replay") refuse(409, "replay", committed.reason, node);
     noMatch(refuse, committed.reason, node);
@@ -112,10 +112,10 @@ export async function enroll(d: EnrollDeps, req: EnrollRequest, remote: string):
   const refuse = refuser(d, remote, { macs: req.macs.join(","), uuid: req.uuid });
   const why = checkTrusted(d, remote, refuse);
 
-  const names = nodesByIdentity(d.db, req.macs, req.uuid);
+  const names = await nodesByIdentity(d.db, req.macs, req.uuid);
   if (names.length === 0) noMatch(refuse, "no node is registered with these MACs or UUID; add it with `airroot node add`");
   if (names.length > 1) noMatch(refuse, `these MACs/UUID belong to several nodes (${names.join(", ")}); fix the node records`);
-  const node: NodeRecord = getNode(d.db, names[0])!;
+  const node: NodeRecord = (await getNode(d.db, names[0]))!;
   if (req.name !== undefined && req.name !== node.name) noMatch(refuse, `the request names ${req.name} but its MACs/UUID belong to ${node.name}`, node.name);
   if (node.uuid && req.uuid !== node.uuid) noMatch(refuse, `SMBIOS UUID ${req.uuid ?? "(none)"} does not match the one recorded for ${node.name}`, node.name);
   if (node.macs.length && !req.macs.some((m) => node.macs.includes(m))) {
@@ -140,7 +140,7 @@ export async function enroll(d: EnrollDeps, req: EnrollRequest, remote: string):
   }
   const id = randomBytes(16).toString("hex");
   const expires = now + (d.challengeTtlMs ?? 120_000);
-  savePendingChallenge(d.db, { id, node: node.name, csr: req.csr, ekPublic: req.tpm.ekPublic, secretSha256: sha256(secret).toString("hex"), expires });
+  await savePendingChallenge(d.db, { id, node: node.name, csr: req.csr, ekPublic: req.tpm.ekPublic, secretSha256: sha256(secret).toString("hex"), expires });
   d.audit.record({ event: "enroll.challenge", outcome: "ok", remote, node: node.name, akName: ch!.akName });
   return { challenge: { id, credentialBlob: ch!.credentialBlob, secret: ch!.secret, expires: new Date(expires).toISOString() } };
 }
@@ -150,14 +150,14 @@ export async function activate(d: EnrollDeps, req: ActivateRequest, remote: stri
   const now = d.now?.() ?? Date.now();
   const refuse = refuser(d, remote, { challenge: req.id });
   const why = checkTrusted(d, remote, refuse);
-  const p = takePendingChallenge(d.db, req.id);
+  const p = await takePendingChallenge(d.db, req.id);
   if (!p) refuse(403, "unknown-challenge", "no such pending challenge (already answered, expired or never issued); enroll again");
   if (p!.expires <= now) refuse(403, "challenge-expired", "the TPM challenge expired; enroll again", p!.node);
   const got = sha256(new Uint8Array(Buffer.from(req.secret, "base64")));
   if (!timingSafeEqual(got, Buffer.from(p!.secretSha256, "hex"))) {
     refuse(403, "tpm-proof-failed", "the returned secret is wrong: the TPM that answered does not hold the EK and AK that were sent", p!.node);
   }
-  const node = getNode(d.db, p!.node);
+  const node = await getNode(d.db, p!.node);
   if (!node) noMatch(refuse, `node ${p!.node} was removed meanwhile`, p!.node);
   if (node!.ekPublic && node!.ekPublic !== p!.ekPublic) refuse(409, "ek-mismatch", `node ${node!.name} has another TPM recorded (if its TPM or board was replaced: \`airroot node arm ${node!.name} --new-tpm\`)`, node!.name, EK_MISMATCH);
   const csr = await checkCsr(d, p!.csr, node!.name, refuse);

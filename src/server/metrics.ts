@@ -6,7 +6,7 @@
 // boot network has no business knowing, so by default only loopback may read it (a Prometheus or node_exporter on the
 // server itself, or an SSH tunnel); `airroot serve config add metrics-subnets CIDR` opens it to a monitoring host or
 // network. Everyone else gets 403 and an audit line.
-import type { Database } from "bun:sqlite";
+import type { Db } from "./store/sql.ts";
 import { CONTENT_TYPE, Registry } from "../util/prometheus.ts";
 import { inCidr, parseCidr, parseIp, type Cidr } from "./netaddr.ts";
 import { json } from "./apierror.ts";
@@ -64,22 +64,14 @@ export class ServerMetrics {
     `Nodes in the node store by last reported boot stage (none: never reported; other: a stage not in ${KNOWN_STAGES.join(", ")}).`, ["stage"]);
   private readonly started = this.registry.gauge("airroot_serve_start_time_seconds", "When this airroot serve started (Unix time).");
 
-  constructor(db?: Database, connections?: () => { open: number; cut: Record<string, number> }) {
+  private readonly db?: Db;
+
+  constructor(db?: Db, connections?: () => { open: number; cut: Record<string, number> }) {
     for (const outcome of ["enrolled", "challenged", "refused", "error"]) this.enrollments.touch({ outcome });
     for (const outcome of ["served", "refused", "error"]) { this.configs.touch({ outcome }); this.sshcerts.touch({ outcome }); }
     for (const kind of ["node", "ssh-host"]) this.issued.touch({ kind });
     this.started.set({}, Math.round(Date.now() / 1000));
-    if (db) {
-      this.registry.onCollect(() => {
-        const counts = new Map<string, number>([["none", 0], ["other", 0], ...KNOWN_STAGES.map((s) => [s, 0] as [string, number])]);
-        for (const { stage, n } of countByStage(db)) {
-          const k = stage === null ? "none" : counts.has(stage) ? stage : "other";
-          counts.set(k, counts.get(k)! + n);
-        }
-        this.nodes.reset();
-        for (const [stage, n] of counts) this.nodes.set({ stage }, n);
-      });
-    }
+    this.db = db;
     if (connections) {
       const open = this.registry.gauge("airroot_serve_connections_open", "HTTPS connections open now.");
       const cut = this.registry.counter("airroot_serve_connections_cut_total", "HTTPS connections cut because a deadline passed (handshake, headers, request, response, keep-alive), by deadline.", ["deadline"]);
@@ -122,6 +114,18 @@ export class ServerMetrics {
   }
 
   render(): string { return this.registry.render(); }
+
+  /** Reads what the gauges show from the database (a query, so before render, which is synchronous). */
+  async refresh(): Promise<void> {
+    if (!this.db) return;
+    const counts = new Map<string, number>([["none", 0], ["other", 0], ...KNOWN_STAGES.map((s) => [s, 0] as [string, number])]);
+    for (const { stage, n } of await countByStage(this.db)) {
+      const k = stage === null ? "none" : counts.has(stage) ? stage : "other";
+      counts.set(k, counts.get(k)! + n);
+    }
+    this.nodes.reset();
+    for (const [stage, n] of counts) this.nodes.set({ stage }, n);
+  }
 }
 
 /** Whether `remote` may read /metrics: loopback always, else only from the configured subnets. */
@@ -133,7 +137,7 @@ export function metricsAllowed(remote: string, subnets: readonly string[]): bool
 }
 
 /** GET/HEAD /metrics: the page for an allowed reader, a 403 (audited, counted) for anyone else. */
-export function metricsResponse(m: ServerMetrics, req: Request, remote: string, subnets: readonly string[], audit: Audit): Response {
+export async function metricsResponse(m: ServerMetrics, req: Request, remote: string, subnets: readonly string[], audit: Audit): Promise<Response> {
   if (!metricsAllowed(remote, subnets)) {
     audit.record({ event: "metrics", outcome: "refused", remote, reason: "not loopback or a metrics-subnets address" });
     m.refused(METRICS_PATH, "metrics-not-allowed");
@@ -142,6 +146,7 @@ export function metricsResponse(m: ServerMetrics, req: Request, remote: string, 
   if (req.method !== "GET" && req.method !== "HEAD") {
     return json(405, { error: "method-not-allowed", message: `${req.method} is not allowed on ${METRICS_PATH}` }, { allow: "GET, HEAD" });
   }
+  await m.refresh();
   return new Response(m.render(), { status: 200, headers: { "content-type": CONTENT_TYPE, "cache-control": "no-store" } });
 }
 

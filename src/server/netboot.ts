@@ -3,7 +3,7 @@
 // because a file may be replaced), the generic iPXE script at /boot/ipxe and the per-node script at
 // /boot/ipxe?mac=MAC. A machine that cannot be booted (unknown or malformed MAC, no boot files, no address to give
 // it) still gets a script: it explains on the console and hands back to the firmware. Refusals are audited.
-import type { Database } from "bun:sqlite";
+import type { Db } from "./store/sql.ts";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import type { Stats } from "node:fs";
@@ -24,7 +24,7 @@ export interface NetbootDeps {
   bootDir: string;
   /** The state dir, for the commands scripts tell an operator to run. */
   stateDir: string;
-  db: Database;
+  db: Db;
   audit: Audit;
   log?: Logger;
   /** This server's advertised https:// base URLs (read at every request: the configuration may change). */
@@ -90,7 +90,7 @@ export async function serveNetboot(req: Request, remote: string, scheme: BootSch
     return new Response("method not allowed: /boot/ serves GET and HEAD only\n", { status: 405, headers: { ...SCRIPT_HEADERS, Allow: "GET, HEAD" } });
   }
   const head = req.method === "HEAD";
-  if (path === IPXE_SCRIPT_PATH) return ipxeScript(url, req, remote, scheme, d, head);
+  if (path === IPXE_SCRIPT_PATH) return await ipxeScript(url, req, remote, scheme, d, head);
 
   const name = path.slice(BOOT_URL_PREFIX.length);
   if (!(BOOT_FILE_NAMES as string[]).includes(name)) {
@@ -107,7 +107,7 @@ function missingBootFiles(bootDir: string): BootFileName[] {
   return (["vmlinuz", "initramfs"] as const).filter((n) => !existsSync(join(bootDir, n)));
 }
 
-function ipxeScript(url: URL, req: Request, remote: string, scheme: BootScheme, d: NetbootDeps, head: boolean): Response {
+async function ipxeScript(url: URL, req: Request, remote: string, scheme: BootScheme, d: NetbootDeps, head: boolean): Promise<Response> {
   const bases = bootBases(d.baseUrls(), scheme, d.httpPort());
   const base = pickBase(bases, req.headers.get("host"));
   if (!base) {
@@ -133,8 +133,8 @@ function ipxeScript(url: URL, req: Request, remote: string, scheme: BootScheme, 
     d.audit.record({ event: "boot-script", outcome: "refused", remote, reason: "malformed MAC" });
     return script(malformedMacScript(macs[0]), head);
   }
-  const [name] = nodesByIdentity(d.db, [mac]);
-  const node = name ? getNode(d.db, name) : null;
+  const [name] = await nodesByIdentity(d.db, [mac]);
+  const node = name ? await getNode(d.db, name) : null;
   if (!node) {
     d.audit.record({ event: "boot-script", outcome: "refused", remote, reason: `no node with MAC ${mac}` });
     return script(unknownMacScript(mac), head);

@@ -40,12 +40,12 @@ export const reportRequestSchema = obj({
 const sha256 = (token: string) => createHash("sha256").update(token, "utf8").digest();
 
 /** Issues the node's report token (replacing any earlier one); `peer` is the certificate it authenticated with. */
-export function issueReportToken(d: SelfDeps, node: NodeRecord, peer: PeerInfo, remote: string,
-  req: Infer<typeof reportTokenRequestSchema> = {}): { token: string; expires: string } {
+export async function issueReportToken(d: SelfDeps, node: NodeRecord, peer: PeerInfo, remote: string,
+  req: Infer<typeof reportTokenRequestSchema> = {}): Promise<{ token: string; expires: string }> {
   const now = d.now?.() ?? Date.now();
   const token = randomBytes(32).toString("base64url");
   const expires = now + (req.untether ? UNTETHER_REPORT_TOKEN_TTL_MS : (d.reportTokenTtlMs ?? REPORT_TOKEN_TTL_MS));
-  saveReportToken(d.db, { node: node.name, tokenSha256: sha256(token).toString("hex"), certSerial: normaliseSerial(peer.serial!), issued: now, expires });
+  await saveReportToken(d.db, { node: node.name, tokenSha256: sha256(token).toString("hex"), certSerial: normaliseSerial(peer.serial!), issued: now, expires });
   d.audit.record({ event: "report-token", outcome: "ok", remote, node: node.name, expires: new Date(expires).toISOString() });
   return { token, expires: new Date(expires).toISOString() };
 }
@@ -54,7 +54,7 @@ export function issueReportToken(d: SelfDeps, node: NodeRecord, peer: PeerInfo, 
  * A stage report with a token. Every refusal says the same to the caller and the detail to the audit log only; the
  * token itself is never logged.
  */
-export function reportWithToken(d: SelfDeps, req: Infer<typeof reportRequestSchema>, remote: string): void {
+export async function reportWithToken(d: SelfDeps, req: Infer<typeof reportRequestSchema>, remote: string): Promise<void> {
   const now = d.now?.() ?? Date.now();
   const refuse = (status: 401 | 403, reason: string): never => {
     d.audit.record({ event: "report", outcome: "refused", remote, node: req.node, stage: req.stage, reason });
@@ -63,19 +63,21 @@ export function reportWithToken(d: SelfDeps, req: Infer<typeof reportRequestSche
       : new ApiError(401, "bad-report-token", "the report token is not valid for this node (unknown, expired, used or replaced)");
   };
   if (!(REPORT_STAGES as readonly string[]).includes(req.stage)) refuse(403, `stage "${req.stage}" is not one a report token may post`);
-  d.db.transaction(() => {
-    const t = getReportToken(d.db, req.node);
+  await d.db.transaction(async (db) => {
+    const t = await getReportToken(db, req.node);
     if (!t) refuse(401, "the node has no report token");
     const want = Buffer.from(t!.tokenSha256, "hex");
     const got = sha256(req.token);
     if (want.length !== got.length || !timingSafeEqual(want, got)) refuse(401, "the report token does not match the node's");
     if (t!.expires <= now) refuse(401, `the report token expired at ${new Date(t!.expires).toISOString()}`);
-    const cert = getCert(d.db, t!.certSerial);
+    const cert = await getCert(db, t!.certSerial);
     if (!cert || cert.node !== req.node || cert.revoked !== null) refuse(401, `the client certificate ${t!.certSerial} the token was issued to is revoked or gone`);
-    const node = getNode(d.db, req.node);
+    const node = await getNode(db, req.node);
     if (!node) refuse(401, "the node no longer exists");
-    if (FINAL_REPORT_STAGES.includes(req.stage) && !(req.more && req.stage === "running")) dropReportToken(d.db, req.node, t!.tokenSha256);
+    // The drop is the claim: of two final reports with one token (through two servers), only one removes it.
+    if (FINAL_REPORT_STAGES.includes(req.stage) && !(req.more && req.stage === "running") &&
+      !(await dropReportToken(db, req.node, t!.tokenSha256))) refuse(401, "the report token was used meanwhile");
     // Recorded like /self/status (text sanitised the same way); no digest: the token cannot touch what gc keeps.
-    reportStatus(d, node!, { stage: req.stage, ...(req.detail !== undefined ? { detail: req.detail } : {}) });
-  })();
+    await reportStatus({ ...d, db }, node!, { stage: req.stage, ...(req.detail !== undefined ? { detail: req.detail } : {}) });
+  });
 }

@@ -1,6 +1,6 @@
 // The mutual-TLS node API (/api/v1/self/*): who a client certificate belongs to, and the node's config,
 // SSH host certificates and boot stage reports (the boot reporter's token is issued here too: see report.ts).
-import type { Database } from "bun:sqlite";
+import type { Db } from "./store/sql.ts";
 import { normaliseSerial } from "../pki/x509ca.ts";
 import { parsePublicKey } from "../pki/sshkey.ts";
 import { SshFormatError } from "../pki/sshwire.ts";
@@ -25,7 +25,7 @@ export interface PeerInfo {
 }
 
 export interface SelfDeps {
-  db: Database;
+  db: Db;
   audit: Audit;
   sshCa: Ed25519Key;
   sshCaPub: string;
@@ -50,19 +50,19 @@ export interface SelfDeps {
 }
 
 /** Maps a client certificate to its node; anything but a valid, recorded, unrevoked certificate is a 401. */
-export function authenticate(d: SelfDeps, peer: PeerInfo, remote: string, path: string): NodeRecord {
+export async function authenticate(d: SelfDeps, peer: PeerInfo, remote: string, path: string): Promise<NodeRecord> {
   const refuse = (reason: string, node?: string): never => {
     d.audit.record({ event: "mtls", outcome: "refused", remote, node, reason, path });
     throw new ApiError(401, "unauthenticated", `${reason}; enroll again (the node must be armed)`);
   };
   if (!peer.present || !peer.serial) refuse("no client certificate was presented");
   if (!peer.authorized) refuse(`client certificate not issued by this site's node CA or not valid now (${peer.authorizationError ?? "unverified"})`);
-  const cert = getCert(d.db, normaliseSerial(peer.serial!));
+  const cert = await getCert(d.db, normaliseSerial(peer.serial!));
   if (!cert) refuse(`client certificate serial ${peer.serial} is unknown (node removed or state reset)`);
   if (cert!.fingerprint !== peer.fingerprint) refuse(`client certificate serial ${peer.serial} is not the certificate this server issued`, cert!.node);
   if (cert!.revoked !== null) refuse(`client certificate ${cert!.serial} was revoked`, cert!.node);
   if (cert!.notAfter <= (d.now?.() ?? Date.now())) refuse(`client certificate ${cert!.serial} expired`, cert!.node);
-  const node = getNode(d.db, cert!.node);
+  const node = await getNode(d.db, cert!.node);
   if (!node) refuse(`node ${cert!.node} no longer exists`);
   return node!;
 }
@@ -93,15 +93,15 @@ export interface NodeConfig {
 
 const fqdnOf = (d: Pick<SelfDeps, "domain">, n: NodeRecord) => (d.domain ? `${n.name}.${d.domain}` : n.name);
 
-export function nodeConfig(d: SelfDeps, node: NodeRecord): NodeConfig {
-  const profile = getProfile(d.db, node.profile);
+export async function nodeConfig(d: SelfDeps, node: NodeRecord): Promise<NodeConfig> {
+  const profile = await getProfile(d.db, node.profile);
   let image: NodeConfig["image"] = null;
   if (profile) {
     const plan = d.imageSources?.();
     const bases = plan?.bases ?? d.imageBaseUrls();
     image = {
       digest: profile.digest,
-      size: getImage(d.db, profile.digest)?.size ?? null,
+      size: (await getImage(d.db, profile.digest))?.size ?? null,
       urls: bases.map((b) => `${b}/images/${profile.digest}.sfs`),
       manifestUrls: bases.map((b) => `${b}/images/${profile.digest}.manifest`),
       ...(plan ? { order: plan.order, weights: plan.weights } : {}),
@@ -112,7 +112,7 @@ export function nodeConfig(d: SelfDeps, node: NodeRecord): NodeConfig {
       // Who was given which image's key: the audit trail's answer when a node is lost or an image leaks.
       d.audit.record({ event: "image-key", outcome: "ok", node: node.name, digest: profile.digest });
     }
-    recordBoot(d.db, node.name, profile.digest, d.now?.() ?? Date.now()); // gc must keep what a node is about to boot
+    await recordBoot(d.db, node.name, profile.digest, d.now?.() ?? Date.now()); // gc must keep what a node is about to boot
   }
   return {
     name: node.name, fqdn: fqdnOf(d, node), network: node.net, profile: node.profile, image,
@@ -133,7 +133,7 @@ export function hostPrincipals(d: Pick<SelfDeps, "domain">, node: NodeRecord): s
 }
 
 /** Signs one host certificate per host public key; principals come from the node's record (hostPrincipals). */
-export function sshCertificates(d: SelfDeps, node: NodeRecord, req: Infer<typeof sshCertRequestSchema>, remote: string) {
+export async function sshCertificates(d: SelfDeps, node: NodeRecord, req: Infer<typeof sshCertRequestSchema>, remote: string) {
   const keys = req.hostKeys.map((k, i) => {
     try { return parsePublicKey(k); } catch (e) {
       if (e instanceof SshFormatError) {
@@ -146,13 +146,14 @@ export function sshCertificates(d: SelfDeps, node: NodeRecord, req: Infer<typeof
   const now = d.now?.() ?? Date.now();
   const principals = hostPrincipals(d, node);
   const validAfter = new Date(now - 5 * 60_000), validBefore = new Date(now + d.sshCertDays * 86_400_000);
-  const certificates = keys.map((k) => {
+  const certificates: { type: string; serial: string; certificate: string }[] = [];
+  for (const k of keys) {
     let serial = randomSshSerial();
-    for (let i = 0; i < 4 && sshSerialUsed(d.db, serial); i++) serial = randomSshSerial();
+    for (let i = 0; i < 4 && await sshSerialUsed(d.db, serial); i++) serial = randomSshSerial();
     const certificate = issueHostCertificate({ ca: d.sshCa, hostKey: k, principals, serial, keyId: `${node.name} ${k.type}`, validAfter, validBefore });
-    recordSshCert(d.db, node.name, serial, k.type, validBefore.getTime(), now);
-    return { type: k.type, serial: serial.toString(), certificate };
-  });
+    await recordSshCert(d.db, node.name, serial, k.type, validBefore.getTime(), now);
+    certificates.push({ type: k.type, serial: serial.toString(), certificate });
+  }
   d.audit.record({ event: "sshcert", outcome: "ok", remote, node: node.name, count: certificates.length, principals: principals.join(",") });
   return { principals, validAfter: validAfter.toISOString(), validBefore: validBefore.toISOString(), certificates };
 }
@@ -163,11 +164,11 @@ export const statusRequestSchema = obj({
   digest: opt(str({ max: 64, pattern: /^[0-9a-f]{64}$/, what: "a sha256 digest" })),
 });
 
-export function reportStatus(d: SelfDeps, node: NodeRecord, req: Infer<typeof statusRequestSchema>): void {
+export async function reportStatus(d: SelfDeps, node: NodeRecord, req: Infer<typeof statusRequestSchema>): Promise<void> {
   const now = d.now?.() ?? Date.now();
   // Control characters (C0, C1, bidi and other format characters) would let a node forge lines in, or act on the
   // terminal of, `airroot node show`; they are stored as spaces (and escaped again at display).
   const detail = req.detail === undefined ? null : cleanText(req.detail);
-  setStage(d.db, node.name, req.stage, detail, req.digest ?? null, now);
-  if (req.digest) recordBoot(d.db, node.name, req.digest, now);
+  await setStage(d.db, node.name, req.stage, detail, req.digest ?? null, now);
+  if (req.digest) await recordBoot(d.db, node.name, req.digest, now);
 }

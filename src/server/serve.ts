@@ -4,16 +4,16 @@
 // ports and the discovery port wait for a restart.
 import { readImageKey } from "../image/imagekeys.ts";
 import { statSync } from "node:fs";
+import { hostname } from "node:os";
 import { openDatabase } from "./store/db.ts";
-import "./store/nodes.ts";
-import "./store/images.ts";
+import { dbAudit } from "./store/auditlog.ts";
 import { certCoverageWarning, hostsNotInServerCert, loadState, readConfig, type ServerConfig } from "./state.ts";
 import { startHttps } from "./https.ts";
 import { startHttp, type HttpServer } from "./http.ts";
 import { plainHttpHandler, serveNetboot, type NetbootDeps } from "./netboot.ts";
 import type { DeadlineOptions } from "./deadlines.ts";
 import { createApi, type ApiDeps } from "./api.ts";
-import { fileAudit, type Audit } from "./audit.ts";
+import { fileAudit, teeAudit, type Audit } from "./audit.ts";
 import { startResponder, type Responder } from "./discovery.ts";
 import type { Logger } from "../util/log.ts";
 import { advertiseNotes, advertisedUrls, advertiseWarnings, listenerUrls, parseBaseUrl, siteApiUrls, urlHostname } from "./urls.ts";
@@ -23,6 +23,10 @@ import { METRICS_PATH, metricsResponse, ServerMetrics, timed } from "./metrics.t
 
 export interface ServeOptions {
   stateDir: string;
+  /** "sqlite" or a postgres:// URL shared by several servers; default: config.json's `db` (else STATE/airroot.db). */
+  db?: string;
+  /** The PostgreSQL password's file; default: config.json's `dbPasswordFile`. */
+  dbPasswordFile?: string;
   /** "ADDR:PORT" / "[V6]:PORT"; default every address on the configured port. */
   listen?: string[];
   /** Base URLs nodes are given for this server, instead of config.json's (`advertise`, else addresses x port). */
@@ -67,13 +71,16 @@ export function parseListen(s: string, what = "--listen"): { host: string; port:
 }
 
 // Read once at start: changing them needs new sockets (or is an identity change).
-const RESTART_ONLY = ["port", "httpPort", "discoveryPort", "serverId", "version"] as const;
+const RESTART_ONLY = ["port", "httpPort", "discoveryPort", "serverId", "version", "db", "dbPasswordFile"] as const;
 
 export async function serve(o: ServeOptions): Promise<RunningServer> {
   const st = await loadState(o.stateDir);
   let c = st.config;
-  const audit = o.audit ?? fileAudit(st.paths.audit, o.log);
-  const db = openDatabase(o.stateDir);
+  const db = await openDatabase(o.stateDir, { db: o.db, passwordFile: o.dbPasswordFile });
+  // audit.log (or the caller's) and the database's audit_log, which every server sharing the database writes to.
+  const trail = dbAudit(db, `${c.serverId}@${hostname()}[${process.pid}]`, o.log);
+  const audit = teeAudit(o.audit ?? fileAudit(st.paths.audit, o.log), trail);
+  o.log?.info(`records in ${db.dialect === "postgres" ? `PostgreSQL ${db.where}` : db.where}`);
   const listen = o.listen?.length ? o.listen.map((l) => parseListen(l)) : [{ host: "::", port: c.port }];
   const override = o.advertise?.map((u) => parseBaseUrl(u, "--advertise"));
   const advertised = (cfg: ServerConfig) => (override?.length ? [...new Set(override)] : advertisedUrls(cfg));
@@ -102,23 +109,25 @@ export async function serve(o: ServeOptions): Promise<RunningServer> {
     baseUrls: () => baseUrls, httpPort: () => c.httpPort || 80, apiUrls: () => siteApiUrls(baseUrls, c.peers), cmdline: () => c.bootCmdline,
   };
   const handler: typeof api = timed(metrics, async (req, ctx) =>
-    (new URL(req.url).pathname === METRICS_PATH ? metricsResponse(metrics, req, ctx.remoteAddress, c.metricsSubnets, audit) : undefined) ??
+    (new URL(req.url).pathname === METRICS_PATH ? await metricsResponse(metrics, req, ctx.remoteAddress, c.metricsSubnets, audit) : undefined) ??
     (await serveNetboot(req, ctx.remoteAddress, "https", netboot)) ?? api(req, ctx));
 
   const start = (l: typeof listen) => startHttps({ listen: l, cert: st.serverCertPem, key: st.serverKeyPem, clientCa: st.nodeCaPem, handler, log: o.log, deadlines: o.deadlines });
-  try { https = await start(listen); } catch (e) {
-    if (o.listen?.length) throw e;
-    // The default [::] fails on hosts without IPv6; IPv4 alone is still useful.
-    o.log?.warn(`${(e as Error).message}; falling back to 0.0.0.0:${c.port}`);
-    https = await start([{ host: "0.0.0.0", port: c.port }]);
-  }
+  try {
+    try { https = await start(listen); } catch (e) {
+      if (o.listen?.length) throw e;
+      // The default [::] fails on hosts without IPv6; IPv4 alone is still useful.
+      o.log?.warn(`${(e as Error).message}; falling back to 0.0.0.0:${c.port}`);
+      https = await start([{ host: "0.0.0.0", port: c.port }]);
+    }
+  } catch (e) { await audit.flush(); await db.close(); throw e; } // a pool left open would keep the process alive
   let http: HttpServer | undefined;
   const httpListen = o.httpListen?.length ? o.httpListen.map((l) => parseListen(l, "--http-listen"))
     : c.httpPort ? [...new Set(https.addresses.map((a) => a.host))].map((host) => ({ host, port: c.httpPort })) : [];
   if (httpListen.length) {
     try {
       http = await startHttp({ listen: httpListen, handler: timed(metrics, plainHttpHandler(netboot)), log: o.log, deadlines: o.deadlines });
-    } catch (e) { await https.close(); db.close(); throw e; }
+    } catch (e) { await https.close(); await audit.flush(); await db.close(); throw e; }
   }
   let responder: Responder | undefined;
   const dport = o.discoveryPort ?? c.discoveryPort;
@@ -178,6 +187,6 @@ export async function serve(o: ServeOptions): Promise<RunningServer> {
     get baseUrls() { return baseUrls; },
     get config() { return c; },
     localUrls, listening: https.addresses, httpListening: http?.addresses ?? [], httpLocalUrls, reloadConfig,
-    async close() { if (timer) clearInterval(timer); await responder?.close(); await http?.close(); await https.close(); db.close(); },
+    async close() { if (timer) clearInterval(timer); await responder?.close(); await http?.close(); await https.close(); await audit.flush(); await db.close(); },
   };
 }

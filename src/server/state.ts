@@ -63,6 +63,10 @@ export const configSchema = obj({
   // Who may read GET /metrics besides loopback (src/server/metrics.ts); missing in older state dirs.
   metricsSubnets: withDefault(arr(subnet, { max: 256 }), []),
   bootCmdline: opt(str({ max: 1024, pattern: /^[\x21-\x7e]+( [\x21-\x7e]+)*$/, what: "kernel parameters (printable ASCII, single spaces)" })),
+  // Where the records are: missing or "sqlite" for STATE/airroot.db, or a postgres:// URL (without a password)
+  // that several servers share (store/db.ts); the password comes from dbPasswordFile.
+  db: opt(str({ max: 1024, pattern: /^(sqlite|postgres(ql)?:\/\/[\x21-\x7e]+)$/, what: "sqlite or a postgres:// URL" })),
+  dbPasswordFile: opt(str({ max: 4096, pattern: /^\/[\x21-\x7e]*$/, what: "an absolute file path" })),
 });
 export type ServerConfig = Infer<typeof configSchema>;
 

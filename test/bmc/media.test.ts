@@ -231,9 +231,9 @@ describe("attach", () => {
     const state = scratchDir("airroot-bmc-state-");
     const { openDatabase } = await import("../../src/server/store/db");
     const { addNode } = await import("../../src/server/store/nodes");
-    const db = openDatabase(state);
-    addNode(db, { name: "n001", macs: ["52:54:00:12:34:56"], profile: "compute", net: { mode: "dhcp" } as never });
-    db.close();
+    const db = await openDatabase(state);
+    await addNode(db, { name: "n001", macs: ["52:54:00:12:34:56"], profile: "compute", net: { mode: "dhcp" } as never });
+    await db.close();
     const s = await bmc();
     let r = await airroot(["node", "media", "status", "n001", ...auth(s), "--state", state]);
     expect(r.out).toContain("node n001: profile compute, 52:54:00:12:34:56, dhcp");

@@ -12,13 +12,13 @@ import { firstContact } from "../../src/client/firstcontact.ts";
 import { ApiCallError } from "../../src/client/http.ts";
 
 const MAC = "52:54:00:00:00:51";
-let srv: RunningServer, state: string, db: ReturnType<typeof openDatabase>, ca: string;
+let srv: RunningServer, state: string, db: Awaited<ReturnType<typeof openDatabase>>, ca: string;
 
 beforeAll(async () => {
   state = join(scratchDir(), "state");
   await initState(state, { addresses: ["127.0.0.1"] });
-  db = openDatabase(state);
-  addNode(db, { name: "f1", macs: [MAC], profile: "p", net: { mode: "dhcp" } });
+  db = await openDatabase(state);
+  await addNode(db, { name: "f1", macs: [MAC], profile: "p", net: { mode: "dhcp" } });
   srv = await serve({ stateDir: state, listen: ["127.0.0.1:0"], discovery: false });
   ca = readFileSync(statePaths(state).siteCaCert, "utf8");
 }, 60_000);
@@ -31,7 +31,7 @@ test("a refusal from the first server is final (no failover on 4xx)", async () =
 });
 
 test("an unreachable server is skipped; enrollment, config, host certificate and stage come from the next", async () => {
-  armNode(db, "f1", null);
+  await armNode(db, "f1", null);
   const dead = `https://127.0.0.1:${await freePort("127.0.0.1")}`;
   const hk = join(scratchDir(), "hk");
   Bun.spawnSync(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", hk]);
@@ -41,5 +41,5 @@ test("an unreachable server is skipped; enrollment, config, host certificate and
   expect(logs.join("\n")).toContain("trying the next server");
   expect(r.config.name).toBe("f1");
   expect(r.hostCertificates?.certificates[0].certificate).toStartWith("ssh-ed25519-cert-v01@openssh.com ");
-  expect(getNode(db, "f1")!.stage).toBe("test-stage");
+  expect((await getNode(db, "f1"))!.stage).toBe("test-stage");
 }, 60_000);

@@ -19,7 +19,7 @@ import { SshFormatError } from "../../src/pki/sshwire.ts";
 
 const CURVES = [["nistp256", 256], ["nistp384", 384], ["nistp521", 521]] as const;
 let dir = "", state = "", srv: RunningServer, api: NodeApi;
-let db: ReturnType<typeof openDatabase>;
+let db: Awaited<ReturnType<typeof openDatabase>>;
 const keys: Record<string, { good: string; forged: string }> = {};
 
 /** A real key from ssh-keygen, and the same line with the last bit of the point's Y coordinate flipped. */
@@ -40,9 +40,9 @@ beforeAll(async () => {
   state = join(dir, "state");
   for (const [c, b] of CURVES) keys[c] = keyPair(c, b);
   await initState(state, { addresses: ["127.0.0.1"] });
-  db = openDatabase(state);
-  addNode(db, { name: "n1", macs: ["52:54:00:00:13:51"], profile: "p", net: { mode: "dhcp" } });
-  armNode(db, "n1", null);
+  db = await openDatabase(state);
+  await addNode(db, { name: "n1", macs: ["52:54:00:00:13:51"], profile: "p", net: { mode: "dhcp" } });
+  await armNode(db, "n1", null);
   srv = await serve({ stateDir: state, listen: ["127.0.0.1:0"], discovery: false, configCheckMs: 0 });
   const ca = readFileSync(statePaths(state).siteCaCert, "utf8");
   api = new NodeApi(srv.localUrls[0], ca, await enrollNode(srv.localUrls[0], ca, { macs: ["52:54:00:00:13:51"] }));
@@ -66,15 +66,15 @@ test("parsePublicKey refuses a point off the curve with a clear error", () => {
 });
 
 test("POST self/sshcert refuses a forged ECDSA host key (400 bad-host-key); nothing is signed or recorded", async () => {
-  const count = () => (db.query("SELECT COUNT(*) AS n FROM ssh_host_certs").get() as { n: number }).n;
+  const count = async () => Number((await db.get<{ n: number }>("SELECT COUNT(*) AS n FROM ssh_host_certs"))!.n);
   for (const [c] of CURVES) {
-    const before = count();
+    const before = (await count());
     const e = await api.sshCertificates([keys[c].forged]).catch((x) => x);
     expect(e).toBeInstanceOf(ApiCallError);
     expect((e as ApiCallError).status).toBe(400);
     expect((e as ApiCallError).code).toBe("bad-host-key");
     expect((e as ApiCallError).message).toContain(`hostKeys[0]: ECDSA key: the public point is not on the ${c} curve`);
-    expect(count()).toBe(before);
+    expect((await count())).toBe(before);
     // A good key next to a forged one: the whole request is refused.
     expect(await api.sshCertificates([keys[c].good, keys[c].forged]).then(() => "signed", () => "refused")).toBe("refused");
     const ok = await api.sshCertificates([keys[c].good]);

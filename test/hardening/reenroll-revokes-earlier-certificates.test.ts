@@ -70,20 +70,20 @@ test("after a second enrollment the first credential gets 401 on every /api/v1/s
   expect(log).toMatch(/"event":"mtls","outcome":"refused".*was revoked/);
 }, 120_000);
 
-test("a re-enrollment refused at commit revokes nothing (one transaction)", () => {
+test("a re-enrollment refused at commit revokes nothing (one transaction)", async () => {
   const d = join(scratchDir(), "state");
   Bun.spawnSync([bin, "serve", "init", "--state", d, "--address", "127.0.0.1"]);
-  const db = openDatabase(d);
+  const db = await openDatabase(d);
   try {
-    addNode(db, { name: "n2", macs: ["52:54:00:00:13:22"], profile: "p", net: { mode: "dhcp" } });
+    await addNode(db, { name: "n2", macs: ["52:54:00:00:13:22"], profile: "p", net: { mode: "dhcp" } });
     const e = (serial: string, keyId: string) => ({ node: "n2", serial, keyId, notAfter: Date.now() + 86_400_000, fingerprint: serial });
-    armNode(db, "n2", null);
-    expect(commitEnrollment(db, e("A1", "key-1"))).toEqual({ ok: true, revoked: 0 });
-    armNode(db, "n2", null);
+    await armNode(db, "n2", null);
+    expect(await commitEnrollment(db, e("A1", "key-1"))).toEqual({ ok: true, revoked: 0 });
+    await armNode(db, "n2", null);
     // The same key again: refused inside the transaction, after the window was claimed; A1 must stay valid.
-    expect(commitEnrollment(db, e("A2", "key-1")).ok).toBe(false);
-    expect(certsOf(db, "n2").map((c) => [c.serial, c.revoked])).toEqual([["A1", null]]);
-    expect(commitEnrollment(db, e("A3", "key-3"))).toEqual({ ok: true, revoked: 1 });
-    expect(certsOf(db, "n2").map((c) => [c.serial, c.revoked === null]).sort()).toEqual([["A1", false], ["A3", true]]);
-  } finally { db.close(); }
+    expect((await commitEnrollment(db, e("A2", "key-1"))).ok).toBe(false);
+    expect((await certsOf(db, "n2")).map((c) => [c.serial, c.revoked])).toEqual([["A1", null]]);
+    expect(await commitEnrollment(db, e("A3", "key-3"))).toEqual({ ok: true, revoked: 1 });
+    expect((await certsOf(db, "n2")).map((c) => [c.serial, c.revoked === null]).sort()).toEqual([["A1", false], ["A3", true]]);
+  } finally { await db.close(); }
 });

@@ -22,12 +22,12 @@ import { reporterInputFor, sendBooted, startReporter } from "../../src/boot/repo
 
 let dir = "", state = "", url = "", siteCa = "", bin = "";
 let srv: RunningServer;
-let db: ReturnType<typeof openDatabase>;
+let db: Awaited<ReturnType<typeof openDatabase>>;
 const cred: Record<string, NodeCredential> = {};
 const MACS: Record<string, string> = { n1: "52:54:00:00:14:01", n2: "52:54:00:00:14:02" };
 
 const audit = () => readFileSync(statePaths(state).audit, "utf8");
-const stage = (n: string) => getNode(db, n)?.stage ?? null;
+const stage = async (n: string) => (await getNode(db, n))?.stage ?? null;
 const newToken = async (n: string) => {
   const api = new NodeApi(url, siteCa, cred[n]);
   try { return (await api.reportToken()).token; } finally { await api.close(); }
@@ -89,20 +89,20 @@ beforeAll(async () => {
   dir = scratchDir();
   state = join(dir, "state");
   await initState(state, { addresses: ["127.0.0.1"] });
-  db = openDatabase(state);
-  for (const [n, mac] of Object.entries(MACS)) addNode(db, { name: n, macs: [mac], profile: "p", net: { mode: "dhcp" } });
+  db = await openDatabase(state);
+  for (const [n, mac] of Object.entries(MACS)) await addNode(db, { name: n, macs: [mac], profile: "p", net: { mode: "dhcp" } });
   srv = await serve({ stateDir: state, listen: ["127.0.0.1:0"], discovery: false });
   url = srv.localUrls[0];
   siteCa = readFileSync(statePaths(state).siteCaCert, "utf8");
   for (const [n, mac] of Object.entries(MACS)) {
-    armNode(db, n, null);
+    await armNode(db, n, null);
     cred[n] = await enrollNode(url, siteCa, { macs: [mac] });
   }
 }, 240_000);
 
 afterAll(async () => {
   await srv?.close();
-  db?.close();
+  await db?.close();
   removeScratchDirs();
 }, 60_000);
 
@@ -119,17 +119,17 @@ test("the reporter's input and memory hold no part of the node credential, only 
   const socket = join(dir, "report/booted.sock");
   const pid = await startReporter({ ...input, switchWaitSec: 20, socket, pid: init.pid }, 20_000, [bin]);
   try {
-    for (let i = 0; i < 100 && stage("n1") !== "switched-root"; i++) await Bun.sleep(100);
-    expect(stage("n1")).toBe("switched-root");
+    for (let i = 0; i < 100 && (await stage("n1")) !== "switched-root"; i++) await Bun.sleep(100);
+    expect((await stage("n1"))).toBe("switched-root");
     // Now it waits for the booted OS, beside it: what root there could read.
     const needles = [...credentialNeedles(cred.n1), Buffer.from(input.token, "latin1")];
     const found = scanMemory(pid, needles);
     expect(found.at(-1)).toBe(true); // the scan works: the token it must hold is found
     expect(found.slice(0, -1)).toEqual(needles.slice(0, -1).map(() => false));
     expect(await sendBooted(socket)).toBe("reported");
-    for (let i = 0; i < 100 && stage("n1") !== "running"; i++) await Bun.sleep(100);
-    expect(stage("n1")).toBe("running");
-    expect(getNode(db, "n1")?.stageDetail).toMatch(/^multi-user.target reached \d+ s after switch_root$/);
+    for (let i = 0; i < 100 && (await stage("n1")) !== "running"; i++) await Bun.sleep(100);
+    expect((await stage("n1"))).toBe("running");
+    expect((await getNode(db, "n1"))?.stageDetail).toMatch(/^multi-user.target reached \d+ s after switch_root$/);
     for (let i = 0; i < 100 && existsSync(`/proc/${pid}`) && !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, "utf8")); i++) await Bun.sleep(100);
   } finally {
     try { process.kill(pid, "SIGKILL"); } catch {}
@@ -147,7 +147,7 @@ test("a token reports running for its node; wrong, other-node, replaced, used, e
   let t1 = await newToken("n1");
   const t2 = await newToken("n2");
   expect(await report({ node: "n1", token: t1, stage: "switched-root", detail: "PID 1 is /usr/lib/systemd/systemd\u009b2J" })).toEqual({ status: 200 });
-  expect(getNode(db, "n1")?.stageDetail).toBe("PID 1 is /usr/lib/systemd/systemd 2J"); // sanitised as /self/status does
+  expect((await getNode(db, "n1"))?.stageDetail).toBe("PID 1 is /usr/lib/systemd/systemd 2J"); // sanitised as /self/status does
 
   // Wrong token, another node's token, a token for another node.
   const wrong = t1.slice(0, 42) + (t1[42] === "A" ? "B" : "A");
@@ -155,14 +155,14 @@ test("a token reports running for its node; wrong, other-node, replaced, used, e
   expect(await report({ node: "n1", token: t2, stage: "running" })).toEqual({ status: 401, code: "bad-report-token" });
   expect(await report({ node: "n2", token: t1, stage: "running" })).toEqual({ status: 401, code: "bad-report-token" });
   expect(await report({ node: "n9", token: t1, stage: "running" })).toEqual({ status: 401, code: "bad-report-token" });
-  expect(stage("n1")).toBe("switched-root");
-  expect(stage("n2")).toBeNull();
+  expect((await stage("n1"))).toBe("switched-root");
+  expect((await stage("n2"))).toBeNull();
 
   // The token works through the node client too, and "running" uses it up.
   await reportWithToken(url, siteCa, { node: "n1", token: t1, stage: "running", detail: "multi-user.target reached 9 s after switch_root" });
-  expect(stage("n1")).toBe("running");
+  expect((await stage("n1"))).toBe("running");
   expect(await report({ node: "n1", token: t1, stage: "boot-stalled" })).toEqual({ status: 401, code: "bad-report-token" });
-  expect(stage("n1")).toBe("running");
+  expect((await stage("n1"))).toBe("running");
 
   // A new token replaces the earlier one.
   const old = await newToken("n1");
@@ -171,16 +171,16 @@ test("a token reports running for its node; wrong, other-node, replaced, used, e
   expect(await report({ node: "n1", token: t1, stage: "switched-root" })).toEqual({ status: 200 });
 
   // Expired (the clock moved past its expiry: set it in the database).
-  db.query("UPDATE report_tokens SET expires = ? WHERE node = 'n1'").run(Date.now() - 1000);
+  await db.run("UPDATE report_tokens SET expires = ? WHERE node = 'n1'", Date.now() - 1000);
   expect(await report({ node: "n1", token: t1, stage: "running" })).toEqual({ status: 401, code: "bad-report-token" });
-  expect(stage("n1")).toBe("switched-root");
+  expect((await stage("n1"))).toBe("switched-root");
 
   // The certificate it was issued to revoked (`airroot node revoke`): the token dies with it.
   expect(await report({ node: "n2", token: t2, stage: "switched-root" })).toEqual({ status: 200 });
-  revokeNode(db, "n2");
+  await revokeNode(db, "n2");
   expect(await report({ node: "n2", token: t2, stage: "running" })).toEqual({ status: 401, code: "bad-report-token" });
-  expect(stage("n2")).toBe("switched-root");
-  armNode(db, "n2", null);
+  expect((await stage("n2"))).toBe("switched-root");
+  await armNode(db, "n2", null);
   cred.n2 = await enrollNode(url, siteCa, { macs: [MACS.n2] });
 
   const log = audit();
@@ -197,10 +197,10 @@ test("a token may post only switched-root, running and boot-stalled: other stage
   }
   expect(await report({ node: "n2", token: t, stage: "running", digest: "a".repeat(64) })).toEqual({ status: 400, code: "bad-request" });
   expect(await report({ node: "n2", token: t, stage: "running", credential: "x" })).toEqual({ status: 400, code: "bad-request" });
-  expect(stage("n2")).toBe("switched-root");
+  expect((await stage("n2"))).toBe("switched-root");
   expect(audit()).toMatch(/"event":"report","outcome":"refused".*"node":"n2".*"stage":"trusted".*not one a report token may post/);
   expect(await report({ node: "n2", token: t, stage: "boot-stalled" })).toEqual({ status: 200 });
-  expect(stage("n2")).toBe("boot-stalled");
+  expect((await stage("n2"))).toBe("boot-stalled");
 }, 60_000);
 
 test("a token opens nothing under /api/v1/self/: without the client certificate every call is 401", async () => {
@@ -217,21 +217,21 @@ test("a token opens nothing under /api/v1/self/: without the client certificate 
 test("an airroot.db from before report tokens gets their table when opened; its nodes and certificates keep working", async () => {
   const d = join(scratchDir(), "state");
   await initState(d, { addresses: ["127.0.0.1"] });
-  let old = openDatabase(d);
-  addNode(old, { name: "n3", macs: ["52:54:00:00:14:03"], profile: "p", net: { mode: "dhcp" } });
-  armNode(old, "n3", null);
+  let old = await openDatabase(d);
+  await addNode(old, { name: "n3", macs: ["52:54:00:00:14:03"], profile: "p", net: { mode: "dhcp" } });
+  await armNode(old, "n3", null);
   // Make it the database an earlier airroot left: no report_tokens table, its migration never applied.
-  old.exec("DROP TABLE report_tokens; DELETE FROM schema_applied WHERE id = 'nodes-v4-report-tokens'");
-  expect(old.query("SELECT name FROM sqlite_master WHERE name = 'report_tokens'").get()).toBeNull();
-  old.close();
+  await old.exec("DROP TABLE report_tokens; DELETE FROM schema_applied WHERE id = 'nodes-v4-report-tokens'");
+  expect(await old.get("SELECT name FROM sqlite_master WHERE name = 'report_tokens'")).toBeNull();
+  await old.close();
   const s = await serve({ stateDir: d, listen: ["127.0.0.1:0"], discovery: false });
   try {
     const ca = readFileSync(statePaths(d).siteCaCert, "utf8");
     const c = await enrollNode(s.localUrls[0], ca, { macs: ["52:54:00:00:14:03"] });
     const input = await reporterInputFor({ servers: [s.localUrls[0]], credential: c }, ca);
     await reportWithToken(s.localUrls[0], ca, { node: "n3", token: input.token, stage: "running" });
-    old = openDatabase(d);
-    try { expect(getNode(old, "n3")?.stage).toBe("running"); } finally { old.close(); }
+    old = await openDatabase(d);
+    try { expect((await getNode(old, "n3"))?.stage).toBe("running"); } finally { await old.close(); }
   } finally { await s.close(); }
 }, 60_000);
 

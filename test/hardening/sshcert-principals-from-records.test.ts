@@ -16,7 +16,7 @@ import { enrollNode, NodeApi, type NodeCredential, type SshCertReply } from "../
 
 const VICTIM_IP = "127.0.0.5", OTHER_IP = "127.0.0.6";
 let dir = "", state = "", url = "", siteCa = "", srv: RunningServer;
-let db: ReturnType<typeof openDatabase>;
+let db: Awaited<ReturnType<typeof openDatabase>>;
 const creds: Record<string, NodeCredential> = {};
 
 function hostKey(name: string): string {
@@ -42,15 +42,15 @@ beforeAll(async () => {
   dir = scratchDir();
   state = join(dir, "state");
   await initState(state, { addresses: ["127.0.0.1"], domain: "cluster.test" });
-  db = openDatabase(state);
-  addNode(db, { name: "victim", macs: ["52:54:00:00:13:01"], profile: "p", net: { mode: "static", ip: `${VICTIM_IP}/8`, dns: [] } });
-  addNode(db, { name: "impostor", macs: ["52:54:00:00:13:02"], profile: "p", net: { mode: "dhcp" } });
-  addNode(db, { name: "other", macs: ["52:54:00:00:13:03"], profile: "p", net: { mode: "static", ip: `${OTHER_IP}/8`, dns: [] } });
+  db = await openDatabase(state);
+  await addNode(db, { name: "victim", macs: ["52:54:00:00:13:01"], profile: "p", net: { mode: "static", ip: `${VICTIM_IP}/8`, dns: [] } });
+  await addNode(db, { name: "impostor", macs: ["52:54:00:00:13:02"], profile: "p", net: { mode: "dhcp" } });
+  await addNode(db, { name: "other", macs: ["52:54:00:00:13:03"], profile: "p", net: { mode: "static", ip: `${OTHER_IP}/8`, dns: [] } });
   srv = await serve({ stateDir: state, listen: ["127.0.0.1:0"], discovery: false, configCheckMs: 0 });
   url = srv.localUrls[0];
   siteCa = readFileSync(statePaths(state).siteCaCert, "utf8");
   for (const [name, mac] of [["victim", "52:54:00:00:13:01"], ["impostor", "52:54:00:00:13:02"], ["other", "52:54:00:00:13:03"]]) {
-    armNode(db, name, null);
+    await armNode(db, name, null);
     creds[name] = await enrollNode(url, siteCa, { macs: [mac] });
   }
 }, 60_000);

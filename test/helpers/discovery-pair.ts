@@ -20,15 +20,15 @@ export interface DiscoveryPair {
 
 export async function startDiscoveryPair(o: { mac: string; serverId: string; apiUrls: (addrA: string) => string[] }): Promise<DiscoveryPair> {
   const dir = scratchDir();
-  const db = openDatabase(dir);
-  addNode(db, { name: "n1", macs: [o.mac], profile: "p", net: { mode: "dhcp" } });
-  db.close();
+  const db = await openDatabase(dir);
+  await addNode(db, { name: "n1", macs: [o.mac], profile: "p", net: { mode: "dhcp" } });
+  await db.close();
   const net = await makeNetnsPair();
   writeFileSync(join(dir, "responder.ts"), `
     import { openDatabase } from "${SRC}/server/store/db.ts";
     import "${SRC}/server/store/nodes.ts";
     import { startResponder } from "${SRC}/server/discovery.ts";
-    const db = openDatabase(${JSON.stringify(dir)});
+    const db = await openDatabase(${JSON.stringify(dir)});
     await startResponder({ db, serverId: ${JSON.stringify(o.serverId)}, apiUrls: () => ${JSON.stringify(o.apiUrls(net.addrA))} });
     console.log("ready");
     setTimeout(() => process.exit(0), 60_000); // bounded even if the test dies

@@ -19,10 +19,10 @@ export async function packedImage(bytes: number): Promise<PackedImage> {
   const state = join(base, "state");
   mkdirSync(state, { mode: 0o755 });
   const tree = makeTree(join(base, "root"), "", bytes);
-  const db = openDatabase(state);
+  const db = await openDatabase(state);
   try {
     return { base, pki, state, tree, packed: await packImage({ rootDir: tree, profile: "compute", stateDir: state, db }) };
-  } finally { db.close(); }
+  } finally { await db.close(); }
 }
 
 /**

@@ -146,15 +146,15 @@ describe("image pack --encrypt", () => {
   const base = scratchDir();
   const state = join(base, "state");
   const tree = makeTree(join(base, "root"));
-  const db = openDatabase((mkdirSync(state, { recursive: true }), state));
+  const db = openDatabase((mkdirSync(state, { recursive: true }), state)); // a promise: awaited where used
   let digest = "", plainDigest = "";
 
   test("the stored image is ciphertext: no squashfs magic; it decrypts to the plain pack byte for byte", async () => {
-    const plain = await packImage({ rootDir: tree, profile: "plain", stateDir: state, db, now: () => new Date("2026-11-01T00:00:00Z") });
+    const plain = await packImage({ rootDir: tree, profile: "plain", stateDir: state, db: await db, now: () => new Date("2026-11-01T00:00:00Z") });
     plainDigest = plain.digest;
     expect(plain.manifest.encryption).toBeUndefined();
     const lines: string[] = [];
-    const r = await packImage({ rootDir: tree, profile: "secret", stateDir: state, db, encrypt: true, log: (l) => lines.push(l) });
+    const r = await packImage({ rootDir: tree, profile: "secret", stateDir: state, db: await db, encrypt: true, log: (l) => lines.push(l) });
     digest = r.digest;
     expect(lines.some((l) => /encrypting .* \(aes-xts-plain64, 512-bit key, 4096-byte sectors\)/.test(l))).toBe(true);
     expect(r.digest).not.toBe(plain.digest);
@@ -191,13 +191,13 @@ describe("image pack --encrypt", () => {
     expect(() => writeImageKey(state, digest, newImageKey())).toThrow(/already exists; an image's key is never replaced/);
   });
 
-  test("image gc removes a removed image's key, and sweeps old orphan keys", () => {
-    setProfile(db, "secret", plainDigest, Date.now()); // nothing points at the encrypted image now
+  test("image gc removes a removed image's key, and sweeps old orphan keys", async () => {
+    await setProfile(await db, "secret", plainDigest, Date.now()); // nothing points at the encrypted image now
     const orphan = "f".repeat(64);
     writeImageKey(state, orphan, newImageKey());
     const old = new Date(Date.now() - 30 * 86_400_000);
     utimesSync(imageKeyFile(state, orphan), old, old);
-    const r = gcImages({ stateDir: state, db, now: Date.now() + 30 * 86_400_000, graceMs: 86_400_000 });
+    const r = await gcImages({ stateDir: state, db: await db, now: Date.now() + 30 * 86_400_000, graceMs: 86_400_000 });
     expect(r.removed).toEqual([digest]);
     expect(existsSync(imageKeyFile(state, digest))).toBe(false);
     expect(existsSync(imageKeyFile(state, orphan))).toBe(false);

@@ -34,9 +34,9 @@ beforeAll(async () => {
   pki = makeTestPki(join(base, "pki"));
   const state = join(base, "state");
   mkdirSync(state, { mode: 0o755 });
-  const db = openDatabase(state);
+  const db = await openDatabase(state);
   packed = await packImage({ rootDir: makeTree(join(base, "root"), "", 5 * 1024 * 1024 + 777), profile: "compute", stateDir: state, db });
-  db.close();
+  await db.close();
   expect(packed.manifest.chunks.length).toBeGreaterThan(badChunk);
 
   // A mirror whose copy has one flipped byte in one chunk: same name, same size, same ETag (name-derived).

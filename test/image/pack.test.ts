@@ -1,10 +1,10 @@
 // image pack (real mksquashfs/unsquashfs), the image key, the store records and gc.
-import { afterAll, describe, expect, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { createHash } from "node:crypto";
 import { scratchDir, removeScratchDirs } from "../helpers/tmp";
-import { openDatabase } from "../../src/server/store/db";
+import { openDatabase, type Db } from "../../src/server/store/db";
 import { getProfile, imagesBootedSince, listImages, profileHistory, recordBoot } from "../../src/server/store/images";
 import { packImage } from "../../src/image/pack";
 import { gcImages } from "../../src/image/gc";
@@ -41,7 +41,9 @@ describe("image pack", () => {
   const base = scratchDir();
   const state = join(base, "state");
   const tree = makeTree(join(base, "root"));
-  const db = openDatabase((mkdirSync(state, { recursive: true }), state));
+  let db: Db;
+  beforeAll(async () => { db = await openDatabase((mkdirSync(state, { recursive: true }), state)); });
+  afterAll(async () => { await db.close(); });
   const t1 = new Date("2026-11-01T00:00:00Z");
 
   test("packs, stores content-addressed, signs, and points the profile at it", async () => {
@@ -60,7 +62,7 @@ describe("image pack", () => {
     // every chunk of the stored file verifies
     const bytes = readFileSync(file), v = manifestVerifier(m);
     for (let i = 0; i < m.chunks.length; i++) expect(v.verify(i, bytes.subarray(i * m.chunkSize, (i + 1) * m.chunkSize))).toBe(true);
-    expect(getProfile(db, "compute")?.digest).toBe(r.digest);
+    expect((await getProfile(db, "compute"))?.digest).toBe(r.digest);
     expect(readdirSync(imagesDir(state)).sort()).toEqual([`${r.digest}.manifest`, `${r.digest}.sfs`]); // no temp left
     // the image holds the tree with owners, modes, mtimes and links intact (real unsquashfs)
     const out = join(base, "unpacked");
@@ -73,7 +75,7 @@ describe("image pack", () => {
   });
 
   test("re-packing the same tree is reproducible and reuses the image", async () => {
-    const first = getProfile(db, "compute")!.digest;
+    const first = (await getProfile(db, "compute"))!.digest;
     const r = await packImage({ rootDir: tree, profile: "compute", stateDir: state, db, now: () => new Date("2026-11-02T00:00:00Z") });
     expect(r.digest).toBe(first);
     expect(r.reused).toBe(true);
@@ -83,18 +85,18 @@ describe("image pack", () => {
     // same tree under another profile: same image
     const g = await packImage({ rootDir: tree, profile: "gpu", stateDir: state, db });
     expect(g.digest).toBe(first);
-    expect(getProfile(db, "gpu")?.digest).toBe(first);
+    expect((await getProfile(db, "gpu"))?.digest).toBe(first);
   });
 
   test("a changed tree gives a new image; the old one stays for running nodes", async () => {
-    const old = getProfile(db, "compute")!.digest;
+    const old = (await getProfile(db, "compute"))!.digest;
     writeFileSync(join(tree, "etc/hostname"), "changed\n");
     const r = await packImage({ rootDir: tree, profile: "compute", stateDir: state, db, now: () => new Date("2026-11-03T00:00:00Z") });
     expect(r.digest).not.toBe(old);
     expect(existsSync(imageFile(state, old))).toBe(true);
-    expect(getProfile(db, "compute")?.digest).toBe(r.digest);
-    expect(profileHistory(db, "compute").map((h) => h.digest)).toEqual([r.digest, old, old]);
-    expect(listImages(db).length).toBe(2);
+    expect((await getProfile(db, "compute"))?.digest).toBe(r.digest);
+    expect((await profileHistory(db, "compute")).map((h) => h.digest)).toEqual([r.digest, old, old]);
+    expect((await listImages(db)).length).toBe(2);
   });
 
   test("bad input: missing tree, bad profile name, bad chunk size are refused and leave nothing behind", async () => {
@@ -108,49 +110,49 @@ describe("image pack", () => {
   });
 
   test("gc keeps current images, recent packs and recently booted images; removes the rest", async () => {
-    const cur = getProfile(db, "compute")!.digest;
-    const old = listImages(db).find((i) => i.digest !== cur)!.digest; // still current for "gpu"
+    const cur = (await getProfile(db, "compute"))!.digest;
+    const old = (await listImages(db)).find((i) => i.digest !== cur)!.digest; // still current for "gpu"
     // move "gpu" off the old image so only boots/grace protect it
     await packImage({ rootDir: tree, profile: "gpu", stateDir: state, db, now: () => new Date("2026-11-03T00:00:00Z") });
-    const oldCreated = listImages(db).find((i) => i.digest === old)!.created;
+    const oldCreated = (await listImages(db)).find((i) => i.digest === old)!.created;
     const day = 86_400_000;
     writeFileSync(join(imagesDir(state), ".pack-deadbeef.sfs"), "leftover");
     utimesSync(join(imagesDir(state), ".pack-deadbeef.sfs"), new Date(oldCreated), new Date(oldCreated));
 
-    let r = gcImages({ stateDir: state, db, now: oldCreated + day, dryRun: true }); // within 7 d of packing
+    let r = await gcImages({ stateDir: state, db, now: oldCreated + day, dryRun: true }); // within 7 d of packing
     expect(r.removed).toEqual([]);
     expect(r.kept.find((k) => k.digest === old)?.why).toMatch(/packed within/);
 
     const now = oldCreated + 30 * day;
-    recordBoot(db, "n1", old, now - 2 * day);
-    expect(imagesBootedSince(db, now - 7 * day)).toEqual([old]);
-    r = gcImages({ stateDir: state, db, now });
+    await recordBoot(db, "n1", old, now - 2 * day);
+    expect(await imagesBootedSince(db, now - 7 * day)).toEqual([old]);
+    r = await gcImages({ stateDir: state, db, now });
     expect(r.removed).toEqual([]);
     expect(r.kept.find((k) => k.digest === old)?.why).toMatch(/booted/);
     expect(r.tmpRemoved).toEqual([".pack-deadbeef.sfs"]);
 
-    r = gcImages({ stateDir: state, db, now: now + 10 * day, dryRun: true });
+    r = await gcImages({ stateDir: state, db, now: now + 10 * day, dryRun: true });
     expect(r.removed).toEqual([old]);
     expect(existsSync(imageFile(state, old))).toBe(true); // dry run
-    r = gcImages({ stateDir: state, db, now: now + 10 * day, graceMs: 0 });
+    r = await gcImages({ stateDir: state, db, now: now + 10 * day, graceMs: 0 });
     expect(r.removed).toEqual([old]);
     expect(r.bytesFreed).toBeGreaterThan(0);
     expect(existsSync(imageFile(state, old)) || existsSync(manifestFile(state, old))).toBe(false);
     expect(existsSync(imageFile(state, cur))).toBe(true); // current is never removed, even with grace 0
-    expect(listImages(db).map((i) => i.digest)).toEqual([cur]);
+    expect((await listImages(db)).map((i) => i.digest)).toEqual([cur]);
 
     // files without a record (interrupted gc, lost rows) are swept once older than the grace period
     const orphan = join(imagesDir(state), `${"c".repeat(64)}.sfs`);
     writeFileSync(orphan, "orphan");
-    expect(gcImages({ stateDir: state, db, now: Date.now() }).tmpRemoved).toEqual([]); // fresh: could be a pack in flight
+    expect((await gcImages({ stateDir: state, db, now: Date.now() })).tmpRemoved).toEqual([]); // fresh: could be a pack in flight
     utimesSync(orphan, new Date(oldCreated), new Date(oldCreated));
-    expect(gcImages({ stateDir: state, db, now: Date.now() }).tmpRemoved).toEqual([`${"c".repeat(64)}.sfs`]);
+    expect((await gcImages({ stateDir: state, db, now: Date.now() })).tmpRemoved).toEqual([`${"c".repeat(64)}.sfs`]);
     expect(existsSync(orphan)).toBe(false);
     expect(existsSync(imageFile(state, cur))).toBe(true);
   });
 
   test("a damaged stored manifest is replaced by a re-pack", async () => {
-    const cur = getProfile(db, "compute")!.digest;
+    const cur = (await getProfile(db, "compute"))!.digest;
     const mf = manifestFile(state, cur);
     writeFileSync(mf, readFileSync(mf, "utf8").replace('"format":1', '"format":1 '));
     const lines: string[] = [];
@@ -160,7 +162,7 @@ describe("image pack", () => {
   });
 
   test("a stored image damaged on disk is replaced by a re-pack, not trusted", async () => {
-    const cur = getProfile(db, "compute")!.digest;
+    const cur = (await getProfile(db, "compute"))!.digest;
     const f = imageFile(state, cur);
     const bytes = readFileSync(f);
     bytes[100] ^= 0xff;

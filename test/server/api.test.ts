@@ -18,7 +18,7 @@ import { toPem } from "../../src/pki/pem.ts";
 
 const MAC = "52:54:00:00:00:07", UUID = "4c4c4544-0000-1111-2222-333344445555";
 let dir: string, state: string, srv: RunningServer, url: string, siteCa: string;
-let db: ReturnType<typeof openDatabase>;
+let db: Awaited<ReturnType<typeof openDatabase>>;
 const DIGEST = "a".repeat(64);
 
 function audit(): string { return readFileSync(statePaths(state).audit, "utf8"); }
@@ -49,10 +49,10 @@ beforeAll(async () => {
   const c = readConfig(state);
   c.rootAuthorizedKeys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEbUGv+fakefakefakefakefakefakefakefakefake admin"];
   writeConfig(state, c);
-  db = openDatabase(state);
-  addNode(db, { name: "node07", macs: [MAC], uuid: UUID, profile: "compute", net: { mode: "static", ip: "10.0.2.17/24", gateway: "10.0.2.2", dns: ["10.0.2.3"] } });
-  addImage(db, { digest: DIGEST, size: 4096, created: Date.now(), profile: "compute" });
-  setProfile(db, "compute", DIGEST);
+  db = await openDatabase(state);
+  await addNode(db, { name: "node07", macs: [MAC], uuid: UUID, profile: "compute", net: { mode: "static", ip: "10.0.2.17/24", gateway: "10.0.2.2", dns: ["10.0.2.3"] } });
+  await addImage(db, { digest: DIGEST, size: 4096, created: Date.now(), profile: "compute" });
+  await setProfile(db, "compute", DIGEST);
   srv = await serve({ stateDir: state, listen: ["127.0.0.1:0"], discovery: false });
   url = srv.localUrls[0];
   siteCa = readFileSync(statePaths(state).siteCaCert, "utf8");
@@ -60,7 +60,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await srv?.close();
-  db?.close();
+  await db?.close();
   removeScratchDirs();
 }, 60_000);
 
@@ -68,17 +68,17 @@ let cred: NodeCredential;
 
 test("enrollment is refused while the node is not armed, and nothing is stored", async () => {
   await expectCallError(enrollNode(url, siteCa, { macs: [MAC], uuid: UUID }), 403, "identity-mismatch");
-  expect(certsOf(db, "node07")).toHaveLength(0);
+  expect(await certsOf(db, "node07")).toHaveLength(0);
   expect(audit()).toContain('"event":"enroll","outcome":"refused"');
 }, 60_000);
 
 test("wrong MAC or wrong UUID is refused even when armed; the window stays open", async () => {
-  armNode(db, "node07", null);
+  await armNode(db, "node07", null);
   await expectCallError(enrollNode(url, siteCa, { macs: ["52:54:00:00:00:99"], uuid: UUID.replace("5555", "6666") }), 403, "identity-mismatch");
   await expectCallError(enrollNode(url, siteCa, { macs: [MAC], uuid: UUID.replace("5555", "6666") }), 403, "identity-mismatch");
   await expectCallError(enrollNode(url, siteCa, { macs: [MAC], uuid: UUID, name: "node08" }), 403, "identity-mismatch");
-  expect(certsOf(db, "node07")).toHaveLength(0);
-  expect(getNode(db, "node07")!.armed).toBe(true);
+  expect(await certsOf(db, "node07")).toHaveLength(0);
+  expect((await getNode(db, "node07"))!.armed).toBe(true);
 }, 60_000);
 
 test("an armed node on a trusted network enrolls once; the window closes; a replayed request is refused", async () => {
@@ -87,31 +87,31 @@ test("an armed node on a trusted network enrolls once; the window closes; a repl
   const first = await curl(["-H", "content-type: application/json", "--data-binary", body, `${url}/api/v1/enroll`]);
   expect(first.status).toBe(200);
   expect(JSON.parse(first.body).node).toBe("node07");
-  expect(getNode(db, "node07")!.armed).toBe(false);
+  expect((await getNode(db, "node07"))!.armed).toBe(false);
   const replay = await curl(["-H", "content-type: application/json", "--data-binary", body, `${url}/api/v1/enroll`]);
   expect(replay.status).toBe(403);
   // Even with the node armed again, the same request (same key) is a replay.
-  armNode(db, "node07", null);
+  await armNode(db, "node07", null);
   const replay2 = await curl(["-H", "content-type: application/json", "--data-binary", body, `${url}/api/v1/enroll`]);
   expect(replay2.status).toBe(409);
   expect(JSON.parse(replay2.body).error).toBe("replay");
-  expect(certsOf(db, "node07")).toHaveLength(1);
+  expect(await certsOf(db, "node07")).toHaveLength(1);
   // The client module enrolls with a fresh key.
   cred = await enrollNode(url, siteCa, { macs: [MAC, "52:54:00:00:00:08"], uuid: UUID });
   expect(cred.node).toBe("node07");
   expect(cred.keyPem).toContain("PRIVATE KEY");
-  expect(certsOf(db, "node07")).toHaveLength(2);
+  expect(await certsOf(db, "node07")).toHaveLength(2);
   expect(audit()).toContain('"event":"enroll","outcome":"ok"');
   expect(audit()).not.toContain("PRIVATE KEY");
 }, 60_000);
 
 test("an expired enrollment window is refused", async () => {
-  armNode(db, "node07", Date.now() + 150);
+  await armNode(db, "node07", Date.now() + 150);
   await Bun.sleep(300);
   const e = await expectCallError(enrollNode(url, siteCa, { macs: [MAC], uuid: UUID }), 403, "identity-mismatch");
   expect(e.message).toContain("identity does not match an armed node");
   expect(audit()).toContain("its enrollment window expired");
-  expect(certsOf(db, "node07")).toHaveLength(2);
+  expect(await certsOf(db, "node07")).toHaveLength(2);
 }, 60_000);
 
 test("GET self/config with the client certificate returns the node's settings", async () => {
@@ -176,7 +176,7 @@ test("POST self/status records the boot stage", async () => {
   const api = new NodeApi(url, siteCa, cred);
   try {
     await api.status("root-mounted", "fuse up\nFAKE LINE", DIGEST);
-    const n = getNode(db, "node07")!;
+    const n = (await getNode(db, "node07"))!;
     expect(n.stage).toBe("root-mounted");
     expect(n.stageDetail).toBe("fuse up FAKE LINE");
     await expectCallError(api.status("Bad Stage!"), 400, "bad-request");
@@ -184,7 +184,7 @@ test("POST self/status records the boot stage", async () => {
 }, 60_000);
 
 test("bad input: unknown fields, bad JSON, wrong content type, oversized body, traversal → clear 4xx, nothing stored", async () => {
-  armNode(db, "node07", null);
+  await armNode(db, "node07", null);
   const post = (body: string, ct = "application/json") => curl(["-H", `content-type: ${ct}`, "--data-binary", body, `${url}/api/v1/enroll`]);
   const unknown = await post(JSON.stringify({ macs: [MAC], csr: "x", admin: true }));
   expect(unknown.status).toBe(400);
@@ -200,8 +200,8 @@ test("bad input: unknown fields, bad JSON, wrong content type, oversized body, t
     expect(r.status).toBe(404);
     expect(r.body).not.toContain("PRIVATE KEY");
   }
-  expect(certsOf(db, "node07")).toHaveLength(2);
-  expect(getNode(db, "node07")!.armed).toBe(true);
+  expect(await certsOf(db, "node07")).toHaveLength(2);
+  expect((await getNode(db, "node07"))!.armed).toBe(true);
 }, 60_000);
 
 test("a certificate from the node CA with a recorded serial, but not the one issued, gets 401", async () => {
@@ -219,7 +219,7 @@ test("a certificate from the node CA with a recorded serial, but not the one iss
 
 test("a revoked certificate gets 401 and the client is told to re-enroll", async () => {
   // The second enrollment already revoked the first certificate: one was still valid.
-  expect(revokeNode(db, "node07")).toBe(1);
+  expect(await revokeNode(db, "node07")).toBe(1);
   const api = new NodeApi(url, siteCa, cred);
   try {
     const e = await expectCallError(api.config(), 401, "unauthenticated");

@@ -106,11 +106,11 @@ test("a node's config carries order and weights; its root step mounts with --ord
   const s = join(scratchDir(), "state");
   await initState(s, { addresses: ["10.0.2.100"] });
   const MAC = "52:54:00:00:00:41", DIGEST = "c".repeat(64);
-  const db = openDatabase(s);
-  addNode(db, { name: "n042", macs: [MAC], profile: "compute", net: { mode: "dhcp" } });
-  addImage(db, { digest: DIGEST, size: 4096, created: Date.now(), profile: "compute" });
-  setProfile(db, "compute", DIGEST);
-  armNode(db, "n042", null);
+  const db = await openDatabase(s);
+  await addNode(db, { name: "n042", macs: [MAC], profile: "compute", net: { mode: "dhcp" } });
+  await addImage(db, { digest: DIGEST, size: 4096, created: Date.now(), profile: "compute" });
+  await setProfile(db, "compute", DIGEST);
+  await armNode(db, "n042", null);
   expect((await airroot(["serve", "config", "add", "mirrors", "https://10.0.2.101", "https://10.0.2.102", "--state", s])).code).toBe(0);
   expect((await airroot(["serve", "config", "add", "mirrors", "https://10.0.2.103", "--weight", "10", "--state", s])).code).toBe(0);
   const srv = await serve({ stateDir: s, listen: ["127.0.0.1:0"], discovery: false, configCheckMs: 100 });
@@ -154,7 +154,7 @@ test("a node's config carries order and weights; its root step mounts with --ord
   } finally {
     await api.close();
     await srv.close();
-    db.close();
+    await db.close();
   }
 }, 60_000);
 

@@ -132,7 +132,7 @@ describe("serve config (CLI)", () => {
       [["add", "addresses", "10.0.2"], 'addresses: "10.0.2" is not an IP address'],
       [["add", "trusted-subnets", "10.1.0.0/33"], 'invalid subnet "10.1.0.0/33"'],
       [["add", "mirrors"], "give at least one value"],
-      [["set", "prot", "1"], 'unknown key "prot"; valid keys: advertise, addresses, mirrors, peers, mirror-order, mirror-weights, root-keys, trusted-subnets, metrics-subnets, domain, port, discovery-port, node-cert-days, ssh-cert-days, http-port, boot-cmdline, trust-link-local, trust-attached'],
+      [["set", "prot", "1"], 'unknown key "prot"; valid keys: advertise, addresses, mirrors, peers, mirror-order, mirror-weights, root-keys, trusted-subnets, metrics-subnets, domain, port, discovery-port, node-cert-days, ssh-cert-days, http-port, boot-cmdline, db, db-password-file, trust-link-local, trust-attached'],
       [["set", "serverId", "x"], "serverId is not settable"],
     ] as const) {
       r = await cfg([...args]);
@@ -211,11 +211,11 @@ test("a running server serves mirrors and root keys added by `serve config add` 
   const s = join(scratchDir(), "state");
   await initState(s, { addresses: ["10.0.2.100"] });
   const MAC = "52:54:00:00:00:31", DIGEST = "b".repeat(64);
-  const db = openDatabase(s);
-  addNode(db, { name: "live1", macs: [MAC], profile: "compute", net: { mode: "dhcp" } });
-  addImage(db, { digest: DIGEST, size: 4096, created: Date.now(), profile: "compute" });
-  setProfile(db, "compute", DIGEST);
-  armNode(db, "live1", null);
+  const db = await openDatabase(s);
+  await addNode(db, { name: "live1", macs: [MAC], profile: "compute", net: { mode: "dhcp" } });
+  await addImage(db, { digest: DIGEST, size: 4096, created: Date.now(), profile: "compute" });
+  await setProfile(db, "compute", DIGEST);
+  await armNode(db, "live1", null);
   const log = memoryLog();
   const srv = await serve({ stateDir: s, listen: ["127.0.0.1:0"], discovery: false, configCheckMs: 100, log });
   const siteCa = readFileSync(statePaths(s).siteCaCert, "utf8");
@@ -256,7 +256,7 @@ test("a running server serves mirrors and root keys added by `serve config add` 
   } finally {
     await api.close();
     await srv.close();
-    db.close();
+    await db.close();
   }
 }, 60_000);
 

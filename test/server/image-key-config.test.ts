@@ -22,16 +22,16 @@ test("the key of an encrypted image is in the config of an enrolled node booting
   const key = newImageKey();
   const hex = key.toString("hex");
   writeImageKey(s, SECRET, key);
-  const db = openDatabase(s);
-  addNode(db, { name: "n001", macs: ["52:54:00:00:00:01"], profile: "secret", net: { mode: "dhcp" } });
-  addNode(db, { name: "n002", macs: ["52:54:00:00:00:02"], profile: "plain", net: { mode: "dhcp" } });
-  addNode(db, { name: "n003", macs: ["52:54:00:00:00:03"], profile: "secret", net: { mode: "dhcp" } });
+  const db = await openDatabase(s);
+  await addNode(db, { name: "n001", macs: ["52:54:00:00:00:01"], profile: "secret", net: { mode: "dhcp" } });
+  await addNode(db, { name: "n002", macs: ["52:54:00:00:00:02"], profile: "plain", net: { mode: "dhcp" } });
+  await addNode(db, { name: "n003", macs: ["52:54:00:00:00:03"], profile: "secret", net: { mode: "dhcp" } });
   for (const [d, p] of [[SECRET, "secret"], [PLAIN, "plain"]]) {
-    addImage(db, { digest: d, size: 8192, created: Date.now(), profile: p });
-    setProfile(db, p, d);
+    await addImage(db, { digest: d, size: 8192, created: Date.now(), profile: p });
+    await setProfile(db, p, d);
   }
-  armNode(db, "n001", null);
-  armNode(db, "n002", null);
+  await armNode(db, "n001", null);
+  await armNode(db, "n002", null);
   // n003 is never armed, so never enrolled: it has no certificate to ask with.
   const srv = await serve({ stateDir: s, listen: ["127.0.0.1:0"], discovery: false });
   const url = srv.localUrls[0];
@@ -70,6 +70,6 @@ test("the key of an encrypted image is in the config of an enrolled node booting
     expect(audit).not.toContain(hex);
   } finally {
     await srv.close();
-    db.close();
+    await db.close();
   }
 }, 60_000);

@@ -25,14 +25,14 @@ test("who may read /metrics: loopback (v4, v6, v4-mapped), then only the configu
 });
 
 test("nodes per stage come from the node store; unknown stages count as other; 403 and 405 answers", async () => {
-  const db = openDatabase(scratchDir());
-  for (const n of ["a", "b", "c", "d"]) addNode(db, { name: n, macs: [], profile: "p", net: { mode: "dhcp" } });
-  setStage(db, "a", "running", null, null);
-  setStage(db, "b", "running", null, null);
-  setStage(db, "c", "my-own-stage", null, null); // a node may post any [a-z0-9._-] word
+  const db = await openDatabase(scratchDir());
+  for (const n of ["a", "b", "c", "d"]) await addNode(db, { name: n, macs: [], profile: "p", net: { mode: "dhcp" } });
+  await setStage(db, "a", "running", null, null);
+  await setStage(db, "b", "running", null, null);
+  await setStage(db, "c", "my-own-stage", null, null); // a node may post any [a-z0-9._-] word
   const m = new ServerMetrics(db);
   const audit = memoryAudit();
-  const ok = metricsResponse(m, new Request("https://x/metrics"), "127.0.0.1", [], audit);
+  const ok = await metricsResponse(m, new Request("https://x/metrics"), "127.0.0.1", [], audit);
   expect(ok.status).toBe(200);
   expect(ok.headers.get("content-type")).toBe("text/plain; version=0.0.4; charset=utf-8");
   const page = await ok.text();
@@ -42,17 +42,17 @@ test("nodes per stage come from the node store; unknown stages count as other; 4
   expect(sampleValue(page, 'airroot_serve_nodes{stage="none"}')).toBe(1);
   expect(page).not.toContain("my-own-stage");
   // The next scrape sees the store as it is then.
-  setStage(db, "d", "failed", null, null);
-  const again = await metricsResponse(m, new Request("https://x/metrics"), "::1", [], audit).text();
+  await setStage(db, "d", "failed", null, null);
+  const again = await (await metricsResponse(m, new Request("https://x/metrics"), "::1", [], audit)).text();
   expect(sampleValue(again, 'airroot_serve_nodes{stage="none"}')).toBe(0);
   expect(sampleValue(again, 'airroot_serve_nodes{stage="failed"}')).toBe(1);
 
-  const refused = metricsResponse(m, new Request("https://x/metrics"), "10.0.2.15", [], audit);
+  const refused = await metricsResponse(m, new Request("https://x/metrics"), "10.0.2.15", [], audit);
   expect(refused.status).toBe(403);
   expect(((await refused.json()) as { error: string }).error).toBe("metrics-not-allowed");
   expect(audit.events).toEqual([{ event: "metrics", outcome: "refused", remote: "10.0.2.15", reason: "not loopback or a metrics-subnets address" }]);
-  const post = metricsResponse(m, new Request("https://x/metrics", { method: "POST" }), "127.0.0.1", [], audit);
+  const post = await metricsResponse(m, new Request("https://x/metrics", { method: "POST" }), "127.0.0.1", [], audit);
   expect(post.status).toBe(405);
   expect(sampleValue(m.render(), 'airroot_serve_refusals_total{route="metrics",reason="metrics-not-allowed"}')).toBe(1);
-  db.close();
+  await db.close();
 });

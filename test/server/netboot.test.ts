@@ -41,10 +41,10 @@ beforeAll(async () => {
   state = join(dir, "state");
   await initState(state, { addresses: ["10.0.2.100"] });
   writeConfig(state, { ...readConfig(state), httpPort: 8080, bootCmdline: "console=ttyS0,115200 quiet", peers: ["https://10.0.2.110"] });
-  const db = openDatabase(state);
-  addNode(db, { name: "n001", macs: ["52:54:00:12:34:56"], profile: "compute", net: { mode: "dhcp" } });
-  addNode(db, { name: "n002", macs: ["52:54:00:12:34:57"], profile: "compute", net: { mode: "static", ip: "10.0.3.2/16", gateway: "10.0.0.1", dns: [] } });
-  db.close();
+  const db = await openDatabase(state);
+  await addNode(db, { name: "n001", macs: ["52:54:00:12:34:56"], profile: "compute", net: { mode: "dhcp" } });
+  await addNode(db, { name: "n002", macs: ["52:54:00:12:34:57"], profile: "compute", net: { mode: "static", ip: "10.0.3.2/16", gateway: "10.0.0.1", dns: [] } });
+  await db.close();
   srv = await serve({ stateDir: state, listen: ["127.0.0.1:0"], httpListen: ["127.0.0.1:0"], discovery: false, configCheckMs: 0 });
   https = srv.localUrls[0];
   http = srv.httpLocalUrls[0];

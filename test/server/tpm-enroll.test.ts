@@ -14,15 +14,15 @@ import { tpmProver } from "../../src/client/tpmprover.ts";
 import { ApiCallError } from "../../src/client/http.ts";
 
 const MAC = "52:54:00:00:00:31";
-let dir: string, state: string, srv: RunningServer, url: string, ca: string, db: ReturnType<typeof openDatabase>;
+let dir: string, state: string, srv: RunningServer, url: string, ca: string, db: Awaited<ReturnType<typeof openDatabase>>;
 let tpmA: Swtpm, tpmB: Swtpm;
 
 beforeAll(async () => {
   dir = scratchDir();
   state = join(dir, "state");
   await initState(state, { addresses: ["127.0.0.1"] });
-  db = openDatabase(state);
-  addNode(db, { name: "t1", macs: [MAC], profile: "p", net: { mode: "dhcp" } });
+  db = await openDatabase(state);
+  await addNode(db, { name: "t1", macs: [MAC], profile: "p", net: { mode: "dhcp" } });
   srv = await serve({ stateDir: state, listen: ["127.0.0.1:0"], discovery: false });
   url = srv.localUrls[0];
   ca = readFileSync(statePaths(state).siteCaCert, "utf8");
@@ -34,7 +34,7 @@ afterAll(async () => {
   await srv?.close();
   await tpmA?.stop();
   await tpmB?.stop();
-  db?.close();
+  await db?.close();
   removeScratchDirs();
 }, 60_000);
 
@@ -44,33 +44,33 @@ async function code(p: Promise<unknown>): Promise<string> {
 }
 
 test("a node with a TPM enrolls through the ActivateCredential challenge; its EK is recorded", async () => {
-  armNode(db, "t1", null);
+  await armNode(db, "t1", null);
   const prover = await tpmProver(tpmA.spec);
   const cred = await enrollNode(url, ca, { macs: [MAC] }, prover);
   expect(cred.node).toBe("t1");
-  expect(getNode(db, "t1")!.ekPublic).toBe(prover.identity.ekPublic);
+  expect((await getNode(db, "t1"))!.ekPublic).toBe(prover.identity.ekPublic);
   expect(readFileSync(statePaths(state).audit, "utf8")).toContain('"tpm":"proven"');
 }, 120_000);
 
 test("later enrollments: without a TPM or with another TPM refused; the same TPM accepted", async () => {
-  armNode(db, "t1", null);
+  await armNode(db, "t1", null);
   expect(await code(enrollNode(url, ca, { macs: [MAC] }))).toBe("ek-mismatch");
   expect(await code(enrollNode(url, ca, { macs: [MAC] }, await tpmProver(tpmB.spec)))).toBe("ek-mismatch");
-  expect(getNode(db, "t1")!.armed).toBe(true);
+  expect((await getNode(db, "t1"))!.armed).toBe(true);
   expect((await enrollNode(url, ca, { macs: [MAC] }, await tpmProver(tpmA.spec))).node).toBe("t1");
 }, 120_000);
 
 test("claiming another TPM's EK without holding it fails the proof; the challenge cannot be answered twice", async () => {
-  armNode(db, "t1", null);
+  await armNode(db, "t1", null);
   const real = await tpmProver(tpmA.spec), other = await tpmProver(tpmB.spec);
-  const before = certsOf(db, "t1").length;
+  const before = (await certsOf(db, "t1")).length;
   // Presents A's (recorded) identity but can only run ActivateCredential on B: the secret comes out wrong.
   const impostor: TpmProver = {
     identity: real.identity,
     activate: async (blob, secret) => other.activate(blob, secret).catch(() => new Uint8Array(32)),
   };
   expect(await code(enrollNode(url, ca, { macs: [MAC] }, impostor))).toBe("tpm-proof-failed");
-  expect(certsOf(db, "t1")).toHaveLength(before);
+  expect(await certsOf(db, "t1")).toHaveLength(before);
   // A replayed answer to a consumed challenge is refused (the id is gone after the first answer).
   const post = async (path: string, body: unknown) => {
     const p = Bun.spawn(["curl", "-sS", "--cacert", statePaths(state).siteCaCert, "-H", "content-type: application/json",
@@ -87,13 +87,13 @@ test("claiming another TPM's EK without holding it fails the proof; the challeng
   expect(ok.node).toBe("t1");
   const again = await post("/api/v1/enroll/activate", { id: challengeId, secret });
   expect(again.error).toBe("unknown-challenge");
-  expect(certsOf(db, "t1")).toHaveLength(before + 1);
+  expect(await certsOf(db, "t1")).toHaveLength(before + 1);
 }, 120_000);
 
 test("a malformed TPM identity is a 400, not a crash", async () => {
-  armNode(db, "t1", null);
+  await armNode(db, "t1", null);
   const bogus: TpmProver = { identity: { ekPublic: "AAECAwQ=", akPublic: "AAECAwQ=" }, activate: async () => new Uint8Array(0) };
   expect(await code(enrollNode(url, ca, { macs: [MAC] }, bogus))).toBe("ek-mismatch"); // recorded EK differs
-  db.query("UPDATE nodes SET ek_public = NULL WHERE name = 't1'").run();
+  await db.run("UPDATE nodes SET ek_public = NULL WHERE name = 't1'");
   expect(await code(enrollNode(url, ca, { macs: [MAC] }, bogus))).toBe("bad-tpm-identity");
 }, 60_000);

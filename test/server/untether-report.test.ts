@@ -15,24 +15,24 @@ import { REPORT_TOKEN_TTL_MS, UNTETHER_REPORT_TOKEN_TTL_MS } from "../../src/ser
 
 let state = "", url = "", siteCa = "";
 let srv: RunningServer;
-let db: ReturnType<typeof openDatabase>;
+let db: Awaited<ReturnType<typeof openDatabase>>;
 let cred: NodeCredential;
 
 beforeAll(async () => {
   state = join(scratchDir(), "state");
   await initState(state, { addresses: ["127.0.0.1"] });
-  db = openDatabase(state);
-  addNode(db, { name: "u1", macs: ["52:54:00:00:15:01"], profile: "p", net: { mode: "dhcp" } });
+  db = await openDatabase(state);
+  await addNode(db, { name: "u1", macs: ["52:54:00:00:15:01"], profile: "p", net: { mode: "dhcp" } });
   srv = await serve({ stateDir: state, listen: ["127.0.0.1:0"], discovery: false });
   url = srv.localUrls[0];
   siteCa = readFileSync(statePaths(state).siteCaCert, "utf8");
-  armNode(db, "u1", null);
+  await armNode(db, "u1", null);
   cred = await enrollNode(url, siteCa, { macs: ["52:54:00:00:15:01"] });
 }, 120_000);
 
 afterAll(async () => {
   await srv?.close();
-  db?.close();
+  await db?.close();
   removeScratchDirs();
 }, 60_000);
 
@@ -55,9 +55,9 @@ test("an untethering boot's token outlives running (with more) and ends at untet
   const long = await token(true);
   expect(Date.parse(long.expires) - Date.now()).toBeGreaterThan(UNTETHER_REPORT_TOKEN_TTL_MS - 60_000);
   await reportWithToken(url, siteCa, { node: "u1", token: long.token, stage: "running", more: true });
-  expect(getNode(db, "u1")?.stage).toBe("running");
+  expect((await getNode(db, "u1"))?.stage).toBe("running");
   await reportWithToken(url, siteCa, { node: "u1", token: long.token, stage: "untethered", detail: "/dev/loop0 reads the local copy" });
-  expect(getNode(db, "u1")).toMatchObject({ stage: "untethered", stageDetail: "/dev/loop0 reads the local copy" });
+  expect(await getNode(db, "u1")).toMatchObject({ stage: "untethered", stageDetail: "/dev/loop0 reads the local copy" });
   expect(await post({ node: "u1", token: long.token, stage: "running" })).toBe(401); // used up
   expect(await post({ node: "u1", token: long.token, stage: "untethered", more: "yes" })).toBe(400);
 

@@ -1,8 +1,8 @@
 // Store records for images: packed images, profiles (name -> current image, with history) and node boots per image.
-import type { Database } from "bun:sqlite";
-import { registerSchema } from "./db";
+import { bigints, registerSchema } from "./migrations.ts";
+import { num, type Db } from "./sql.ts";
 
-registerSchema("images-v1", `
+const IMAGES_V1 = `
 CREATE TABLE IF NOT EXISTS images (
   digest  TEXT PRIMARY KEY,          -- sha256 hex of STATE/images/<digest>.sfs
   size    INTEGER NOT NULL,
@@ -28,63 +28,76 @@ CREATE TABLE IF NOT EXISTS image_boots (
   PRIMARY KEY (node, digest)
 );
 CREATE INDEX IF NOT EXISTS image_boots_at ON image_boots(at);
-`);
+`;
+// PostgreSQL: a sequence instead of AUTOINCREMENT, BIGINT for sizes and times.
+registerSchema("images-v1", IMAGES_V1, bigints(IMAGES_V1).replace("id      BIGINT PRIMARY KEY AUTOINCREMENT", "id      BIGSERIAL PRIMARY KEY"));
 
 export interface ImageRecord { digest: string; size: number; created: number; profile: string }
 export interface ProfileRecord { name: string; digest: string; updated: number }
 export interface ProfileHistoryEntry { profile: string; digest: string; at: number }
 
+const imageOf = (r: ImageRecord): ImageRecord => ({ ...r, size: num(r.size), created: num(r.created) });
+const profileOf = (r: ProfileRecord): ProfileRecord => ({ ...r, updated: num(r.updated) });
+
 /** Records an image (no-op if that digest is already known: images are immutable). */
-export function addImage(db: Database, img: ImageRecord): void {
-  db.query("INSERT OR IGNORE INTO images (digest, size, created, profile) VALUES (?, ?, ?, ?)")
-    .run(img.digest, img.size, img.created, img.profile);
+export async function addImage(db: Db, img: ImageRecord): Promise<void> {
+  await db.run("INSERT INTO images (digest, size, created, profile) VALUES (?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING",
+    img.digest, img.size, img.created, img.profile);
 }
 
-export function getImage(db: Database, digest: string): ImageRecord | null {
-  return db.query("SELECT digest, size, created, profile FROM images WHERE digest = ?").get(digest) as ImageRecord | null;
+export async function getImage(db: Db, digest: string): Promise<ImageRecord | null> {
+  const r = await db.get<ImageRecord>("SELECT digest, size, created, profile FROM images WHERE digest = ?", digest);
+  return r ? imageOf(r) : null;
 }
 
-export function listImages(db: Database): ImageRecord[] {
-  return db.query("SELECT digest, size, created, profile FROM images ORDER BY created DESC, digest").all() as ImageRecord[];
+export async function listImages(db: Db): Promise<ImageRecord[]> {
+  return (await db.all<ImageRecord>("SELECT digest, size, created, profile FROM images ORDER BY created DESC, digest")).map(imageOf);
 }
 
-export function removeImage(db: Database, digest: string): void {
-  db.query("DELETE FROM images WHERE digest = ?").run(digest);
+export async function removeImage(db: Db, digest: string): Promise<void> {
+  await db.run("DELETE FROM images WHERE digest = ?", digest);
+}
+
+/** Removes an image's record unless a profile points at it (checked in the same statement); true when removed. */
+export async function removeImageIfUnused(db: Db, digest: string): Promise<boolean> {
+  return (await db.run("DELETE FROM images WHERE digest = ? AND NOT EXISTS (SELECT 1 FROM profiles WHERE profiles.digest = images.digest)", digest)).changes === 1;
 }
 
 /** Points a profile at an image (which must be recorded) and appends to its history. */
-export function setProfile(db: Database, name: string, digest: string, at = Date.now()): void {
-  db.transaction(() => {
-    db.query("INSERT INTO profiles (name, digest, updated) VALUES (?, ?, ?) " +
-      "ON CONFLICT(name) DO UPDATE SET digest = excluded.digest, updated = excluded.updated").run(name, digest, at);
-    db.query("INSERT INTO profile_history (profile, digest, at) VALUES (?, ?, ?)").run(name, digest, at);
-  })();
+export async function setProfile(db: Db, name: string, digest: string, at = Date.now()): Promise<void> {
+  await db.transaction(async (tx) => {
+    await tx.run("INSERT INTO profiles (name, digest, updated) VALUES (?, ?, ?) " +
+      "ON CONFLICT (name) DO UPDATE SET digest = excluded.digest, updated = excluded.updated", name, digest, at);
+    await tx.run("INSERT INTO profile_history (profile, digest, at) VALUES (?, ?, ?)", name, digest, at);
+  });
 }
 
-export function getProfile(db: Database, name: string): ProfileRecord | null {
-  return db.query("SELECT name, digest, updated FROM profiles WHERE name = ?").get(name) as ProfileRecord | null;
+export async function getProfile(db: Db, name: string): Promise<ProfileRecord | null> {
+  const r = await db.get<ProfileRecord>("SELECT name, digest, updated FROM profiles WHERE name = ?", name);
+  return r ? profileOf(r) : null;
 }
 
-export function listProfiles(db: Database): ProfileRecord[] {
-  return db.query("SELECT name, digest, updated FROM profiles ORDER BY name").all() as ProfileRecord[];
+export async function listProfiles(db: Db): Promise<ProfileRecord[]> {
+  return (await db.all<ProfileRecord>("SELECT name, digest, updated FROM profiles ORDER BY name")).map(profileOf);
 }
 
-export function profileHistory(db: Database, name: string): ProfileHistoryEntry[] {
-  return db.query("SELECT profile, digest, at FROM profile_history WHERE profile = ? ORDER BY id DESC").all(name) as ProfileHistoryEntry[];
+export async function profileHistory(db: Db, name: string): Promise<ProfileHistoryEntry[]> {
+  return (await db.all<ProfileHistoryEntry>("SELECT profile, digest, at FROM profile_history WHERE profile = ? ORDER BY id DESC", name))
+    .map((r) => ({ ...r, at: num(r.at) }));
 }
 
 /** Digests that some profile currently points at (never garbage). */
-export function currentImageDigests(db: Database): string[] {
-  return (db.query("SELECT DISTINCT digest FROM profiles").all() as { digest: string }[]).map((r) => r.digest);
+export async function currentImageDigests(db: Db): Promise<string[]> {
+  return (await db.all<{ digest: string }>("SELECT DISTINCT digest FROM profiles")).map((r) => r.digest);
 }
 
 /** Called by the node API when a node reports booting from an image (part B's self/status or self/config). */
-export function recordBoot(db: Database, node: string, digest: string, at = Date.now()): void {
-  db.query("INSERT INTO image_boots (node, digest, at) VALUES (?, ?, ?) " +
-    "ON CONFLICT(node, digest) DO UPDATE SET at = max(at, excluded.at)").run(node, digest, at);
+export async function recordBoot(db: Db, node: string, digest: string, at = Date.now()): Promise<void> {
+  await db.run("INSERT INTO image_boots (node, digest, at) VALUES (?, ?, ?) " +
+    "ON CONFLICT (node, digest) DO UPDATE SET at = CASE WHEN excluded.at > image_boots.at THEN excluded.at ELSE image_boots.at END", node, digest, at);
 }
 
 /** Digests any node booted from at or after `sinceMs` (ms since epoch). */
-export function imagesBootedSince(db: Database, sinceMs: number): string[] {
-  return (db.query("SELECT DISTINCT digest FROM image_boots WHERE at >= ?").all(sinceMs) as { digest: string }[]).map((r) => r.digest);
+export async function imagesBootedSince(db: Db, sinceMs: number): Promise<string[]> {
+  return (await db.all<{ digest: string }>("SELECT DISTINCT digest FROM image_boots WHERE at >= ?", sinceMs)).map((r) => r.digest);
 }
