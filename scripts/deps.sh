@@ -23,6 +23,7 @@ APT_PACKAGES=(
   osslsigncode                            # signed UKI: signs with a given signing time (-time), so the signed bytes are reproducible
   prometheus                              # promtool check metrics: the metrics tests parse /metrics and status --prometheus with it (its server is never started)
   postgresql                              # several servers sharing one database: the tests start their own PostgreSQL in a temporary directory (the system cluster is never started)
+  nodejs                                  # encrypted images: Node.js's crypto (OpenSSL's AES-256-XTS) is the independent implementation the tests check ours against
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
