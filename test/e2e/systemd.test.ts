@@ -15,8 +15,9 @@
 // Set AIRROOT_SKIP_VM=1 to skip (never skipped silently).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import type { Subprocess } from "bun";
+import { KEY_SCAN_JS } from "../helpers/key-scan";
 import { removeScratchDirs, scratchDir } from "../helpers/tmp";
 import { buildTestInitramfs, E2E_CACHE, kernelDir, privateAirroot } from "../helpers/boot";
 import { freePort } from "../helpers/ports";
@@ -56,6 +57,7 @@ describe.skipIf(SKIP)("QEMU boot into systemd from an airroot site", () => {
   const mirrors: NginxSite[] = [];
   let tpm: Subprocess | undefined;
   let usedOnDemand = 0;
+  let imageKeyHex = "";
 
   const run = (args: string[]) => sh(args.map((a) => `'${a.replace(/'/g, "'\\''")}'`).join(" "));
   const node = (...args: string[]) => run([airroot, "node", ...args, "--state", state]);
@@ -73,8 +75,14 @@ describe.skipIf(SKIP)("QEMU boot into systemd from an airroot site", () => {
     // Pack the cached image's tree as a site admin would (the content, and so the /usr digest, is the same).
     const tree = join(dir, "tree");
     sh(`unsquashfs -q -n -d ${tree} ${image}`);
-    run([airroot, "image", "pack", tree, "--state", state, "--profile", "compute"]);
+    // Encrypted (dm-crypt, AES-256-XTS, a key of its own): the node gets the key only in its mutual-TLS config.
+    run([airroot, "image", "pack", tree, "--state", state, "--profile", "compute", "--encrypt"]);
     rmSync(tree, { recursive: true, force: true });
+    const packed = readdirSync(statePaths(state).images).filter((f) => f.endsWith(".sfs"));
+    if (packed.length !== 1) throw new Error(`expected one packed image, found ${packed.join(" ")}`);
+    imageKeyHex = readFileSync(join(state, "image-keys", packed[0].replace(/\.sfs$/, ".key")), "utf8").trim();
+    // What a mirror holds is ciphertext: no squashfs magic.
+    if (readFileSync(join(statePaths(state).images, packed[0])).subarray(0, 4).toString("latin1") === "hsqs") throw new Error("the encrypted image starts with the squashfs magic");
     // nginx workers run as nobody: they need to read STATE/images (the state dir itself is 0700; keys/ stays so).
     sh(`chmod 0755 ${dir} ${state} ${statePaths(state).images} && chmod 0644 ${statePaths(state).images}/*`);
     node("add", "n001", "--mac", MAC, "--profile", "compute");
@@ -190,7 +198,7 @@ describe.skipIf(SKIP)("QEMU boot into systemd from an airroot site", () => {
       const at = (re: RegExp) => box.out.search(re);
       expect(at(/Initializing ssh\.\.\.ssh-keygen/)).toBeGreaterThan(-1);
       expect(at(/Enrolled as n001 via https:\/\/10\.0\.2\.100 \(credential sealed in the TPM\); TPM credential locked for this boot/)).toBeGreaterThan(at(/Initializing ssh/));
-      expect(at(/Mounting the root filesystem\.\.\.overlay on \/sysroot: .* \(on demand from 3 servers, verified/)).toBeGreaterThan(at(/Enrolled as/));
+      expect(at(/Mounting the root filesystem\.\.\.overlay on \/sysroot: .* via \/dev\/loop0 and \/dev\/mapper\/airroot-root \(dm-crypt\), .*\(on demand from 3 servers, verified/)).toBeGreaterThan(at(/Enrolled as/));
       expect(at(/Personalizing the new root\.\.\.done/)).toBeGreaterThan(at(/Mounting the root filesystem/));
       expect(at(/Switching root to \/sysroot/)).toBeGreaterThan(at(/Personalizing/));
 
@@ -258,6 +266,16 @@ describe.skipIf(SKIP)("QEMU boot into systemd from an airroot site", () => {
       // The booted system never got the node credential: no reporter input or key on disk, the reporter is gone.
       const cred = await ssh(p22, "grep -rls 'BEGIN PRIVATE KEY' /etc /run /root /tmp /var/tmp /usr/local 2>/dev/null | grep -v -e /etc/ssh/ -e /etc/ssl/ ; pgrep -f '^@airroot-report' || echo no-reporter");
       expect(cred.out.trim()).toBe("no-reporter");
+      // The image key: squashfs reads dm-crypt over the loop device; the key is in no file, no keyring and no other
+      // process's memory of the booted system (dm-crypt keeps it in the kernel, the table only names it).
+      const crypt = await ssh(p22, `cat /sys/block/dm-0/dm/name; ls /sys/block/dm-0/slaves; grep -c airroot: /proc/keys; ` +
+        // Every file written since boot (the overlay's upper layer), /run, and the initramfs's own state directory,
+        // which root here reaches through the root daemon's /proc/PID/root.
+        `d=$(pgrep -f '^@airroot-root' | head -n1); grep -rl ${imageKeyHex} /run /proc/$d/root/mnt/overlay/upper /proc/$d/root/var/lib/airroot 2>/dev/null | head -3; echo ${Buffer.from(KEY_SCAN_JS).toString("base64")} | base64 -d > /tmp/scan.js && ` +
+        `BUN_BE_BUN=1 /usr/local/sbin/airroot /tmp/scan.js ${imageKeyHex}`, 300_000);
+      console.log(crypt.out.trim().split("\n").slice(-1)[0]);
+      expect(crypt.out.trim().split("\n")).toEqual(["airroot-root", "loop0", "0", "key not found in any other process's memory or in /proc/keys"]);
+      expect(crypt.code).toBe(0);
 
       await ssh(p22, "systemctl poweroff", 20_000);
       const code = await Promise.race([vm.exited, Bun.sleep(120_000).then(() => "still running")]);
@@ -292,6 +310,10 @@ describe.skipIf(SKIP)("QEMU boot into systemd from an airroot site", () => {
       console.log(st.split("\n").filter((l) => /^(fill|untethered)/.test(l)).join("\n"));
       expect(st).toMatch(/^fill \/var\/lib\/airroot\/untether\/root\.copy: untethered, filled 100\.0%/m);
       expect(st).toMatch(/^untethered: \/dev\/loop\d+ reads \/var\/lib\/airroot\/untether\/root\.copy since .*: no image server needed$/m);
+      // The local copy is the ciphertext (read through the root daemon's view of the initramfs).
+      const magic = await ssh(p22, "head -c4 /proc/$(pgrep -f '^@airroot-root' | head -n1)/root/var/lib/airroot/untether/root.copy | od -An -c");
+      expect(magic.code).toBe(0);
+      expect(magic.out.replace(/\s+/g, "")).not.toBe("hsqs");
       // The boot reporter told the server (its token outlived "running" for this).
       let list = "";
       for (let i = 0; i < 60 && !/n001.*untethered/.test(list); i++) { list = node("list"); if (!/n001.*untethered/.test(list)) await Bun.sleep(1000); }
