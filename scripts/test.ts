@@ -16,11 +16,11 @@ const BUN = process.execPath;
 const timeout = (() => { const i = process.argv.indexOf("--timeout"); return i > 0 ? process.argv[i + 1] : "300000"; })();
 const skipVm = process.env.AIRROOT_SKIP_VM === "1";
 
-/** Rough seconds per VM test file on a quiet 2-core machine (2026-12-03), to balance the lanes; others count 120. */
+/** Seconds per VM test file on a 2-core machine with the other lane running (CI of 2026-12-04), to balance the lanes; others count 120. */
 const VM_SECONDS: Record<string, number> = {
-  "test/e2e/media.test.ts": 800, "test/e2e/demo.test.ts": 600, "test/e2e/pxe-uefi-http.test.ts": 650,
-  "test/e2e/systemd.test.ts": 330, "test/e2e/pxe.test.ts": 230, "test/e2e/boot.test.ts": 210,
-  "test/e2e/failover.test.ts": 100, "test/tpm/qemu-device.test.ts": 60, "test/e2e/uki.test.ts": 70, "test/e2e/dracut.test.ts": 35,
+  "test/e2e/media.test.ts": 520, "test/e2e/demo.test.ts": 490, "test/e2e/systemd.test.ts": 380,
+  "test/e2e/pxe-uefi-http.test.ts": 270, "test/e2e/boot.test.ts": 200, "test/e2e/failover.test.ts": 190,
+  "test/e2e/pxe.test.ts": 180, "test/e2e/uki.test.ts": 75, "test/tpm/qemu-device.test.ts": 45, "test/e2e/dracut.test.ts": 45,
 };
 
 function testFiles(dir: string): string[] {
