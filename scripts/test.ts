@@ -60,7 +60,8 @@ async function lane(name: string, files: string[], env: Record<string, string> =
       for (const l of lines) {
         const m = /^ *(\d+) (pass|fail|skip)$/.exec(l);
         if (m) s[m[2] as "pass" | "fail" | "skip"] = Number(m[1]);
-        if (/^\(fail\) /.test(l)) failedLines.push(`${prefix}${l}`);
+        // bun prints each failure twice (where it happened, and again in its closing list): keep one.
+        if (/^\(fail\) /.test(l) && !failedLines.includes(`${prefix}${l}`)) failedLines.push(`${prefix}${l}`);
         to.write(`${prefix}${l}\n`);
       }
     }

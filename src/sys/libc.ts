@@ -66,6 +66,9 @@ export interface SysError extends Error {
 
 const errnoNames = new Map<number, string>();
 for (const [name, num] of Object.entries(osConstants.errno)) if (!errnoNames.has(num)) errnoNames.set(num, name);
+// Linux's key-management errors, which node's os.constants.errno leaves out.
+for (const [num, name] of [[126, "ENOKEY"], [127, "EKEYEXPIRED"], [128, "EKEYREVOKED"], [129, "EKEYREJECTED"]] as const)
+  if (!errnoNames.has(num)) errnoNames.set(num, name);
 
 /** The symbolic name of an errno ("EPERM"), or "E<number>" when unknown. */
 export function errnoName(errno: number): string {
