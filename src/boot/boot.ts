@@ -1,6 +1,6 @@
 // `airroot init`: the boot as an ordered list of steps, from /init (PID 1) to execve of the real init.
-import { chmodSync, existsSync, mkdirSync, readFileSync, realpathSync, statfsSync, statSync, writeFileSync } from "node:fs";
-import { basename } from "node:path";
+import { chmodSync, existsSync, mkdirSync, readFileSync, statfsSync, statSync, writeFileSync } from "node:fs";
+import { blockDeviceBytes } from "../sys/blockdev";
 import { smbiosUuid } from "../client/identity";
 import { bootOptions, moduleParams, parseCmdline, rescueMode, type BootOptions, type Cmdline } from "./cmdline";
 import { chooseConsole, configureConsole, describeChoice, probePorts, readSpcr, type ConsoleChoice } from "./console";
@@ -221,7 +221,7 @@ function untetherTarget(u: BootOptions["untether"], imageSize: number | undefine
   let size: number;
   try {
     if (!statSync(u.device).isBlockDevice()) return no(`${u.device} is not a block device`);
-    size = Number(readFileSync(`/sys/class/block/${basename(realpathSync(u.device))}/size`, "utf8").trim()) * 512;
+    size = blockDeviceBytes(u.device);
   } catch (e) { return no(`${u.device}: ${(e as NodeJS.ErrnoException).code === "ENOENT" ? "no such device (is its driver loaded? airroot.modules=)" : (e as Error).message}`); }
   if (size < imageSize) return no(`${u.device} has ${mib(size)}, the image needs ${mib(imageSize)}`);
   return { path: u.device, what: `${u.device} (${mib(imageSize)} of its ${mib(size)})` };

@@ -11,9 +11,9 @@
 // with pwrite in full. Nothing on the target is trusted otherwise: a daemon started later (after a crash, by the
 // holder) re-reads the existing copy and keeps only the chunks the manifest vouches for. Chunks that demand reads
 // fetched are written too (RemoteImage.onFetched), so nothing is fetched twice.
-import { closeSync, constants, existsSync, fstatSync, ftruncateSync, fsyncSync, openSync, readFileSync, readSync, realpathSync, statSync, writeSync } from "node:fs";
-import { basename } from "node:path";
+import { closeSync, constants, existsSync, fstatSync, ftruncateSync, fsyncSync, openSync, readSync, statSync, writeSync } from "node:fs";
 import type { RemoteImage } from "../source/image";
+import { blockDeviceBytes } from "../sys/blockdev";
 import type { Logger } from "../util/log";
 
 const MiB = 1048576;
@@ -57,7 +57,7 @@ export interface FillOptions {
 /** Bytes of a block device (sysfs: 512-byte sectors), or undefined for anything else. */
 function blockDeviceSize(path: string): number | undefined {
   if (!existsSync(path) || !statSync(path).isBlockDevice()) return undefined;
-  return Number(readFileSync(`/sys/class/block/${basename(realpathSync(path))}/size`, "utf8").trim()) * 512;
+  return blockDeviceBytes(path);
 }
 
 export class ImageFill {

@@ -101,13 +101,12 @@ export class Untether {
 
 /** The child's side: switch `dev` to `copy` and print the result as one JSON line. */
 export async function runSwitchLoop(dev: string, copy: string): Promise<void> {
-  const { statSync, readFileSync, realpathSync } = await import("node:fs");
-  const { basename } = await import("node:path");
+  const { statSync } = await import("node:fs");
   const { changeLoopFile } = await import("../sys/loop");
-  const sectors = (p: string) => Number(readFileSync(`/sys/class/block/${basename(realpathSync(p))}/size`, "utf8").trim()) * 512;
-  const oldSize = sectors(dev);
+  const { blockDeviceBytes } = await import("../sys/blockdev");
+  const oldSize = blockDeviceBytes(dev);
   const st = statSync(copy);
-  const newSize = st.isBlockDevice() ? sectors(copy) : st.size;
+  const newSize = st.isBlockDevice() ? blockDeviceBytes(copy) : st.size;
   const r = changeLoopFile(dev, copy, oldSize, newSize);
   console.log(JSON.stringify(r));
 }
