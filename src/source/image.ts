@@ -452,10 +452,13 @@ export class RemoteImage {
     };
     for (let b = b0; b <= b1; b++) {
       const cached = this.cache.get(b);
+      // Pinned before flush(): the span it starts may shed spent blocks (this one too) and take its blocks from the
+      // free list at once, so an unpinned `cached` could already be a fetch's buffer by the time it was pinned.
+      if (cached) this.pool.pin(cached);
       const sp = cached ? undefined : this.inflight.get(b);
       if (cached || sp) {
         flush(b);
-        if (cached) { this.c.cacheHits++; this.pool.pin(cached); res.push(cached); }
+        if (cached) { this.c.cacheHits++; res.push(cached); }
         else { this.c.coalesced++; this.promote(sp!); res.push(this.join(sp!, b)); }
         continue;
       }

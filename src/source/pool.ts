@@ -7,7 +7,9 @@
 // Safety rule: a read pins every block it obtains (from the cache at once, from a fetch when the fetch completes, before
 // the blocks enter the cache) and unpins them when its views are released. A block the cache lets go of while pinned is
 // retired: it becomes free only when the last pin goes. Pinning a block that is free but not yet handed out again takes
-// it back from the free list (its bytes are intact: nothing writes into a block before take()).
+// it back from the free list (its bytes are intact: nothing writes into a block before take()), but the engine never
+// should: a read pins a cached block before anything can start a fetch, since that fetch may shed the block and take
+// it at once (then it is a fetch's buffer, and no pin helps). stats().pinnedFree counts such pins, for tests.
 //
 // An earlier version kept every released block until all reads begun before the release had ended: a read waiting on
 // a slow fetch then held back every release, the bounded quarantine overflowed, and ~20% of the blocks of a 1 GiB read
@@ -27,7 +29,7 @@ export class BlockPool {
   private readonly free = new Set<Uint8Array>();     // insertion order: oldest first
   private readonly pins = new Map<Uint8Array, number>();
   private readonly retired = new Set<Uint8Array>();  // let go of by the cache while pinned
-  private c = { reused: 0, allocated: 0, dropped: 0 };
+  private c = { reused: 0, allocated: 0, dropped: 0, pinnedFree: 0 };
   private owned = 0; // pooled blocks in existence: handed out (in a fetch, the cache or a read) or free
 
   constructor(readonly o: BlockPoolOptions) {
@@ -60,7 +62,7 @@ export class BlockPool {
   /** A read holds views of `buf` until the matching unpin. */
   pin(buf: Uint8Array): void {
     this.pins.set(buf, (this.pins.get(buf) ?? 0) + 1);
-    if (this.free.delete(buf)) this.retired.add(buf); // released but not handed out yet: keep it
+    if (this.free.delete(buf)) { this.retired.add(buf); this.c.pinnedFree++; } // released but not handed out yet: keep it
   }
 
   unpin(buf: Uint8Array): void {
@@ -80,7 +82,7 @@ export class BlockPool {
     this.o.onFree?.();
   }
 
-  stats(): { free: number; pinned: number; retired: number; owned: number; reused: number; allocated: number; dropped: number } {
+  stats(): { free: number; pinned: number; retired: number; owned: number; reused: number; allocated: number; dropped: number; pinnedFree: number } {
     return { free: this.free.size, pinned: this.pins.size, retired: this.retired.size, owned: this.owned, ...this.c };
   }
 
