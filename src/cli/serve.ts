@@ -58,7 +58,7 @@ const mirrorCert = defineCommand({
   },
 });
 
-const SUBCOMMANDS = ["init", "config", "mirror-cert", "mirror-config", "site-config", "boot-files", "dhcp-config", "firmware-ca", "copy-db"];
+const SUBCOMMANDS = ["init", "config", "mirror-cert", "mirror-config", "site-config", "boot-files", "dhcp-config", "firmware-ca", "copy-db", "status", "export"];
 const VALUE_FLAGS = ["--state", "--listen", "--http-listen", "--advertise", "--discovery-port", "--db", "--db-password-file"];
 
 /** True when the first positional word names a subcommand (skipping the values of serve's own options). */
@@ -99,6 +99,7 @@ export const serveCommand = defineCommand({
     "dhcp-config": () => import("./servenetboot.ts").then((m) => m.dhcpConfigCommand),
     "firmware-ca": () => import("./servenetboot.ts").then((m) => m.firmwareCaCommand),
     "copy-db": () => import("./servedb.ts").then((m) => m.copyDbCommand),
+    status: () => import("./servestatus.ts").then((m) => m.statusCommand),
   },
   async run({ args, rawArgs }) {
     if (invokedSubcommand(rawArgs)) return; // citty runs the parent's run() after a subcommand too
