@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
-import { readFileSync, statSync, writeFileSync } from "node:fs";
+import { cpSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { scratchDir, removeScratchDirs } from "../helpers/tmp";
 import { startPostgres, type TestPostgres } from "../helpers/postgres";
 import { startServeProcess, type ServeProcess } from "../helpers/serve-process";
@@ -149,6 +149,20 @@ test("a node enrolled through the first server is served by the joined one; serv
   expect(text).toMatch(/^SERVER\s+HOST\s+STATE\s+LAST SEEN\s+STARTED\s+VERSION\s+URLS$/m);
   expect(text).toMatch(new RegExp(`^${ids[1]} \\*\\s+\\S+\\[${srvB.proc.pid}\\]\\s+up\\s`, "m"));
 }, 120_000);
+
+test("a state dir copied whole (one serverId, two servers): the heartbeat says so in the log", async () => {
+  const copy = join(dir, "copied");
+  cpSync(stateA, copy, { recursive: true });
+  const n = servers.length;
+  const dup = await start(copy);
+  // The original's, the joined one's and the copy's stderr: either of the two with one id may notice first.
+  const logs = () => [0, 1, n].map((i) => { try { return readFileSync(join(dir, `serve-${i}.log.err`), "utf8"); } catch { return ""; } }).join("");
+  for (let i = 0; i < 50 && !/is also in use by/.test(logs()); i++) await Bun.sleep(100);
+  expect(logs()).toContain(`server id ${readConfig(stateA).serverId} is also in use by`);
+  expect(logs()).toContain("airroot serve init --join");
+  await stopProcess(dup.proc);
+  servers.splice(n, 1);
+}, 60_000);
 
 test("serve status: a killed server turns stale once it misses three heartbeats; a cleanly stopped one shows stopped", async () => {
   const [srvA, srvB] = servers;
