@@ -34,7 +34,7 @@ export interface Heartbeat { stop(): Promise<void> }
 
 export async function startHeartbeat(o: HeartbeatOptions): Promise<Heartbeat> {
   const host = hostname(), pid = process.pid, started = Date.now();
-  let warned = false, first = true, inFlight: Promise<void> | undefined;
+  let warned = false, first = true, failing = false, inFlight: Promise<void> | undefined;
   const beat = async () => {
     try {
       const now = Date.now();
@@ -50,8 +50,13 @@ export async function startHeartbeat(o: HeartbeatOptions): Promise<Heartbeat> {
           "`airroot serve export` and `airroot serve init --join`");
       }
       await upsertServer(o.db, { id: o.serverId, host, pid, urls: o.urls(), version, started, seen: now, beat: o.every });
+      if (failing) o.log?.info(`heartbeat: this server's row in the database ${o.db.where} is updated again`);
+      failing = false;
     } catch (e) {
-      o.log?.error(`heartbeat: cannot update this server's row in the database ${o.db.where}: ${(e as Error).message}`);
+      // Once per outage, not every beat: the log stays readable through a long one.
+      if (!failing) o.log?.error(`heartbeat: cannot update this server's row in the database ${o.db.where}: ${(e as Error).message}; ` +
+        "`airroot serve status` shows it stale until that works again");
+      failing = true;
     }
   };
   await beat();
