@@ -5,7 +5,7 @@
 // database or the images: the joining server makes its own identity, and the records are shared through PostgreSQL.
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { hostname } from "node:os";
-import { join, relative } from "node:path";
+import { basename, join, relative } from "node:path";
 import { advertisedUrls } from "./urls.ts";
 import { configSchema, readConfig, statePaths, type ServerConfig } from "./state.ts";
 import { imageKeyPaths } from "../image/keys.ts";
@@ -69,18 +69,24 @@ export function collectBundle(stateDir: string): SiteBundle {
   if (existsSync(keysDir)) names.push(...readdirSync(keysDir).map((n) => `image-keys/${n}`).filter((n) => IMAGE_KEY_NAME.test(n)).sort());
   const config: Record<string, unknown> = { ...c };
   for (const k of OWN_FIELDS) delete config[k];
-  let dbPassword: string | undefined;
-  if (c.dbPasswordFile) {
-    try { dbPassword = readPasswordFile(c.dbPasswordFile); } catch (e) {
-      throw new Error(`${(e as Error).message} (config db-password-file of ${stateDir}: the joining server needs the password too)`);
-    }
-  }
   return {
     format: BUNDLE_FORMAT, version: 1, exported: new Date().toISOString(),
     from: { serverId: c.serverId, host: hostname(), advertised: advertisedUrls(c) },
     config: config as SiteConfig, files: names.map((name) => ({ name, text: read(name) })),
-    ...(dbPassword ? { dbPassword } : {}),
+    ...(c.dbPasswordFile ? { dbPassword: bundledPassword(stateDir, c.dbPasswordFile) } : {}),
   };
+}
+
+/**
+ * The database password for the bundle. A state dir copied to another host keeps config's absolute path of the
+ * original; a password file that lived inside that state dir is then found by its name inside the copy.
+ */
+function bundledPassword(stateDir: string, file: string): string {
+  const inCopy = join(stateDir, basename(file));
+  const f = existsSync(file) || !existsSync(inCopy) ? file : inCopy;
+  try { return readPasswordFile(f); } catch (e) {
+    throw new Error(`${(e as Error).message} (config db-password-file of ${stateDir}: the joining server needs the password too)`);
+  }
 }
 
 /** Checks a bundle's text: the format, every file named once, the key files a state dir needs, site settings valid. */

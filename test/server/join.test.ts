@@ -129,6 +129,15 @@ test("joining straight from a state dir copied over works the same", async () =>
   expect(readConfig(c).serverId).not.toBe(readConfig(stateA).serverId);
   expect(readFileSync(statePaths(c).siteCaKey, "utf8")).toBe(readFileSync(statePaths(stateA).siteCaKey, "utf8"));
   expect(hostsNotInServerCert(c, ["127.0.0.3"])).toEqual([]);
+  // A copy whose config names the password file at the original host's path, the file itself copied along inside.
+  const moved = join(dir, "moved");
+  cpSync(stateA, moved, { recursive: true });
+  writeFileSync(join(moved, "db-password"), pg.password + "\n", { mode: 0o600 });
+  const cfg = JSON.parse(readFileSync(statePaths(moved).config, "utf8"));
+  writeFileSync(statePaths(moved).config, JSON.stringify({ ...cfg, dbPasswordFile: "/var/lib/airroot-gone/db-password" }));
+  const d = join(dir, "d");
+  await mustCli(["serve", "init", "--state", d, "--join", moved, "--address", "127.0.0.4"]);
+  expect(readFileSync(join(d, "db-password"), "utf8")).toBe(pg.password + "\n");
 });
 
 test("a node enrolled through the first server is served by the joined one; serve status shows both up", async () => {
