@@ -8,7 +8,7 @@ import { basename, dirname, join } from "node:path";
 import { x509 } from "../pki/x509.ts";
 import { defaultConfig, initState, readConfig, statePaths, writeConfig, writeNew, type InitOptions, type InitResult } from "./state.ts";
 import { isPrivateBundleFile, type SiteBundle } from "./sitebundle.ts";
-import { advertisedUrls } from "./urls.ts";
+import { advertisedUrls, parseBaseUrl } from "./urls.ts";
 
 export interface JoinResult extends InitResult {
   serverId: string;
@@ -52,7 +52,8 @@ export async function joinState(stateDir: string, bundle: SiteBundle, o: InitOpt
     }
     const c = readConfig(tmp);
     const own = new Set(advertisedUrls(c));
-    const peersAdded = bundle.from.advertised.filter((u) => !own.has(u) && !c.peers.includes(u));
+    const isBaseUrl = (u: string) => { try { return parseBaseUrl(u) === u; } catch { return false; } };
+    const peersAdded = bundle.from.advertised.filter((u) => isBaseUrl(u) && !own.has(u) && !c.peers.includes(u));
     if (peersAdded.length) { c.peers = [...c.peers, ...peersAdded]; writeConfig(tmp, c); }
 
     renameSync(tmp, stateDir); // onto nothing or an empty directory: atomic

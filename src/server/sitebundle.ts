@@ -108,7 +108,8 @@ export function parseBundle(text: string, where: string): SiteBundle {
 
 /** A bundle from a file written by `serve export`, or straight from another server's state dir (copied over). */
 export function readBundle(path: string): SiteBundle {
-  if (existsSync(path) && existsSync(join(path, "config.json"))) return collectBundle(path);
+  // Through the same checks as a file: one path for what a join may write.
+  if (existsSync(path) && existsSync(join(path, "config.json"))) return parseBundle(JSON.stringify(collectBundle(path)), path);
   let text: string;
   try { text = readFileSync(path, "utf8"); } catch (e) {
     const hint = (e as NodeJS.ErrnoException).code === "EISDIR" ? `${path} is a directory without config.json, not a state dir` : (e as Error).message;
