@@ -3,8 +3,8 @@
 // so that `airroot init` as PID 1 does not pay for the server's code.
 import { defineCommand, runCommand, renderUsage } from "citty";
 
-declare const AIRROOT_VERSION: string | undefined;
-export const version = typeof AIRROOT_VERSION === "string" ? AIRROOT_VERSION : "0.1.0-dev";
+import { version } from "../version.ts";
+export { version };
 
 const main = defineCommand({
   meta: { name: "airroot", version, description: "Diskless boot for HPC clusters: on-demand multipath HTTPS root filesystem" },

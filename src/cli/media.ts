@@ -8,8 +8,7 @@ import { formatInspection, inspectMedia } from "../media/inspect.ts";
 import { MediaError } from "../media/tools.ts";
 import { buildUki, formatUkiInspection, inspectUki, isUki } from "../media/uki.ts";
 
-declare const AIRROOT_VERSION: string | undefined;
-const version = typeof AIRROOT_VERSION === "string" ? AIRROOT_VERSION : "0.1.0-dev";
+import { version } from "../version.ts";
 
 /** airroot.ip for a node recorded with a static IPv4 address (`node add --ip A/P --gateway G`); undefined for DHCP. */
 export async function nodeIpParam(state: string, name: string, iface: string): Promise<string | undefined> {

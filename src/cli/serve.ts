@@ -3,7 +3,7 @@
 import { defineCommand } from "citty";
 import { resolve } from "node:path";
 import { readFileSync } from "node:fs";
-import { initState, statePaths } from "../server/state.ts";
+import { initState, statePaths, type InitOptions } from "../server/state.ts";
 import { serve } from "../server/serve.ts";
 import { issueServerCert, loadCa } from "../pki/x509ca.ts";
 import { writePrivate } from "../client/credential.ts";
@@ -22,14 +22,17 @@ const init = defineCommand({
     port: { type: "string", description: "HTTPS port (default 443)" },
     "trusted-subnet": { type: "string", description: "extra subnet from which enrollment is accepted, e.g. 10.1.0.0/16 (repeatable)" },
     domain: { type: "string", description: "DNS domain of the nodes (FQDN principal in SSH host certificates)" },
+    join: { type: "string", description: "make a new server of an existing site: FILE from `airroot serve export` (or that server's state dir, copied over) gives the site's CAs, SSH CA, image keys and database settings; this server gets its own server id and a server certificate for its --address from the site CA. --state must be new or empty" },
   },
   async run({ args, rawArgs }) {
     const port = args.port === undefined ? undefined : Number(args.port);
     if (port !== undefined && !(Number.isInteger(port) && port > 0 && port < 65536)) throw new Error(`serve init: --port "${args.port}" is not a port number`);
-    const r = await initState(resolve(args.state), {
+    const opts = {
       addresses: repeated(rawArgs, "address"), advertise: repeated(rawArgs, "advertise"), port,
       trustedSubnets: repeated(rawArgs, "trusted-subnet"), domain: args.domain,
-    });
+    };
+    if (args.join !== undefined) { await runJoin(resolve(args.state), resolve(args.join), opts); return; }
+    const r = await initState(resolve(args.state), opts);
     for (const f of r.created) console.log(`created ${f}`);
     for (const f of r.kept) console.log(`kept    ${f}`);
     for (const w of r.warnings) console.error(`warning: ${w}`);
@@ -39,6 +42,21 @@ const init = defineCommand({
     console.log(`nodes must trust ${statePaths(resolve(args.state)).siteCaCert} (put it in the initramfs)`);
   },
 });
+
+async function runJoin(state: string, from: string, opts: InitOptions): Promise<void> {
+  const { readBundle } = await import("../server/sitebundle.ts");
+  const { joinState } = await import("../server/join.ts");
+  const bundle = readBundle(from);
+  const r = await joinState(state, bundle, opts);
+  for (const f of r.created) console.log(`created ${f}`);
+  for (const w of r.warnings) console.error(`warning: ${w}`);
+  console.log(`joined the site of server ${bundle.from.serverId} (${bundle.from.host}) as server ${r.serverId}`);
+  console.log(`server certificate names: ${r.sans.join(" ")}`);
+  console.log(`nodes are told: ${r.advertised.join(" ") || "(nothing)"}`);
+  if (r.peersAdded.length) console.log(`peers: ${r.peersAdded.join(" ")} (the other server)`);
+  for (const n of r.notes) console.log(`note: ${n}`);
+  if (r.advertised.length) console.log(`on the other servers: airroot serve config add peers ${r.advertised.join(" ")} --state STATE`);
+}
 
 const mirrorCert = defineCommand({
   meta: { name: "mirror-cert", description: "Issue a TLS certificate and key for an image mirror (nginx/apache) from the site CA." },
@@ -58,7 +76,7 @@ const mirrorCert = defineCommand({
   },
 });
 
-const SUBCOMMANDS = ["init", "config", "mirror-cert", "mirror-config", "site-config", "boot-files", "dhcp-config", "firmware-ca", "copy-db"];
+const SUBCOMMANDS = ["init", "config", "mirror-cert", "mirror-config", "site-config", "boot-files", "dhcp-config", "firmware-ca", "copy-db", "status", "export"];
 const VALUE_FLAGS = ["--state", "--listen", "--http-listen", "--advertise", "--discovery-port", "--db", "--db-password-file"];
 
 /** True when the first positional word names a subcommand (skipping the values of serve's own options). */
@@ -99,6 +117,8 @@ export const serveCommand = defineCommand({
     "dhcp-config": () => import("./servenetboot.ts").then((m) => m.dhcpConfigCommand),
     "firmware-ca": () => import("./servenetboot.ts").then((m) => m.firmwareCaCommand),
     "copy-db": () => import("./servedb.ts").then((m) => m.copyDbCommand),
+    status: () => import("./servestatus.ts").then((m) => m.statusCommand),
+    export: () => import("./serveexport.ts").then((m) => m.exportCommand),
   },
   async run({ args, rawArgs }) {
     if (invokedSubcommand(rawArgs)) return; // citty runs the parent's run() after a subcommand too

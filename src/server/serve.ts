@@ -20,6 +20,7 @@ import { advertiseNotes, advertisedUrls, advertiseWarnings, listenerUrls, parseB
 import { CONFIG_CHECK_MS, keyOfField } from "./configedit.ts";
 import { imageSourcePlan } from "./imagesources.ts";
 import { METRICS_PATH, metricsResponse, ServerMetrics, timed } from "./metrics.ts";
+import { heartbeatInterval, startHeartbeat, type Heartbeat } from "./heartbeat.ts";
 
 export interface ServeOptions {
   stateDir: string;
@@ -42,6 +43,8 @@ export interface ServeOptions {
   discoveryPort?: number;   // overrides config.discoveryPort
   /** How often config.json's mtime/size is checked (ms); 0: only on reloadConfig(). Default CONFIG_CHECK_MS. */
   configCheckMs?: number;
+  /** How often this server's row in the servers table is refreshed (ms); default $AIRROOT_HEARTBEAT_MS, else 15 s. */
+  heartbeatMs?: number;
   log?: Logger;
   audit?: Audit;
 }
@@ -76,6 +79,7 @@ const RESTART_ONLY = ["port", "httpPort", "discoveryPort", "serverId", "version"
 export async function serve(o: ServeOptions): Promise<RunningServer> {
   const st = await loadState(o.stateDir);
   let c = st.config;
+  const beatMs = heartbeatInterval(o.heartbeatMs);
   const db = await openDatabase(o.stateDir, { db: o.db, passwordFile: o.dbPasswordFile });
   // audit.log (or the caller's) and the database's audit_log, which every server sharing the database writes to.
   const trail = dbAudit(db, `${c.serverId}@${hostname()}[${process.pid}]`, o.log);
@@ -145,6 +149,7 @@ export async function serve(o: ServeOptions): Promise<RunningServer> {
     if (missing.length) o.log?.warn(certCoverageWarning(o.stateDir, missing));
   };
   checkUrls();
+  const heartbeat: Heartbeat = await startHeartbeat({ db, serverId: c.serverId, urls: () => baseUrls, every: beatMs, log: o.log });
   const localUrls = listenerUrls(https.addresses);
   const httpLocalUrls = http ? listenerUrls(http.addresses).map((u) => u.replace(/^https:/, "http:")) : [];
   o.log?.info(`serving state=${o.stateDir}; nodes are told ${baseUrls.join(" ") || "(no URL)"}; listening on ${localUrls.join(" ")}` +
@@ -187,6 +192,6 @@ export async function serve(o: ServeOptions): Promise<RunningServer> {
     get baseUrls() { return baseUrls; },
     get config() { return c; },
     localUrls, listening: https.addresses, httpListening: http?.addresses ?? [], httpLocalUrls, reloadConfig,
-    async close() { if (timer) clearInterval(timer); await responder?.close(); await http?.close(); await https.close(); await audit.flush(); await db.close(); },
+    async close() { if (timer) clearInterval(timer); await responder?.close(); await http?.close(); await https.close(); await heartbeat.stop(); await audit.flush(); await db.close(); },
   };
 }

@@ -103,7 +103,7 @@ export function writeConfig(stateDir: string, c: ServerConfig): void {
 }
 
 /** Writes a file only if it does not exist (never clobbers a key), durably and with its final mode from the start. */
-function writeNew(path: string, data: string, mode: number): boolean {
+export function writeNew(path: string, data: string, mode: number): boolean {
   if (existsSync(path)) return false;
   const tmp = `${path}.${randomBytes(6).toString("hex")}.tmp`;
   const fd = openSync(tmp, "wx", mode);

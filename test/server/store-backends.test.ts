@@ -17,6 +17,8 @@ import {
   removeImage, removeImageIfUnused, setProfile,
 } from "../../src/server/store/images.ts";
 import { auditRows, dbAudit } from "../../src/server/store/auditlog.ts";
+import { forgetServer, healthOf, listServers, markStopped, upsertServer } from "../../src/server/store/servers.ts";
+import { startHeartbeat } from "../../src/server/heartbeat.ts";
 
 let pg: TestPostgres;
 beforeAll(async () => { pg = await startPostgres(); }, 120_000);
@@ -207,6 +209,34 @@ for (const backend of BACKENDS) {
       expect(rows).toHaveLength(3);
       expect(JSON.parse(rows.find((r) => r.event === "enroll")!.line)).toMatchObject({ event: "enroll", outcome: "ok", server: "server-a", serial: "X" });
       expect(typeof rows[0].at).toBe("number");
+    });
+
+    test("servers: each keeps one row, refreshed by its heartbeat; up, stale by age, stopped at a clean shutdown", async () => {
+      const row = { host: "h", pid: 1, urls: ["https://10.0.0.1"], version: "v", started: 1_733_000_000_000, seen: 1_733_000_000_000, beat: 1000 };
+      await upsertServer(db, { ...row, id: "srv-a" });
+      await upsertServer(other, { ...row, id: "srv-b", host: "h2", seen: 1_733_000_005_000 });
+      await upsertServer(db, { ...row, id: "srv-a", seen: 1_733_000_010_000 }); // a heartbeat
+      const rows = await listServers(other);
+      expect(rows.map((r) => [r.id, r.host, r.seen, r.urls])).toEqual([
+        ["srv-a", "h", 1_733_000_010_000, ["https://10.0.0.1"]], ["srv-b", "h2", 1_733_000_005_000, ["https://10.0.0.1"]]]);
+      expect(healthOf(rows[0], 1_733_000_012_999)).toBe("up");
+      expect(healthOf(rows[0], 1_733_000_013_001)).toBe("stale"); // three beats missed
+      await markStopped(db, "srv-b", "h2", 99); // not that process's row: untouched
+      expect((await listServers(db))[1].stopped).toBeNull();
+      await markStopped(db, "srv-b", "h2", 1, 1_733_000_006_000);
+      expect(healthOf((await listServers(other))[1])).toBe("stopped");
+      expect(await forgetServer(other, "srv-b")).toBe(true);
+      expect(await forgetServer(other, "srv-b")).toBe(false);
+
+      const hb = await startHeartbeat({ db, serverId: "srv-c", urls: () => ["https://10.0.0.3"], every: 50 });
+      const first = (await listServers(other)).find((r) => r.id === "srv-c")!;
+      expect([first.pid, first.beat, first.stopped]).toEqual([process.pid, 50, null]);
+      await Bun.sleep(200);
+      const later = (await listServers(other)).find((r) => r.id === "srv-c")!;
+      expect(later.seen).toBeGreaterThan(first.seen);
+      expect(later.started).toBe(first.started);
+      await hb.stop();
+      expect(healthOf((await listServers(other)).find((r) => r.id === "srv-c")!)).toBe("stopped");
     });
 
     test("a transaction that throws leaves nothing", async () => {

@@ -14,6 +14,7 @@ import { readConfig, statePaths } from "../state.ts";
 import "./nodes.ts";
 import "./images.ts";
 import "./auditlog.ts";
+import "./servers.ts";
 
 export type { Db } from "./sql.ts";
 export { registerSchema } from "./migrations.ts";
