@@ -41,7 +41,8 @@ fuzz: deps
 initramfs: build
 	@kdir=$$(bash initramfs/fetch-kernel.sh .cache/kernel $(SUITE)) && cp "$$kdir/vmlinuz" dist/vmlinuz && \
 	  $(BUN) initramfs/build.ts --kernel-dir "$$kdir" --out dist/initramfs.cpio.zst $(if $(SITE),--site $(SITE))
-	@echo "boot files: dist/vmlinuz dist/initramfs.cpio.zst"
+	@sb=$$(bash initramfs/fetch-signed-boot.sh .cache/kernel $(SUITE)) && cp "$$sb/shimx64.efi" "$$sb/grubx64.efi" dist/
+	@echo "boot files: dist/vmlinuz dist/initramfs.cpio.zst; Secure Boot chain for network boot: dist/shimx64.efi dist/grubx64.efi"
 
 # The boot media's first stage (busybox, curl, zstd, the modules; no airroot binary): ~10.5 MB.
 dist/initramfs-stage1.cpio.zst: initramfs/build.ts initramfs/cpio.ts initramfs/stage1.sh

@@ -21,31 +21,9 @@ esac
 mkdir -p "$cache"
 cache="$(cd "$cache" && pwd)"
 
-# A private apt: its own sources, lists, cache and an empty dpkg status (nothing here installs anything).
-apt="$cache/apt/$suite"
-mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial" "$apt/sources.list.d"
-[ -f "$apt/status" ] || : > "$apt/status"
-{
-  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror $suite main"
-  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror $suite-updates main"
-  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $security $suite-security main"
-} > "$apt/sources.list"
-opts=(-o "Dir::Etc::SourceList=$apt/sources.list" -o "Dir::Etc::SourceParts=$apt/sources.list.d"
-      -o "Dir::State::Lists=$apt/lists" -o "Dir::State::status=$apt/status" -o "Dir::Cache=$apt/cache"
-      -o "APT::Architecture=amd64" -o "APT::Architectures::=amd64" -o "Debug::NoLocking=1")
-
-stamp="$apt/lists/.updated"
-if [ -z "$(find "$stamp" -mmin -1440 2>/dev/null)" ]; then
-  if apt-get "${opts[@]}" -q update >&2; then
-    touch "$stamp"
-  elif [ -f "$stamp" ]; then
-    echo "fetch-kernel: 'apt-get update' for $suite failed; using the package lists of $(date -r "$stamp" +%F)" >&2
-  else
-    echo "fetch-kernel: cannot fetch the package lists of $suite from $mirror (apt-get update failed above);" \
-      "check the network or set MIRROR=URL" >&2
-    exit 1
-  fi
-fi
+me=fetch-kernel
+# shellcheck source=initramfs/private-apt.sh
+. "$(dirname "$0")/private-apt.sh"
 
 # The meta package depends on exactly one versioned image package; that is the kernel we boot.
 pkg="$(apt-cache "${opts[@]}" depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')"

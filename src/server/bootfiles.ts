@@ -1,10 +1,11 @@
 // STATE/boot/: the network boot files `airroot serve` serves under /boot/ (the kernel, the initramfs, Debian's iPXE
-// binaries and optionally a signed unified kernel image), put there by `airroot serve boot-files`. Each is copied in under a temporary name, synced and renamed,
+// binaries, optionally a signed unified kernel image and the Secure Boot chain shim + signed GRUB), put there by
+// `airroot serve boot-files`. Each is copied in under a temporary name, synced and renamed,
 // so a node fetching one during an update gets the old file or the new one, never a mix; a kernel and an initramfs
 // are installed together (both renamed only once both copies are complete). Only regular files are ever served from
 // here (serveFile: no symlink followed), so the copies are real files even where the source is a link (Debian's
 // /usr/lib/ipxe/ipxe.efi links to /boot/ipxe.efi).
-import { chmodSync, closeSync, existsSync, fsyncSync, lstatSync, mkdirSync, openSync, readSync, renameSync, rmSync, statSync, writeSync } from "node:fs";
+import { chmodSync, closeSync, existsSync, fsyncSync, lstatSync, mkdirSync, openSync, readFileSync, readSync, renameSync, rmSync, statSync, writeSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { statePaths } from "./state.ts";
@@ -21,6 +22,18 @@ export interface BootFilesRequest {
   ipxeDir?: string | null;
   /** A signed unified kernel image (`airroot media uki`), served as /boot/airroot.efi for UEFI HTTP boot. */
   uki?: string;
+  /** Debian's signed shim and network GRUB (initramfs/fetch-signed-boot.sh), served as shimx64.efi and grubx64.efi. */
+  shim?: string;
+  grub?: string;
+}
+
+/**
+ * The signed network GRUB of Debian 12 (2.06) has no http module: under UEFI HTTP boot its prefix is
+ * (http,SERVER)/grub, which it cannot read, and it stops at its prompt. Debian 13's (2.12) has one. Its HTTP client
+ * is the only one in GRUB that sends this request line, so its absence is a reliable sign.
+ */
+function grubHasHttp(file: string): boolean {
+  return readFileSync(file).includes("HTTP/1.1");
 }
 
 export interface BootFileEntry { name: BootFileName; size: number; mtime: Date }
@@ -32,9 +45,9 @@ function readHead(file: string, n: number): Buffer {
 }
 
 /** Warnings for a file that does not look like a kernel / an initramfs (not fatal: other architectures exist). */
-function lookWarnings(kind: "kernel" | "initrd" | "uki", file: string): string[] {
+function lookWarnings(kind: "kernel" | "initrd" | "efi", file: string): string[] {
   const h = readHead(file, 0x240);
-  if (kind === "uki") {
+  if (kind === "efi") {
     const pe = h.length >= 0x40 && h.toString("latin1", 0, 2) === "MZ" && h.readUInt32LE(0x3c) + 4 <= h.length &&
       h.toString("latin1", h.readUInt32LE(0x3c), h.readUInt32LE(0x3c) + 4) === "PE\0\0";
     return pe ? [] : [`${file} does not look like an EFI executable (no MZ/PE header): UEFI HTTP boot will refuse it`];
@@ -107,6 +120,8 @@ export function installBootFiles(stateDir: string, r: BootFilesRequest): BootFil
   if (r.kernel) { plan.push({ name: "vmlinuz", from: r.kernel }); }
   if (r.initrd) { plan.push({ name: "initramfs", from: r.initrd }); }
   if (r.uki) { plan.push({ name: "airroot.efi", from: r.uki }); }
+  if (!r.shim !== !r.grub) throw new Error("boot-files: give --shim and --grub together (shim loads grubx64.efi from its own directory)");
+  if (r.shim && r.grub) { plan.push({ name: "shimx64.efi", from: r.shim }, { name: "grubx64.efi", from: r.grub }); }
   const ipxeDir = r.ipxeDir === undefined ? (existsSync(DEBIAN_IPXE_DIR) ? DEBIAN_IPXE_DIR : null) : r.ipxeDir;
   if (r.ipxeDir === undefined && ipxeDir === null) warnings.push(`no ${DEBIAN_IPXE_DIR}: install Debian's ipxe package (apt-get install ipxe) for undionly.kpxe, ipxe.efi and snponly.efi, or give --ipxe-dir`);
   if (ipxeDir) {
@@ -120,7 +135,10 @@ export function installBootFiles(stateDir: string, r: BootFilesRequest): BootFil
   for (const p of plan) {
     if (p.name === "vmlinuz") warnings.push(...lookWarnings("kernel", p.from));
     if (p.name === "initramfs") warnings.push(...lookWarnings("initrd", p.from));
-    if (p.name === "airroot.efi") warnings.push(...lookWarnings("uki", p.from));
+    if (p.name === "airroot.efi" || p.name === "shimx64.efi" || p.name === "grubx64.efi") warnings.push(...lookWarnings("efi", p.from));
+    if (p.name === "grubx64.efi" && !grubHasHttp(p.from)) {
+      warnings.push(`${p.from} has no HTTP client (Debian 12's signed network GRUB has none): under UEFI HTTP boot it cannot read /grub/grub.cfg and stops at its prompt; use Debian 13's (initramfs/fetch-signed-boot.sh, or dist/grubx64.efi from make initramfs)`);
+    }
   }
   const temps: { name: BootFileName; from: string; tmp: string; size: number }[] = [];
   try {

@@ -2,7 +2,8 @@
 // `airroot serve`'s iPXE script, each told apart by what the client sends:
 //   iPXE (any build)   user class "iPXE" / option 175   -> http://SERVER:HTTPPORT/boot/ipxe (never a loader again: no loop)
 //   UEFI HTTP boot     vendor class "HTTPClient" (arch 16) -> option 60 "HTTPClient" echoed back, URL of the EFI iPXE
-//                      (or, with --http-boot uki, of the signed unified kernel image /boot/airroot.efi itself)
+//                      (or, with --http-boot uki, of the signed unified kernel image /boot/airroot.efi itself;
+//                      with --http-boot shim, of /boot/shimx64.efi: shim -> signed GRUB -> /grub/grub.cfg)
 //   UEFI PXE           client arch 7 or 9                -> the EFI iPXE over TFTP
 //   BIOS PXE           anything else (arch 0)            -> undionly.kpxe over TFTP
 // The files come from STATE/boot/ (`serve boot-files`): over TFTP (dnsmasq's own, or any TFTP server rooted there)
@@ -13,8 +14,12 @@ import { IPXE_SCRIPT_PATH } from "./bootscript.ts";
 
 export type DhcpServerKind = "dnsmasq" | "isc";
 export type EfiBinary = "snponly.efi" | "ipxe.efi";
-/** What UEFI HTTP boot loads: the EFI iPXE (then the per-node script), or the signed UKI (`airroot media uki`). */
-export type HttpBootTarget = "ipxe" | "uki";
+/**
+ * What UEFI HTTP boot loads: the EFI iPXE (then the per-node script), the signed UKI (`airroot media uki`), or
+ * Debian's Secure Boot chain (shim signed by Microsoft's UEFI CA, then Debian's signed GRUB and kernel).
+ */
+export type HttpBootTarget = "ipxe" | "uki" | "shim";
+export const SHIM_BOOT_FILE = "shimx64.efi";
 export const UKI_BOOT_FILE = "airroot.efi";
 
 export interface DhcpConfigOptions {
@@ -116,7 +121,7 @@ function checkDir(d: string): string {
 /** The URLs and names a configuration hands out (for the printed comment and for tests). */
 export function bootTargets(server: string, httpPort: number, efi: EfiBinary, httpsBase?: string, httpBoot: HttpBootTarget = "ipxe") {
   const base = httpsBase ?? `http://${server}${httpPort === 80 ? "" : `:${httpPort}`}`;
-  const httpBootEfi = `${base}/boot/${httpBoot === "uki" ? UKI_BOOT_FILE : efi}`;
+  const httpBootEfi = `${base}/boot/${httpBoot === "uki" ? UKI_BOOT_FILE : httpBoot === "shim" ? SHIM_BOOT_FILE : efi}`;
   return { script: `${base}${IPXE_SCRIPT_PATH}`, httpBootEfi, biosPxe: "undionly.kpxe", efiPxe: efi };
 }
 
@@ -137,8 +142,13 @@ export function dhcpConfig(o: DhcpConfigOptions): string {
     httpsBase = o.advertised.find((u) => { try { return urlHostname(u) === server; } catch { return false; } }) ?? o.advertised[0];
     if (!httpsBase) throw new DhcpConfigError("--https: no advertised https:// URL to give the firmware (`airroot serve config add addresses ADDR` or `add advertise https://HOST`)");
   }
-  if (o.httpBoot !== undefined && o.httpBoot !== "ipxe" && o.httpBoot !== "uki") {
-    throw new DhcpConfigError(`--http-boot "${String(o.httpBoot).slice(0, 40)}": use ipxe (the EFI iPXE, then the per-node script) or uki (/boot/${UKI_BOOT_FILE})`);
+  if (o.httpBoot !== undefined && o.httpBoot !== "ipxe" && o.httpBoot !== "uki" && o.httpBoot !== "shim") {
+    throw new DhcpConfigError(`--http-boot "${String(o.httpBoot).slice(0, 40)}": use ipxe (the EFI iPXE, then the per-node script), uki (/boot/${UKI_BOOT_FILE}) or shim (/boot/${SHIM_BOOT_FILE}, Debian's Secure Boot chain)`);
+  }
+  if (o.httpBoot === "shim" && (o.https || o.httpPort !== 80)) {
+    // GRUB's prefix is (http,HOST)/grub: plain HTTP on port 80 of the host shim came from, whatever the boot URL was.
+    throw new DhcpConfigError(`--http-boot shim needs plain HTTP on port 80${o.https ? " (not --https)" : ` (http-port is ${o.httpPort})`}: Debian's signed GRUB fetches /grub/grub.cfg, the kernel and the initramfs from port 80 of the server shim was loaded from, without TLS; ` +
+      "`airroot serve config set http-port 80 --state DIR` (then restart airroot serve)");
   }
   const t = bootTargets(server, o.httpPort, efi, httpsBase, o.httpBoot);
   return o.kind === "dnsmasq" ? dnsmasq(o, { server, r, iface, tftpRoot, efi, router, t }) : isc(o, { server, r, iface, tftpRoot, efi, router, t });

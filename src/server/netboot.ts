@@ -1,7 +1,8 @@
-// Network boot routes (GET/HEAD /boot/*) for both listeners of `airroot serve`, HTTPS and plain HTTP: the boot files
-// in STATE/boot/ (`serve boot-files`) through serveFile (byte ranges, ETag from inode, size and mtime, revalidated
-// because a file may be replaced), the generic iPXE script at /boot/ipxe and the per-node script at
-// /boot/ipxe?mac=MAC. A machine that cannot be booted (unknown or malformed MAC, no boot files, no address to give
+// Network boot routes (GET/HEAD /boot/* and /grub/*) for both listeners of `airroot serve`, HTTPS and plain HTTP: the
+// boot files in STATE/boot/ (`serve boot-files`) through serveFile (byte ranges, ETag from inode, size and mtime,
+// revalidated because a file may be replaced), the generic iPXE script at /boot/ipxe and the per-node script at
+// /boot/ipxe?mac=MAC, and the same pair for GRUB (/grub/grub.cfg, where Debian's signed network GRUB looks, and
+// /boot/grub?mac=MAC). A machine that cannot be booted (unknown or malformed MAC, no boot files, no address to give
 // it) still gets a script: it explains on the console and hands back to the firmware. Refusals are audited.
 import type { Db } from "./store/sql.ts";
 import { existsSync } from "node:fs";
@@ -12,8 +13,8 @@ import type { Logger } from "../util/log.ts";
 import { serveFile } from "./static.ts";
 import { getNode, nodesByIdentity } from "./store/nodes.ts";
 import {
-  BOOT_FILE_NAMES, BOOT_URL_PREFIX, IPXE_SCRIPT_PATH, cannotBootScript, chainScript, malformedMacScript, nodeScript,
-  parseMacParam, unknownMacScript, type BootFileName,
+  BOOT_FILE_NAMES, BOOT_URL_PREFIX, GRUB, GRUB_CONFIG_PATH, GRUB_SCRIPT_PATH, IPXE, IPXE_SCRIPT_PATH, cannotBootScript,
+  chainScript, malformedMacScript, nodeScript, parseMacParam, unknownMacScript, type BootFileName, type ScriptDialect,
 } from "./bootscript.ts";
 import { isLinkLocalHost, urlHost, urlHostname } from "./urls.ts";
 
@@ -79,23 +80,36 @@ export function pickBase(bases: string[], hostHeader: string | null): string | u
 
 const script = (text: string, head: boolean) => new Response(head ? null : text, { status: 200, headers: { ...SCRIPT_HEADERS, "Content-Length": String(Buffer.byteLength(text)) } });
 
-/** Handles /boot/*; returns null for other paths. */
+/**
+ * Files shim asks for beside itself and GRUB's optional module lists under its prefix: none is needed, each is
+ * answered 404 without an audit line (every Secure Boot network boot asks for them).
+ */
+const PROBED = new Set(["revocations_sku.efi", "revocations_sbat.efi", "shim_certificate_0.efi"]);
+const GRUB_PREFIX = "/grub/";
+
+/** Handles /boot/* and /grub/*; returns null for other paths. */
 export async function serveNetboot(req: Request, remote: string, scheme: BootScheme, d: NetbootDeps): Promise<Response | null> {
   const url = new URL(req.url);
-  const path = url.pathname;
-  if (!path.startsWith(BOOT_URL_PREFIX) && path !== "/boot") return null;
+  // shim asks for its second stage as DIR + "/" + name, so a boot file URL of /boot/shimx64.efi gives /boot//grubx64.efi.
+  const path = url.pathname.replace(/\/{2,}/g, "/");
+  const grubPath = path.startsWith(GRUB_PREFIX);
+  if (!path.startsWith(BOOT_URL_PREFIX) && path !== "/boot" && !grubPath) return null;
   const refused = (reason: string) => d.audit.record({ event: "boot", outcome: "refused", remote, reason: `${req.method} ${path.slice(0, 200)}: ${reason}` });
   if (req.method !== "GET" && req.method !== "HEAD") {
     refused("method not allowed");
     return new Response("method not allowed: /boot/ serves GET and HEAD only\n", { status: 405, headers: { ...SCRIPT_HEADERS, Allow: "GET, HEAD" } });
   }
   const head = req.method === "HEAD";
-  if (path === IPXE_SCRIPT_PATH) return await ipxeScript(url, req, remote, scheme, d, head);
+  if (path === IPXE_SCRIPT_PATH) return await bootScript(IPXE, url, req, remote, scheme, d, head);
+  if (path === GRUB_SCRIPT_PATH) return await bootScript(GRUB, url, req, remote, scheme, d, head);
+  // GRUB's config without a query: the generic script (GRUB cannot add one to its prefix).
+  if (path === GRUB_CONFIG_PATH) return await bootScript(GRUB, new URL(GRUB_CONFIG_PATH, url), req, remote, scheme, d, head);
 
-  const name = path.slice(BOOT_URL_PREFIX.length);
+  const name = path.slice(grubPath ? GRUB_PREFIX.length : BOOT_URL_PREFIX.length);
+  if (grubPath || PROBED.has(name)) return new Response(`not found: ${path.slice(0, 200)}\n`, { status: 404, headers: SCRIPT_HEADERS });
   if (!(BOOT_FILE_NAMES as string[]).includes(name)) {
     refused("not a boot file name");
-    return new Response(`not found: /boot/ serves ${[...BOOT_FILE_NAMES, "ipxe"].join(", ")}\n`, { status: 404, headers: SCRIPT_HEADERS });
+    return new Response(`not found: /boot/ serves ${[...BOOT_FILE_NAMES, "ipxe", "grub"].join(", ")} (and ${GRUB_CONFIG_PATH})\n`, { status: 404, headers: SCRIPT_HEADERS });
   }
   return serveFile(req, {
     dir: d.bootDir, name, path, etag: bootFileEtag, cacheControl: BOOT_CACHE_CONTROL,
@@ -107,40 +121,40 @@ function missingBootFiles(bootDir: string): BootFileName[] {
   return (["vmlinuz", "initramfs"] as const).filter((n) => !existsSync(join(bootDir, n)));
 }
 
-async function ipxeScript(url: URL, req: Request, remote: string, scheme: BootScheme, d: NetbootDeps, head: boolean): Promise<Response> {
+async function bootScript(dialect: ScriptDialect, url: URL, req: Request, remote: string, scheme: BootScheme, d: NetbootDeps, head: boolean): Promise<Response> {
   const bases = bootBases(d.baseUrls(), scheme, d.httpPort());
   const base = pickBase(bases, req.headers.get("host"));
   if (!base) {
     d.audit.record({ event: "boot-script", outcome: "refused", remote, reason: "no advertised address" });
     return script(cannotBootScript("this server has no address to give a node (no advertised URL)",
-      "on the server: airroot serve config add addresses ADDR (or advertise https://HOST)"), head);
+      "on the server: airroot serve config add addresses ADDR (or advertise https://HOST)", dialect), head);
   }
   const missing = missingBootFiles(d.bootDir);
   if (missing.length) {
     d.audit.record({ event: "boot-script", outcome: "refused", remote, reason: `no ${missing.join(", ")} installed` });
     return script(cannotBootScript(`the server has no ${missing.join(" and no ")} to boot yet`,
-      `on the server: airroot serve boot-files --state ${d.stateDir} --kernel dist/vmlinuz --initrd dist/initramfs.cpio.zst`), head);
+      `on the server: airroot serve boot-files --state ${d.stateDir} --kernel dist/vmlinuz --initrd dist/initramfs.cpio.zst`, dialect), head);
   }
   const macs = url.searchParams.getAll("mac");
   const keys = [...url.searchParams.keys()];
-  if (keys.length === 0) return script(chainScript(base), head);
+  if (keys.length === 0) return script(chainScript(base, dialect), head);
   if (macs.length !== 1 || keys.length !== 1) {
     d.audit.record({ event: "boot-script", outcome: "refused", remote, reason: "query is not exactly one mac parameter" });
-    return script(malformedMacScript(macs.length ? macs.join(",") : url.search.slice(1)), head);
+    return script(malformedMacScript(macs.length ? macs.join(",") : url.search.slice(1), dialect), head);
   }
   const mac = parseMacParam(macs[0].slice(0, 64));
   if (!mac) {
     d.audit.record({ event: "boot-script", outcome: "refused", remote, reason: "malformed MAC" });
-    return script(malformedMacScript(macs[0]), head);
+    return script(malformedMacScript(macs[0], dialect), head);
   }
   const [name] = await nodesByIdentity(d.db, [mac]);
   const node = name ? await getNode(d.db, name) : null;
   if (!node) {
     d.audit.record({ event: "boot-script", outcome: "refused", remote, reason: `no node with MAC ${mac}` });
-    return script(unknownMacScript(mac), head);
+    return script(unknownMacScript(mac, dialect), head);
   }
-  if (!head) d.audit.record({ event: "boot-script", outcome: "ok", remote, node: node.name, reason: `per-node iPXE script over ${scheme}, MAC ${mac}` });
-  return script(nodeScript({ bootBase: base, apiUrls: d.apiUrls(), cmdline: d.cmdline() }, { name: node.name, mac, profile: node.profile, net: node.net }), head);
+  if (!head) d.audit.record({ event: "boot-script", outcome: "ok", remote, node: node.name, reason: `per-node ${dialect.name} script over ${scheme}, MAC ${mac}` });
+  return script(nodeScript({ bootBase: base, apiUrls: d.apiUrls(), cmdline: d.cmdline() }, { name: node.name, mac, profile: node.profile, net: node.net }, dialect), head);
 }
 
 /**
@@ -158,7 +172,7 @@ export function plainHttpHandler(d: NetbootDeps) {
     d.audit.record({ event: "http", outcome: "refused", remote: ctx.remoteAddress, reason: `${req.method} ${path.slice(0, 200)}: not served over plain HTTP` });
     const text = api || images
       ? `refused: ${api ? "the node API is" : "images are"} served over HTTPS only${where}; plain HTTP serves network boot files (/boot/) only\n`
-      : `not found: plain HTTP serves network boot files (/boot/) only; the node API and images are on HTTPS${where}\n`;
+      : `not found: plain HTTP serves network boot files (/boot/, ${GRUB_CONFIG_PATH}) only; the node API and images are on HTTPS${where}\n`;
     return new Response(text, { status: api || images ? 403 : 404, headers: SCRIPT_HEADERS });
   };
 }

@@ -31,6 +31,11 @@ export function kernelDir(suite?: string): string {
   return run(["bash", "initramfs/fetch-kernel.sh", join(REPO, ".cache/kernel"), ...(suite ? [suite] : [])]).trim().split("\n").pop()!;
 }
 
+/** The node suite's Secure Boot chain for network boot (initramfs/fetch-signed-boot.sh): holds shimx64.efi and grubx64.efi. */
+export function signedBootDir(suite?: string): string {
+  return run(["bash", "initramfs/fetch-signed-boot.sh", join(REPO, ".cache/kernel"), ...(suite ? [suite] : [])]).trim().split("\n").pop()!;
+}
+
 /** The Debian suite a kernel directory came from (written by fetch-kernel.sh). */
 export function kernelSuite(kdir = kernelDir()): string {
   return readFileSync(join(kdir, "suite"), "utf8").trim();

@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { join } from "node:path";
 import { createHash, randomBytes } from "node:crypto";
-import { lstatSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, lstatSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from "node:fs";
 import { scratchDir, removeScratchDirs } from "../helpers/tmp";
 import { initState, statePaths } from "../../src/server/state.ts";
 import { installBootFiles, listBootFiles } from "../../src/server/bootfiles.ts";
@@ -125,4 +125,34 @@ test("--uki installs a signed unified kernel image as airroot.efi (served under 
   const bad = cli("--state", s3, "--uki", join(dir, "not.efi"));
   expect(bad.code).toBe(0);
   expect(bad.err).toContain("does not look like an EFI executable (no MZ/PE header)");
+});
+
+test("--shim and --grub install the Secure Boot chain as shimx64.efi and grubx64.efi, only together; Debian 12's GRUB (no HTTP client) is warned about", () => {
+  const s4 = join(dir, "s4");
+  expect(Bun.spawnSync([BUN, MAIN, "serve", "init", "--state", s4, "--address", "10.0.2.100"]).exitCode).toBe(0);
+  const pe = Buffer.alloc(4096);
+  pe.write("MZ", 0, "latin1");
+  pe.writeUInt32LE(0x80, 0x3c);
+  pe.write("PE\0\0", 0x80, "latin1");
+  const grub = Buffer.from(pe);
+  grub.write("GET %s HTTP/1.1\r\n", 0x400, "latin1"); // GRUB's http module's request line
+  writeFileSync(join(dir, "shim.efi"), pe);
+  writeFileSync(join(dir, "grub.efi"), grub);
+  const half = cli("--state", s4, "--shim", join(dir, "shim.efi"));
+  expect(half.code).not.toBe(0);
+  expect(half.err).toContain("give --shim and --grub together");
+  expect(readdirSync(statePaths(s4).boot)).toEqual([]);
+  const r = cli("--state", s4, "--shim", join(dir, "shim.efi"), "--grub", join(dir, "grub.efi"));
+  expect(r.code).toBe(0);
+  expect(r.err).toBe("");
+  expect(r.out).toMatch(/^ {2}shimx64\.efi +0\.0 MiB .*Microsoft's UEFI CA/m);
+  expect(r.out).toMatch(/^ {2}grubx64\.efi +0\.0 MiB .*signed network GRUB/m);
+  expect(readdirSync(statePaths(s4).boot).sort()).toEqual(["grubx64.efi", "shimx64.efi"]);
+  const noHttp = cli("--state", s4, "--shim", join(dir, "shim.efi"), "--grub", join(dir, "shim.efi"));
+  expect(noHttp.code).toBe(0);
+  expect(noHttp.err).toContain("has no HTTP client (Debian 12's signed network GRUB has none)");
+  const deb12 = "/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed";
+  if (readFileSync("/etc/debian_version", "utf8").startsWith("12") && existsSync(deb12)) {
+    expect(cli("--state", s4, "--shim", join(dir, "shim.efi"), "--grub", deb12).err).toContain("has no HTTP client");
+  }
 });

@@ -107,6 +107,25 @@ test("--http-boot uki: UEFI HTTP boot gets /boot/airroot.efi (the signed UKI) ov
   expect(bad.err).toContain('--http-boot "grub": use ipxe');
 });
 
+test("--http-boot shim: UEFI HTTP boot gets /boot/shimx64.efi (Debian's Secure Boot chain); refused without plain HTTP on port 80", () => {
+  const s4 = join(dir, "s-shim");
+  expect(Bun.spawnSync([BUN, MAIN, "serve", "init", "--state", s4, "--address", "10.0.2.100"]).exitCode).toBe(0);
+  expect(Bun.spawnSync([BUN, MAIN, "serve", "config", "set", "http-port", "80", "--state", s4]).exitCode).toBe(0);
+  const r = cli("dnsmasq", "--http-boot", "shim", "--state", s4, "--range", "10.0.2.50,10.0.2.150");
+  expect(r.code).toBe(0);
+  expect(check(["dnsmasq", "--test", "-C"], join(dir, "shim.conf"), r.out).code).toBe(0);
+  expect(r.out).toContain("dhcp-boot=tag:httpclient,tag:!ipxe,http://10.0.2.100/boot/shimx64.efi\n");
+  expect(cli("isc", "--http-boot", "shim", "--state", s4, "--range", "10.0.2.50,10.0.2.150").out).toContain('filename "http://10.0.2.100/boot/shimx64.efi";');
+  const https = cli("dnsmasq", "--http-boot", "shim", "--https", "--state", s4, "--range", "10.0.2.50,10.0.2.150");
+  expect(https.code).not.toBe(0);
+  expect(https.err).toContain("--http-boot shim needs plain HTTP on port 80 (not --https)");
+  expect(Bun.spawnSync([BUN, MAIN, "serve", "config", "set", "http-port", "8080", "--state", s4]).exitCode).toBe(0);
+  const port = cli("dnsmasq", "--http-boot", "shim", "--state", s4, "--range", "10.0.2.50,10.0.2.150");
+  expect(port.code).not.toBe(0);
+  expect(port.out).toBe("");
+  expect(port.err).toContain("(http-port is 8080): Debian's signed GRUB fetches /grub/grub.cfg");
+});
+
 describe("ISC dhcpd", () => {
   test("passes dhcpd -t (or, without dhcpd, is balanced and names every path)", () => {
     const r = cli("isc", "--state", state, "--range", "10.0.2.50,10.0.2.150,255.255.255.0,12h", "--router", "10.0.2.1", "--interface", "eth1");

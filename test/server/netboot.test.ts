@@ -160,6 +160,68 @@ describe("with boot files installed", () => {
     expect(other.text).not.toContain("${");
   });
 
+  test("GRUB (the Secure Boot chain): /grub/grub.cfg sources the per-node config by the boot NIC's MAC; it loads this server's kernel and initramfs, each parameter quoted", async () => {
+    for (const base of [http, https]) {
+      const g = await text(`${base}/grub/grub.cfg`);
+      expect(g.status).toBe(200);
+      expect(g.text).toBe([
+        "# airroot: find this machine's node by the MAC of its boot NIC",
+        'source "/boot/grub?mac=${net_default_mac}"',
+        "echo 'airroot: the per-node GRUB config could not be fetched from this server (see the error above)'",
+        "echo 'airroot: handing back to the firmware in 30 s (next boot device)'",
+        "sleep 30", "exit 1", ""].join("\n"));
+      // /boot/grub without a query is the same generic config.
+      expect((await text(`${base}/boot/grub`)).text).toBe(g.text);
+    }
+    const r = await text(`${http}/boot/grub?mac=52:54:00:12:34:56`);
+    expect(r.text).toBe([
+      "# airroot: node n001 (52:54:00:12:34:56), profile compute, DHCP",
+      "echo 'airroot: booting n001 from http://10.0.2.100:8080'",
+      "linux /boot/vmlinuz 'console=ttyS0,115200' 'quiet' 'airroot.server=https://10.0.2.100,https://10.0.2.110'",
+      "initrd /boot/initramfs",
+      "boot",
+      "echo 'airroot: GRUB could not load or start /boot/vmlinuz with /boot/initramfs (see the error above)'",
+      "echo 'airroot: handing back to the firmware in 30 s (next boot device)'",
+      "sleep 30", "exit 1", ""].join("\n"));
+    const st = await text(`${http}/boot/grub?mac=52-54-00-12-34-57`);
+    expect(st.text).toContain(" 'airroot.ip=eth0:10.0.3.2/16:10.0.0.1'\n");
+    expect(readFileSync(statePaths(state).audit, "utf8")).toMatch(/"event":"boot-script","outcome":"ok".*"node":"n002","reason":"per-node GRUB script over http, MAC 52:54:00:12:34:57"/);
+    const unknown = await text(`${http}/boot/grub?mac=52:54:00:aa:bb:cc`);
+    expect(unknown.text).toStartWith("# airroot: no node with MAC 52:54:00:aa:bb:cc\n");
+    expect(unknown.text).toContain("echo 'airroot: on the server: airroot node add NAME --mac 52:54:00:aa:bb:cc --profile PROFILE, then airroot node arm NAME'");
+    expect(unknown.text).toMatch(/\nsleep 30\nexit 1\n$/);
+    expect(unknown.text).not.toMatch(/^(linux|initrd|boot|source)\b/m);
+  });
+
+  test("GRUB: hostile mac parameters never reach a GRUB command; only quoted echo, sleep and exit", async () => {
+    for (const h of ["${net_default_ip}", "52:54:00:12:34:56';reboot;'", "%0Alinux /evil", "$(x)", "52:54:00:12:34:56%20boot", "x".repeat(3000), "'", "%00"]) {
+      const r = await text(`${http}/boot/grub?mac=${h.replace(/ /g, "%20")}`);
+      expect(r.status).toBe(200);
+      for (const l of r.text.split("\n")) expect(l).toMatch(/^(# airroot: malformed MAC|echo 'airroot: [A-Za-z0-9 .,:/()_@=+%~?-]*'|sleep 30|exit 1|)$/);
+      expect(r.text).toContain("chain the generic script instead: /grub/grub.cfg");
+    }
+  });
+
+  test("what shim and GRUB probe for is a quiet 404 (no audit line); shim's //grubx64.efi finds the file", async () => {
+    const grub = Buffer.alloc(4096);
+    grub.write("MZ", 0, "latin1"); grub.writeUInt32LE(0x80, 0x3c); grub.write("PE\0\0", 0x80, "latin1"); grub.write("GET %s HTTP/1.1", 0x400, "latin1");
+    const shim = Buffer.from(grub); shim.fill(0, 0x400);
+    writeFileSync(join(dir, "shim.efi"), shim); writeFileSync(join(dir, "grub.efi"), grub);
+    const inst = installBootFiles(state, { shim: join(dir, "shim.efi"), grub: join(dir, "grub.efi"), ipxeDir: null });
+    expect(inst.installed.map((i) => i.name)).toEqual(["shimx64.efi", "grubx64.efi"]);
+    expect(inst.warnings).toEqual([]);
+    const before = readFileSync(statePaths(state).audit, "utf8").length;
+    for (const p of ["/boot/revocations_sku.efi", "/boot/revocations_sbat.efi", "/boot/shim_certificate_0.efi", "/grub/x86_64-efi/command.lst",
+      "/grub/x86_64-efi/grub.cfg", "/grub/fonts/unicode.pf2"]) {
+      expect((await curl([`${http}${p}`])).status).toBe(404);
+    }
+    expect(readFileSync(statePaths(state).audit, "utf8").length).toBe(before);
+    const r = await curl(["--path-as-is", `${http}/boot//grubx64.efi`]);
+    expect(r.status).toBe(200);
+    expect(sha(r.body)).toBe(sha(grub));
+    expect(sha((await curl([`${http}/boot/shimx64.efi`])).body)).toBe(sha(shim));
+  });
+
   test("boot files over HTTPS and plain HTTP: HEAD, whole file, ranges, suffix, 416, ETag and If-None-Match, If-Range", async () => {
     for (const base of [https, http]) {
       for (const [name, data] of [["vmlinuz", kernel], ["initramfs", initrd]] as const) {
@@ -224,7 +286,7 @@ describe("with boot files installed", () => {
     expect(post.status).toBe(403);
     const other = await curl([`${http}/`]);
     expect(other.status).toBe(404);
-    expect(other.body.toString()).toContain("plain HTTP serves network boot files (/boot/) only");
+    expect(other.body.toString()).toContain("plain HTTP serves network boot files (/boot/, /grub/grub.cfg) only");
     // The same paths over HTTPS are the API's.
     expect((await curl([`${https}/api/v1/info`])).status).toBe(200);
     expect(readFileSync(statePaths(state).audit, "utf8")).toMatch(/"event":"http","outcome":"refused".*GET \/api\/v1\/info: not served over plain HTTP/);
