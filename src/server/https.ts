@@ -58,9 +58,21 @@ async function readBody(req: http.IncomingMessage, max: number): Promise<Uint8Ar
   return new Uint8Array(Buffer.concat(chunks));
 }
 
+/**
+ * A header name as servers conventionally spell it (content-length -> Content-Length, etag -> ETag). Web Headers
+ * hand names back in lower case; HTTP says case does not matter, but some clients compare them exactly: GRUB's HTTP
+ * client (Debian 13's signed network GRUB, the Secure Boot chain) finds no "Content-Length: " in lower case, takes
+ * the file as empty and stops at its prompt.
+ */
+export function conventionalHeaderName(name: string): string {
+  if (name === "etag") return "ETag";
+  if (name === "www-authenticate") return "WWW-Authenticate";
+  return name.replace(/(^|-)([a-z])/g, (_m, dash: string, c: string) => dash + c.toUpperCase());
+}
+
 async function sendResponse(res: http.ServerResponse, r: Response, head: boolean, onProgress: () => void): Promise<void> {
   const headers: Record<string, string | string[]> = {};
-  r.headers.forEach((v, k) => { headers[k] = v; });
+  r.headers.forEach((v, k) => { headers[conventionalHeaderName(k)] = v; });
   res.writeHead(r.status, headers);
   if (!r.body || head) { res.end(); r.body?.cancel().catch(() => {}); return; }
   const reader = r.body.getReader();
