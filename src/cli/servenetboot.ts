@@ -33,6 +33,7 @@ export const bootFilesCommand = defineCommand({
     kernel: { type: "string", description: "the kernel, e.g. dist/vmlinuz (give --initrd with it: they are installed as a pair)" },
     initrd: { type: "string", description: "the initramfs, e.g. dist/initramfs.cpio.zst" },
     uki: { type: "string", description: "a signed unified kernel image from `airroot media uki`, served as /boot/airroot.efi (for `dhcp-config --http-boot uki`)" },
+    img: { type: "string", description: "a FAT disk image from `airroot media img`, served as /boot/boot.img (for `dhcp-config --http-boot img`: UEFI HTTP boot mounts it as a RAM disk)" },
     shim: { type: "string", description: "shim signed by Microsoft's UEFI CA (dist/shimx64.efi from make initramfs: Debian 13's shim-signed), served as /boot/shimx64.efi (for `dhcp-config --http-boot shim`); give --grub with it" },
     grub: { type: "string", description: "Debian's signed network GRUB (dist/grubx64.efi from make initramfs: Debian 13's grubnetx64.efi.signed), served as /boot/grubx64.efi" },
     "ipxe-dir": { type: "string", description: `directory with undionly.kpxe, ipxe.efi and snponly.efi (default ${DEBIAN_IPXE_DIR} from Debian's ipxe package, when installing a kernel)` },
@@ -42,12 +43,13 @@ export const bootFilesCommand = defineCommand({
     if (!args.kernel !== !args.initrd) {
       throw new Error("serve boot-files: give --kernel and --initrd together (a kernel and the initramfs built for it are replaced as a pair)");
     }
-    if (!args.kernel && !args["ipxe-dir"] && !args.uki && !args.shim && !args.grub) { printPresent(stateDir); return; }
+    if (!args.kernel && !args["ipxe-dir"] && !args.uki && !args.img && !args.shim && !args.grub) { printPresent(stateDir); return; }
     const r = installBootFiles(stateDir, {
       kernel: args.kernel ? resolve(args.kernel) : undefined,
       initrd: args.initrd ? resolve(args.initrd) : undefined,
       ipxeDir: args["ipxe-dir"] ? resolve(args["ipxe-dir"]) : args.kernel ? undefined : null,
       uki: args.uki ? resolve(args.uki) : undefined,
+      img: args.img ? resolve(args.img) : undefined,
       shim: args.shim ? resolve(args.shim) : undefined,
       grub: args.grub ? resolve(args.grub) : undefined,
     });
@@ -73,7 +75,7 @@ export const dhcpConfigCommand = defineCommand({
     "no-tftp": { type: "boolean", description: "dnsmasq: no TFTP server of its own; PXE ROMs are pointed at the TFTP server on --server" },
     efi: { type: "string", description: "iPXE for UEFI: snponly.efi (default: the firmware's driver for the NIC it booted from) or ipxe.efi (iPXE's own drivers)" },
     router: { type: "string", description: "default gateway handed out (full server only)" },
-    "http-boot": { type: "string", description: `what UEFI HTTP boot loads: ipxe (default: the EFI iPXE, then the per-node script), uki (/boot/airroot.efi from \`serve boot-files --uki\`: a signed unified kernel image the firmware checks under Secure Boot) or shim (/boot/shimx64.efi from \`serve boot-files --shim --grub\`: Debian's Secure Boot chain with Microsoft's keys, then the per-node GRUB config)` },
+    "http-boot": { type: "string", description: `what UEFI HTTP boot loads: ipxe (default: the EFI iPXE, then the per-node script), uki (/boot/airroot.efi from \`serve boot-files --uki\`: a signed unified kernel image the firmware checks under Secure Boot), shim (/boot/shimx64.efi from \`serve boot-files --shim --grub\`: Debian's Secure Boot chain with Microsoft's keys, then the per-node GRUB config) or img (/boot/boot.img from \`serve boot-files --img\`: a FAT image the firmware mounts as a RAM disk)` },
     https: { type: "boolean", description: "HTTPS boot: UEFI HTTP boot and iPXE get https:// URLs (firmware with the site CA enrolled, an iPXE built with TRUST=ca.pem); PXE ROMs still get iPXE over TFTP" },
   },
   run({ args }) {

@@ -22,6 +22,8 @@ export interface BootFilesRequest {
   ipxeDir?: string | null;
   /** A signed unified kernel image (`airroot media uki`), served as /boot/airroot.efi for UEFI HTTP boot. */
   uki?: string;
+  /** A FAT disk image (`airroot media img`), served as /boot/boot.img for UEFI HTTP boot to mount as a RAM disk. */
+  img?: string;
   /** Debian's signed shim and network GRUB (initramfs/fetch-signed-boot.sh), served as shimx64.efi and grubx64.efi. */
   shim?: string;
   grub?: string;
@@ -45,8 +47,12 @@ function readHead(file: string, n: number): Buffer {
 }
 
 /** Warnings for a file that does not look like a kernel / an initramfs (not fatal: other architectures exist). */
-function lookWarnings(kind: "kernel" | "initrd" | "efi", file: string): string[] {
+function lookWarnings(kind: "kernel" | "initrd" | "efi" | "disk", file: string): string[] {
   const h = readHead(file, 0x240);
+  if (kind === "disk") {
+    // A FAT boot sector (or an MBR) ends in 55 AA; firmware mounts nothing else as a RAM disk it can boot from.
+    return h.length >= 512 && h[510] === 0x55 && h[511] === 0xaa ? [] : [`${file} does not look like a disk image (no boot sector signature): the firmware will find nothing to boot in it`];
+  }
   if (kind === "efi") {
     const pe = h.length >= 0x40 && h.toString("latin1", 0, 2) === "MZ" && h.readUInt32LE(0x3c) + 4 <= h.length &&
       h.toString("latin1", h.readUInt32LE(0x3c), h.readUInt32LE(0x3c) + 4) === "PE\0\0";
@@ -120,6 +126,7 @@ export function installBootFiles(stateDir: string, r: BootFilesRequest): BootFil
   if (r.kernel) { plan.push({ name: "vmlinuz", from: r.kernel }); }
   if (r.initrd) { plan.push({ name: "initramfs", from: r.initrd }); }
   if (r.uki) { plan.push({ name: "airroot.efi", from: r.uki }); }
+  if (r.img) { plan.push({ name: "boot.img", from: r.img }); }
   if (!r.shim !== !r.grub) throw new Error("boot-files: give --shim and --grub together (shim loads grubx64.efi from its own directory)");
   if (r.shim && r.grub) { plan.push({ name: "shimx64.efi", from: r.shim }, { name: "grubx64.efi", from: r.grub }); }
   const ipxeDir = r.ipxeDir === undefined ? (existsSync(DEBIAN_IPXE_DIR) ? DEBIAN_IPXE_DIR : null) : r.ipxeDir;
@@ -135,6 +142,7 @@ export function installBootFiles(stateDir: string, r: BootFilesRequest): BootFil
   for (const p of plan) {
     if (p.name === "vmlinuz") warnings.push(...lookWarnings("kernel", p.from));
     if (p.name === "initramfs") warnings.push(...lookWarnings("initrd", p.from));
+    if (p.name === "boot.img") warnings.push(...lookWarnings("disk", p.from));
     if (p.name === "airroot.efi" || p.name === "shimx64.efi" || p.name === "grubx64.efi") warnings.push(...lookWarnings("efi", p.from));
     if (p.name === "grubx64.efi" && !grubHasHttp(p.from)) {
       warnings.push(`${p.from} has no HTTP client (Debian 12's signed network GRUB has none): under UEFI HTTP boot it cannot read /grub/grub.cfg and stops at its prompt; use Debian 13's (initramfs/fetch-signed-boot.sh, or dist/grubx64.efi from make initramfs)`);

@@ -23,6 +23,7 @@ export const BOOT_FILES = {
   "ipxe.efi": "iPXE for UEFI x86-64, with its own NIC drivers",
   "snponly.efi": "iPXE for UEFI x86-64 using the firmware's network driver (the NIC it booted from)",
   "airroot.efi": "a signed unified kernel image (airroot media uki) that UEFI HTTP boot loads directly (dhcp-config --http-boot uki)",
+  "boot.img": "a FAT disk image (airroot media img) that UEFI HTTP boot mounts as a RAM disk and boots (dhcp-config --http-boot img)",
   "shimx64.efi": "shim signed by Microsoft's UEFI CA, the first step of the Secure Boot chain (dhcp-config --http-boot shim)",
   "grubx64.efi": "Debian's signed network GRUB, which shim loads from the same directory and which reads /grub/grub.cfg",
 } as const;

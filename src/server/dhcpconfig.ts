@@ -18,8 +18,10 @@ export type EfiBinary = "snponly.efi" | "ipxe.efi";
  * What UEFI HTTP boot loads: the EFI iPXE (then the per-node script), the signed UKI (`airroot media uki`), or
  * Debian's Secure Boot chain (shim signed by Microsoft's UEFI CA, then Debian's signed GRUB and kernel).
  */
-export type HttpBootTarget = "ipxe" | "uki" | "shim";
+export type HttpBootTarget = "ipxe" | "uki" | "shim" | "img";
 export const SHIM_BOOT_FILE = "shimx64.efi";
+/** `airroot media img`: the firmware mounts it as a RAM disk (by its Content-Type, application/vnd.efi-img) and boots it. */
+export const IMG_BOOT_FILE = "boot.img";
 export const UKI_BOOT_FILE = "airroot.efi";
 
 export interface DhcpConfigOptions {
@@ -121,7 +123,8 @@ function checkDir(d: string): string {
 /** The URLs and names a configuration hands out (for the printed comment and for tests). */
 export function bootTargets(server: string, httpPort: number, efi: EfiBinary, httpsBase?: string, httpBoot: HttpBootTarget = "ipxe") {
   const base = httpsBase ?? `http://${server}${httpPort === 80 ? "" : `:${httpPort}`}`;
-  const httpBootEfi = `${base}/boot/${httpBoot === "uki" ? UKI_BOOT_FILE : httpBoot === "shim" ? SHIM_BOOT_FILE : efi}`;
+  const file = { uki: UKI_BOOT_FILE, shim: SHIM_BOOT_FILE, img: IMG_BOOT_FILE, ipxe: efi }[httpBoot];
+  const httpBootEfi = `${base}/boot/${file}`;
   return { script: `${base}${IPXE_SCRIPT_PATH}`, httpBootEfi, biosPxe: "undionly.kpxe", efiPxe: efi };
 }
 
@@ -142,8 +145,8 @@ export function dhcpConfig(o: DhcpConfigOptions): string {
     httpsBase = o.advertised.find((u) => { try { return urlHostname(u) === server; } catch { return false; } }) ?? o.advertised[0];
     if (!httpsBase) throw new DhcpConfigError("--https: no advertised https:// URL to give the firmware (`airroot serve config add addresses ADDR` or `add advertise https://HOST`)");
   }
-  if (o.httpBoot !== undefined && o.httpBoot !== "ipxe" && o.httpBoot !== "uki" && o.httpBoot !== "shim") {
-    throw new DhcpConfigError(`--http-boot "${String(o.httpBoot).slice(0, 40)}": use ipxe (the EFI iPXE, then the per-node script), uki (/boot/${UKI_BOOT_FILE}) or shim (/boot/${SHIM_BOOT_FILE}, Debian's Secure Boot chain)`);
+  if (o.httpBoot !== undefined && !["ipxe", "uki", "shim", "img"].includes(o.httpBoot)) {
+    throw new DhcpConfigError(`--http-boot "${String(o.httpBoot).slice(0, 40)}": use ipxe (the EFI iPXE, then the per-node script), uki (/boot/${UKI_BOOT_FILE}), shim (/boot/${SHIM_BOOT_FILE}, Debian's Secure Boot chain) or img (/boot/${IMG_BOOT_FILE}, a FAT image as a RAM disk)`);
   }
   if (o.httpBoot === "shim" && (o.https || o.httpPort !== 80)) {
     // GRUB's prefix is (http,HOST)/grub: plain HTTP on port 80 of the host shim came from, whatever the boot URL was.

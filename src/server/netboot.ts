@@ -113,6 +113,8 @@ export async function serveNetboot(req: Request, remote: string, scheme: BootSch
   }
   return serveFile(req, {
     dir: d.bootDir, name, path, etag: bootFileEtag, cacheControl: BOOT_CACHE_CONTROL,
+    // UEFI HTTP boot mounts a download as a RAM disk only when its type says it is a disk image (else it runs it).
+    ...(name === "boot.img" ? { contentType: "application/vnd.efi-img" } : {}),
     onRefused: (reason, p, method) => d.audit.record({ event: "boot", outcome: "refused", remote, reason: `${method} ${p}: ${reason}` }),
   });
 }

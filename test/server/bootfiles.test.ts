@@ -156,3 +156,17 @@ test("--shim and --grub install the Secure Boot chain as shimx64.efi and grubx64
     expect(cli("--state", s4, "--shim", join(dir, "shim.efi"), "--grub", deb12).err).toContain("has no HTTP client");
   }
 });
+
+test("--img installs a FAT disk image as boot.img; a file without a boot sector signature is warned about", () => {
+  const s5 = join(dir, "s5");
+  expect(Bun.spawnSync([BUN, MAIN, "serve", "init", "--state", s5, "--address", "10.0.2.100"]).exitCode).toBe(0);
+  const fat = Buffer.alloc(64 * 1024);
+  fat[510] = 0x55; fat[511] = 0xaa;
+  writeFileSync(join(dir, "boot.img"), fat);
+  const r = cli("--state", s5, "--img", join(dir, "boot.img"));
+  expect(r.code).toBe(0);
+  expect(r.err).toBe("");
+  expect(r.out).toMatch(/^ {2}boot\.img +0\.1 MiB .*RAM disk/m);
+  writeFileSync(join(dir, "junk.img"), randomBytes(4096));
+  expect(cli("--state", s5, "--img", join(dir, "junk.img")).err).toContain("does not look like a disk image (no boot sector signature)");
+});

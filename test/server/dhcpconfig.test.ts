@@ -119,6 +119,8 @@ test("--http-boot shim: UEFI HTTP boot gets /boot/shimx64.efi (Debian's Secure B
   const https = cli("dnsmasq", "--http-boot", "shim", "--https", "--state", s4, "--range", "10.0.2.50,10.0.2.150");
   expect(https.code).not.toBe(0);
   expect(https.err).toContain("--http-boot shim needs plain HTTP on port 80 (not --https)");
+  const img = cli("dnsmasq", "--http-boot", "img", "--state", s4, "--range", "10.0.2.50,10.0.2.150");
+  expect(img.out).toContain("dhcp-boot=tag:httpclient,tag:!ipxe,http://10.0.2.100/boot/boot.img\n");
   expect(Bun.spawnSync([BUN, MAIN, "serve", "config", "set", "http-port", "8080", "--state", s4]).exitCode).toBe(0);
   const port = cli("dnsmasq", "--http-boot", "shim", "--state", s4, "--range", "10.0.2.50,10.0.2.150");
   expect(port.code).not.toBe(0);

@@ -220,6 +220,13 @@ describe("with boot files installed", () => {
     expect(r.status).toBe(200);
     expect(sha(r.body)).toBe(sha(grub));
     expect(sha((await curl([`${http}/boot/shimx64.efi`])).body)).toBe(sha(shim));
+    // A FAT image for UEFI HTTP boot: its type tells the firmware to mount it as a RAM disk.
+    const fat = Buffer.alloc(8192); fat[510] = 0x55; fat[511] = 0xaa;
+    writeFileSync(join(dir, "boot.img"), fat);
+    installBootFiles(state, { img: join(dir, "boot.img"), ipxeDir: null });
+    const head = await curl(["-I", `${http}/boot/boot.img`]);
+    expect(head.status).toBe(200);
+    expect(head.head).toContain("\r\nContent-Type: application/vnd.efi-img\r\n");
   });
 
   test("boot files over HTTPS and plain HTTP: HEAD, whole file, ranges, suffix, 416, ETag and If-None-Match, If-Range", async () => {
