@@ -2,7 +2,7 @@
 // namespace running the real node path (bench/storm/node.ts: `airroot enroll` or sealed-credential reuse, config, SSH
 // host certificate; the root through `airroot mount` + loop + squashfs, replaying a boot's block trace), all started
 // at once against 2 `airroot serve` on one PostgreSQL and 3 nginx mirrors (`airroot serve mirror-config nginx`).
-// Once a quarter of the nodes have their root mounted, one mirror and one deployment server are killed (SIGKILL).
+// Once half the nodes are trusted and an eighth have their root mounted, one mirror and one deployment server are killed (SIGKILL).
 // Writes bench/results/storm.json. Traffic stays inside the namespaces it makes (10.77.0.0/16); all of them, the
 // processes, mounts and loop devices are removed at the end, also on failure or Ctrl-C.
 import { chmodSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
@@ -14,7 +14,7 @@ import { debianImagePaths } from "../test/helpers/debian-image";
 import { openDatabase } from "../src/server/store/db";
 import { addNode, armNode } from "../src/server/store/nodes";
 import { HUB, inNs, makeStormNet, mirrorIp, nodeIp, nodeMac, nodeNs, serverIp, type StormNet } from "./storm/net";
-import { cpuSeconds, readMirrorLog, startInNs, startNginxInNs, waitTcpInNs, type NsProc } from "./storm/procs";
+import { childPids, cpuSeconds, readMirrorLog, startInNs, startNginxInNs, waitTcpInNs, type NsProc } from "./storm/procs";
 import { loadTrace, recordTrace, type Trace } from "./storm/trace";
 import { counterSum, percentile, spread } from "./storm/stats";
 import type { NodeJob, NodeResult } from "./storm/node";
@@ -39,7 +39,14 @@ const uuidOf = (i: number) => `00000000-0000-4000-8000-${i.toString(16).padStart
 /** Nodes keeping their credential in a TPM (swtpm in their namespace), spread over the list. */
 const tpmNode = (i: number) => TPM_NODES > 0 && i % Math.floor(NODES / TPM_NODES) === 0 && i / Math.floor(NODES / TPM_NODES) < TPM_NODES;
 
-interface Sample { t: number; requests: number[]; cpu: number[]; pgConnections: number }
+interface Sample { t: number; requests: number[]; cpu: number[]; mirrorCpu: number[]; pgCpu: number; pgConnections: number }
+
+/** Busy and total jiffies of the whole machine (/proc/stat "cpu" line): how loaded the cores were. */
+function hostJiffies(): { busy: number; total: number } {
+  const v = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).slice(1).map(Number);
+  const total = v.reduce((a, b) => a + b, 0);
+  return { busy: total - v[3] - (v[4] ?? 0), total };
+}
 
 const cleanups: (() => Promise<void> | void)[] = [];
 let cleaned = false;
@@ -199,26 +206,40 @@ async function main(): Promise<void> {
   const pgConnections = () => Number(Bun.spawnSync(["psql", "-h", sockDir, "-p", pgPort, "-U", "airroot", "-d", "airroot", "-Atc",
     "select count(*) from pg_stat_activity where datname = 'airroot'"], { stdout: "pipe", stderr: "ignore", timeout: 5000 }).stdout.toString().trim());
   const alive = Array.from({ length: SERVERS }, () => true);
+  // PostgreSQL's CPU: the postmaster with its exited backends (cutime) plus the live ones.
+  const postmaster = Number(readFileSync(join(pg.dir, "data", "postmaster.pid"), "utf8").split("\n")[0]);
+  const pgCpu = () => cpuSeconds(postmaster) + childPids(postmaster).reduce((a, c) => a + (cpuSeconds(c) || 0), 0);
+  const mirrorAlive = Array.from({ length: MIRRORS }, () => true);
+  const mirrorCpu = (i: number) => mirrorAlive[i] ? childPids(mirrors[i].proc.pid).reduce((a, c) => a + (cpuSeconds(c) || 0), 0) : NaN;
   const sample = () => samples.push({ t: Date.now(), requests: servers.map((_, i) => alive[i] ? scrape(i) : NaN),
-    cpu: servers.map((s, i) => alive[i] ? cpuSeconds(s.proc.pid) : NaN), pgConnections: pgConnections() });
+    cpu: servers.map((s, i) => alive[i] ? cpuSeconds(s.proc.pid) : NaN), mirrorCpu: mirrors.map((_, i) => mirrorCpu(i)),
+    pgCpu: pgCpu(), pgConnections: pgConnections() });
   sample();
 
   const start = Date.now();
   for (const p of procs) { p.stdin.write("go\n"); p.stdin.flush(); }
-  let killAt = 0;
+  let killAt = 0, serverKillAt = 0;
+  const host0 = hostJiffies();
   const killedServer = SERVERS - 1, killedMirror = 0;
   const exited = Promise.all(procs.map((p) => p.exited));
   let finished = false;
   void exited.then(() => { finished = true; });
   while (!finished && Date.now() - start < TIMEOUT_S * 1000) {
+    // Mid-storm: the deployment server once a quarter of the nodes are trusted (the rest still in their trust step),
+    // the mirror once a quarter have their root mounted (reading it).
+    if (!serverKillAt && progress.trusted >= Math.ceil(NODES / 4)) {
+      sample();
+      servers[killedServer].kill();
+      alive[killedServer] = false;
+      serverKillAt = Date.now();
+      console.log(`storm: +${((serverKillAt - start) / 1000).toFixed(1)} s: killed airroot serve ${serverIp(killedServer)} (${progress.trusted} trusted, ${progress.mounted} mounted)`);
+    }
     if (!killAt && progress.mounted >= Math.ceil(NODES / 4)) {
       sample();
       mirrors[killedMirror].kill();
-      servers[killedServer].kill();
-      alive[killedServer] = false;
+      mirrorAlive[killedMirror] = false;
       killAt = Date.now();
-      console.log(`storm: +${((killAt - start) / 1000).toFixed(1)} s: killed mirror ${mirrorIp(killedMirror)} and airroot serve ${serverIp(killedServer)} ` +
-        `(${progress.trusted} trusted, ${progress.mounted} mounted)`);
+      console.log(`storm: +${((killAt - start) / 1000).toFixed(1)} s: killed mirror ${mirrorIp(killedMirror)} (${progress.trusted} trusted, ${progress.mounted} mounted)`);
     }
     sample();
     await Bun.sleep(1000);
@@ -228,6 +249,7 @@ async function main(): Promise<void> {
   await Promise.all(readers);
   const end = Date.now();
   sample();
+  const host1 = hostJiffies();
 
   // Figures.
   const rs = jobs.map((j) => results.get(j.name) ?? { name: j.name, ok: false, error: `no result; stderr: ${errs.get(j.name)!.join(" | ").slice(-500)}`, t: { start } });
@@ -242,8 +264,8 @@ async function main(): Promise<void> {
   const serverFigures = servers.map((_, i) => {
     const req0 = samples[0].requests[i], cpu0 = samples[0].cpu[i];
     const req = last((s) => s.requests[i]) - req0, cpu = last((s) => s.cpu[i]) - cpu0;
-    const until = i === killedServer && killAt ? killAt : end;
-    return { address: serverIp(i), killed: i === killedServer && !!killAt, requests: req, requestsPerSecond: req / ((until - start) / 1000),
+    const until = i === killedServer && serverKillAt ? serverKillAt : end;
+    return { address: serverIp(i), killed: i === killedServer && !!serverKillAt, requests: req, requestsPerSecond: req / ((until - start) / 1000),
       cpuSeconds: cpu, cpuSecondsPerNodeBooted: cpu / Math.max(1, ok.length) };
   });
   const out = {
@@ -254,8 +276,12 @@ async function main(): Promise<void> {
     trustSeconds: { p50: percentile(ok.map((r) => (r.t.trusted! - r.t.start) / 1000), 50), p99: percentile(ok.map((r) => (r.t.trusted! - r.t.start) / 1000), 99) },
     failures: rs.length - ok.length, failed: rs.filter((r) => !r.ok).map((r) => ({ name: r.name, error: r.error })),
     origins: { enrolled: ok.filter((r) => r.origin === "enrolled").length, sealed: ok.filter((r) => r.origin === "sealed").length },
-    killAtSeconds: killAt ? (killAt - start) / 1000 : null, killedMirror: mirrorIp(killedMirror), killedServer: serverIp(killedServer),
-    mirrorFigures: mirrors.map((_, i) => ({ address: mirrorIp(i), bytes: bytes[i], bytesBeforeKill: bytesBefore[i], requests: logs[i].length, firstChoiceOf: firstChoice[i] })),
+    killAtSeconds: killAt ? (killAt - start) / 1000 : null, serverKillAtSeconds: serverKillAt ? (serverKillAt - start) / 1000 : null,
+    hostCpuBusy: (host1.busy - host0.busy) / Math.max(1, host1.total - host0.total),
+    pgCpuSeconds: last((s) => s.pgCpu) - samples[0].pgCpu,
+    killedMirror: mirrorIp(killedMirror), killedServer: serverIp(killedServer),
+    mirrorFigures: mirrors.map((_, i) => ({ address: mirrorIp(i), bytes: bytes[i], bytesBeforeKill: bytesBefore[i], requests: logs[i].length, firstChoiceOf: firstChoice[i],
+      cpuSeconds: last((s) => s.mirrorCpu[i]) - samples[0].mirrorCpu[i] })),
     mirrorSpreadBeforeKill: spread(bytesBefore), mirrorSpreadTotal: spread(bytes),
     bytesPerNode: bytes.reduce((a, b) => a + b, 0) / Math.max(1, ok.length),
     serverFigures, pgConnectionsMax: Math.max(...samples.map((s) => s.pgConnections).filter(Number.isFinite)),
@@ -266,13 +292,14 @@ async function main(): Promise<void> {
   console.log(`\nboot storm: ${NODES} nodes (started within ${f(startSpread, 2)} s; ${out.origins.enrolled} enrolled, ${out.origins.sealed} reused a sealed credential)`);
   console.log(`all finished after ${f(out.allFinishedSeconds)} s; per node p50 ${f(out.perNodeSeconds.p50)} s, p99 ${f(out.perNodeSeconds.p99)} s (trust step p50 ${f(out.trustSeconds.p50)} s, p99 ${f(out.trustSeconds.p99)} s); failures: ${out.failures}`);
   for (const x of out.failed.slice(0, 10)) console.log(`  failed ${x.name}: ${x.error}`);
-  console.log(`killed at +${f(out.killAtSeconds ?? NaN)} s: mirror ${out.killedMirror}, airroot serve ${out.killedServer}`);
-  console.log("| mirror | first choice of | MiB before the kill | MiB in all | requests |\n|---|---|---|---|---|");
-  for (const m of out.mirrorFigures) console.log(`| ${m.address} | ${m.firstChoiceOf} | ${f(m.bytesBeforeKill / MiB)} | ${f(m.bytes / MiB)} | ${m.requests} |`);
+  console.log(`killed: airroot serve ${out.killedServer} at +${f(out.serverKillAtSeconds ?? NaN)} s, mirror ${out.killedMirror} at +${f(out.killAtSeconds ?? NaN)} s; ` +
+    `both cores ${f(out.hostCpuBusy * 100, 0)} % busy during the storm`);
+  console.log("| mirror | first choice of | MiB before the kill | MiB in all | requests | nginx CPU s |\n|---|---|---|---|---|---|");
+  for (const m of out.mirrorFigures) console.log(`| ${m.address} | ${m.firstChoiceOf} | ${f(m.bytesBeforeKill / MiB)} | ${f(m.bytes / MiB)} | ${m.requests} | ${f(m.cpuSeconds, 2)} |`);
   console.log(`spread before the kill: ±${f(out.mirrorSpreadBeforeKill * 100)} % of even (goal ±10 %); in all ±${f(out.mirrorSpreadTotal * 100)} %; ${f(out.bytesPerNode / MiB)} MiB per node`);
   console.log("| airroot serve | requests | requests/s | CPU s | CPU s per node booted |\n|---|---|---|---|---|");
   for (const s of serverFigures) console.log(`| ${s.address}${s.killed ? " (killed)" : ""} | ${s.requests} | ${f(s.requestsPerSecond)} | ${f(s.cpuSeconds, 2)} | ${f(s.cpuSecondsPerNodeBooted, 3)} |`);
-  console.log(`PostgreSQL connections (most at once): ${out.pgConnectionsMax}`);
+  console.log(`PostgreSQL: ${out.pgConnectionsMax} connections at most (sampled each second), ${f(out.pgCpuSeconds, 2)} CPU s`);
   console.log("wrote bench/results/storm.json");
   if (out.failures) process.exitCode = 1;
 }
