@@ -2,7 +2,7 @@
 // namespace running the real node path (bench/storm/node.ts: `airroot enroll` or sealed-credential reuse, config, SSH
 // host certificate; the root through `airroot mount` + loop + squashfs, replaying a boot's block trace), all started
 // at once against 2 `airroot serve` on one PostgreSQL and 3 nginx mirrors (`airroot serve mirror-config nginx`).
-// Once half the nodes are trusted and an eighth have their root mounted, one mirror and one deployment server are killed (SIGKILL).
+// Mid-storm one deployment server (a quarter of the nodes trusted) and one mirror (40 % of the bytes served) are killed (SIGKILL).
 // Writes bench/results/storm.json. Traffic stays inside the namespaces it makes (10.77.0.0/16); all of them, the
 // processes, mounts and loop devices are removed at the end, also on failure or Ctrl-C.
 import { chmodSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
@@ -180,13 +180,15 @@ async function main(): Promise<void> {
   const procs: Subprocess<"pipe", "pipe", "pipe">[] = [];
   const readers: Promise<void>[] = [];
   const errs = new Map<string, string[]>();
+  // The kills follow the nodes' progress lines at once (set below, once the storm starts).
+  let onProgress = () => {};
   for (const [i, job] of jobs.entries()) {
     const p = Bun.spawn(inNs(nodeNs(i), ["nice", "-n", "10", process.execPath, join(import.meta.dir, "storm", "node.ts"), JSON.stringify(job)]),
       { stdin: "pipe", stdout: "pipe", stderr: "pipe", timeout: (TIMEOUT_S + 120) * 1000 });
     procs.push(p);
     errs.set(job.name, []);
     readers.push(lines(p.stderr, (l) => {
-      if (l === "ready" || l === "trusted" || l === "mounted") progress[l]++;
+      if (l === "ready" || l === "trusted" || l === "mounted") { progress[l]++; onProgress(); }
       else errs.get(job.name)!.push(l);
     }));
     readers.push(lines(p.stdout, (l) => { try { const r = JSON.parse(l) as NodeResult; results.set(r.name, r); } catch {} }));
@@ -198,23 +200,30 @@ async function main(): Promise<void> {
   const sockDir = join(pg.dir, "sock"), pgPort = new URL(pg.url).port;
   // Each scrape is a request too: the count of earlier scrapes is taken off, so only the nodes' requests remain.
   const scrapes = Array.from({ length: SERVERS }, () => 0);
-  const scrape = (i: number) => {
-    const r = Bun.spawnSync(inNs(HUB, ["curl", "-sS", "-m", "3", "--cacert", ca, `https://${serverIp(i)}/metrics`]), { stdout: "pipe", stderr: "ignore", timeout: 5000 });
-    if (r.exitCode !== 0) return NaN;
-    return counterSum(r.stdout.toString(), "airroot_serve_requests_total") - scrapes[i]++;
+  // Asynchronous: a blocking spawn would hold back the progress lines, and with them the kills.
+  const capture = async (cmd: string[]): Promise<string | undefined> => {
+    const p = Bun.spawn(cmd, { stdout: "pipe", stderr: "ignore", stdin: "ignore", timeout: 5000 });
+    const [out, code] = await Promise.all([new Response(p.stdout).text(), p.exited]);
+    return code === 0 ? out : undefined;
   };
-  const pgConnections = () => Number(Bun.spawnSync(["psql", "-h", sockDir, "-p", pgPort, "-U", "airroot", "-d", "airroot", "-Atc",
-    "select count(*) from pg_stat_activity where datname = 'airroot'"], { stdout: "pipe", stderr: "ignore", timeout: 5000 }).stdout.toString().trim());
+  const scrape = async (i: number) => {
+    const page = await capture(inNs(HUB, ["curl", "-sS", "-m", "3", "--cacert", ca, `https://${serverIp(i)}/metrics`]));
+    return page === undefined ? NaN : counterSum(page, "airroot_serve_requests_total") - scrapes[i]++;
+  };
+  const pgConnections = async () => Number((await capture(["psql", "-h", sockDir, "-p", pgPort, "-U", "airroot", "-d", "airroot", "-Atc",
+    "select count(*) from pg_stat_activity where datname = 'airroot'"]))?.trim() ?? NaN);
   const alive = Array.from({ length: SERVERS }, () => true);
   // PostgreSQL's CPU: the postmaster with its exited backends (cutime) plus the live ones.
   const postmaster = Number(readFileSync(join(pg.dir, "data", "postmaster.pid"), "utf8").split("\n")[0]);
   const pgCpu = () => cpuSeconds(postmaster) + childPids(postmaster).reduce((a, c) => a + (cpuSeconds(c) || 0), 0);
   const mirrorAlive = Array.from({ length: MIRRORS }, () => true);
   const mirrorCpu = (i: number) => mirrorAlive[i] ? childPids(mirrors[i].proc.pid).reduce((a, c) => a + (cpuSeconds(c) || 0), 0) : NaN;
-  const sample = () => samples.push({ t: Date.now(), requests: servers.map((_, i) => alive[i] ? scrape(i) : NaN),
-    cpu: servers.map((s, i) => alive[i] ? cpuSeconds(s.proc.pid) : NaN), mirrorCpu: mirrors.map((_, i) => mirrorCpu(i)),
-    pgCpu: pgCpu(), pgConnections: pgConnections() });
-  sample();
+  const sample = async () => {
+    const t = Date.now(), cpu = servers.map((s, i) => alive[i] ? cpuSeconds(s.proc.pid) : NaN), mc = mirrors.map((_, i) => mirrorCpu(i)), pc = pgCpu();
+    const [requests, conns] = await Promise.all([Promise.all(servers.map((_, i) => alive[i] ? scrape(i) : NaN)), pgConnections()]);
+    samples.push({ t, requests, cpu, mirrorCpu: mc, pgCpu: pc, pgConnections: conns });
+  };
+  await sample();
 
   const start = Date.now();
   for (const p of procs) { p.stdin.write("go\n"); p.stdin.flush(); }
@@ -224,31 +233,43 @@ async function main(): Promise<void> {
   const exited = Promise.all(procs.map((p) => p.exited));
   let finished = false;
   void exited.then(() => { finished = true; });
-  while (!finished && Date.now() - start < TIMEOUT_S * 1000) {
-    // Mid-storm: the deployment server once a quarter of the nodes are trusted (the rest still in their trust step),
-    // the mirror once a quarter have their root mounted (reading it).
-    if (!serverKillAt && progress.trusted >= Math.ceil(NODES / 4)) {
-      sample();
-      servers[killedServer].kill();
-      alive[killedServer] = false;
-      serverKillAt = Date.now();
-      console.log(`storm: +${((serverKillAt - start) / 1000).toFixed(1)} s: killed airroot serve ${serverIp(killedServer)} (${progress.trusted} trusted, ${progress.mounted} mounted)`);
+  // Mid-storm: the deployment server once a quarter of the nodes are trusted (the rest still in their trust step),
+  // the mirror once the mirrors have logged 40 % of the trace's bytes for every node (so the spread before the kill
+  // rests on enough bytes). The server's last counters are read first.
+  let killingServer = false, mirrorKillDue = false;
+  onProgress = () => {
+    if (!killingServer && progress.trusted >= Math.ceil(NODES / 4)) {
+      killingServer = true;
+      void (async () => {
+        const requests = await scrape(killedServer), cpu = cpuSeconds(servers[killedServer].proc.pid);
+        servers[killedServer].kill();
+        alive[killedServer] = false;
+        serverKillAt = Date.now();
+        samples.push({ ...samples[samples.length - 1], t: serverKillAt, requests: servers.map((_, i) => i === killedServer ? requests : NaN),
+          cpu: servers.map((_, i) => i === killedServer ? cpu : NaN) });
+        console.log(`storm: +${((serverKillAt - start) / 1000).toFixed(1)} s: killed airroot serve ${serverIp(killedServer)} (${progress.trusted} trusted, ${progress.mounted} mounted)`);
+      })();
     }
-    if (!killAt && progress.mounted >= Math.ceil(NODES / 4)) {
-      sample();
+    if (!killAt && mirrorKillDue) {
+      const cpu = mirrorCpu(killedMirror);
       mirrors[killedMirror].kill();
       mirrorAlive[killedMirror] = false;
       killAt = Date.now();
+      samples.push({ ...samples[samples.length - 1], t: killAt, mirrorCpu: mirrors.map((_, i) => i === killedMirror ? cpu : NaN) });
       console.log(`storm: +${((killAt - start) / 1000).toFixed(1)} s: killed mirror ${mirrorIp(killedMirror)} (${progress.trusted} trusted, ${progress.mounted} mounted)`);
     }
-    sample();
+  };
+  const served = () => mirrors.reduce((a, m) => a + readMirrorLog(m.accessLog).reduce((b, x) => b + x.bytes, 0), 0);
+  while (!finished && Date.now() - start < TIMEOUT_S * 1000) {
+    if (!mirrorKillDue && served() >= 0.4 * NODES * trace.bytes) { mirrorKillDue = true; onProgress(); }
+    await sample();
     await Bun.sleep(1000);
   }
   if (!finished) { for (const p of procs) p.kill("SIGKILL"); console.log(`storm: timeout after ${TIMEOUT_S} s`); }
   await exited;
   await Promise.all(readers);
   const end = Date.now();
-  sample();
+  await sample();
   const host1 = hostJiffies();
 
   // Figures.
@@ -260,7 +281,8 @@ async function main(): Promise<void> {
   const bytes = logs.map((l) => l.reduce((s, x) => s + x.bytes, 0));
   const bytesBefore = logs.map((l) => l.filter((x) => !killAt || x.msec < killAt).reduce((s, x) => s + x.bytes, 0));
   const firstChoice = Array.from({ length: MIRRORS }, (_, i) => ok.filter((r) => r.firstMirror === mirrorIp(i)).length);
-  const last = (f: (s: Sample) => number) => { const v = samples.map(f).filter(Number.isFinite); return v.length ? v[v.length - 1] : NaN; };
+  // Counters only grow: the highest reading is the latest (samples may land out of order around a kill).
+  const last = (f: (s: Sample) => number) => { const v = samples.map(f).filter(Number.isFinite); return v.length ? Math.max(...v) : NaN; };
   const serverFigures = servers.map((_, i) => {
     const req0 = samples[0].requests[i], cpu0 = samples[0].cpu[i];
     const req = last((s) => s.requests[i]) - req0, cpu = last((s) => s.cpu[i]) - cpu0;
