@@ -39,7 +39,7 @@ const uuidOf = (i: number) => `00000000-0000-4000-8000-${i.toString(16).padStart
 /** Nodes keeping their credential in a TPM (swtpm in their namespace), spread over the list. */
 const tpmNode = (i: number) => TPM_NODES > 0 && i % Math.floor(NODES / TPM_NODES) === 0 && i / Math.floor(NODES / TPM_NODES) < TPM_NODES;
 
-interface Sample { t: number; requests: number[]; cpu: number[]; mirrorCpu: number[]; pgCpu: number; pgConnections: number }
+interface Sample { t: number; requests: number[]; imageRequests: number[]; cpu: number[]; mirrorCpu: number[]; pgCpu: number; pgConnections: number }
 
 /** Busy and total jiffies of the whole machine (/proc/stat "cpu" line): how loaded the cores were. */
 function hostJiffies(): { busy: number; total: number } {
@@ -198,17 +198,18 @@ async function main(): Promise<void> {
 
   const samples: Sample[] = [];
   const sockDir = join(pg.dir, "sock"), pgPort = new URL(pg.url).port;
-  // Each scrape is a request too: the count of earlier scrapes is taken off, so only the nodes' requests remain.
-  const scrapes = Array.from({ length: SERVERS }, () => 0);
   // Asynchronous: a blocking spawn would hold back the progress lines, and with them the kills.
   const capture = async (cmd: string[]): Promise<string | undefined> => {
     const p = Bun.spawn(cmd, { stdout: "pipe", stderr: "ignore", stdin: "ignore", timeout: 5000 });
     const [out, code] = await Promise.all([new Response(p.stdout).text(), p.exited]);
     return code === 0 ? out : undefined;
   };
-  const scrape = async (i: number) => {
+  // The nodes' API requests (the scrapes themselves are route "metrics") and their image requests (weight 0 sources).
+  const scrape = async (i: number): Promise<[number, number]> => {
     const page = await capture(inNs(HUB, ["curl", "-sS", "-m", "3", "--cacert", ca, `https://${serverIp(i)}/metrics`]));
-    return page === undefined ? NaN : counterSum(page, "airroot_serve_requests_total") - scrapes[i]++;
+    if (page === undefined) return [NaN, NaN];
+    return [counterSum(page, "airroot_serve_requests_total", (l) => !/route="(metrics|images)"/.test(l)),
+      counterSum(page, "airroot_serve_requests_total", (l) => l.includes('route="images"'))];
   };
   const pgConnections = async () => Number((await capture(["psql", "-h", sockDir, "-p", pgPort, "-U", "airroot", "-d", "airroot", "-Atc",
     "select count(*) from pg_stat_activity where datname = 'airroot' and pid <> pg_backend_pid()"]))?.trim() ?? NaN);
@@ -220,8 +221,8 @@ async function main(): Promise<void> {
   const mirrorCpu = (i: number) => mirrorAlive[i] ? childPids(mirrors[i].proc.pid).reduce((a, c) => a + (cpuSeconds(c) || 0), 0) : NaN;
   const sample = async () => {
     const t = Date.now(), cpu = servers.map((s, i) => alive[i] ? cpuSeconds(s.proc.pid) : NaN), mc = mirrors.map((_, i) => mirrorCpu(i)), pc = pgCpu();
-    const [requests, conns] = await Promise.all([Promise.all(servers.map((_, i) => alive[i] ? scrape(i) : NaN)), pgConnections()]);
-    samples.push({ t, requests, cpu, mirrorCpu: mc, pgCpu: pc, pgConnections: conns });
+    const [scraped, conns] = await Promise.all([Promise.all(servers.map((_, i) => alive[i] ? scrape(i) : [NaN, NaN])), pgConnections()]);
+    samples.push({ t, requests: scraped.map((x) => x[0]), imageRequests: scraped.map((x) => x[1]), cpu, mirrorCpu: mc, pgCpu: pc, pgConnections: conns });
   };
   await sample();
 
@@ -241,11 +242,12 @@ async function main(): Promise<void> {
     if (!killingServer && progress.trusted >= Math.ceil(NODES / 4)) {
       killingServer = true;
       void (async () => {
-        const requests = await scrape(killedServer), cpu = cpuSeconds(servers[killedServer].proc.pid);
+        const [requests, images] = await scrape(killedServer), cpu = cpuSeconds(servers[killedServer].proc.pid);
         servers[killedServer].kill();
         alive[killedServer] = false;
         serverKillAt = Date.now();
         samples.push({ ...samples[samples.length - 1], t: serverKillAt, requests: servers.map((_, i) => i === killedServer ? requests : NaN),
+          imageRequests: servers.map((_, i) => i === killedServer ? images : NaN),
           cpu: servers.map((_, i) => i === killedServer ? cpu : NaN) });
         console.log(`storm: +${((serverKillAt - start) / 1000).toFixed(1)} s: killed airroot serve ${serverIp(killedServer)} (${progress.trusted} trusted, ${progress.mounted} mounted)`);
       })();
@@ -292,6 +294,7 @@ async function main(): Promise<void> {
     let peak = 0;
     for (let k = 1; k < seen.length; k++) if (seen[k].t - seen[k - 1].t >= 500) peak = Math.max(peak, (seen[k].requests[i] - seen[k - 1].requests[i]) / ((seen[k].t - seen[k - 1].t) / 1000));
     return { address: serverIp(i), killed: i === killedServer && !!serverKillAt, requests: req, requestsPerSecond: req / ((until - start) / 1000), peakRequestsPerSecond: peak,
+      imageRequests: last((s) => s.imageRequests[i]) - samples[0].imageRequests[i],
       cpuSeconds: cpu, cpuSecondsPerNodeBooted: cpu / Math.max(1, ok.length) };
   });
   const out = {
@@ -310,6 +313,8 @@ async function main(): Promise<void> {
       cpuSeconds: last((s) => s.mirrorCpu[i]) - samples[0].mirrorCpu[i] })),
     mirrorSpreadBeforeKill: spread(bytesBefore), mirrorSpreadTotal: spread(bytes),
     bytesPerNode: bytes.reduce((a, b) => a + b, 0) / Math.max(1, ok.length),
+    // The engines' own count: what the mirrors logged plus what the deployment servers sent and requests cut by the kill.
+    fetchedBytesPerNode: ok.reduce((a, r) => a + (r.fetchedBytes ?? 0), 0) / Math.max(1, ok.length),
     serverFigures, pgConnectionsMax: Math.max(...samples.map((s) => s.pgConnections).filter(Number.isFinite)),
   };
   mkdirSync(join(import.meta.dir, "results"), { recursive: true });
@@ -322,9 +327,10 @@ async function main(): Promise<void> {
     `both cores ${f(out.hostCpuBusy * 100, 0)} % busy during the storm`);
   console.log("| mirror | first choice of | MiB before the kill | MiB in all | requests | nginx CPU s |\n|---|---|---|---|---|---|");
   for (const m of out.mirrorFigures) console.log(`| ${m.address} | ${m.firstChoiceOf} | ${f(m.bytesBeforeKill / MiB)} | ${f(m.bytes / MiB)} | ${m.requests} | ${f(m.cpuSeconds, 2)} |`);
-  console.log(`spread before the kill: ±${f(out.mirrorSpreadBeforeKill * 100)} % of even (goal ±10 %); in all ±${f(out.mirrorSpreadTotal * 100)} %; ${f(out.bytesPerNode / MiB)} MiB per node`);
-  console.log("| airroot serve | requests | requests/s (mean while up) | busiest second | CPU s | CPU s per node booted |\n|---|---|---|---|---|---|");
-  for (const s of serverFigures) console.log(`| ${s.address}${s.killed ? " (killed)" : ""} | ${s.requests} | ${f(s.requestsPerSecond)} | ${f(s.peakRequestsPerSecond)} | ${f(s.cpuSeconds, 2)} | ${f(s.cpuSecondsPerNodeBooted, 3)} |`);
+  console.log(`spread before the kill: ±${f(out.mirrorSpreadBeforeKill * 100)} % of even (goal ±10 %); in all ±${f(out.mirrorSpreadTotal * 100)} %; ` +
+    `${f(out.bytesPerNode / MiB)} MiB per node from the mirrors, ${f(out.fetchedBytesPerNode / MiB)} MiB fetched per node (the engines' count)`);
+  console.log("| airroot serve | API requests | requests/s (mean while up) | busiest second | image requests | CPU s | CPU s per node booted |\n|---|---|---|---|---|---|---|");
+  for (const s of serverFigures) console.log(`| ${s.address}${s.killed ? " (killed)" : ""} | ${s.requests} | ${f(s.requestsPerSecond)} | ${f(s.peakRequestsPerSecond)} | ${s.imageRequests} | ${f(s.cpuSeconds, 2)} | ${f(s.cpuSecondsPerNodeBooted, 3)} |`);
   console.log(`PostgreSQL: ${out.pgConnectionsMax} connections at most (sampled each second), ${f(out.pgCpuSeconds, 2)} CPU s`);
   console.log("wrote bench/results/storm.json");
   if (out.failures) process.exitCode = 1;

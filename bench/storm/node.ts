@@ -21,6 +21,8 @@ export interface NodeResult {
   /** Epoch ms: the start, and the end of each step. */
   t: { start: number; trusted?: number; mounted?: number; replayed?: number };
   origin?: string; server?: string; firstMirror?: string; traceBytes?: number;
+  /** Image bytes the mount engine fetched (its own count, from every source). */
+  fetchedBytes?: number;
 }
 
 async function run(cmd: string[], timeoutMs: number): Promise<string> {
@@ -101,6 +103,7 @@ async function main(job: NodeJob): Promise<NodeResult> {
     console.error("mounted");
     r.traceBytes = replay(loop, trace);
     r.t.replayed = Date.now();
+    try { r.fetchedBytes = JSON.parse(await run([job.airroot, "status", "--json", mnt], 30_000)).image?.bytesFetched; } catch {}
     r.ok = true;
   } catch (e) {
     r.error = (e as Error).message;

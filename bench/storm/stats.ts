@@ -13,12 +13,12 @@ export function spread(values: number[]): number {
   return Math.max(...values.map((v) => Math.abs(v - even) / even));
 }
 
-/** Sum of every sample of `name` in a Prometheus text page (all label sets). */
-export function counterSum(page: string, name: string): number {
+/** Sum of the samples of `name` in a Prometheus text page whose label text (`a="x",b="y"`) passes `keep`. */
+export function counterSum(page: string, name: string, keep: (labels: string) => boolean = () => true): number {
   let sum = 0;
   for (const l of page.split("\n")) {
-    const m = new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.eE+-]+)$`).exec(l);
-    if (m) sum += Number(m[1]);
+    const m = new RegExp(`^${name}(?:\\{([^}]*)\\})? ([0-9.eE+-]+)$`).exec(l);
+    if (m && keep(m[1] ?? "")) sum += Number(m[2]);
   }
   return sum;
 }
