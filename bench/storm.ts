@@ -315,7 +315,10 @@ async function main(): Promise<void> {
     bytesPerNode: bytes.reduce((a, b) => a + b, 0) / Math.max(1, ok.length),
     // The engines' own count: what the mirrors logged plus what the deployment servers sent and requests cut by the kill.
     fetchedBytesPerNode: ok.reduce((a, r) => a + (r.fetchedBytes ?? 0), 0) / Math.max(1, ok.length),
-    serverFigures, pgConnectionsMax: Math.max(...samples.map((s) => s.pgConnections).filter(Number.isFinite)),
+    serverFigures,
+    // Per sample: seconds since the start, each server's API and image requests so far, PostgreSQL connections.
+    timeline: [...samples].sort((a, b) => a.t - b.t).map((x) => ({ s: (x.t - start) / 1000, api: x.requests, images: x.imageRequests, pg: x.pgConnections })),
+    pgConnectionsMax: Math.max(...samples.map((s) => s.pgConnections).filter(Number.isFinite)),
   };
   mkdirSync(join(import.meta.dir, "results"), { recursive: true });
   writeFileSync(join(import.meta.dir, "results", "storm.json"), JSON.stringify(out, null, 2) + "\n");
