@@ -315,6 +315,10 @@ async function main(): Promise<void> {
     bytesPerNode: bytes.reduce((a, b) => a + b, 0) / Math.max(1, ok.length),
     // The engines' own count: what the mirrors logged plus what the deployment servers sent and requests cut by the kill.
     fetchedBytesPerNode: ok.reduce((a, r) => a + (r.fetchedBytes ?? 0), 0) / Math.max(1, ok.length),
+    // Bytes per source as the nodes' engines counted them, and the nodes that read image data from a deployment server.
+    engineBytesBySource: ok.reduce((m, r) => { for (const x of r.sources ?? []) m[x.host] = (m[x.host] ?? 0) + x.bytes; return m; }, {} as Record<string, number>),
+    nodesReadingFromServers: ok.filter((r) => (r.sources ?? []).some((x) => urls.some((u) => new URL(u).host === x.host) && x.bytes > 0))
+      .map((r) => ({ name: r.name, firstMirror: r.firstMirror, sources: r.sources })),
     serverFigures,
     // Per sample: seconds since the start, each server's API and image requests so far, PostgreSQL connections.
     timeline: [...samples].sort((a, b) => a.t - b.t).map((x) => ({ s: (x.t - start) / 1000, api: x.requests, images: x.imageRequests, pg: x.pgConnections })),
@@ -332,6 +336,8 @@ async function main(): Promise<void> {
   for (const m of out.mirrorFigures) console.log(`| ${m.address} | ${m.firstChoiceOf} | ${f(m.bytesBeforeKill / MiB)} | ${f(m.bytes / MiB)} | ${m.requests} | ${f(m.cpuSeconds, 2)} |`);
   console.log(`spread before the kill: ±${f(out.mirrorSpreadBeforeKill * 100)} % of even (goal ±10 %); in all ±${f(out.mirrorSpreadTotal * 100)} %; ` +
     `${f(out.bytesPerNode / MiB)} MiB per node from the mirrors, ${f(out.fetchedBytesPerNode / MiB)} MiB fetched per node (the engines' count)`);
+  console.log(`image bytes by source (the engines' count, MiB): ${Object.entries(out.engineBytesBySource).map(([h, b]) => `${h} ${f(b / MiB)}`).join(", ")}; ` +
+    `${out.nodesReadingFromServers.length} nodes read image data from a deployment server`);
   console.log("| airroot serve | API requests | requests/s (mean while up) | busiest second | image requests | CPU s | CPU s per node booted |\n|---|---|---|---|---|---|---|");
   for (const s of serverFigures) console.log(`| ${s.address}${s.killed ? " (killed)" : ""} | ${s.requests} | ${f(s.requestsPerSecond)} | ${f(s.peakRequestsPerSecond)} | ${s.imageRequests} | ${f(s.cpuSeconds, 2)} | ${f(s.cpuSecondsPerNodeBooted, 3)} |`);
   console.log(`PostgreSQL: ${out.pgConnectionsMax} connections at most (sampled each second), ${f(out.pgCpuSeconds, 2)} CPU s`);

@@ -23,6 +23,8 @@ export interface NodeResult {
   origin?: string; server?: string; firstMirror?: string; traceBytes?: number;
   /** Image bytes the mount engine fetched (its own count, from every source). */
   fetchedBytes?: number;
+  /** The engine's sources after the replay: host, rank, state (and why), bytes fetched from it. */
+  sources?: { host: string; rank: number; state: string; reason?: string; bytes: number }[];
 }
 
 async function run(cmd: string[], timeoutMs: number): Promise<string> {
@@ -103,7 +105,12 @@ async function main(job: NodeJob): Promise<NodeResult> {
     console.error("mounted");
     r.traceBytes = replay(loop, trace);
     r.t.replayed = Date.now();
-    try { r.fetchedBytes = JSON.parse(await run([job.airroot, "status", "--json", mnt], 30_000)).image?.bytesFetched; } catch {}
+    try {
+      const img = JSON.parse(await run([job.airroot, "status", "--json", mnt], 30_000)).image;
+      r.fetchedBytes = img?.bytesFetched;
+      r.sources = (img?.sources ?? []).map((x: { url: string; preferredRank: number; state: string; reason?: string; bytes: number }) =>
+        ({ host: new URL(x.url).host, rank: x.preferredRank, state: x.state, reason: x.reason?.slice(0, 200), bytes: x.bytes }));
+    } catch {}
     r.ok = true;
   } catch (e) {
     r.error = (e as Error).message;
