@@ -2,7 +2,7 @@
 BUN := node_modules/.bin/bun
 SRC := $(shell find src -name '*.ts' 2>/dev/null) build.ts package.json
 
-.PHONY: all deps build test test-unit typecheck demo demo-mount bench fuzz initramfs media clean
+.PHONY: all deps build test test-unit typecheck demo demo-mount bench bench-storm fuzz initramfs media clean
 all: build
 
 deps:
@@ -30,6 +30,11 @@ demo-mount: deps build
 
 bench: deps build
 	$(BUN) run bench/run.ts
+
+# Boot storm (needs root, no VM): STORM_NODES nodes (default 64), each in a network namespace of its own, enroll and
+# mount their root at once against 2 airroot serve on one PostgreSQL and 3 nginx mirrors; one of each killed mid-storm.
+bench-storm: deps build
+	$(BUN) run bench/storm.ts
 
 # Every parser of untrusted input, 100,000 mutated cases each (FUZZ_CASES=N, FUZZ_ONLY=name); `make test` runs 2000.
 fuzz: deps

@@ -29,14 +29,21 @@ export function postgresBinDir(): string | undefined {
   return versions.length ? join(root, versions[0], "bin") : undefined;
 }
 
-async function asPostgres(cmd: string[], what: string): Promise<string> {
-  const p = Bun.spawn(["runuser", "-u", "postgres", "--", ...cmd], { stdout: "pipe", stderr: "pipe", stdin: "ignore" });
+async function asPostgres(cmd: string[], what: string, netns?: string): Promise<string> {
+  const p = Bun.spawn([...(netns ? ["ip", "netns", "exec", netns] : []), "runuser", "-u", "postgres", "--", ...cmd], { stdout: "pipe", stderr: "pipe", stdin: "ignore" });
   const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
   if (code !== 0) throw new Error(`test postgres: ${what} failed (exit ${code}): ${(err || out).trim().slice(-2000)}`);
   return out;
 }
 
-export async function startPostgres(): Promise<TestPostgres> {
+export interface PostgresOptions {
+  /** Run the server inside this network namespace (its own 127.0.0.1): for clients inside that namespace only. */
+  netns?: string;
+  maxConnections?: number;
+}
+
+export async function startPostgres(o: PostgresOptions = {}): Promise<TestPostgres> {
+  const asPg = (cmd: string[], what: string) => asPostgres(cmd, what, o.netns);
   const bin = postgresBinDir();
   if (!bin) throw new Error("test postgres: no PostgreSQL server under /usr/lib/postgresql; install Debian's postgresql package (make deps does)");
   const dir = mkdtempSync(join(tmpdir(), "airroot-pg-"));
@@ -55,24 +62,24 @@ export async function startPostgres(): Promise<TestPostgres> {
   const stop = async () => {
     if (started) {
       started = false;
-      await asPostgres([join(bin, "pg_ctl"), "-D", data, "-m", "fast", "-w", "-t", "30", "stop"], "pg_ctl stop").catch(() => {});
+      await asPg([join(bin, "pg_ctl"), "-D", data, "-m", "fast", "-w", "-t", "30", "stop"], "pg_ctl stop").catch(() => {});
     }
     rmSync(dir, { recursive: true, force: true });
   };
   try {
-    await asPostgres([join(bin, "initdb"), "-D", data, "-U", "airroot", "--pwfile", pwfile, "--auth-local", "trust", "--auth-host", "scram-sha-256",
+    await asPg([join(bin, "initdb"), "-D", data, "-U", "airroot", "--pwfile", pwfile, "--auth-local", "trust", "--auth-host", "scram-sha-256",
       "-E", "UTF8", "--no-sync"], "initdb");
     // Loopback only, a socket in our directory, no fsync (a test cluster: speed over durability).
-    const opts = `-c listen_addresses=127.0.0.1 -c port=${port} -c unix_socket_directories=${sock} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=100`;
-    await asPostgres([join(bin, "pg_ctl"), "-D", data, "-l", join(data, "server.log"), "-o", opts, "-w", "-t", "60", "start"], "pg_ctl start");
+    const opts = `-c listen_addresses=127.0.0.1 -c port=${port} -c unix_socket_directories=${sock} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=${o.maxConnections ?? 100}`;
+    await asPg([join(bin, "pg_ctl"), "-D", data, "-l", join(data, "server.log"), "-o", opts, "-w", "-t", "60", "start"], "pg_ctl start");
     started = true;
-    await asPostgres([join(bin, "createdb"), "-h", sock, "-p", String(port), "-U", "airroot", "airroot"], "createdb airroot");
+    await asPg([join(bin, "createdb"), "-h", sock, "-p", String(port), "-U", "airroot", "airroot"], "createdb airroot");
   } catch (e) { await stop(); throw e; }
   const base = `127.0.0.1:${port}`;
   return {
     url: `postgres://airroot@${base}/airroot`, urlWithPassword: `postgres://airroot:${password}@${base}/airroot`, password, passwordFile, dir,
     async createDatabase(name: string) {
-      await asPostgres([join(bin, "createdb"), "-h", sock, "-p", String(port), "-U", "airroot", name], `createdb ${name}`);
+      await asPg([join(bin, "createdb"), "-h", sock, "-p", String(port), "-U", "airroot", name], `createdb ${name}`);
       return `postgres://airroot@${base}/${name}`;
     },
     stop,
