@@ -160,6 +160,32 @@ describe.skipIf(SKIP)("boot media: one hybrid ISO booted as a BIOS CD, a BIOS US
     expect(out).toMatch(/^virtio_net $/m);
   }, BOOT_TIMEOUT_MS);
 
+  test("UEFI (OVMF), the same ISO as a USB disk: the ESP in its GPT -> GRUB -> first stage -> verified initramfs -> airroot starts", async () => {
+    // The BIOS USB and UEFI CD boots above already go on to systemd; this one checks the firmware's way onto the
+    // disk form (GPT + ESP), as far as airroot starting from the verified second stage.
+    const lock = await qemuLock();
+    const vm = Bun.spawn(["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-m", "1536", "-nographic", "-no-reboot",
+      ...mediaMachineArgs("uefi-usb", iso, dir),
+      "-netdev", `user,id=n0,restrict=on,guestfwd=tcp:${SERVER_IP}:443-cmd:nc 127.0.0.1 ${httpsPort}`, "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56,romfile="],
+    { stdin: "pipe", stdout: "pipe", stderr: "pipe" });
+    const box = collectConsole(vm);
+    try {
+      const want = /airroot media: unpacked in [\d.]+ s; starting airroot/;
+      const deadline = Date.now() + 300_000;
+      while (!want.test(box.out) && Date.now() < deadline && vm.exitCode === null) await Bun.sleep(500);
+      if (!want.test(box.out)) throw new Error(`the ISO as a USB disk did not reach airroot under UEFI; console:\n${box.out}`);
+      const at = (re: RegExp) => box.out.search(re);
+      expect(at(/BdsDxe: starting Boot\d+ "UEFI QEMU QEMU USB HARDDRIVE .* from .*\/USB\(/)).toBeGreaterThan(-1); // the disk, not a CD
+      expect(at(/airroot: loading \/boot\/vmlinuz and \/boot\/stage1\.img \/boot\/site\.cpio/)).toBeGreaterThan(at(/BdsDxe: starting/));
+      expect(at(/airroot media: fetched https:\/\/10\.0\.2\.100\/boot\/initramfs in [\d.]+ s, sha256 verified/)).toBeGreaterThan(at(/airroot: loading/));
+    } finally {
+      vm.kill("SIGKILL");
+      await vm.exited;
+      await lock.release();
+      try { writeFileSync(join(E2E_CACHE, "media-uefi-usb.console"), box.out); } catch {}
+    }
+  }, BOOT_TIMEOUT_MS);
+
   test("UEFI (OVMF), the FAT image (media img, one stage) as a disk: BOOTX64.EFI -> GRUB -> the full initramfs -> airroot enrolls", async () => {
     node("arm", "n005", "--once");
     const lock = await qemuLock();
