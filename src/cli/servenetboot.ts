@@ -73,7 +73,7 @@ export const dhcpConfigCommand = defineCommand({
     server: { type: "string", description: "IPv4 address nodes reach airroot serve's HTTP listener (and TFTP) at (default: the first IPv4 advertised address)" },
     "tftp-root": { type: "string", description: "directory the TFTP server serves undionly.kpxe and the EFI iPXE from (default STATE/boot; dnsmasq must be able to read it)" },
     "no-tftp": { type: "boolean", description: "dnsmasq: no TFTP server of its own; PXE ROMs are pointed at the TFTP server on --server" },
-    efi: { type: "string", description: "iPXE for UEFI: snponly.efi (default: the firmware's driver for the NIC it booted from) or ipxe.efi (iPXE's own drivers)" },
+    efi: { type: "string", description: "what UEFI PXE loads over TFTP: snponly.efi (default: iPXE on the firmware's driver for the NIC it booted from), ipxe.efi (iPXE's own drivers) or shimx64.efi (Secure Boot: shim, Debian's signed GRUB, grub/grub.cfg from the TFTP root, then the per-node GRUB config over HTTP; needs `serve boot-files --shim --grub`)" },
     router: { type: "string", description: "default gateway handed out (full server only)" },
     "http-boot": { type: "string", description: `what UEFI HTTP boot loads: ipxe (default: the EFI iPXE, then the per-node script), uki (/boot/airroot.efi from \`serve boot-files --uki\`: a signed unified kernel image the firmware checks under Secure Boot), shim (/boot/shimx64.efi from \`serve boot-files --shim --grub\`: Debian's Secure Boot chain with Microsoft's keys, then the per-node GRUB config) or img (/boot/boot.img from \`serve boot-files --img\`: a FAT image the firmware mounts as a RAM disk)` },
     https: { type: "boolean", description: "HTTPS boot: UEFI HTTP boot and iPXE get https:// URLs (firmware with the site CA enrolled, an iPXE built with TRUST=ca.pem); PXE ROMs still get iPXE over TFTP" },
@@ -82,7 +82,7 @@ export const dhcpConfigCommand = defineCommand({
     const kind = args.kind;
     if (kind !== "dnsmasq" && kind !== "isc") throw new Error(`serve dhcp-config: "${String(kind).slice(0, 40)}" is not a DHCP server airroot writes for: use dnsmasq or isc`);
     const efi = args.efi ?? "snponly.efi";
-    if (efi !== "snponly.efi" && efi !== "ipxe.efi") throw new Error(`serve dhcp-config: --efi "${efi.slice(0, 40)}": use snponly.efi or ipxe.efi`);
+    if (efi !== "snponly.efi" && efi !== "ipxe.efi" && efi !== "shimx64.efi") throw new Error(`serve dhcp-config: --efi "${efi.slice(0, 40)}": use snponly.efi, ipxe.efi or shimx64.efi (Secure Boot: shim, GRUB, then grub/grub.cfg from the TFTP root)`);
     const stateDir = resolve(args.state);
     const c = readConfig(stateDir);
     process.stdout.write(dhcpConfig({

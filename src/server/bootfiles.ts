@@ -9,7 +9,7 @@ import { chmodSync, closeSync, existsSync, fsyncSync, lstatSync, mkdirSync, open
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { statePaths } from "./state.ts";
-import { BOOT_FILE_NAMES, type BootFileName } from "./bootscript.ts";
+import { BOOT_FILE_NAMES, grubTftpConfig, type BootFileName } from "./bootscript.ts";
 
 /** Where Debian's `ipxe` package puts its binaries. */
 export const DEBIAN_IPXE_DIR = "/usr/lib/ipxe";
@@ -116,6 +116,19 @@ export function listBootFiles(stateDir: string): BootFileEntry[] {
   return out;
 }
 
+/**
+ * STATE/boot/grub/grub.cfg for UEFI PXE under Secure Boot: there GRUB comes over TFTP and reads its config from the
+ * TFTP root (STATE/boot, or the copy dnsmasq's --tftp-root serves). Written atomically beside the binaries.
+ */
+function writeTftpGrubConfig(bootDir: string): void {
+  const dir = join(bootDir, "grub");
+  mkdirSync(dir, { recursive: true, mode: 0o755 });
+  const tmp = join(dir, `.grub.cfg.${randomBytes(6).toString("hex")}.tmp`);
+  const fd = openSync(tmp, "wx", 0o644);
+  try { writeSync(fd, grubTftpConfig()); fsyncSync(fd); } finally { closeSync(fd); }
+  renameSync(tmp, join(dir, "grub.cfg"));
+}
+
 /** Installs the given boot files into STATE/boot/ atomically (each file), the kernel and initramfs as a pair. */
 export function installBootFiles(stateDir: string, r: BootFilesRequest): BootFilesResult {
   const dir = statePaths(stateDir).boot;
@@ -155,6 +168,7 @@ export function installBootFiles(stateDir: string, r: BootFilesRequest): BootFil
   } finally {
     for (const t of temps) rmSync(t.tmp, { force: true });
   }
+  if (r.shim && r.grub) writeTftpGrubConfig(dir);
   const fd = openSync(dir, "r");
   try { fsyncSync(fd); } finally { closeSync(fd); }
   return { installed: temps.map((t) => ({ name: t.name, from: t.from, size: t.size })), warnings, present: listBootFiles(stateDir) };

@@ -129,6 +129,15 @@ export const GRUB: ScriptDialect = {
   boot: (_bootBase, params) => [`linux /boot/vmlinuz ${params.map(grubQuote).join(" ")}`, "initrd /boot/initramfs", "boot"],
 };
 
+/**
+ * GRUB's config for UEFI PXE under Secure Boot, a static file in the TFTP root (grub/grub.cfg: GRUB's prefix is then
+ * (tftp,SERVER)/grub): switch to HTTP on the same server, port 80, and fetch the per-node config from airroot serve.
+ */
+export function grubTftpConfig(): string {
+  return GRUB.header("GRUB came over TFTP (UEFI PXE); the per-node config comes from airroot serve over HTTP on port 80 of this server") +
+    "set root=(http,${net_default_server})\n" + GRUB.chain("");
+}
+
 function giveUpLines(d: ScriptDialect, lines: string[]): string {
   return [
     ...lines.map((l) => d.echo(l)),

@@ -13,7 +13,8 @@ import { urlHostname } from "./urls.ts";
 import { IPXE_SCRIPT_PATH } from "./bootscript.ts";
 
 export type DhcpServerKind = "dnsmasq" | "isc";
-export type EfiBinary = "snponly.efi" | "ipxe.efi";
+/** What UEFI PXE loads over TFTP: an EFI iPXE, or shim (the Secure Boot chain: GRUB, then grub/grub.cfg from the TFTP root). */
+export type EfiBinary = "snponly.efi" | "ipxe.efi" | "shimx64.efi";
 /**
  * What UEFI HTTP boot loads: the EFI iPXE (then the per-node script), the signed UKI (`airroot media uki`), or
  * Debian's Secure Boot chain (shim signed by Microsoft's UEFI CA, then Debian's signed GRUB and kernel).
@@ -153,9 +154,15 @@ export function dhcpConfig(o: DhcpConfigOptions): string {
     throw new DhcpConfigError(`--http-boot shim needs plain HTTP on port 80${o.https ? " (not --https)" : ` (http-port is ${o.httpPort})`}: Debian's signed GRUB fetches /grub/grub.cfg, the kernel and the initramfs from port 80 of the server shim was loaded from, without TLS; ` +
       "`airroot serve config set http-port 80 --state DIR` (then restart airroot serve)");
   }
+  if (efi === "shimx64.efi" && o.httpPort !== 80) {
+    throw new DhcpConfigError(`--efi shimx64.efi needs plain HTTP on port 80 (http-port is ${o.httpPort}): GRUB's config in the TFTP root fetches the per-node config from port 80 of the TFTP server; ` +
+      "`airroot serve config set http-port 80 --state DIR` (then restart airroot serve)");
+  }
   const t = bootTargets(server, o.httpPort, efi, httpsBase, o.httpBoot);
   return o.kind === "dnsmasq" ? dnsmasq(o, { server, r, iface, tftpRoot, efi, router, t }) : isc(o, { server, r, iface, tftpRoot, efi, router, t });
 }
+
+const efiLabel = (efi: EfiBinary) => efi === "shimx64.efi" ? "airroot: shim for UEFI Secure Boot" : "airroot: iPXE for UEFI";
 
 interface Ctx { server: string; r: Range; iface?: string; tftpRoot: string; efi: EfiBinary; router?: string; t: ReturnType<typeof bootTargets> }
 
@@ -193,8 +200,8 @@ function dnsmasq(o: DhcpConfigOptions, c: Ctx): string {
       `dhcp-boot=tag:ipxe,${c.t.script}`,
       "# PXE ROMs: iPXE first (over TFTP).",
       `pxe-service=tag:!ipxe,x86PC,"airroot: iPXE for BIOS",${c.t.biosPxe}${tftp ? "" : `,${c.server}`}`,
-      `pxe-service=tag:!ipxe,X86-64_EFI,"airroot: iPXE for UEFI",${c.efi}${tftp ? "" : `,${c.server}`}`,
-      `pxe-service=tag:!ipxe,BC_EFI,"airroot: iPXE for UEFI",${c.efi}${tftp ? "" : `,${c.server}`}`,
+      `pxe-service=tag:!ipxe,X86-64_EFI,"${efiLabel(c.efi)}",${c.efi}${tftp ? "" : `,${c.server}`}`,
+      `pxe-service=tag:!ipxe,BC_EFI,"${efiLabel(c.efi)}",${c.efi}${tftp ? "" : `,${c.server}`}`,
     );
   } else {
     // dnsmasq uses the last dhcp-boot whose tags all match: the tag sets below never overlap.

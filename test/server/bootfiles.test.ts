@@ -147,7 +147,9 @@ test("--shim and --grub install the Secure Boot chain as shimx64.efi and grubx64
   expect(r.err).toBe("");
   expect(r.out).toMatch(/^ {2}shimx64\.efi +0\.0 MiB .*Microsoft's UEFI CA/m);
   expect(r.out).toMatch(/^ {2}grubx64\.efi +0\.0 MiB .*signed network GRUB/m);
-  expect(readdirSync(statePaths(s4).boot).sort()).toEqual(["grubx64.efi", "shimx64.efi"]);
+  expect(readdirSync(statePaths(s4).boot).sort()).toEqual(["grub", "grubx64.efi", "shimx64.efi"]);
+  // For UEFI PXE: GRUB comes over TFTP and reads grub/grub.cfg from the TFTP root, which sends it on to HTTP.
+  expect(readFileSync(join(statePaths(s4).boot, "grub/grub.cfg"), "utf8")).toContain('set root=(http,${net_default_server})\nsource "/boot/grub?mac=${net_default_mac}"\n');
   const noHttp = cli("--state", s4, "--shim", join(dir, "shim.efi"), "--grub", join(dir, "shim.efi"));
   expect(noHttp.code).toBe(0);
   expect(noHttp.err).toContain("has no HTTP client (Debian 12's signed network GRUB has none)");

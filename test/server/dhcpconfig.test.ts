@@ -119,6 +119,12 @@ test("--http-boot shim: UEFI HTTP boot gets /boot/shimx64.efi (Debian's Secure B
   const https = cli("dnsmasq", "--http-boot", "shim", "--https", "--state", s4, "--range", "10.0.2.50,10.0.2.150");
   expect(https.code).not.toBe(0);
   expect(https.err).toContain("--http-boot shim needs plain HTTP on port 80 (not --https)");
+  // UEFI PXE under Secure Boot: shim over TFTP for arch 7/9 (GRUB then reads grub/grub.cfg from the TFTP root).
+  const pxe = cli("dnsmasq", "--efi", "shimx64.efi", "--state", s4, "--range", "10.0.2.50,10.0.2.150");
+  expect(pxe.code).toBe(0);
+  expect(check(["dnsmasq", "--test", "-C"], join(dir, "shim-pxe.conf"), pxe.out).code).toBe(0);
+  expect(pxe.out).toContain("dhcp-boot=tag:efi64,tag:!httpclient,tag:!ipxe,shimx64.efi\n");
+  expect(cli("isc", "--efi", "shimx64.efi", "--state", s4, "--range", "10.0.2.50,10.0.2.150").out).toContain('filename "shimx64.efi";');
   const img = cli("dnsmasq", "--http-boot", "img", "--state", s4, "--range", "10.0.2.50,10.0.2.150");
   expect(img.out).toContain("dhcp-boot=tag:httpclient,tag:!ipxe,http://10.0.2.100/boot/boot.img\n");
   expect(Bun.spawnSync([BUN, MAIN, "serve", "config", "set", "http-port", "8080", "--state", s4]).exitCode).toBe(0);
@@ -126,6 +132,7 @@ test("--http-boot shim: UEFI HTTP boot gets /boot/shimx64.efi (Debian's Secure B
   expect(port.code).not.toBe(0);
   expect(port.out).toBe("");
   expect(port.err).toContain("(http-port is 8080): Debian's signed GRUB fetches /grub/grub.cfg");
+  expect(cli("dnsmasq", "--efi", "shimx64.efi", "--state", s4, "--range", "10.0.2.50,10.0.2.150").err).toContain("--efi shimx64.efi needs plain HTTP on port 80 (http-port is 8080)");
 });
 
 describe("ISC dhcpd", () => {
@@ -182,7 +189,7 @@ describe("refusals", () => {
     expect(k.code).not.toBe(0);
     expect(k.err).toContain('"kea" is not a DHCP server airroot writes for: use dnsmasq or isc');
     const e = cli("dnsmasq", "--state", state, "--range", "10.0.2.50,10.0.2.150", "--efi", "grub.efi");
-    expect(e.err).toContain('--efi "grub.efi": use snponly.efi or ipxe.efi');
+    expect(e.err).toContain('--efi "grub.efi": use snponly.efi, ipxe.efi or shimx64.efi');
     const h = cli("--help");
     expect(h.code).toBe(0);
     expect(h.out).toContain("UEFI HTTP boot");
