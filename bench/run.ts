@@ -1,5 +1,6 @@
 // `make bench`: airroot's read path against the limit measured in the same run on the same machine
-// (curl downloading the same file over the same HTTPS). Loopback only; every phase is bounded in size and time.
+// (curl downloading the same file over the same HTTPS), and next to the HTTP filesystems a site could install instead
+// (httpdirfs, httpfs2: bench/competitors.ts) on the same rows. Loopback only; every phase is bounded in size and time.
 // Prints a table and writes bench/results/latest.json.
 import { join } from "node:path";
 import { mkdirSync, writeFileSync, readFileSync, existsSync } from "node:fs";
@@ -10,17 +11,23 @@ import { freePort, waitForPort } from "../test/helpers/ports";
 import { startDelayRelay, type DelayRelay } from "../test/helpers/relay";
 import { benchVerify } from "../src/image/verify";
 import { statusFieldMiB } from "../src/util/procmem";
+import { benchCompetitors, curlHttpMBs, fioRandCmd, parseFioRand, type CompetitorResult } from "./competitors";
 
 const MiB = 1048576;
 const IMAGE_MIB = Number(process.env.BENCH_IMAGE_MIB ?? 1024);
 // BENCH_RTTS=2,20 runs only those rows (quick tuning runs); `make bench` runs all three.
 const RTTS_MS = (process.env.BENCH_RTTS ?? "0,2,20").split(",").map(Number);
 const airroot = process.env.AIRROOT_BENCH_AIRROOT ?? join(import.meta.dir, "..", "dist", "airroot");
+// The other HTTP filesystems (httpdirfs, httpfs2) on the same rows (bench/competitors.ts); BENCH_SKIP_COMPETITORS=1
+// leaves them out.
+const COMPETITORS = process.env.BENCH_SKIP_COMPETITORS !== "1";
 
 interface Row { rttMs: number; curlMBs: number; seqMBs: number; seqRatio: number; seqBytes: number;
   randIops: number; randP50us: number; randP99us: number; daemonIdleRssMiB: number; daemonRssMiB: number;
   daemonPeakRssMiB: number; daemonAnonMiB: number; // RssAnon: private memory; VmRSS also counts the executable's pages in use (src/sys/codepages.ts)
-  cpu: CpuPerGiB }
+  cpu: CpuPerGiB;
+  /** curl over the plain-HTTP server of the same nginx (the limit of httpfs2, which has no TLS). */
+  curlHttpMBs?: number; competitors?: CompetitorResult[] }
 /**
  * CPU seconds per GiB moved, per process, for the two sequential transfers of a row: where the limit comes from when
  * both share the machine's cores (this process's own share is the delaying relay at 2/20 ms).
@@ -60,6 +67,7 @@ function must(r: Awaited<ReturnType<typeof run>>, what: string) {
 /** How much to read sequentially at a given RTT, so the whole benchmark stays within a few minutes. */
 const REST_S = 65; // past the daemon's 60 s long-idle release (src/mount/daemon.ts)
 const seqBytesFor = (rtt: number) => Math.min(IMAGE_MIB, rtt >= 20 ? 256 : IMAGE_MIB) * MiB;
+const randRuntimeS = (rtt: number) => (rtt >= 20 ? 15 : 10);
 
 async function daemonPid(mnt: string): Promise<number> {
   const r = must(await run([airroot, "status", "--json", mnt]), "airroot status");
@@ -82,7 +90,9 @@ async function main() {
     const pki = makeTestPki(join(dir, "pki"));
     for (const host of ["127.0.0.2", "127.0.0.3"]) {
       const port = await freePort(host);
-      servers.push(await startNginx({ root: join(dir, "www"), listen: [{ host, port }], cert: pki.serverCert, key: pki.serverKey, workDir: join(dir, `ng-${host}`) }));
+      // The first server also serves plain HTTP (httpfs2 has no TLS); httpfs2 wants "Accept-Ranges: bytes" in a 206.
+      const plain = COMPETITORS && host === "127.0.0.2" ? { listen: [{ host, port: await freePort(host) }], extra: "add_header Accept-Ranges bytes;" } : undefined;
+      servers.push(await startNginx({ root: join(dir, "www"), listen: [{ host, port }], cert: pki.serverCert, key: pki.serverKey, workDir: join(dir, `ng-${host}`), plain }));
     }
     for (const rtt of RTTS_MS) {
       // Each RTT gets its own front door: a relay that delays each chunk by rtt/2 each way (no bandwidth cap).
@@ -93,6 +103,15 @@ async function main() {
         const relay = await startDelayRelay({ listenHost: l.host, targetHost: l.host, targetPort: l.port, delayMs: rtt / 2 });
         relays.push(relay);
         urls.push(`https://${l.host}:${relay.port}/image.bin`);
+      }
+      // The plain-HTTP door of the first server, through its own relay with the same delay.
+      let httpUrl = "";
+      const pl = servers[0].opts.plain?.listen[0];
+      if (pl && rtt === 0) httpUrl = `http://${pl.host}:${pl.port}/image.bin`;
+      else if (pl) {
+        const relay = await startDelayRelay({ listenHost: pl.host, targetHost: pl.host, targetPort: pl.port, delayMs: rtt / 2 });
+        relays.push(relay);
+        httpUrl = `http://${pl.host}:${relay.port}/image.bin`;
       }
       const bytes = seqBytesFor(rtt);
       console.log(`bench: RTT +${rtt} ms: curl limit over ${bytes / MiB} MiB`);
@@ -137,16 +156,18 @@ async function main() {
       mnt = await mount("rand");
       try {
         console.log(`bench: RTT +${rtt} ms: cold 4 KiB random reads (fio, 4 jobs)`);
-        const fio = must(await run(["fio", "--name=rand", `--filename=${join(mnt, "image.bin")}`, "--rw=randread", "--bs=4k",
-          "--ioengine=psync", "--numjobs=4", "--group_reporting", "--time_based", `--runtime=${rtt >= 20 ? 15 : 10}`,
-          "--readonly", "--invalidate=0", "--output-format=json"], 120_000), "fio");
-        const job = JSON.parse(fio.out.slice(fio.out.indexOf("{"))).jobs[0].read;
-        const pct = job.clat_ns?.percentile ?? {};
+        const fio = must(await run(fioRandCmd(join(mnt, "image.bin"), randRuntimeS(rtt)), 120_000), "fio");
+        const f = parseFioRand(fio.out);
         rows.push({ rttMs: rtt, curlMBs, seqMBs, seqRatio: seqMBs / curlMBs, seqBytes: bytes,
-          randIops: job.iops, randP50us: (pct["50.000000"] ?? NaN) / 1000, randP99us: (pct["99.000000"] ?? NaN) / 1000,
+          randIops: f.iops, randP50us: f.p50us, randP99us: f.p99us,
           daemonIdleRssMiB, daemonRssMiB, daemonPeakRssMiB, daemonAnonMiB, cpu });
       } finally {
         await run([airroot, "umount", mnt]);
+      }
+      if (COMPETITORS) {
+        const row = rows[rows.length - 1];
+        row.curlHttpMBs = await curlHttpMBs(httpUrl, bytes);
+        row.competitors = await benchCompetitors({ dir, rttMs: rtt, httpsUrl: urls[0], httpUrl, caCert: pki.caCert, seqBytes: bytes, randRuntimeS: randRuntimeS(rtt) });
       }
     }
     serving = await benchServing(dir, servers[0], pki.caCert);
@@ -167,6 +188,24 @@ async function main() {
     console.log(`| ${r.rttMs} ms | ${f(c.curl)} | ${f(c.nginxForCurl)} | ${f(c.relayForCurl)} | ${f(c.curl + c.nginxForCurl + c.relayForCurl)} | ` +
       `${f(c.daemon)} | ${f(c.dd)} | ${f(c.nginxForAirroot)} | ${f(c.relayForAirroot)} | ${f(c.daemon + c.dd + c.nginxForAirroot + c.relayForAirroot)} |`);
   }
+  if (rows.some((r) => r.competitors)) {
+    console.log("\nNext to other HTTP filesystems (same image, same nginx, same relay and RTT; cold mounts; httpfs2 has no TLS: plain HTTP, against curl over plain HTTP):");
+    console.log("| added RTT | filesystem | transport | seq MB/s | % of curl (same transport) | 4k rand IOPS | p50 µs | p99 µs | FUSE process CPU s/GiB (seq) |");
+    console.log("|---|---|---|---|---|---|---|---|---|");
+    for (const r of rows) {
+      if (!r.competitors) continue;
+      console.log(`| ${r.rttMs} ms | airroot | https | ${fmt(r.seqMBs)} | ${fmt(r.seqRatio * 100)}% | ${fmt(r.randIops)} | ${fmt(r.randP50us)} | ${fmt(r.randP99us)} | ${fmt(r.cpu.daemon, 2)} |`);
+      for (const c of r.competitors) {
+        const limit = c.transport === "http" ? r.curlHttpMBs ?? NaN : r.curlMBs;
+        const pct = c.seqMBs / limit * 100;
+        // A median below 20 µs is the page cache answering: the random reads had already covered the (small) file.
+        const cached = c.randP50us < 20 ? " (page cache: the reads covered the file)" : "";
+        console.log(`| ${r.rttMs} ms | ${c.tool} | ${c.transport} | ${fmt(c.seqMBs, c.seqMBs < 10 ? 1 : 0)}${c.seqNote ? ` (${c.seqNote})` : ""} | ${fmt(pct, pct < 10 ? 1 : 0)}% | ` +
+          `${fmt(c.randIops)}${cached} | ${fmt(c.randP50us)} | ${fmt(c.randP99us)} | ${fmt(c.fuseCpuPerGiB, 2)} |${c.error ? ` ${Number.isFinite(c.seqMBs) && Number.isFinite(c.randIops) ? "measured after a failed attempt:" : "failed:"} ${c.error}` : ""}`);
+      }
+    }
+    console.log(`curl over plain HTTP (httpfs2's limit): ${rows.map((r) => `${r.rttMs} ms ${fmt(r.curlHttpMBs ?? NaN)} MB/s`).join(", ")}`);
+  }
   if (atRest) console.log(`\ndaemon at rest ${atRest.seconds} s after the ${atRest.rttMs} ms read: VmRSS ${fmt(atRest.vmRssMiB, 1)} MiB, RssAnon ${fmt(atRest.rssAnonMiB, 1)} MiB`);
   if (serving) console.log(`\nserving the same image to curl: airroot serve ${fmt(serving.airrootMBs)} MB/s, nginx ${fmt(serving.nginxMBs)} MB/s (ratio ${fmt(serving.airrootMBs / serving.nginxMBs * 100)}%)`);
   const verify = benchVerify();
@@ -177,7 +216,9 @@ async function main() {
   writeFileSync(join(import.meta.dir, "results", "latest.json"), JSON.stringify(out, null, 2));
   console.log(`\nwrote bench/results/latest.json`);
   // A running background fill against the node's own reads: its own entry point, bounded.
-  if (await Bun.spawn([process.execPath, "run", join(import.meta.dir, "fill.ts")], { stdout: "inherit", stderr: "inherit", timeout: 600_000 }).exited !== 0) throw new Error("bench/fill.ts failed");
+  // BENCH_SKIP_FILL=1 leaves it out (quick runs); `make bench` always runs it.
+  if (process.env.BENCH_SKIP_FILL === "1") console.log("bench: fill benchmark skipped (BENCH_SKIP_FILL=1)");
+  else if (await Bun.spawn([process.execPath, "run", join(import.meta.dir, "fill.ts")], { stdout: "inherit", stderr: "inherit", timeout: 600_000 }).exited !== 0) throw new Error("bench/fill.ts failed");
   // Boot benchmark (QEMU, on demand vs imagemethod=copy): its own entry point, bounded per boot.
   // BENCH_SKIP_BOOT=1 leaves it out (quick runs of the read path while tuning); `make bench` always runs it.
   if (process.env.BENCH_SKIP_BOOT === "1") { console.log("bench: boot benchmark skipped (BENCH_SKIP_BOOT=1)"); return; }

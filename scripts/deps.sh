@@ -9,6 +9,7 @@ APT_PACKAGES=(
   nginx-light apache2                     # real image servers / mirrors
   lighttpd lighttpd-mod-openssl caddy     # the lighttpd (TLS is a separate module) and Caddy mirror configs, tested for real
   squashfs-tools util-linux kmod fio      # mksquashfs, losetup/mount, modules, random-read benchmark
+  httpdirfs httpfs2                       # the HTTP filesystems `make bench` measures airroot against (bench/competitors.ts)
   swtpm swtpm-tools tpm2-tools            # software TPM and the reference TPM tools
   openssh-server openssh-client           # sshd/ssh-keygen/ssh for host keys and certificates
   qemu-system-x86 mmdebstrap zstd cpio    # whole-boot tests: root image, initramfs, VM

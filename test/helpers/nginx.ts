@@ -11,6 +11,8 @@ export interface NginxOptions {
   key: string;
   extra?: string;            // extra directives inside server {}
   workDir: string;
+  /** Plain-HTTP listeners: a second server {} with the same root (benchmarks of clients without TLS). */
+  plain?: { listen: { host: string; port: number }[]; extra?: string };
 }
 
 export interface Nginx {
@@ -43,6 +45,11 @@ ${listens}
     root ${opts.root};
     ${opts.extra ?? ""}
   }
+${opts.plain ? `  server {
+${opts.plain.listen.map((l) => `    listen ${hostInUrl(l.host)}:${l.port};`).join("\n")}
+    root ${opts.root};
+    ${opts.plain.extra ?? ""}
+  }` : ""}
 }
 `;
   const confPath = join(opts.workDir, "nginx.conf");
@@ -50,7 +57,7 @@ ${listens}
   const proc = Bun.spawn(["nginx", "-p", opts.workDir, "-c", confPath, "-g", "daemon off;"], {
     stdout: "ignore", stderr: "pipe",
   });
-  for (const l of opts.listen) await waitForPort(l.host, l.port);
+  for (const l of [...opts.listen, ...(opts.plain?.listen ?? [])]) await waitForPort(l.host, l.port);
   return {
     proc, opts,
     urlFor: (path, i = 0) => `https://${hostInUrl(opts.listen[i].host)}:${opts.listen[i].port}/${path.replace(/^\//, "")}`,
