@@ -18,8 +18,8 @@ const skipVm = process.env.AIRROOT_SKIP_VM === "1";
 
 /** Seconds per VM test file on a 2-core machine with the other lane running (CI of 2026-12-04), to balance the lanes; others count 120. */
 const VM_SECONDS: Record<string, number> = {
-  "test/e2e/media.test.ts": 520, "test/e2e/demo.test.ts": 490, "test/e2e/systemd.test.ts": 380,
-  "test/e2e/pxe-uefi-http.test.ts": 270, "test/e2e/boot.test.ts": 200, "test/e2e/failover.test.ts": 190,
+  "test/e2e/media.test.ts": 565, "test/e2e/demo.test.ts": 490, "test/e2e/systemd.test.ts": 380,
+  "test/e2e/pxe-uefi-http.test.ts": 590, "test/e2e/boot.test.ts": 200, "test/e2e/failover.test.ts": 190,
   "test/e2e/pxe.test.ts": 180, "test/e2e/uki.test.ts": 75, "test/tpm/qemu-device.test.ts": 45, "test/e2e/dracut.test.ts": 45,
 };
 

@@ -10,6 +10,16 @@
 // dnsmasq from `dhcp-config --http-boot uki`; OVMF's secboot code with Debian's snakeoil key enrolled as the site key):
 // the firmware checks the UKI's signature, its first stage fetches the initramfs over HTTPS and checks its digest,
 // and the node boots into systemd with Secure Boot on and the kernel in lockdown.
+// Then UEFI HTTP boot with Secure Boot enforcing and only Microsoft's keys (OVMF's stock "ms" vars), through Debian
+// 13's signed shim and network GRUB (`serve boot-files --shim --grub`, dnsmasq from `dhcp-config --http-boot shim`):
+// shim over HTTP, GRUB from beside it, /grub/grub.cfg and the per-node GRUB config from airroot serve, Debian's
+// signed kernel and the initramfs over HTTP; systemd with Secure Boot on and the kernel in lockdown.
+// Then UEFI PXE with Secure Boot enforcing and Microsoft's keys (`dhcp-config --efi shimx64.efi`): shim and GRUB
+// over dnsmasq's TFTP, grub/grub.cfg from the TFTP root sending GRUB on to the per-node GRUB config over HTTP, as
+// far as airroot init enrolling under the kernel shim and GRUB checked.
+// Last, UEFI HTTP boot of the FAT image (`media img`, `serve boot-files --img`, `dhcp-config --http-boot img`): the
+// firmware mounts it as a RAM disk (Content-Type application/vnd.efi-img) and boots its GRUB, kernel and initramfs,
+// as far as airroot enrolling and mounting the root.
 // Nothing leaves the namespace: no route out, the VM's only link is the tap. One VM at a time (/tmp/airroot-qemu.lock).
 // Set AIRROOT_SKIP_VM=1 to skip (never skipped silently).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
@@ -17,10 +27,10 @@ import { join } from "node:path";
 import { copyFileSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import type { Subprocess } from "bun";
 import { removeScratchDirs, scratchDir } from "../helpers/tmp";
-import { buildTestInitramfs, E2E_CACHE, kernelDir, privateAirroot } from "../helpers/boot";
+import { buildTestInitramfs, E2E_CACHE, kernelDir, privateAirroot, signedBootDir } from "../helpers/boot";
 import { debianImage } from "../helpers/debian-image";
 import { certifiedSsh, collectConsole, qemuLock, startQemuTpm, tpmArgs } from "../helpers/vm-node";
-import { buildTestStage1, OVMF_CODE, OVMF_CODE_SECBOOT, OVMF_VARS, SNAKEOIL_CERT, SNAKEOIL_KEY, SNAKEOIL_VARS } from "../helpers/media";
+import { buildTestStage1, OVMF_CODE, OVMF_CODE_SECBOOT, OVMF_VARS, OVMF_VARS_MS, SNAKEOIL_CERT, SNAKEOIL_KEY, SNAKEOIL_VARS } from "../helpers/media";
 import { readConfig, statePaths, writeConfig } from "../../src/server/state";
 
 const SKIP = process.env.AIRROOT_SKIP_VM === "1";
@@ -29,6 +39,9 @@ if (SKIP) console.warn("test/e2e/pxe-uefi-http.test.ts: skipped because AIRROOT_
 const MAC = "52:54:00:12:34:58";
 const UKI_MAC = "52:54:00:12:34:5a";
 const PXE_MAC = "52:54:00:12:34:59";
+const SHIM_MAC = "52:54:00:12:34:5b";
+const IMG_MAC = "52:54:00:12:34:5c";
+const SHIM_PXE_MAC = "52:54:00:12:34:5d";
 
 function sh(args: string[]): string {
   const r = Bun.spawnSync(args, { stdout: "pipe", stderr: "pipe" });
@@ -66,6 +79,12 @@ describe.skipIf(SKIP)("UEFI HTTP boot: OVMF -> dnsmasq from `serve dhcp-config` 
     node("add", "n003", "--mac", PXE_MAC, "--profile", "compute");
     node("add", "n004", "--mac", UKI_MAC, "--profile", "compute");
     node("arm", "n004", "--once");
+    node("add", "n005", "--mac", SHIM_MAC, "--profile", "compute");
+    node("arm", "n005", "--once");
+    node("add", "n006", "--mac", IMG_MAC, "--profile", "compute");
+    node("arm", "n006", "--once");
+    node("add", "n007", "--mac", SHIM_PXE_MAC, "--profile", "compute");
+    node("arm", "n007", "--once");
     sh([airroot, "serve", "site-config", "--state", state, "--out", join(dir, "site")]);
     kdir = kernelDir();
     initrd = buildTestInitramfs(join(dir, "initrd.zst"), [], kdir, join(dir, "site"));
@@ -279,6 +298,91 @@ describe.skipIf(SKIP)("UEFI HTTP boot: OVMF -> dnsmasq from `serve dhcp-config` 
       });
     });
   }, 900_000);
+
+  test("UEFI HTTP boot with Secure Boot enforcing and Microsoft's keys: Debian's signed shim -> signed GRUB -> per-node GRUB config -> signed kernel -> systemd", async () => {
+    const sb = signedBootDir();
+    expect(sh([airroot, "serve", "boot-files", "--state", state, "--shim", join(sb, "shimx64.efi"), "--grub", join(sb, "grubx64.efi")]))
+      .toMatch(/^installed grubx64\.efi /m);
+    const conf = await startDnsmasq(["--http-boot", "shim"]);
+    expect(conf).toContain(`dhcp-boot=tag:httpclient,tag:!ipxe,http://${SERVER_IP}/boot/shimx64.efi`);
+    // efivarfs is a module in Debian 13's kernel and the image has no modprobe: init loads it (as in the UKI boot).
+    sh([airroot, "serve", "config", "set", "boot-cmdline", "console=ttyS0 quiet airroot.rescue=poweroff airroot.modules=efivarfs", "--state", state]);
+    await Bun.sleep(1500); // the running server picks the change up within its config check (100 ms)
+
+    await uefiBoot({ name: "shim", mac: SHIM_MAC, vars: OVMF_VARS_MS, secureBoot: true, tpm: true }, async (vm, box) => {
+      await waitForLogin(vm, box, 600_000);
+      const ipRe = SERVER_IP.replace(/\./g, "\\.");
+      const at = (re: RegExp) => box.out.search(re);
+      expect(dnsmasqLog.out).toMatch(new RegExp(`option: 67 bootfile-name +http://${ipRe}/boot/shimx64\\.efi\n`));
+      expect(at(new RegExp(`URI: http://${ipRe}/boot/shimx64\\.efi`))).toBeGreaterThan(-1);
+      // GRUB ran the per-node config airroot serve made from n005's record, then the kernel under lockdown.
+      expect(at(/airroot: booting n005 from http:\/\/10\.214\./)).toBeGreaterThan(at(/URI: http:/));
+      // (boot-cmdline has `quiet`: the kernel's lockdown line is checked on the node below.)
+      expect(at(/Enrolled as n005 via https:\/\/10\.214\.\d+\.1 \(credential sealed in the TPM\)/)).toBeGreaterThan(at(/airroot: booting n005/));
+      expect(at(/Mounting the root filesystem\.\.\.overlay on \/sysroot: /)).toBeGreaterThan(at(/Enrolled as/));
+      const audit = readFileSync(statePaths(state).audit, "utf8");
+      expect(audit).toMatch(/"event":"boot-script","outcome":"ok","remote":"10\.214\.\d+\.\d+","node":"n005","reason":"per-node GRUB script over http, MAC 52:54:00:12:34:5b"/);
+      await withLeasedSsh(SHIM_MAC, "n005", async (ssh, p22, p2222) => {
+        const os = await ssh(p22, "grep ' / ' /proc/mounts; systemctl is-system-running --wait; hostname; cat /proc/cmdline; " +
+          "mountpoint -q /sys/firmware/efi/efivars || mount -t efivarfs efivarfs /sys/firmware/efi/efivars; " +
+          "od -An -tu1 /sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c 2>&1; cat /sys/kernel/security/lockdown; " +
+          "dmesg | grep -o 'secureboot: Secure boot enabled'");
+        expect(os.out).toMatch(/^airroot \/ overlay rw,.*lowerdir=\/mnt\/remote/m);
+        expect(os.out).toMatch(/^(running|degraded)$/m);
+        expect(os.out).toMatch(/^n005$/m);
+        expect(os.out).toMatch(/^secureboot: Secure boot enabled$/m);
+        expect(os.out).toMatch(/^BOOT_IMAGE=\/boot\/vmlinuz console=ttyS0 quiet airroot\.rescue=poweroff airroot\.modules=efivarfs airroot\.server=https:\/\/10\.214\.\d+\.1$/m);
+        expect(os.out).toMatch(/^\s*6\s+0\s+0\s+0\s+1\s*$/m); // SecureBoot: attributes (4 bytes), then 1 = enabled
+        expect(os.out).toMatch(/\[integrity\]/);
+        expect((await ssh(p2222, "grep ' / ' /proc/mounts")).out).toMatch(/^rootfs \/ rootfs /m);
+        await powerOff(ssh, p22, vm, box);
+      });
+    });
+  }, 900_000);
+
+  test("UEFI PXE with Secure Boot enforcing and Microsoft's keys: shim and GRUB over TFTP, grub/grub.cfg from the TFTP root -> per-node GRUB config over HTTP -> signed kernel", async () => {
+    const sb = signedBootDir();
+    sh([airroot, "serve", "boot-files", "--state", state, "--shim", join(sb, "shimx64.efi"), "--grub", join(sb, "grubx64.efi")]);
+    const conf = await startDnsmasq(["--efi", "shimx64.efi"]);
+    expect(conf).toContain("dhcp-boot=tag:efi64,tag:!httpclient,tag:!ipxe,shimx64.efi");
+    await uefiBoot({ name: "shim-pxe", mac: SHIM_PXE_MAC, vars: OVMF_VARS_MS, secureBoot: true, pxe: true, tpm: true }, async (vm, box) => {
+      // airroot init enrolling shows the initramfs ran under the kernel that shim and GRUB checked.
+      const want = /Enrolled as n007 via https:\/\/10\.214\.\d+\.1 \(credential sealed in the TPM\)/;
+      const deadline = Date.now() + 360_000;
+      while (!want.test(box.out) && Date.now() < deadline && vm.exitCode === null) await Bun.sleep(500);
+      if (!want.test(box.out)) throw new Error(`no enrollment through shim and GRUB over PXE; console:\n${box.out}\ndnsmasq:\n${dnsmasqLog.out}`);
+      const at = (re: RegExp) => box.out.search(re);
+      expect(at(/Start PXE over IPv4/)).toBeGreaterThan(-1);
+      expect(dnsmasqLog.out).toMatch(/dnsmasq-tftp\[\d+\]: sent \S+\/boot\/shimx64\.efi to 10\.214\./);
+      expect(dnsmasqLog.out).toMatch(/dnsmasq-tftp\[\d+\]: sent \S+\/boot\/grubx64\.efi to 10\.214\./);
+      expect(dnsmasqLog.out).toMatch(/dnsmasq-tftp\[\d+\]: sent \S+\/boot\/grub\/grub\.cfg to 10\.214\./);
+      expect(at(/airroot: booting n007 from http:\/\/10\.214\./)).toBeGreaterThan(at(/Start PXE over IPv4/));
+      expect(at(want)).toBeGreaterThan(at(/airroot: booting n007/));
+      const audit = readFileSync(statePaths(state).audit, "utf8");
+      expect(audit).toMatch(/"event":"boot-script","outcome":"ok","remote":"10\.214\.\d+\.\d+","node":"n007","reason":"per-node GRUB script over http, MAC 52:54:00:12:34:5d"/);
+    });
+  }, 420_000);
+
+  test("UEFI HTTP boot of the FAT image (media img): mounted as a RAM disk by the firmware, its GRUB boots the kernel and initramfs, airroot enrolls", async () => {
+    const img = join(dir, "boot.img");
+    sh([airroot, "media", "img", "--site", join(dir, "site"), "--kernel", join(kdir, "vmlinuz"), "--initrd", initrd,
+      "--cmdline", "console=ttyS0 airroot.rescue=poweroff", "--out", img]);
+    expect(sh([airroot, "serve", "boot-files", "--state", state, "--img", img])).toMatch(/^installed boot\.img /m);
+    const conf = await startDnsmasq(["--http-boot", "img"]);
+    expect(conf).toContain(`dhcp-boot=tag:httpclient,tag:!ipxe,http://${SERVER_IP}/boot/boot.img`);
+    await uefiBoot({ name: "img", mac: IMG_MAC, vars: OVMF_VARS, tpm: true }, async (vm, box) => {
+      const want = /Mounting the root filesystem\.\.\.overlay on \/sysroot: /;
+      const deadline = Date.now() + 420_000;
+      while (!want.test(box.out) && Date.now() < deadline && vm.exitCode === null) await Bun.sleep(500);
+      if (!want.test(box.out)) throw new Error(`the FAT image over HTTP boot did not get to the root mount; console:\n${box.out}\ndnsmasq:\n${dnsmasqLog.out}`);
+      const ipRe = SERVER_IP.replace(/\./g, "\\.");
+      const at = (re: RegExp) => box.out.search(re);
+      expect(at(new RegExp(`URI: http://${ipRe}/boot/boot\\.img`))).toBeGreaterThan(-1);
+      expect(at(/airroot: loading \/boot\/vmlinuz and \/boot\/initramfs\.img \/boot\/site\.cpio/)).toBeGreaterThan(at(/URI: http:/));
+      expect(at(/Enrolled as n006 via https:\/\/10\.214\.\d+\.1 \(credential sealed in the TPM\)/)).toBeGreaterThan(at(/airroot: loading/));
+      expect(at(want)).toBeGreaterThan(at(/Enrolled as n006/));
+    });
+  }, 600_000);
 });
 
 /**
