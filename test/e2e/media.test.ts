@@ -160,30 +160,59 @@ describe.skipIf(SKIP)("boot media: one hybrid ISO booted as a BIOS CD, a BIOS US
     expect(out).toMatch(/^virtio_net $/m);
   }, BOOT_TIMEOUT_MS);
 
-  test("UEFI (OVMF), the same ISO as a USB disk: the ESP in its GPT -> GRUB -> first stage -> verified initramfs -> airroot starts", async () => {
-    // The BIOS USB and UEFI CD boots above already go on to systemd; this one checks the firmware's way onto the
-    // disk form (GPT + ESP), as far as airroot starting from the verified second stage.
+  /**
+   * Boots `media` the way `how` says (no TPM: these boots stop before enrollment) until `want` is on the console, then
+   * runs `check` on it; the console is kept as media-NAME.console.
+   */
+  async function bootUntil(how: MediaBoot, media: string, mac: string, want: RegExp, name: string, check: (out: string) => void): Promise<void> {
     const lock = await qemuLock();
     const vm = Bun.spawn(["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-m", "1536", "-nographic", "-no-reboot",
-      ...mediaMachineArgs("uefi-usb", iso, dir),
-      "-netdev", `user,id=n0,restrict=on,guestfwd=tcp:${SERVER_IP}:443-cmd:nc 127.0.0.1 ${httpsPort}`, "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56,romfile="],
+      ...mediaMachineArgs(how, media, dir),
+      "-netdev", `user,id=n0,restrict=on,guestfwd=tcp:${SERVER_IP}:443-cmd:nc 127.0.0.1 ${httpsPort}`, "-device", `virtio-net-pci,netdev=n0,mac=${mac},romfile=`],
     { stdin: "pipe", stdout: "pipe", stderr: "pipe" });
     const box = collectConsole(vm);
     try {
-      const want = /airroot media: unpacked in [\d.]+ s; starting airroot/;
       const deadline = Date.now() + 300_000;
       while (!want.test(box.out) && Date.now() < deadline && vm.exitCode === null) await Bun.sleep(500);
-      if (!want.test(box.out)) throw new Error(`the ISO as a USB disk did not reach airroot under UEFI; console:\n${box.out}`);
-      const at = (re: RegExp) => box.out.search(re);
-      expect(at(/BdsDxe: starting Boot\d+ "UEFI QEMU QEMU USB HARDDRIVE .* from .*\/USB\(/)).toBeGreaterThan(-1); // the disk, not a CD
-      expect(at(/airroot: loading \/boot\/vmlinuz and \/boot\/stage1\.img \/boot\/site\.cpio/)).toBeGreaterThan(at(/BdsDxe: starting/));
-      expect(at(/airroot media: fetched https:\/\/10\.0\.2\.100\/boot\/initramfs in [\d.]+ s, sha256 verified/)).toBeGreaterThan(at(/airroot: loading/));
+      if (!want.test(box.out)) throw new Error(`${name}: no ${want} on the console; console:\n${box.out}`);
+      check(box.out);
     } finally {
       vm.kill("SIGKILL");
       await vm.exited;
       await lock.release();
-      try { writeFileSync(join(E2E_CACHE, "media-uefi-usb.console"), box.out); } catch {}
+      try { writeFileSync(join(E2E_CACHE, `media-${name}.console`), box.out); } catch {}
     }
+  }
+
+  test("UEFI (OVMF), the same ISO as a USB disk: the ESP in its GPT -> GRUB -> first stage -> verified initramfs -> airroot starts", async () => {
+    // The BIOS USB and UEFI CD boots above already go on to systemd; this one checks the firmware's way onto the
+    // disk form (GPT + ESP), as far as airroot starting from the verified second stage.
+    await bootUntil("uefi-usb", iso, "52:54:00:12:34:56", /airroot media: unpacked in [\d.]+ s; starting airroot/, "uefi-usb", (out) => {
+      const at = (re: RegExp) => out.search(re);
+      expect(at(/BdsDxe: starting Boot\d+ "UEFI QEMU QEMU USB HARDDRIVE .* from .*\/USB\(/)).toBeGreaterThan(-1); // the disk, not a CD
+      expect(at(/airroot: loading \/boot\/vmlinuz and \/boot\/stage1\.img \/boot\/site\.cpio/)).toBeGreaterThan(at(/BdsDxe: starting/));
+      expect(at(/airroot media: fetched https:\/\/10\.0\.2\.100\/boot\/initramfs in [\d.]+ s, sha256 verified/)).toBeGreaterThan(at(/airroot: loading/));
+    });
+  }, BOOT_TIMEOUT_MS);
+
+  test("a node's media (--node: its static address baked in) built for another initramfs: the first stage configures airroot.ip and refuses the server's initramfs by its digest", async () => {
+    node("add", "n006", "--mac", "52:54:00:12:34:57", "--profile", "compute", "--ip", "10.0.2.60/24", "--gateway", "10.0.2.2");
+    // The record on this media is of another initramfs than the one the server has: the first stage must use none of it.
+    const other = join(dir, "other-initrd.zst");
+    writeFileSync(other, Buffer.concat([readFileSync(join(dir, "initrd.zst")), Buffer.from("not the installed initramfs\n")]));
+    const otherSha = new Bun.CryptoHasher("sha256").update(readFileSync(other)).digest("hex");
+    const nodeIso = join(dir, "n006.iso");
+    const made = sh([airroot, "media", "iso", "--site", join(dir, "site"), "--node", "n006", "--state", state, "--kernel", join(kernelDir(), "vmlinuz"),
+      "--initrd", other, "--stage1", join(dir, "stage1.zst"), "--cmdline", CMDLINE, "--out", nodeIso]);
+    expect(made).toContain("airroot.ip=eth0:10.0.2.60/24:10.0.2.2");
+    await bootUntil("bios-cd", nodeIso, "52:54:00:12:34:57", /airroot media: retrying in 5 s/, "node-wrong-digest", (out) => {
+      const at = (re: RegExp) => out.search(re);
+      // No DHCP here: the address is the node's record, from the media's command line.
+      expect(at(/airroot media: network: eth0 10\.0\.2\.60\/24 via 10\.0\.2\.2 \(airroot\.ip\)/)).toBeGreaterThan(-1);
+      expect(at(new RegExp(`airroot media: https://10\\.0\\.2\\.100/boot/initramfs: sha256 ${fullSha}, \\d+ bytes: not the initramfs this media was built for \\(sha256 ${otherSha}`)))
+        .toBeGreaterThan(at(/network: eth0/));
+      expect(out).not.toMatch(/sha256 verified|starting airroot|Enrolled as/);
+    });
   }, BOOT_TIMEOUT_MS);
 
   test("UEFI (OVMF), the FAT image (media img, one stage) as a disk: BOOTX64.EFI -> GRUB -> the full initramfs -> airroot enrolls", async () => {
