@@ -33,6 +33,7 @@ export const secs = (ms: number) => `${+(ms / 1000).toFixed(1)} s`;
 
 export class ServerSet {
   private ranked: Source[] = [];
+  private readonly lastResort = new Set<Source>(); // weight 0 beside weighted sources ("spread" only)
   private active?: Source;      // the server reads currently go to (logged on change)
   private connecting?: Source;  // announced with "Connecting to", not yet successful
   private allDownSince = 0;     // 0 = at least one server answered the last pass
@@ -40,6 +41,9 @@ export class ServerSet {
   private closed = false;
 
   constructor(readonly sources: Source[], private readonly image: ImageIdentity, private readonly o: ServerSetOptions) {
+    // Weights count for "spread" only (order.ts); with every weight 0 (or none) no source stands back.
+    const w = o.weights;
+    if (o.order === "spread" && w && w.some((x) => x > 0)) sources.forEach((s, i) => { if (w[i] === 0) this.lastResort.add(s); });
     this.rerank();
   }
 
@@ -59,18 +63,40 @@ export class ServerSet {
     clearTimeout(this.probeTimer);
   }
 
-  /** Next server to try: healthy by preference, then degraded, then (`lastResort`) down ones. */
-  pick(tried: Set<Source>, lastResort: boolean): Source | undefined {
-    for (const s of this.ranked) if (!tried.has(s) && s.state === "healthy") return s;
-    for (const s of this.ranked) if (!tried.has(s) && s.state === "degraded") return s;
-    if (!lastResort) return undefined;
+  /**
+   * Next server to try: the usable ones first (`firstUsable`: weighted before last resort, each healthy then degraded,
+   * by preference), then (`tryDown`) down ones.
+   */
+  pick(tried: Set<Source>, tryDown: boolean): Source | undefined {
+    const s = this.firstUsable(tried);
+    if (s || !tryDown) return s;
     for (const s of this.ranked) if (!tried.has(s) && (s.state === "down" || s.state === "probing")) return s;
     return undefined;
   }
 
   /** The server reads should use now (first usable by preference). */
   preferred(): Source | undefined {
-    return this.ranked.find((s) => s.state === "healthy") ?? this.ranked.find((s) => s.state === "degraded");
+    return this.firstUsable();
+  }
+
+  /** A weight-0 source while some other has a weight ("spread" only): used only when no weighted source is usable. */
+  isLastResort(s: Source): boolean {
+    return this.lastResort.has(s);
+  }
+
+  /**
+   * Weighted sources healthy, then degraded, then the last resort ones healthy, then degraded. A degraded mirror
+   * (answers again after a fault, e.g. a connect timeout under load) still comes before a healthy last resort server:
+   * the deployment server, which every node needs for enrollment, serves the image only when every mirror is down.
+   * A down weighted source is skipped, so reads fall through to the last resort at once.
+   */
+  private firstUsable(skip?: Set<Source>): Source | undefined {
+    for (const reserve of [false, true]) {
+      for (const state of ["healthy", "degraded"] as const) {
+        for (const s of this.ranked) if (s.state === state && this.lastResort.has(s) === reserve && !skip?.has(s)) return s;
+      }
+    }
+    return undefined;
   }
 
   noteAttempt(src: Source): void {

@@ -678,8 +678,9 @@ export class RemoteImage {
    * Background fill: chunks first..first+count-1 (at most one request's worth), fetched at the lowest priority and
    * verified like every fetch, not cached: the caller owns the returned blocks and must give them back with
    * releaseFillBlocks. The request waits until no demand span is queued, readahead's share of the slots has room, fewer
-   * than FILL_MAX_IN_FLIGHT fills run and the block budget has spare blocks. Only healthy servers are used, in turn (a
-   * bad chunk is a fault of that server and the next one is tried); undefined when none delivered: the caller pauses.
+   * than FILL_MAX_IN_FLIGHT fills run and the block budget has spare blocks. Only usable servers are used, weighted
+   * ones before last resort ones, in turn (a bad chunk is a fault of that server and the next one is tried); undefined
+   * when none delivered: the caller pauses.
    */
   async fillChunks(first: number, count: number): Promise<Uint8Array[] | undefined> {
     const total = Math.ceil(this.size / this.bs);
@@ -714,14 +715,17 @@ export class RemoteImage {
   get chunkSize(): number { return this.bs; }
 
   private pickFill(tried: Set<Source>): Source | undefined {
-    // Healthy servers in turn; a degraded one (answers again, failed less than holdDownMs ago) only when none is healthy.
+    // Healthy servers in turn; a degraded one (answers again, failed less than holdDownMs ago) only when none is healthy;
+    // a last resort one (weight 0, failover.ts) only when no weighted server is usable.
     const n = this.sources.length;
-    for (const state of ["healthy", "degraded"]) {
-      for (let k = 0; k < n; k++) {
-        const s = this.sources[(this.fillTurn + k) % n]!;
-        if (tried.has(s) || s.state !== state) continue;
-        this.fillTurn = (this.fillTurn + k + 1) % n;
-        return s;
+    for (const reserve of [false, true]) {
+      for (const state of ["healthy", "degraded"]) {
+        for (let k = 0; k < n; k++) {
+          const s = this.sources[(this.fillTurn + k) % n]!;
+          if (tried.has(s) || s.state !== state || this.servers.isLastResort(s) !== reserve) continue;
+          this.fillTurn = (this.fillTurn + k + 1) % n;
+          return s;
+        }
       }
     }
     return undefined;

@@ -352,6 +352,22 @@ test("weighted spread: a weight-0 server is ranked last for every node and reads
   await expect(RemoteImage.open(urls, { ca, order: "spread", weights: [1, -1, 1] })).rejects.toThrow(/weights\[1\]/);
 }, 60_000);
 
+test("weighted spread: the background fill leaves a weight-0 server alone while a weighted one is usable", async () => {
+  const urls = [A.urlFor("small.bin"), B.urlFor("small.bin"), C.urlFor("small.bin")];
+  const { img } = await open(urls, { order: "spread", nodeId: "n1", weights: [0, 1, 1] });
+  const bs = img.status().blockSize;
+  for (let i = 0; i < 8; i++) {
+    const blocks = await img.fillChunks(i, 1);
+    expect(blocks && same(blocks[0], small.subarray(i * bs, (i + 1) * bs))).toBe(true);
+    img.releaseFillBlocks(blocks!);
+  }
+  const st = img.status().sources;
+  expect(st[0].bytes).toBe(0);
+  expect(st[1].bytes).toBeGreaterThan(0); // the fill still takes the weighted servers in turn
+  expect(st[2].bytes).toBeGreaterThan(0);
+  await img.close();
+}, 60_000);
+
 test("reads past the end are clipped; bad arguments are clear errors", async () => {
   const { img } = await open([A.urlFor("small.bin")]);
   expect((await img.read(img.size - 10, 100)).length).toBe(10);
