@@ -97,7 +97,7 @@ export async function runTrust(o: TrustStepOptions): Promise<{ trusted: Trusted;
   }
   const all = [r.server, ...new Set([...servers, ...r.config.servers].filter((s) => s !== r.server))];
   const line = r.origin === "enrolled"
-    ? `Enrolled as ${r.credential.node} via ${r.server}${r.sealedInTpm ? " (credential sealed in the TPM)" : ""}`
+    ? `Enrolled as ${r.credential.node} via ${r.enrolledVia ?? r.server}${r.enrolledVia && r.enrolledVia !== r.server ? `, configured via ${r.server}` : ""}${r.sealedInTpm ? " (credential sealed in the TPM)" : ""}`
     : `Using the credential sealed in the TPM: node ${r.credential.node} via ${r.server}`;
   return { trusted: { ...r, servers: all, uuid }, line: r.locked ? `${line}; TPM credential locked for this boot` : line };
 }

@@ -57,15 +57,21 @@ export async function findServers(o: Pick<FirstContactOptions, "servers" | "macs
 
 /**
  * What a node does with a valid credential: fetch its config, certify its SSH host keys, report the stage.
- * `server` (the one that enrolled us or answered last) is tried first. A 401 (ApiCallError.needsEnrollment) is
- * final: the caller decides whether to re-enroll.
+ * `server` (the one that enrolled us) is tried first, after that the one that answered last. A 401
+ * (ApiCallError.needsEnrollment) is final: the caller decides whether to re-enroll.
  */
 export async function useCredential(o: FirstContactOptions, servers: string[], server: string, credential: NodeCredential, detail: string): Promise<FirstContactResult> {
-  const order = (list: string[]) => [server, ...list.filter((s) => s !== server)];
-  const call = <T>(fn: (api: NodeApi) => Promise<T>, list = servers) => withFailover(order(list), async (s) => {
-    const api = new NodeApi(s, o.siteCa, credential);
-    try { return await fn(api); } finally { await api.close(); }
-  }, o.log);
+  // The server that answered last goes first: a server that died or hung mid-boot costs one timeout, not one per call.
+  let first = server;
+  const order = (list: string[]) => [first, ...list.filter((s) => s !== first)];
+  const call = async <T>(fn: (api: NodeApi) => Promise<T>, list = servers) => {
+    const r = await withFailover(order(list), async (s) => {
+      const api = new NodeApi(s, o.siteCa, credential);
+      try { return await fn(api); } finally { await api.close(); }
+    }, o.log);
+    first = r.server;
+    return r;
+  };
   const got = await call((api) => api.config());
   const config = o.mapUrl ? mapConfigUrls(got.value, o.mapUrl) : got.value;
   const all = [...new Set([...servers, ...config.servers])];

@@ -11,9 +11,9 @@ export interface TlsIdentity { ca: string; cert?: string; key?: string }
  * (getaddrinfo takes the scope) and the certificate must name the address without the zone. Returns the URL to
  * request (without the zone).
  */
-export function httpsAgent(url: string, tlsId: TlsIdentity, connections = 4): { url: string; agent: Agent } {
+export function httpsAgent(url: string, tlsId: TlsIdentity, connections = 4, connectTimeoutMs = API_TIMEOUT_MS): { url: string; agent: Agent } {
   const z = splitZone(url);
-  const tls = { ca: tlsId.ca, cert: tlsId.cert, key: tlsId.key, rejectUnauthorized: true };
+  const tls = { ca: tlsId.ca, cert: tlsId.cert, key: tlsId.key, rejectUnauthorized: true, timeout: connectTimeoutMs };
   if (!z.zone) return { url, agent: new Agent({ connect: tls, connections }) };
   const scoped = `${z.address}%${z.zone}`;
   const base = buildConnector({ ...tls, checkServerIdentity: (_host: string, cert: PeerCertificate) => checkServerIdentity(z.address!, cert) } as never);
@@ -32,36 +32,52 @@ export class ApiCallError extends Error {
 
 export const MAX_REPLY = 1 << 20;
 
+/**
+ * The most one API call may take, connect and TLS handshake to the last byte of the reply: a server that accepts and
+ * then hangs (stopped, black-holed, trickling) costs the node this long once before it tries the next server.
+ */
+export const API_TIMEOUT_MS = 15_000;
+
 export class ApiHttp {
   private agent: Agent;
   /** baseUrl without an IPv6 zone (the agent connects through the zone). */
   private target: string;
-  constructor(readonly baseUrl: string, tlsId: TlsIdentity, private timeoutMs = 15_000) {
+  constructor(readonly baseUrl: string, tlsId: TlsIdentity, private timeoutMs = API_TIMEOUT_MS) {
     if (!/^https:\/\//.test(baseUrl)) throw new Error(`server URL "${baseUrl}" must start with https://`);
-    const a = httpsAgent(baseUrl, tlsId);
+    const a = httpsAgent(baseUrl, tlsId, 4, timeoutMs);
     this.agent = a.agent;
     this.target = a.url;
   }
 
   async call<T>(method: "GET" | "POST", path: string, body?: unknown): Promise<T> {
     const call = `${method} ${this.baseUrl}${path}`;
+    // One deadline for the whole call (undici's own timeouts are per phase: a trickling reply would outlast them).
+    const signal = AbortSignal.timeout(this.timeoutMs);
+    const unreachable = (e: unknown) => new ApiCallError(call, 0, "unreachable",
+      `${signal.aborted ? `no complete reply within ${this.timeoutMs / 1000} s` : (e as Error).message} (check the URL, the network and that --ca is the site CA)`);
     let res;
     try {
       res = await request(`${this.target.replace(/\/$/, "")}${path}`, {
-        method, dispatcher: this.agent,
+        method, dispatcher: this.agent, signal,
         headers: body === undefined ? {} : { "content-type": "application/json" },
         body: body === undefined ? undefined : JSON.stringify(body),
         headersTimeout: this.timeoutMs, bodyTimeout: this.timeoutMs,
       });
     } catch (e) {
-      throw new ApiCallError(call, 0, "unreachable", `${(e as Error).message} (check the URL, the network and that --ca is the site CA)`);
+      throw unreachable(e);
     }
     const chunks: Buffer[] = [];
     let size = 0;
-    for await (const c of res.body) {
-      size += (c as Buffer).length;
-      if (size > MAX_REPLY) { res.body.destroy(); throw new ApiCallError(call, res.statusCode, "reply-too-large", `reply exceeds ${MAX_REPLY} bytes`); }
-      chunks.push(c as Buffer);
+    try {
+      for await (const c of res.body) {
+        size += (c as Buffer).length;
+        if (size > MAX_REPLY) { res.body.destroy(); throw new ApiCallError(call, res.statusCode, "reply-too-large", `reply exceeds ${MAX_REPLY} bytes`); }
+        chunks.push(c as Buffer);
+      }
+    } catch (e) {
+      // A reply cut off (the server died or hung mid-reply) is "unreachable": the next server is tried.
+      if (e instanceof ApiCallError) throw e;
+      throw unreachable(e);
     }
     const text = Buffer.concat(chunks).toString("utf8");
     let data: unknown;

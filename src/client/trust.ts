@@ -21,6 +21,8 @@ export interface TrustOptions extends Omit<FirstContactOptions, "tpm"> {
 export interface TrustResult extends FirstContactResult {
   /** "sealed": the TPM's credential was accepted; "enrolled": a new enrollment happened in this run. */
   origin: "sealed" | "enrolled";
+  /** With origin "enrolled": the server that enrolled the node (`server` is the one that gave the config). */
+  enrolledVia?: string;
   sealedInTpm: boolean;
   locked: boolean;
 }
@@ -56,6 +58,7 @@ export async function establishTrust(o: TrustOptions): Promise<TrustResult> {
   const servers = await findServers(o);
   let result: FirstContactResult | undefined;
   let origin: TrustResult["origin"] = "sealed";
+  let enrolledVia: string | undefined;
   let sealedInTpm = false;
 
   if (o.tpm) {
@@ -88,6 +91,7 @@ export async function establishTrust(o: TrustOptions): Promise<TrustResult> {
     const prover = o.tpm ? await tpmProver(o.tpm).catch((e) => { if (o.noTpm === "warn") return undefined; throw e; }) : undefined;
     const { server, value: credential } = await withFailover(servers,
       (s) => enrollNode(s, o.siteCa, { macs: o.macs, uuid: o.uuid, name: o.name }, prover), o.log);
+    enrolledVia = server;
     if (o.tpm) {
       const info = await withOpenTpm(o, (t) => sealCredential(t, encodeCredential(credential), o.credentialOptions));
       sealedInTpm = info !== undefined;
@@ -101,5 +105,5 @@ export async function establishTrust(o: TrustOptions): Promise<TrustResult> {
     locked = (await withOpenTpm(o, (t) => lockCredential(t, o.credentialOptions))) !== undefined;
     if (locked) log("locked the TPM credential for the rest of this boot");
   }
-  return { ...result, origin, sealedInTpm, locked };
+  return { ...result, origin, ...(enrolledVia ? { enrolledVia } : {}), sealedInTpm, locked };
 }
