@@ -99,6 +99,7 @@ catch (e) { console.log("REFUSED " + e.message); }\n`);
     expect(() => parseDbSetting(`${base}?sslmode=verify_full`, "--db", true)).toThrow(/--db: .*sslmode=verify_full is not supported; use sslmode=verify-full/);
     expect(() => parseDbSetting(`${base}?sslmode=prefer`, "config db", false)).toThrow(/prefer falls back to an unencrypted connection/);
     expect(() => parseDbSetting(`${base}?sslmode=verify-full`, "config db", false)).toThrow(/sslmode=verify-full needs sslrootcert=FILE/);
+    expect(() => parseDbSetting(`${base}?sslmode=verify-full&sslrootcert=system`, "--db", true)).toThrow(/sslrootcert=system is not supported/);
     expect(() => parseDbSetting(`${base}?sslmode=verify-ca&sslrootcert=ca.pem`, "--db", true)).toThrow(/not an absolute path/);
     expect(() => parseDbSetting(`${base}?sslmode=require&sslrootcert=/ca.pem`, "--db", true)).toThrow(/sslrootcert is used only by sslmode=verify-ca or verify-full/);
     expect(() => parseDbSetting(`${base}?sslrootcert=/ca.pem`, "--db", true)).toThrow(/sslrootcert without sslmode/);

@@ -85,6 +85,9 @@ export function postgresTls(url: string, what: string): { url: string; mode?: Ss
     if (!rootCert) {
       throw new Error(`${what}: ${shown}: sslmode=${mode} needs sslrootcert=FILE, the PEM file of the CA that signed the PostgreSQL server's certificate (for a publicly signed server, the system bundle, e.g. /etc/ssl/certs/ca-certificates.crt)`);
     }
+    if (rootCert === "system") {
+      throw new Error(`${what}: ${shown}: sslrootcert=system is not supported (Bun would use its own built-in CA list, not the system's); give a CA file, e.g. sslrootcert=/etc/ssl/certs/ca-certificates.crt`);
+    }
     if (!isAbsolute(rootCert)) throw new Error(`${what}: ${shown}: sslrootcert=${rootCert} is not an absolute path; give the CA file's full path`);
   } else if (rootCert !== undefined) {
     throw new Error(`${what}: ${shown}: sslrootcert is used only by sslmode=verify-ca or verify-full, not sslmode=${mode}; use sslmode=verify-full to verify the server`);
