@@ -103,7 +103,7 @@ export const serveCommand = defineCommand({
     // citty reads `--no-discovery` as discovery=false (an option named "no-discovery" would never be set).
     discovery: { type: "boolean", default: true, description: "answer multicast discovery queries (UDP port 7413, groups 239.255.74.13 and ff02::7413)", negativeDescription: "do not answer multicast discovery queries (binds no UDP socket)" },
     "discovery-port": { type: "string", description: "UDP port for discovery (default from config.json, 7413)" },
-    db: { type: "string", description: "where the records are: sqlite (STATE/airroot.db) or postgres://USER@HOST[:PORT]/DATABASE, shared by several airroot serve instances (default: config db, else sqlite); a password here shows in ps: prefer --db-password-file" },
+    db: { type: "string", description: "where the records are: sqlite (STATE/airroot.db) or postgres://USER@HOST[:PORT]/DATABASE, shared by several airroot serve instances (default: config db, else sqlite); TLS: add ?sslmode=verify-full&sslrootcert=/path/ca.pem (or verify-ca, require, disable); a password here shows in ps: prefer --db-password-file" },
     "db-password-file": { type: "string", description: "file whose first line is the PostgreSQL password (default: config db-password-file)" },
     verbose: { type: "boolean", description: "log debug lines" },
   },

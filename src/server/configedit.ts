@@ -180,7 +180,7 @@ export const CONFIG_KEYS: readonly KeyDef[] = [
   { key: "boot-cmdline", field: "bootCmdline", kind: "optional-string", live: true, parse: (v) => checkBootCmdline(v),
     what: "site kernel parameters in every per-node iPXE script, e.g. \"console=ttyS0,115200 quiet\"; `set boot-cmdline` without a value clears it" },
   { key: "db", field: "db", kind: "optional-string", live: false, parse: dbSetting,
-    what: "where the records are: sqlite (the default: STATE/airroot.db) or postgres://USER@HOST[:PORT]/DATABASE, one PostgreSQL database several airroot serve instances share (no password in it: see db-password-file); `set db` without a value restores sqlite" },
+    what: "where the records are: sqlite (the default: STATE/airroot.db) or postgres://USER@HOST[:PORT]/DATABASE, one PostgreSQL database several airroot serve instances share (no password in it: see db-password-file; TLS: ?sslmode=verify-full&sslrootcert=/path/ca.pem, or require, or disable); `set db` without a value restores sqlite" },
   { key: "db-password-file", field: "dbPasswordFile", kind: "optional-string", live: false, parse: passwordFile,
     what: "a file (mode 0600) whose first line is the PostgreSQL password for db; `set db-password-file` without a value clears it" },
   { key: "trust-link-local", field: "trustLinkLocal", kind: "bool", live: true, parse: boolean, what: "accept enrollment from link-local sources" },

@@ -2,7 +2,7 @@
 // temporary directory, run as the `postgres` user (initdb and postgres refuse root), listening only on 127.0.0.1 on a
 // free port (and a unix socket inside the directory). Password authentication (scram-sha-256) for TCP, so the
 // password-file path is exercised too. stop() shuts it down (fast mode) and removes the directory; call it in afterAll.
-import { chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, copyFileSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freePort } from "./ports.ts";
@@ -40,6 +40,14 @@ export interface PostgresOptions {
   /** Run the server inside this network namespace (its own 127.0.0.1): for clients inside that namespace only. */
   netns?: string;
   maxConnections?: number;
+  /**
+   * Serve TLS (ssl=on) with this certificate and key (PEM files; copied into the cluster's directory, the key 0600
+   * and owned by postgres, as the server demands). With `hostsslOnly`, pg_hba.conf has only `hostssl` lines for TCP,
+   * so a plaintext connection is refused.
+   */
+  ssl?: { cert: string; key: string; hostsslOnly?: boolean };
+  /** More addresses to listen on besides 127.0.0.1 (other loopback addresses, e.g. 127.0.0.2). */
+  extraListen?: string[];
 }
 
 export async function startPostgres(o: PostgresOptions = {}): Promise<TestPostgres> {
@@ -69,8 +77,25 @@ export async function startPostgres(o: PostgresOptions = {}): Promise<TestPostgr
   try {
     await asPg([join(bin, "initdb"), "-D", data, "-U", "airroot", "--pwfile", pwfile, "--auth-local", "trust", "--auth-host", "scram-sha-256",
       "-E", "UTF8", "--no-sync"], "initdb");
+    let sslOpts = "";
+    if (o.ssl) {
+      const cert = join(dir, "server.crt"), key = join(dir, "server.key");
+      copyFileSync(o.ssl.cert, cert);
+      copyFileSync(o.ssl.key, key);
+      chmodSync(cert, 0o644);
+      chmodSync(key, 0o600);
+      for (const f of [cert, key]) chownSync(f, uid, gid);
+      sslOpts = ` -c ssl=on -c ssl_cert_file=${cert} -c ssl_key_file=${key}`;
+      if (o.ssl.hostsslOnly) {
+        const hba = join(data, "pg_hba.conf");
+        writeFileSync(hba, "local all all trust\nhostssl all all 127.0.0.0/8 scram-sha-256\nhostssl all all ::1/128 scram-sha-256\n");
+        chownSync(hba, uid, gid);
+        chmodSync(hba, 0o600);
+      }
+    }
+    const listen = ["127.0.0.1", ...(o.extraListen ?? [])].join(",");
     // Loopback only, a socket in our directory, no fsync (a test cluster: speed over durability).
-    const opts = `-c listen_addresses=127.0.0.1 -c port=${port} -c unix_socket_directories=${sock} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=${o.maxConnections ?? 100}`;
+    const opts = `-c listen_addresses=${listen} -c port=${port} -c unix_socket_directories=${sock} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=${o.maxConnections ?? 100}${sslOpts}`;
     await asPg([join(bin, "pg_ctl"), "-D", data, "-l", join(data, "server.log"), "-o", opts, "-w", "-t", "60", "start"], "pg_ctl start");
     started = true;
     await asPg([join(bin, "createdb"), "-h", sock, "-p", String(port), "-U", "airroot", "airroot"], "createdb airroot");

@@ -41,7 +41,7 @@ function makePrivate(stateDir: string): void {
 }
 
 export interface OpenOptions {
-  /** "sqlite" or a postgres:// URL (may hold a password: it is never shown); default: config.json's `db`. */
+  /** "sqlite" or a postgres:// URL (may hold a password: it is never shown; TLS: ?sslmode=...&sslrootcert=..., see dburl.ts); default: config.json's `db`. */
   db?: string;
   /** A file whose first line is the PostgreSQL password; default: config.json's `dbPasswordFile`. */
   passwordFile?: string;
