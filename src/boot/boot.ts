@@ -180,7 +180,7 @@ async function obtainRootImage(ctx: BootContext): Promise<BootContext["image"]> 
   const fill = untetherTarget(o.untether, manifest?.manifest.size, (l) => ctx.sc.log(l));
   let m: Awaited<ReturnType<typeof mountImageOnDemand>>;
   try {
-    m = await mountImageOnDemand({ ...src, fillPath: fill?.path }, ROOT_MOUNTPOINT, note);
+    m = await mountImageOnDemand({ ...src, fillPath: fill?.path, fillRateMBps: o.untether.to === "off" ? undefined : o.untether.rateMBps }, ROOT_MOUNTPOINT, note);
   } catch (e) {
     // The engine's own last words say whether no server answered (wait) or something local failed (do not).
     const away = lines.map((l) => /cannot reach any image server: (.*)$/.exec(l)?.[0]).filter(Boolean).pop();

@@ -71,7 +71,7 @@ export class CmdlineError extends Error {
 export type ImageMethod = "ondemand" | "copy";
 
 /** airroot.untether: keep fetching in the background into RAM or a local block device, then need no server. */
-export type Untether = { to: "off" } | { to: "ram" } | { to: "disk"; device: string };
+export type Untether = { to: "off" } | { to: "ram"; rateMBps?: number } | { to: "disk"; device: string; rateMBps?: number };
 
 /** Static IPv4 settings for one interface. */
 export interface StaticIp {
@@ -131,6 +131,8 @@ export const OPTION_DOCS: OptionDoc[] = [
     description: "ondemand mounts the image over HTTPS and reads it lazily; copy downloads it into RAM first." },
   { name: "airroot.untether", syntax: "off|ram|disk:/dev/DEV", default: "off",
     description: "With ondemand and a signed manifest: once mounted, copy every chunk not yet read, verified, in the background (low priority, paused while servers fail) into RAM (initramfs tmpfs) or a local disk or partition (overwritten), then switch the root's loop device to the copy; from then on the node needs no image server. Reported as boot stage \"untethered\"." },
+  { name: "airroot.untetherrate", syntax: "MB/s", default: "(no cap)",
+    description: "With airroot.untether: cap the background fill at this many MB/s (decimal megabytes, e.g. 40 or 12.5), to leave the image servers and the network to booting nodes." },
   { name: "airroot.ip", syntax: "dhcp|none|IFACE:ADDR/PREFIX[:GATEWAY]", default: "dhcp",
     description: "IPv4 setup: DHCPv4 on every link with carrier, none, or static. IPv6 link-local is always on." },
   { name: "airroot.dhcptimeout", syntax: "SECONDS", default: "30",
@@ -280,7 +282,7 @@ export function bootOptions(c: Cmdline): { options: BootOptions; unknown: string
   const imageMethod = (methodP?.value ?? "ondemand") as ImageMethod;
   if (imageMethod !== "ondemand" && imageMethod !== "copy")
     throw new CmdlineError(`airroot.imagemethod=${methodP?.value}: expected ondemand or copy`);
-  const untether = parseUntether(get("airroot.untether"));
+  const untether = parseUntether(get("airroot.untether"), get("airroot.untetherrate"));
   const dhcpTimeoutSec = seconds(get("airroot.dhcptimeout"), 3600,
     "expected whole seconds between 1 and 3600, in plain decimal digits (e.g. 30)") ?? 30;
   if (dhcpTimeoutSec < 1) throw new CmdlineError(`airroot.dhcptimeout=0: expected whole seconds between 1 and 3600, in plain decimal digits (e.g. 30)`);
@@ -330,12 +332,24 @@ export function bootOptions(c: Cmdline): { options: BootOptions; unknown: string
   return { options, unknown };
 }
 
-function parseUntether(p: Param | undefined): Untether {
-  if (!p) return { to: "off" };
-  const v = p.value ?? "";
-  if (v === "off" || v === "ram") return { to: v };
+function parseUntether(p: Param | undefined, rateP: Param | undefined): Untether {
+  let rateMBps: number | undefined;
+  if (rateP) {
+    const r = rateP.value ?? "";
+    // Plain decimal, at most 100 GB/s: nothing a shell or a unit suffix could make mean something else.
+    if (!/^(0|[1-9][0-9]{0,5})(\.[0-9]{1,3})?$/.test(r) || Number(r) <= 0 || Number(r) > 100_000) {
+      throw new CmdlineError(`airroot.untetherrate=${r}: expected MB/s as a plain decimal number above 0 (e.g. 40 or 12.5)`);
+    }
+    rateMBps = Number(r);
+  }
+  const v = p ? (p.value ?? "") : "off";
+  if (v === "off") {
+    if (rateMBps !== undefined) throw new CmdlineError(`airroot.untetherrate=${rateP!.value} needs airroot.untether=ram or disk:/dev/DEVICE`);
+    return { to: "off" };
+  }
+  if (v === "ram") return { to: v, ...(rateMBps !== undefined ? { rateMBps } : {}) };
   const m = /^disk:(\/dev\/[A-Za-z0-9][A-Za-z0-9._\/-]{0,200})$/.exec(v);
-  if (m && !m[1].split("/").includes("..")) return { to: "disk", device: m[1] };
+  if (m && !m[1].split("/").includes("..")) return { to: "disk", device: m[1], ...(rateMBps !== undefined ? { rateMBps } : {}) };
   throw new CmdlineError(`airroot.untether=${v}: expected off, ram or disk:/dev/DEVICE (e.g. disk:/dev/nvme0n1p3; its contents are overwritten)`);
 }
 

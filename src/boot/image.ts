@@ -23,6 +23,8 @@ export interface ImageSource {
   weights?: number[];
   /** airroot.untether: the local copy (a file in RAM or a block device) the daemon fills, then switches the loop to. */
   fillPath?: string;
+  /** airroot.untetherrate: the fill's cap in MB/s (none: no cap). */
+  fillRateMBps?: number;
 }
 
 /** The `airroot mount` arguments for the root image (without the mount point). */
@@ -36,7 +38,10 @@ export function rootMountArgs(src: ImageSource): string[] {
   if (src.manifestUrl && src.imageKeyFile) args.push("--manifest", src.manifestUrl, "--image-key", src.imageKeyFile);
   if (src.manifestUrl && src.expectDigest) args.push("--expect-digest", src.expectDigest);
   // auto: the loop device init attaches after the mount (and any later one on the same file) is switched.
-  if (src.fillPath && src.manifestUrl) args.push("--fill", src.fillPath, "--untether-loop", "auto");
+  if (src.fillPath && src.manifestUrl) {
+    args.push("--fill", src.fillPath, "--untether-loop", "auto");
+    if (src.fillRateMBps !== undefined) args.push("--fill-rate", String(src.fillRateMBps));
+  }
   return [...args, ...src.urls];
 }
 

@@ -80,8 +80,21 @@ describe("bootOptions", () => {
       "airroot.imageurl=https://x/", "airroot.imageurl=http://x/r.sfs", "airroot.manifest=https://a/m,http://b/m",
       "airroot.roottimeout=-1", "airroot.roottimeout=1.5", "airroot.roottimeout=forever", "airroot.roottimeout", "airroot.roottimeout=",
       "airroot.untether=disk", "airroot.untether=disk:", "airroot.untether=disk:sda", "airroot.untether=disk:/dev/../etc/passwd",
-      "airroot.untether=tmpfs", "airroot.untether"];
-    for (const b of bad) expect(() => bootOptions(parseCmdline(b))).toThrow(new RegExp(b.split("=")[0].replace(".", "\\.")));
+      "airroot.untether=tmpfs", "airroot.untether",
+      "airroot.untether=ram airroot.untetherrate=0", "airroot.untether=ram airroot.untetherrate=-5", "airroot.untether=ram airroot.untetherrate=40M",
+      "airroot.untether=ram airroot.untetherrate=1e3", "airroot.untether=ram airroot.untetherrate=200000", "airroot.untether=ram airroot.untetherrate",
+      "airroot.untetherrate=40"];
+    for (const b of bad) expect(() => bootOptions(parseCmdline(b))).toThrow(new RegExp((b.includes("untetherrate") ? "airroot.untetherrate" : b.split("=")[0]).replace(".", "\\.")));
+  });
+
+  test("airroot.untetherrate caps the fill in MB/s, with untether only; the root daemon gets --fill-rate", async () => {
+    expect(bootOptions(parseCmdline("airroot.untether=ram airroot.untetherrate=40")).options.untether).toEqual({ to: "ram", rateMBps: 40 });
+    expect(bootOptions(parseCmdline("airroot.untether=disk:/dev/vdb airroot.untetherrate=12.5")).options.untether)
+      .toEqual({ to: "disk", device: "/dev/vdb", rateMBps: 12.5 });
+    const { rootMountArgs } = await import("../../src/boot/image.ts");
+    const args = rootMountArgs({ urls: ["https://a/r.sfs"], caFile: "ca.pem", manifestUrl: "/m", imageKeyFile: "/k", fillPath: "/f", fillRateMBps: 12.5 });
+    expect(args.join(" ")).toContain("--fill /f --untether-loop auto --fill-rate 12.5");
+    expect(rootMountArgs({ urls: ["https://a/r.sfs"], caFile: "ca.pem", manifestUrl: "/m", imageKeyFile: "/k", fillPath: "/f" })).not.toContain("--fill-rate");
   });
 
   test("airroot.roottimeout=0 gives up at the first refusal; link-local URLs may name their zone (RFC 6874)", () => {
