@@ -1,10 +1,9 @@
 // Background fill: copies every chunk of the mounted image into a local copy (a file, e.g. on tmpfs, or a block
 // device), verified against the signed manifest, at the lowest priority, so that the node can later be untethered.
 //
-// Priority and pacing: each request goes through RemoteImage.fillChunks, which starts it only once reads have been
-// quiet for 150 ms, no demand span is queued, at most 2 fill requests run, readahead's share of the request slots has
-// room and the block budget allows (so the fill adds no memory beyond the engine's budget); it uses healthy servers
-// only, in turn. An optional rate cap
+// Priority and pacing: each request goes through RemoteImage.fillChunks, which starts it only when no demand span is
+// queued, at most 2 fill requests run, readahead's share of the request slots has room and the block budget allows
+// (so the fill adds no memory beyond the engine's budget); it uses healthy servers only, in turn. An optional rate cap
 // (`rateBytesPerSec`) spaces the requests. When no healthy server delivers, the fill pauses (1 s doubling to 10 s) and
 // goes on where it was: nothing is lost, the cursor and the bitmap stay.
 //
