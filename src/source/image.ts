@@ -95,12 +95,6 @@ const MAX_REQUEST_BYTES = 1 * MiB;
 const BACKOFF_MIN_MS = 200, BACKOFF_MAX_MS = 10_000;
 /** Background fill requests in flight at once (all servers together): low priority, so demand reads find slots free. */
 const FILL_MAX_IN_FLIGHT = 2;
-/**
- * The fill starts a request only once reads have been quiet this long. Between the requests of a sequential read
- * there is no queued demand span for a moment, so "no demand queued" alone let the fill in between them, and on a
- * CPU-bound node its TLS and hashing took the reader's share (bench/fill.ts, 2 ms RTT, 2026-12-04: 26 % slower).
- */
-const FILL_QUIET_MS = 150;
 
 type Kind = "demand" | "readahead" | "fill";
 interface Span {
@@ -146,9 +140,6 @@ export class RemoteImage {
   // Background fill (fillChunks): callers waiting for a request slot, fill requests running, the next server in turn.
   private fillQ: (() => void)[] = [];
   private fillRunning = 0;
-  /** When a read last came in, and the timer that lets the fill in once reads have been quiet (FILL_QUIET_MS). */
-  private lastReadAt = -Infinity;
-  private fillWake: ReturnType<typeof setTimeout> | undefined;
   private fillTurn = 0;
   /** Called with every chunk a demand or readahead fetch brought and verified (the fill keeps it: no second fetch). */
   onFetched?: (index: number, bytes: Uint8Array) => void;
@@ -405,7 +396,6 @@ export class RemoteImage {
     for (const wake of this.sleepers) wake();
     const closedErr = new Error(`image ${this.name} closed`);
     for (const sp of [...this.demandQ, ...this.raQ]) sp.reject(closedErr);
-    if (this.fillWake) { clearTimeout(this.fillWake); this.fillWake = undefined; }
     for (const wake of this.fillQ.splice(0)) wake(); // fillChunks sees `closed` and gives up
     this.demandQ = [];
     this.raQ = [];
@@ -418,7 +408,6 @@ export class RemoteImage {
 
   /** Views of the bytes [offset, end), and the blocks holding them, pinned for the caller (unpinned if this fails). */
   private async readBlocks(offset: number, end: number): Promise<{ views: Uint8Array[]; blocks: Uint8Array[] }> {
-    this.lastReadAt = performance.now();
     const ra = this.readahead.observe(offset, end - offset);
     const b0 = Math.floor(offset / this.bs), b1 = Math.floor((end - 1) / this.bs);
     // A readahead fetch that a reader joined is promoted to demand and never dropped; the loop is a safety net.
@@ -575,7 +564,7 @@ export class RemoteImage {
       if (this.demandQ.length && this.running < this.maxInFlight) { if (this.blocksFor(this.demandQ[0])) sp = this.demandQ.shift(); }
       else if (this.raQ.length && this.running < raLimit) { if (this.blocksFor(this.raQ[0])) sp = this.raQ.shift(); }
       else if (this.fillQ.length && !this.demandQ.length && this.running < raLimit && this.fillRunning < FILL_MAX_IN_FLIGHT &&
-        this.readsQuiet() && this.blocksFor({ count: this.spanBlocks } as Span)) {
+        this.blocksFor({ count: this.spanBlocks } as Span)) {
         // Fill last: only with no demand span waiting, within readahead's share of the slots, and within the block
         // budget like any span (spent cached blocks make room; unread ones are never evicted for it).
         this.running++;
@@ -588,17 +577,6 @@ export class RemoteImage {
       this.running++;
       void this.runSpan(sp).finally(() => { this.running--; this.pump(); });
     }
-  }
-
-  /** True once no read has come in for FILL_QUIET_MS; else arms one timer that pumps again when that time is up. */
-  private readsQuiet(): boolean {
-    const wait = this.lastReadAt + FILL_QUIET_MS - performance.now();
-    if (wait <= 0) return true;
-    if (!this.fillWake) {
-      this.fillWake = setTimeout(() => { this.fillWake = undefined; this.pump(); }, Math.ceil(wait));
-      this.fillWake.unref?.();
-    }
-    return false;
   }
 
   private spanBytes(sp: Span): number {

@@ -368,33 +368,6 @@ test("weighted spread: the background fill leaves a weight-0 server alone while 
   await img.close();
 }, 60_000);
 
-test("the background fill waits until reads have been quiet for a moment (150 ms), then goes on", async () => {
-  const { img } = await open([A.urlFor("small.bin")]);
-  const bs = img.status().blockSize;
-  // Reads every 40 ms for ~600 ms (cache hits after the first: the gaps, not the fetches, are what counts).
-  let reading = true, lastRead = 0;
-  const reader = (async () => {
-    for (let i = 0; i < 15 && reading; i++) { await img.read(0, 4096); lastRead = performance.now(); await Bun.sleep(40); }
-  })();
-  await Bun.sleep(20);
-  const t0 = performance.now();
-  const blocks = await img.fillChunks(5, 1);
-  const filledAt = performance.now();
-  reading = false;
-  await reader;
-  expect(blocks && same(blocks[0], small.subarray(5 * bs, 6 * bs))).toBe(true);
-  img.releaseFillBlocks(blocks!);
-  // Not before the reads stopped (the last one ~140 ms before quiet ends), and soon after.
-  expect(filledAt - t0).toBeGreaterThan(450);
-  expect(filledAt).toBeGreaterThanOrEqual(lastRead);
-  // With no reads the fill starts at once.
-  await Bun.sleep(200);
-  const t1 = performance.now();
-  img.releaseFillBlocks((await img.fillChunks(6, 1))!);
-  expect(performance.now() - t1).toBeLessThan(1000);
-  await img.close();
-}, 60_000);
-
 test("reads past the end are clipped; bad arguments are clear errors", async () => {
   const { img } = await open([A.urlFor("small.bin")]);
   expect((await img.read(img.size - 10, 100)).length).toBe(10);
