@@ -91,6 +91,10 @@ export interface ScriptDialect {
   name: string;
   /** The per-node script's path (with ?mac=MAC). */
   path: string;
+  /** The generic script's path, which adds the MAC itself. */
+  genericPath: string;
+  /** What follows `boot` in the per-node script: GRUB goes on to the next line when loading fails, iPXE does not. */
+  afterBoot: () => string;
   header(what: string): string;
   echo(text: string): string;
   /** The generic script: chain to the per-node one with the MAC of the boot NIC. */
@@ -102,6 +106,8 @@ export interface ScriptDialect {
 export const IPXE: ScriptDialect = {
   name: "iPXE",
   path: IPXE_SCRIPT_PATH,
+  genericPath: IPXE_SCRIPT_PATH,
+  afterBoot: () => "",
   header: (what) => `#!ipxe\n# airroot: ${what}\n`,
   echo: (text) => `echo airroot: ${say(text)}`,
   // ${netX/mac:hexhyp}: netX is the network device iPXE last opened (the boot NIC); hexhyp writes 52-54-00-12-34-56,
@@ -118,6 +124,8 @@ export const IPXE: ScriptDialect = {
 export const GRUB: ScriptDialect = {
   name: "GRUB",
   path: GRUB_SCRIPT_PATH,
+  genericPath: GRUB_CONFIG_PATH,
+  afterBoot: () => giveUpLines(GRUB, ["GRUB could not load or start /boot/vmlinuz with /boot/initramfs (see the error above)"]),
   header: (what) => `# airroot: ${what}\n`,
   echo: (text) => `echo ${grubQuote(`airroot: ${say(text)}`)}`,
   // Paths without a device: GRUB's root is (http,SERVER), the server it loaded its config from (it has no TLS and
@@ -199,7 +207,7 @@ export function nodeScript(s: ScriptServer, n: ScriptNode, d: ScriptDialect = IP
   return d.header(`node ${n.name} (${n.mac}), profile ${n.profile}, ${net}`) + [
     d.echo(`booting ${n.name} from ${s.bootBase}`),
     ...d.boot(s.bootBase, params),
-    ...(d === GRUB ? [giveUpLines(d, [`GRUB could not load or start /boot/vmlinuz with /boot/initramfs (see the error above)`])] : [""]),
+    d.afterBoot(),
   ].join("\n");
 }
 
@@ -216,7 +224,7 @@ export function malformedMacScript(given: string, d: ScriptDialect = IPXE): stri
   const shown = given.replace(/[^0-9A-Za-z:.-]/g, "?").slice(0, 40);
   return d.header("malformed MAC") + giveUpLines(d, [
     `the boot script was asked for the MAC ${shown || "(empty)"}, which is not a MAC address like 52:54:00:12:34:56`,
-    `chain the generic script instead: ${d === GRUB ? GRUB_CONFIG_PATH : IPXE_SCRIPT_PATH} (it adds the MAC of the boot NIC itself)`,
+    `chain the generic script instead: ${d.genericPath} (it adds the MAC of the boot NIC itself)`,
   ]);
 }
 
